@@ -1,0 +1,3 @@
+//! Wire types shared by every server and client of netman. One file per API.
+
+pub mod policy;

@@ -1,0 +1,184 @@
+//! The one HTTP layer of netman: request and response values, a blocking server
+//! ([`server::Server`]) for plain, TLS and mutual-TLS listeners, and HTTP client construction.
+
+pub mod client;
+pub mod server;
+
+pub use server::{Handler, Server, ServerOptions};
+
+use rustls::pki_types::CertificateDer;
+use serde::Serialize;
+use std::net::SocketAddr;
+
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: String,
+    /// Percent-decoded path, without the query.
+    pub path: String,
+    /// Decoded query parameters in order of appearance.
+    pub query: Vec<(String, String)>,
+    pub raw_query: String,
+    /// Header names are lower-case.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub peer_addr: Option<SocketAddr>,
+    /// The client's certificate chain when the listener does mutual TLS.
+    pub peer_certificates: Option<Vec<CertificateDer<'static>>>,
+    pub http10: bool,
+}
+
+impl Request {
+    /// A request built in code, for handlers called without a socket (tests, in-process use).
+    pub fn new(method: &str, target: &str) -> Request {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        Request {
+            method: method.to_string(),
+            path: server::percent_decode(path),
+            query: parse_query(query),
+            raw_query: query.to_string(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            peer_addr: None,
+            peer_certificates: None,
+            http10: false,
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The first value of a query parameter, as the original servers read it.
+    pub fn query_param(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn new(status: u16) -> Response {
+        Response {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    pub fn json<T: Serialize + ?Sized>(status: u16, value: &T) -> Response {
+        let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+        Response::new(status)
+            .with_header("content-type", "application/json")
+            .with_body(body)
+    }
+
+    pub fn text(status: u16, text: impl Into<String>) -> Response {
+        Response::new(status)
+            .with_header("content-type", "text/plain; charset=utf-8")
+            .with_body(text.into().into_bytes())
+    }
+
+    /// The error body every netman API uses: `{"error": "<description>"}`.
+    pub fn error(status: u16, message: &str) -> Response {
+        Response::json(status, &serde_json::json!({ "error": message }))
+    }
+
+    pub fn with_header(mut self, name: &str, value: impl Into<String>) -> Response {
+        self.set_header(name, value);
+        self
+    }
+
+    pub fn set_header(&mut self, name: &str, value: impl Into<String>) {
+        let value = value.into();
+        if let Some(h) = self
+            .headers
+            .iter_mut()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        {
+            h.1 = value;
+        } else {
+            self.headers.push((name.to_string(), value));
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn with_body(mut self, body: Vec<u8>) -> Response {
+        self.body = body;
+        self
+    }
+}
+
+pub fn parse_query(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (
+                server::percent_decode(&k.replace('+', " ")),
+                server::percent_decode(&v.replace('+', " ")),
+            )
+        })
+        .collect()
+}
+
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        409 => "Conflict",
+        411 => "Length Required",
+        413 => "Payload Too Large",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_keeps_order_and_decodes() {
+        let q = parse_query("id=a%2Cb,c&x=1+2&id=second&flag");
+        assert_eq!(q[0], ("id".into(), "a,b,c".into()));
+        assert_eq!(q[1], ("x".into(), "1 2".into()));
+        assert_eq!(q[3], ("flag".into(), "".into()));
+        let r = Request::new("GET", "/p?id=a&id=b");
+        assert_eq!(r.query_param("id"), Some("a"));
+    }
+
+    #[test]
+    fn percent_decode_leaves_bad_escapes_alone() {
+        assert_eq!(server::percent_decode("%zz%4"), "%zz%4");
+        assert_eq!(server::percent_decode("%41%e2%82%ac"), "A€");
+    }
+}

@@ -1,0 +1,27 @@
+//! netman: container networking for Cloud Foundry-style platforms, as small synchronous binaries.
+//!
+//! One module per concern; the binaries in `src/bin/` are thin mains over these.
+
+pub mod api; // wire types shared by servers and clients
+pub mod config; // JSON config loading and checks
+pub mod daemon; // conventions of every long-running binary
+pub mod http; // the one HTTP layer: server (plain/TLS/mTLS) and clients
+pub mod logging;
+pub mod metrics; // Prometheus metrics and the debug server
+pub mod netns; // network namespace helpers
+pub mod tls; // PEM loading and rustls configs
+
+pub mod policy; // policy server: store, auth, external and internal APIs
+
+pub mod cni; // CNI spec types and the runtime side (exec plugins)
+pub mod iptables; // typed iptables rules, rendering, iptables-restore, the shared lock
+pub mod netlink; // synchronous rtnetlink wrapper
+pub mod overlay; // lease controller, per-cell daemon, overlay CNI plugin
+
+pub mod agent; // vxlan-policy-agent
+pub mod networker; // garden-external-networker
+
+pub mod cli; // the netman CLI
+pub mod lab; // netman-lab
+pub mod netmon; // netmon and the overlay watchdog
+pub mod pki; // certificate generation (lab, generate-certs, tests)

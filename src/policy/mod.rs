@@ -1,0 +1,3 @@
+//! The policy server: store, authentication, and the external and internal APIs.
+
+pub mod store;

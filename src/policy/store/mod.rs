@@ -1,0 +1,73 @@
+//! The policy store: one trait, one implementation per database (SQLite embedded default,
+//! PostgreSQL and MySQL/MariaDB behind cargo features). Schema and algorithms follow the original
+//! (`groups` tag pool, `destinations`, `policies`, `policies_info`); see the reference §4.
+
+use crate::api::policy::{Policy, Tag};
+use std::collections::HashMap;
+use std::fmt;
+
+/// Which policies a list returns, as the `GET policies` query parameters select them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyFilter {
+    All,
+    /// Source OR destination in the list (`id=`).
+    Either(Vec<String>),
+    /// Source in the list (`source_id=` alone).
+    Source(Vec<String>),
+    /// Destination in the list (`dest_id=` alone).
+    Destination(Vec<String>),
+    /// Source in the first AND destination in the second (`source_id=` and `dest_id=`).
+    SourceAndDestination(Vec<String>, Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// The database could not be reached or answered with an error.
+    Database(String),
+    /// Every tag of the pool is in use.
+    TagPoolExhausted,
+    /// The same id already holds a tag of another type (internal `PUT tags`).
+    TagTypeConflict { id: String, existing: String },
+    /// The schema in the database is newer than this binary knows.
+    SchemaTooNew { found: i64, known: i64 },
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Database(e) => write!(f, "database: {e}"),
+            StoreError::TagPoolExhausted => write!(f, "failed to find available tag"),
+            StoreError::TagTypeConflict { id, existing } => {
+                write!(f, "id {id:?} already has a tag of type {existing:?}")
+            }
+            StoreError::SchemaTooNew { found, known } => write!(
+                f,
+                "database schema version {found} is newer than this binary knows ({known})"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// What every backend provides. Policies passed in are validated already; create and delete are
+/// each one transaction (all of the batch or nothing) and move `last_updated`.
+pub trait Store: Send + Sync {
+    /// Creates the policies (idempotent: existing ones are kept), allocating tags as needed.
+    fn create(&self, policies: &[Policy]) -> Result<(), StoreError>;
+    /// Deletes the policies (missing ones are skipped), releasing unreferenced tags.
+    fn delete(&self, policies: &[Policy]) -> Result<(), StoreError>;
+    /// Lists policies with both tags filled.
+    fn list(&self, filter: &PolicyFilter) -> Result<Vec<Policy>, StoreError>;
+    /// Tag assignments ordered by tag.
+    fn tags(&self) -> Result<Vec<Tag>, StoreError>;
+    /// Returns the tag of (id, type), allocating one if needed.
+    fn create_tag(&self, id: &str, kind: &str) -> Result<Tag, StoreError>;
+    /// `policies_info.last_updated` as Unix nanoseconds.
+    fn last_updated(&self) -> Result<i64, StoreError>;
+    /// For each id, how many policies it is the source of (quota checks).
+    fn source_policy_counts(&self, ids: &[String]) -> Result<HashMap<String, usize>, StoreError>;
+    fn count(&self) -> Result<usize, StoreError>;
+    /// A cheap query proving the database answers (`/health`).
+    fn check(&self) -> Result<(), StoreError>;
+}
