@@ -72,6 +72,7 @@ pub fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
     let oid = [0x06, 0x03, 0x55, 0x04, 0x03];
     der.windows(oid.len())
         .enumerate()
+        .rev()
         .filter(|(_, w)| *w == oid)
         .filter_map(|(pos, _)| {
             let rest = &der[pos + oid.len()..];
@@ -83,5 +84,5 @@ pub fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
                 .ok()
                 .map(str::to_string)
         })
-        .last()
+        .next()
 }
