@@ -6,6 +6,8 @@
 //! Everything is removed on drop; nothing touches the root namespace.
 #![allow(dead_code)]
 
+pub mod policy_api;
+
 use netman::netns::{run_in, NamedNetns};
 use std::io::{ErrorKind, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
