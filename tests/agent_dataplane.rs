@@ -190,3 +190,38 @@ fn rebuilding_from_scratch_never_drops_allowed_traffic_and_spares_other_tables()
     assert!(tables.contains("table ip someone_else"), "{tables}");
     assert!(tables.contains("table ip netman_vpa"), "{tables}");
 }
+
+#[test]
+fn libnftables_applies_the_same_table_as_nft_and_fails_atomically() {
+    let lab = two_cells();
+    let policies = base_policies();
+    let full = render_full(&cell_plan(&lab, 2, &policies), &LOG_OFF);
+    let cell = &lab.cells[1];
+    cell.nft_script(&full).unwrap();
+    let by_exec = cell.nft(&["list", "table", "ip", "netman_vpa"]).unwrap();
+    cell.nft(&["delete", "table", "ip", "netman_vpa"]).unwrap();
+    let old = cell_plan(&lab, 2, &policies);
+    let mut fewer = policies.clone();
+    fewer.remove(0);
+    let new = cell_plan(&lab, 2, &fewer);
+    let results = netman::netns::run_in(&cell.ns.path(), move || {
+        let lib = netman::agent::libnft::LibNft::open().unwrap();
+        let first = lib.run(&full);
+        let bad = lib.run("add element ip netman_vpa allowed { 10.0.0.1 . tcp . 1 . 0x1 }\nadd element ip netman_vpa nosuchset { 10.0.0.1 }\n");
+        let diff = lib.run(&render_diff(&Diff::between(&old, &new)).unwrap());
+        (first, bad, diff)
+    })
+    .unwrap();
+    results.0.unwrap();
+    let err = results.1.unwrap_err();
+    assert!(err.contains("No such file or directory"), "{err}");
+    results.2.unwrap();
+    let mut expected = by_exec.replace("10.255.2.2 . tcp . 8080 . 0x00000001", "");
+    expected.retain(|c| !c.is_whitespace() && c != ',');
+    let mut got = cell.nft(&["list", "table", "ip", "netman_vpa"]).unwrap();
+    got.retain(|c| !c.is_whitespace() && c != ',');
+    assert_eq!(
+        got, expected,
+        "the failed transaction left nothing behind; the diff removed one element"
+    );
+}

@@ -45,7 +45,7 @@ pub struct AgentConfig {
     /// NFLOG group of the c2c log (the kernel's LOG target is silent in namespaces).
     #[serde(default = "default_nflog_group")]
     pub c2c_nflog_group: u16,
-    /// The `nft` executable.
+    /// The `nft` executable, used only when libnftables.so.1 cannot be loaded.
     #[serde(default = "default_nft")]
     pub nft_path: String,
 }

@@ -15,6 +15,7 @@ pub mod client;
 pub mod config;
 pub mod containers;
 pub mod cycle;
+pub mod libnft;
 pub mod metrics;
 pub mod nft;
 pub mod plan;

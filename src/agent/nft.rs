@@ -288,7 +288,7 @@ pub trait Dataplane: Send + Sync {
     fn set_logging(&self, log: &C2cLogging) -> Result<(), String>;
 }
 
-/// Applies scripts with `nft -f -` in the namespace of the calling process.
+/// Applies scripts with `nft -f -` in the namespace of the calling thread.
 #[derive(Debug, Clone)]
 pub struct Nft {
     pub path: String,
@@ -328,20 +328,53 @@ impl Nft {
     }
 }
 
-impl Dataplane for Nft {
+/// Runs scripts one transaction at a time: in-process through libnftables, or by `nft -f -`.
+pub trait Runner: Send + Sync {
+    fn run(&self, script: &str) -> Result<(), String>;
+}
+
+impl Runner for Nft {
+    fn run(&self, script: &str) -> Result<(), String> {
+        Nft::run(self, script)
+    }
+}
+
+impl Runner for super::libnft::LibNft {
+    fn run(&self, script: &str) -> Result<(), String> {
+        super::libnft::LibNft::run(self, script)
+    }
+}
+
+/// libnftables when it loads, else the `nft` executable at `nft_path`.
+pub fn runner(nft_path: &str) -> Box<dyn Runner> {
+    match super::libnft::LibNft::open() {
+        Ok(lib) => Box::new(lib),
+        Err(e) => {
+            log::warn!("{e}; applying with {nft_path} -f - instead");
+            Box::new(Nft::new(nft_path))
+        }
+    }
+}
+
+/// The agent's table through any [`Runner`].
+pub struct Table {
+    pub runner: Box<dyn Runner>,
+}
+
+impl Dataplane for Table {
     fn replace(&self, plan: &Plan, log: &C2cLogging) -> Result<(), String> {
-        self.run(&render_full(plan, log))
+        self.runner.run(&render_full(plan, log))
     }
 
     fn update(&self, diff: &Diff) -> Result<(), String> {
         match render_diff(diff) {
-            Some(script) => self.run(&script),
+            Some(script) => self.runner.run(&script),
             None => Ok(()),
         }
     }
 
     fn set_logging(&self, log: &C2cLogging) -> Result<(), String> {
-        self.run(&render_chain(log))
+        self.runner.run(&render_chain(log))
     }
 }
 

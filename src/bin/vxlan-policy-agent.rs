@@ -5,7 +5,7 @@ use netman::agent::client::PolicyClient;
 use netman::agent::containers::StoreReader;
 use netman::agent::cycle::{run_poller, Settings};
 use netman::agent::metrics::AgentMetrics;
-use netman::agent::nft::{C2cLogging, Nft};
+use netman::agent::nft::{runner, C2cLogging, Table};
 use netman::agent::server::{Debug, ForcePoll};
 use netman::agent::{Agent, AgentConfig};
 use netman::daemon::{self, DaemonArgs};
@@ -48,7 +48,9 @@ fn main() {
     let uptime = metrics.uptime.clone();
     let agent = Arc::new(Agent::new(
         Box::new(client),
-        Box::new(Nft::new(config.nft_path.clone())),
+        Box::new(Table {
+            runner: runner(&config.nft_path),
+        }),
         StoreReader::new(&config.cni_datastore_path),
         C2cLogging {
             enabled: config.iptables_c2c_logging,
