@@ -124,8 +124,6 @@ impl Server {
         if self.stopping.swap(true, Ordering::SeqCst) {
             return;
         }
-        // Wake the accept thread, which is blocked in accept().
-        let _ = TcpStream::connect_timeout(&self.local_addr, Duration::from_millis(200));
         if let Some(t) = self.accept_thread.take() {
             let _ = t.join();
         }
@@ -142,15 +140,26 @@ impl Drop for Server {
 }
 
 fn accept_loop(listener: TcpListener, tx: SyncSender<TcpStream>, stopping: &AtomicBool) {
-    for stream in listener.incoming() {
-        if stopping.load(Ordering::SeqCst) {
-            break;
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    // Poll with a timeout rather than block in accept(), so shutdown needs no wake-up connection
+    // (which could not reach a listener inside another network namespace anyway).
+    while !stopping.load(Ordering::SeqCst) {
+        let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(100u16)) {
+            Ok(0) => continue,
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                log::error!("poll on listener failed: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
         }
-        let stream = match stream {
-            Ok(s) => s,
+        let stream = match listener.accept() {
+            Ok((s, _)) => s,
             Err(e) => {
                 log::debug!("accept failed: {e}");
-                std::thread::sleep(Duration::from_millis(10));
                 continue;
             }
         };
@@ -292,13 +301,8 @@ impl Connection {
             } else {
                 options.idle_timeout
             };
-            self.tcp.set_read_timeout(Some(wait))?;
-            if self.reader.buffer().is_empty() {
-                match self.reader.fill_buf() {
-                    Ok([]) => return Ok(()),
-                    Ok(_) => {}
-                    Err(e) => return Err(e),
-                }
+            if self.reader.buffer().is_empty() && !self.wait_for_request(wait, stopping)? {
+                return Ok(());
             }
             self.tcp.set_read_timeout(Some(options.io_timeout))?;
             let head = match read_head(&mut self.reader, options.max_header_bytes) {
@@ -372,6 +376,33 @@ impl Connection {
             }
         }
         Ok(())
+    }
+
+    /// Waits up to `wait` for the next request to begin, in short slices so that a shutdown
+    /// does not wait for idle keep-alive clients. `false` when the connection should end.
+    fn wait_for_request(&mut self, wait: Duration, stopping: &AtomicBool) -> io::Result<bool> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || stopping.load(Ordering::SeqCst) {
+                return Ok(false);
+            }
+            self.tcp
+                .set_read_timeout(Some(left.min(Duration::from_millis(250))))?;
+            match self.reader.fill_buf() {
+                Ok([]) => return Ok(false),
+                Ok(_) => return Ok(true),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     fn reply_and_close(mut self, resp: Response) -> io::Result<()> {
