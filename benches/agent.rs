@@ -38,14 +38,15 @@ fn percentile(v: &[Duration], p: f64) -> Duration {
 }
 
 /// `n` policies onto `dests` local destination apps from `n / dests` remote source apps (one
-/// tag each); every tenth policy is a port range. One element per policy.
+/// tag each); with `ranges`, every tenth policy is a wide port range (1,000 ports: an
+/// interval-set element). One element per policy.
 fn synthetic(n: usize, dests: &[String], ranges: bool) -> Vec<Policy> {
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         let src = i / dests.len();
         let dst = &dests[i % dests.len()];
         let (start, end) = if ranges && i % 10 == 0 {
-            (20000, 20010)
+            (20000, 20999)
         } else {
             (8000 + (i % 7) as i64, 8000 + (i % 7) as i64)
         };
@@ -68,7 +69,7 @@ fn local_containers(count: usize) -> Vec<StoreContainer> {
 }
 
 fn plan_and_apply() {
-    println!("== plan + apply on one cell (100 local destination containers; 1 in 10 policies a port range)");
+    println!("== plan + apply on one cell (100 local destination containers; 1 in 10 policies a 1,000-port range)");
     let lab = Lab::new(1);
     let path = lab.cells[0].ns.path();
     let containers = local_containers(100);
@@ -194,19 +195,19 @@ fn connection_rate() {
     };
     let variants: Vec<(&str, Vec<Policy>)> = vec![
         ("1 policy (A->B)", vec![allow.clone()]),
-        ("10,001 policies, 9,000 single ports + 1,000 ranges", {
+        ("10,001 policies, 9,001 single ports + 1,000 wide ranges", {
             let mut v = synthetic(10_000, &dests, true);
             v.push(allow.clone());
             v
         }),
-        ("10,001 policies, all port ranges (interval set only)", {
+        ("10,001 policies, 10,000 wide port ranges (interval set)", {
             let mut v: Vec<Policy> = synthetic(10_000, &dests, false)
                 .into_iter()
                 .enumerate()
                 .map(|(i, mut p)| {
-                    let s = 30000 + (i % 1000) as i64 * 3;
+                    let s = 30000 + (i % 100) as i64 * 300;
                     p.destination.ports.start = s;
-                    p.destination.ports.end = s + 1;
+                    p.destination.ports.end = s + 100;
                     p
                 })
                 .collect();

@@ -55,6 +55,7 @@ fn base_policies() -> Vec<Policy> {
         policy("app-A", "0001", "app-B", "tcp", 8080, 8080),
         policy("app-A", "0001", "app-B", "udp", 5353, 5353),
         policy("app-A", "0001", "app-B", "tcp", 9000, 9010),
+        policy("app-A", "0001", "app-B", "tcp", 20000, 20999),
     ]
 }
 
@@ -69,7 +70,7 @@ fn policies_allow_exactly_their_traffic_same_cell_and_cross_cell() {
     );
     let _servers: Vec<TcpServer> = [b, b2]
         .iter()
-        .flat_map(|t| [8080, 8081, 9005, 9011].map(|p| TcpServer::start(t, p)))
+        .flat_map(|t| [8080, 8081, 9005, 9011, 20500, 21000].map(|p| TcpServer::start(t, p)))
         .collect();
     let _udp = [UdpEcho::start(b, 5353), UdpEcho::start(b2, 5353)];
 
@@ -95,6 +96,16 @@ fn policies_allow_exactly_their_traffic_same_cell_and_cross_cell() {
             tcp_connect(a, target.ip, 9011),
             Conn::Refused,
             "past the range"
+        );
+        assert_eq!(
+            tcp_connect(a, target.ip, 20500),
+            Conn::Ok,
+            "in the wide range"
+        );
+        assert_eq!(
+            tcp_connect(a, target.ip, 21000),
+            Conn::Refused,
+            "past the wide range"
         );
         assert_eq!(udp_roundtrip(a, target.ip, 5353), Conn::Ok, "udp");
         assert_eq!(

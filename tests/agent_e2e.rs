@@ -76,7 +76,7 @@ fn policies_converge_and_enforce_tcp_udp_ranges_same_cell_and_cross_cell() {
     );
     let _tcp: Vec<TcpServer> = [b, b2]
         .iter()
-        .flat_map(|t| [8080, 9005, 9011].map(|p| TcpServer::start(t, p)))
+        .flat_map(|t| [8080, 9005, 9011, 20500, 21000].map(|p| TcpServer::start(t, p)))
         .collect();
     let _udp = [UdpEcho::start(b, 5353), UdpEcho::start(b2, 5353)];
 
@@ -88,6 +88,7 @@ fn policies_converge_and_enforce_tcp_udp_ranges_same_cell_and_cross_cell() {
         (A, B, "tcp", 8080, 8080),
         (A, B, "udp", 5353, 5353),
         (A, B, "tcp", 9000, 9010),
+        (A, B, "tcp", 20000, 20999),
     ]);
     for target in [b, b2] {
         wait_for(Duration::from_secs(5), Conn::Ok, || {
@@ -103,6 +104,16 @@ fn policies_converge_and_enforce_tcp_udp_ranges_same_cell_and_cross_cell() {
         assert_eq!(udp_roundtrip(a, target.ip, 5353), Conn::Ok, "udp");
         assert_eq!(tcp_connect(a, target.ip, 9005), Conn::Ok, "in range");
         assert_eq!(tcp_connect(a, target.ip, 9011), Conn::Refused, "past range");
+        assert_eq!(
+            tcp_connect(a, target.ip, 20500),
+            Conn::Ok,
+            "in the wide range"
+        );
+        assert_eq!(
+            tcp_connect(a, target.ip, 21000),
+            Conn::Refused,
+            "past the wide range"
+        );
         assert_eq!(
             tcp_connect(c, target.ip, 8080),
             Conn::Refused,

@@ -14,6 +14,10 @@ pub const ALLOWED_BIT: u32 = 0x0100_0000;
 /// Largest tag: GBP carries the low 16 bits of the mark.
 pub const MAX_TAG: u32 = 0xFFFF;
 
+/// Port ranges up to this many ports are planned as single ports (hash-set elements, O(1) per
+/// lookup); only wider ranges go to the interval set, whose lookup cost grows with its size.
+pub const EXPAND_RANGES_UP_TO: u32 = 64;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Proto {
     Tcp,
@@ -147,13 +151,21 @@ pub fn plan(containers: &[Container], policies: &[Policy]) -> (Plan, Vec<Skipped
     let mut allowed = BTreeSet::new();
     for ((daddr, proto, mark), list) in ranges {
         for (start, end) in merge(list) {
-            allowed.insert(Allow {
-                daddr,
-                proto,
-                start,
-                end,
-                mark,
-            });
+            let (start, end) = (start as u32, end as u32);
+            let spans: Vec<(u32, u32)> = if end - start < EXPAND_RANGES_UP_TO {
+                (start..=end).map(|p| (p, p)).collect()
+            } else {
+                vec![(start, end)]
+            };
+            for (start, end) in spans {
+                allowed.insert(Allow {
+                    daddr,
+                    proto,
+                    start: start as u16,
+                    end: end as u16,
+                    mark,
+                });
+            }
         }
     }
     (
@@ -287,13 +299,14 @@ mod tests {
     fn overlapping_ranges_merge_per_destination_protocol_and_tag() {
         let containers = [c("b1", "10.255.1.3", "B")];
         let policies = [
-            p("A", "0001", "B", "tcp", 8080, 8086),
-            p("A", "0001", "B", "tcp", 8083, 8090),
+            p("A", "0001", "B", "tcp", 8000, 8086),
+            p("A", "0001", "B", "tcp", 8083, 8190),
             p("A", "0001", "B", "tcp", 8085, 8085),
-            p("A", "0001", "B", "tcp", 8091, 8095),
+            p("A", "0001", "B", "tcp", 8191, 8295),
             p("A", "0001", "B", "tcp", 9000, 9000),
             p("A", "0001", "B", "udp", 8085, 8085),
             p("C", "0002", "B", "tcp", 8085, 8085),
+            p("C", "0002", "B", "tcp", 7000, 7002), // narrow: expanded to single ports
         ];
         let (plan, _) = plan(&containers, &policies);
         let got: Vec<_> = plan
@@ -304,10 +317,13 @@ mod tests {
         assert_eq!(
             got,
             [
-                (Proto::Tcp, 8080, 8090, 1),
+                (Proto::Tcp, 7000, 7000, 2),
+                (Proto::Tcp, 7001, 7001, 2),
+                (Proto::Tcp, 7002, 7002, 2),
+                (Proto::Tcp, 8000, 8190, 1),
                 (Proto::Tcp, 8085, 8085, 1),
                 (Proto::Tcp, 8085, 8085, 2),
-                (Proto::Tcp, 8091, 8095, 1),
+                (Proto::Tcp, 8191, 8295, 1),
                 (Proto::Tcp, 9000, 9000, 1),
                 (Proto::Udp, 8085, 8085, 1)
             ]
@@ -358,7 +374,7 @@ mod tests {
     proptest! {
         #[test]
         fn planned_ports_are_exactly_the_policy_ports_and_ranges_never_overlap(
-            ranges in proptest::collection::vec((1u16..200, 0u16..20), 1..20)
+            ranges in proptest::collection::vec((1u16..400, 0u16..120), 1..20)
         ) {
             let containers = [c("b1", "10.255.1.3", "B")];
             let policies: Vec<Policy> = ranges
@@ -371,7 +387,7 @@ mod tests {
             for w in spans.windows(2) {
                 prop_assert!(w[0].end < w[1].start);
             }
-            for port in 0u16..=230 {
+            for port in 0u16..=530 {
                 let want = ranges.iter().any(|(s, len)| port >= *s && port <= *s + *len);
                 let got = elems.iter().any(|a| port >= a.start && port <= a.end);
                 prop_assert_eq!(want, got, "port {}", port);
