@@ -10,7 +10,7 @@
 //!   chain forward { type filter hook forward priority -10; policy accept;
 //!     meta mark set ip saddr map @source_tags
 //!     ct state new ip daddr . meta l4proto . th dport . meta mark @allowed meta mark set meta mark | 0x01000000
-//!     ct state new ip daddr . meta l4proto . th dport . meta mark @allowed_ranges meta mark set meta mark | 0x01000000
+//!     ct state new meta mark & 0x01000000 == 0 ip daddr . meta l4proto . th dport . meta mark @allowed_ranges meta mark set ...
 //!     [c2c logging: NFLOG of allowed new connections, UDP rate limited]
 //!   }
 //! }
@@ -103,6 +103,12 @@ impl fmt::Display for Rule {
                 f,
                 "meta mark set ip saddr map @{}",
                 Set::SourceTags.name()
+            ),
+            // The interval set is consulted only when the hash set did not allow already.
+            Rule::MarkAllowed(Set::AllowedRanges) => write!(
+                f,
+                "ct state new meta mark & 0x{ALLOWED_BIT:08x} == 0 ip daddr . meta l4proto . th dport . meta mark @{} meta mark set meta mark | 0x{ALLOWED_BIT:08x}",
+                Set::AllowedRanges.name()
             ),
             Rule::MarkAllowed(set) => write!(
                 f,
@@ -428,7 +434,7 @@ mod tests {
              add chain ip netman_vpa forward { type filter hook forward priority -10; policy accept; }\n\
              add rule ip netman_vpa forward meta mark set ip saddr map @source_tags\n\
              add rule ip netman_vpa forward ct state new ip daddr . meta l4proto . th dport . meta mark @allowed meta mark set meta mark | 0x01000000\n\
-             add rule ip netman_vpa forward ct state new ip daddr . meta l4proto . th dport . meta mark @allowed_ranges meta mark set meta mark | 0x01000000\n\
+             add rule ip netman_vpa forward ct state new meta mark & 0x01000000 == 0 ip daddr . meta l4proto . th dport . meta mark @allowed_ranges meta mark set meta mark | 0x01000000\n\
              add element ip netman_vpa source_tags { 10.255.1.2 : 0x00000001 }\n\
              add element ip netman_vpa allowed { 10.255.1.3 . tcp . 8080 . 0x00000001 }\n\
              add element ip netman_vpa allowed_ranges { 10.255.1.3 . udp . 5000-5010 . 0x00000002 }\n"
