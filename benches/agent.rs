@@ -289,7 +289,11 @@ fn convergence() {
         cell.wait_agent_up();
     }
     let (a, b) = (lab.container("a"), lab.container("b"));
-    let ports: Vec<u16> = (0..100).map(|i| 10000 + i).collect();
+    let n: u16 = std::env::var("VPA_BENCH_POLICIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let ports: Vec<u16> = (0..n).map(|i| 10000 + i).collect();
     let _servers: Vec<TcpServer> = ports.iter().map(|p| TcpServer::start(b, *p)).collect();
     let mut rng = rand::thread_rng();
     let mut lat = Vec::new();
@@ -299,13 +303,29 @@ fn convergence() {
         let t0 = Instant::now();
         api.allow(&[("app-A", "app-B", "tcp", *p as i64, *p as i64)]);
         loop {
-            if tcp_connect(a, b.ip, *p) == Conn::Ok {
+            let ta = Instant::now();
+            let r = tcp_connect(a, b.ip, *p);
+            if std::env::var("VPA_BENCH_DEBUG").is_ok() && ta.elapsed() > Duration::from_millis(50)
+            {
+                println!(
+                    "slow attempt {:?} {r:?} at {:?}",
+                    ta.elapsed(),
+                    t0.elapsed()
+                );
+            }
+            if r == Conn::Ok {
                 break;
             }
             assert!(t0.elapsed() < Duration::from_secs(30), "no convergence");
             std::thread::sleep(Duration::from_millis(5));
         }
         lat.push(t0.elapsed());
+        if std::env::var("VPA_BENCH_DEBUG").is_ok() {
+            println!("{:?} {:?}", std::time::SystemTime::now(), t0.elapsed());
+        }
+    }
+    if std::env::var("VPA_BENCH_DEBUG").is_ok() {
+        println!("{}", lab.cells[1].agent_log());
     }
     println!(
         "median {:.0} ms, p99 {:.0} ms, max {:.0} ms",

@@ -79,6 +79,9 @@ impl Lab {
         for i in 1..=n {
             let ns = NamedNetns::create(&unique("vpacell")).unwrap();
             ns.sysctl("net.ipv4.ip_forward", "1").unwrap();
+            // REJECT's ICMP errors are rate limited per destination (a burst of 6, then 1/s);
+            // tests that probe in a loop want every rejected SYN answered.
+            ns.sysctl("net.ipv4.icmp_ratelimit", "0").unwrap();
             cells.push(Cell {
                 index: i,
                 dir: tempfile::tempdir().unwrap(),
