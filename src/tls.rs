@@ -64,16 +64,25 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
-/// The subject common name of a DER certificate, for logs and authorisation decisions.
+/// The subject common name of a DER certificate, for logs.
 pub fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
-    // Walk the DER for the first commonName attribute (OID 2.5.4.3) and read its string value.
+    // The issuer's name precedes the subject's in the certificate, so the subject's common name
+    // (OID 2.5.4.3) is the last one found.
     let der = cert.as_ref();
     let oid = [0x06, 0x03, 0x55, 0x04, 0x03];
-    let pos = der.windows(oid.len()).position(|w| w == oid)?;
-    let rest = &der[pos + oid.len()..];
-    let (tag, len) = (*rest.first()?, *rest.get(1)? as usize);
-    if !matches!(tag, 0x0c | 0x13 | 0x16) || len >= 0x80 {
-        return None;
-    }
-    std::str::from_utf8(rest.get(2..2 + len)?).ok().map(str::to_string)
+    der.windows(oid.len())
+        .enumerate()
+        .rev()
+        .filter(|(_, w)| *w == oid)
+        .filter_map(|(pos, _)| {
+            let rest = &der[pos + oid.len()..];
+            let (tag, len) = (*rest.first()?, *rest.get(1)? as usize);
+            if !matches!(tag, 0x0c | 0x13 | 0x16) || len >= 0x80 {
+                return None;
+            }
+            std::str::from_utf8(rest.get(2..2 + len)?)
+                .ok()
+                .map(str::to_string)
+        })
+        .next()
 }

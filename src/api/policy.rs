@@ -4,29 +4,37 @@ use serde::{Deserialize, Serialize};
 
 /// A policy in the v1 shape: source app may reach destination app on protocol + port range.
 /// Tags are filled only by the internal API.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Policy {
+    #[serde(default)]
     pub source: Source,
+    #[serde(default)]
     pub destination: Destination,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Source {
+    #[serde(default)]
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Destination {
+    #[serde(default)]
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
+    #[serde(default)]
     pub protocol: String,
+    #[serde(default)]
     pub ports: Ports,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 pub struct Ports {
     #[serde(default)]
     pub start: i64,
@@ -35,17 +43,21 @@ pub struct Ports {
 }
 
 /// The v0 (netman-era) shape: a single destination port.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyV0 {
+    #[serde(default)]
     pub source: Source,
+    #[serde(default)]
     pub destination: DestinationV0,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DestinationV0 {
+    #[serde(default)]
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
+    #[serde(default)]
     pub protocol: String,
     #[serde(default)]
     pub port: i64,
@@ -107,9 +119,9 @@ impl PolicyV0 {
 }
 
 /// Request body of create and delete: `{"policies": [...]}`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PoliciesRequest<P = Policy> {
-    #[serde(default)]
+    #[serde(default = "Vec::new")]
     pub policies: Vec<P>,
 }
 
@@ -188,7 +200,8 @@ mod tests {
 
     #[test]
     fn tag_request_accepts_capitalised_fields() {
-        let t: TagRequest = serde_json::from_str(r#"{"ID":"INGRESS_ROUTER","Type":"router"}"#).unwrap();
+        let t: TagRequest =
+            serde_json::from_str(r#"{"ID":"INGRESS_ROUTER","Type":"router"}"#).unwrap();
         assert_eq!(t.id, "INGRESS_ROUTER");
         assert_eq!(t.kind, "router");
     }

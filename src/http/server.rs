@@ -124,8 +124,6 @@ impl Server {
         if self.stopping.swap(true, Ordering::SeqCst) {
             return;
         }
-        // Wake the accept thread, which is blocked in accept().
-        let _ = TcpStream::connect_timeout(&self.local_addr, Duration::from_millis(200));
         if let Some(t) = self.accept_thread.take() {
             let _ = t.join();
         }
@@ -142,15 +140,26 @@ impl Drop for Server {
 }
 
 fn accept_loop(listener: TcpListener, tx: SyncSender<TcpStream>, stopping: &AtomicBool) {
-    for stream in listener.incoming() {
-        if stopping.load(Ordering::SeqCst) {
-            break;
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    // Poll with a timeout rather than block in accept(), so shutdown needs no wake-up connection
+    // (which could not reach a listener inside another network namespace anyway).
+    while !stopping.load(Ordering::SeqCst) {
+        let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(100u16)) {
+            Ok(0) => continue,
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                log::error!("poll on listener failed: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
         }
-        let stream = match stream {
-            Ok(s) => s,
+        let stream = match listener.accept() {
+            Ok((s, _)) => s,
             Err(e) => {
                 log::debug!("accept failed: {e}");
-                std::thread::sleep(Duration::from_millis(10));
                 continue;
             }
         };
@@ -241,16 +250,25 @@ struct SharedTls(Arc<Mutex<rustls::StreamOwned<rustls::ServerConnection, TcpStre
 
 impl Read for SharedTls {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.lock().map_err(|_| io::Error::other("poisoned"))?.read(buf)
+        self.0
+            .lock()
+            .map_err(|_| io::Error::other("poisoned"))?
+            .read(buf)
     }
 }
 
 impl Write for SharedTls {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().map_err(|_| io::Error::other("poisoned"))?.write(buf)
+        self.0
+            .lock()
+            .map_err(|_| io::Error::other("poisoned"))?
+            .write(buf)
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.0.lock().map_err(|_| io::Error::other("poisoned"))?.flush()
+        self.0
+            .lock()
+            .map_err(|_| io::Error::other("poisoned"))?
+            .flush()
     }
 }
 
@@ -283,13 +301,8 @@ impl Connection {
             } else {
                 options.idle_timeout
             };
-            self.tcp.set_read_timeout(Some(wait))?;
-            if self.reader.buffer().is_empty() {
-                match self.reader.fill_buf() {
-                    Ok([]) => return Ok(()),
-                    Ok(_) => {}
-                    Err(e) => return Err(e),
-                }
+            if self.reader.buffer().is_empty() && !self.wait_for_request(wait, stopping)? {
+                return Ok(());
             }
             self.tcp.set_read_timeout(Some(options.io_timeout))?;
             let head = match read_head(&mut self.reader, options.max_header_bytes) {
@@ -299,14 +312,16 @@ impl Connection {
                     return self.reply_and_close(Response::error(431, "request header too large"))
                 }
                 Err(HeadError::Malformed(m)) => {
-                    return self.reply_and_close(Response::error(400, &format!("malformed request: {m}")))
+                    return self
+                        .reply_and_close(Response::error(400, &format!("malformed request: {m}")))
                 }
                 Err(HeadError::Io(e)) => return Err(e),
             };
             let mut req = match parse_head(&head) {
                 Ok(r) => r,
                 Err(m) => {
-                    return self.reply_and_close(Response::error(400, &format!("malformed request: {m}")))
+                    return self
+                        .reply_and_close(Response::error(400, &format!("malformed request: {m}")))
                 }
             };
             req.peer_addr = Some(peer_addr);
@@ -316,7 +331,9 @@ impl Connection {
                 .header("expect")
                 .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
             {
-                let declared = req.header("content-length").and_then(|v| v.parse::<usize>().ok());
+                let declared = req
+                    .header("content-length")
+                    .and_then(|v| v.parse::<usize>().ok());
                 if declared.is_some_and(|n| n > options.max_body_bytes) {
                     return self.reply_and_close(Response::error(413, "request body too large"));
                 }
@@ -329,7 +346,8 @@ impl Connection {
                     return self.reply_and_close(Response::error(413, "request body too large"))
                 }
                 Err(BodyError::Malformed(m)) => {
-                    return self.reply_and_close(Response::error(400, &format!("malformed request: {m}")))
+                    return self
+                        .reply_and_close(Response::error(400, &format!("malformed request: {m}")))
                 }
                 Err(BodyError::Io(e)) => return Err(e),
             }
@@ -360,6 +378,33 @@ impl Connection {
         Ok(())
     }
 
+    /// Waits up to `wait` for the next request to begin, in short slices so that a shutdown
+    /// does not wait for idle keep-alive clients. `false` when the connection should end.
+    fn wait_for_request(&mut self, wait: Duration, stopping: &AtomicBool) -> io::Result<bool> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || stopping.load(Ordering::SeqCst) {
+                return Ok(false);
+            }
+            self.tcp
+                .set_read_timeout(Some(left.min(Duration::from_millis(250))))?;
+            match self.reader.fill_buf() {
+                Ok([]) => return Ok(false),
+                Ok(_) => return Ok(true),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     fn reply_and_close(mut self, resp: Response) -> io::Result<()> {
         write_response(&mut self.writer, &resp, true, false)?;
         let _ = self.tcp.shutdown(Shutdown::Both);
@@ -380,7 +425,9 @@ fn read_head(reader: &mut impl BufRead, max: usize) -> Result<Vec<u8>, HeadError
             return if head.is_empty() {
                 Err(HeadError::Closed)
             } else {
-                Err(HeadError::Malformed("connection closed inside the header".into()))
+                Err(HeadError::Malformed(
+                    "connection closed inside the header".into(),
+                ))
             };
         }
         head.extend_from_slice(&line);
@@ -496,7 +543,9 @@ fn read_chunked(reader: &mut impl BufRead, max: usize) -> Result<Vec<u8>, BodyEr
         }
         let start = body.len();
         body.resize(start + size, 0);
-        reader.read_exact(&mut body[start..]).map_err(BodyError::Io)?;
+        reader
+            .read_exact(&mut body[start..])
+            .map_err(BodyError::Io)?;
         let mut crlf = [0u8; 2];
         reader.read_exact(&mut crlf).map_err(BodyError::Io)?;
         if &crlf != b"\r\n" {
@@ -505,9 +554,19 @@ fn read_chunked(reader: &mut impl BufRead, max: usize) -> Result<Vec<u8>, BodyEr
     }
 }
 
-fn write_response(w: &mut dyn Write, resp: &Response, close: bool, is_head: bool) -> io::Result<()> {
+fn write_response(
+    w: &mut dyn Write,
+    resp: &Response,
+    close: bool,
+    is_head: bool,
+) -> io::Result<()> {
     let mut out = Vec::with_capacity(256 + resp.body.len());
-    write!(out, "HTTP/1.1 {} {}\r\n", resp.status, super::reason(resp.status))?;
+    write!(
+        out,
+        "HTTP/1.1 {} {}\r\n",
+        resp.status,
+        super::reason(resp.status)
+    )?;
     for (k, v) in &resp.headers {
         write!(out, "{k}: {v}\r\n")?;
     }

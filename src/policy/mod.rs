@@ -1,5 +1,13 @@
 //! The policy server: store, authentication, and the external and internal APIs.
 
+pub mod app;
 pub mod auth;
+pub mod authz;
 pub mod cc;
+pub mod cleanup;
+pub mod config;
+pub mod external;
+pub mod internal;
+pub mod metered_store;
 pub mod store;
+pub mod validate;

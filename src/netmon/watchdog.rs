@@ -1,0 +1,113 @@
+//! The overlay watchdog (the original's flannel-watchdog for netman's overlay): the VTEP's IPv4
+//! address must be the first address of the cell's lease. A missing VTEP is tolerated (not set up
+//! yet); a VTEP without an address, or with another one, means the cell is out of sync and must be
+//! recreated.
+
+use std::net::Ipv4Addr;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// The VTEP carries the lease's address.
+    InSync,
+    /// No VTEP yet, or no lease known yet: nothing to compare.
+    NotYet(String),
+    /// The cell must be recreated.
+    OutOfSync(String),
+}
+
+/// Compares the lease (`overlay_subnet` as the overlay daemon reports it) with the addresses
+/// found on the VTEP (`None` when the device does not exist).
+pub fn judge(lease_subnet: Option<&str>, vtep_addresses: Option<&[Ipv4Addr]>) -> Verdict {
+    let Some(addresses) = vtep_addresses else {
+        return Verdict::NotYet("overlay device does not exist yet".into());
+    };
+    let Some(subnet) = lease_subnet else {
+        return Verdict::NotYet("overlay daemon did not report a lease".into());
+    };
+    let lease: ipnet::Ipv4Net = match subnet.parse() {
+        Ok(n) => n,
+        Err(_) => return Verdict::OutOfSync(format!("lease {subnet:?} is not an IPv4 subnet")),
+    };
+    if addresses.is_empty() {
+        return Verdict::OutOfSync(format!(
+            "overlay device has no IPv4 address but the lease is {lease}"
+        ));
+    }
+    if addresses.contains(&lease.network()) {
+        Verdict::InSync
+    } else {
+        Verdict::OutOfSync(format!(
+            "overlay device has {addresses:?} but the lease is {lease}"
+        ))
+    }
+}
+
+/// IPv4 addresses of `device` in this process's network namespace; `None` if it does not exist.
+pub fn device_ipv4_addresses(device: &str) -> Result<Option<Vec<Ipv4Addr>>, String> {
+    let mut exists = false;
+    let mut out = Vec::new();
+    for ifa in nix::ifaddrs::getifaddrs().map_err(|e| format!("getifaddrs: {e}"))? {
+        if ifa.interface_name != device {
+            continue;
+        }
+        exists = true;
+        if let Some(addr) = ifa.address.as_ref().and_then(|a| a.as_sockaddr_in()) {
+            out.push(addr.ip());
+        }
+    }
+    Ok(exists.then_some(out))
+}
+
+/// Asks the overlay daemon (`GET <url>` → `{"overlay_subnet": ..., "mtu": ...}`) for the lease.
+pub fn lease_from_daemon(agent: &ureq::Agent, url: &str) -> Result<String, String> {
+    let mut resp = agent
+        .get(url)
+        .call()
+        .map_err(|e| format!("asking the overlay daemon at {url}: {e}"))?;
+    if resp.status() != 200 {
+        return Err(format!(
+            "overlay daemon at {url} answered {}",
+            resp.status()
+        ));
+    }
+    let body = crate::http::client::body_string(&mut resp, 1 << 16)?;
+    let v: serde_json::Value =
+        serde_json::from_str(&body).map_err(|e| format!("overlay daemon answer: {e}"))?;
+    v["overlay_subnet"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| format!("overlay daemon answer has no overlay_subnet: {body}"))
+}
+
+pub const OUT_OF_SYNC_MESSAGE: &str =
+    "This cell must be recreated. The overlay is out of sync with the local VTEP";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts() {
+        let a = |s: &str| vec![s.parse::<Ipv4Addr>().unwrap()];
+        assert_eq!(
+            judge(Some("10.255.34.0/24"), Some(&a("10.255.34.0"))),
+            Verdict::InSync
+        );
+        assert!(matches!(
+            judge(Some("10.255.34.0/24"), None),
+            Verdict::NotYet(_)
+        ));
+        assert!(matches!(
+            judge(None, Some(&a("10.255.34.0"))),
+            Verdict::NotYet(_)
+        ));
+        assert!(matches!(
+            judge(Some("10.255.34.0/24"), Some(&[])),
+            Verdict::OutOfSync(_)
+        ));
+        assert!(matches!(
+            judge(Some("10.255.34.0/24"), Some(&a("10.255.35.0"))),
+            Verdict::OutOfSync(_)
+        ));
+    }
+}

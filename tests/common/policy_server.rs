@@ -1,0 +1,268 @@
+//! Starts the real `policy-server` binary with certificates generated for the test, a config
+//! written for it, and free loopback ports. Include with
+//! `#[path = "common/policy_server.rs"] mod policy_server;`.
+#![allow(dead_code)]
+
+use netman::http::client::{agent, body_string, ClientTls};
+use netman::pki::{Ca, Usage};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const ADMIN_TOKEN: &str = "admin-token";
+pub const WRITE_TOKEN: &str = "write-token";
+pub const READ_TOKEN: &str = "no-scope-token";
+
+pub struct Certs {
+    pub ca: PathBuf,
+    pub server: (PathBuf, PathBuf),
+    pub client: (PathBuf, PathBuf),
+    pub other_client: (PathBuf, PathBuf),
+}
+
+pub fn certs(dir: &Path) -> Certs {
+    let ca = Ca::new("netman test CA").unwrap();
+    let other = Ca::new("another CA").unwrap();
+    let server = ca
+        .write_issued(
+            dir,
+            "server",
+            "policy-server.service.cf.internal",
+            &["policy-server.service.cf.internal", "localhost", "127.0.0.1"],
+            Usage::Server,
+        )
+        .unwrap();
+    let client = ca
+        .write_issued(dir, "client", "vxlan-policy-agent", &[], Usage::Client)
+        .unwrap();
+    let other_client = other
+        .write_issued(dir, "other-client", "intruder", &[], Usage::Client)
+        .unwrap();
+    Certs {
+        ca: ca.write_ca(dir).unwrap(),
+        server: (server.cert, server.key),
+        client: (client.cert, client.key),
+        other_client: (other_client.cert, other_client.key),
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A static tokens file: admin, writer (network.write) and a token without network scopes.
+pub fn write_tokens_file(dir: &Path) -> PathBuf {
+    let path = dir.join("tokens.json");
+    let tokens = json!({
+        ADMIN_TOKEN: {"subject": "admin-id", "user_name": "admin", "scopes": ["network.admin"]},
+        WRITE_TOKEN: {"subject": "dev-id", "user_name": "dev", "scopes": ["network.write"]},
+        READ_TOKEN: {"subject": "reader-id", "user_name": "reader", "scopes": ["openid"]},
+    });
+    std::fs::write(&path, tokens.to_string()).unwrap();
+    path
+}
+
+pub struct PolicyServer {
+    pub dir: tempfile::TempDir,
+    pub certs: Certs,
+    pub config_path: PathBuf,
+    pub config: Value,
+    pub external: String,
+    pub internal: String,
+    pub debug: String,
+    child: Option<Child>,
+}
+
+impl PolicyServer {
+    /// A server on SQLite with static-token auth; `patch` edits the config before start.
+    pub fn start_with(patch: impl FnOnce(&mut Value, &Path)) -> PolicyServer {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = certs(dir.path());
+        let tokens = write_tokens_file(dir.path());
+        let (listen, internal, debug) = (free_port(), free_port(), free_port());
+        let mut config = json!({
+            "listen_host": "127.0.0.1",
+            "listen_port": listen,
+            "internal_listen_host": "127.0.0.1",
+            "internal_listen_port": internal,
+            "debug_server_port": debug,
+            "ca_cert_file": certs.ca,
+            "server_cert_file": certs.server.0,
+            "server_key_file": certs.server.1,
+            "database": {"type": "sqlite", "connection_string": dir.path().join("policies.db")},
+            "auth": {"mode": "tokens", "tokens_file": tokens},
+        });
+        patch(&mut config, dir.path());
+        let config_path = dir.path().join("policy-server.json");
+        std::fs::write(&config_path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+        let scheme = if config["enable_tls"] == json!(true) {
+            "https"
+        } else {
+            "http"
+        };
+        let mut server = PolicyServer {
+            external: format!("{scheme}://127.0.0.1:{}", config["listen_port"]),
+            internal: format!("https://127.0.0.1:{}", config["internal_listen_port"]),
+            debug: format!("http://127.0.0.1:{}", config["debug_server_port"]),
+            config_path,
+            config,
+            certs,
+            dir,
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
+    pub fn start() -> PolicyServer {
+        Self::start_with(|_, _| {})
+    }
+
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("policy-server.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_policy-server"))
+            .arg("--config")
+            .arg(&self.config_path)
+            .arg("--log-level")
+            .arg("info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let client = self.client();
+        loop {
+            if let Ok(resp) = client.get(format!("{}/health", self.debug)).call() {
+                if resp.status() == 200 {
+                    return;
+                }
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("policy-server exited with {status}: {}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "policy-server not ready: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("policy-server.log")).unwrap_or_default()
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, and the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        c.wait().unwrap()
+    }
+
+    pub fn client(&self) -> ureq::Agent {
+        agent(
+            &ClientTls {
+                ca_cert_file: Some(self.certs.ca.to_string_lossy().into()),
+                ..ClientTls::default()
+            },
+            Duration::from_secs(30),
+        )
+        .unwrap()
+    }
+
+    /// A client presenting the agents' certificate to the internal API.
+    pub fn internal_client(&self) -> ureq::Agent {
+        self.internal_client_with(&self.certs.client)
+    }
+
+    pub fn internal_client_with(&self, cert: &(PathBuf, PathBuf)) -> ureq::Agent {
+        agent(
+            &ClientTls {
+                ca_cert_file: Some(self.certs.ca.to_string_lossy().into()),
+                client_cert_file: Some(cert.0.to_string_lossy().into()),
+                client_key_file: Some(cert.1.to_string_lossy().into()),
+                skip_verification: false,
+            },
+            Duration::from_secs(30),
+        )
+        .unwrap()
+    }
+
+    /// GET on the external API with a token; (status, body).
+    pub fn get(&self, path: &str, token: Option<&str>) -> (u16, String) {
+        let mut req = self.client().get(format!("{}{path}", self.external));
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let mut resp = req.call().unwrap();
+        let status = resp.status().as_u16();
+        (status, body_string(&mut resp, 64 << 20).unwrap())
+    }
+
+    /// POST on the external API with a token; (status, body).
+    pub fn post(&self, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+        let mut req = self.client().post(format!("{}{path}", self.external));
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let mut resp = req
+            .header("content-type", "application/json")
+            .send(body.as_bytes())
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, body_string(&mut resp, 64 << 20).unwrap())
+    }
+
+    pub fn internal_get(&self, path: &str) -> (u16, String) {
+        let mut resp = self
+            .internal_client()
+            .get(format!("{}{path}", self.internal))
+            .call()
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, body_string(&mut resp, 64 << 20).unwrap())
+    }
+}
+
+impl Drop for PolicyServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A v1 create/delete body.
+pub fn v1_body(policies: &[(&str, &str, &str, i64, i64)]) -> String {
+    let list: Vec<Value> = policies
+        .iter()
+        .map(|(s, d, proto, start, end)| {
+            json!({"source": {"id": s}, "destination": {"id": d, "protocol": proto, "ports": {"start": start, "end": end}}})
+        })
+        .collect();
+    json!({ "policies": list }).to_string()
+}
