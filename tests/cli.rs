@@ -181,6 +181,30 @@ fn allow_list_remove_by_guid() {
     let v: Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(v["policies"][0]["destination"]["id"], "app-c");
     assert!(policies(&server).is_empty());
+    // CF_TRACE shows the HTTP exchange, never the token.
+    let r = netman(
+        &["list-access"],
+        &[
+            ("NETMAN_API", &server.external),
+            ("NETMAN_TOKEN", ADMIN_TOKEN),
+            ("CF_TRACE", "true"),
+        ],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr
+            .contains(&format!("REQUEST:\nGET {}{V1}\n", server.external)),
+        "{r:?}"
+    );
+    assert!(
+        r.stderr
+            .contains("RESPONSE:\n200 OK\n{\"total_policies\":0"),
+        "{r:?}"
+    );
+    assert!(
+        r.stderr.contains("[PRIVATE DATA HIDDEN]") && !r.stderr.contains(ADMIN_TOKEN),
+        "{r:?}"
+    );
     // Removing what is not there is fine, as on the server.
     let r = as_user(
         &server,
