@@ -52,10 +52,12 @@ fn add_host(name: &str, ip: Ipv4Addr, port: &str) -> Result<(), String> {
     add_ns(name)?;
     // Both ends are created inside namespaces: the root namespace never holds the link.
     run(&[
-        "ip", "-n", SWITCH, "link", "add", port, "type", "veth", "peer", "name", "eth0",
-        "netns", name,
+        "ip", "-n", SWITCH, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns",
+        name,
     ])?;
-    run(&["ip", "-n", SWITCH, "link", "set", port, "master", "br0", "up"])?;
+    run(&[
+        "ip", "-n", SWITCH, "link", "set", port, "master", "br0", "up",
+    ])?;
     let cidr = format!("{ip}/{UNDERLAY_PREFIX}");
     ns_exec(name, &["ip", "addr", "add", &cidr, "dev", "eth0"])?;
     ns_exec(name, &["ip", "link", "set", "eth0", "up"])?;
@@ -73,15 +75,38 @@ pub fn create(cells: usize) -> Result<(), String> {
     add_host(CONTROL, CONTROL_IP, "p-control")?;
     add_host(INTERNET, INTERNET_IP, "p-internet")?;
     for host in INTERNET_HOSTS {
-        ns_exec(INTERNET, &["ip", "addr", "add", &format!("{host}/32"), "dev", "lo"])?;
+        ns_exec(
+            INTERNET,
+            &["ip", "addr", "add", &format!("{host}/32"), "dev", "lo"],
+        )?;
     }
     for i in 1..=cells {
         let name = cell_name(i);
         add_host(&name, cell_ip(i), &format!("p-cell-{i}"))?;
         sysctl(&name, "net.ipv4.ip_forward", "1")?;
-        ns_exec(&name, &["ip", "route", "add", INTERNET_NET, "via", &INTERNET_IP.to_string()])?;
+        ns_exec(
+            &name,
+            &[
+                "ip",
+                "route",
+                "add",
+                INTERNET_NET,
+                "via",
+                &INTERNET_IP.to_string(),
+            ],
+        )?;
     }
-    ns_exec(CONTROL, &["ip", "route", "add", INTERNET_NET, "via", &INTERNET_IP.to_string()])?;
+    ns_exec(
+        CONTROL,
+        &[
+            "ip",
+            "route",
+            "add",
+            INTERNET_NET,
+            "via",
+            &INTERNET_IP.to_string(),
+        ],
+    )?;
     Ok(())
 }
 
@@ -102,7 +127,10 @@ pub fn destroy() -> Vec<String> {
     let namespaces = lab_namespaces();
     for ns in &namespaces {
         let pids = run(&["ip", "netns", "pids", ns]).unwrap_or_default();
-        for pid in pids.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+        for pid in pids
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+        {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,

@@ -1,0 +1,183 @@
+//! The agent's JSON configuration: keys, defaults and checks.
+
+use crate::config::{require_nonempty, require_port, require_positive, require_readable_file};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Base URL of the policy server's internal API, e.g.
+    /// `https://policy-server.service.cf.internal:4003`.
+    pub policy_server_url: String,
+    /// CA that signed the policy server's certificate.
+    pub ca_cert_file: String,
+    /// The agent's client certificate and key for mutual TLS.
+    pub client_cert_file: String,
+    pub client_key_file: String,
+    #[serde(default = "default_client_timeout")]
+    pub client_timeout_seconds: u64,
+    /// The container metadata store (`store.json`); its version file is `<path>_version`.
+    pub cni_datastore_path: String,
+    /// How often `policies_last_updated` is checked.
+    #[serde(default = "default_poll_interval")]
+    pub poll_interval_seconds: u64,
+    /// Policies are fetched and the plan re-applied at least this often, changed or not.
+    #[serde(default = "default_full_sync_interval")]
+    pub full_sync_interval_seconds: u64,
+    /// Ceiling of the exponential back-off (with jitter) while the policy server fails.
+    #[serde(default = "default_backoff_max")]
+    pub backoff_max_seconds: u64,
+    #[serde(default = "default_host")]
+    pub debug_server_host: String,
+    #[serde(default = "default_debug_port")]
+    pub debug_server_port: u16,
+    #[serde(default = "default_host")]
+    pub force_policy_poll_cycle_host: String,
+    #[serde(default = "default_force_port")]
+    pub force_policy_poll_cycle_port: u16,
+    /// Log allowed new container-to-container connections (NFLOG) from the start; toggled at
+    /// runtime through the debug server's `/iptables-c2c-logging`.
+    #[serde(default)]
+    pub iptables_c2c_logging: bool,
+    /// Rate limit of logged accepted UDP packets.
+    #[serde(default = "default_udp_logs")]
+    pub iptables_accepted_udp_logs_per_sec: u32,
+    /// NFLOG group of the c2c log (the kernel's LOG target is silent in namespaces).
+    #[serde(default = "default_nflog_group")]
+    pub c2c_nflog_group: u16,
+    /// The `nft` executable, used only when libnftables.so.1 cannot be loaded.
+    #[serde(default = "default_nft")]
+    pub nft_path: String,
+}
+
+fn default_client_timeout() -> u64 {
+    5
+}
+fn default_poll_interval() -> u64 {
+    1
+}
+fn default_full_sync_interval() -> u64 {
+    60
+}
+fn default_backoff_max() -> u64 {
+    30
+}
+fn default_host() -> String {
+    "127.0.0.1".into()
+}
+fn default_debug_port() -> u16 {
+    8721
+}
+fn default_force_port() -> u16 {
+    8722
+}
+fn default_udp_logs() -> u32 {
+    100
+}
+fn default_nflog_group() -> u16 {
+    2
+}
+fn default_nft() -> String {
+    "nft".into()
+}
+
+impl crate::config::Validate for AgentConfig {
+    fn validate(&self) -> Result<(), String> {
+        require_nonempty("policy_server_url", &self.policy_server_url)?;
+        if !self.policy_server_url.starts_with("https://") {
+            return Err(format!(
+                "invalid 'policy_server_url': {:?} must be an https:// URL (the internal API is mutual TLS)",
+                self.policy_server_url
+            ));
+        }
+        require_readable_file("ca_cert_file", &self.ca_cert_file)?;
+        require_readable_file("client_cert_file", &self.client_cert_file)?;
+        require_readable_file("client_key_file", &self.client_key_file)?;
+        require_positive("client_timeout_seconds", self.client_timeout_seconds)?;
+        require_nonempty("cni_datastore_path", &self.cni_datastore_path)?;
+        let dir = std::path::Path::new(&self.cni_datastore_path)
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        if !dir.is_dir() {
+            return Err(format!(
+                "invalid 'cni_datastore_path': directory {} does not exist",
+                dir.display()
+            ));
+        }
+        require_positive("poll_interval_seconds", self.poll_interval_seconds)?;
+        require_positive(
+            "full_sync_interval_seconds",
+            self.full_sync_interval_seconds,
+        )?;
+        require_positive("backoff_max_seconds", self.backoff_max_seconds)?;
+        for (key, host) in [
+            ("debug_server_host", &self.debug_server_host),
+            (
+                "force_policy_poll_cycle_host",
+                &self.force_policy_poll_cycle_host,
+            ),
+        ] {
+            crate::config::require_ip(key, host)?;
+        }
+        require_port("debug_server_port", self.debug_server_port)?;
+        require_port(
+            "force_policy_poll_cycle_port",
+            self.force_policy_poll_cycle_port,
+        )?;
+        require_positive(
+            "iptables_accepted_udp_logs_per_sec",
+            self.iptables_accepted_udp_logs_per_sec as u64,
+        )?;
+        require_nonempty("nft_path", &self.nft_path)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Validate;
+
+    fn write(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
+        for f in ["ca.pem", "c.pem", "k.pem"] {
+            std::fs::write(dir.join(f), "x").unwrap();
+        }
+        let d = dir.display();
+        let p = dir.join("vpa.json");
+        std::fs::write(
+            &p,
+            format!(
+                r#"{{"policy_server_url":"https://ps:4003","ca_cert_file":"{d}/ca.pem",
+                "client_cert_file":"{d}/c.pem","client_key_file":"{d}/k.pem",
+                "cni_datastore_path":"{d}/store.json"{extra}}}"#
+            ),
+        )
+        .unwrap();
+        p
+    }
+
+    #[test]
+    fn defaults_apply_and_bad_values_name_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let c: AgentConfig = crate::config::load(&write(dir.path(), "")).unwrap();
+        assert_eq!(c.poll_interval_seconds, 1);
+        assert_eq!(c.full_sync_interval_seconds, 60);
+        assert_eq!(c.force_policy_poll_cycle_port, 8722);
+        assert_eq!(c.debug_server_port, 8721);
+        assert!(!c.iptables_c2c_logging);
+        let err =
+            crate::config::load::<AgentConfig>(&write(dir.path(), r#","poll_interval_seconds":0"#))
+                .unwrap_err();
+        assert!(err.contains("'poll_interval_seconds'"), "{err}");
+        let err = crate::config::load::<AgentConfig>(&write(dir.path(), r#","pol_interval":3"#))
+            .unwrap_err();
+        assert!(err.contains("pol_interval"), "{err}");
+        let mut bad = c.clone();
+        bad.policy_server_url = "http://ps:4003".into();
+        assert!(bad.validate().unwrap_err().contains("policy_server_url"));
+        bad = c.clone();
+        bad.cni_datastore_path = "/nonexistent-dir-xyz/store.json".into();
+        assert!(bad.validate().unwrap_err().contains("cni_datastore_path"));
+    }
+}

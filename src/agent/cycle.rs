@@ -1,0 +1,573 @@
+//! The agent's loop: decide when to fetch, plan, apply, record. One cycle runs at a time (the
+//! poller and the force-poll endpoint share a mutex).
+
+use super::backoff::Backoff;
+use super::client::PolicySource;
+use super::containers::{Container, StoreReader};
+use super::metrics::{self as m, AgentMetrics};
+use super::nft::{C2cLogging, Dataplane, Set};
+use super::plan::{plan, Diff, Plan, Skipped};
+use crate::api::policy::Policy;
+use std::collections::BTreeSet;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub poll_interval: Duration,
+    pub full_sync_interval: Duration,
+    pub backoff_max: Duration,
+}
+
+/// What a cycle did to the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The plan was already installed (or no cycle was due).
+    Nothing,
+    /// The table was rebuilt from scratch holding this many elements.
+    Full(usize),
+    /// This many elements were added or removed.
+    Incremental(usize),
+}
+
+struct State {
+    store: StoreReader,
+    /// The last successfully read containers.
+    containers: Vec<Container>,
+    /// The error of the last store read, until a read succeeds.
+    store_error: Option<String>,
+    /// The last fetched policies and the apps they were fetched for.
+    policies: Vec<Policy>,
+    policies_for: Vec<String>,
+    /// What this process installed; `None` until its first apply (the kernel may still hold a
+    /// previous run's table, which stays until it is replaced as a whole).
+    installed: Option<Plan>,
+    last_updated: Option<i64>,
+    last_full_sync: Option<Instant>,
+    logging: C2cLogging,
+    skipped: Vec<Skipped>,
+}
+
+pub struct Agent {
+    source: Box<dyn PolicySource>,
+    dataplane: Box<dyn Dataplane>,
+    metrics: AgentMetrics,
+    settings: Settings,
+    state: Mutex<State>,
+}
+
+impl Agent {
+    pub fn new(
+        source: Box<dyn PolicySource>,
+        dataplane: Box<dyn Dataplane>,
+        store: StoreReader,
+        logging: C2cLogging,
+        settings: Settings,
+        metrics: AgentMetrics,
+    ) -> Agent {
+        Agent {
+            source,
+            dataplane,
+            metrics,
+            settings,
+            state: Mutex::new(State {
+                store,
+                containers: Vec::new(),
+                store_error: None,
+                policies: Vec::new(),
+                policies_for: Vec::new(),
+                installed: None,
+                last_updated: None,
+                last_full_sync: None,
+                logging,
+                skipped: Vec::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// One poll: a cheap `policies_last_updated`, and a full cycle only when it changed, the
+    /// container store changed, a full sync is due, or nothing was installed yet.
+    pub fn poll(&self) -> Result<Applied, String> {
+        let mut st = self.lock();
+        let store_changed = st.store.changed();
+        let full_due = st
+            .last_full_sync
+            .is_none_or(|t| t.elapsed() >= self.settings.full_sync_interval);
+        let remote = self
+            .metrics
+            .poll
+            .time("last_updated", || self.source.last_updated());
+        match remote {
+            Ok(remote) => {
+                if st.installed.is_none()
+                    || store_changed
+                    || full_due
+                    || st.last_updated != Some(remote)
+                {
+                    self.cycle(&mut st, Some(remote), false)
+                } else {
+                    Ok(Applied::Nothing)
+                }
+            }
+            Err(e) => {
+                self.metrics.error(m::POLICY_SERVER);
+                if store_changed && st.installed.is_some() {
+                    // Containers came or went: apply them with the policies we have.
+                    if let Err(e2) = self.cycle(&mut st, None, false) {
+                        log::warn!("cycle without the policy server: {e2}");
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// A full cycle now, re-reading the store (the networker calls this on container create).
+    pub fn force(&self) -> Result<Applied, String> {
+        let mut st = self.lock();
+        let remote = self
+            .metrics
+            .poll
+            .time("last_updated", || self.source.last_updated())
+            .ok();
+        let applied = self.cycle(&mut st, remote, true)?;
+        match &st.store_error {
+            Some(e) => Err(e.clone()),
+            None => Ok(applied),
+        }
+    }
+
+    fn cycle(
+        &self,
+        st: &mut State,
+        remote: Option<i64>,
+        force_store: bool,
+    ) -> Result<Applied, String> {
+        let started = Instant::now();
+        let result = self
+            .metrics
+            .poll
+            .time("cycle", || self.cycle_inner(st, remote, force_store));
+        log::debug!(
+            "cycle in {:.1} ms: {result:?}",
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+        result
+    }
+
+    fn cycle_inner(
+        &self,
+        st: &mut State,
+        remote: Option<i64>,
+        force_store: bool,
+    ) -> Result<Applied, String> {
+        match st.store.read_if_changed(force_store) {
+            Ok(Some(containers)) => {
+                st.containers = containers;
+                st.store_error = None;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                self.metrics.error(m::STORE);
+                log::error!("container store: {e}; keeping the last good list of containers");
+                st.store_error = Some(e);
+            }
+        }
+        let apps: Vec<String> = st
+            .containers
+            .iter()
+            .map(|c| c.app.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+
+        let mut fetch_error = None;
+        let policies = if remote.is_none() {
+            fetch_error = Some("policy server unreachable".to_string());
+            None
+        } else if apps.is_empty() {
+            Some(Vec::new())
+        } else {
+            match self
+                .metrics
+                .poll
+                .time("policies", || self.source.policies(&apps))
+            {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    self.metrics.error(m::POLICY_SERVER);
+                    fetch_error = Some(e);
+                    None
+                }
+            }
+        };
+        let policies = match policies {
+            Some(p) => p,
+            // Never replace a table we did not install with one planned from nothing.
+            None if st.installed.is_none() => return Err(fetch_error.unwrap_or_default()),
+            None => st.policies.clone(),
+        };
+
+        let (plan, skipped) = plan(&st.containers, &policies);
+        if skipped != st.skipped {
+            for s in &skipped {
+                log::warn!("left out: {}", s.0);
+            }
+            st.skipped = skipped;
+        }
+        let applied = self.apply(st, &plan)?;
+        st.installed = Some(plan);
+        if fetch_error.is_none() {
+            st.policies = policies;
+            st.policies_for = apps;
+            st.last_updated = remote;
+            st.last_full_sync = Some(Instant::now());
+            if st.store_error.is_none() {
+                self.metrics.success_now();
+            }
+        }
+        match fetch_error {
+            Some(e) => Err(e),
+            None => Ok(applied),
+        }
+    }
+
+    fn apply(&self, st: &State, plan: &Plan) -> Result<Applied, String> {
+        let applied = match &st.installed {
+            Some(old) => {
+                let diff = Diff::between(old, plan);
+                if diff.is_empty() {
+                    return Ok(Applied::Nothing);
+                }
+                match self
+                    .metrics
+                    .enforce
+                    .time("incremental", || self.dataplane.update(&diff))
+                {
+                    Ok(()) => Applied::Incremental(diff.len()),
+                    Err(e) => {
+                        // The kernel's table is not what we think (changed behind our back):
+                        // rebuild it as a whole, still in one transaction.
+                        self.metrics.error(m::DATAPLANE);
+                        log::error!("incremental update failed, rebuilding the table: {e}");
+                        self.replace(st, plan)?
+                    }
+                }
+            }
+            None => self.replace(st, plan)?,
+        };
+        self.metrics
+            .set_elements(Set::SourceTags.name(), plan.source_tags.len());
+        let ranges = plan.allowed.iter().filter(|a| a.is_range()).count();
+        self.metrics
+            .set_elements(Set::Allowed.name(), plan.allowed.len() - ranges);
+        self.metrics.set_elements(Set::AllowedRanges.name(), ranges);
+        log::info!("applied {applied:?}");
+        Ok(applied)
+    }
+
+    fn replace(&self, st: &State, plan: &Plan) -> Result<Applied, String> {
+        self.metrics
+            .enforce
+            .time("full", || self.dataplane.replace(plan, &st.logging))
+            .inspect_err(|_| self.metrics.error(m::DATAPLANE))?;
+        Ok(Applied::Full(plan.element_count()))
+    }
+
+    pub fn logging(&self) -> C2cLogging {
+        self.lock().logging
+    }
+
+    /// Turns c2c logging on or off at once (only the chain is rewritten).
+    pub fn set_logging(&self, enabled: bool) -> Result<(), String> {
+        let mut st = self.lock();
+        let new = C2cLogging {
+            enabled,
+            ..st.logging
+        };
+        if st.installed.is_some() && new != st.logging {
+            self.metrics
+                .enforce
+                .time("logging", || self.dataplane.set_logging(&new))?;
+        }
+        st.logging = new;
+        Ok(())
+    }
+
+    /// Health: the last store read failed, or nothing is installed yet.
+    pub fn health(&self) -> Result<(), String> {
+        let st = self.lock();
+        if let Some(e) = &st.store_error {
+            return Err(e.clone());
+        }
+        if st.installed.is_none() {
+            return Err("no policies enforced yet".into());
+        }
+        Ok(())
+    }
+}
+
+/// Polls until `stop` receives or is dropped: first at once, then every poll interval, backing
+/// off with jitter while cycles fail.
+pub fn run_poller(agent: Arc<Agent>, stop: Receiver<()>) {
+    let interval = agent.settings.poll_interval;
+    let mut backoff = Backoff::new(interval, agent.settings.backoff_max);
+    let mut wait = Duration::ZERO;
+    loop {
+        match stop.recv_timeout(wait) {
+            Err(RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+        match agent.poll() {
+            Ok(_) => {
+                if backoff.failures() > 0 {
+                    log::warn!(
+                        "policy cycle recovered after {} failures",
+                        backoff.failures()
+                    );
+                }
+                backoff.reset();
+                wait = interval;
+            }
+            Err(e) => {
+                wait = backoff.next_delay();
+                log::warn!(
+                    "policy cycle failed ({e}); the last enforced rules stay; retrying in {:.1} s",
+                    wait.as_secs_f64()
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::nft::C2cLogging;
+    use prometheus_client::registry::Registry;
+
+    struct Script {
+        last_updated: Mutex<Result<i64, String>>,
+        policies: Mutex<Result<Vec<Policy>, String>>,
+        fetches: Mutex<Vec<Vec<String>>>,
+    }
+
+    impl PolicySource for Arc<Script> {
+        fn last_updated(&self) -> Result<i64, String> {
+            self.last_updated.lock().unwrap().clone()
+        }
+        fn policies(&self, ids: &[String]) -> Result<Vec<Policy>, String> {
+            self.fetches.lock().unwrap().push(ids.to_vec());
+            self.policies.lock().unwrap().clone()
+        }
+    }
+
+    #[derive(Default)]
+    struct Recorder {
+        calls: Mutex<Vec<String>>,
+        fail: Mutex<bool>,
+    }
+
+    impl Dataplane for Arc<Recorder> {
+        fn replace(&self, plan: &Plan, log: &C2cLogging) -> Result<(), String> {
+            if *self.fail.lock().unwrap() {
+                return Err("boom".into());
+            }
+            self.calls.lock().unwrap().push(format!(
+                "replace {} log={}",
+                plan.element_count(),
+                log.enabled
+            ));
+            Ok(())
+        }
+        fn update(&self, diff: &Diff) -> Result<(), String> {
+            if *self.fail.lock().unwrap() {
+                return Err("boom".into());
+            }
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("update {}", diff.len()));
+            Ok(())
+        }
+        fn set_logging(&self, log: &C2cLogging) -> Result<(), String> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("logging {}", log.enabled));
+            Ok(())
+        }
+    }
+
+    fn policy(src: &str, dst: &str, port: i64) -> Policy {
+        let mut p = Policy::new(src, dst, "tcp", port, port);
+        p.source.tag = Some("0001".into());
+        p
+    }
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        script: Arc<Script>,
+        rec: Arc<Recorder>,
+        agent: Agent,
+        version: u32,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            let script = Arc::new(Script {
+                last_updated: Mutex::new(Ok(1)),
+                policies: Mutex::new(Ok(vec![policy("A", "B", 80)])),
+                fetches: Mutex::default(),
+            });
+            let rec = Arc::new(Recorder::default());
+            let mut registry = Registry::default();
+            let agent = Agent::new(
+                Box::new(script.clone()),
+                Box::new(rec.clone()),
+                StoreReader::new(dir.path().join("store.json")),
+                C2cLogging {
+                    enabled: false,
+                    group: 2,
+                    udp_per_sec: 100,
+                },
+                Settings {
+                    poll_interval: Duration::from_millis(10),
+                    full_sync_interval: Duration::from_secs(3600),
+                    backoff_max: Duration::from_secs(1),
+                },
+                AgentMetrics::register(&mut registry),
+            );
+            let mut f = Fixture {
+                dir,
+                script,
+                rec,
+                agent,
+                version: 0,
+            };
+            f.containers(&[("a1", "10.255.1.2", "A"), ("b1", "10.255.1.3", "B")]);
+            f
+        }
+
+        fn containers(&mut self, list: &[(&str, &str, &str)]) {
+            let map: serde_json::Map<String, serde_json::Value> = list
+                .iter()
+                .map(|(h, ip, app)| {
+                    (
+                        h.to_string(),
+                        serde_json::json!({"handle": h, "ip": ip, "metadata": {"policy_group_id": app}}),
+                    )
+                })
+                .collect();
+            std::fs::write(
+                self.dir.path().join("store.json"),
+                serde_json::to_string(&map).unwrap(),
+            )
+            .unwrap();
+            self.version += 1;
+            std::fs::write(
+                self.dir.path().join("store.json_version"),
+                self.version.to_string(),
+            )
+            .unwrap();
+        }
+
+        fn calls(&self) -> Vec<String> {
+            std::mem::take(&mut *self.rec.calls.lock().unwrap())
+        }
+    }
+
+    #[test]
+    fn first_poll_replaces_then_only_changes_are_applied() {
+        let f = Fixture::new();
+        assert_eq!(f.agent.poll().unwrap(), Applied::Full(2));
+        assert_eq!(f.calls(), ["replace 2 log=false"]);
+        assert_eq!(f.script.fetches.lock().unwrap()[0], ["A", "B"]);
+        // Nothing changed: no fetch, no apply.
+        assert_eq!(f.agent.poll().unwrap(), Applied::Nothing);
+        assert_eq!(f.script.fetches.lock().unwrap().len(), 1);
+        // Server says changed, same plan: fetched, nothing applied.
+        *f.script.last_updated.lock().unwrap() = Ok(2);
+        assert_eq!(f.agent.poll().unwrap(), Applied::Nothing);
+        assert_eq!(f.script.fetches.lock().unwrap().len(), 2);
+        *f.script.last_updated.lock().unwrap() = Ok(3);
+        *f.script.policies.lock().unwrap() = Ok(vec![policy("A", "B", 80), policy("A", "B", 81)]);
+        assert_eq!(f.agent.poll().unwrap(), Applied::Incremental(1));
+        assert_eq!(f.calls(), ["update 1"]);
+    }
+
+    #[test]
+    fn store_changes_trigger_a_cycle_even_without_policy_changes() {
+        let mut f = Fixture::new();
+        f.agent.poll().unwrap();
+        f.containers(&[
+            ("a1", "10.255.1.2", "A"),
+            ("b1", "10.255.1.3", "B"),
+            ("b2", "10.255.1.4", "B"),
+        ]);
+        assert_eq!(f.agent.poll().unwrap(), Applied::Incremental(1));
+        // An unparsable store keeps the last containers and rules, and is reported.
+        std::fs::write(f.dir.path().join("store.json"), "{garbage").unwrap();
+        std::fs::write(f.dir.path().join("store.json_version"), "99").unwrap();
+        assert_eq!(f.agent.poll().unwrap(), Applied::Nothing);
+        assert!(f
+            .agent
+            .health()
+            .unwrap_err()
+            .contains("parsing container store"));
+        assert!(f
+            .agent
+            .force()
+            .unwrap_err()
+            .contains("parsing container store"));
+        assert_eq!(f.calls(), ["replace 2 log=false", "update 1"]);
+    }
+
+    #[test]
+    fn server_failures_keep_the_rules_and_never_wipe_a_previous_table() {
+        let f = Fixture::new();
+        *f.script.last_updated.lock().unwrap() = Err("connection refused".into());
+        assert!(f.agent.poll().is_err());
+        assert!(f.agent.force().is_err());
+        assert!(f.calls().is_empty(), "nothing applied from nothing");
+        *f.script.last_updated.lock().unwrap() = Ok(5);
+        *f.script.policies.lock().unwrap() = Err("status 500".into());
+        assert!(f.agent.poll().is_err());
+        assert!(f.calls().is_empty());
+        *f.script.policies.lock().unwrap() = Ok(vec![policy("A", "B", 80)]);
+        assert_eq!(f.agent.poll().unwrap(), Applied::Full(2));
+        *f.script.last_updated.lock().unwrap() = Err("timeout".into());
+        assert!(f.agent.poll().is_err());
+        assert_eq!(f.calls(), ["replace 2 log=false"]);
+    }
+
+    #[test]
+    fn a_failed_incremental_update_falls_back_to_a_rebuild_and_logging_toggles_the_chain() {
+        let f = Fixture::new();
+        f.agent.poll().unwrap();
+        f.agent.set_logging(true).unwrap();
+        assert!(f.agent.logging().enabled);
+        f.agent.set_logging(true).unwrap();
+        *f.rec.fail.lock().unwrap() = true;
+        *f.script.last_updated.lock().unwrap() = Ok(9);
+        *f.script.policies.lock().unwrap() = Ok(vec![]);
+        assert!(f.agent.poll().is_err());
+        *f.rec.fail.lock().unwrap() = false;
+        // Still the old plan installed: the next poll tries again.
+        assert_eq!(f.agent.poll().unwrap(), Applied::Incremental(2));
+        assert_eq!(
+            f.calls(),
+            ["replace 2 log=false", "logging true", "update 2"]
+        );
+    }
+}
