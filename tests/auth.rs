@@ -1039,3 +1039,87 @@ fn cc_and_uaa_over_tls() {
     // UAA skips verification, the CC does not: the CC call fails on the certificate.
     assert!(untrusted.app_spaces(&guids(&["a"])).is_err());
 }
+
+#[test]
+fn malformed_uaa_and_cc_answers_are_errors() {
+    use netman::http::{Request, Response, Server};
+    // A UAA + CC that answers 200 with bodies that are not what the APIs document.
+    let server = Server::start("127.0.0.1:0", Default::default(), |req: &Request| {
+        let body = String::from_utf8_lossy(&req.body).to_string();
+        match req.path.as_str() {
+            "/oauth/token" if body.contains("client_id=no-token") => {
+                Response::json(200, &json!({"access_token": "", "token_type": "bearer"}))
+            }
+            "/oauth/token" if body.contains("client_id=mac") => {
+                Response::json(200, &json!({"access_token": "t", "token_type": "mac"}))
+            }
+            "/oauth/token" => Response::json(
+                200,
+                &json!({"access_token": "t", "token_type": "bearer", "expires_in": 600}),
+            ),
+            "/check_token" => Response::json(200, &json!({"sub": "", "scope": ["a"]})),
+            "/v3/apps" if req.query_param("guids") == Some("no-space") => Response::json(
+                200,
+                &json!({"pagination": {"next": null}, "resources": [{"guid": "no-space"}]}),
+            ),
+            "/v3/apps" => Response::json(200, &json!({"pagination": {}})),
+            "/v2/spaces/no-name" => Response::json(200, &json!({"metadata": {}, "entity": {}})),
+            "/v2/spaces/s" => Response::json(
+                200,
+                &json!({"metadata": {"guid": "s"}, "entity": {"name": "n", "organization_guid": "o"}}),
+            ),
+            "/v2/spaces" => Response::json(200, &json!({"total_results": 0})),
+            _ => Response::text(200, "<html>not json</html>"),
+        }
+    })
+    .unwrap();
+    let url = format!("http://{}", server.local_addr());
+    let uaa = |client: &str| UaaClientConfig {
+        url: url.clone(),
+        client: client.into(),
+        client_secret: "s".into(),
+        ca_cert_file: None,
+        skip_ssl_validation: false,
+        timeout: Duration::from_secs(5),
+    };
+    let err = UaaAuthenticator::new(&uaa("c"))
+        .unwrap()
+        .authenticate("x")
+        .unwrap_err()
+        .0;
+    assert!(err.contains("no sub, user_id or client_id"), "{err}");
+
+    let cc = HttpCloudController::new(&CcConfig::new(&url), &uaa("c")).unwrap();
+    let cases = [
+        (
+            cc.app_spaces(&guids(&["x"])).unwrap_err().0,
+            "no resources array",
+        ),
+        (
+            cc.app_spaces(&guids(&["no-space"])).unwrap_err().0,
+            "app no-space has no space link",
+        ),
+        (
+            cc.is_space_developer("u", "no-name").unwrap_err().0,
+            "space without entity.name",
+        ),
+        (
+            cc.is_space_developer("u", "s").unwrap_err().0,
+            "no resources array",
+        ),
+        (cc.user_spaces("u").unwrap_err().0, "bad JSON"),
+    ];
+    for (err, want) in cases {
+        assert!(
+            err.contains(want) && err.contains("cc"),
+            "want {want:?}: {err}"
+        );
+    }
+    for (client, want) in [("no-token", "empty access_token"), ("mac", "is not bearer")] {
+        let cc = HttpCloudController::new(&CcConfig::new(&url), &uaa(client)).unwrap();
+        let err = cc.user_spaces("u").unwrap_err().0;
+        assert!(err.contains(want), "{err}");
+    }
+    drop(cc);
+    server.shutdown();
+}

@@ -181,6 +181,30 @@ fn allow_list_remove_by_guid() {
     let v: Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(v["policies"][0]["destination"]["id"], "app-c");
     assert!(policies(&server).is_empty());
+    // CF_TRACE shows the HTTP exchange, never the token.
+    let r = netman(
+        &["list-access"],
+        &[
+            ("NETMAN_API", &server.external),
+            ("NETMAN_TOKEN", ADMIN_TOKEN),
+            ("CF_TRACE", "true"),
+        ],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr
+            .contains(&format!("REQUEST:\nGET {}{V1}\n", server.external)),
+        "{r:?}"
+    );
+    assert!(
+        r.stderr
+            .contains("RESPONSE:\n200 OK\n{\"total_policies\":0"),
+        "{r:?}"
+    );
+    assert!(
+        r.stderr.contains("[PRIVATE DATA HIDDEN]") && !r.stderr.contains(ADMIN_TOKEN),
+        "{r:?}"
+    );
     // Removing what is not there is fine, as on the server.
     let r = as_user(
         &server,
@@ -762,4 +786,66 @@ fn help_reads_like_the_cf_cli() {
     );
     let r = netman(&["--version"], &[]);
     assert!(r.stdout.starts_with("netman "), "{r:?}");
+}
+
+/// An unsigned JWT-shaped token (the CLI only reads its claims).
+fn jwt_shaped(claims: Value) -> String {
+    use base64::Engine;
+    let enc = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    format!("{}.{}.c2ln", enc(&json!({"alg": "RS256"})), enc(&claims))
+}
+
+#[test]
+fn an_expired_cf_token_is_renewed_with_the_refresh_token() {
+    let cf = FakeCf::start();
+    cf.add_refresh_token("refresh-1", ADMIN_TOKEN);
+    let server = PolicyServer::start();
+    let home = tempfile::tempdir().unwrap();
+    let home_s = home.path().to_str().unwrap();
+    let expired = jwt_shaped(json!({"user_name": "old-admin", "exp": 1_000_000}));
+    let config = |refresh: &str| {
+        json!({
+            "Target": server.external,
+            "AccessToken": format!("bearer {expired}"),
+            "RefreshToken": refresh,
+            "UaaEndpoint": cf.url,
+            "UAAOAuthClient": "cf",
+            "UAAOAuthClientSecret": "",
+            "SSLDisabled": false,
+        })
+    };
+    write_cf_config(home.path(), config("refresh-1"));
+    let r = netman(&["list-access", "--app-guids"], &[("HOME", home_s)]);
+    assert_eq!(r.code, 0, "{r:?}");
+    // The renewed (opaque) token is the one used: the user comes from whoami.
+    assert!(
+        r.stdout.starts_with("Listing policies as admin..."),
+        "{r:?}"
+    );
+    let renewals = cf.requests_to("/oauth/token");
+    assert_eq!(renewals.len(), 1);
+    assert_eq!(
+        renewals[0].body,
+        "grant_type=refresh_token&refresh_token=refresh-1"
+    );
+
+    // A refresh token UAA no longer accepts: log in again.
+    write_cf_config(home.path(), config("refresh-revoked"));
+    let r = netman(&["list-access", "--app-guids"], &[("HOME", home_s)]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("Your cf login has expired and could not be renewed")
+            && r.stderr.contains("answered 401")
+            && r.stderr.contains("cf login"),
+        "{r:?}"
+    );
+    // A token given explicitly is used as it is.
+    let r = netman(
+        &["list-access", "--app-guids", "--token", &expired],
+        &[("HOME", home_s)],
+    );
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("401"), "{r:?}");
+    assert_eq!(cf.requests_to("/oauth/token").len(), 2);
 }

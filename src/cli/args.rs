@@ -36,6 +36,7 @@ ENVIRONMENT:
    NETMAN_CC_API=https://api.example.com     Same as --cc-api
    NETMAN_ORG=org NETMAN_SPACE=space         Target org and space for app names (Default: the cf CLI target)
    CF_HOME=path/to/dir/                      Where the cf CLI config (.cf/config.json) is (Default: $HOME)
+   CF_TRACE=true (or NETMAN_TRACE=true)      Print HTTP requests and responses to stderr (tokens hidden)
 
    Without a Cloud Controller, apps are given by GUID.
    Use 'netman help COMMAND' or 'netman COMMAND --help' for more about a command.

@@ -73,6 +73,11 @@ impl PolicyClient {
             api: self.api.clone(),
             detail: e,
         };
+        super::trace::request(
+            if body.is_some() { "POST" } else { "GET" },
+            &url,
+            body.as_deref(),
+        );
         let result = match body {
             None => self
                 .agent
@@ -89,6 +94,7 @@ impl PolicyClient {
         let mut resp = result.map_err(|e| transport(e.to_string()))?;
         let status = resp.status().as_u16();
         let text = body_string(&mut resp, BODY_LIMIT).map_err(transport)?;
+        super::trace::response(status, &text);
         if status != 200 {
             let message = serde_json::from_str::<ErrorBody>(&text)
                 .map(|e| e.error)

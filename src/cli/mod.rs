@@ -8,6 +8,7 @@ pub mod client;
 pub mod names;
 pub mod output;
 pub mod target;
+pub mod trace;
 
 use crate::api::policy::{PoliciesResponse, Policy};
 use args::{Cli, Command, ListArgs, PolicyArgs};
@@ -77,6 +78,10 @@ pub fn run(
         Err(e) => return parse_error(argv, e, out, err),
     };
     let json = cli.global.json;
+    let truthy = |k: &str| {
+        env(k).is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
+    };
+    trace::enable(truthy("CF_TRACE") || truthy("NETMAN_TRACE"));
     let Some(command) = cli.command else {
         let _ = write!(out, "{}", args::HELP);
         return 0;

@@ -43,6 +43,7 @@ impl Cc {
 
     fn get(&self, path: &str) -> Result<Value, String> {
         let url = format!("{}{path}", self.base);
+        super::trace::request("GET", &url, None);
         let mut resp = self
             .agent
             .get(&url)
@@ -54,6 +55,7 @@ impl Cc {
             })?;
         let status = resp.status().as_u16();
         let text = body_string(&mut resp, BODY_LIMIT)?;
+        super::trace::response(status, &text);
         match status {
             200 => serde_json::from_str(&text)
                 .map_err(|e| format!("unexpected response from the Cloud Controller {url}: {e}")),

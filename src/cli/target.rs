@@ -30,6 +30,16 @@ pub struct CfConfig {
     pub organization: CfEntity,
     #[serde(rename = "SpaceFields", default)]
     pub space: CfEntity,
+    #[serde(rename = "RefreshToken", default)]
+    pub refresh_token: String,
+    #[serde(rename = "UaaEndpoint", default)]
+    pub uaa_endpoint: String,
+    #[serde(rename = "AuthorizationEndpoint", default)]
+    pub authorization_endpoint: String,
+    #[serde(rename = "UAAOAuthClient", default)]
+    pub uaa_client: String,
+    #[serde(rename = "UAAOAuthClientSecret", default)]
+    pub uaa_client_secret: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -122,18 +132,25 @@ pub fn resolve(
             "The API endpoint {api:?} is not a URL. Give it as https://host[:port] (or http://)."
         ));
     }
-    let token = nonempty(flags.token.clone())
-        .or_else(|| nonempty(env("NETMAN_TOKEN")))
+    let given_token = nonempty(flags.token.clone()).or_else(|| nonempty(env("NETMAN_TOKEN")));
+    let token_from_cf = given_token.is_none();
+    let token = given_token
         .or_else(|| nonempty(Some(cf.access_token.clone())))
         .ok_or(
             "Not logged in. Use '--token TOKEN' or set NETMAN_TOKEN, or log in with 'cf login' first.",
         )?;
-    let token = strip_bearer(&token).to_string();
+    let mut token = strip_bearer(&token).to_string();
 
     let skip = flags.skip_ssl_validation
         || env("NETMAN_SKIP_SSL_VALIDATION").is_some_and(|v| truthy(&v))
         || (from_cf && cf.ssl_disabled);
     let ca_cert_file = nonempty(flags.ca_cert.clone()).or_else(|| nonempty(env("NETMAN_CA_CERT")));
+
+    // The cf CLI's access token expires after minutes; renew it with its refresh token, as cf
+    // itself does (the cf config file is left alone).
+    if token_from_cf && token_expired(&token, now()) {
+        token = refresh_cf_token(&cf, skip || cf.ssl_disabled)?;
+    }
 
     // The CC: given explicitly, or the cf target when the policy server is reached through it.
     let cc = nonempty(flags.cc_api.clone())
@@ -174,15 +191,84 @@ pub fn resolve(
     })
 }
 
-/// A user name for messages (`Listing policies as <user>...`): the `user_name` (or `sub`,
-/// `client_id`) claim of a JWT access token, read without verification; `None` for opaque tokens.
-pub fn user_from_token(token: &str) -> Option<String> {
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn jwt_claims(token: &str) -> Option<serde_json::Value> {
     use base64::Engine;
     let payload = token.split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload.trim_end_matches('='))
         .ok()?;
-    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Whether a JWT's `exp` is past (or within 10 s). Opaque tokens never count as expired.
+pub fn token_expired(token: &str, now: i64) -> bool {
+    jwt_claims(token)
+        .and_then(|c| c.get("exp").and_then(|e| e.as_i64()))
+        .is_some_and(|exp| exp <= now + 10)
+}
+
+/// `POST <UaaEndpoint>/oauth/token` with `grant_type=refresh_token`, as the cf CLI's client.
+fn refresh_cf_token(cf: &CfConfig, skip_ssl_validation: bool) -> Result<String, String> {
+    let expired = |why: String| {
+        format!("Your cf login has expired and could not be renewed ({why}). Log in again with 'cf login'.")
+    };
+    let uaa = nonempty(Some(cf.uaa_endpoint.clone()))
+        .or_else(|| nonempty(Some(cf.authorization_endpoint.clone())))
+        .ok_or_else(|| expired("the cf config has no UaaEndpoint".into()))?;
+    if cf.refresh_token.is_empty() {
+        return Err(expired("the cf config has no RefreshToken".into()));
+    }
+    let client = if cf.uaa_client.is_empty() {
+        "cf"
+    } else {
+        &cf.uaa_client
+    };
+    let agent = crate::http::client::agent(
+        &ClientTls {
+            skip_verification: skip_ssl_validation,
+            ..Default::default()
+        },
+        std::time::Duration::from_secs(30),
+    )?;
+    let url = format!("{}/oauth/token", uaa.trim_end_matches('/'));
+    let mut resp = agent
+        .post(&url)
+        .header(
+            "Authorization",
+            crate::policy::auth::basic_auth(client, &cf.uaa_client_secret),
+        )
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .header("Accept", "application/json")
+        .send(format!(
+            "grant_type=refresh_token&refresh_token={}",
+            crate::policy::auth::form_encode(&cf.refresh_token)
+        ))
+        .map_err(|e| expired(format!("{url}: {e}")))?;
+    let status = resp.status().as_u16();
+    let body = crate::http::client::body_string(&mut resp, 1 << 20).map_err(expired)?;
+    if status != 200 {
+        return Err(expired(format!("{url} answered {status}: {}", body.trim())));
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&body).map_err(|e| expired(format!("{url}: {e}")))?;
+    v["access_token"]
+        .as_str()
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| expired(format!("{url}: no access_token")))
+}
+
+/// A user name for messages (`Listing policies as <user>...`): the `user_name` (or `sub`,
+/// `client_id`) claim of a JWT access token, read without verification; `None` for opaque tokens.
+pub fn user_from_token(token: &str) -> Option<String> {
+    let claims = jwt_claims(token)?;
     ["user_name", "sub", "client_id"]
         .iter()
         .find_map(|k| {
@@ -262,5 +348,10 @@ mod tests {
         let tok = format!("{}.{}.sig", enc("{}"), enc(r#"{"client_id":"cli"}"#));
         assert_eq!(user_from_token(&tok).as_deref(), Some("cli"));
         assert_eq!(user_from_token("opaque-token"), None);
+        let exp = |e: i64| format!("{}.{}.sig", enc("{}"), enc(&format!(r#"{{"exp":{e}}}"#)));
+        assert!(token_expired(&exp(1000), 2000));
+        assert!(token_expired(&exp(2005), 2000)); // about to expire
+        assert!(!token_expired(&exp(3000), 2000));
+        assert!(!token_expired("opaque-token", 2000));
     }
 }

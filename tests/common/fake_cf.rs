@@ -94,6 +94,9 @@ pub struct State {
     /// Answer every CC request with 500.
     pub fail_cc: bool,
     pub requests: Vec<Recorded>,
+    /// `grant_type=refresh_token` (client `cf`, empty secret, as the cf CLI logs in): refresh
+    /// token -> the user access token it yields.
+    pub refresh_tokens: Vec<(String, String)>,
 }
 
 pub struct FakeCf {
@@ -131,6 +134,7 @@ impl FakeCf {
             fail_uaa: false,
             fail_cc: false,
             requests: Vec::new(),
+            refresh_tokens: Vec::new(),
         }));
         let mut options = ServerOptions {
             workers: 8,
@@ -242,6 +246,13 @@ impl FakeCf {
         self.state().issued.clear();
     }
 
+    /// Lets the cf CLI's client (`cf`, empty secret) trade `refresh` for `access_token`.
+    pub fn add_refresh_token(&self, refresh: &str, access_token: &str) {
+        self.state()
+            .refresh_tokens
+            .push((refresh.into(), access_token.into()));
+    }
+
     pub fn requests(&self) -> Vec<Recorded> {
         self.state().requests.clone()
     }
@@ -305,17 +316,16 @@ fn form(req: &Request) -> Vec<(String, String)> {
     netman::http::parse_query(&String::from_utf8_lossy(&req.body))
 }
 
+fn basic_credentials(req: &Request) -> Option<String> {
+    let encoded = req.header("authorization")?.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    String::from_utf8(decoded).ok()
+}
+
 fn client_authenticated(s: &State, req: &Request) -> bool {
-    let Some(value) = req.header("authorization") else {
-        return false;
-    };
-    let Some(encoded) = value.strip_prefix("Basic ") else {
-        return false;
-    };
-    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
-        return false;
-    };
-    String::from_utf8_lossy(&decoded) == format!("{}:{}", s.client_id, s.client_secret)
+    basic_credentials(req) == Some(format!("{}:{}", s.client_id, s.client_secret))
 }
 
 fn uaa_error(status: u16, error: &str, description: &str) -> Response {
@@ -377,14 +387,36 @@ fn check_token(s: &State, req: &Request) -> Response {
 }
 
 fn oauth_token(s: &mut State, req: &Request) -> Response {
+    let form = form(req);
+    let field = |name: &str| {
+        form.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let grant = field("grant_type");
+    if grant == Some("refresh_token") {
+        if basic_credentials(req).as_deref() != Some("cf:") {
+            return uaa_error(401, "unauthorized", "Bad credentials");
+        }
+        let refresh = field("refresh_token").unwrap_or_default();
+        let Some((_, access)) = s.refresh_tokens.iter().find(|(r, _)| r == refresh) else {
+            return uaa_error(401, "invalid_token", "Invalid refresh token (expired)");
+        };
+        return Response::json(
+            200,
+            &json!({
+                "access_token": access,
+                "token_type": "bearer",
+                "refresh_token": refresh,
+                "expires_in": 1199,
+                "scope": "openid cloud_controller.read network.admin",
+                "jti": uuid::Uuid::new_v4().to_string(),
+            }),
+        );
+    }
     if !client_authenticated(s, req) {
         return uaa_error(401, "unauthorized", "Bad credentials");
     }
-    let form = form(req);
-    let grant = form
-        .iter()
-        .find(|(k, _)| k == "grant_type")
-        .map(|(_, v)| v.as_str());
     if grant != Some("client_credentials") {
         return uaa_error(400, "unsupported_grant_type", "Unsupported grant type");
     }
