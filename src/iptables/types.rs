@@ -421,15 +421,13 @@ impl Rule {
                 Match::Protocol { proto: p, negate } => {
                     proto = if *negate { None } else { Some(*p) };
                 }
-                Match::DestinationPort(_) | Match::SourcePort(_) => {
-                    if !matches!(proto, Some(Protocol::Tcp) | Some(Protocol::Udp)) {
-                        return Err("a port match needs a preceding tcp or udp protocol".into());
-                    }
+                Match::DestinationPort(_) | Match::SourcePort(_)
+                    if !matches!(proto, Some(Protocol::Tcp) | Some(Protocol::Udp)) =>
+                {
+                    return Err("a port match needs a preceding tcp or udp protocol".into());
                 }
-                Match::Icmp(_) => {
-                    if proto != Some(Protocol::Icmp) {
-                        return Err("an icmp type match needs a preceding icmp protocol".into());
-                    }
+                Match::Icmp(_) if proto != Some(Protocol::Icmp) => {
+                    return Err("an icmp type match needs a preceding icmp protocol".into());
                 }
                 Match::CtState(states) if states.is_empty() => {
                     return Err("a conntrack match needs at least one state".into());

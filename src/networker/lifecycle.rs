@@ -35,7 +35,7 @@ struct CniCache {
 enum Undo {
     Mount(PathBuf),
     Ports,
-    Cni(NetworkList, Runtime),
+    Cni(Box<(NetworkList, Runtime)>),
     Rules,
     Store,
 }
@@ -153,7 +153,7 @@ impl Networker {
             metadata: metadata.clone(),
             runtime_config: runtime_config.clone(),
         };
-        undo.push(Undo::Cni(list.clone(), rt.clone()));
+        undo.push(Undo::Cni(Box::new((list.clone(), rt.clone()))));
         let result = list.add(&rt)?;
         self.write_cache(
             handle,
@@ -226,7 +226,8 @@ impl Networker {
             let r = match step {
                 Undo::Store => self.store.delete(handle).map(|_| ()),
                 Undo::Rules => self.remove_rules(&[handle.to_string()]),
-                Undo::Cni(list, rt) => {
+                Undo::Cni(b) => {
+                    let (list, rt) = *b;
                     let cached = self.read_cache(handle).map(|c| c.result);
                     let r = list.del(&rt, cached.as_ref());
                     let _ = std::fs::remove_file(self.cache_path(handle));
