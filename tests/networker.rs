@@ -158,3 +158,326 @@ fn deny_logging_rules_when_asked() {
         cell.down("logged").unwrap();
     }
 }
+
+/// Everything the networker can leave behind.
+fn state(cell: &Cell) -> (String, Value, Value, Vec<String>) {
+    (
+        cell.iptables_save(),
+        cell.store(),
+        cell.port_state()["acquired_ports"].clone(),
+        cell.leftover_files(),
+    )
+}
+
+#[test]
+fn bad_input_gives_a_clear_error_and_leaves_no_state() {
+    for &plugin in PLUGINS {
+        let cell = Cell::new(plugin);
+        let k = Container::start();
+        let before = state(&cell);
+        let good = up_input(k.pid(), &[(0, 8080)], asg());
+
+        let o = cell.run(&["--action", "up", "--handle", "h1"], "{\"Pid\": \"x\"");
+        assert!(!o.ok);
+        assert!(
+            o.stderr.contains("reading up input from stdin"),
+            "{}",
+            o.stderr
+        );
+        assert_eq!(o.stderr.trim().lines().count(), 1, "one line: {}", o.stderr);
+
+        let o = cell.run(&["--action", "sideways", "--handle", "h1"], "");
+        assert!(!o.ok);
+        assert!(o.stderr.contains("sideways"), "{}", o.stderr);
+
+        let o = cell.run(&["--action", "up"], &good.to_string());
+        assert!(!o.ok && o.stderr.contains("--handle"), "{}", o.stderr);
+
+        let o = cell.run(&["--action", "up", "--handle", "../etc"], &good.to_string());
+        assert!(!o.ok && o.stderr.contains("invalid handle"), "{}", o.stderr);
+
+        let mut missing = cell.config.clone();
+        missing.as_object_mut().unwrap().remove("datastore");
+        let p = cell.path("missing.json");
+        std::fs::write(&p, missing.to_string()).unwrap();
+        let o = cell.run_with_config(&p, &["--action", "up", "--handle", "h1"], &good.to_string());
+        assert!(
+            !o.ok && o.stderr.contains("missing required config 'datastore'"),
+            "{}",
+            o.stderr
+        );
+
+        let mut unknown = cell.config.clone();
+        unknown["start_prot"] = json!(1);
+        std::fs::write(&p, unknown.to_string()).unwrap();
+        let o = cell.run_with_config(&p, &["--action", "up", "--handle", "h1"], &good.to_string());
+        assert!(!o.ok && o.stderr.contains("start_prot"), "{}", o.stderr);
+
+        // A bad security group rule: rejected before anything is touched.
+        let bad = up_input(
+            k.pid(),
+            &[(0, 8080)],
+            json!([{"protocol": 1, "networks": [{"start": NET_A, "end": NET_A}]}]),
+        );
+        let e = cell.up("h1", &bad).unwrap_err();
+        assert!(e.contains("netout rule 0: tcp rule needs ports"), "{e}");
+
+        // A process that does not exist.
+        let e = cell
+            .up("h1", &up_input(999_999_999, &[], json!([])))
+            .unwrap_err();
+        assert!(e.contains("does not exist"), "{e}");
+
+        // An explicit host port inside the allocation range.
+        let e = cell
+            .up("h1", &up_input(k.pid(), &[(61005, 8080)], json!([])))
+            .unwrap_err();
+        assert!(
+            e.contains("cannot specify port from allocation range"),
+            "{e}"
+        );
+
+        // A failing CNI plugin after the real ones: the bridge ADD is undone (DEL), ports,
+        // mount, cache and rules too.
+        cell.write_conflist(&[json!({"type": "failing"})]);
+        let e = cell.up("h1", &good).unwrap_err();
+        assert!(
+            e.contains("CNI plugin failing ADD failed: boom from the failing plugin: on purpose"),
+            "{e}"
+        );
+        assert_eq!(state(&cell), before);
+        cell.write_conflist(&[]);
+
+        // An agent that answers but fails: up fails and is rolled back after the CNI ADD.
+        let agent = FakeAgent::start(&cell, 500);
+        let mut cfg = cell.config.clone();
+        cfg["policy_agent_force_poll_url"] =
+            json!(format!("http://{}/force-policy-poll-cycle", agent.addr));
+        std::fs::write(&p, cfg.to_string()).unwrap();
+        let o = cell.run_with_config(&p, &["--action", "up", "--handle", "h1"], &good.to_string());
+        assert!(!o.ok && o.stderr.contains("returned 500"), "{}", o.stderr);
+        assert_eq!(agent.hits(), vec!["/force-policy-poll-cycle".to_string()]);
+        assert_eq!(state(&cell), before);
+
+        // The same config with a working agent: up succeeds after the agent was asked.
+        let agent_ok = FakeAgent::start(&cell, 200);
+        cfg["policy_agent_force_poll_url"] =
+            json!(format!("http://{}/force-policy-poll-cycle", agent_ok.addr));
+        std::fs::write(&p, cfg.to_string()).unwrap();
+        let o = cell.run_with_config(&p, &["--action", "up", "--handle", "h1"], &good.to_string());
+        assert!(o.ok, "{}", o.stderr);
+        assert_eq!(agent_ok.hits().len(), 1);
+        // A second up of the same handle is refused and does not disturb the first.
+        let before_dup = state(&cell);
+        let e = cell.up("h1", &good).unwrap_err();
+        assert!(e.contains("already up"), "{e}");
+        assert_eq!(state(&cell), before_dup);
+        cell.down("h1").unwrap();
+        assert_eq!(state(&cell), before);
+
+        // No agent listening: tolerated.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        cfg["policy_agent_force_poll_url"] = json!(format!(
+            "http://127.0.0.1:{}/force-policy-poll-cycle",
+            closed.port()
+        ));
+        std::fs::write(&p, cfg.to_string()).unwrap();
+        let o = cell.run_with_config(&p, &["--action", "up", "--handle", "h1"], &good.to_string());
+        assert!(o.ok, "{}", o.stderr);
+        cell.down("h1").unwrap();
+        assert_eq!(state(&cell), before);
+    }
+}
+
+/// A stand-in for the policy agent's force-poll endpoint, listening in the cell's namespace.
+struct FakeAgent {
+    server: Option<netman::http::Server>,
+    ns: std::path::PathBuf,
+    addr: std::net::SocketAddr,
+    hits: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl FakeAgent {
+    fn start(cell: &Cell, status: u16) -> FakeAgent {
+        let hits = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let h = hits.clone();
+        let ns = cell.cell.path();
+        let server = netman::netns::run_in(&ns, move || {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            netman::http::Server::from_listener(
+                l,
+                netman::http::ServerOptions {
+                    workers: 2,
+                    ..Default::default()
+                },
+                move |req: &netman::http::Request| {
+                    h.lock().unwrap().push(req.path.clone());
+                    netman::http::Response::text(status, "agent says so")
+                },
+            )
+            .unwrap()
+        })
+        .unwrap();
+        FakeAgent {
+            addr: server.local_addr(),
+            server: Some(server),
+            ns,
+            hits,
+        }
+    }
+    fn hits(&self) -> Vec<String> {
+        self.hits.lock().unwrap().clone()
+    }
+}
+
+impl Drop for FakeAgent {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            let _ = netman::netns::run_in(&self.ns, move || s.shutdown());
+        }
+    }
+}
+
+#[test]
+fn big_security_group_in_one_up() {
+    for &plugin in PLUGINS {
+        let mut cell = Cell::new(plugin);
+        cell.internet_tcp(&[8005]);
+        let before = cell.iptables_save();
+        let k = Container::start();
+        let mut rules: Vec<Value> = (0..999)
+            .map(|i| {
+                tcp_rule(
+                    &format!("10.200.{}.{}", i / 250, i % 250 + 1),
+                    &format!("10.200.{}.{}", i / 250, i % 250 + 1),
+                    443,
+                    443,
+                    false,
+                )
+            })
+            .collect();
+        rules.push(tcp_rule(NET_A, NET_A, 8005, 8005, false));
+        cell.up(
+            "big",
+            &up_input(k.pid(), &[(0, 8080), (0, 9090)], Value::Array(rules)),
+        )
+        .unwrap();
+        let save = cell.iptables_save();
+        let asg_rules = save
+            .lines()
+            .filter(|l| l.starts_with("-A netout--big -p tcp -m iprange"))
+            .count();
+        assert_eq!(asg_rules, 1000);
+        tcp_probe(&k.ns.path(), &format!("{NET_A}:8005")).unwrap();
+        assert!(tcp_probe(&k.ns.path(), &format!("{NET_B}:8005")).is_err());
+        cell.down("big").unwrap();
+        assert_eq!(cell.iptables_save(), before);
+    }
+}
+
+#[test]
+fn reconcile_removes_leftovers_only() {
+    for &plugin in PLUGINS {
+        let cell = Cell::new(plugin);
+        let before = state(&cell);
+        let (k1, k2) = (Container::start(), Container::start());
+        cell.up("keep", &up_input(k1.pid(), &[(0, 8080)], json!([])))
+            .unwrap();
+        let after_keep = state(&cell);
+        cell.up("gone", &up_input(k2.pid(), &[(0, 8080)], json!([])))
+            .unwrap();
+
+        // garden restarted and only knows "keep".
+        let o = cell.run(&["--action", "reconcile"], "{\"handles\": [\"keep\"]}");
+        assert!(o.ok, "{}", o.stderr);
+        assert_eq!(
+            serde_json::from_str::<Value>(&o.stdout).unwrap(),
+            json!({"removed": ["gone"]})
+        );
+        assert_eq!(state(&cell), after_keep);
+
+        // A crash left a chain of a container nobody knows: swept; live containers untouched.
+        cell.cell
+            .exec(&["iptables", "-N", "netout--ghost"])
+            .unwrap();
+        cell.cell
+            .exec(&[
+                "iptables",
+                "-A",
+                "FORWARD",
+                "-s",
+                "10.77.0.99",
+                "-j",
+                "netout--ghost",
+            ])
+            .unwrap();
+        cell.cell
+            .exec(&["iptables", "-t", "nat", "-N", "netin--ghost"])
+            .unwrap();
+        let o = cell.run(&["--action", "reconcile"], "");
+        assert!(o.ok, "{}", o.stderr);
+        assert_eq!(
+            serde_json::from_str::<Value>(&o.stdout).unwrap(),
+            json!({"removed": []})
+        );
+        assert_eq!(state(&cell), after_keep);
+
+        cell.down("keep").unwrap();
+        assert_eq!(state(&cell), before);
+    }
+}
+
+#[test]
+fn netman_era_net_in_and_net_out() {
+    for &plugin in PLUGINS {
+        let mut cell = Cell::new(plugin);
+        cell.internet_tcp(&[8005, 9000]);
+        let before = state(&cell);
+        let k = Container::start();
+        let out = cell.up("old", &up_input(k.pid(), &[], json!([]))).unwrap();
+        let ip = container_ip(&out);
+        let kp = k.ns.path();
+        assert!(tcp_probe(&kp, &format!("{NET_A}:8005")).is_err());
+
+        let o = cell.run(
+            &["--action", "net-in", "--handle", "old"],
+            &json!({"HostIP": CELL_IP, "HostPort": 0, "ContainerIP": ip, "ContainerPort": 7070})
+                .to_string(),
+        );
+        assert!(o.ok, "{}", o.stderr);
+        assert_eq!(
+            serde_json::from_str::<Value>(&o.stdout).unwrap(),
+            json!({"host_port": 61000, "container_port": 7070})
+        );
+        let _srv = tcp_server(&kp, format!("{ip}:7070").parse().unwrap());
+        tcp_probe(&cell.outside.path(), &format!("{CELL_IP}:61000")).unwrap();
+
+        let o = cell.run(
+            &["--action", "net-out", "--handle", "old"],
+            &json!({"container_ip": ip, "netout_rule": tcp_rule(NET_A, NET_A, 8005, 8005, false)})
+                .to_string(),
+        );
+        assert!(o.ok, "{}", o.stderr);
+        tcp_probe(&kp, &format!("{NET_A}:8005")).unwrap();
+        assert!(tcp_probe(&kp, &format!("{NET_B}:9000")).is_err());
+
+        let o = cell.run(&["--action", "bulk-net-out", "--handle", "old"], &json!({"container_ip": ip, "netout_rules": [tcp_rule(NET_B, NET_B, 9000, 9000, false), tcp_rule(NET_C, NET_C, 9000, 9000, true)]}).to_string());
+        assert!(o.ok, "{}", o.stderr);
+        tcp_probe(&kp, &format!("{NET_B}:9000")).unwrap();
+        tcp_probe(&kp, &format!("{NET_C}:9000")).unwrap();
+
+        // The wrong container IP is refused.
+        let o = cell.run(&["--action", "net-out", "--handle", "old"], &json!({"container_ip": "10.77.0.250", "netout_rule": tcp_rule(NET_A, NET_A, 1, 1, false)}).to_string());
+        assert!(
+            !o.ok && o.stderr.contains("is not the IP of old"),
+            "{}",
+            o.stderr
+        );
+
+        cell.down("old").unwrap();
+        assert_eq!(state(&cell), before);
+    }
+}
