@@ -12,8 +12,8 @@ pub trait Validate {
 pub fn load<T: DeserializeOwned + Validate>(path: &Path) -> Result<T, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("reading config file {}: {e}", path.display()))?;
-    let config: T = serde_json::from_str(&text)
-        .map_err(|e| format!("config file {}: {e}", path.display()))?;
+    let config: T =
+        serde_json::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))?;
     config
         .validate()
         .map_err(|e| format!("config file {}: {e}", path.display()))?;

@@ -172,7 +172,9 @@ impl DebugHandler {
                 Ok(()) => Response::json(200, &serde_json::json!({"healthy": true})),
                 Err(e) => Response::error(500, &e),
             },
-            ("GET", "/log-level") => Response::text(200, log::max_level().to_string().to_lowercase()),
+            ("GET", "/log-level") => {
+                Response::text(200, log::max_level().to_string().to_lowercase())
+            }
             ("PUT" | "POST", "/log-level") => {
                 let text = String::from_utf8_lossy(&req.body);
                 match crate::logging::parse_level(&text) {

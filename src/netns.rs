@@ -82,7 +82,9 @@ impl Drop for NamedNetns {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }
 

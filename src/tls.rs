@@ -75,5 +75,7 @@ pub fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
     if !matches!(tag, 0x0c | 0x13 | 0x16) || len >= 0x80 {
         return None;
     }
-    std::str::from_utf8(rest.get(2..2 + len)?).ok().map(str::to_string)
+    std::str::from_utf8(rest.get(2..2 + len)?)
+        .ok()
+        .map(str::to_string)
 }

@@ -26,7 +26,9 @@ pub struct Destination {
     pub ports: Ports,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 pub struct Ports {
     #[serde(default)]
     pub start: i64,
@@ -188,7 +190,8 @@ mod tests {
 
     #[test]
     fn tag_request_accepts_capitalised_fields() {
-        let t: TagRequest = serde_json::from_str(r#"{"ID":"INGRESS_ROUTER","Type":"router"}"#).unwrap();
+        let t: TagRequest =
+            serde_json::from_str(r#"{"ID":"INGRESS_ROUTER","Type":"router"}"#).unwrap();
         assert_eq!(t.id, "INGRESS_ROUTER");
         assert_eq!(t.kind, "router");
     }

@@ -52,7 +52,10 @@ pub fn agent(tls: &ClientTls, timeout: Duration) -> Result<ureq::Agent, String> 
 }
 
 /// Reads a whole response body as a string, bounded to `limit` bytes.
-pub fn body_string(resp: &mut ureq::http::Response<ureq::Body>, limit: u64) -> Result<String, String> {
+pub fn body_string(
+    resp: &mut ureq::http::Response<ureq::Body>,
+    limit: u64,
+) -> Result<String, String> {
     resp.body_mut()
         .with_config()
         .limit(limit)

@@ -241,16 +241,25 @@ struct SharedTls(Arc<Mutex<rustls::StreamOwned<rustls::ServerConnection, TcpStre
 
 impl Read for SharedTls {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.lock().map_err(|_| io::Error::other("poisoned"))?.read(buf)
+        self.0
+            .lock()
+            .map_err(|_| io::Error::other("poisoned"))?
+            .read(buf)
     }
 }
 
 impl Write for SharedTls {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().map_err(|_| io::Error::other("poisoned"))?.write(buf)
+        self.0
+            .lock()
+            .map_err(|_| io::Error::other("poisoned"))?
+            .write(buf)
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.0.lock().map_err(|_| io::Error::other("poisoned"))?.flush()
+        self.0
+            .lock()
+            .map_err(|_| io::Error::other("poisoned"))?
+            .flush()
     }
 }
 
@@ -299,14 +308,16 @@ impl Connection {
                     return self.reply_and_close(Response::error(431, "request header too large"))
                 }
                 Err(HeadError::Malformed(m)) => {
-                    return self.reply_and_close(Response::error(400, &format!("malformed request: {m}")))
+                    return self
+                        .reply_and_close(Response::error(400, &format!("malformed request: {m}")))
                 }
                 Err(HeadError::Io(e)) => return Err(e),
             };
             let mut req = match parse_head(&head) {
                 Ok(r) => r,
                 Err(m) => {
-                    return self.reply_and_close(Response::error(400, &format!("malformed request: {m}")))
+                    return self
+                        .reply_and_close(Response::error(400, &format!("malformed request: {m}")))
                 }
             };
             req.peer_addr = Some(peer_addr);
@@ -316,7 +327,9 @@ impl Connection {
                 .header("expect")
                 .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
             {
-                let declared = req.header("content-length").and_then(|v| v.parse::<usize>().ok());
+                let declared = req
+                    .header("content-length")
+                    .and_then(|v| v.parse::<usize>().ok());
                 if declared.is_some_and(|n| n > options.max_body_bytes) {
                     return self.reply_and_close(Response::error(413, "request body too large"));
                 }
@@ -329,7 +342,8 @@ impl Connection {
                     return self.reply_and_close(Response::error(413, "request body too large"))
                 }
                 Err(BodyError::Malformed(m)) => {
-                    return self.reply_and_close(Response::error(400, &format!("malformed request: {m}")))
+                    return self
+                        .reply_and_close(Response::error(400, &format!("malformed request: {m}")))
                 }
                 Err(BodyError::Io(e)) => return Err(e),
             }
@@ -380,7 +394,9 @@ fn read_head(reader: &mut impl BufRead, max: usize) -> Result<Vec<u8>, HeadError
             return if head.is_empty() {
                 Err(HeadError::Closed)
             } else {
-                Err(HeadError::Malformed("connection closed inside the header".into()))
+                Err(HeadError::Malformed(
+                    "connection closed inside the header".into(),
+                ))
             };
         }
         head.extend_from_slice(&line);
@@ -496,7 +512,9 @@ fn read_chunked(reader: &mut impl BufRead, max: usize) -> Result<Vec<u8>, BodyEr
         }
         let start = body.len();
         body.resize(start + size, 0);
-        reader.read_exact(&mut body[start..]).map_err(BodyError::Io)?;
+        reader
+            .read_exact(&mut body[start..])
+            .map_err(BodyError::Io)?;
         let mut crlf = [0u8; 2];
         reader.read_exact(&mut crlf).map_err(BodyError::Io)?;
         if &crlf != b"\r\n" {
@@ -505,9 +523,19 @@ fn read_chunked(reader: &mut impl BufRead, max: usize) -> Result<Vec<u8>, BodyEr
     }
 }
 
-fn write_response(w: &mut dyn Write, resp: &Response, close: bool, is_head: bool) -> io::Result<()> {
+fn write_response(
+    w: &mut dyn Write,
+    resp: &Response,
+    close: bool,
+    is_head: bool,
+) -> io::Result<()> {
     let mut out = Vec::with_capacity(256 + resp.body.len());
-    write!(out, "HTTP/1.1 {} {}\r\n", resp.status, super::reason(resp.status))?;
+    write!(
+        out,
+        "HTTP/1.1 {} {}\r\n",
+        resp.status,
+        super::reason(resp.status)
+    )?;
     for (k, v) in &resp.headers {
         write!(out, "{k}: {v}\r\n")?;
     }

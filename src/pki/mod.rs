@@ -29,7 +29,9 @@ pub enum Usage {
 impl Ca {
     pub fn new(common_name: &str) -> Result<Ca, String> {
         let mut params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
-        params.distinguished_name.push(DnType::CommonName, common_name);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let key = KeyPair::generate().map_err(err)?;
@@ -50,7 +52,9 @@ impl Ca {
         usage: Usage,
     ) -> Result<(String, String), String> {
         let mut params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
-        params.distinguished_name.push(DnType::CommonName, common_name);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         for name in names {
             params.subject_alt_names.push(match name.parse() {
                 Ok(ip) => SanType::IpAddress(ip),
@@ -102,10 +106,11 @@ impl Ca {
 }
 
 fn write_file(path: &Path, text: &str, mode: u32) -> Result<(), String> {
-    use std::os::unix::fs::OpenOptionsExt;
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| format!("creating {}: {e}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("creating {}: {e}", parent.display()))?;
     }
     let mut f = std::fs::OpenOptions::new()
         .write(true)
