@@ -96,20 +96,21 @@ impl Ipam {
     }
 
     /// Allocates an IP of `subnet` for (container, ifname): the existing one when that pair
-    /// already holds an address in the subnet, else the next free one after the last handed out.
+    /// already holds an address in the subnet (then the flag is false), else the next free one
+    /// after the last handed out (flag true).
     /// Usable addresses exclude the network and broadcast addresses.
     pub fn allocate(
         &self,
         subnet: Ipv4Net,
         container_id: &str,
         ifname: &str,
-    ) -> Result<Ipv4Addr, IpamError> {
+    ) -> Result<(Ipv4Addr, bool), IpamError> {
         let _lock = self.lock()?;
         let current = self.read_all()?;
         if let Some(a) = current.iter().find(|a| {
             a.container_id == container_id && a.ifname == ifname && subnet.contains(&a.ip)
         }) {
-            return Ok(a.ip);
+            return Ok((a.ip, false));
         }
         let taken: std::collections::HashSet<Ipv4Addr> = current.iter().map(|a| a.ip).collect();
         let first = u32::from(subnet.network()) + 1;
@@ -135,7 +136,7 @@ impl Ipam {
                 .map_err(|e| io(&format!("writing {}", path.display()), e))?;
             fs::write(self.dir.join(LAST), candidate.to_string())
                 .map_err(|e| io("writing last reserved IP", e))?;
-            return Ok(candidate);
+            return Ok((candidate, true));
         }
         Err(IpamError::Exhausted(subnet))
     }
@@ -201,17 +202,18 @@ mod tests {
         let ipam = Ipam::new(dir.path(), "net");
         let subnet: Ipv4Net = "10.255.5.0/29".parse().unwrap(); // .1 - .6
         assert!(!any_allocations(dir.path()));
-        let a = ipam.allocate(subnet, "c1", "eth0").unwrap();
+        let (a, new) = ipam.allocate(subnet, "c1", "eth0").unwrap();
+        assert!(new);
         assert_eq!(a, "10.255.5.1".parse::<Ipv4Addr>().unwrap());
         assert_eq!(
             ipam.allocate(subnet, "c1", "eth0").unwrap(),
-            a,
+            (a, false),
             "same pair, same IP"
         );
         assert!(any_allocations(dir.path()));
         let mut all = vec![a];
         for i in 2..=6 {
-            all.push(ipam.allocate(subnet, &format!("c{i}"), "eth0").unwrap());
+            all.push(ipam.allocate(subnet, &format!("c{i}"), "eth0").unwrap().0);
         }
         let unique: std::collections::HashSet<_> = all.iter().collect();
         assert_eq!(unique.len(), 6);
@@ -221,7 +223,7 @@ mod tests {
         );
         assert_eq!(ipam.release("c3", "eth0").unwrap(), vec![all[2]]);
         assert!(ipam.release("c3", "eth0").unwrap().is_empty());
-        assert_eq!(ipam.allocate(subnet, "c7", "eth0").unwrap(), all[2]);
+        assert_eq!(ipam.allocate(subnet, "c7", "eth0").unwrap().0, all[2]);
         let gone = ipam.release_where(|a| a.container_id != "c1").unwrap();
         assert_eq!(gone.len(), 5);
         assert_eq!(ipam.allocations().unwrap().len(), 1);
@@ -238,7 +240,11 @@ mod tests {
                 std::thread::spawn(move || {
                     let ipam = Ipam::new(&path, "net");
                     (0..20)
-                        .map(|i| ipam.allocate(subnet, &format!("t{t}-{i}"), "eth0").unwrap())
+                        .map(|i| {
+                            ipam.allocate(subnet, &format!("t{t}-{i}"), "eth0")
+                                .unwrap()
+                                .0
+                        })
                         .collect::<Vec<_>>()
                 })
             })
