@@ -259,6 +259,13 @@ impl UpPlan<'_> {
                 mask: None,
                 negate: false,
             }),
+            // The policy agent marks the first packet of an allowed connection with this bit
+            // (it decides, this chain enforces: see src/agent/mod.rs).
+            Rule::new(Target::Accept).destination(ip).with(Match::Mark {
+                value: crate::agent::plan::ALLOWED_BIT,
+                mask: Some(crate::agent::plan::ALLOWED_BIT),
+                negate: false,
+            }),
         ];
         if c.iptables_c2c_logging {
             ov.push(self.deny_log("DENY_C2C_").destination(ip));
