@@ -12,6 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// How much of an oversized body is read and dropped after answering 413.
+const DRAIN_LIMIT: u64 = 64 * 1024 * 1024;
+
 /// Anything that turns a request into a response. Closures work.
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, req: &Request) -> Response;
@@ -343,7 +346,17 @@ impl Connection {
             match read_body(&mut self.reader, &req, options.max_body_bytes) {
                 Ok(body) => req.body = body,
                 Err(BodyError::TooLarge) => {
-                    return self.reply_and_close(Response::error(413, "request body too large"))
+                    write_response(
+                        &mut self.writer,
+                        &Response::error(413, "request body too large"),
+                        true,
+                        false,
+                    )?;
+                    // Read (and drop) a bounded rest of the body so a client still sending it
+                    // gets to read the answer instead of a reset connection.
+                    let _ = io::copy(&mut self.reader.by_ref().take(DRAIN_LIMIT), &mut io::sink());
+                    let _ = self.tcp.shutdown(Shutdown::Both);
+                    return Ok(());
                 }
                 Err(BodyError::Malformed(m)) => {
                     return self

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod authz;
 pub mod cc;
 pub mod cleanup;
+pub mod config;
 pub mod external;
 pub mod internal;
 pub mod metered_store;

@@ -29,7 +29,11 @@ pub fn certs(dir: &Path) -> Certs {
             dir,
             "server",
             "policy-server.service.cf.internal",
-            &["policy-server.service.cf.internal", "localhost", "127.0.0.1"],
+            &[
+                "policy-server.service.cf.internal",
+                "localhost",
+                "127.0.0.1",
+            ],
             Usage::Server,
         )
         .unwrap();

@@ -38,3 +38,36 @@ pub trait Authenticator: Send + Sync {
     /// Verifies a bearer token (without the `Bearer ` prefix).
     fn authenticate(&self, token: &str) -> Result<Identity, AuthError>;
 }
+
+pub mod config;
+pub mod jwt;
+pub mod tokens;
+pub mod uaa;
+
+pub use config::{build, AuthConfig, AuthMode};
+
+/// `application/x-www-form-urlencoded` encoding of one value (RFC 3986 unreserved characters
+/// pass through, everything else is `%XX`).
+pub fn form_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// `Authorization: Basic ...` value for a client id and secret (UAA's client authentication), as
+/// the original's `SetBasicAuth` sent it: `id:secret`, not form-encoded.
+pub fn basic_auth(client: &str, secret: &str) -> String {
+    use base64::Engine;
+    let raw = format!("{client}:{secret}");
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    )
+}

@@ -2,6 +2,21 @@
 //! PostgreSQL and MySQL/MariaDB behind cargo features). Schema and algorithms follow the original
 //! (`groups` tag pool, `destinations`, `policies`, `policies_info`); see the reference §4.
 
+pub mod config;
+mod migrations;
+#[cfg(feature = "mysql")]
+pub mod mysql;
+mod open;
+mod pool;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+mod sql;
+pub mod sqlite;
+
+pub use config::{DatabaseConfig, DatabaseType};
+pub use migrations::KNOWN_VERSION as SCHEMA_VERSION;
+pub use open::{migrate, open, validate_tag_length};
+
 use crate::api::policy::{Policy, Tag};
 use std::collections::HashMap;
 use std::fmt;

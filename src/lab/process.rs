@@ -1,0 +1,119 @@
+//! Processes the lab starts inside its namespaces, each with its log file, recorded by name and
+//! PID so `status` and `down` find them.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabProcess {
+    pub name: String,
+    pub namespace: String,
+    pub pid: u32,
+    pub log: PathBuf,
+    pub command: Vec<String>,
+}
+
+impl LabProcess {
+    pub fn alive(&self) -> bool {
+        Path::new(&format!("/proc/{}", self.pid)).exists()
+            && !std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+                .map(|s| s.contains(") Z "))
+                .unwrap_or(true)
+    }
+
+    pub fn kill(&self, signal: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid as i32), signal);
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited within `grace`.
+    pub fn stop(&self, grace: Duration) {
+        self.kill(nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + grace;
+        while self.alive() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if self.alive() {
+            self.kill(nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+/// Starts `program args...` inside `namespace`, detached, logging to `<log_dir>/<name>.log`.
+pub fn spawn(
+    name: &str,
+    namespace: &str,
+    program: &Path,
+    args: &[String],
+    log_dir: &Path,
+) -> Result<LabProcess, String> {
+    std::fs::create_dir_all(log_dir).map_err(|e| format!("creating {}: {e}", log_dir.display()))?;
+    let log = log_dir.join(format!("{name}.log"));
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .map_err(|e| format!("opening {}: {e}", log.display()))?;
+    let err = out
+        .try_clone()
+        .map_err(|e| format!("opening {}: {e}", log.display()))?;
+    let mut command = vec![
+        "ip".to_string(),
+        "netns".into(),
+        "exec".into(),
+        namespace.into(),
+        program.display().to_string(),
+    ];
+    command.extend(args.iter().cloned());
+    let child = Command::new(&command[0])
+        .args(&command[1..])
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(|e| format!("starting {name}: {e}"))?;
+    // `ip netns exec` execs the program, so the child's PID is the program's.
+    Ok(LabProcess {
+        name: name.to_string(),
+        namespace: namespace.to_string(),
+        pid: child.id(),
+        log,
+        command,
+    })
+}
+
+/// Waits until `check` passes, the process exits (error with its log's tail), or `timeout`.
+pub fn wait_until(
+    process: &LabProcess,
+    timeout: Duration,
+    mut check: impl FnMut() -> bool,
+) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return Ok(());
+        }
+        if !process.alive() {
+            return Err(format!(
+                "{} exited; last log lines:\n{}",
+                process.name,
+                tail(&process.log, 15)
+            ));
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{} not ready after {timeout:?}; last log lines:\n{}",
+                process.name,
+                tail(&process.log, 15)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}

@@ -1,0 +1,162 @@
+//! Versioned schema migrations, recorded in `netman_migrations`. The caller holds the database's
+//! migration lock (BEGIN IMMEDIATE on SQLite, an advisory lock on PostgreSQL, GET_LOCK on MySQL),
+//! so one migrator runs at a time. Every statement is written to be re-runnable (`IF NOT EXISTS`),
+//! because MySQL commits DDL implicitly and a migrator may die half-way.
+
+use super::sql::{db_error, Dialect, Error, Tx, Val};
+use super::StoreError;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub(crate) struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub statements: Vec<&'static str>,
+}
+
+/// The newest schema version this binary knows.
+pub const KNOWN_VERSION: i64 = 1;
+
+const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS netman_migrations (\
+     version INTEGER NOT NULL PRIMARY KEY, name VARCHAR(255) NOT NULL, applied_at BIGINT NOT NULL)";
+
+pub(crate) fn migrations(dialect: Dialect) -> Vec<Migration> {
+    vec![Migration {
+        version: 1,
+        name: "policy tables: groups (tag pool), destinations, policies, policies_info",
+        statements: match dialect {
+            Dialect::Sqlite => vec![
+                "CREATE TABLE IF NOT EXISTS \"groups\" (id INTEGER PRIMARY KEY, \
+                 guid VARCHAR(255) NULL UNIQUE, type VARCHAR(255) DEFAULT 'app')",
+                "CREATE INDEX IF NOT EXISTS idx_type ON \"groups\" (type)",
+                "CREATE TABLE IF NOT EXISTS destinations (id INTEGER PRIMARY KEY, \
+                 group_id INTEGER NOT NULL REFERENCES \"groups\" (id), port INTEGER NOT NULL DEFAULT 0, \
+                 protocol VARCHAR(255) NOT NULL, start_port INTEGER NOT NULL, \
+                 end_port INTEGER NOT NULL, UNIQUE (group_id, start_port, end_port, protocol))",
+                "CREATE TABLE IF NOT EXISTS policies (id INTEGER PRIMARY KEY, \
+                 group_id INTEGER NOT NULL REFERENCES \"groups\" (id), \
+                 destination_id INTEGER NOT NULL REFERENCES destinations (id), \
+                 UNIQUE (group_id, destination_id))",
+                "CREATE INDEX IF NOT EXISTS idx_policies_destination_id ON policies (destination_id)",
+                "CREATE TABLE IF NOT EXISTS policies_info (id INTEGER PRIMARY KEY, \
+                 last_updated BIGINT NOT NULL)",
+                "INSERT OR IGNORE INTO policies_info (id, last_updated) VALUES (1, 0)",
+            ],
+            Dialect::Postgres => vec![
+                "CREATE TABLE IF NOT EXISTS \"groups\" (id INTEGER PRIMARY KEY, \
+                 guid VARCHAR(255) NULL UNIQUE, type VARCHAR(255) DEFAULT 'app')",
+                "CREATE INDEX IF NOT EXISTS idx_type ON \"groups\" (type)",
+                "CREATE TABLE IF NOT EXISTS destinations (id SERIAL PRIMARY KEY, \
+                 group_id INTEGER NOT NULL REFERENCES \"groups\" (id), port INTEGER NOT NULL DEFAULT 0, \
+                 protocol VARCHAR(255) NOT NULL, start_port INTEGER NOT NULL, \
+                 end_port INTEGER NOT NULL, UNIQUE (group_id, start_port, end_port, protocol))",
+                "CREATE TABLE IF NOT EXISTS policies (id SERIAL PRIMARY KEY, \
+                 group_id INTEGER NOT NULL REFERENCES \"groups\" (id), \
+                 destination_id INTEGER NOT NULL REFERENCES destinations (id), \
+                 UNIQUE (group_id, destination_id))",
+                "CREATE INDEX IF NOT EXISTS idx_policies_destination_id ON policies (destination_id)",
+                "CREATE TABLE IF NOT EXISTS policies_info (id INTEGER PRIMARY KEY, \
+                 last_updated BIGINT NOT NULL)",
+                "INSERT INTO policies_info (id, last_updated) VALUES (1, 0) ON CONFLICT DO NOTHING",
+            ],
+            Dialect::Mysql => vec![
+                "CREATE TABLE IF NOT EXISTS `groups` (id INT NOT NULL PRIMARY KEY, \
+                 guid VARCHAR(255) NULL, type VARCHAR(255) DEFAULT 'app', \
+                 UNIQUE KEY groups_guid_key (guid), KEY idx_type (type)) ENGINE=InnoDB",
+                "CREATE TABLE IF NOT EXISTS destinations (id INT NOT NULL AUTO_INCREMENT PRIMARY KEY, \
+                 group_id INT NOT NULL, port INT NOT NULL DEFAULT 0, protocol VARCHAR(255) NOT NULL, \
+                 start_port INT NOT NULL, end_port INT NOT NULL, \
+                 UNIQUE KEY destinations_unique (group_id, start_port, end_port, protocol), \
+                 CONSTRAINT destinations_group_id_fkey FOREIGN KEY (group_id) REFERENCES `groups` (id)) \
+                 ENGINE=InnoDB",
+                "CREATE TABLE IF NOT EXISTS policies (id INT NOT NULL AUTO_INCREMENT PRIMARY KEY, \
+                 group_id INT NOT NULL, destination_id INT NOT NULL, \
+                 UNIQUE KEY policies_unique (group_id, destination_id), \
+                 KEY idx_policies_destination_id (destination_id), \
+                 CONSTRAINT policies_group_id_fkey FOREIGN KEY (group_id) REFERENCES `groups` (id), \
+                 CONSTRAINT policies_destination_id_fkey FOREIGN KEY (destination_id) \
+                 REFERENCES destinations (id)) ENGINE=InnoDB",
+                "CREATE TABLE IF NOT EXISTS policies_info (id INT NOT NULL PRIMARY KEY, \
+                 last_updated BIGINT NOT NULL) ENGINE=InnoDB",
+                "INSERT IGNORE INTO policies_info (id, last_updated) VALUES (1, 0)",
+            ],
+        },
+    }]
+}
+
+/// The recorded schema version (0 for an empty database).
+pub(crate) fn current_version(tx: &mut dyn Tx) -> Result<i64, Error> {
+    tx.batch(MIGRATIONS_TABLE)?;
+    let rows = tx.rows(
+        "SELECT COALESCE(MAX(version), 0) FROM netman_migrations",
+        &[],
+    )?;
+    rows.first()
+        .map(|r| r[0].int())
+        .transpose()
+        .map(|v| v.unwrap_or(0))
+}
+
+/// Applies the missing migrations and fills the tag pool up to 2^(8L)-1 free slots. Returns the
+/// schema version. Refuses a schema newer than [`KNOWN_VERSION`].
+pub(crate) fn migrate_locked(
+    tx: &mut dyn Tx,
+    dialect: Dialect,
+    tag_length: u8,
+) -> Result<i64, Error> {
+    let found = current_version(tx)?;
+    if found > KNOWN_VERSION {
+        return Err(Error::Store(StoreError::SchemaTooNew {
+            found,
+            known: KNOWN_VERSION,
+        }));
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    for m in migrations(dialect)
+        .into_iter()
+        .filter(|m| m.version > found)
+    {
+        log::info!("store: applying migration {} ({})", m.version, m.name);
+        for s in &m.statements {
+            tx.batch(s)
+                .map_err(|e| context(e, &format!("migration {}", m.version)))?;
+        }
+        tx.exec(
+            "INSERT INTO netman_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+            &[Val::Int(m.version), Val::Str(m.name), Val::Int(now)],
+        )?;
+    }
+    fill_tag_pool(tx, dialect, tag_length)?;
+    Ok(KNOWN_VERSION)
+}
+
+/// Inserts the free slots `max(id)+1 ..= 2^(8L)-1` (all of them on a fresh database). Re-runnable.
+fn fill_tag_pool(tx: &mut dyn Tx, dialect: Dialect, tag_length: u8) -> Result<(), Error> {
+    let want = (1i64 << (8 * tag_length as i64)) - 1;
+    let rows = tx.rows(
+        &dialect.q("SELECT COALESCE(MAX(id), 0) FROM \"groups\""),
+        &[],
+    )?;
+    let have = rows.first().map(|r| r[0].int()).transpose()?.unwrap_or(0);
+    let mut next = have + 1;
+    while next <= want {
+        let end = (next + 999).min(want);
+        let values: Vec<String> = (next..=end).map(|i| format!("({i})")).collect();
+        tx.batch(&dialect.q(&format!(
+            "INSERT INTO \"groups\" (id) VALUES {}",
+            values.join(",")
+        )))
+        .map_err(|e| context(e, "filling the tag pool"))?;
+        next = end + 1;
+    }
+    Ok(())
+}
+
+fn context(e: Error, what: &str) -> Error {
+    match e {
+        Error::Store(StoreError::Database(m)) => db_error(format!("{what}: {m}")),
+        other => other,
+    }
+}

@@ -1,0 +1,587 @@
+//! The store's algorithms, written once over a tiny SQL interface ([`Tx`]) that each backend
+//! implements for its driver; the [`Dialect`] covers the SQL differences. Create and delete follow
+//! the reference §4.3, tags §4.2.
+//!
+//! Concurrency (PostgreSQL and MySQL, READ COMMITTED): every create/delete first updates the one
+//! `policies_info` row, so writers of policies run one at a time. Tag allocation and release
+//! additionally lock the `groups` row they use (`FOR UPDATE`), so a concurrent `create_tag` can never
+//! take a slot that is being released or assigned, and `groups.guid` is UNIQUE: a lost race ends in a
+//! unique-key error, which the backend retries as a [`Error::Conflict`].
+
+use super::StoreError;
+use crate::api::policy::{Policy, Tag};
+use std::borrow::Cow;
+use std::collections::{BTreeSet, HashMap};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A statement parameter.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Val<'a> {
+    Int(i64),
+    Str(&'a str),
+}
+
+/// A result cell.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Cell {
+    Null,
+    Int(i64),
+    Str(String),
+}
+
+impl Cell {
+    pub fn int(&self) -> Result<i64, Error> {
+        match self {
+            Cell::Int(i) => Ok(*i),
+            Cell::Str(s) => s
+                .parse()
+                .map_err(|_| db_error(format!("expected an integer, got {s:?}"))),
+            Cell::Null => Err(db_error("expected an integer, got NULL")),
+        }
+    }
+
+    pub fn text(&self) -> Result<String, Error> {
+        match self {
+            Cell::Str(s) => Ok(s.clone()),
+            Cell::Int(i) => Ok(i.to_string()),
+            Cell::Null => Err(db_error("expected text, got NULL")),
+        }
+    }
+
+    pub fn opt_text(&self) -> Option<String> {
+        match self {
+            Cell::Str(s) => Some(s.clone()),
+            Cell::Int(i) => Some(i.to_string()),
+            Cell::Null => None,
+        }
+    }
+}
+
+/// What went wrong inside a transaction.
+#[derive(Debug)]
+pub(crate) enum Error {
+    /// Final: reported to the caller.
+    Store(StoreError),
+    /// A lost race (deadlock, serialization failure, unique/foreign key race): retry the whole
+    /// transaction.
+    Conflict(String),
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Error {
+        Error::Store(e)
+    }
+}
+
+/// A short random pause before retrying a transaction that lost a race (grows with attempts).
+pub(crate) fn backoff(attempt: u32) {
+    use rand::Rng;
+    let ms = rand::thread_rng().gen_range(1..=5 * attempt.clamp(1, 20) as u64);
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+}
+
+pub(crate) fn db_error(msg: impl Into<String>) -> Error {
+    Error::Store(StoreError::Database(msg.into()))
+}
+
+/// The few operations the algorithms need from a connection or transaction.
+pub(crate) trait Tx {
+    /// Runs a statement with `?` placeholders; returns the affected row count.
+    fn exec(&mut self, sql: &str, params: &[Val<'_>]) -> Result<u64, Error>;
+    /// Runs a query with `?` placeholders; returns all rows.
+    fn rows(&mut self, sql: &str, params: &[Val<'_>]) -> Result<Vec<Vec<Cell>>, Error>;
+    /// Runs a statement without parameters (DDL).
+    fn batch(&mut self, sql: &str) -> Result<(), Error>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Sqlite,
+    Postgres,
+    Mysql,
+}
+
+impl Dialect {
+    /// Adapts SQL written with `"groups"` and `?` to the dialect (`groups` is reserved in MySQL;
+    /// backticks there, PostgreSQL placeholders are rewritten by its backend).
+    pub fn q<'s>(self, sql: &'s str) -> Cow<'s, str> {
+        match self {
+            Dialect::Mysql => Cow::Owned(sql.replace("\"groups\"", "`groups`")),
+            _ => Cow::Borrowed(sql),
+        }
+    }
+
+    /// Row lock suffix for a SELECT (SQLite serialises writers with BEGIN IMMEDIATE instead).
+    pub fn for_update(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            _ => " FOR UPDATE",
+        }
+    }
+
+    /// `FROM DUAL` for `INSERT ... SELECT ... WHERE NOT EXISTS` (MySQL needs a FROM there).
+    pub fn dual(self) -> &'static str {
+        match self {
+            Dialect::Mysql => " FROM DUAL",
+            _ => "",
+        }
+    }
+
+    /// An integer parameter in a select list (PostgreSQL cannot infer its type there).
+    pub fn int_param(self) -> &'static str {
+        match self {
+            Dialect::Postgres => "CAST(? AS INTEGER)",
+            _ => "?",
+        }
+    }
+
+    pub fn text_param(self) -> &'static str {
+        match self {
+            Dialect::Postgres => "CAST(? AS VARCHAR)",
+            _ => "?",
+        }
+    }
+}
+
+/// The algorithms for one database and tag length.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Engine {
+    pub dialect: Dialect,
+    pub tag_length: u8,
+}
+
+const LIST_SELECT: &str =
+    "SELECT sg.guid, sg.id, dg.guid, dg.id, d.start_port, d.end_port, d.protocol \
+     FROM policies p \
+     JOIN \"groups\" sg ON sg.id = p.group_id \
+     JOIN destinations d ON d.id = p.destination_id \
+     JOIN \"groups\" dg ON dg.id = d.group_id";
+
+fn now_nanos() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// `?, ?, ?` for n parameters.
+fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+fn unique(ids: &[String]) -> Vec<&str> {
+    ids.iter()
+        .map(String::as_str)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+impl Engine {
+    pub fn new(dialect: Dialect, tag_length: u8) -> Engine {
+        Engine {
+            dialect,
+            tag_length,
+        }
+    }
+
+    /// The highest tag of the pool: 2^(8L) - 1.
+    pub fn max_tag(&self) -> i64 {
+        (1i64 << (8 * self.tag_length as i64)) - 1
+    }
+
+    /// Upper-case hex, zero-padded to 2L characters.
+    pub fn tag(&self, id: i64) -> String {
+        format!("{:0width$X}", id, width = 2 * self.tag_length as usize)
+    }
+
+    fn q<'s>(&self, sql: &'s str) -> Cow<'s, str> {
+        self.dialect.q(sql)
+    }
+
+    /// Moves `last_updated` to now, or one nanosecond past its value if the clock is behind.
+    fn touch(&self, tx: &mut dyn Tx) -> Result<(), Error> {
+        let now = now_nanos();
+        let n = tx.exec(
+            "UPDATE policies_info SET last_updated = CASE WHEN last_updated < ? THEN ? \
+             ELSE last_updated + 1 END WHERE id = 1",
+            &[Val::Int(now), Val::Int(now)],
+        )?;
+        if n != 1 {
+            return Err(db_error("policies_info row missing"));
+        }
+        Ok(())
+    }
+
+    /// The group row of `guid`, locked: (id, type).
+    fn find_group(&self, tx: &mut dyn Tx, guid: &str) -> Result<Option<(i64, String)>, Error> {
+        let sql = format!(
+            "SELECT id, type FROM \"groups\" WHERE guid = ?{}",
+            self.dialect.for_update()
+        );
+        let rows = tx.rows(&self.q(&sql), &[Val::Str(guid)])?;
+        match rows.first() {
+            Some(r) => Ok(Some((r[0].int()?, r[1].opt_text().unwrap_or_default()))),
+            None => Ok(None),
+        }
+    }
+
+    /// The tag id of (guid, kind), assigning the lowest free slot if it has none.
+    fn allocate(&self, tx: &mut dyn Tx, guid: &str, kind: &str) -> Result<i64, Error> {
+        if let Some((id, existing)) = self.find_group(tx, guid)? {
+            if existing != kind {
+                return Err(Error::Store(StoreError::TagTypeConflict {
+                    id: guid.to_string(),
+                    existing,
+                }));
+            }
+            return Ok(id);
+        }
+        let sql = format!(
+            "SELECT id FROM \"groups\" WHERE guid IS NULL AND id <= ? ORDER BY id LIMIT 1{}",
+            self.dialect.for_update()
+        );
+        let rows = tx.rows(&self.q(&sql), &[Val::Int(self.max_tag())])?;
+        let Some(row) = rows.first() else {
+            return Err(Error::Store(StoreError::TagPoolExhausted));
+        };
+        let id = row[0].int()?;
+        let n = tx.exec(
+            &self.q("UPDATE \"groups\" SET guid = ?, type = ? WHERE id = ? AND guid IS NULL"),
+            &[Val::Str(guid), Val::Str(kind), Val::Int(id)],
+        )?;
+        if n != 1 {
+            return Err(Error::Conflict(format!(
+                "tag slot {id} was taken concurrently"
+            )));
+        }
+        Ok(id)
+    }
+
+    /// Frees the group's slot when no policy and no destination refers to it any more.
+    fn release(&self, tx: &mut dyn Tx, group: i64) -> Result<(), Error> {
+        let lock = format!(
+            "SELECT id FROM \"groups\" WHERE id = ?{}",
+            self.dialect.for_update()
+        );
+        tx.rows(&self.q(&lock), &[Val::Int(group)])?;
+        let used = !tx
+            .rows(
+                "SELECT 1 FROM policies WHERE group_id = ? LIMIT 1",
+                &[Val::Int(group)],
+            )?
+            .is_empty()
+            || !tx
+                .rows(
+                    "SELECT 1 FROM destinations WHERE group_id = ? LIMIT 1",
+                    &[Val::Int(group)],
+                )?
+                .is_empty();
+        if !used {
+            tx.exec(
+                &self.q("UPDATE \"groups\" SET guid = NULL, type = NULL WHERE id = ?"),
+                &[Val::Int(group)],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn destination_id(
+        &self,
+        tx: &mut dyn Tx,
+        group: i64,
+        p: &Policy,
+        lock: bool,
+    ) -> Result<Option<i64>, Error> {
+        let sql = format!(
+            "SELECT id FROM destinations WHERE group_id = ? AND start_port = ? AND end_port = ? \
+             AND protocol = ?{}",
+            if lock { self.dialect.for_update() } else { "" }
+        );
+        let ports = &p.destination.ports;
+        let rows = tx.rows(
+            &sql,
+            &[
+                Val::Int(group),
+                Val::Int(ports.start),
+                Val::Int(ports.end),
+                Val::Str(&p.destination.protocol),
+            ],
+        )?;
+        rows.first().map(|r| r[0].int()).transpose()
+    }
+
+    pub fn create(&self, tx: &mut dyn Tx, policies: &[Policy]) -> Result<(), Error> {
+        if policies.is_empty() {
+            return Ok(());
+        }
+        self.touch(tx)?;
+        let d = self.dialect;
+        let insert_destination = format!(
+            "INSERT INTO destinations (group_id, port, start_port, end_port, protocol) \
+             SELECT {i}, {i}, {i}, {i}, {s}{dual} WHERE NOT EXISTS (SELECT 1 FROM destinations \
+             WHERE group_id = ? AND start_port = ? AND end_port = ? AND protocol = ?)",
+            i = d.int_param(),
+            s = d.text_param(),
+            dual = d.dual()
+        );
+        let insert_policy = format!(
+            "INSERT INTO policies (group_id, destination_id) SELECT {i}, {i}{dual} \
+             WHERE NOT EXISTS (SELECT 1 FROM policies WHERE group_id = ? AND destination_id = ?)",
+            i = d.int_param(),
+            dual = d.dual()
+        );
+        for p in policies {
+            let src = self.allocate(tx, &p.source.id, "app")?;
+            let dst = self.allocate(tx, &p.destination.id, "app")?;
+            let ports = p.destination.ports;
+            let port = if ports.start == ports.end {
+                ports.start
+            } else {
+                0
+            };
+            let proto = p.destination.protocol.as_str();
+            tx.exec(
+                &insert_destination,
+                &[
+                    Val::Int(dst),
+                    Val::Int(port),
+                    Val::Int(ports.start),
+                    Val::Int(ports.end),
+                    Val::Str(proto),
+                    Val::Int(dst),
+                    Val::Int(ports.start),
+                    Val::Int(ports.end),
+                    Val::Str(proto),
+                ],
+            )?;
+            let Some(dest) = self.destination_id(tx, dst, p, true)? else {
+                return Err(Error::Conflict("destination removed concurrently".into()));
+            };
+            tx.exec(
+                &insert_policy,
+                &[Val::Int(src), Val::Int(dest), Val::Int(src), Val::Int(dest)],
+            )?;
+        }
+        Ok(())
+    }
+
+    pub fn delete(&self, tx: &mut dyn Tx, policies: &[Policy]) -> Result<(), Error> {
+        if policies.is_empty() {
+            return Ok(());
+        }
+        self.touch(tx)?;
+        let find = self.q("SELECT id FROM \"groups\" WHERE guid = ?");
+        for p in policies {
+            let Some(src) = tx.rows(&find, &[Val::Str(&p.source.id)])?.first().cloned() else {
+                continue;
+            };
+            let Some(dst) = tx
+                .rows(&find, &[Val::Str(&p.destination.id)])?
+                .first()
+                .cloned()
+            else {
+                continue;
+            };
+            let (src, dst) = (src[0].int()?, dst[0].int()?);
+            let Some(dest) = self.destination_id(tx, dst, p, false)? else {
+                continue;
+            };
+            let deleted = tx.exec(
+                "DELETE FROM policies WHERE group_id = ? AND destination_id = ?",
+                &[Val::Int(src), Val::Int(dest)],
+            )?;
+            if deleted == 0 {
+                continue;
+            }
+            let lock = format!(
+                "SELECT id FROM destinations WHERE id = ?{}",
+                self.dialect.for_update()
+            );
+            tx.rows(&lock, &[Val::Int(dest)])?;
+            let still_used = !tx
+                .rows(
+                    "SELECT 1 FROM policies WHERE destination_id = ? LIMIT 1",
+                    &[Val::Int(dest)],
+                )?
+                .is_empty();
+            if !still_used {
+                tx.exec("DELETE FROM destinations WHERE id = ?", &[Val::Int(dest)])?;
+            }
+            self.release(tx, src)?;
+            if dst != src {
+                self.release(tx, dst)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn list(
+        &self,
+        tx: &mut dyn Tx,
+        filter: &super::PolicyFilter,
+    ) -> Result<Vec<Policy>, Error> {
+        use super::PolicyFilter as F;
+        let mut params: Vec<Val<'_>> = Vec::new();
+        let sql = match filter {
+            F::All => format!("{LIST_SELECT} ORDER BY p.id"),
+            F::Source(ids) | F::Destination(ids) => {
+                let ids = unique(ids);
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let column = if matches!(filter, F::Source(_)) {
+                    "sg.guid"
+                } else {
+                    "dg.guid"
+                };
+                params.extend(ids.iter().map(|s| Val::Str(s)));
+                format!(
+                    "{LIST_SELECT} WHERE {column} IN ({}) ORDER BY p.id",
+                    placeholders(ids.len())
+                )
+            }
+            F::SourceAndDestination(src, dst) => {
+                let (src, dst) = (unique(src), unique(dst));
+                if src.is_empty() || dst.is_empty() {
+                    return Ok(Vec::new());
+                }
+                params.extend(src.iter().map(|s| Val::Str(s)));
+                params.extend(dst.iter().map(|s| Val::Str(s)));
+                format!(
+                    "{LIST_SELECT} WHERE sg.guid IN ({}) AND dg.guid IN ({}) ORDER BY p.id",
+                    placeholders(src.len()),
+                    placeholders(dst.len())
+                )
+            }
+            F::Either(ids) => {
+                let ids = unique(ids);
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                params.extend(ids.iter().map(|s| Val::Str(s)));
+                params.extend(ids.iter().map(|s| Val::Str(s)));
+                // Two index lookups joined by UNION instead of an OR across two joined tables,
+                // which no planner turns into index use.
+                let marks = placeholders(ids.len());
+                format!(
+                    "SELECT sg.guid, sg.id, dg.guid, dg.id, d.start_port, d.end_port, d.protocol \
+                     FROM (SELECT p1.id FROM policies p1 JOIN \"groups\" g1 ON g1.id = p1.group_id \
+                     WHERE g1.guid IN ({marks}) \
+                     UNION SELECT p2.id FROM policies p2 \
+                     JOIN destinations d2 ON d2.id = p2.destination_id \
+                     JOIN \"groups\" g2 ON g2.id = d2.group_id WHERE g2.guid IN ({marks})) m \
+                     JOIN policies p ON p.id = m.id \
+                     JOIN \"groups\" sg ON sg.id = p.group_id \
+                     JOIN destinations d ON d.id = p.destination_id \
+                     JOIN \"groups\" dg ON dg.id = d.group_id ORDER BY p.id"
+                )
+            }
+        };
+        let rows = tx.rows(&self.q(&sql), &params)?;
+        rows.iter()
+            .map(|r| {
+                let mut p = Policy::new(
+                    &r[0].text()?,
+                    &r[2].text()?,
+                    &r[6].text()?,
+                    r[4].int()?,
+                    r[5].int()?,
+                );
+                p.source.tag = Some(self.tag(r[1].int()?));
+                p.destination.tag = Some(self.tag(r[3].int()?));
+                Ok(p)
+            })
+            .collect()
+    }
+
+    pub fn tags(&self, tx: &mut dyn Tx) -> Result<Vec<Tag>, Error> {
+        let rows = tx.rows(
+            &self.q("SELECT guid, id, type FROM \"groups\" WHERE guid IS NOT NULL ORDER BY id"),
+            &[],
+        )?;
+        rows.iter()
+            .map(|r| {
+                Ok(Tag {
+                    id: r[0].text()?,
+                    tag: self.tag(r[1].int()?),
+                    kind: r[2].opt_text().unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    pub fn create_tag(&self, tx: &mut dyn Tx, id: &str, kind: &str) -> Result<Tag, Error> {
+        let tag = self.allocate(tx, id, kind)?;
+        Ok(Tag {
+            id: id.to_string(),
+            tag: self.tag(tag),
+            kind: kind.to_string(),
+        })
+    }
+
+    pub fn last_updated(&self, tx: &mut dyn Tx) -> Result<i64, Error> {
+        let rows = tx.rows("SELECT last_updated FROM policies_info WHERE id = 1", &[])?;
+        match rows.first() {
+            Some(r) => r[0].int(),
+            None => Err(db_error("policies_info row missing")),
+        }
+    }
+
+    pub fn source_policy_counts(
+        &self,
+        tx: &mut dyn Tx,
+        ids: &[String],
+    ) -> Result<HashMap<String, usize>, Error> {
+        let mut counts: HashMap<String, usize> = ids.iter().map(|i| (i.clone(), 0)).collect();
+        let ids = unique(ids);
+        if ids.is_empty() {
+            return Ok(counts);
+        }
+        let sql = format!(
+            "SELECT g.guid, COUNT(*) FROM policies p JOIN \"groups\" g ON g.id = p.group_id \
+             WHERE g.guid IN ({}) GROUP BY g.guid",
+            placeholders(ids.len())
+        );
+        let params: Vec<Val<'_>> = ids.iter().map(|s| Val::Str(s)).collect();
+        for r in tx.rows(&self.q(&sql), &params)? {
+            counts.insert(r[0].text()?, r[1].int()? as usize);
+        }
+        Ok(counts)
+    }
+
+    pub fn count(&self, tx: &mut dyn Tx) -> Result<usize, Error> {
+        let rows = tx.rows("SELECT COUNT(*) FROM policies", &[])?;
+        Ok(rows.first().map(|r| r[0].int()).transpose()?.unwrap_or(0) as usize)
+    }
+
+    pub fn check(&self, tx: &mut dyn Tx) -> Result<(), Error> {
+        tx.rows("SELECT 1", &[])?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_are_upper_hex_padded_to_twice_the_length() {
+        let e1 = Engine::new(Dialect::Sqlite, 1);
+        let e2 = Engine::new(Dialect::Sqlite, 2);
+        assert_eq!(e1.max_tag(), 255);
+        assert_eq!(e2.max_tag(), 65535);
+        assert_eq!(e1.tag(10), "0A");
+        assert_eq!(e2.tag(1), "0001");
+        assert_eq!(e2.tag(65535), "FFFF");
+    }
+
+    #[test]
+    fn mysql_quotes_groups_with_backticks() {
+        assert_eq!(
+            Dialect::Mysql.q("SELECT id FROM \"groups\""),
+            "SELECT id FROM `groups`"
+        );
+        assert_eq!(Dialect::Postgres.q("\"groups\""), "\"groups\"");
+    }
+}

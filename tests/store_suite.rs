@@ -1,0 +1,486 @@
+//! The one store test suite, run unchanged against SQLite, PostgreSQL and MariaDB (real servers,
+//! each test its own database): every case is a function over a fresh [`db::TestDb`], and the
+//! `suite!` macro instantiates all of them per backend.
+
+#[path = "common/db.rs"]
+mod db;
+
+use netman::api::policy::{Policy, Tag};
+use netman::policy::store::{self, DatabaseConfig, PolicyFilter, Store, StoreError};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn open(config: &DatabaseConfig, tag_length: u8) -> Arc<dyn Store> {
+    store::open(config, tag_length).unwrap_or_else(|e| panic!("opening {config}: {e}"))
+}
+
+fn p(src: &str, dst: &str, proto: &str, start: i64, end: i64) -> Policy {
+    Policy::new(src, dst, proto, start, end)
+}
+
+fn untagged(mut v: Vec<Policy>) -> Vec<Policy> {
+    v.iter_mut().for_each(|x| *x = x.untagged());
+    v.sort();
+    v
+}
+
+fn sorted(mut v: Vec<Policy>) -> Vec<Policy> {
+    v.sort();
+    v
+}
+
+fn ids(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+fn tag_map(s: &dyn Store) -> HashMap<String, String> {
+    s.tags()
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.id, t.tag))
+        .collect()
+}
+
+pub fn create_list_delete(db: &db::TestDb) {
+    let s = open(&db.config, 2);
+    assert_eq!(s.count().unwrap(), 0);
+    assert!(s.list(&PolicyFilter::All).unwrap().is_empty());
+    s.check().unwrap();
+    let batch = vec![
+        p("a", "b", "tcp", 8080, 8080),
+        p("a", "c", "udp", 1000, 2000),
+        p("b", "a", "tcp", 443, 443),
+    ];
+    s.create(&batch).unwrap();
+    let listed = s.list(&PolicyFilter::All).unwrap();
+    assert_eq!(untagged(listed.clone()), sorted(batch.clone()));
+    // Tags are filled and agree with the tag table.
+    let tags = tag_map(s.as_ref());
+    for x in &listed {
+        assert_eq!(x.source.tag.as_ref(), tags.get(&x.source.id));
+        assert_eq!(x.destination.tag.as_ref(), tags.get(&x.destination.id));
+    }
+    // Idempotent create, also within one batch.
+    s.create(&[batch[0].clone(), batch[0].clone()]).unwrap();
+    assert_eq!(s.count().unwrap(), 3);
+    // Same app pair, other port: a new policy on a new destination row.
+    s.create(&[p("a", "b", "tcp", 9090, 9090)]).unwrap();
+    assert_eq!(s.count().unwrap(), 4);
+    // Delete: missing policies are skipped, existing ones go.
+    s.delete(&[
+        batch[1].clone(),
+        p("nobody", "b", "tcp", 1, 1),
+        p("a", "b", "tcp", 1, 1),
+        p("a", "b", "udp", 8080, 8080),
+    ])
+    .unwrap();
+    assert_eq!(s.count().unwrap(), 3);
+    s.delete(&[batch[1].clone()]).unwrap();
+    let left = s.list(&PolicyFilter::All).unwrap();
+    assert_eq!(
+        untagged(left),
+        sorted(vec![
+            batch[0].clone(),
+            batch[2].clone(),
+            p("a", "b", "tcp", 9090, 9090)
+        ])
+    );
+    // c lost its only policy: its tag is released.
+    assert!(!tag_map(s.as_ref()).contains_key("c"));
+    // A second store on the same database sees the same.
+    let s2 = open(&db.config, 2);
+    assert_eq!(s2.count().unwrap(), 3);
+    assert_eq!(
+        s2.list(&PolicyFilter::All).unwrap(),
+        s.list(&PolicyFilter::All).unwrap()
+    );
+    s.delete(&s.list(&PolicyFilter::All).unwrap()).unwrap();
+    assert_eq!(s.count().unwrap(), 0);
+    assert!(s.tags().unwrap().is_empty(), "every tag released");
+}
+
+pub fn filters(db: &db::TestDb) {
+    let s = open(&db.config, 2);
+    let all = vec![
+        p("a", "b", "tcp", 80, 80),
+        p("a", "c", "tcp", 81, 81),
+        p("b", "c", "udp", 82, 90),
+        p("c", "a", "tcp", 83, 83),
+        p("d", "d", "tcp", 84, 84),
+    ];
+    s.create(&all).unwrap();
+    let list = |f: PolicyFilter| untagged(s.list(&f).unwrap());
+    let pick = |idx: &[usize]| sorted(idx.iter().map(|i| all[*i].clone()).collect());
+    assert_eq!(list(PolicyFilter::All), pick(&[0, 1, 2, 3, 4]));
+    assert_eq!(list(PolicyFilter::Either(ids(&["a"]))), pick(&[0, 1, 3]));
+    assert_eq!(
+        list(PolicyFilter::Either(ids(&["b", "d"]))),
+        pick(&[0, 2, 4])
+    );
+    assert_eq!(
+        list(PolicyFilter::Either(ids(&["a", "a", "zzz"]))),
+        pick(&[0, 1, 3])
+    );
+    assert_eq!(list(PolicyFilter::Either(ids(&["zzz"]))), pick(&[]));
+    assert_eq!(list(PolicyFilter::Either(vec![])), pick(&[]));
+    assert_eq!(list(PolicyFilter::Source(ids(&["a"]))), pick(&[0, 1]));
+    assert_eq!(list(PolicyFilter::Source(ids(&["b", "c"]))), pick(&[2, 3]));
+    assert_eq!(list(PolicyFilter::Source(vec![])), pick(&[]));
+    assert_eq!(list(PolicyFilter::Destination(ids(&["c"]))), pick(&[1, 2]));
+    assert_eq!(
+        list(PolicyFilter::Destination(ids(&["a", "d"]))),
+        pick(&[3, 4])
+    );
+    assert_eq!(
+        list(PolicyFilter::SourceAndDestination(
+            ids(&["a", "b"]),
+            ids(&["c"])
+        )),
+        pick(&[1, 2])
+    );
+    assert_eq!(
+        list(PolicyFilter::SourceAndDestination(ids(&["a"]), ids(&["a"]))),
+        pick(&[])
+    );
+    assert_eq!(
+        list(PolicyFilter::SourceAndDestination(ids(&["a"]), vec![])),
+        pick(&[])
+    );
+    // Filtered lists carry tags too.
+    for x in s.list(&PolicyFilter::Either(ids(&["a"]))).unwrap() {
+        assert!(x.source.tag.is_some() && x.destination.tag.is_some());
+    }
+    // Source counts (quota) and count.
+    let counts = s
+        .source_policy_counts(&ids(&["a", "b", "d", "nobody"]))
+        .unwrap();
+    assert_eq!(counts.get("a"), Some(&2));
+    assert_eq!(counts.get("b"), Some(&1));
+    assert_eq!(counts.get("d"), Some(&1));
+    assert_eq!(counts.get("nobody"), Some(&0));
+    assert!(s.source_policy_counts(&[]).unwrap().is_empty());
+    assert_eq!(s.count().unwrap(), 5);
+}
+
+pub fn tags_and_reuse(db: &db::TestDb) {
+    let s = open(&db.config, 2);
+    s.create(&[p("a", "b", "tcp", 1, 1)]).unwrap();
+    s.create(&[p("c", "d", "tcp", 1, 1), p("a", "e", "tcp", 1, 1)])
+        .unwrap();
+    let tag = |id: &str, tag: &str| Tag {
+        id: id.into(),
+        tag: tag.into(),
+        kind: "app".into(),
+    };
+    assert_eq!(
+        s.tags().unwrap(),
+        vec![
+            tag("a", "0001"),
+            tag("b", "0002"),
+            tag("c", "0003"),
+            tag("d", "0004"),
+            tag("e", "0005"),
+        ]
+    );
+    // a keeps its tag while it still has a policy; b is released.
+    s.delete(&[p("a", "b", "tcp", 1, 1)]).unwrap();
+    let m = tag_map(s.as_ref());
+    assert_eq!(m.get("a").map(String::as_str), Some("0001"));
+    assert!(!m.contains_key("b"));
+    // The lowest free tag is reused first.
+    s.delete(&[p("c", "d", "tcp", 1, 1)]).unwrap();
+    s.create(&[p("x", "y", "tcp", 1, 1)]).unwrap();
+    let m = tag_map(s.as_ref());
+    assert_eq!(m.get("x").map(String::as_str), Some("0002"));
+    assert_eq!(m.get("y").map(String::as_str), Some("0003"));
+    // Internal tags: returned as is, allocated lowest-first, type conflicts refused.
+    let r = s.create_tag("router-1", "router").unwrap();
+    assert_eq!(
+        r,
+        Tag {
+            id: "router-1".into(),
+            tag: "0004".into(),
+            kind: "router".into()
+        }
+    );
+    assert_eq!(s.create_tag("router-1", "router").unwrap(), r);
+    assert_eq!(s.create_tag("a", "app").unwrap(), tag("a", "0001"));
+    assert_eq!(
+        s.create_tag("router-1", "app"),
+        Err(StoreError::TagTypeConflict {
+            id: "router-1".into(),
+            existing: "router".into()
+        })
+    );
+    // A policy on an id held by another type fails and changes nothing.
+    let before = s.tags().unwrap();
+    assert!(matches!(
+        s.create(&[p("router-1", "zz", "tcp", 1, 1)]),
+        Err(StoreError::TagTypeConflict { .. })
+    ));
+    assert_eq!(s.tags().unwrap(), before);
+    // Tags are ordered by tag.
+    let t = s.tags().unwrap();
+    assert!(t.windows(2).all(|w| w[0].tag < w[1].tag), "{t:?}");
+}
+
+pub fn tag_pool_exhaustion(db: &db::TestDb) {
+    let s = open(&db.config, 1);
+    for i in 1..=255 {
+        let t = s.create_tag(&format!("app-{i}"), "app").unwrap();
+        assert_eq!(t.tag, format!("{i:02X}"));
+    }
+    assert_eq!(
+        s.create_tag("app-256", "app"),
+        Err(StoreError::TagPoolExhausted)
+    );
+    assert!(matches!(
+        s.create(&[p("app-1", "app-256", "tcp", 1, 1)]),
+        Err(StoreError::TagPoolExhausted)
+    ));
+    assert_eq!(s.count().unwrap(), 0);
+    // Existing tags are still handed out.
+    assert_eq!(s.create_tag("app-255", "app").unwrap().tag, "FF");
+}
+
+pub fn failing_batch_leaves_nothing(db: &db::TestDb) {
+    let s = open(&db.config, 1);
+    s.create(&[p("keep-a", "keep-b", "tcp", 1, 1)]).unwrap();
+    let before = (
+        s.list(&PolicyFilter::All).unwrap(),
+        s.tags().unwrap(),
+        s.last_updated().unwrap(),
+    );
+    // 127 new pairs need 254 tags; only 253 are free: the last policy of the batch fails.
+    let batch: Vec<Policy> = (0..127)
+        .map(|i| p(&format!("src-{i}"), &format!("dst-{i}"), "tcp", 1, 1))
+        .collect();
+    assert_eq!(s.create(&batch), Err(StoreError::TagPoolExhausted));
+    let after = (
+        s.list(&PolicyFilter::All).unwrap(),
+        s.tags().unwrap(),
+        s.last_updated().unwrap(),
+    );
+    assert_eq!(before, after, "nothing of the failed batch remains");
+    // The batch without its last policy fits exactly.
+    s.create(&batch[..126]).unwrap();
+    assert_eq!(s.count().unwrap(), 127);
+    assert_eq!(s.tags().unwrap().len(), 254);
+}
+
+pub fn last_updated_moves(db: &db::TestDb) {
+    let s = open(&db.config, 2);
+    let mut last = s.last_updated().unwrap();
+    let mut step = |what: &str, f: &dyn Fn()| {
+        f();
+        let now = s.last_updated().unwrap();
+        assert!(now > last, "{what}: {now} <= {last}");
+        last = now;
+    };
+    let x = p("a", "b", "tcp", 1, 1);
+    step("create", &|| s.create(std::slice::from_ref(&x)).unwrap());
+    step("create again", &|| {
+        s.create(std::slice::from_ref(&x)).unwrap()
+    });
+    step("delete", &|| s.delete(std::slice::from_ref(&x)).unwrap());
+    step("delete missing", &|| {
+        s.delete(std::slice::from_ref(&x)).unwrap()
+    });
+    // Nanoseconds: within a minute of the clock.
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    assert!((now_ns - last).abs() < 60_000_000_000, "{last} vs {now_ns}");
+    // Reads and empty batches do not move it.
+    s.list(&PolicyFilter::All).unwrap();
+    s.create(&[]).unwrap();
+    assert_eq!(s.last_updated().unwrap(), last);
+}
+
+/// Many threads on two stores (two servers) over the same database, mixed create/delete.
+pub fn concurrent_writers(db: &db::TestDb) {
+    let stores = [open(&db.config, 2), open(&db.config, 2)];
+    let threads: Vec<_> = (0..12)
+        .map(|t| {
+            let s = stores[t % 2].clone();
+            std::thread::spawn(move || {
+                let mut seed = t as u64 * 7919 + 1;
+                let mut rnd = move |n: u64| {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    (seed >> 33) % n
+                };
+                for _ in 0..25 {
+                    let batch: Vec<Policy> = (0..1 + rnd(4))
+                        .map(|_| {
+                            p(
+                                &format!("app-{}", rnd(30)),
+                                &format!("app-{}", rnd(30)),
+                                "tcp",
+                                1 + rnd(3) as i64,
+                                1 + rnd(3) as i64 + 10,
+                            )
+                        })
+                        .collect();
+                    if rnd(3) == 0 {
+                        s.delete(&batch).unwrap();
+                    } else {
+                        s.create(&batch).unwrap();
+                    }
+                    if rnd(5) == 0 {
+                        s.create_tag(&format!("router-{}", rnd(3)), "router")
+                            .unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("writer thread");
+    }
+    check_consistent(stores[0].as_ref());
+    assert_eq!(
+        stores[0].list(&PolicyFilter::All).unwrap(),
+        stores[1].list(&PolicyFilter::All).unwrap()
+    );
+}
+
+/// Tags unique, policies' tags agree with the tag table, no app tag without a policy.
+fn check_consistent(s: &dyn Store) {
+    let tags = s.tags().unwrap();
+    let ids: HashSet<_> = tags.iter().map(|t| &t.id).collect();
+    let values: HashSet<_> = tags.iter().map(|t| &t.tag).collect();
+    assert_eq!(ids.len(), tags.len(), "an id holds two tags: {tags:?}");
+    assert_eq!(values.len(), tags.len(), "a tag is given twice: {tags:?}");
+    let by_id: HashMap<_, _> = tags.iter().map(|t| (t.id.clone(), t.clone())).collect();
+    let policies = s.list(&PolicyFilter::All).unwrap();
+    assert_eq!(policies.len(), s.count().unwrap());
+    let mut used = BTreeSet::new();
+    for x in &policies {
+        assert_eq!(
+            x.source.tag.as_ref(),
+            by_id.get(&x.source.id).map(|t| &t.tag)
+        );
+        assert_eq!(
+            x.destination.tag.as_ref(),
+            by_id.get(&x.destination.id).map(|t| &t.tag)
+        );
+        used.insert(x.source.id.clone());
+        used.insert(x.destination.id.clone());
+    }
+    for t in &tags {
+        if t.kind == "app" {
+            assert!(used.contains(&t.id), "app tag {t:?} has no policy left");
+        }
+    }
+}
+
+pub fn migrations_idempotent_and_concurrent(db: &db::TestDb) {
+    let config = db.config.clone();
+    let openers: Vec<_> = (0..6)
+        .map(|_| {
+            let c = config.clone();
+            std::thread::spawn(move || store::open(&c, 1).map(|_| ()))
+        })
+        .collect();
+    for o in openers {
+        o.join().unwrap().expect("concurrent opener");
+    }
+    assert_eq!(
+        db.query_i64("SELECT COUNT(*) FROM netman_migrations"),
+        store::SCHEMA_VERSION
+    );
+    assert_eq!(
+        db.query_i64("SELECT MAX(version) FROM netman_migrations"),
+        store::SCHEMA_VERSION
+    );
+    assert_eq!(db.query_i64("SELECT COUNT(*) FROM policies_info"), 1);
+    // Exactly the pool of tag length 1, all free.
+    assert_eq!(
+        db.query_i64("SELECT COUNT(*) FROM \"groups\" WHERE guid IS NULL"),
+        255
+    );
+    assert_eq!(store::migrate(&config, 1).unwrap(), store::SCHEMA_VERSION);
+    let s = open(&config, 1);
+    s.create(&[p("a", "b", "tcp", 1, 1)]).unwrap();
+    // Re-opening keeps data; a longer tag length grows the pool.
+    let s = open(&config, 2);
+    assert_eq!(s.count().unwrap(), 1);
+    assert_eq!(db.query_i64("SELECT COUNT(*) FROM \"groups\""), 65535);
+    assert_eq!(
+        db.query_i64("SELECT COUNT(*) FROM netman_migrations"),
+        store::SCHEMA_VERSION
+    );
+}
+
+pub fn schema_too_new_refused(db: &db::TestDb) {
+    open(&db.config, 2);
+    db.exec(
+        "INSERT INTO netman_migrations (version, name, applied_at) VALUES (999, 'from the future', 0)",
+    );
+    match store::open(&db.config, 2) {
+        Err(e) => assert_eq!(
+            e,
+            StoreError::SchemaTooNew {
+                found: 999,
+                known: store::SCHEMA_VERSION
+            }
+        ),
+        Ok(_) => panic!("a schema newer than known was accepted"),
+    }
+}
+
+pub fn startup_retry_times_out(db: &db::TestDb) {
+    let config = db::unreachable(db.kind(), 2);
+    let started = Instant::now();
+    let err = match store::open(&config, 2) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("opened an unreachable database"),
+    };
+    let took = started.elapsed();
+    assert!(
+        err.contains("connect_timeout_seconds=2") && err.contains("attempts"),
+        "{err}"
+    );
+    assert!(!err.contains(db::PASSWORD), "{err}");
+    assert!(took >= Duration::from_secs(2), "gave up after {took:?}");
+    assert!(took < Duration::from_secs(20), "kept trying for {took:?}");
+}
+
+pub fn bad_tag_length_refused(db: &db::TestDb) {
+    for bad in [0u8, 3] {
+        let err = store::open(&db.config, bad).err().expect("refused");
+        assert!(err.to_string().contains("tag_length"), "{err}");
+    }
+}
+
+macro_rules! suite {
+    ($backend:ident, $fresh:expr) => {
+        mod $backend {
+            use super::*;
+            suite!(@cases $fresh;
+                create_list_delete, filters, tags_and_reuse, tag_pool_exhaustion,
+                failing_batch_leaves_nothing, last_updated_moves, concurrent_writers,
+                migrations_idempotent_and_concurrent, schema_too_new_refused,
+                startup_retry_times_out, bad_tag_length_refused);
+        }
+    };
+    (@cases $fresh:expr; $($case:ident),*) => {
+        $(
+            #[test]
+            fn $case() {
+                let db = $fresh;
+                super::$case(&db);
+            }
+        )*
+    };
+}
+
+suite!(sqlite, db::sqlite());
+#[cfg(feature = "postgres")]
+suite!(postgres, db::postgres());
+#[cfg(feature = "mysql")]
+suite!(mariadb, db::mariadb());
