@@ -97,7 +97,9 @@ pub const LOG_PREFIX: &str = "OK_C2C ";
 
 impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let allowed = format!("meta mark & 0x{ALLOWED_BIT:08x} == 0x{ALLOWED_BIT:08x}");
+        // Allowed by a policy: the bit and nothing else in the high half (the networker's
+        // ingress mark 0xffff0000 also has bit 24; router traffic is not c2c).
+        let allowed = format!("meta mark & 0xffff0000 == 0x{ALLOWED_BIT:08x}");
         match self {
             Rule::MarkSources => write!(
                 f,
@@ -469,7 +471,7 @@ mod tests {
         let script = render_chain(&on);
         assert!(script.starts_with("flush chain ip netman_vpa forward\n"));
         assert!(script.contains(
-            "meta mark & 0x01000000 == 0x01000000 meta l4proto != udp ct state new log prefix \"OK_C2C \" group 2"
+            "meta mark & 0xffff0000 == 0x01000000 meta l4proto != udp ct state new log prefix \"OK_C2C \" group 2"
         ));
         assert!(script.contains("meta l4proto udp limit rate 100/second burst 100 packets log"));
         assert_eq!(render_chain(&OFF).lines().count(), 4);
