@@ -281,8 +281,9 @@ impl Plugin for OverlayPlugin {
             match r {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return Err(plugin_err("teardown failed", e)),
-                // The namespace went away meanwhile: nothing left inside.
-                Err(e) if e.contains("No such file") => {}
+                // The namespace went away meanwhile (or the path is no longer a namespace):
+                // nothing is left inside.
+                Err(e) if e.contains("No such file") || e.contains("EINVAL") => {}
                 Err(e) => return Err(plugin_err("teardown failed", e)),
             }
         }
