@@ -5,7 +5,7 @@
 use super::daemon::NetworkInfo;
 use super::ipam::{Ipam, IpamError};
 use crate::cni::plugin::Plugin;
-use crate::cni::{code, CniResult, Dns, Env, Error, Interface, IpConfig, NetConf, RouteEntry};
+use crate::cni::{code, CniResult, Env, Error, Interface, IpConfig, NetConf, RouteEntry};
 use crate::netlink::{self, format_mac, Address, Handle, Route, Scope, VethSpec};
 use ipnet::Ipv4Net;
 use serde::Deserialize;
@@ -255,7 +255,7 @@ impl Plugin for OverlayPlugin {
                 dst: "0.0.0.0/0".into(),
                 gw: Some(HOST_IP.to_string()),
             }],
-            dns: conf.dns.clone().unwrap_or_else(Dns::default),
+            dns: conf.dns.clone().unwrap_or_default(),
         })
     }
 
