@@ -171,6 +171,10 @@ impl Cell {
         netman::netns::run_in(ns, || netman::overlay::plugin::network_info(23954))?
     }
 
+    pub fn info_or_none(&self) -> Option<netman::overlay::daemon::NetworkInfo> {
+        self.info_at(&self.ns.path()).ok()
+    }
+
     pub fn info(&self) -> netman::overlay::daemon::NetworkInfo {
         self.info_at(&self.ns.path()).unwrap()
     }
