@@ -81,9 +81,30 @@ fn cells_connect_containers_carry_marks_and_converge() {
     for (i, cell) in lab.cells.iter().enumerate() {
         for (j, s) in subnets.iter().enumerate() {
             if i != j {
-                wait_until("converge", Duration::from_secs(15), || {
-                    entries_for(cell, s) == (1, 1, 1)
-                });
+                let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    wait_until("converge", Duration::from_secs(15), || {
+                        entries_for(cell, s) == (1, 1, 1)
+                    })
+                }));
+                if ok.is_err() {
+                    let logs: Vec<String> = lab
+                        .cells
+                        .iter()
+                        .map(|c| std::fs::read_to_string(&c.log).unwrap_or_default())
+                        .collect();
+                    let state = cell
+                        .ns
+                        .exec(&[
+                            "sh",
+                            "-c",
+                            "ip route; ip neigh; bridge fdb show dev silk-vtep",
+                        ])
+                        .unwrap_or_default();
+                    panic!(
+                        "cell {i} did not converge to {s}: {:?}\nstate: {state}\nlogs: {logs:#?}",
+                        entries_for(cell, s)
+                    );
+                }
             }
         }
     }
