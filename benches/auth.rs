@@ -5,7 +5,6 @@
 //! `cargo bench --bench auth` (needs `openssl` for the keys).
 
 #[path = "../tests/common/fake_cf.rs"]
-#[allow(dead_code)]
 mod fake_cf;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
