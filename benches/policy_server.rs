@@ -5,6 +5,8 @@
 //! `cargo bench --bench policy_server` (SQLite). `NETMAN_BENCH_DATABASES=sqlite,postgres,mysql`
 //! adds the other backends (servers started as in the store tests).
 
+#[path = "../tests/common/db.rs"]
+mod db;
 #[path = "../tests/common/policy_server.rs"]
 #[allow(dead_code)]
 mod policy_server;
@@ -155,18 +157,22 @@ fn main() {
     let wanted = std::env::var("NETMAN_BENCH_DATABASES").unwrap_or_else(|_| "sqlite".into());
     let mut rows = Vec::new();
     for backend in wanted.split(',').map(str::trim) {
-        let database = match backend {
-            "sqlite" => serde_json::Value::Null,
-            other => match bench_database(other) {
-                Some(db) => db,
-                None => {
-                    eprintln!("skipping {other}: not available in this build");
-                    continue;
-                }
-            },
+        // Keeps the test database alive (it is dropped with it) while the server uses it.
+        let test_db = match backend {
+            "sqlite" => None,
+            "postgres" => Some(db::postgres()),
+            "mysql" | "mariadb" => Some(db::mariadb()),
+            other => {
+                eprintln!("unknown backend {other} (sqlite, postgres, mysql)");
+                continue;
+            }
         };
+        let database = test_db
+            .as_ref()
+            .map_or(serde_json::Value::Null, |d| d.config_json());
         eprintln!("loading {POLICIES} policies over {APPS} apps on {backend}...");
         rows.push(run(backend, database));
+        drop(test_db);
     }
     println!(
         "\npolicy server, {POLICIES} policies over {APPS} apps ({} cores)",
@@ -190,9 +196,4 @@ fn main() {
             f.list_filtered_ms
         );
     }
-}
-
-/// The `database` config section for a server-backed store, or `None` when unavailable.
-fn bench_database(_backend: &str) -> Option<serde_json::Value> {
-    None
 }

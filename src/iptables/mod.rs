@@ -1,1 +1,248 @@
-//! (to be written)
+//! The shared iptables layer of every netman component: typed rules (`types`), rendered to
+//! `iptables-restore` text in one place (`render`), grouped into per-table batches (`batch`) and
+//! applied with one `iptables-restore --noflush --wait` per table under the shared lock: an
+//! in-process mutex plus an exclusive `flock` on the configured lock file (the CF convention,
+//! `/var/vcap/data/garden-cni/iptables.lock`). Listing parses `iptables-save -t TABLE` (`parse`).
+//!
+//! Only the nf_tables backend is used (`iptables-restore` = `iptables-nft-restore`); it does not
+//! take `/run/xtables.lock`, so our own lock file is what serialises netman's writers. Every call
+//! acts in the network namespace of the calling thread.
+
+pub mod batch;
+pub mod parse;
+pub mod render;
+pub mod types;
+
+pub use batch::{Batch, Op, Position};
+pub use parse::{SavedRule, TableState};
+pub use types::*;
+
+use nix::fcntl::{Flock, FlockArg};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+
+static PROCESS_LOCK: Mutex<()> = Mutex::new(());
+
+/// Runs `iptables-restore` / `iptables-save` under the shared lock.
+#[derive(Debug, Clone)]
+pub struct Iptables {
+    lock_file: PathBuf,
+    restore: String,
+    save: String,
+}
+
+impl Iptables {
+    pub fn new(lock_file: &Path) -> Iptables {
+        Iptables {
+            lock_file: lock_file.to_path_buf(),
+            restore: "iptables-restore".into(),
+            save: "iptables-save".into(),
+        }
+    }
+
+    pub fn lock_file(&self) -> &Path {
+        &self.lock_file
+    }
+
+    /// Takes the in-process mutex and the file lock; both are held until the guard drops.
+    pub fn lock(&self) -> Result<Locked<'_>, String> {
+        let mutex = PROCESS_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(dir) = self.lock_file.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("creating lock dir {}: {e}", dir.display()))?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&self.lock_file)
+            .map_err(|e| format!("opening iptables lock {}: {e}", self.lock_file.display()))?;
+        let flock = Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, e)| format!("locking iptables lock {}: {e}", self.lock_file.display()))?;
+        Ok(Locked {
+            ipt: self,
+            _flock: flock,
+            _mutex: mutex,
+        })
+    }
+
+    /// Applies a batch under the lock.
+    pub fn apply(&self, batch: &Batch) -> Result<(), String> {
+        self.lock()?.apply(batch)
+    }
+
+    /// Lists one table (no lock needed: listing is one atomic read).
+    pub fn list(&self, table: Table) -> Result<TableState, String> {
+        let out = Command::new(&self.save)
+            .args(["-t", table.name()])
+            .output()
+            .map_err(|e| format!("running {}: {e}", self.save))?;
+        if !out.status.success() {
+            return Err(format!(
+                "{} -t {table} failed: {}",
+                self.save,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        parse::parse_save(table, &String::from_utf8_lossy(&out.stdout))
+    }
+}
+
+/// Holder of the shared lock: list and apply inside one critical section.
+pub struct Locked<'a> {
+    ipt: &'a Iptables,
+    _flock: Flock<File>,
+    _mutex: MutexGuard<'static, ()>,
+}
+
+impl Locked<'_> {
+    pub fn list(&self, table: Table) -> Result<TableState, String> {
+        self.ipt.list(table)
+    }
+
+    /// One `iptables-restore --noflush --wait` per table with operations. Stops at the first
+    /// failing table; the error names the table and the failing line.
+    pub fn apply(&self, batch: &Batch) -> Result<(), String> {
+        for table in batch.tables() {
+            let text = render::table_text(batch, table).expect("table has operations");
+            self.restore(table, &text)?;
+        }
+        Ok(())
+    }
+
+    fn restore(&self, table: Table, text: &str) -> Result<(), String> {
+        log::debug!("iptables-restore --noflush:\n{text}");
+        let mut child = Command::new(&self.ipt.restore)
+            .args(["--noflush", "--wait"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("running {}: {e}", self.ipt.restore))?;
+        let write = child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(text.as_bytes());
+        let out = child
+            .wait_with_output()
+            .map_err(|e| format!("waiting for {}: {e}", self.ipt.restore))?;
+        if let Err(e) = write {
+            return Err(format!("writing to {}: {e}", self.ipt.restore));
+        }
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            let line = failed_line(&err).and_then(|n| text.lines().nth(n - 1));
+            return Err(match line {
+                Some(l) => format!("iptables-restore ({table}): {err} [line: {l}]"),
+                None => format!("iptables-restore ({table}): {err}"),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// `iptables-restore: line 3 failed` -> 3
+fn failed_line(err: &str) -> Option<usize> {
+    let rest = &err[err.find("line ")? + 5..];
+    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn chain(n: &str) -> Chain {
+        Chain::new(n).unwrap()
+    }
+
+    #[test]
+    fn chain_names_are_checked() {
+        assert!(Chain::new("netout--0123456789abcdefghij").is_ok());
+        assert!(Chain::new("netout--0123456789abcdefghijk").is_err());
+        assert!(Chain::new("").is_err());
+        assert!(Chain::new("-j").is_err());
+        assert!(Chain::new("a b").is_err());
+        assert!(Chain::new("a\"b").is_err());
+    }
+
+    #[test]
+    fn text_rejects_control_characters() {
+        assert!(Text::new("comment", "ok text", 256).is_ok());
+        assert!(Text::new("comment", "new\nline", 256).is_err());
+        assert!(Text::new("comment", "", 256).is_err());
+    }
+
+    #[test]
+    fn batch_renders_per_table_and_removal_is_discovery_based() {
+        let mut b = Batch::new();
+        let c = chain("netin--h");
+        b.create_chain(
+            Table::Nat,
+            &c,
+            &[Rule::new(Target::Dnat {
+                ip: Ipv4Addr::new(10, 0, 0, 2),
+                port: Some(80),
+            })
+            .protocol(Protocol::Tcp)
+            .with(Match::DestinationPort(PortRange::single(61000).unwrap()))],
+            &Chain::prerouting(),
+            Rule::new(Target::Jump(c.clone())),
+            Position::Last,
+        );
+        assert_eq!(
+            render::table_text(&b, Table::Nat).unwrap(),
+            "*nat\n-N netin--h\n-A netin--h -p tcp -m tcp --dport 61000 -j DNAT --to-destination 10.0.0.2:80\n-A PREROUTING -j netin--h\nCOMMIT\n"
+        );
+        assert!(render::table_text(&b, Table::Filter).is_none());
+
+        let state = parse::parse_save(
+            Table::Filter,
+            "*filter\n:FORWARD ACCEPT [0:0]\n:netout--h - [0:0]\n:netout--h--log - [0:0]\n-A FORWARD -s 10.0.0.2/32 -j netout--h\n-A FORWARD -j other\n-A netout--h -g netout--h--log\nCOMMIT\n",
+        )
+        .unwrap();
+        let mut b = Batch::new();
+        b.remove_chains(
+            &state,
+            &[
+                chain("netout--h"),
+                chain("netout--h--log"),
+                chain("gone--h"),
+            ],
+        );
+        assert_eq!(
+            render::table_text(&b, Table::Filter).unwrap(),
+            "*filter\n-D FORWARD -s 10.0.0.2/32 -j netout--h\n-F netout--h\n-F netout--h--log\n-X netout--h\n-X netout--h--log\nCOMMIT\n"
+        );
+        let mut b = Batch::new();
+        b.remove_chains(&state, &[chain("gone--h")]);
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn rule_check_catches_port_without_protocol() {
+        let r =
+            Rule::new(Target::Accept).with(Match::DestinationPort(PortRange::single(80).unwrap()));
+        assert!(r.check().is_err());
+        let r = Rule::new(Target::Accept)
+            .protocol(Protocol::Udp)
+            .with(Match::DestinationPort(PortRange::single(53).unwrap()));
+        assert!(r.check().is_ok());
+        assert!(PortRange::new(10, 9).is_err());
+        assert!(PortRange::new(0, 9).is_err());
+    }
+
+    #[test]
+    fn failed_line_is_found() {
+        assert_eq!(
+            failed_line("iptables-restore: line 2 failed: No chain"),
+            Some(2)
+        );
+        assert_eq!(failed_line("other"), None);
+    }
+}

@@ -209,7 +209,7 @@ impl Lab {
                 "server_cert_file": s(&certs.join("overlay-controller.crt")),
                 "server_key_file": s(&certs.join("overlay-controller.key")),
                 "network": OVERLAY_NETWORK,
-                "database": {"type": "sqlite", "connection_string": s(&self.dir.join("control/leases.db"))},
+                "database": {"type": "sqlite", "path": s(&self.dir.join("control/leases.db"))},
             }),
         )?;
         let p = self.start("overlay-controller", CONTROL, "overlay-controller", &config)?;
@@ -237,7 +237,7 @@ impl Lab {
                 "vtep_name": VTEP,
                 "listen_port": DAEMON_PORT,
                 "poll_interval_seconds": 2,
-                "datastore": s(&dir.join("container-metadata/store.json")),
+                "plugin_data_dir": s(&dir.join("overlay-ipam")),
             }),
         )?;
         let daemon = self.start(
@@ -294,7 +294,7 @@ impl Lab {
                 "plugins": [{
                     "type": "overlay",
                     "daemonPort": DAEMON_PORT,
-                    "dataDir": s(&dir.join("ipam")),
+                    "dataDir": s(&dir.join("overlay-ipam")),
                 }],
             }),
         )?;
@@ -312,6 +312,7 @@ impl Lab {
             "state_file": s(&dir.join("external-networker-state.json")),
             "datastore": s(&dir.join("container-metadata/store.json")),
             "iptables_lock_file": s(&dir.join("iptables.lock")),
+            "cni_cache_dir": s(&dir.join("cni-cache")),
             "overlay_network": OVERLAY_NETWORK,
             "instance_address": cell_ip(cell).to_string(),
             "policy_agent_force_poll_url": format!("http://127.0.0.1:{AGENT_FORCE_PORT}/force-policy-poll-cycle"),

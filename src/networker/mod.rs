@@ -1,1 +1,106 @@
-//! (to be written)
+//! garden-external-networker: garden's network plugin. garden execs it per container operation:
+//! `--action up|down|net-in|net-out|bulk-net-out|reconcile --handle H --configFile F`, JSON on
+//! stdin/stdout. It runs the CNI chain (`cni_exec`), bind-mounts the netns (`bind_mount`), records
+//! the container for the policy agent (`container_store`), maps host ports (`ports`) and installs
+//! the container's NetIn/NetOut/c2c rules (`rules`, through `crate::iptables`).
+
+pub mod bind_mount;
+pub mod cni_exec;
+pub mod config;
+pub mod container_store;
+pub mod lifecycle;
+pub mod names;
+pub mod ports;
+pub mod protocol;
+pub mod rules;
+
+pub use config::Config;
+pub use lifecycle::Networker;
+
+use protocol::parse_stdin;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Action {
+    Up,
+    Down,
+    #[value(name = "net-in")]
+    NetIn,
+    #[value(name = "net-out")]
+    NetOut,
+    #[value(name = "bulk-net-out")]
+    BulkNetOut,
+    Reconcile,
+}
+
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "garden-external-networker",
+    about = "garden's external network plugin (netman). This is a plugin for Garden-runC. Don't run it directly."
+)]
+pub struct Args {
+    #[arg(long, value_enum)]
+    pub action: Action,
+    /// Container handle (all actions but reconcile).
+    #[arg(long)]
+    pub handle: Option<String>,
+    #[arg(long = "configFile", value_name = "FILE")]
+    pub config_file: PathBuf,
+}
+
+/// Runs one action; `stdin` is read only by the actions that take input. Returns the stdout text.
+pub fn run(
+    args: &Args,
+    config: Config,
+    stdin: impl FnOnce() -> Result<String, String>,
+) -> Result<String, String> {
+    let handle = match (&args.handle, args.action) {
+        (Some(h), _) => {
+            names::validate_handle(h)?;
+            h.clone()
+        }
+        (None, Action::Reconcile) => String::new(),
+        (None, _) => return Err("missing required flag --handle".into()),
+    };
+    let n = Networker::new(config);
+    match args.action {
+        Action::Up => {
+            let input: protocol::UpInput = parse_stdin("up", &stdin()?)?;
+            let out = n.up(&handle, &input)?;
+            Ok(serde_json::to_string(&out).expect("serialisable"))
+        }
+        Action::Down => {
+            n.down(&handle)?;
+            Ok(String::new())
+        }
+        Action::NetIn => {
+            let input: protocol::NetInInput = parse_stdin("net-in", &stdin()?)?;
+            let out = n.net_in(&handle, &input)?;
+            Ok(serde_json::to_string(&out).expect("serialisable"))
+        }
+        Action::NetOut => {
+            let input: protocol::NetOutInput = parse_stdin("net-out", &stdin()?)?;
+            n.net_out(
+                &handle,
+                input.container_ip,
+                std::slice::from_ref(&input.netout_rule),
+            )?;
+            Ok(String::new())
+        }
+        Action::BulkNetOut => {
+            let input: protocol::BulkNetOutInput = parse_stdin("bulk-net-out", &stdin()?)?;
+            n.net_out(&handle, input.container_ip, &input.netout_rules)?;
+            Ok(String::new())
+        }
+        Action::Reconcile => {
+            let text = stdin()?;
+            let input: protocol::ReconcileInput = if text.trim().is_empty() {
+                Default::default()
+            } else {
+                parse_stdin("reconcile", &text)?
+            };
+            let out = n.reconcile(input.handles.as_deref())?;
+            Ok(serde_json::to_string(&out).expect("serialisable"))
+        }
+    }
+}

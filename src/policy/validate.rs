@@ -22,6 +22,11 @@ impl ApiVersion {
 
 /// Parses and validates a request body; the error is the full client-facing message.
 pub fn parse_policies(version: ApiVersion, body: &[u8]) -> Result<Vec<Policy>, String> {
+    // serde would accept a JSON array for a struct (as a sequence of fields); the API takes
+    // only an object.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err("mapper: unmarshal json: the body must be a JSON object".into());
+    }
     match version {
         ApiVersion::V1 => {
             let req: PoliciesRequest<Policy> =

@@ -2,7 +2,7 @@
 //! are not running (scripts/setup installs them; there is no systemd). Each test gets its own
 //! database, created here and dropped when the [`TestDb`] is dropped.
 //!
-//! Credentials: the tests log in over TCP on 127.0.0.1 as `netman_test` / `netman_test`, a role
+//! Credentials: the tests log in over TCP on 127.0.0.1 as `netman_test` ([`PASSWORD`]), a role
 //! created here through the servers' local root access (peer auth as the `postgres` OS user,
 //! unix_socket auth as root for MariaDB), which is what a fresh Debian machine has.
 //!
@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub const USER: &str = "netman_test";
-pub const PASSWORD: &str = "netman_test";
+pub const PASSWORD: &str = "netman-test-secret";
 const LOCK_FILE: &str = "/tmp/netman-test-databases.lock";
 
 /// One test's database; dropped (with its file or server database) on drop.
@@ -260,7 +260,8 @@ pub fn ensure_postgres() {
             }
             let role = format!(
                 "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{USER}') THEN \
-                 CREATE ROLE {USER} LOGIN SUPERUSER PASSWORD '{PASSWORD}'; END IF; END $$;"
+                 CREATE ROLE {USER} LOGIN SUPERUSER; END IF; END $$; \
+                 ALTER ROLE {USER} PASSWORD '{PASSWORD}';"
             );
             run(Command::new("runuser").args(["-u", "postgres", "--", "psql", "-q", "-c", &role]))
                 .unwrap();
@@ -345,6 +346,8 @@ pub fn ensure_mariadb() {
             let sql = format!(
                 "CREATE USER IF NOT EXISTS '{USER}'@'127.0.0.1' IDENTIFIED BY '{PASSWORD}'; \
                  CREATE USER IF NOT EXISTS '{USER}'@'localhost' IDENTIFIED BY '{PASSWORD}'; \
+                 ALTER USER '{USER}'@'127.0.0.1' IDENTIFIED BY '{PASSWORD}'; \
+                 ALTER USER '{USER}'@'localhost' IDENTIFIED BY '{PASSWORD}'; \
                  GRANT ALL PRIVILEGES ON *.* TO '{USER}'@'127.0.0.1'; \
                  GRANT ALL PRIVILEGES ON *.* TO '{USER}'@'localhost'; FLUSH PRIVILEGES;"
             );

@@ -4,8 +4,12 @@
 
 pub mod config;
 mod migrations;
+#[cfg(feature = "mysql")]
+pub mod mysql;
 mod open;
 mod pool;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 mod sql;
 pub mod sqlite;
 

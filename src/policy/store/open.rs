@@ -35,8 +35,17 @@ fn open_once(config: &DatabaseConfig, tag_length: u8) -> Result<Arc<dyn Store>, 
         DatabaseType::Sqlite => Ok(Arc::new(super::sqlite::SqliteStore::open(
             config, tag_length,
         )?)),
+        #[cfg(feature = "postgres")]
+        DatabaseType::Postgres => Ok(Arc::new(super::postgres::PostgresStore::open(
+            config, tag_length,
+        )?)),
+        #[cfg(feature = "mysql")]
+        DatabaseType::Mysql => Ok(Arc::new(super::mysql::MysqlStore::open(
+            config, tag_length,
+        )?)),
+        #[allow(unreachable_patterns)]
         other => Err(StoreError::Database(format!(
-            "the {other} store is not implemented yet in this build"
+            "{other} support is not compiled into this binary"
         ))),
     }
 }

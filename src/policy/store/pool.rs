@@ -40,6 +40,7 @@ pub(crate) struct Pooled<'a, C> {
     pool: &'a Pool<C>,
     entry: Option<Entry<C>>,
     broken: bool,
+    reused: bool,
 }
 
 impl<C> Pool<C> {
@@ -86,6 +87,7 @@ impl<C> Pool<C> {
                         pool: self,
                         entry: Some(entry),
                         broken: false,
+                        reused: true,
                     });
                 }
                 state.open -= 1;
@@ -101,6 +103,7 @@ impl<C> Pool<C> {
                             born: Instant::now(),
                         }),
                         broken: false,
+                        reused: false,
                     }),
                     Err(e) => {
                         self.lock().open -= 1;
@@ -129,6 +132,12 @@ impl<C> Pooled<'_, C> {
     /// The connection is not given back (e.g. after an I/O error); a new one replaces it.
     pub fn mark_broken(&mut self) {
         self.broken = true;
+    }
+
+    /// Whether the connection came from the idle list (it may have gone stale meanwhile, e.g.
+    /// across a database restart) rather than being made just now.
+    pub fn reused(&self) -> bool {
+        self.reused
     }
 }
 
@@ -193,6 +202,7 @@ mod tests {
         drop(a);
         drop(b); // only one is kept idle
         let c = p.get().unwrap();
+        assert!(c.reused());
         assert_eq!(made.load(Ordering::SeqCst), 2);
         assert_eq!(*c, 0);
         drop(c);

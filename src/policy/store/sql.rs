@@ -73,6 +73,13 @@ impl From<StoreError> for Error {
     }
 }
 
+/// A short random pause before retrying a transaction that lost a race (grows with attempts).
+pub(crate) fn backoff(attempt: u32) {
+    use rand::Rng;
+    let ms = rand::thread_rng().gen_range(1..=5 * attempt.clamp(1, 20) as u64);
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+}
+
 pub(crate) fn db_error(msg: impl Into<String>) -> Error {
     Error::Store(StoreError::Database(msg.into()))
 }
@@ -113,7 +120,7 @@ impl Dialect {
     }
 
     /// `FROM DUAL` for `INSERT ... SELECT ... WHERE NOT EXISTS` (MySQL needs a FROM there).
-    pub fn from_dual(self) -> &'static str {
+    pub fn dual(self) -> &'static str {
         match self {
             Dialect::Mysql => " FROM DUAL",
             _ => "",
@@ -316,13 +323,13 @@ impl Engine {
              WHERE group_id = ? AND start_port = ? AND end_port = ? AND protocol = ?)",
             i = d.int_param(),
             s = d.text_param(),
-            dual = d.from_dual()
+            dual = d.dual()
         );
         let insert_policy = format!(
             "INSERT INTO policies (group_id, destination_id) SELECT {i}, {i}{dual} \
              WHERE NOT EXISTS (SELECT 1 FROM policies WHERE group_id = ? AND destination_id = ?)",
             i = d.int_param(),
-            dual = d.from_dual()
+            dual = d.dual()
         );
         for p in policies {
             let src = self.allocate(tx, &p.source.id, "app")?;

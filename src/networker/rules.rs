@@ -1,0 +1,422 @@
+//! The rules of one container, as typed values: NetOut (ASGs, deny networks, logging), the
+//! c2c default deny, the cell-input guard, NetIn DNAT + ingress mark, and masquerade.
+
+use super::config::Config;
+use super::names::ChainNames;
+use super::protocol::{NetOutRule, PortRangeJson};
+use crate::iptables::{
+    host, Batch, Chain, CtState, IcmpType, IpRange, Match, PortRange, Position, Protocol, Rate,
+    RejectWith, Rule, Table, Target, Text,
+};
+use std::net::Ipv4Addr;
+
+/// A resolved port mapping (host port on the cell -> container port).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortMapping {
+    pub host_port: u16,
+    pub container_port: u16,
+}
+
+/// Container workload (from the `container_workload` property): selects deny networks.
+pub fn workload_deny_networks(config: &Config, workload: Option<&str>) -> Vec<ipnet::Ipv4Net> {
+    let mut nets = config.deny_networks.always.clone();
+    match workload {
+        Some("app") | Some("task") => nets.extend(config.deny_networks.running.iter().copied()),
+        Some("staging") => nets.extend(config.deny_networks.staging.iter().copied()),
+        _ => {}
+    }
+    nets
+}
+
+fn text(what: &str, s: &str, max: usize) -> Text {
+    let s: String = s.chars().take(max).collect();
+    Text::new(what, &s, max).expect("prefix built from a validated handle")
+}
+
+fn nflog(config: &Config, prefix: &str, handle: &str) -> Target {
+    Target::Nflog {
+        group: config.nflog_group,
+        prefix: text("log prefix", &format!("{prefix}{handle}"), 63),
+    }
+}
+
+fn reject() -> Target {
+    Target::Reject(RejectWith::IcmpPortUnreachable)
+}
+
+fn port_range(p: &PortRangeJson) -> Result<PortRange, String> {
+    PortRange::new(p.start, p.end).map_err(|e| format!("netout rule: {e}"))
+}
+
+/// Converts garden NetOut rules into ASG allow rules of `netout--H` (each network x port range;
+/// logged rules go to `netout--H--log`). Bad rules are errors (nothing is applied).
+pub fn convert_netout(
+    rules: &[NetOutRule],
+    log_chain: &Chain,
+    log_all: bool,
+) -> Result<Vec<Rule>, String> {
+    let mut out = Vec::new();
+    for (i, r) in rules.iter().enumerate() {
+        let ctx = |e: String| format!("netout rule {i}: {e}");
+        let target = if r.log || log_all {
+            Target::Goto(log_chain.clone())
+        } else {
+            Target::Accept
+        };
+        let mut nets: Vec<Option<IpRange>> = Vec::new();
+        for n in &r.networks {
+            nets.push(Some(IpRange::new(n.start, n.end).map_err(ctx)?));
+        }
+        if nets.is_empty() {
+            nets.push(None);
+        }
+        let with_net = |n: &Option<IpRange>| match n {
+            Some(range) => Rule::new(target.clone()).with(Match::DestinationRange(*range)),
+            None => Rule::new(target.clone()),
+        };
+        match r.protocol {
+            0 => {
+                if !r.ports.is_empty() {
+                    return Err(ctx("protocol all must not have ports".into()));
+                }
+                out.extend(nets.iter().map(with_net));
+            }
+            1 | 2 => {
+                let proto = if r.protocol == 1 {
+                    Protocol::Tcp
+                } else {
+                    Protocol::Udp
+                };
+                if r.icmps.is_some() {
+                    return Err(ctx(format!("{} rule must not have icmps", proto.name())));
+                }
+                if r.ports.is_empty() {
+                    return Err(ctx(format!("{} rule needs ports", proto.name())));
+                }
+                for n in &nets {
+                    for p in &r.ports {
+                        let range = port_range(p).map_err(ctx)?;
+                        out.push(
+                            with_net(n)
+                                .protocol(proto)
+                                .with(Match::DestinationPort(range)),
+                        );
+                    }
+                }
+            }
+            3 => {
+                if !r.ports.is_empty() {
+                    return Err(ctx("icmp rule must not have ports".into()));
+                }
+                for n in &nets {
+                    let mut rule = with_net(n).protocol(Protocol::Icmp);
+                    if let Some(icmp) = r.icmps {
+                        // type 255 = any type (garden/CAPI convention)
+                        if icmp.kind != 255 {
+                            rule = rule.with(Match::Icmp(IcmpType {
+                                kind: icmp.kind,
+                                code: icmp.code.filter(|c| *c != 255),
+                            }));
+                        }
+                    }
+                    out.push(rule);
+                }
+            }
+            other => {
+                return Err(ctx(format!(
+                    "unknown protocol {other} (0 all, 1 tcp, 2 udp, 3 icmp)"
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Number of fixed rules at the top of `netout--H` (ASG allows are inserted after them).
+pub fn netout_preamble_len(deny: usize) -> u32 {
+    2 + deny as u32
+}
+
+/// Everything `up` installs for one container, as one batch (mangle, nat, filter).
+pub struct UpPlan<'a> {
+    pub config: &'a Config,
+    pub handle: &'a str,
+    pub ip: Ipv4Addr,
+    pub mappings: &'a [PortMapping],
+    pub asg: Vec<Rule>,
+    pub workload: Option<&'a str>,
+}
+
+impl UpPlan<'_> {
+    pub fn batch(&self) -> Batch {
+        let c = self.config;
+        let n = ChainNames::for_handle(self.handle);
+        let ip = host(self.ip);
+        let overlay = c.overlay();
+        let mut b = Batch::new();
+
+        // mangle + nat: NetIn
+        let mut marks = Vec::new();
+        let mut dnats = Vec::new();
+        for m in self.mappings {
+            marks.push(self.netin_mark(m));
+            dnats.push(self.netin_dnat(m));
+        }
+        b.create_chain(
+            Table::Mangle,
+            &n.netin,
+            &marks,
+            &Chain::prerouting(),
+            Rule::new(Target::Jump(n.netin.clone())),
+            Position::Last,
+        );
+        b.create_chain(
+            Table::Nat,
+            &n.netin,
+            &dnats,
+            &Chain::prerouting(),
+            Rule::new(Target::Jump(n.netin.clone())),
+            Position::Last,
+        );
+        // nat: masquerade what leaves the overlay
+        b.create_chain(
+            Table::Nat,
+            &n.masq,
+            &[Rule::new(Target::Masquerade).not_destination(overlay)],
+            &Chain::postrouting(),
+            Rule::new(Target::Jump(n.masq.clone())).source(ip),
+            Position::Last,
+        );
+
+        // filter: the log chain first (netout rules go to it)
+        let udp_rate = Rate::per_second(c.iptables_accepted_udp_logs_per_sec).expect("validated");
+        b.push(
+            Table::Filter,
+            crate::iptables::Op::NewChain(n.netout_log.clone()),
+        );
+        b.append_rules(
+            Table::Filter,
+            &n.netout_log,
+            &[
+                Rule::new(nflog(c, "OK_", self.handle))
+                    .with(Match::Protocol {
+                        proto: Protocol::Udp,
+                        negate: true,
+                    })
+                    .ctstate(&[CtState::Invalid, CtState::New, CtState::Untracked]),
+                Rule::new(nflog(c, "OK_", self.handle))
+                    .protocol(Protocol::Udp)
+                    .with(Match::Limit {
+                        rate: udp_rate,
+                        burst: c.iptables_accepted_udp_logs_per_sec,
+                    }),
+                Rule::new(Target::Accept),
+            ],
+        );
+
+        // filter: netout (ASGs) for egress leaving the overlay
+        let deny = workload_deny_networks(c, self.workload);
+        let mut netout = vec![
+            Rule::new(Target::Accept).ctstate(&[CtState::Related, CtState::Established]),
+            Rule::new(Target::Drop)
+                .protocol(Protocol::Tcp)
+                .ctstate(&[CtState::Invalid]),
+        ];
+        for d in &deny {
+            netout.push(Rule::new(reject()).destination(*d));
+        }
+        netout.extend(self.asg.iter().cloned());
+        if c.iptables_asg_logging {
+            netout.push(self.deny_log("DENY_"));
+        }
+        netout.push(Rule::new(reject()));
+        b.create_chain(
+            Table::Filter,
+            &n.netout,
+            &netout,
+            &Chain::forward(),
+            Rule::new(Target::Jump(n.netout.clone()))
+                .source(ip)
+                .not_destination(overlay),
+            Position::Last,
+        );
+
+        // filter: overlay (c2c): tagged egress only, default deny of ingress
+        let mut ov = vec![
+            Rule::new(Target::Accept)
+                .source(ip)
+                .destination(overlay)
+                .with(Match::Mark {
+                    value: 0,
+                    mask: None,
+                    negate: true,
+                }),
+            Rule::new(Target::Accept)
+                .destination(ip)
+                .ctstate(&[CtState::Related, CtState::Established]),
+            Rule::new(Target::Accept).destination(ip).with(Match::Mark {
+                value: c.ingress_mark(),
+                mask: None,
+                negate: false,
+            }),
+            // The policy agent marks the first packet of an allowed connection with this bit
+            // (it decides, this chain enforces: see src/agent/mod.rs).
+            Rule::new(Target::Accept).destination(ip).with(Match::Mark {
+                value: crate::agent::plan::ALLOWED_BIT,
+                mask: Some(crate::agent::plan::ALLOWED_BIT),
+                negate: false,
+            }),
+        ];
+        if c.iptables_c2c_logging {
+            ov.push(self.deny_log("DENY_C2C_").destination(ip));
+        }
+        ov.push(Rule::new(reject()).destination(ip));
+        b.create_chain(
+            Table::Filter,
+            &n.overlay,
+            &ov,
+            &Chain::forward(),
+            Rule::new(Target::Jump(n.overlay.clone())),
+            Position::Last,
+        );
+
+        // filter: input (container -> cell): established, DNS, nothing else
+        let mut input =
+            vec![Rule::new(Target::Accept).ctstate(&[CtState::Related, CtState::Established])];
+        for dns in &c.dns_servers {
+            for proto in [Protocol::Tcp, Protocol::Udp] {
+                input.push(
+                    Rule::new(Target::Accept)
+                        .destination(host(*dns))
+                        .protocol(proto)
+                        .with(Match::DestinationPort(PortRange::single(53).expect("53"))),
+                );
+            }
+        }
+        input.push(Rule::new(reject()));
+        b.create_chain(
+            Table::Filter,
+            &n.input,
+            &input,
+            &Chain::input(),
+            Rule::new(Target::Jump(n.input.clone())).source(ip),
+            Position::Last,
+        );
+        b
+    }
+
+    fn deny_log(&self, prefix: &str) -> Rule {
+        let rate = Rate::per_second(self.config.iptables_denied_logs_per_sec).expect("validated");
+        Rule::new(nflog(self.config, prefix, self.handle)).with(Match::Limit {
+            rate,
+            burst: self.config.iptables_denied_logs_per_sec,
+        })
+    }
+
+    pub fn netin_dnat(&self, m: &PortMapping) -> Rule {
+        netin_dnat(self.config, self.ip, m)
+    }
+    pub fn netin_mark(&self, m: &PortMapping) -> Rule {
+        netin_mark(self.config, m)
+    }
+}
+
+pub fn netin_dnat(config: &Config, ip: Ipv4Addr, m: &PortMapping) -> Rule {
+    Rule::new(Target::Dnat {
+        ip,
+        port: Some(m.container_port),
+    })
+    .destination(host(config.instance()))
+    .protocol(Protocol::Tcp)
+    .with(Match::DestinationPort(
+        PortRange::single(m.host_port).expect("non-zero host port"),
+    ))
+}
+
+pub fn netin_mark(config: &Config, m: &PortMapping) -> Rule {
+    Rule::new(Target::SetMark {
+        value: config.ingress_mark(),
+        mask: 0xffffffff,
+    })
+    .destination(host(config.instance()))
+    .protocol(Protocol::Tcp)
+    .with(Match::DestinationPort(
+        PortRange::single(m.host_port).expect("non-zero host port"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::iptables::render::rule_spec;
+    use crate::networker::protocol::{IcmpJson, IpRangeJson};
+
+    fn rule(protocol: u8, ports: &[(u16, u16)], icmps: Option<IcmpJson>, log: bool) -> NetOutRule {
+        NetOutRule {
+            protocol,
+            networks: vec![IpRangeJson {
+                start: "10.0.0.0".parse().unwrap(),
+                end: "10.0.0.255".parse().unwrap(),
+            }],
+            ports: ports
+                .iter()
+                .map(|(s, e)| PortRangeJson { start: *s, end: *e })
+                .collect(),
+            icmps,
+            log,
+        }
+    }
+
+    #[test]
+    fn converts_every_protocol() {
+        let log = Chain::new("netout--h--log").unwrap();
+        let r = convert_netout(
+            &[
+                rule(1, &[(80, 80), (8000, 8010)], None, false),
+                rule(2, &[(53, 53)], None, true),
+                rule(
+                    3,
+                    &[],
+                    Some(IcmpJson {
+                        kind: 8,
+                        code: Some(0),
+                    }),
+                    false,
+                ),
+                rule(0, &[], None, false),
+            ],
+            &log,
+            false,
+        )
+        .unwrap();
+        let specs: Vec<String> = r.iter().map(rule_spec).collect();
+        assert_eq!(
+            specs,
+            vec![
+                "-m iprange --dst-range 10.0.0.0-10.0.0.255 -p tcp -m tcp --dport 80 -j ACCEPT",
+                "-m iprange --dst-range 10.0.0.0-10.0.0.255 -p tcp -m tcp --dport 8000:8010 -j ACCEPT",
+                "-m iprange --dst-range 10.0.0.0-10.0.0.255 -p udp -m udp --dport 53 -g netout--h--log",
+                "-m iprange --dst-range 10.0.0.0-10.0.0.255 -p icmp -m icmp --icmp-type 8/0 -j ACCEPT",
+                "-m iprange --dst-range 10.0.0.0-10.0.0.255 -j ACCEPT",
+            ]
+        );
+    }
+
+    #[test]
+    fn rejects_bad_rules() {
+        let log = Chain::new("netout--h--log").unwrap();
+        for (r, msg) in [
+            (rule(1, &[], None, false), "needs ports"),
+            (rule(0, &[(1, 2)], None, false), "must not have ports"),
+            (rule(3, &[(1, 2)], None, false), "must not have ports"),
+            (rule(1, &[(9, 1)], None, false), "invalid port range"),
+            (rule(7, &[], None, false), "unknown protocol"),
+        ] {
+            let e = convert_netout(&[r], &log, false).unwrap_err();
+            assert!(e.contains(msg), "{e}");
+        }
+        let mut r = rule(0, &[], None, false);
+        r.networks[0].end = "9.0.0.0".parse().unwrap();
+        assert!(convert_netout(&[r], &log, false).is_err());
+    }
+}

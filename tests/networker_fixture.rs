@@ -1,0 +1,464 @@
+//! Test fixture shared by `tests/networker.rs` and `benches/networker.rs`: a "cell" network
+//! namespace (where the networker binary runs, as garden would run it), an "outside" namespace
+//! that reaches the cell's address, an "internet" namespace for egress, container namespaces,
+//! and the CNI plugin configuration as a parameter (reference bridge + host-local today; the
+//! overlay plugin is added as another `Plugin` variant).
+#![allow(dead_code)]
+
+use netman::netns::{self, NamedNetns};
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_garden-external-networker");
+pub const CELL_IP: &str = "192.0.2.1";
+pub const OUTSIDE_IP: &str = "192.0.2.2";
+/// Internet hosts (all on the internet namespace's link).
+pub const NET_A: &str = "198.51.100.2";
+pub const NET_B: &str = "198.51.100.3";
+pub const NET_C: &str = "198.51.100.4";
+pub const SUBNET: &str = "10.77.0.0/24";
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+pub fn unique(tag: &str) -> String {
+    format!(
+        "nm{tag}{}x{}",
+        std::process::id() % 100000,
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// Which CNI plugin chain the cell uses (the swap is a config change only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plugin {
+    /// Debian's reference `bridge` + `host-local`.
+    Bridge,
+}
+
+pub const PLUGINS: &[Plugin] = &[Plugin::Bridge];
+
+impl Plugin {
+    /// The plugin entries of the conflist (before any extra plugin a test appends).
+    pub fn plugins(self, ipam_dir: &Path) -> Vec<Value> {
+        match self {
+            Plugin::Bridge => vec![json!({
+                "type": "bridge",
+                "bridge": "cni-nm0",
+                "isGateway": true,
+                "isDefaultGateway": true,
+                "ipMasq": false,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": SUBNET}]],
+                    "dataDir": ipam_dir,
+                }
+            })],
+        }
+    }
+    pub fn binaries(self) -> &'static [&'static str] {
+        match self {
+            Plugin::Bridge => &["bridge", "host-local", "portmap"],
+        }
+    }
+}
+
+pub struct Cell {
+    pub plugin: Plugin,
+    pub cell: NamedNetns,
+    pub outside: NamedNetns,
+    pub internet: NamedNetns,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub config: Value,
+    servers: Vec<std::thread::JoinHandle<()>>,
+}
+
+pub struct Output {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Cell {
+    pub fn new(plugin: Plugin) -> Cell {
+        Cell::with_config(plugin, |_| {})
+    }
+
+    /// `tweak` edits the adapter.json before it is written.
+    pub fn with_config(plugin: Plugin, tweak: impl FnOnce(&mut Value)) -> Cell {
+        let cell = NamedNetns::create(&unique("c")).unwrap();
+        let outside = NamedNetns::create(&unique("o")).unwrap();
+        let internet = NamedNetns::create(&unique("i")).unwrap();
+        cell.sysctl("net.ipv4.ip_forward", "1").unwrap();
+        cell.exec(&[
+            "ip",
+            "link",
+            "add",
+            "up0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &outside.name,
+        ])
+        .unwrap();
+        cell.exec(&[
+            "ip",
+            "link",
+            "add",
+            "wan0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &internet.name,
+        ])
+        .unwrap();
+        cell.exec(&["ip", "addr", "add", "192.0.2.1/24", "dev", "up0"])
+            .unwrap();
+        cell.exec(&["ip", "addr", "add", "198.51.100.1/24", "dev", "wan0"])
+            .unwrap();
+        cell.exec(&["ip", "link", "set", "up0", "up"]).unwrap();
+        cell.exec(&["ip", "link", "set", "wan0", "up"]).unwrap();
+        outside
+            .exec(&["ip", "addr", "add", "192.0.2.2/24", "dev", "eth0"])
+            .unwrap();
+        outside.exec(&["ip", "link", "set", "eth0", "up"]).unwrap();
+        for a in [NET_A, NET_B, NET_C] {
+            internet
+                .exec(&["ip", "addr", "add", &format!("{a}/24"), "dev", "eth0"])
+                .unwrap();
+        }
+        internet.exec(&["ip", "link", "set", "eth0", "up"]).unwrap();
+        // A cell already has rules of its own; they must survive every up/down untouched.
+        let pre = "*mangle\n-A PREROUTING -i lo -j RETURN\nCOMMIT\n*nat\n-A POSTROUTING -s 203.0.113.0/24 -o wan0 -j MASQUERADE\nCOMMIT\n*filter\n-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT\n-A FORWARD -i up0 -o up0 -j DROP\nCOMMIT\n";
+        restore_in(&cell, pre);
+
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let plugin_dir = d.join("plugins");
+        std::fs::create_dir_all(&plugin_dir).unwrap();
+        for b in plugin.binaries() {
+            std::os::unix::fs::symlink(format!("/usr/lib/cni/{b}"), plugin_dir.join(b)).unwrap();
+        }
+        // A plugin that fails the way a real one does: the CNI error object on stdout, exit 1.
+        let fail = plugin_dir.join("failing");
+        std::fs::write(
+            &fail,
+            "#!/bin/sh\ncat >/dev/null\nif [ \"$CNI_COMMAND\" = ADD ]; then\n  echo '{\"cniVersion\":\"1.0.0\",\"code\":11,\"msg\":\"boom from the failing plugin\",\"details\":\"on purpose\"}'\n  exit 1\nfi\nexit 0\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&fail, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        std::fs::create_dir_all(d.join("cni-config")).unwrap();
+        std::fs::create_dir_all(d.join("ipam")).unwrap();
+        let mut config = json!({
+            "cni_plugin_dir": plugin_dir,
+            "cni_config_dir": d.join("cni-config"),
+            "bind_mount_dir": d.join("netns"),
+            "state_file": d.join("state.json"),
+            "cni_cache_dir": d.join("cni-cache"),
+            "iptables_lock_file": d.join("iptables.lock"),
+            "datastore": d.join("store.json"),
+            "overlay_network": SUBNET,
+            "instance_address": CELL_IP,
+            "dns_servers": ["10.77.0.1"],
+            "search_domains": ["apps.internal"],
+            "nflog_group": 7,
+        });
+        tweak(&mut config);
+        let config_path = d.join("adapter.json");
+        std::fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+        let c = Cell {
+            plugin,
+            cell,
+            outside,
+            internet,
+            dir,
+            config_path,
+            config,
+            servers: Vec::new(),
+        };
+        c.write_conflist(&[]);
+        c
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes the cell's conflist: the plugin's entries plus `extra` plugins after them.
+    pub fn write_conflist(&self, extra: &[Value]) {
+        let mut plugins = self.plugin.plugins(&self.path("ipam"));
+        plugins.extend(extra.iter().cloned());
+        let list = json!({"cniVersion": "1.0.0", "name": "netman-test", "plugins": plugins});
+        std::fs::write(
+            self.path("cni-config").join("10-test.conflist"),
+            serde_json::to_vec_pretty(&list).unwrap(),
+        )
+        .unwrap();
+    }
+
+    /// Runs the networker inside the cell's network namespace (only the network namespace:
+    /// the netns bind mounts must land in the real mount namespace, as under garden).
+    pub fn run(&self, args: &[&str], stdin: &str) -> Output {
+        self.run_with_config(&self.config_path, args, stdin)
+    }
+
+    pub fn run_with_config(&self, config: &Path, args: &[&str], stdin: &str) -> Output {
+        let mut full: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        full.push(format!("--configFile={}", config.display()));
+        let input = stdin.to_string();
+        let lock = self.path("xtables.lock");
+        netns::run_in(&self.cell.path(), move || {
+            let mut child = Command::new(BIN)
+                .args(&full)
+                .env("XTABLES_LOCKFILE", &lock)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
+            let out = child.wait_with_output().unwrap();
+            Output {
+                ok: out.status.success(),
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            }
+        })
+        .unwrap()
+    }
+
+    pub fn up(&self, handle: &str, input: &Value) -> Result<Value, String> {
+        let o = self.run(&["--action", "up", "--handle", handle], &input.to_string());
+        if !o.ok {
+            return Err(o.stderr);
+        }
+        serde_json::from_str(&o.stdout).map_err(|e| format!("bad stdout {:?}: {e}", o.stdout))
+    }
+
+    pub fn down(&self, handle: &str) -> Result<(), String> {
+        let o = self.run(&["--action", "down", "--handle", handle], "");
+        if o.ok {
+            Ok(())
+        } else {
+            Err(o.stderr)
+        }
+    }
+
+    /// The cell's rules, all tables, without counters and comments.
+    pub fn iptables_save(&self) -> String {
+        let out = self.cell.exec(&["iptables-save"]).unwrap();
+        out.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| match l.rfind(" [") {
+                Some(i) if l.starts_with(':') => &l[..i],
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Files left anywhere in the networker's state: bind mounts, CNI cache, IPAM allocations.
+    pub fn leftover_files(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for sub in ["netns", "cni-cache"] {
+            if let Ok(rd) = std::fs::read_dir(self.path(sub)) {
+                out.extend(rd.filter_map(|e| {
+                    Some(format!("{sub}/{}", e.ok()?.file_name().to_string_lossy()))
+                }));
+            }
+        }
+        // host-local keeps one file per allocated IP (plus its lock and last_reserved_ip files).
+        if let Ok(rd) = std::fs::read_dir(self.path("ipam").join("netman-test")) {
+            out.extend(rd.filter_map(|e| {
+                let n = e.ok()?.file_name().to_string_lossy().into_owned();
+                (n.parse::<Ipv4Addr>().is_ok()).then(|| format!("ipam/{n}"))
+            }));
+        }
+        out
+    }
+
+    pub fn store(&self) -> Value {
+        match std::fs::read_to_string(self.path("store.json")) {
+            Ok(t) if !t.trim().is_empty() => serde_json::from_str(&t).unwrap(),
+            _ => json!({}),
+        }
+    }
+
+    pub fn port_state(&self) -> Value {
+        match std::fs::read_to_string(self.path("state.json")) {
+            Ok(t) => serde_json::from_str(&t).unwrap(),
+            Err(_) => json!({"acquired_ports": {}}),
+        }
+    }
+
+    /// TCP servers in the internet namespace on every address, for the given ports.
+    pub fn internet_tcp(&mut self, ports: &[u16]) {
+        for a in [NET_A, NET_B, NET_C] {
+            for p in ports {
+                let addr: SocketAddr = format!("{a}:{p}").parse().unwrap();
+                self.servers.push(tcp_server(&self.internet.path(), addr));
+            }
+        }
+    }
+
+    pub fn internet_udp(&mut self, ports: &[u16]) {
+        for a in [NET_A, NET_B, NET_C] {
+            for p in ports {
+                let addr: SocketAddr = format!("{a}:{p}").parse().unwrap();
+                self.servers.push(udp_echo(&self.internet.path(), addr));
+            }
+        }
+    }
+}
+
+impl Drop for Cell {
+    fn drop(&mut self) {
+        // A failed test may leave netns bind mounts in the temp dir: detach them.
+        if let Ok(rd) = std::fs::read_dir(self.path("netns")) {
+            for e in rd.flatten() {
+                let _ = nix::mount::umount2(&e.path(), nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+    }
+}
+
+fn restore_in(ns: &NamedNetns, text: &str) {
+    let text = text.to_string();
+    netns::run_in(&ns.path(), move || {
+        let mut c = Command::new("iptables-restore")
+            .arg("--noflush")
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        assert!(c.wait().unwrap().success());
+    })
+    .unwrap();
+}
+
+/// A container: its own netns and a process inside it (garden passes that process's pid).
+pub struct Container {
+    pub ns: NamedNetns,
+    pub sleeper: Child,
+}
+
+impl Container {
+    pub fn start() -> Container {
+        let ns = NamedNetns::create(&unique("k")).unwrap();
+        let sleeper = netns::run_in(&ns.path(), || {
+            Command::new("sleep").arg("3600").spawn().unwrap()
+        })
+        .unwrap();
+        Container { ns, sleeper }
+    }
+    pub fn pid(&self) -> u32 {
+        self.sleeper.id()
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = self.sleeper.kill();
+        let _ = self.sleeper.wait();
+    }
+}
+
+/// Accepts connections forever (until the namespace goes) and answers "ok".
+pub fn tcp_server(ns: &Path, addr: SocketAddr) -> std::thread::JoinHandle<()> {
+    let l = netns::run_in(ns, move || TcpListener::bind(addr))
+        .unwrap()
+        .unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            match s {
+                Ok(mut s) => {
+                    let _ = s.write_all(b"ok");
+                }
+                Err(_) => return,
+            }
+        }
+    })
+}
+
+pub fn udp_echo(ns: &Path, addr: SocketAddr) -> std::thread::JoinHandle<()> {
+    let s = netns::run_in(ns, move || UdpSocket::bind(addr))
+        .unwrap()
+        .unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok((n, from)) = s.recv_from(&mut buf) {
+            let _ = s.send_to(&buf[..n], from);
+        }
+    })
+}
+
+/// Connects from inside `ns`; Ok(()) when the server answered "ok".
+pub fn tcp_probe(ns: &Path, addr: &str) -> Result<(), String> {
+    let addr: SocketAddr = addr.parse().unwrap();
+    netns::run_in(ns, move || {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(1500))
+            .map_err(|e| format!("{addr}: {e}"))?;
+        s.set_read_timeout(Some(Duration::from_millis(1500)))
+            .unwrap();
+        let mut buf = String::new();
+        s.read_to_string(&mut buf)
+            .map_err(|e| format!("{addr}: {e}"))?;
+        if buf == "ok" {
+            Ok(())
+        } else {
+            Err(format!("{addr}: answered {buf:?}"))
+        }
+    })
+    .unwrap()
+}
+
+pub fn udp_probe(ns: &Path, addr: &str) -> Result<(), String> {
+    let addr: SocketAddr = addr.parse().unwrap();
+    netns::run_in(ns, move || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(800)))
+            .unwrap();
+        s.connect(addr).map_err(|e| e.to_string())?;
+        s.send(b"ping").map_err(|e| format!("{addr}: {e}"))?;
+        let mut buf = [0u8; 16];
+        let n = s.recv(&mut buf).map_err(|e| format!("{addr}: {e}"))?;
+        if &buf[..n] == b"ping" {
+            Ok(())
+        } else {
+            Err("bad echo".into())
+        }
+    })
+    .unwrap()
+}
+
+pub fn ping(ns: &NamedNetns, ip: &str) -> bool {
+    ns.exec(&["busybox", "ping", "-c", "1", "-W", "1", ip])
+        .is_ok()
+}
+
+/// The `up` stdin of garden.
+pub fn up_input(pid: u32, netin: &[(u16, u16)], netout: Value) -> Value {
+    json!({
+        "Pid": pid,
+        "Properties": {"app_id": "app-1", "space_id": "space-1", "policy_group_id": "app-1",
+                       "ports": "8080", "container_workload": "app"},
+        "netin": netin.iter().map(|(h, c)| json!({"host_port": h, "container_port": c})).collect::<Vec<_>>(),
+        "netout_rules": netout,
+    })
+}
+
+pub fn tcp_rule(start: &str, end: &str, p1: u16, p2: u16, log: bool) -> Value {
+    json!({"protocol": 1, "networks": [{"start": start, "end": end}], "ports": [{"start": p1, "end": p2}], "log": log})
+}
