@@ -5,8 +5,8 @@ use super::config::Config;
 use super::names::ChainNames;
 use super::protocol::{NetOutRule, PortRangeJson};
 use crate::iptables::{
-    host, Batch, Chain, CtState, IcmpType, IpRange, Match, PortRange, Position, Protocol, Rate,
-    RejectWith, Rule, Table, Target, Text,
+    host, Batch, Chain, CtState, IcmpType, InterfaceName, IpRange, Match, PortRange, Position,
+    Protocol, Rate, RejectWith, Rule, Table, Target, Text,
 };
 use std::net::Ipv4Addr;
 
@@ -242,10 +242,16 @@ impl UpPlan<'_> {
         );
 
         // filter: overlay (c2c): tagged egress only, default deny of ingress
+        let vtep = InterfaceName::new(&c.vtep_name).expect("validated at config load");
         let mut ov = vec![
+            // Only through the VXLAN device: a same-cell destination must meet its own chain.
             Rule::new(Target::Accept)
                 .source(ip)
                 .destination(overlay)
+                .with(Match::OutInterface {
+                    name: vtep,
+                    negate: false,
+                })
                 .with(Match::Mark {
                     value: 0,
                     mask: None,
