@@ -230,6 +230,9 @@ impl Cell {
                 .unwrap();
             let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
             let out = child.wait_with_output().unwrap();
+            if std::env::var_os("NETMAN_TEST_SHOW_STDERR").is_some() {
+                eprint!("{}", String::from_utf8_lossy(&out.stderr));
+            }
             Output {
                 ok: out.status.success(),
                 stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
