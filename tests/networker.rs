@@ -481,3 +481,41 @@ fn netman_era_net_in_and_net_out() {
         assert_eq!(state(&cell), before);
     }
 }
+
+#[test]
+fn concurrent_ups_and_downs_in_one_cell() {
+    for &plugin in PLUGINS {
+        let cell = Cell::new(plugin);
+        let before = state(&cell);
+        let ks: Vec<Container> = (0..4).map(|_| Container::start()).collect();
+        let outs: Vec<Value> = std::thread::scope(|s| {
+            let hs: Vec<_> = ks
+                .iter()
+                .enumerate()
+                .map(|(i, k)| {
+                    let cell = &cell;
+                    s.spawn(move || {
+                        cell.up(&format!("par-{i}"), &up_input(k.pid(), &[(0, 8080)], asg()))
+                            .unwrap()
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let mut ports: Vec<u16> = outs.iter().map(|o| mapped_ports(o)[0].0).collect();
+        ports.sort();
+        assert_eq!(ports, vec![61000, 61001, 61002, 61003]);
+        let mut ips: Vec<String> = outs.iter().map(container_ip).collect();
+        ips.sort();
+        ips.dedup();
+        assert_eq!(ips.len(), 4);
+        assert_eq!(cell.store().as_object().unwrap().len(), 4);
+        std::thread::scope(|s| {
+            for i in 0..4 {
+                let cell = &cell;
+                s.spawn(move || cell.down(&format!("par-{i}")).unwrap());
+            }
+        });
+        assert_eq!(state(&cell), before);
+    }
+}
