@@ -519,3 +519,25 @@ fn concurrent_ups_and_downs_in_one_cell() {
         assert_eq!(state(&cell), before);
     }
 }
+
+#[test]
+fn pid_zero_takes_the_netns_from_fd_3() {
+    for &plugin in PLUGINS {
+        let mut cell = Cell::new(plugin);
+        cell.internet_tcp(&[8005]);
+        let before = state(&cell);
+        let k = Container::start();
+        let o = cell.run_with_fd3(
+            &["--action", "up", "--handle", "fd3"],
+            &up_input(0, &[], asg()).to_string(),
+            &k.ns.path(),
+        );
+        assert!(o.ok, "{}", o.stderr);
+        let out: Value = serde_json::from_str(&o.stdout).unwrap();
+        assert!(container_ip(&out).starts_with("10.77.0."));
+        // The interface landed in the container's namespace and the ASG applies to it.
+        tcp_probe(&k.ns.path(), &format!("{NET_A}:8005")).unwrap();
+        cell.down("fd3").unwrap();
+        assert_eq!(state(&cell), before);
+    }
+}
