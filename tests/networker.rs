@@ -237,6 +237,21 @@ fn bad_input_gives_a_clear_error_and_leaves_no_state() {
             "{e}"
         );
 
+        // No CNI config at all.
+        std::fs::rename(
+            cell.path("cni-config/10-test.conflist"),
+            cell.path("conflist.off"),
+        )
+        .unwrap();
+        let e = cell.up("h1", &good).unwrap_err();
+        assert!(e.contains("no CNI config"), "{e}");
+        assert_eq!(state(&cell), before);
+        std::fs::rename(
+            cell.path("conflist.off"),
+            cell.path("cni-config/10-test.conflist"),
+        )
+        .unwrap();
+
         // A failing CNI plugin after the real ones: the bridge ADD is undone (DEL), ports,
         // mount, cache and rules too.
         cell.write_conflist(&[json!({"type": "failing"})]);

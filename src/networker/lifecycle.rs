@@ -84,7 +84,12 @@ impl Networker {
                 netns.display()
             ));
         }
-        let list = cni_exec::load(Path::new(&self.config.cni_config_dir))?;
+        let Some(list) = cni_exec::load(Path::new(&self.config.cni_config_dir))? else {
+            return Err(format!(
+                "no CNI config (*.conflist or *.conf) in {}",
+                self.config.cni_config_dir
+            ));
+        };
 
         let mut undo: Vec<Undo> = Vec::new();
         match self.up_steps(handle, input, &netns, list, asg, &mut undo) {
@@ -101,7 +106,7 @@ impl Networker {
         handle: &str,
         input: &UpInput,
         netns: &Path,
-        list: Option<NetworkList>,
+        list: NetworkList,
         asg: Vec<crate::iptables::Rule>,
         undo: &mut Vec<Undo>,
     ) -> Result<UpOutput, String> {
@@ -126,12 +131,6 @@ impl Networker {
             })
             .collect();
 
-        let Some(list) = list else {
-            return Err(format!(
-                "no CNI config (*.conflist or *.conf) in {}",
-                self.config.cni_config_dir
-            ));
-        };
         let metadata = Value::Object(
             input
                 .properties
