@@ -317,10 +317,29 @@ impl Networker {
     pub fn down(&self, handle: &str) -> Result<(), String> {
         // The rules and the CNI DEL are independent: both run at once (down latency is the
         // slower of the two, not their sum).
+        let ip = self
+            .store
+            .get(handle)
+            .ok()
+            .flatten()
+            .and_then(|c| c.ip.parse::<Ipv4Addr>().ok());
         let (rules, mut errors) = std::thread::scope(|s| {
             let rules = s.spawn(|| {
                 let t = std::time::Instant::now();
-                let r = self.remove_rules(&[handle.to_string()]);
+                // Fast path: delete exactly what up installed, without listing the ruleset;
+                // anything else (a second down, a crash, changed config) falls back to listing.
+                let fast = ip.map(|ip| {
+                    self.iptables
+                        .apply(&rules::removal_batch(&self.config, handle, ip))
+                });
+                let r = match fast {
+                    Some(Ok(())) => Ok(()),
+                    Some(Err(e)) => {
+                        log::info!("down {handle}: exact removal failed ({e}); listing instead");
+                        self.remove_rules(&[handle.to_string()])
+                    }
+                    None => self.remove_rules(&[handle.to_string()]),
+                };
                 log::info!("down {handle}: rules took {:?}", t.elapsed());
                 r
             });
