@@ -427,6 +427,59 @@ mod tests {
     }
 
     #[test]
+    fn removal_deletes_every_jump_up_adds() {
+        let config: Config = serde_json::from_value(serde_json::json!({
+            "cni_plugin_dir": "/p", "cni_config_dir": "/c", "bind_mount_dir": "/b",
+            "state_file": "/s", "iptables_lock_file": "/l", "datastore": "/d",
+            "overlay_network": "10.255.0.0/16", "instance_address": "192.0.2.1",
+            "dns_servers": ["169.254.0.2"]
+        }))
+        .unwrap();
+        let ip: Ipv4Addr = "10.255.0.7".parse().unwrap();
+        let mappings = [PortMapping {
+            host_port: 61000,
+            container_port: 8080,
+        }];
+        let plan = UpPlan {
+            config: &config,
+            handle: "h",
+            ip,
+            mappings: &mappings,
+            asg: vec![],
+            workload: None,
+        };
+        let up = plan.batch();
+        let down = removal_batch(&config, "h", ip);
+        for t in [Table::Mangle, Table::Nat, Table::Filter] {
+            let builtin_adds: Vec<String> = crate::iptables::render::table_text(&up, t)
+                .unwrap()
+                .lines()
+                .filter_map(|l| l.strip_prefix("-A "))
+                .filter(|l| l.chars().next().is_some_and(|c| c.is_ascii_uppercase()))
+                .map(str::to_string)
+                .collect();
+            let deletes: Vec<String> = crate::iptables::render::table_text(&down, t)
+                .unwrap()
+                .lines()
+                .filter_map(|l| l.strip_prefix("-D "))
+                .map(str::to_string)
+                .collect();
+            assert_eq!(builtin_adds, deletes, "{t}");
+            let created = up
+                .ops(t)
+                .iter()
+                .filter(|o| matches!(o, Op::NewChain(_)))
+                .count();
+            let deleted = down
+                .ops(t)
+                .iter()
+                .filter(|o| matches!(o, Op::DeleteChain(_)))
+                .count();
+            assert_eq!(created, deleted, "{t}");
+        }
+    }
+
+    #[test]
     fn rejects_bad_rules() {
         let log = Chain::new("netout--h--log").unwrap();
         for (r, msg) in [
