@@ -556,3 +556,23 @@ fn pid_zero_takes_the_netns_from_fd_3() {
         assert_eq!(state(&cell), before);
     }
 }
+
+#[test]
+fn reconcile_after_the_netns_mount_is_gone() {
+    for &plugin in PLUGINS {
+        let cell = Cell::new(plugin);
+        let before = state(&cell);
+        let k = Container::start();
+        cell.up("lost", &up_input(k.pid(), &[(0, 8080)], asg()))
+            .unwrap();
+        // As after a reboot: the bind mount is gone, the file and every other record remain.
+        nix::mount::umount2(&cell.path("netns/lost"), nix::mount::MntFlags::MNT_DETACH).unwrap();
+        let o = cell.run(&["--action", "reconcile"], "");
+        assert!(o.ok, "{}", o.stderr);
+        assert_eq!(
+            serde_json::from_str::<Value>(&o.stdout).unwrap(),
+            json!({"removed": ["lost"]})
+        );
+        assert_eq!(state(&cell), before);
+    }
+}

@@ -379,10 +379,17 @@ impl Networker {
                         runtime_config: json!({}),
                         result: Value::Null,
                     });
+                    // A netns that is gone (e.g. after a reboot) is passed as empty: plugins
+                    // then release what they hold outside it (IPAM) and skip the rest.
+                    let netns = if bind_mount::is_mounted(&mount) {
+                        mount.clone()
+                    } else {
+                        PathBuf::new()
+                    };
                     let rt = Runtime {
                         plugin_dir: PathBuf::from(&self.config.cni_plugin_dir),
                         container_id: handle.to_string(),
-                        netns: mount.clone(),
+                        netns,
                         ifname: "eth0".into(),
                         metadata: cache.metadata,
                         runtime_config: cache.runtime_config,
