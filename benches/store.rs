@@ -5,7 +5,6 @@
 //! NETMAN_BENCH_THREADS=16). PostgreSQL and MariaDB are started if needed, as in the tests.
 
 #[path = "../tests/common/db.rs"]
-#[allow(dead_code)]
 mod db;
 
 use netman::api::policy::Policy;
