@@ -6,7 +6,7 @@
 mod db;
 
 use netman::api::policy::{Policy, Tag};
-use netman::policy::store::{self, DatabaseConfig, PolicyFilter, Store, StoreError};
+use netman::policy::store::{self, CachedStore, DatabaseConfig, PolicyFilter, Store, StoreError};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -161,6 +161,63 @@ pub fn filters(db: &db::TestDb) {
     assert_eq!(counts.get("nobody"), Some(&0));
     assert!(s.source_policy_counts(&[]).unwrap().is_empty());
     assert_eq!(s.count().unwrap(), 5);
+}
+
+/// The read cache answers exactly like SQL, and a write by another server is visible at once.
+pub fn cache_agrees_with_sql(db: &db::TestDb) {
+    let other = store::open_uncached(&db.config, 2).unwrap();
+    let cached = CachedStore::new(store::open_uncached(&db.config, 2).unwrap());
+    let mut all: Vec<Policy> = (0..60)
+        .map(|i| {
+            p(
+                &format!("a{}", i % 7),
+                &format!("a{}", (i * 3) % 11),
+                "tcp",
+                i,
+                i,
+            )
+        })
+        .collect();
+    other.create(&all).unwrap();
+    let filters = || {
+        vec![
+            PolicyFilter::All,
+            PolicyFilter::Either(ids(&["a1", "a5", "a9", "zz"])),
+            PolicyFilter::Source(ids(&["a0", "a3"])),
+            PolicyFilter::Destination(ids(&["a2", "a10"])),
+            PolicyFilter::SourceAndDestination(ids(&["a1", "a2"]), ids(&["a3", "a6"])),
+            PolicyFilter::Either(vec![]),
+        ]
+    };
+    let wait_fresh = || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cached.is_fresh() {
+            assert!(Instant::now() < deadline, "cache never became fresh");
+            cached.list(&PolicyFilter::All).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_fresh();
+    for f in filters() {
+        assert_eq!(cached.list(&f).unwrap(), other.list(&f).unwrap(), "{f:?}");
+    }
+    // Writes through another store: the cache is stale at once and never answers old data.
+    let extra = p("new-src", "a1", "udp", 53, 53);
+    other.create(std::slice::from_ref(&extra)).unwrap();
+    assert!(!cached.is_fresh());
+    let listed = cached.list(&PolicyFilter::Either(ids(&["a1"]))).unwrap();
+    assert!(listed.iter().any(|x| x.untagged() == extra), "{listed:?}");
+    other.delete(&all[..10]).unwrap();
+    all.drain(..10);
+    all.push(extra);
+    assert_eq!(
+        untagged(cached.list(&PolicyFilter::All).unwrap()),
+        sorted(all)
+    );
+    wait_fresh();
+    for f in filters() {
+        assert_eq!(cached.list(&f).unwrap(), other.list(&f).unwrap(), "{f:?}");
+    }
 }
 
 pub fn tags_and_reuse(db: &db::TestDb) {
@@ -462,7 +519,7 @@ macro_rules! suite {
         mod $backend {
             use super::*;
             suite!(@cases $fresh;
-                create_list_delete, filters, tags_and_reuse, tag_pool_exhaustion,
+                create_list_delete, filters, cache_agrees_with_sql, tags_and_reuse, tag_pool_exhaustion,
                 failing_batch_leaves_nothing, last_updated_moves, concurrent_writers,
                 migrations_idempotent_and_concurrent, schema_too_new_refused,
                 startup_retry_times_out, bad_tag_length_refused);
