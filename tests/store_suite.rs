@@ -435,6 +435,37 @@ fn check_consistent(s: &dyn Store) {
     }
 }
 
+/// Connections the database dropped (a restart) are replaced without failing a call.
+pub fn lost_connections_are_replaced(db: &db::TestDb) {
+    let s = store::open_uncached(&db.config, 2).unwrap();
+    // Several idle connections in the pool.
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                for _ in 0..20 {
+                    s.list(&PolicyFilter::All).unwrap();
+                }
+            })
+        })
+        .collect();
+    readers.into_iter().for_each(|t| t.join().unwrap());
+    s.create(&[p("a", "b", "tcp", 1, 1)]).unwrap();
+    let killed = db.kill_connections();
+    if db.kind() == netman::policy::store::DatabaseType::Sqlite {
+        return; // nothing to lose
+    }
+    assert!(killed >= 2, "the pool held {killed} connections");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(s.list(&PolicyFilter::All).unwrap().len(), 1);
+    s.create(&[p("a", "c", "tcp", 1, 1)]).unwrap();
+    db.kill_connections();
+    std::thread::sleep(Duration::from_millis(200));
+    s.delete(&[p("a", "b", "tcp", 1, 1)]).unwrap();
+    assert_eq!(s.count().unwrap(), 1);
+    s.check().unwrap();
+}
+
 pub fn migrations_idempotent_and_concurrent(db: &db::TestDb) {
     let config = db.config.clone();
     let openers: Vec<_> = (0..6)
@@ -520,7 +551,7 @@ macro_rules! suite {
             use super::*;
             suite!(@cases $fresh;
                 create_list_delete, filters, cache_agrees_with_sql, tags_and_reuse, tag_pool_exhaustion,
-                failing_batch_leaves_nothing, last_updated_moves, concurrent_writers,
+                failing_batch_leaves_nothing, last_updated_moves, concurrent_writers, lost_connections_are_replaced,
                 migrations_idempotent_and_concurrent, schema_too_new_refused,
                 startup_retry_times_out, bad_tag_length_refused);
         }

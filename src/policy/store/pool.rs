@@ -128,6 +128,19 @@ impl<C> Pool<C> {
     }
 }
 
+impl<C> Pool<C> {
+    /// Closes every idle connection (after one turned out dead, e.g. across a database restart,
+    /// the others most likely are too).
+    pub fn discard_idle(&self) {
+        let mut state = self.lock();
+        let n = state.idle.len();
+        state.idle.clear();
+        state.open -= n;
+        drop(state);
+        self.freed.notify_all();
+    }
+}
+
 impl<C> Pooled<'_, C> {
     /// The connection is not given back (e.g. after an I/O error); a new one replaces it.
     pub fn mark_broken(&mut self) {
