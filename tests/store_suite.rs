@@ -572,3 +572,36 @@ suite!(sqlite, db::sqlite());
 suite!(postgres, db::postgres());
 #[cfg(feature = "mysql")]
 suite!(mariadb, db::mariadb());
+
+/// `require_ssl`: TLS with the server certificate verified against `ca_cert`. The Debian cluster
+/// serves its snakeoil certificate (CN and SAN `localhost`, self-signed).
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_require_ssl_verifies_the_server() {
+    let db = db::postgres();
+    let snakeoil = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
+    let tls = db.config_with(|c| {
+        c.host = "localhost".into();
+        c.require_ssl = true;
+        c.ca_cert = snakeoil.into();
+    });
+    let s = store::open(&tls, 2).unwrap_or_else(|e| panic!("TLS to postgres: {e}"));
+    s.create(&[p("a", "b", "tcp", 1, 1)]).unwrap();
+    assert_eq!(s.count().unwrap(), 1);
+    // A CA that did not sign the server's certificate: refused (after the retries).
+    let dir = tempfile::tempdir().unwrap();
+    let other_ca = netman::pki::Ca::new("not the database's CA")
+        .unwrap()
+        .write_ca(dir.path())
+        .unwrap();
+    let wrong = db.config_with(|c| {
+        c.host = "localhost".into();
+        c.require_ssl = true;
+        c.ca_cert = other_ca.to_string_lossy().into_owned();
+        c.connect_timeout_seconds = 1;
+    });
+    let err = store::open(&wrong, 2)
+        .err()
+        .expect("unverified server accepted");
+    assert!(err.to_string().contains("certificate"), "{err}");
+}
