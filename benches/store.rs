@@ -86,10 +86,16 @@ fn run(backend: &'static str, s: Arc<CachedStore>) -> Row {
     let warm = Instant::now();
     while !s.is_fresh() {
         s.list(&PolicyFilter::Either(vec![app(0)])).expect("list");
-        assert!(warm.elapsed() < Duration::from_secs(120), "cache never caught up");
+        assert!(
+            warm.elapsed() < Duration::from_secs(120),
+            "cache never caught up"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
-    eprintln!("{backend}: read cache ready {:?} after the load", warm.elapsed());
+    eprintln!(
+        "{backend}: read cache ready {:?} after the load",
+        warm.elapsed()
+    );
 
     // Filtered reads from many threads.
     let deadline = Instant::now() + Duration::from_secs(seconds);

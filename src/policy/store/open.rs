@@ -100,6 +100,7 @@ fn retry<T>(
 
 /// How long a single connection attempt may take: what is left of the start-up budget, at most
 /// 10 s (so a black-holed address is retried rather than waited on for the whole budget).
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) fn attempt_timeout(config: &DatabaseConfig) -> Duration {
     Duration::from_secs(config.connect_timeout_seconds.clamp(1, 10))
 }

@@ -1,6 +1,8 @@
 //! A small blocking connection pool shared by the backends: at most `max_open` connections, at
 //! most `max_idle` kept idle, each replaced after `max_lifetime`. Connections are made outside the
 //! pool's lock, so a slow database never blocks callers that could use an idle connection.
+// Parts used only by the PostgreSQL/MySQL backends are unused in a SQLite-only build.
+#![cfg_attr(not(any(feature = "postgres", feature = "mysql")), allow(dead_code))]
 
 use super::StoreError;
 use std::ops::{Deref, DerefMut};

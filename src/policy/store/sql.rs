@@ -7,6 +7,8 @@
 //! additionally lock the `groups` row they use (`FOR UPDATE`), so a concurrent `create_tag` can never
 //! take a slot that is being released or assigned, and `groups.guid` is UNIQUE: a lost race ends in a
 //! unique-key error, which the backend retries as a [`Error::Conflict`].
+// Parts used only by the PostgreSQL/MySQL backends are unused in a SQLite-only build.
+#![cfg_attr(not(any(feature = "postgres", feature = "mysql")), allow(dead_code))]
 
 use super::StoreError;
 use crate::api::policy::{Destination, Policy, Ports, Source, Tag};
