@@ -265,7 +265,19 @@ impl Engine {
         let rows = tx.rows(&self.q(&sql), &[])?;
         let id = match rows.first() {
             Some(row) => row[0].int()?,
-            None => return Err(Error::Store(StoreError::TagPoolExhausted)),
+            None => {
+                // A locking read that lost its row to a concurrent allocator may come back empty
+                // although other slots are free: only a plain read decides exhaustion.
+                let any = tx.rows(
+                    &self.q("SELECT id FROM \"groups\" WHERE guid IS NULL AND id <= ? LIMIT 1"),
+                    &[Val::Int(self.max_tag())],
+                )?;
+                return Err(if any.is_empty() {
+                    Error::Store(StoreError::TagPoolExhausted)
+                } else {
+                    Error::Conflict("free tag slot taken concurrently".into())
+                });
+            }
         };
         // Slots above the configured tag length (a pool filled for a longer one) are not used.
         if id > self.max_tag() {
