@@ -6,7 +6,7 @@
 mod db;
 
 use netman::api::policy::{Policy, Tag};
-use netman::policy::store::{self, DatabaseConfig, PolicyFilter, Store, StoreError};
+use netman::policy::store::{self, CachedStore, DatabaseConfig, PolicyFilter, Store, StoreError};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -161,6 +161,63 @@ pub fn filters(db: &db::TestDb) {
     assert_eq!(counts.get("nobody"), Some(&0));
     assert!(s.source_policy_counts(&[]).unwrap().is_empty());
     assert_eq!(s.count().unwrap(), 5);
+}
+
+/// The read cache answers exactly like SQL, and a write by another server is visible at once.
+pub fn cache_agrees_with_sql(db: &db::TestDb) {
+    let other = store::open_uncached(&db.config, 2).unwrap();
+    let cached = CachedStore::new(store::open_uncached(&db.config, 2).unwrap());
+    let mut all: Vec<Policy> = (0..60)
+        .map(|i| {
+            p(
+                &format!("a{}", i % 7),
+                &format!("a{}", (i * 3) % 11),
+                "tcp",
+                i,
+                i,
+            )
+        })
+        .collect();
+    other.create(&all).unwrap();
+    let filters = || {
+        vec![
+            PolicyFilter::All,
+            PolicyFilter::Either(ids(&["a1", "a5", "a9", "zz"])),
+            PolicyFilter::Source(ids(&["a0", "a3"])),
+            PolicyFilter::Destination(ids(&["a2", "a10"])),
+            PolicyFilter::SourceAndDestination(ids(&["a1", "a2"]), ids(&["a3", "a6"])),
+            PolicyFilter::Either(vec![]),
+        ]
+    };
+    let wait_fresh = || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cached.is_fresh() {
+            assert!(Instant::now() < deadline, "cache never became fresh");
+            cached.list(&PolicyFilter::All).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_fresh();
+    for f in filters() {
+        assert_eq!(cached.list(&f).unwrap(), other.list(&f).unwrap(), "{f:?}");
+    }
+    // Writes through another store: the cache is stale at once and never answers old data.
+    let extra = p("new-src", "a1", "udp", 53, 53);
+    other.create(std::slice::from_ref(&extra)).unwrap();
+    assert!(!cached.is_fresh());
+    let listed = cached.list(&PolicyFilter::Either(ids(&["a1"]))).unwrap();
+    assert!(listed.iter().any(|x| x.untagged() == extra), "{listed:?}");
+    other.delete(&all[..10]).unwrap();
+    all.drain(..10);
+    all.push(extra);
+    assert_eq!(
+        untagged(cached.list(&PolicyFilter::All).unwrap()),
+        sorted(all)
+    );
+    wait_fresh();
+    for f in filters() {
+        assert_eq!(cached.list(&f).unwrap(), other.list(&f).unwrap(), "{f:?}");
+    }
 }
 
 pub fn tags_and_reuse(db: &db::TestDb) {
@@ -378,6 +435,37 @@ fn check_consistent(s: &dyn Store) {
     }
 }
 
+/// Connections the database dropped (a restart) are replaced without failing a call.
+pub fn lost_connections_are_replaced(db: &db::TestDb) {
+    let s = store::open_uncached(&db.config, 2).unwrap();
+    // Several idle connections in the pool.
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                for _ in 0..20 {
+                    s.list(&PolicyFilter::All).unwrap();
+                }
+            })
+        })
+        .collect();
+    readers.into_iter().for_each(|t| t.join().unwrap());
+    s.create(&[p("a", "b", "tcp", 1, 1)]).unwrap();
+    let killed = db.kill_connections();
+    if db.kind() == netman::policy::store::DatabaseType::Sqlite {
+        return; // nothing to lose
+    }
+    assert!(killed >= 2, "the pool held {killed} connections");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(s.list(&PolicyFilter::All).unwrap().len(), 1);
+    s.create(&[p("a", "c", "tcp", 1, 1)]).unwrap();
+    db.kill_connections();
+    std::thread::sleep(Duration::from_millis(200));
+    s.delete(&[p("a", "b", "tcp", 1, 1)]).unwrap();
+    assert_eq!(s.count().unwrap(), 1);
+    s.check().unwrap();
+}
+
 pub fn migrations_idempotent_and_concurrent(db: &db::TestDb) {
     let config = db.config.clone();
     let openers: Vec<_> = (0..6)
@@ -462,8 +550,8 @@ macro_rules! suite {
         mod $backend {
             use super::*;
             suite!(@cases $fresh;
-                create_list_delete, filters, tags_and_reuse, tag_pool_exhaustion,
-                failing_batch_leaves_nothing, last_updated_moves, concurrent_writers,
+                create_list_delete, filters, cache_agrees_with_sql, tags_and_reuse, tag_pool_exhaustion,
+                failing_batch_leaves_nothing, last_updated_moves, concurrent_writers, lost_connections_are_replaced,
                 migrations_idempotent_and_concurrent, schema_too_new_refused,
                 startup_retry_times_out, bad_tag_length_refused);
         }
@@ -484,3 +572,36 @@ suite!(sqlite, db::sqlite());
 suite!(postgres, db::postgres());
 #[cfg(feature = "mysql")]
 suite!(mariadb, db::mariadb());
+
+/// `require_ssl`: TLS with the server certificate verified against `ca_cert`. The Debian cluster
+/// serves its snakeoil certificate (CN and SAN `localhost`, self-signed).
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_require_ssl_verifies_the_server() {
+    let db = db::postgres();
+    let snakeoil = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
+    let tls = db.config_with(|c| {
+        c.host = "localhost".into();
+        c.require_ssl = true;
+        c.ca_cert = snakeoil.into();
+    });
+    let s = store::open(&tls, 2).unwrap_or_else(|e| panic!("TLS to postgres: {e}"));
+    s.create(&[p("a", "b", "tcp", 1, 1)]).unwrap();
+    assert_eq!(s.count().unwrap(), 1);
+    // A CA that did not sign the server's certificate: refused (after the retries).
+    let dir = tempfile::tempdir().unwrap();
+    let other_ca = netman::pki::Ca::new("not the database's CA")
+        .unwrap()
+        .write_ca(dir.path())
+        .unwrap();
+    let wrong = db.config_with(|c| {
+        c.host = "localhost".into();
+        c.require_ssl = true;
+        c.ca_cert = other_ca.to_string_lossy().into_owned();
+        c.connect_timeout_seconds = 1;
+    });
+    let err = store::open(&wrong, 2)
+        .err()
+        .expect("unverified server accepted");
+    assert!(err.to_string().contains("certificate"), "{err}");
+}

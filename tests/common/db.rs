@@ -66,6 +66,41 @@ impl TestDb {
         }
     }
 
+    /// Ends every server connection to this database (as a database restart would); returns
+    /// how many. SQLite has none.
+    pub fn kill_connections(&self) -> usize {
+        match self.config.kind {
+            DatabaseType::Sqlite => 0,
+            #[cfg(feature = "postgres")]
+            DatabaseType::Postgres => pg_client("postgres")
+                .query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE datname = $1 AND pid <> pg_backend_pid()",
+                    &[&self.name],
+                )
+                .unwrap()
+                .len(),
+            #[cfg(feature = "mysql")]
+            DatabaseType::Mysql => {
+                use mysql::prelude::Queryable;
+                let mut admin = my_conn(None);
+                let ids: Vec<u64> = admin
+                    .exec(
+                        "SELECT id FROM information_schema.processlist \
+                         WHERE db = ? AND id <> CONNECTION_ID()",
+                        (self.name.clone(),),
+                    )
+                    .unwrap();
+                for id in &ids {
+                    let _ = admin.query_drop(format!("KILL CONNECTION {id}"));
+                }
+                ids.len()
+            }
+            #[allow(unreachable_patterns)]
+            _ => 0,
+        }
+    }
+
     /// Runs a query returning one integer directly on the database (write `"groups"` quoted).
     pub fn query_i64(&self, sql: &str) -> i64 {
         match self.config.kind {

@@ -45,6 +45,9 @@ pub(crate) fn migrations(dialect: Dialect) -> Vec<Migration> {
                 "CREATE TABLE IF NOT EXISTS \"groups\" (id INTEGER PRIMARY KEY, \
                  guid VARCHAR(255) NULL UNIQUE, type VARCHAR(255) DEFAULT 'app')",
                 "CREATE INDEX IF NOT EXISTS idx_type ON \"groups\" (type)",
+                // The lowest free slot without sorting the pool (the UNIQUE index on guid is not
+                // ordered by id here; in SQLite and InnoDB it is).
+                "CREATE INDEX IF NOT EXISTS idx_groups_free ON \"groups\" (id) WHERE guid IS NULL",
                 "CREATE TABLE IF NOT EXISTS destinations (id SERIAL PRIMARY KEY, \
                  group_id INTEGER NOT NULL REFERENCES \"groups\" (id), port INTEGER NOT NULL DEFAULT 0, \
                  protocol VARCHAR(255) NOT NULL, start_port INTEGER NOT NULL, \
@@ -61,7 +64,8 @@ pub(crate) fn migrations(dialect: Dialect) -> Vec<Migration> {
             Dialect::Mysql => vec![
                 "CREATE TABLE IF NOT EXISTS `groups` (id INT NOT NULL PRIMARY KEY, \
                  guid VARCHAR(255) NULL, type VARCHAR(255) DEFAULT 'app', \
-                 UNIQUE KEY groups_guid_key (guid), KEY idx_type (type)) ENGINE=InnoDB",
+                 UNIQUE KEY groups_guid_key (guid), KEY idx_type (type), \
+                 KEY idx_groups_free (guid, id)) ENGINE=InnoDB",
                 "CREATE TABLE IF NOT EXISTS destinations (id INT NOT NULL AUTO_INCREMENT PRIMARY KEY, \
                  group_id INT NOT NULL, port INT NOT NULL DEFAULT 0, protocol VARCHAR(255) NOT NULL, \
                  start_port INT NOT NULL, end_port INT NOT NULL, \
@@ -128,12 +132,16 @@ pub(crate) fn migrate_locked(
             &[Val::Int(m.version), Val::Str(m.name), Val::Int(now)],
         )?;
     }
-    fill_tag_pool(tx, dialect, tag_length)?;
+    if fill_tag_pool(tx, dialect, tag_length)? && dialect == Dialect::Postgres {
+        // Statistics for the planner right away, not when autovacuum gets to 65,535 new rows.
+        tx.batch("ANALYZE \"groups\"")?;
+    }
     Ok(KNOWN_VERSION)
 }
 
 /// Inserts the free slots `max(id)+1 ..= 2^(8L)-1` (all of them on a fresh database). Re-runnable.
-fn fill_tag_pool(tx: &mut dyn Tx, dialect: Dialect, tag_length: u8) -> Result<(), Error> {
+/// Returns whether it inserted any.
+fn fill_tag_pool(tx: &mut dyn Tx, dialect: Dialect, tag_length: u8) -> Result<bool, Error> {
     let want = (1i64 << (8 * tag_length as i64)) - 1;
     let rows = tx.rows(
         &dialect.q("SELECT COALESCE(MAX(id), 0) FROM \"groups\""),
@@ -151,7 +159,7 @@ fn fill_tag_pool(tx: &mut dyn Tx, dialect: Dialect, tag_length: u8) -> Result<()
         .map_err(|e| context(e, "filling the tag pool"))?;
         next = end + 1;
     }
-    Ok(())
+    Ok(have < want)
 }
 
 fn context(e: Error, what: &str) -> Error {

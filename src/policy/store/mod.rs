@@ -2,6 +2,7 @@
 //! PostgreSQL and MySQL/MariaDB behind cargo features). Schema and algorithms follow the original
 //! (`groups` tag pool, `destinations`, `policies`, `policies_info`); see the reference §4.
 
+mod cache;
 pub mod config;
 mod migrations;
 #[cfg(feature = "mysql")]
@@ -13,9 +14,10 @@ pub mod postgres;
 mod sql;
 pub mod sqlite;
 
+pub use cache::CachedStore;
 pub use config::{DatabaseConfig, DatabaseType};
 pub use migrations::KNOWN_VERSION as SCHEMA_VERSION;
-pub use open::{migrate, open, validate_tag_length};
+pub use open::{migrate, open, open_uncached, validate_tag_length};
 
 use crate::api::policy::{Policy, Tag};
 use std::collections::HashMap;

@@ -220,6 +220,8 @@ impl MysqlStore {
                     if !(stale && attempt == 1 && matches!(e, StoreError::Database(_))) {
                         return Err(e);
                     }
+                    drop(conn);
+                    self.pool.discard_idle();
                 }
             }
         }

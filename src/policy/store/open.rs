@@ -2,7 +2,7 @@
 //! `connect_timeout_seconds`, migrate (one migrator at a time), fill the tag pool.
 
 use super::config::{DatabaseConfig, DatabaseType};
-use super::{Store, StoreError};
+use super::{CachedStore, Store, StoreError};
 use crate::config::Validate;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,8 +17,19 @@ pub fn validate_tag_length(tag_length: u8) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Connects (retrying until `connect_timeout_seconds`), migrates and returns the store.
+/// Connects (retrying until `connect_timeout_seconds`), migrates and returns the store, with the
+/// read cache of [`CachedStore`] in front.
 pub fn open(config: &DatabaseConfig, tag_length: u8) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(Arc::new(CachedStore::new(open_uncached(
+        config, tag_length,
+    )?)))
+}
+
+/// [`open`] without the read cache: every list is a SQL query.
+pub fn open_uncached(
+    config: &DatabaseConfig,
+    tag_length: u8,
+) -> Result<Arc<dyn Store>, StoreError> {
     validate_tag_length(tag_length)?;
     config.validate().map_err(StoreError::Database)?;
     retry(config, || open_once(config, tag_length))
@@ -27,7 +38,7 @@ pub fn open(config: &DatabaseConfig, tag_length: u8) -> Result<Arc<dyn Store>, S
 /// Runs the migrations alone (the `policy-server migrate` subcommand), retrying until the
 /// database answers or `connect_timeout_seconds` pass. Returns the schema version.
 pub fn migrate(config: &DatabaseConfig, tag_length: u8) -> Result<i64, StoreError> {
-    open(config, tag_length).map(|_| super::migrations::KNOWN_VERSION)
+    open_uncached(config, tag_length).map(|_| super::migrations::KNOWN_VERSION)
 }
 
 fn open_once(config: &DatabaseConfig, tag_length: u8) -> Result<Arc<dyn Store>, StoreError> {
@@ -89,6 +100,7 @@ fn retry<T>(
 
 /// How long a single connection attempt may take: what is left of the start-up budget, at most
 /// 10 s (so a black-holed address is retried rather than waited on for the whole budget).
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) fn attempt_timeout(config: &DatabaseConfig) -> Duration {
     Duration::from_secs(config.connect_timeout_seconds.clamp(1, 10))
 }

@@ -1,6 +1,8 @@
 //! A small blocking connection pool shared by the backends: at most `max_open` connections, at
 //! most `max_idle` kept idle, each replaced after `max_lifetime`. Connections are made outside the
 //! pool's lock, so a slow database never blocks callers that could use an idle connection.
+// Parts used only by the PostgreSQL/MySQL backends are unused in a SQLite-only build.
+#![cfg_attr(not(any(feature = "postgres", feature = "mysql")), allow(dead_code))]
 
 use super::StoreError;
 use std::ops::{Deref, DerefMut};
@@ -125,6 +127,19 @@ impl<C> Pool<C> {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
+    }
+}
+
+impl<C> Pool<C> {
+    /// Closes every idle connection (after one turned out dead, e.g. across a database restart,
+    /// the others most likely are too).
+    pub fn discard_idle(&self) {
+        let mut state = self.lock();
+        let n = state.idle.len();
+        state.idle.clear();
+        state.open -= n;
+        drop(state);
+        self.freed.notify_all();
     }
 }
 

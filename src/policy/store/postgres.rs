@@ -302,7 +302,11 @@ impl PostgresStore {
                     backoff(attempt);
                 }
                 Err(Error::Store(StoreError::Database(_)))
-                    if closed && conn.reused() && attempt == 1 => {}
+                    if closed && conn.reused() && attempt == 1 =>
+                {
+                    drop(conn);
+                    self.pool.discard_idle();
+                }
                 Err(Error::Store(e)) => return Err(e),
             }
         }

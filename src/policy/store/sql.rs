@@ -7,9 +7,11 @@
 //! additionally lock the `groups` row they use (`FOR UPDATE`), so a concurrent `create_tag` can never
 //! take a slot that is being released or assigned, and `groups.guid` is UNIQUE: a lost race ends in a
 //! unique-key error, which the backend retries as a [`Error::Conflict`].
+// Parts used only by the PostgreSQL/MySQL backends are unused in a SQLite-only build.
+#![cfg_attr(not(any(feature = "postgres", feature = "mysql")), allow(dead_code))]
 
 use super::StoreError;
-use crate::api::policy::{Policy, Tag};
+use crate::api::policy::{Destination, Policy, Ports, Source, Tag};
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -45,6 +47,14 @@ impl Cell {
             Cell::Str(s) => Ok(s.clone()),
             Cell::Int(i) => Ok(i.to_string()),
             Cell::Null => Err(db_error("expected text, got NULL")),
+        }
+    }
+
+    /// The text, moved out (no copy).
+    pub fn take_text(&mut self) -> Result<String, Error> {
+        match std::mem::replace(self, Cell::Null) {
+            Cell::Str(s) => Ok(s),
+            other => other.text(),
         }
     }
 
@@ -119,6 +129,16 @@ impl Dialect {
         }
     }
 
+    /// Index hint for the lowest free slot: MariaDB otherwise walks the primary key past every
+    /// taken slot (or sorts all free ones); PostgreSQL has a partial index, SQLite's guid index is
+    /// ordered by id already.
+    pub fn free_slot_hint(self) -> &'static str {
+        match self {
+            Dialect::Mysql => " FORCE INDEX (idx_groups_free)",
+            _ => "",
+        }
+    }
+
     /// `FROM DUAL` for `INSERT ... SELECT ... WHERE NOT EXISTS` (MySQL needs a FROM there).
     pub fn dual(self) -> &'static str {
         match self {
@@ -151,7 +171,7 @@ pub(crate) struct Engine {
 }
 
 const LIST_SELECT: &str =
-    "SELECT sg.guid, sg.id, dg.guid, dg.id, d.start_port, d.end_port, d.protocol \
+    "SELECT sg.guid, sg.id, dg.guid, dg.id, d.start_port, d.end_port, d.protocol, p.id \
      FROM policies p \
      JOIN \"groups\" sg ON sg.id = p.group_id \
      JOIN destinations d ON d.id = p.destination_id \
@@ -238,14 +258,31 @@ impl Engine {
             return Ok(id);
         }
         let sql = format!(
-            "SELECT id FROM \"groups\" WHERE guid IS NULL AND id <= ? ORDER BY id LIMIT 1{}",
+            "SELECT id FROM \"groups\"{} WHERE guid IS NULL ORDER BY id LIMIT 1{}",
+            self.dialect.free_slot_hint(),
             self.dialect.for_update()
         );
-        let rows = tx.rows(&self.q(&sql), &[Val::Int(self.max_tag())])?;
-        let Some(row) = rows.first() else {
-            return Err(Error::Store(StoreError::TagPoolExhausted));
+        let rows = tx.rows(&self.q(&sql), &[])?;
+        let id = match rows.first() {
+            Some(row) => row[0].int()?,
+            None => {
+                // A locking read that lost its row to a concurrent allocator may come back empty
+                // although other slots are free: only a plain read decides exhaustion.
+                let any = tx.rows(
+                    &self.q("SELECT id FROM \"groups\" WHERE guid IS NULL AND id <= ? LIMIT 1"),
+                    &[Val::Int(self.max_tag())],
+                )?;
+                return Err(if any.is_empty() {
+                    Error::Store(StoreError::TagPoolExhausted)
+                } else {
+                    Error::Conflict("free tag slot taken concurrently".into())
+                });
+            }
         };
-        let id = row[0].int()?;
+        // Slots above the configured tag length (a pool filled for a longer one) are not used.
+        if id > self.max_tag() {
+            return Err(Error::Store(StoreError::TagPoolExhausted));
+        }
         let n = tx.exec(
             &self.q("UPDATE \"groups\" SET guid = ?, type = ? WHERE id = ? AND guid IS NULL"),
             &[Val::Str(guid), Val::Str(kind), Val::Int(id)],
@@ -437,7 +474,7 @@ impl Engine {
                 };
                 params.extend(ids.iter().map(|s| Val::Str(s)));
                 format!(
-                    "{LIST_SELECT} WHERE {column} IN ({}) ORDER BY p.id",
+                    "{LIST_SELECT} WHERE {column} IN ({})",
                     placeholders(ids.len())
                 )
             }
@@ -449,7 +486,7 @@ impl Engine {
                 params.extend(src.iter().map(|s| Val::Str(s)));
                 params.extend(dst.iter().map(|s| Val::Str(s)));
                 format!(
-                    "{LIST_SELECT} WHERE sg.guid IN ({}) AND dg.guid IN ({}) ORDER BY p.id",
+                    "{LIST_SELECT} WHERE sg.guid IN ({}) AND dg.guid IN ({})",
                     placeholders(src.len()),
                     placeholders(dst.len())
                 )
@@ -465,8 +502,8 @@ impl Engine {
                 // which no planner turns into index use.
                 let marks = placeholders(ids.len());
                 format!(
-                    "SELECT sg.guid, sg.id, dg.guid, dg.id, d.start_port, d.end_port, d.protocol \
-                     FROM (SELECT p1.id FROM policies p1 JOIN \"groups\" g1 ON g1.id = p1.group_id \
+                    "SELECT sg.guid, sg.id, dg.guid, dg.id, d.start_port, d.end_port, d.protocol, \
+                     p.id FROM (SELECT p1.id FROM policies p1 JOIN \"groups\" g1 ON g1.id = p1.group_id \
                      WHERE g1.guid IN ({marks}) \
                      UNION SELECT p2.id FROM policies p2 \
                      JOIN destinations d2 ON d2.id = p2.destination_id \
@@ -474,23 +511,31 @@ impl Engine {
                      JOIN policies p ON p.id = m.id \
                      JOIN \"groups\" sg ON sg.id = p.group_id \
                      JOIN destinations d ON d.id = p.destination_id \
-                     JOIN \"groups\" dg ON dg.id = d.group_id ORDER BY p.id"
+                     JOIN \"groups\" dg ON dg.id = d.group_id"
                 )
             }
         };
-        let rows = tx.rows(&self.q(&sql), &params)?;
-        rows.iter()
-            .map(|r| {
-                let mut p = Policy::new(
-                    &r[0].text()?,
-                    &r[2].text()?,
-                    &r[6].text()?,
-                    r[4].int()?,
-                    r[5].int()?,
-                );
-                p.source.tag = Some(self.tag(r[1].int()?));
-                p.destination.tag = Some(self.tag(r[3].int()?));
-                Ok(p)
+        // Filtered queries have no ORDER BY (it makes MariaDB walk all policies in id order
+        // instead of using the filter's indexes); every list is sorted here, in creation order.
+        let mut rows = tx.rows(&self.q(&sql), &params)?;
+        rows.sort_by_key(|r| r[7].int().unwrap_or(0));
+        rows.into_iter()
+            .map(|mut r| {
+                Ok(Policy {
+                    source: Source {
+                        id: r[0].take_text()?,
+                        tag: Some(self.tag(r[1].int()?)),
+                    },
+                    destination: Destination {
+                        id: r[2].take_text()?,
+                        tag: Some(self.tag(r[3].int()?)),
+                        protocol: r[6].take_text()?,
+                        ports: Ports {
+                            start: r[4].int()?,
+                            end: r[5].int()?,
+                        },
+                    },
+                })
             })
             .collect()
     }

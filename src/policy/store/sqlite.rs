@@ -3,7 +3,7 @@
 //!
 //! Concurrency: one writer connection behind a mutex (SQLite has one writer anyway; BEGIN
 //! IMMEDIATE takes the write lock up front, so other processes on the same file wait on
-//! `busy_timeout` instead of failing mid-transaction) and a small pool of read-only connections,
+//! `busy_timeout` instead of failing mid-transaction) and a pool of read-only connections,
 //! which WAL lets read a committed snapshot while the writer works. `:memory:` has one connection
 //! for everything (each connection would otherwise see its own database).
 
@@ -19,8 +19,10 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-/// Reader connections: enough to keep both cores of a small machine busy with reads.
-const READERS: usize = 4;
+/// Reader connections (bounded by `max_open_connections`): one per concurrent request thread of a
+/// policy server, so a reader descheduled on a busy machine never makes others queue behind it
+/// for a connection. Cheap: each is a file handle and a small page cache.
+const READERS: usize = 16;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const STATEMENT_CACHE: usize = 128;
 
