@@ -427,6 +427,49 @@ fn properties_links_and_bad_values() {
 }
 
 #[test]
+fn policy_server_pre_start_migrates_on_the_bootstrap_instance() {
+    let f = Fixture::new();
+    let db = PathBuf::from(f.dir("ps-db")).join("policy.db");
+    let mut ctx = f.context("policy-server");
+    ctx["properties"]["database"] = json!({"type": "sqlite", "name": db.display().to_string()});
+    let r = render_job(&f, "policy-server", &ctx);
+    check_config(bin("policy-server"), &r["config/policy-server.json"]);
+    let script = read(&r["bin/pre-start"]).replace(
+        "/var/vcap/packages/netman/bin/policy-server",
+        bin("policy-server"),
+    );
+    let out = run(Command::new("bash").arg("-c").arg(&script));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The schema is there: the SQLite file has the policies table.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let tables: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'policies'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tables, 1);
+
+    // Not the bootstrap instance: no migration.
+    let db2 = PathBuf::from(f.dir("ps-db2")).join("policy.db");
+    ctx["properties"]["database"]["name"] = json!(db2.display().to_string());
+    ctx["spec"]["bootstrap"] = json!(false);
+    let r = render_job(&f, "policy-server", &ctx);
+    let script = read(&r["bin/pre-start"]).replace(
+        "/var/vcap/packages/netman/bin/policy-server",
+        bin("policy-server"),
+    );
+    let out = run(Command::new("bash").arg("-c").arg(&script));
+    assert!(out.status.success());
+    assert!(!db2.exists());
+}
+
+#[test]
 fn overlay_daemon_drain_waits_for_the_container_store_to_empty() {
     let f = Fixture::new();
     let store = PathBuf::from(f.dir("drain")).join("store.json");
