@@ -237,6 +237,21 @@ fn bad_input_gives_a_clear_error_and_leaves_no_state() {
             "{e}"
         );
 
+        // No CNI config at all.
+        std::fs::rename(
+            cell.path("cni-config/10-test.conflist"),
+            cell.path("conflist.off"),
+        )
+        .unwrap();
+        let e = cell.up("h1", &good).unwrap_err();
+        assert!(e.contains("no CNI config"), "{e}");
+        assert_eq!(state(&cell), before);
+        std::fs::rename(
+            cell.path("conflist.off"),
+            cell.path("cni-config/10-test.conflist"),
+        )
+        .unwrap();
+
         // A failing CNI plugin after the real ones: the bridge ADD is undone (DEL), ports,
         // mount, cache and rules too.
         cell.write_conflist(&[json!({"type": "failing"})]);
@@ -478,6 +493,86 @@ fn netman_era_net_in_and_net_out() {
         );
 
         cell.down("old").unwrap();
+        assert_eq!(state(&cell), before);
+    }
+}
+
+#[test]
+fn concurrent_ups_and_downs_in_one_cell() {
+    for &plugin in PLUGINS {
+        let cell = Cell::new(plugin);
+        let before = state(&cell);
+        let ks: Vec<Container> = (0..4).map(|_| Container::start()).collect();
+        let outs: Vec<Value> = std::thread::scope(|s| {
+            let hs: Vec<_> = ks
+                .iter()
+                .enumerate()
+                .map(|(i, k)| {
+                    let cell = &cell;
+                    s.spawn(move || {
+                        cell.up(&format!("par-{i}"), &up_input(k.pid(), &[(0, 8080)], asg()))
+                            .unwrap()
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let mut ports: Vec<u16> = outs.iter().map(|o| mapped_ports(o)[0].0).collect();
+        ports.sort();
+        assert_eq!(ports, vec![61000, 61001, 61002, 61003]);
+        let mut ips: Vec<String> = outs.iter().map(container_ip).collect();
+        ips.sort();
+        ips.dedup();
+        assert_eq!(ips.len(), 4);
+        assert_eq!(cell.store().as_object().unwrap().len(), 4);
+        std::thread::scope(|s| {
+            for i in 0..4 {
+                let cell = &cell;
+                s.spawn(move || cell.down(&format!("par-{i}")).unwrap());
+            }
+        });
+        assert_eq!(state(&cell), before);
+    }
+}
+
+#[test]
+fn pid_zero_takes_the_netns_from_fd_3() {
+    for &plugin in PLUGINS {
+        let mut cell = Cell::new(plugin);
+        cell.internet_tcp(&[8005]);
+        let before = state(&cell);
+        let k = Container::start();
+        let o = cell.run_with_fd3(
+            &["--action", "up", "--handle", "fd3"],
+            &up_input(0, &[], asg()).to_string(),
+            &k.ns.path(),
+        );
+        assert!(o.ok, "{}", o.stderr);
+        let out: Value = serde_json::from_str(&o.stdout).unwrap();
+        assert!(container_ip(&out).starts_with("10.77.0."));
+        // The interface landed in the container's namespace and the ASG applies to it.
+        tcp_probe(&k.ns.path(), &format!("{NET_A}:8005")).unwrap();
+        cell.down("fd3").unwrap();
+        assert_eq!(state(&cell), before);
+    }
+}
+
+#[test]
+fn reconcile_after_the_netns_mount_is_gone() {
+    for &plugin in PLUGINS {
+        let cell = Cell::new(plugin);
+        let before = state(&cell);
+        let k = Container::start();
+        cell.up("lost", &up_input(k.pid(), &[(0, 8080)], asg()))
+            .unwrap();
+        // As after a reboot: the bind mount is gone, the file and every other record remain.
+        nix::mount::umount2(&cell.path("netns/lost"), nix::mount::MntFlags::MNT_DETACH).unwrap();
+        let o = cell.run(&["--action", "reconcile"], "");
+        assert!(o.ok, "{}", o.stderr);
+        assert_eq!(
+            serde_json::from_str::<Value>(&o.stdout).unwrap(),
+            json!({"removed": ["lost"]})
+        );
         assert_eq!(state(&cell), before);
     }
 }

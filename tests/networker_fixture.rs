@@ -215,21 +215,49 @@ impl Cell {
     }
 
     pub fn run_with_config(&self, config: &Path, args: &[&str], stdin: &str) -> Output {
+        self.run_full(config, args, stdin, None)
+    }
+
+    /// Like `run`, with `fd3` open as the child's file descriptor 3 (garden's `Pid: 0` way of
+    /// passing the container's network namespace).
+    pub fn run_with_fd3(&self, args: &[&str], stdin: &str, fd3: &Path) -> Output {
+        self.run_full(&self.config_path, args, stdin, Some(fd3.to_path_buf()))
+    }
+
+    fn run_full(&self, config: &Path, args: &[&str], stdin: &str, fd3: Option<PathBuf>) -> Output {
         let mut full: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         full.push(format!("--configFile={}", config.display()));
         let input = stdin.to_string();
         let lock = self.path("xtables.lock");
         netns::run_in(&self.cell.path(), move || {
-            let mut child = Command::new(BIN)
-                .args(&full)
+            let mut cmd = Command::new(BIN);
+            cmd.args(&full)
                 .env("XTABLES_LOCKFILE", &lock)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
+                .stderr(Stdio::piped());
+            let file = fd3.map(|p| std::fs::File::open(p).unwrap());
+            if let Some(f) = &file {
+                use std::os::fd::AsRawFd;
+                use std::os::unix::process::CommandExt;
+                let raw = f.as_raw_fd();
+                // SAFETY: only dup2 (async-signal-safe) between fork and exec.
+                unsafe {
+                    cmd.pre_exec(move || {
+                        if nix::libc::dup2(raw, 3) < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        Ok(())
+                    });
+                }
+            }
+            let mut child = cmd.spawn().unwrap();
+            drop(file);
             let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
             let out = child.wait_with_output().unwrap();
+            if std::env::var_os("NETMAN_TEST_SHOW_STDERR").is_some() {
+                eprint!("{}", String::from_utf8_lossy(&out.stderr));
+            }
             Output {
                 ok: out.status.success(),
                 stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -81,9 +81,30 @@ fn cells_connect_containers_carry_marks_and_converge() {
     for (i, cell) in lab.cells.iter().enumerate() {
         for (j, s) in subnets.iter().enumerate() {
             if i != j {
-                wait_until("converge", Duration::from_secs(15), || {
-                    entries_for(cell, s) == (1, 1, 1)
-                });
+                let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    wait_until("converge", Duration::from_secs(15), || {
+                        entries_for(cell, s) == (1, 1, 1)
+                    })
+                }));
+                if ok.is_err() {
+                    let logs: Vec<String> = lab
+                        .cells
+                        .iter()
+                        .map(|c| std::fs::read_to_string(&c.log).unwrap_or_default())
+                        .collect();
+                    let state = cell
+                        .ns
+                        .exec(&[
+                            "sh",
+                            "-c",
+                            "ip route; ip neigh; bridge fdb show dev silk-vtep",
+                        ])
+                        .unwrap_or_default();
+                    panic!(
+                        "cell {i} did not converge to {s}: {:?}\nstate: {state}\nlogs: {logs:#?}",
+                        entries_for(cell, s)
+                    );
+                }
             }
         }
     }
@@ -207,4 +228,91 @@ fn release_lease(lab: &Lab, underlay_ip: &str) {
         c.release(&ip).unwrap();
     })
     .unwrap();
+}
+
+fn rewrite_config(cell: &Cell, key: &str, value: serde_json::Value) {
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cell.config).unwrap()).unwrap();
+    v[key] = value;
+    std::fs::write(&cell.config, v.to_string()).unwrap();
+}
+
+fn wait_exit(cell: &mut Cell, within: Duration) -> Option<i32> {
+    let d = cell.daemon.as_mut().unwrap();
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(s)) = d.child.try_wait() {
+            return s.code();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+#[test]
+fn controller_outage_partition_tolerance_and_subnet_kept_under_containers() {
+    let mut lab = Lab::new(LabOptions::default());
+    let subnets: Vec<String> = lab.cells.iter().map(|c| c.info().overlay_subnet).collect();
+    let a = add_container(&lab, 0, "1.1.0");
+    let b = add_container(&lab, 1, "1.1.0");
+    wait_until("connectivity", Duration::from_secs(15), || {
+        ping(&a.ns, &b.ip)
+    });
+
+    // The controller goes away: daemons keep running, the data plane keeps working.
+    lab.controller.as_mut().unwrap().terminate();
+    std::thread::sleep(Duration::from_secs(3));
+    for cell in &mut lab.cells {
+        assert!(
+            cell.daemon
+                .as_mut()
+                .unwrap()
+                .child
+                .try_wait()
+                .unwrap()
+                .is_none(),
+            "daemon survives the outage"
+        );
+    }
+    assert!(ping(&a.ns, &b.ip));
+    // A daemon restarted during the outage rediscovers its lease from the VTEP.
+    lab.cells[1].daemon.as_mut().unwrap().terminate();
+    lab.cells[1].start_daemon();
+    assert_eq!(lab.cells[1].info().overlay_subnet, subnets[1]);
+    assert!(ping(&a.ns, &b.ip));
+    lab.start_controller();
+    assert!(ping(&b.ns, &a.ip));
+
+    // Beyond the partition tolerance the daemon exits and says the cell must be restarted.
+    lab.cells[0].daemon.as_mut().unwrap().terminate();
+    rewrite_config(&lab.cells[0], "partition_tolerance_seconds", 2.into());
+    lab.cells[0].start_daemon();
+    lab.controller.as_mut().unwrap().terminate();
+    let code = wait_exit(&mut lab.cells[0], Duration::from_secs(20));
+    assert!(matches!(code, Some(c) if c != 0), "{code:?}");
+    let log = lab.cells[0].daemon.as_ref().unwrap().log_text();
+    assert!(log.contains("must be restarted"), "{log}");
+    assert!(ping(&a.ns, &b.ip), "the data plane stays");
+
+    // A lease that no longer fits the configured network is not given up while containers exist.
+    lab.start_controller();
+    rewrite_config(&lab.cells[0], "partition_tolerance_seconds", 3600.into());
+    rewrite_config(&lab.cells[0], "overlay_network", "10.254.0.0/16".into());
+    let cell = &mut lab.cells[0];
+    cell.daemon = Some(spawn_in(
+        &cell.ns,
+        DAEMON,
+        &["--config", cell.config.to_str().unwrap()],
+        &cell.log,
+    ));
+    let code = wait_exit(cell, Duration::from_secs(20));
+    assert_eq!(code, Some(1));
+    assert!(cell
+        .daemon
+        .as_ref()
+        .unwrap()
+        .log_text()
+        .contains("containers exist"));
+    assert_eq!(cell.info_or_none(), None);
+    assert!(ping(&a.ns, &b.ip), "VTEP and routes untouched");
 }

@@ -47,6 +47,14 @@ enum Command {
     },
     /// Print the lab's admin token (for `netman --token` or curl).
     Token,
+    /// Kill a lab process with SIGKILL (fault drills): `netman-lab kill policy-server`.
+    Kill { process: String },
+    /// Start a stopped or killed lab process again with its recorded command.
+    Start { process: String },
+    /// Stop (SIGTERM) and start a lab process.
+    Restart { process: String },
+    /// Take a cell out: destroy its containers, stop its processes, release its lease.
+    RemoveCell { cell: usize },
     /// (internal) Forward a loopback port of this machine into a lab namespace.
     #[command(hide = true)]
     Forward {
@@ -81,6 +89,10 @@ fn main() {
         }),
         Command::Exec { container, command } => exec(&cli.dir, &container, &command),
         Command::Token => State::load(&cli.dir).map(|s| println!("{}", s.admin_token)),
+        Command::Kill { process } => control(&cli.dir, &process, Action::Kill),
+        Command::Start { process } => control(&cli.dir, &process, Action::Start),
+        Command::Restart { process } => control(&cli.dir, &process, Action::Restart),
+        Command::RemoveCell { cell } => remove_cell(&cli.dir, cell),
         Command::Forward {
             listen,
             netns,
@@ -219,4 +231,61 @@ fn exec(dir: &PathBuf, container: &str, command: &[String]) -> Result<(), String
         .status()
         .map_err(|e| format!("running {command:?}: {e}"))?;
     std::process::exit(status.code().unwrap_or(1));
+}
+
+enum Action {
+    Kill,
+    Start,
+    Restart,
+}
+
+fn control(dir: &std::path::Path, name: &str, action: Action) -> Result<(), String> {
+    lab::require_root()?;
+    let mut state = State::load(dir)?;
+    let index = state
+        .processes
+        .iter()
+        .position(|p| p.name == name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = state.processes.iter().map(|p| p.name.as_str()).collect();
+            format!("no lab process {name:?}; there are {}", names.join(", "))
+        })?;
+    let current = state.processes[index].clone();
+    match action {
+        Action::Kill => {
+            current.kill(nix::sys::signal::Signal::SIGKILL);
+            println!("killed {name} (pid {})", current.pid);
+            return Ok(());
+        }
+        Action::Restart => current.stop(std::time::Duration::from_secs(5)),
+        Action::Start if current.alive() => {
+            return Err(format!("{name} is running (pid {})", current.pid))
+        }
+        Action::Start => {}
+    }
+    let restarted = lab::process::respawn(&current)?;
+    println!("started {name} (pid {})", restarted.pid);
+    state.processes[index] = restarted;
+    state.save(dir)
+}
+
+fn remove_cell(dir: &std::path::Path, cell: usize) -> Result<(), String> {
+    lab::require_root()?;
+    let state = State::load(dir)?;
+    if cell == 0 || cell > state.cells {
+        return Err(format!("the lab has cells 1-{}", state.cells));
+    }
+    let bin = std::env::current_exe()
+        .map_err(|e| e.to_string())?
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let mut lab = Lab {
+        dir: dir.to_path_buf(),
+        bin,
+        state,
+    };
+    lab.remove_cell(cell)?;
+    println!("cell {cell} removed");
+    Ok(())
 }

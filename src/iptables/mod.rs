@@ -1,6 +1,7 @@
 //! The shared iptables layer of every netman component: typed rules (`types`), rendered to
 //! `iptables-restore` text in one place (`render`), grouped into per-table batches (`batch`) and
-//! applied with one `iptables-restore --noflush --wait` per table under the shared lock: an
+//! applied by one `iptables-restore --noflush --wait` process with one section (one `COMMIT`, one
+//! transaction) per table, under the shared lock: an
 //! in-process mutex plus an exclusive `flock` on the configured lock file (the CF convention,
 //! `/var/vcap/data/garden-cni/iptables.lock`). Listing parses `iptables-save -t TABLE` (`parse`).
 //!
@@ -76,18 +77,30 @@ impl Iptables {
 
     /// Lists one table (no lock needed: listing is one atomic read).
     pub fn list(&self, table: Table) -> Result<TableState, String> {
+        let out = self.save(&["-t", table.name()])?;
+        parse::parse_save(table, &out)
+    }
+
+    /// Lists several tables with one `iptables-save` (a table that does not exist yet is empty).
+    pub fn list_tables(&self, tables: &[Table]) -> Result<Vec<TableState>, String> {
+        let out = self.save(&[])?;
+        tables.iter().map(|t| parse::parse_save(*t, &out)).collect()
+    }
+
+    fn save(&self, args: &[&str]) -> Result<String, String> {
         let out = Command::new(&self.save)
-            .args(["-t", table.name()])
+            .args(args)
             .output()
             .map_err(|e| format!("running {}: {e}", self.save))?;
         if !out.status.success() {
             return Err(format!(
-                "{} -t {table} failed: {}",
+                "{} {} failed: {}",
                 self.save,
+                args.join(" "),
                 String::from_utf8_lossy(&out.stderr).trim()
             ));
         }
-        parse::parse_save(table, &String::from_utf8_lossy(&out.stdout))
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 }
 
@@ -103,17 +116,28 @@ impl Locked<'_> {
         self.ipt.list(table)
     }
 
-    /// One `iptables-restore --noflush --wait` per table with operations. Stops at the first
-    /// failing table; the error names the table and the failing line.
-    pub fn apply(&self, batch: &Batch) -> Result<(), String> {
-        for table in batch.tables() {
-            let text = render::table_text(batch, table).expect("table has operations");
-            self.restore(table, &text)?;
-        }
-        Ok(())
+    /// Lists several tables with one `iptables-save`.
+    pub fn list_tables(&self, tables: &[Table]) -> Result<Vec<TableState>, String> {
+        self.ipt.list_tables(tables)
     }
 
-    fn restore(&self, table: Table, text: &str) -> Result<(), String> {
+    /// Applies the batch: one `iptables-restore --noflush --wait` process whose input holds one
+    /// section per table, each ending in its own `COMMIT` (so each table is one transaction).
+    /// Tables are committed in order (raw, mangle, nat, filter); at the first failing line the
+    /// process stops and the error names the table and the line.
+    pub fn apply(&self, batch: &Batch) -> Result<(), String> {
+        let text: String = batch
+            .tables()
+            .into_iter()
+            .filter_map(|t| render::table_text(batch, t))
+            .collect();
+        if text.is_empty() {
+            return Ok(());
+        }
+        self.restore(&text)
+    }
+
+    fn restore(&self, text: &str) -> Result<(), String> {
         log::debug!("iptables-restore --noflush:\n{text}");
         let mut child = Command::new(&self.ipt.restore)
             .args(["--noflush", "--wait"])
@@ -135,11 +159,17 @@ impl Locked<'_> {
         }
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            let line = failed_line(&err).and_then(|n| text.lines().nth(n - 1));
-            return Err(match line {
-                Some(l) => format!("iptables-restore ({table}): {err} [line: {l}]"),
-                None => format!("iptables-restore ({table}): {err}"),
-            });
+            let Some(n) = failed_line(&err).filter(|n| *n >= 1) else {
+                return Err(format!("iptables-restore: {err}"));
+            };
+            let lines: Vec<&str> = text.lines().collect();
+            let table = lines[..n.min(lines.len())]
+                .iter()
+                .rev()
+                .find_map(|l| l.strip_prefix('*'))
+                .unwrap_or("?");
+            let line = lines.get(n - 1).copied().unwrap_or("?");
+            return Err(format!("iptables-restore ({table}): {err} [line: {line}]"));
         }
         Ok(())
     }

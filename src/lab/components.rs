@@ -187,7 +187,9 @@ impl Lab {
             namespace: "(root: a loopback listener only)".into(),
             pid: child.id(),
             log,
-            command: args,
+            command: std::iter::once(s(&self.binary("netman-lab")))
+                .chain(args)
+                .collect(),
         };
         self.state.api_port = api_port;
         self.state.processes.push(p.clone());
@@ -480,4 +482,53 @@ fn hex_token() -> String {
     let mut bytes = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut bytes);
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Lab {
+    /// Takes a cell out as an operator would: its containers destroyed through the networker,
+    /// its processes stopped, its lease released, its namespaces deleted.
+    pub fn remove_cell(&mut self, cell: usize) -> Result<(), String> {
+        let ns = cell_name(cell);
+        let gone: Vec<Container> = self
+            .state
+            .containers
+            .iter()
+            .filter(|c| c.cell == cell)
+            .cloned()
+            .collect();
+        for c in &gone {
+            self.networker(cell, "down", &c.handle, None)?;
+            if let Some(p) = self.state.process(&format!("app-{}", c.handle)) {
+                p.stop(Duration::from_secs(2));
+            }
+            let _ = crate::netns::run(&["ip", "netns", "del", &c.namespace]);
+        }
+        for p in self.state.processes.iter().filter(|p| p.namespace == ns) {
+            p.stop(Duration::from_secs(5));
+        }
+        let certs = self.certs();
+        let tls = crate::http::client::ClientTls {
+            ca_cert_file: Some(s(&certs.join("ca.crt"))),
+            client_cert_file: Some(s(&certs.join("overlay-daemon.crt"))),
+            client_key_file: Some(s(&certs.join("overlay-daemon.key"))),
+            skip_verification: false,
+        };
+        let underlay = cell_ip(cell).to_string();
+        crate::netns::run_in(&netns_path(CONTROL), move || {
+            crate::overlay::client::ControllerClient::new(
+                &format!("https://{CONTROL_IP}:{CONTROLLER_PORT}"),
+                &tls,
+                Duration::from_secs(5),
+            )
+            .map_err(|e| e.to_string())?
+            .release(&underlay)
+            .map_err(|e| format!("releasing the lease of cell {cell}: {e}"))
+        })??;
+        crate::netns::run(&["ip", "netns", "del", &ns])?;
+        self.state.containers.retain(|c| c.cell != cell);
+        self.state.processes.retain(|p| {
+            p.namespace != ns && !gone.iter().any(|c| p.name == format!("app-{}", c.handle))
+        });
+        self.state.save(&self.dir)
+    }
 }

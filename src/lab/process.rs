@@ -117,3 +117,24 @@ pub fn tail(path: &Path, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
+
+/// Starts a recorded process again with the same command line and log file.
+pub fn respawn(p: &LabProcess) -> Result<LabProcess, String> {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&p.log)
+        .map_err(|e| format!("opening {}: {e}", p.log.display()))?;
+    let err = out.try_clone().map_err(|e| e.to_string())?;
+    let child = Command::new(&p.command[0])
+        .args(&p.command[1..])
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(|e| format!("starting {}: {e}", p.name))?;
+    Ok(LabProcess {
+        pid: child.id(),
+        ..p.clone()
+    })
+}

@@ -127,8 +127,9 @@ impl Handle {
         Ok(self.seq)
     }
 
-    /// Receives messages answering `seq` until `done` says so.
-    fn receive(&mut self, context: &str, seq: u32, dump: bool) -> Result<Vec<RouteNetlinkMessage>> {
+    /// Receives the messages answering `seq` until the ACK/error (requests, and GETs sent with
+    /// NLM_F_ACK) or NLMSG_DONE (dumps).
+    fn receive(&mut self, context: &str, seq: u32) -> Result<Vec<RouteNetlinkMessage>> {
         let mut out = Vec::new();
         loop {
             let (data, _) = self
@@ -156,9 +157,6 @@ impl Handle {
                     NetlinkPayload::Done(_) => return Ok(out),
                     NetlinkPayload::InnerMessage(m) => {
                         out.push(m);
-                        if !dump {
-                            // A GET with NLM_F_ACK still ends with an ACK; keep reading.
-                        }
                     }
                     _ => {}
                 }
@@ -169,7 +167,7 @@ impl Handle {
     /// A change request: waits for the ACK.
     fn request(&mut self, context: &str, msg: RouteNetlinkMessage, flags: u16) -> Result<()> {
         let seq = self.send(context, msg, NLM_F_REQUEST | NLM_F_ACK | flags)?;
-        self.receive(context, seq, false).map(|_| ())
+        self.receive(context, seq).map(|_| ())
     }
 
     fn dump(
@@ -178,7 +176,7 @@ impl Handle {
         msg: RouteNetlinkMessage,
     ) -> Result<Vec<RouteNetlinkMessage>> {
         let seq = self.send(context, msg, NLM_F_REQUEST | NLM_F_DUMP)?;
-        self.receive(context, seq, true)
+        self.receive(context, seq)
     }
 
     // ---------------------------------------------------------------- links
@@ -208,7 +206,7 @@ impl Handle {
             RouteNetlinkMessage::GetLink(msg),
             NLM_F_REQUEST | NLM_F_ACK,
         )?;
-        match self.receive(&context, seq, false) {
+        match self.receive(&context, seq) {
             Ok(msgs) => Ok(msgs.into_iter().find_map(|m| match m {
                 RouteNetlinkMessage::NewLink(l) => Some(Link::from_message(&l)),
                 _ => None,

@@ -49,6 +49,9 @@ pub struct Config {
     pub policy_agent_timeout_seconds: u64,
     #[serde(default)]
     pub deny_networks: DenyNetworks,
+    /// The overlay's VXLAN device: only tagged traffic may leave a container through it.
+    #[serde(default = "default_vtep_name")]
+    pub vtep_name: String,
     /// Mark set on NetIn traffic (hex, like silk's `ingress_tag`).
     #[serde(default = "default_ingress_tag")]
     pub ingress_tag: String,
@@ -80,6 +83,9 @@ pub struct DenyNetworks {
     pub staging: Vec<Ipv4Net>,
 }
 
+fn default_vtep_name() -> String {
+    "silk-vtep".into()
+}
 fn default_cni_cache_dir() -> String {
     "/var/vcap/data/garden-cni/cni-cache".into()
 }
@@ -128,6 +134,8 @@ impl Config {
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), String> {
+        crate::iptables::types::InterfaceName::new(&self.vtep_name)
+            .map_err(|e| format!("invalid 'vtep_name': {e}"))?;
         for (key, value) in [
             ("cni_plugin_dir", &self.cni_plugin_dir),
             ("cni_config_dir", &self.cni_config_dir),

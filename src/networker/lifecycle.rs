@@ -84,7 +84,12 @@ impl Networker {
                 netns.display()
             ));
         }
-        let list = cni_exec::load(Path::new(&self.config.cni_config_dir))?;
+        let Some(list) = cni_exec::load(Path::new(&self.config.cni_config_dir))? else {
+            return Err(format!(
+                "no CNI config (*.conflist or *.conf) in {}",
+                self.config.cni_config_dir
+            ));
+        };
 
         let mut undo: Vec<Undo> = Vec::new();
         match self.up_steps(handle, input, &netns, list, asg, &mut undo) {
@@ -101,7 +106,7 @@ impl Networker {
         handle: &str,
         input: &UpInput,
         netns: &Path,
-        list: Option<NetworkList>,
+        list: NetworkList,
         asg: Vec<crate::iptables::Rule>,
         undo: &mut Vec<Undo>,
     ) -> Result<UpOutput, String> {
@@ -126,12 +131,6 @@ impl Networker {
             })
             .collect();
 
-        let Some(list) = list else {
-            return Err(format!(
-                "no CNI config (*.conflist or *.conf) in {}",
-                self.config.cni_config_dir
-            ));
-        };
         let metadata = Value::Object(
             input
                 .properties
@@ -154,7 +153,9 @@ impl Networker {
             runtime_config: runtime_config.clone(),
         };
         undo.push(Undo::Cni(Box::new((list.clone(), rt.clone()))));
+        let t = std::time::Instant::now();
         let result = list.add(&rt)?;
+        log::info!("up {handle}: CNI ADD took {:?}", t.elapsed());
         self.write_cache(
             handle,
             &CniCache {
@@ -179,7 +180,9 @@ impl Networker {
             asg,
             workload,
         };
+        let t = std::time::Instant::now();
         self.iptables.apply(&plan.batch())?;
+        log::info!("up {handle}: rules took {:?}", t.elapsed());
 
         let Value::Object(md) = metadata else {
             unreachable!("built as an object")
@@ -261,8 +264,8 @@ impl Networker {
     pub fn remove_rules(&self, handles: &[String]) -> Result<(), String> {
         let lock = self.iptables.lock()?;
         let mut batch = Batch::new();
-        for table in [Table::Mangle, Table::Nat, Table::Filter] {
-            let state = lock.list(table)?;
+        let tables = [Table::Mangle, Table::Nat, Table::Filter];
+        for (table, state) in tables.into_iter().zip(lock.list_tables(&tables)?) {
             let mut chains = Vec::new();
             for h in handles {
                 let n = ChainNames::for_handle(h);
@@ -312,14 +315,59 @@ impl Networker {
     /// Removes everything of `handle`; absent parts are skipped, so calling it twice succeeds.
     /// Every step runs; the first error is returned.
     pub fn down(&self, handle: &str) -> Result<(), String> {
+        // The rules and the CNI DEL are independent: both run at once (down latency is the
+        // slower of the two, not their sum).
+        let ip = self
+            .store
+            .get(handle)
+            .ok()
+            .flatten()
+            .and_then(|c| c.ip.parse::<Ipv4Addr>().ok());
+        let (rules, mut errors) = std::thread::scope(|s| {
+            let rules = s.spawn(|| {
+                let t = std::time::Instant::now();
+                // Fast path: delete exactly what up installed, without listing the ruleset;
+                // anything else (a second down, a crash, changed config) falls back to listing.
+                let fast = ip.map(|ip| {
+                    self.iptables
+                        .apply(&rules::removal_batch(&self.config, handle, ip))
+                });
+                let r = match fast {
+                    Some(Ok(())) => Ok(()),
+                    Some(Err(e)) => {
+                        log::info!("down {handle}: exact removal failed ({e}); listing instead");
+                        self.remove_rules(&[handle.to_string()])
+                    }
+                    None => self.remove_rules(&[handle.to_string()]),
+                };
+                log::info!("down {handle}: rules took {:?}", t.elapsed());
+                r
+            });
+            let errors = self.down_except_rules(handle);
+            (rules.join(), errors)
+        });
+        match rules {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => errors.insert(0, e),
+            Err(_) => errors.insert(0, "removing rules: thread panicked".into()),
+        }
+        for e in &errors {
+            log::error!("down {handle}: {e}");
+        }
+        match errors.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Store entry, CNI DEL, bind mount, ports: every step runs; the errors are returned.
+    fn down_except_rules(&self, handle: &str) -> Vec<String> {
         let mut errors: Vec<String> = Vec::new();
         let mut note = |r: Result<(), String>| {
             if let Err(e) = r {
-                log::error!("down: {e}");
                 errors.push(e);
             }
         };
-        note(self.remove_rules(&[handle.to_string()]));
         note(self.store.delete(handle).map(|_| ()));
         let mount = self.mount_path(handle);
         let cache = self.read_cache(handle);
@@ -331,15 +379,25 @@ impl Networker {
                         runtime_config: json!({}),
                         result: Value::Null,
                     });
+                    // A netns that is gone (e.g. after a reboot) is passed as empty: plugins
+                    // then release what they hold outside it (IPAM) and skip the rest.
+                    let netns = if bind_mount::is_mounted(&mount) {
+                        mount.clone()
+                    } else {
+                        PathBuf::new()
+                    };
                     let rt = Runtime {
                         plugin_dir: PathBuf::from(&self.config.cni_plugin_dir),
                         container_id: handle.to_string(),
-                        netns: mount.clone(),
+                        netns,
                         ifname: "eth0".into(),
                         metadata: cache.metadata,
                         runtime_config: cache.runtime_config,
                     };
-                    list.del(&rt, Some(&cache.result))
+                    let t = std::time::Instant::now();
+                    let r = list.del(&rt, Some(&cache.result));
+                    log::info!("down {handle}: CNI DEL took {:?}", t.elapsed());
+                    r
                 }
                 Ok(None) => Ok(()),
                 Err(e) => Err(e),
@@ -352,10 +410,7 @@ impl Networker {
         }
         note(bind_mount::remove(&mount));
         note(self.ports.release(handle).map(|_| ()));
-        match errors.into_iter().next() {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        errors
     }
 
     fn container_ip(
@@ -527,8 +582,8 @@ impl Networker {
             .collect();
         let lock = self.iptables.lock()?;
         let mut batch = Batch::new();
-        for table in [Table::Mangle, Table::Nat, Table::Filter] {
-            let state = lock.list(table)?;
+        let tables = [Table::Mangle, Table::Nat, Table::Filter];
+        for state in lock.list_tables(&tables)? {
             let orphans: Vec<Chain> = state
                 .chains
                 .iter()

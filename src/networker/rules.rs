@@ -5,8 +5,8 @@ use super::config::Config;
 use super::names::ChainNames;
 use super::protocol::{NetOutRule, PortRangeJson};
 use crate::iptables::{
-    host, Batch, Chain, CtState, IcmpType, IpRange, Match, PortRange, Position, Protocol, Rate,
-    RejectWith, Rule, Table, Target, Text,
+    host, Batch, Chain, CtState, IcmpType, InterfaceName, IpRange, Match, Op, PortRange, Position,
+    Protocol, Rate, RejectWith, Rule, Table, Target, Text,
 };
 use std::net::Ipv4Addr;
 
@@ -137,6 +137,71 @@ pub fn netout_preamble_len(deny: usize) -> u32 {
     2 + deny as u32
 }
 
+/// The jumps from built-in chains into the container's chains, in the order `up` appends them.
+pub fn hooks(config: &Config, handle: &str, ip: Ipv4Addr) -> Vec<(Table, Chain, Rule)> {
+    let n = ChainNames::for_handle(handle);
+    let ip = host(ip);
+    let overlay = config.overlay();
+    vec![
+        (
+            Table::Mangle,
+            Chain::prerouting(),
+            Rule::new(Target::Jump(n.netin.clone())),
+        ),
+        (
+            Table::Nat,
+            Chain::prerouting(),
+            Rule::new(Target::Jump(n.netin.clone())),
+        ),
+        (
+            Table::Nat,
+            Chain::postrouting(),
+            Rule::new(Target::Jump(n.masq.clone())).source(ip),
+        ),
+        (
+            Table::Filter,
+            Chain::forward(),
+            Rule::new(Target::Jump(n.netout.clone()))
+                .source(ip)
+                .not_destination(overlay),
+        ),
+        (
+            Table::Filter,
+            Chain::forward(),
+            Rule::new(Target::Jump(n.overlay.clone())),
+        ),
+        (
+            Table::Filter,
+            Chain::input(),
+            Rule::new(Target::Jump(n.input.clone())).source(ip),
+        ),
+    ]
+}
+
+/// Removal of everything `up` installed, without listing first: exact jump deletions, then
+/// flush and delete of the chains. Fails (and the caller falls back to listing) when the rules
+/// are not exactly as installed.
+pub fn removal_batch(config: &Config, handle: &str, ip: Ipv4Addr) -> Batch {
+    let n = ChainNames::for_handle(handle);
+    let mut b = Batch::new();
+    for (table, parent, jump) in hooks(config, handle, ip) {
+        b.push(table, Op::Delete(parent, jump));
+    }
+    for (table, chains) in [
+        (Table::Mangle, n.mangle()),
+        (Table::Nat, n.nat()),
+        (Table::Filter, n.filter()),
+    ] {
+        for c in &chains {
+            b.push(table, Op::Flush(c.clone()));
+        }
+        for c in chains {
+            b.push(table, Op::DeleteChain(c));
+        }
+    }
+    b
+}
+
 /// Everything `up` installs for one container, as one batch (mangle, nat, filter).
 pub struct UpPlan<'a> {
     pub config: &'a Config,
@@ -162,38 +227,21 @@ impl UpPlan<'_> {
             marks.push(self.netin_mark(m));
             dnats.push(self.netin_dnat(m));
         }
-        b.create_chain(
-            Table::Mangle,
-            &n.netin,
-            &marks,
-            &Chain::prerouting(),
-            Rule::new(Target::Jump(n.netin.clone())),
-            Position::Last,
-        );
-        b.create_chain(
-            Table::Nat,
-            &n.netin,
-            &dnats,
-            &Chain::prerouting(),
-            Rule::new(Target::Jump(n.netin.clone())),
-            Position::Last,
-        );
+        b.push(Table::Mangle, Op::NewChain(n.netin.clone()));
+        b.append_rules(Table::Mangle, &n.netin, &marks);
+        b.push(Table::Nat, Op::NewChain(n.netin.clone()));
+        b.append_rules(Table::Nat, &n.netin, &dnats);
         // nat: masquerade what leaves the overlay
-        b.create_chain(
+        b.push(Table::Nat, Op::NewChain(n.masq.clone()));
+        b.append_rules(
             Table::Nat,
             &n.masq,
             &[Rule::new(Target::Masquerade).not_destination(overlay)],
-            &Chain::postrouting(),
-            Rule::new(Target::Jump(n.masq.clone())).source(ip),
-            Position::Last,
         );
 
         // filter: the log chain first (netout rules go to it)
         let udp_rate = Rate::per_second(c.iptables_accepted_udp_logs_per_sec).expect("validated");
-        b.push(
-            Table::Filter,
-            crate::iptables::Op::NewChain(n.netout_log.clone()),
-        );
+        b.push(Table::Filter, Op::NewChain(n.netout_log.clone()));
         b.append_rules(
             Table::Filter,
             &n.netout_log,
@@ -230,22 +278,20 @@ impl UpPlan<'_> {
             netout.push(self.deny_log("DENY_"));
         }
         netout.push(Rule::new(reject()));
-        b.create_chain(
-            Table::Filter,
-            &n.netout,
-            &netout,
-            &Chain::forward(),
-            Rule::new(Target::Jump(n.netout.clone()))
-                .source(ip)
-                .not_destination(overlay),
-            Position::Last,
-        );
+        b.push(Table::Filter, Op::NewChain(n.netout.clone()));
+        b.append_rules(Table::Filter, &n.netout, &netout);
 
         // filter: overlay (c2c): tagged egress only, default deny of ingress
+        let vtep = InterfaceName::new(&c.vtep_name).expect("validated at config load");
         let mut ov = vec![
+            // Only through the VXLAN device: a same-cell destination must meet its own chain.
             Rule::new(Target::Accept)
                 .source(ip)
                 .destination(overlay)
+                .with(Match::OutInterface {
+                    name: vtep,
+                    negate: false,
+                })
                 .with(Match::Mark {
                     value: 0,
                     mask: None,
@@ -271,14 +317,8 @@ impl UpPlan<'_> {
             ov.push(self.deny_log("DENY_C2C_").destination(ip));
         }
         ov.push(Rule::new(reject()).destination(ip));
-        b.create_chain(
-            Table::Filter,
-            &n.overlay,
-            &ov,
-            &Chain::forward(),
-            Rule::new(Target::Jump(n.overlay.clone())),
-            Position::Last,
-        );
+        b.push(Table::Filter, Op::NewChain(n.overlay.clone()));
+        b.append_rules(Table::Filter, &n.overlay, &ov);
 
         // filter: input (container -> cell): established, DNS, nothing else
         let mut input =
@@ -294,14 +334,11 @@ impl UpPlan<'_> {
             }
         }
         input.push(Rule::new(reject()));
-        b.create_chain(
-            Table::Filter,
-            &n.input,
-            &input,
-            &Chain::input(),
-            Rule::new(Target::Jump(n.input.clone())).source(ip),
-            Position::Last,
-        );
+        b.push(Table::Filter, Op::NewChain(n.input.clone()));
+        b.append_rules(Table::Filter, &n.input, &input);
+        for (table, parent, jump) in hooks(c, self.handle, self.ip) {
+            b.add_jump(table, &parent, jump, Position::Last);
+        }
         b
     }
 
@@ -400,6 +437,59 @@ mod tests {
                 "-m iprange --dst-range 10.0.0.0-10.0.0.255 -j ACCEPT",
             ]
         );
+    }
+
+    #[test]
+    fn removal_deletes_every_jump_up_adds() {
+        let config: Config = serde_json::from_value(serde_json::json!({
+            "cni_plugin_dir": "/p", "cni_config_dir": "/c", "bind_mount_dir": "/b",
+            "state_file": "/s", "iptables_lock_file": "/l", "datastore": "/d",
+            "overlay_network": "10.255.0.0/16", "instance_address": "192.0.2.1",
+            "dns_servers": ["169.254.0.2"]
+        }))
+        .unwrap();
+        let ip: Ipv4Addr = "10.255.0.7".parse().unwrap();
+        let mappings = [PortMapping {
+            host_port: 61000,
+            container_port: 8080,
+        }];
+        let plan = UpPlan {
+            config: &config,
+            handle: "h",
+            ip,
+            mappings: &mappings,
+            asg: vec![],
+            workload: None,
+        };
+        let up = plan.batch();
+        let down = removal_batch(&config, "h", ip);
+        for t in [Table::Mangle, Table::Nat, Table::Filter] {
+            let builtin_adds: Vec<String> = crate::iptables::render::table_text(&up, t)
+                .unwrap()
+                .lines()
+                .filter_map(|l| l.strip_prefix("-A "))
+                .filter(|l| l.chars().next().is_some_and(|c| c.is_ascii_uppercase()))
+                .map(str::to_string)
+                .collect();
+            let deletes: Vec<String> = crate::iptables::render::table_text(&down, t)
+                .unwrap()
+                .lines()
+                .filter_map(|l| l.strip_prefix("-D "))
+                .map(str::to_string)
+                .collect();
+            assert_eq!(builtin_adds, deletes, "{t}");
+            let created = up
+                .ops(t)
+                .iter()
+                .filter(|o| matches!(o, Op::NewChain(_)))
+                .count();
+            let deleted = down
+                .ops(t)
+                .iter()
+                .filter(|o| matches!(o, Op::DeleteChain(_)))
+                .count();
+            assert_eq!(created, deleted, "{t}");
+        }
     }
 
     #[test]

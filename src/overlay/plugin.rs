@@ -5,7 +5,7 @@
 use super::daemon::NetworkInfo;
 use super::ipam::{Ipam, IpamError};
 use crate::cni::plugin::Plugin;
-use crate::cni::{code, CniResult, Dns, Env, Error, Interface, IpConfig, NetConf, RouteEntry};
+use crate::cni::{code, CniResult, Env, Error, Interface, IpConfig, NetConf, RouteEntry};
 use crate::netlink::{self, format_mac, Address, Handle, Route, Scope, VethSpec};
 use ipnet::Ipv4Net;
 use serde::Deserialize;
@@ -255,7 +255,7 @@ impl Plugin for OverlayPlugin {
                 dst: "0.0.0.0/0".into(),
                 gw: Some(HOST_IP.to_string()),
             }],
-            dns: conf.dns.clone().unwrap_or_else(Dns::default),
+            dns: conf.dns.clone().unwrap_or_default(),
         })
     }
 
@@ -281,8 +281,9 @@ impl Plugin for OverlayPlugin {
             match r {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return Err(plugin_err("teardown failed", e)),
-                // The namespace went away meanwhile: nothing left inside.
-                Err(e) if e.contains("No such file") => {}
+                // The namespace went away meanwhile (or the path is no longer a namespace):
+                // nothing is left inside.
+                Err(e) if e.contains("No such file") || e.contains("EINVAL") => {}
                 Err(e) => return Err(plugin_err("teardown failed", e)),
             }
         }

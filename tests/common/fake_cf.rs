@@ -684,6 +684,13 @@ fn page_bounds(s: &State, requested: usize, total: usize, page: usize) -> (usize
     (start, end, pages)
 }
 
+/// A query value in a pagination link: percent-encoded, with `,` and `:` kept readable.
+fn link_value(v: &str) -> String {
+    netman::policy::auth::form_encode(v)
+        .replace("%2C", ",")
+        .replace("%3A", ":")
+}
+
 fn v3_list(s: &State, base: &str, req: &Request, items: Vec<Value>) -> Response {
     let (per_page, page) = match (number(req, "per_page", 50), number(req, "page", 1)) {
         (Ok(a), Ok(b)) => (a, b),
@@ -706,7 +713,7 @@ fn v3_list(s: &State, base: &str, req: &Request, items: Vec<Value>) -> Response 
             .query
             .iter()
             .filter(|(k, _)| k != "page" && k != "per_page")
-            .map(|(k, v)| format!("{k}={v}"))
+            .map(|(k, v)| format!("{k}={}", link_value(v)))
             .collect();
         pairs.push(format!("page={p}"));
         pairs.push(format!("per_page={size}"));
@@ -750,7 +757,7 @@ fn v2_list(s: &State, req: &Request, path: &str, items: Vec<Value>) -> Response 
         .query
         .iter()
         .filter(|(k, _)| k == "q")
-        .map(|(k, v)| format!("{k}={v}"))
+        .map(|(k, v)| format!("{k}={}", link_value(v)))
         .collect();
     let link = |p: usize| {
         let mut pairs = vec!["order-direction=asc".to_string()];

@@ -171,6 +171,10 @@ impl Cell {
         netman::netns::run_in(ns, || netman::overlay::plugin::network_info(23954))?
     }
 
+    pub fn info_or_none(&self) -> Option<netman::overlay::daemon::NetworkInfo> {
+        self.info_at(&self.ns.path()).ok()
+    }
+
     pub fn info(&self) -> netman::overlay::daemon::NetworkInfo {
         self.info_at(&self.ns.path()).unwrap()
     }
@@ -209,7 +213,18 @@ impl Lab {
         let tag = unique("");
         let underlay = NamedNetns::create(&format!("{tag}-u")).unwrap();
         underlay
-            .exec(&["ip", "link", "add", "br0", "type", "bridge"])
+            // A fixed MAC: otherwise the bridge takes its lowest port's MAC and changes it as
+            // cells join, leaving stale ARP entries for the controller's address in the cells.
+            .exec(&[
+                "ip",
+                "link",
+                "add",
+                "br0",
+                "address",
+                "02:00:00:00:00:fe",
+                "type",
+                "bridge",
+            ])
             .unwrap();
         underlay.exec(&["ip", "link", "set", "br0", "up"]).unwrap();
         underlay
@@ -478,9 +493,12 @@ pub fn validate_result(r: &serde_json::Value, version: &str, sandbox: &str) {
     assert!(r.get("dns").is_some_and(|d| d.is_object()));
 }
 
+/// ICMP echo; up to three tries (the first packet of a path may wait for ARP on a loaded box).
 pub fn ping(from: &NamedNetns, ip: &str) -> bool {
-    from.exec(&["busybox", "ping", "-c", "1", "-W", "2", ip])
-        .is_ok()
+    (0..3).any(|_| {
+        from.exec(&["busybox", "ping", "-c", "1", "-W", "2", ip])
+            .is_ok()
+    })
 }
 
 /// Opens a TCP listener inside `ns` that answers "hello" once; returns when listening.

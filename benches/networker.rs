@@ -1,0 +1,161 @@
+//! garden-external-networker latency: `up` and `down` (and both together) of one container, as
+//! garden runs them (one process per action, in the cell's network namespace), per CNI plugin
+//! variant, with two port mappings and 0 / 10 / 1,000 security-group rules.
+//! Run: `cargo bench --bench networker` (as root). Target: up + down, 2 ports + 10 rules,
+//! median under 50 ms.
+
+#[path = "../tests/networker_fixture.rs"]
+mod fixture;
+
+use fixture::*;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+fn rules(n: usize) -> Value {
+    Value::Array(
+        (0..n)
+            .map(|i| {
+                let a = format!("10.200.{}.{}", i / 250, i % 250 + 1);
+                tcp_rule(&a, &a, 443, 443 + (i % 3) as u16, false)
+            })
+            .collect(),
+    )
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn stats(mut v: Vec<Duration>) -> (f64, f64) {
+    v.sort();
+    let median = v[v.len() / 2];
+    let p99 = v[((v.len() as f64 * 0.99).ceil() as usize).min(v.len()) - 1];
+    (ms(median), ms(p99))
+}
+
+/// The floor under the same machine load: the CNI chain alone (ADD + DEL, no networker) and
+/// the container's rules alone (one restore to add, one save + restore to remove).
+fn baseline(cell: &Cell, k: &Container, iters: usize) {
+    use netman::networker::{cni_exec, rules, Config, Networker};
+    let config: Config = serde_json::from_value(cell.config.clone()).unwrap();
+    let list = cni_exec::load(&cell.path("cni-config")).unwrap().unwrap();
+    let rt = cni_exec::Runtime {
+        plugin_dir: cell.path("plugins"),
+        container_id: "baseline".into(),
+        netns: k.ns.path(),
+        ifname: "eth1".into(),
+        metadata: serde_json::json!({}),
+        runtime_config: serde_json::json!({}),
+    };
+    let (mut cni, mut ipt) = (Vec::new(), Vec::new());
+    for _ in 0..iters {
+        let (l, r) = (list.clone(), rt.clone());
+        cni.push(
+            netman::netns::run_in(&cell.cell.path(), move || {
+                let t = Instant::now();
+                let res = l.add(&r).unwrap();
+                l.del(&r, Some(&res)).unwrap();
+                t.elapsed()
+            })
+            .unwrap(),
+        );
+        let c = config.clone();
+        ipt.push(
+            netman::netns::run_in(&cell.cell.path(), move || {
+                let n = Networker::new(c.clone());
+                let mappings = [
+                    rules::PortMapping {
+                        host_port: 61000,
+                        container_port: 8080,
+                    },
+                    rules::PortMapping {
+                        host_port: 61001,
+                        container_port: 9090,
+                    },
+                ];
+                let plan = rules::UpPlan {
+                    config: &c,
+                    handle: "baseline",
+                    ip: "10.77.0.200".parse().unwrap(),
+                    mappings: &mappings,
+                    asg: Vec::new(),
+                    workload: Some("app"),
+                };
+                let t = Instant::now();
+                n.iptables.apply(&plan.batch()).unwrap();
+                n.remove_rules(&["baseline".to_string()]).unwrap();
+                t.elapsed()
+            })
+            .unwrap(),
+        );
+    }
+    let (cm, cp) = stats(cni);
+    let (im, ip) = stats(ipt);
+    println!("baseline: CNI chain ADD+DEL alone: median {cm:.1} ms, p99 {cp:.1} ms");
+    println!("baseline: container rules add+remove alone: median {im:.1} ms, p99 {ip:.1} ms");
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    println!(
+        "garden-external-networker: one up and one down per iteration (process spawn included)"
+    );
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("load average at start: {}", load.trim());
+    println!(
+        "{:<8} {:>6} {:>5} | {:>12} {:>12} | {:>12} {:>12} | {:>14} {:>14}",
+        "plugin",
+        "rules",
+        "iters",
+        "up med ms",
+        "up p99 ms",
+        "down med ms",
+        "down p99 ms",
+        "up+down med",
+        "up+down p99"
+    );
+    for &plugin in PLUGINS {
+        let cell = Cell::new(plugin);
+        let k = Container::start();
+        // warm-up (creates the bridge)
+        let input = up_input(k.pid(), &[], rules(0));
+        cell.up("warm", &input).unwrap();
+        cell.down("warm").unwrap();
+        baseline(&cell, &k, 30);
+        for (n, iters) in [(0usize, 40usize), (10, 40), (1000, 15)] {
+            let input = up_input(k.pid(), &[(0, 8080), (0, 9090)], rules(n));
+            // warm-up (creates the bridge, tables, caches)
+            cell.up("warm", &input).unwrap();
+            cell.down("warm").unwrap();
+            let (mut ups, mut downs, mut both) = (Vec::new(), Vec::new(), Vec::new());
+            for i in 0..iters {
+                let h = format!("bench-{n}-{i}");
+                let t0 = Instant::now();
+                cell.up(&h, &input).unwrap();
+                let t1 = Instant::now();
+                cell.down(&h).unwrap();
+                let t2 = Instant::now();
+                ups.push(t1 - t0);
+                downs.push(t2 - t1);
+                both.push(t2 - t0);
+            }
+            let (um, up) = stats(ups);
+            let (dm, dp) = stats(downs);
+            let (bm, bp) = stats(both);
+            println!(
+                "{:<8} {:>6} {:>5} | {:>12.1} {:>12.1} | {:>12.1} {:>12.1} | {:>14.1} {:>14.1}",
+                format!("{plugin:?}"),
+                n,
+                iters,
+                um,
+                up,
+                dm,
+                dp,
+                bm,
+                bp
+            );
+        }
+    }
+}

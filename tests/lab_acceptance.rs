@@ -1,0 +1,519 @@
+//! The acceptance suite, on the lab: the whole system (policy server, overlay controller, three
+//! cells with overlay daemons and policy agents, six apps' containers created through the
+//! external networker) in namespaces, driven from outside as a user and an operator would.
+//! One lab serves every scenario, so they run in order in one test; each convergence is timed
+//! and printed.
+
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const CELLS: usize = 3;
+const APPS: usize = 6;
+const TCP_PORTS: [u16; 4] = [8080, 9000, 9001, 9002];
+const UDP_PORT: u16 = 9003;
+const CONVERGE: Duration = Duration::from_secs(30);
+
+struct Lab {
+    dir: tempfile::TempDir,
+    api: String,
+    token: String,
+    state: Value,
+}
+
+impl Lab {
+    fn cmd(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new(env!("CARGO_BIN_EXE_netman-lab"))
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            Ok(text)
+        } else {
+            Err(text)
+        }
+    }
+
+    fn reload(&mut self) {
+        let text = std::fs::read_to_string(self.dir.path().join("state.json")).unwrap();
+        self.state = serde_json::from_str(&text).unwrap();
+    }
+
+    fn containers(&self) -> Vec<Value> {
+        self.state["containers"].as_array().unwrap().clone()
+    }
+
+    fn container(&self, app: &str) -> Value {
+        self.containers()
+            .into_iter()
+            .find(|c| c["app"] == app)
+            .unwrap_or_else(|| panic!("no container of {app}"))
+    }
+
+    fn ip(&self, app: &str) -> String {
+        self.container(app)["ip"].as_str().unwrap().to_string()
+    }
+
+    fn apps(&self) -> Vec<String> {
+        self.containers()
+            .iter()
+            .map(|c| c["app"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// Does `from` reach `to` on proto/port? (Probe run inside `from`'s container.)
+    fn reaches(&self, from: &str, to: &str, proto: &str, port: u16) -> bool {
+        let ns = self.container(from)["namespace"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let addr = format!("{}:{port}", self.ip(to));
+        Command::new("ip")
+            .args(["netns", "exec", &ns, env!("CARGO_BIN_EXE_netman-test-app")])
+            .args(["probe", proto, &addr, "--timeout-ms", "3000"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    }
+
+    fn policy(&self, action: &str, src: &str, dst: &str, proto: &str, start: u16, end: u16) {
+        let path = if action == "delete" {
+            "/policies/delete"
+        } else {
+            "/policies"
+        };
+        let body = json!({"policies": [{"source": {"id": src}, "destination": {"id": dst, "protocol": proto, "ports": {"start": start, "end": end}}}]});
+        let agent =
+            netman::http::client::agent(&Default::default(), Duration::from_secs(10)).unwrap();
+        let resp = agent
+            .post(format!("{}/networking/v1/external{path}", self.api))
+            .header("authorization", format!("Bearer {}", self.token))
+            .send(body.to_string().as_bytes())
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{action} {src}->{dst}");
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // NETMAN_KEEP_LAB=1 leaves a failed run's lab up for inspection.
+        if std::env::var_os("NETMAN_KEEP_LAB").is_some() && std::thread::panicking() {
+            eprintln!("lab kept in {}", self.dir.path().display());
+            let _ = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap()).keep();
+            return;
+        }
+        let _ = self.cmd(&["down"]);
+    }
+}
+
+/// Waits until `check` holds; the time it took, or a panic naming `what`.
+fn converge(what: &str, mut check: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !check() {
+        assert!(
+            started.elapsed() < CONVERGE,
+            "{what}: not converged in {CONVERGE:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let took = started.elapsed();
+    println!("converged: {what} in {} ms", took.as_millis());
+    took
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A tiny deterministic generator, so a failing matrix can be reproduced.
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self, n: usize) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 33) % n as u64) as usize
+    }
+}
+
+type Flow = (String, String, &'static str, u16);
+
+fn all_flows(apps: &[String]) -> Vec<Flow> {
+    let mut out = Vec::new();
+    for a in apps {
+        for b in apps {
+            if a == b || b == "frontend" {
+                continue;
+            }
+            for p in TCP_PORTS {
+                out.push((a.clone(), b.clone(), "tcp", p));
+            }
+            out.push((a.clone(), b.clone(), "udp", UDP_PORT));
+        }
+    }
+    out
+}
+
+#[test]
+fn acceptance() {
+    let dir = tempfile::tempdir().unwrap();
+    let api_port = free_port();
+    let up = Command::new(env!("CARGO_BIN_EXE_netman-lab"))
+        .arg("--dir")
+        .arg(dir.path())
+        .args([
+            "up",
+            "--cells",
+            &CELLS.to_string(),
+            "--apps",
+            &APPS.to_string(),
+        ])
+        .args(["--api-port", &api_port.to_string()])
+        .output()
+        .unwrap();
+    let mut lab = Lab {
+        dir,
+        api: format!("http://127.0.0.1:{api_port}"),
+        token: String::new(),
+        state: Value::Null,
+    };
+    assert!(
+        up.status.success(),
+        "lab up failed:\n{}{}",
+        String::from_utf8_lossy(&up.stdout),
+        String::from_utf8_lossy(&up.stderr)
+    );
+    lab.token = lab.cmd(&["token"]).unwrap().trim().to_string();
+    lab.reload();
+    let apps = lab.apps();
+    assert_eq!(apps.len(), APPS);
+    let cells: BTreeSet<u64> = lab
+        .containers()
+        .iter()
+        .map(|c| c["cell"].as_u64().unwrap())
+        .collect();
+    assert_eq!(cells.len(), CELLS, "apps spread over every cell");
+
+    // frontend (cell 1) and backend (cell 2) are on different cells; backend-3 shares cell 1
+    // with frontend.
+    assert_ne!(
+        lab.container("frontend")["cell"],
+        lab.container("backend")["cell"]
+    );
+    assert_eq!(
+        lab.container("frontend")["cell"],
+        lab.container("backend-3")["cell"]
+    );
+
+    // Default deny: nothing reaches anything.
+    for (a, b, proto, port) in all_flows(&apps) {
+        assert!(
+            !lab.reaches(&a, &b, proto, port),
+            "default deny: {a} -> {b} {proto}/{port}"
+        );
+    }
+
+    // Allow by protocol and port, cross-cell and same-cell; a third app stays denied.
+    lab.policy("create", "frontend", "backend", "tcp", 8080, 8080);
+    converge("cross-cell allow frontend -> backend tcp 8080", || {
+        lab.reaches("frontend", "backend", "tcp", 8080)
+    });
+    lab.policy("create", "frontend", "backend-3", "tcp", 8080, 8080);
+    converge("same-cell allow frontend -> backend-3 tcp 8080", || {
+        lab.reaches("frontend", "backend-3", "tcp", 8080)
+    });
+    assert!(
+        !lab.reaches("frontend", "backend", "tcp", 9000),
+        "other port"
+    );
+    assert!(
+        !lab.reaches("backend-2", "backend", "tcp", 8080),
+        "other source"
+    );
+    assert!(
+        !lab.reaches("backend", "backend-3", "tcp", 8080),
+        "reverse direction"
+    );
+
+    // A port range, and UDP.
+    lab.policy("create", "backend-2", "backend", "tcp", 9000, 9001);
+    converge("port range backend-2 -> backend tcp 9000-9001", || {
+        lab.reaches("backend-2", "backend", "tcp", 9000)
+            && lab.reaches("backend-2", "backend", "tcp", 9001)
+    });
+    assert!(
+        !lab.reaches("backend-2", "backend", "tcp", 9002),
+        "outside the range"
+    );
+    lab.policy("create", "frontend", "backend", "udp", UDP_PORT, UDP_PORT);
+    converge("udp frontend -> backend", || {
+        lab.reaches("frontend", "backend", "udp", UDP_PORT)
+    });
+
+    // Delete.
+    lab.policy("delete", "frontend", "backend", "tcp", 8080, 8080);
+    converge("delete frontend -> backend tcp 8080", || {
+        !lab.reaches("frontend", "backend", "tcp", 8080)
+    });
+    assert!(
+        lab.reaches("frontend", "backend", "udp", UDP_PORT),
+        "other policies stay"
+    );
+
+    // Reset, then a random policy set and the all-pairs matrix it implies.
+    for (src, dst, proto, s, e) in [
+        ("frontend", "backend-3", "tcp", 8080, 8080),
+        ("backend-2", "backend", "tcp", 9000, 9001),
+        ("frontend", "backend", "udp", UDP_PORT, UDP_PORT),
+    ] {
+        lab.policy("delete", src, dst, proto, s, e);
+    }
+    let mut rng = Lcg(0x5eed);
+    let flows = all_flows(&apps);
+    let mut allowed: BTreeSet<Flow> = BTreeSet::new();
+    while allowed.len() < 14 {
+        let f = flows[rng.next(flows.len())].clone();
+        if allowed.insert(f.clone()) {
+            lab.policy("create", &f.0, &f.1, f.2, f.3, f.3);
+        }
+    }
+    let started = Instant::now();
+    let mismatches = |lab: &Lab| -> Vec<String> {
+        flows
+            .iter()
+            .filter(|f| lab.reaches(&f.0, &f.1, f.2, f.3) != allowed.contains(*f))
+            .map(|f| {
+                format!(
+                    "{} -> {} {}/{} (expected {})",
+                    f.0,
+                    f.1,
+                    f.2,
+                    f.3,
+                    allowed.contains(f)
+                )
+            })
+            .collect()
+    };
+    let mut wrong = mismatches(&lab);
+    while !wrong.is_empty() && started.elapsed() < CONVERGE {
+        println!(
+            "after {} ms still differing: {wrong:?}",
+            started.elapsed().as_millis()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        wrong = mismatches(&lab);
+    }
+    assert!(
+        wrong.is_empty(),
+        "reachability matrix differs from the policies:\n{}",
+        wrong.join("\n")
+    );
+    println!(
+        "converged: {}-flow matrix ({} allowed) in {} ms",
+        flows.len(),
+        allowed.len(),
+        started.elapsed().as_millis()
+    );
+    let sample_allowed = allowed.iter().next().unwrap().clone();
+    let sample_denied = flows
+        .iter()
+        .find(|f| !allowed.contains(*f))
+        .unwrap()
+        .clone();
+    let holds = |lab: &Lab| {
+        lab.reaches(
+            &sample_allowed.0,
+            &sample_allowed.1,
+            sample_allowed.2,
+            sample_allowed.3,
+        ) && !lab.reaches(
+            &sample_denied.0,
+            &sample_denied.1,
+            sample_denied.2,
+            sample_denied.3,
+        )
+    };
+
+    // NetIn from outside the cell to the backend's mapped port.
+    let backend = lab.container("backend");
+    let cell = backend["cell"].as_u64().unwrap();
+    let host_port = backend["mapped_ports"][0][0].as_u64().unwrap();
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            "netman-lab-internet",
+            env!("CARGO_BIN_EXE_netman-test-app"),
+        ])
+        .args([
+            "probe",
+            "tcp",
+            &format!("10.77.0.{}:{host_port}", 10 + cell),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "netin: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"application_name\":\"backend\""));
+
+    // Security groups: the lab's group allows TCP 80 and ICMP echo to 203.0.113.10 only.
+    let mut internet = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            "netman-lab-internet",
+            env!("CARGO_BIN_EXE_netman-test-app"),
+        ])
+        .args([
+            "backend",
+            "--name",
+            "internet",
+            "--tcp-ports",
+            "80",
+            "--udp-ports",
+            "53",
+        ])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let egress = |addr: &str, proto: &str| {
+        let ns = lab.container("backend")["namespace"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        Command::new("ip")
+            .args(["netns", "exec", &ns, env!("CARGO_BIN_EXE_netman-test-app")])
+            .args(["probe", proto, addr, "--timeout-ms", "3000"])
+            .status()
+            .unwrap()
+            .success()
+    };
+    assert!(
+        egress("203.0.113.10:80", "tcp"),
+        "ASG allows tcp 80 to 203.0.113.10"
+    );
+    assert!(!egress("203.0.113.20:80", "tcp"), "ASG denies another host");
+    assert!(
+        !egress("203.0.113.10:53", "udp"),
+        "ASG denies another protocol"
+    );
+    let _ = internet.kill();
+    let _ = internet.wait();
+
+    // Faults. The policy server killed: enforced rules hold; restarted: changes flow again.
+    lab.cmd(&["kill", "policy-server"]).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(holds(&lab), "rules hold while the policy server is down");
+    lab.cmd(&["start", "policy-server"]).unwrap();
+    let started = Instant::now();
+    converge("policy server back", || {
+        netman::http::client::agent(&Default::default(), Duration::from_secs(1))
+            .unwrap()
+            .get(format!("{}/", lab.api))
+            .call()
+            .is_ok_and(|r| r.status() == 200)
+    });
+    lab.policy(
+        "delete",
+        &sample_allowed.0,
+        &sample_allowed.1,
+        sample_allowed.2,
+        sample_allowed.3,
+        sample_allowed.3,
+    );
+    converge("first change after the policy server restart", || {
+        !lab.reaches(
+            &sample_allowed.0,
+            &sample_allowed.1,
+            sample_allowed.2,
+            sample_allowed.3,
+        )
+    });
+    println!(
+        "policy server restart to enforced change: {} ms",
+        started.elapsed().as_millis()
+    );
+    lab.policy(
+        "create",
+        &sample_allowed.0,
+        &sample_allowed.1,
+        sample_allowed.2,
+        sample_allowed.3,
+        sample_allowed.3,
+    );
+    converge("re-allow after restart", || holds(&lab));
+
+    // An agent restarted: allowed flows never break meanwhile.
+    let dst_cell = lab.container(&sample_allowed.1)["cell"].as_u64().unwrap();
+    let agent = format!("vxlan-policy-agent-{dst_cell}");
+    lab.cmd(&["restart", &agent]).unwrap();
+    for _ in 0..10 {
+        assert!(holds(&lab), "flows hold across an agent restart");
+    }
+
+    // An overlay daemon restarted: its lease and connectivity survive.
+    let daemon = format!("overlay-daemon-{dst_cell}");
+    lab.cmd(&["restart", &daemon]).unwrap();
+    for _ in 0..10 {
+        assert!(holds(&lab), "flows hold across an overlay daemon restart");
+    }
+
+    // The overlay controller down for a while.
+    lab.cmd(&["kill", "overlay-controller"]).unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        holds(&lab),
+        "flows hold while the overlay controller is down"
+    );
+    lab.cmd(&["start", "overlay-controller"]).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        holds(&lab),
+        "flows hold after the overlay controller returns"
+    );
+
+    // A cell removed: flows between the other cells hold; the others forget its subnet.
+    let gone = (1..=CELLS as u64)
+        .find(|c| {
+            *c != lab.container(&sample_allowed.0)["cell"].as_u64().unwrap() && *c != dst_cell
+        })
+        .unwrap();
+    let gone_subnet = lab
+        .containers()
+        .iter()
+        .find(|c| c["cell"].as_u64() == Some(gone))
+        .map(|c| {
+            let ip = c["ip"].as_str().unwrap();
+            format!("{}.0/24", ip.rsplit_once('.').unwrap().0)
+        })
+        .unwrap();
+    lab.cmd(&["remove-cell", &gone.to_string()]).unwrap();
+    let routes = |cell: u64| {
+        Command::new("ip")
+            .args(["-n", &format!("netman-lab-cell-{cell}"), "route", "show"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    for cell in (1..=CELLS as u64).filter(|c| *c != gone) {
+        converge(
+            &format!("cell {cell} forgets the removed cell's {gone_subnet}"),
+            || !routes(cell).contains(&gone_subnet),
+        );
+    }
+    assert!(holds(&lab), "flows between the remaining cells hold");
+}
