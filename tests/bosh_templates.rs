@@ -264,6 +264,7 @@ fn every_template_renders_and_every_config_passes_check_config() {
                 let c: netman::networker::Config = netman::config::load(adapter)
                     .unwrap_or_else(|e| panic!("adapter.json: {e}\n{}", read(adapter)));
                 assert_eq!((c.start_port, c.total_ports), (61000, 5000));
+                assert_eq!(c.vtep_name, "silk-vtep");
                 assert_eq!(c.instance_address.unwrap().to_string(), "10.0.16.17");
                 // The CNI config dir the networker reads is where the conflist was rendered.
                 let conflist = &rendered["config/cni/10-netman.conflist"];
