@@ -14,9 +14,10 @@ ENV DEBIAN_FRONTEND=noninteractive \
     CARGO_HOME=/usr/local/cargo \
     PATH=/usr/local/cargo/bin:$PATH
 
-# Only what is needed to fetch rustup and compile; everything else comes from scripts/setup.
+# Only what is needed to fetch rustup and compile (and systemd-analyze, which tests/systemd_units.rs
+# uses and a minimal image lacks); everything else comes from scripts/setup.
 RUN apt-get update -qq \
- && apt-get install -y -qq --no-install-recommends ca-certificates curl gcc libc6-dev make file \
+ && apt-get install -y -qq --no-install-recommends ca-certificates curl gcc libc6-dev make file systemd \
  && rm -rf /var/lib/apt/lists/* \
  && curl -sSf https://sh.rustup.rs | sh -s -- -y -q --profile minimal \
       --default-toolchain "$RUST_VERSION" -c rustfmt,clippy -t x86_64-unknown-linux-musl
