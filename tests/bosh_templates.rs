@@ -471,6 +471,73 @@ fn policy_server_pre_start_migrates_on_the_bootstrap_instance() {
 }
 
 #[test]
+fn agent_pre_start_removes_only_the_agents_nftables_table() {
+    let f = Fixture::new();
+    let ns = netman::netns::NamedNetns::create(&format!("nm-bt-{}", std::process::id())).unwrap();
+    let mut ctx = f.context("vxlan-policy-agent");
+    ctx["properties"]["nft_path"] = json!("nft");
+    let pre_start = render_job(&f, "vxlan-policy-agent", &ctx)["bin/pre-start"].clone();
+    let nft = |script: &str| ns.exec(&["nft", script]);
+    nft("add table ip netman_vpa").unwrap();
+    nft("add chain ip netman_vpa forward").unwrap();
+    nft("add table ip other").unwrap();
+    let pre = pre_start.display().to_string();
+    for _ in 0..2 {
+        // Twice: with the table and (idempotent) without it.
+        ns.exec(&["bash", &pre]).unwrap();
+        assert!(nft("list table ip netman_vpa").is_err());
+        assert!(
+            nft("list table ip other").is_ok(),
+            "another table was touched"
+        );
+    }
+}
+
+#[test]
+fn garden_cni_pre_start_removes_container_leftovers() {
+    let f = Fixture::new();
+    let data = PathBuf::from(f.dir("gc-data"));
+    let p = |s: &str| data.join(s).display().to_string();
+    let mut ctx = f.context("garden-cni");
+    let props = &mut ctx["properties"];
+    props["container_metadata_file"] = json!(p("container-metadata/store.json"));
+    props["overlay_data_dir"] = json!(p("overlay"));
+    props["cni_cache_dir"] = json!(p("cni-cache"));
+    props["state_file"] = json!(p("garden-cni/state.json"));
+    props["bind_mount_dir"] = json!(p("garden-cni/container-netns"));
+    props["iptables_lock_file"] = json!(p("garden-cni/iptables.lock"));
+    for d in [
+        "container-metadata",
+        "overlay/ipam",
+        "cni-cache",
+        "garden-cni",
+    ] {
+        std::fs::create_dir_all(data.join(d)).unwrap();
+    }
+    std::fs::write(data.join("container-metadata/store.json"), "{\"h\":{}}").unwrap();
+    std::fs::write(data.join("overlay/ipam/10.255.1.2"), "h").unwrap();
+    std::fs::write(data.join("garden-cni/state.json"), "{}").unwrap();
+    std::fs::write(data.join("garden-cni/keep"), "").unwrap();
+    let pre_start = render_job(&f, "garden-cni", &ctx)["bin/pre-start"].clone();
+    let out = run(Command::new("bash").arg(&pre_start));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!data.join("container-metadata/store.json").exists());
+    assert!(data.join("container-metadata").is_dir());
+    assert!(!data.join("overlay").exists());
+    assert!(!data.join("cni-cache").exists());
+    assert!(!data.join("garden-cni/state.json").exists());
+    assert!(data.join("garden-cni/container-netns").is_dir());
+    assert!(
+        data.join("garden-cni/keep").exists(),
+        "unrelated file removed"
+    );
+}
+
+#[test]
 fn overlay_daemon_drain_waits_for_the_container_store_to_empty() {
     let f = Fixture::new();
     let store = PathBuf::from(f.dir("drain")).join("store.json");
