@@ -172,13 +172,20 @@ fn rebuilding_from_scratch_never_drops_allowed_traffic_and_spares_other_tables()
         std::thread::spawn(move || {
             netman::netns::run_in(&path, move || {
                 while !stop.load(Ordering::SeqCst) {
+                    // A rule gap shows as "refused" at once (REJECT). The long timeout lets
+                    // the kernel retransmit a SYN dropped by a full accept queue on a loaded
+                    // machine, which says nothing about the rules.
                     match std::net::TcpStream::connect_timeout(
                         &addr,
-                        std::time::Duration::from_secs(1),
+                        std::time::Duration::from_secs(5),
                     ) {
                         Ok(_) => ok.fetch_add(1, Ordering::SeqCst),
-                        Err(_) => failed.fetch_add(1, Ordering::SeqCst),
+                        Err(e) => {
+                            eprintln!("connect failed: {e}");
+                            failed.fetch_add(1, Ordering::SeqCst)
+                        }
                     };
+                    std::thread::sleep(std::time::Duration::from_millis(2));
                 }
             })
             .unwrap()

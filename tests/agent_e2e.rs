@@ -52,9 +52,14 @@ fn conn_loop(
     let t = std::thread::spawn(move || {
         netman::netns::run_in(&path, move || {
             while !s.load(Ordering::SeqCst) {
-                match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+                // A rule gap shows as "refused" at once; the long timeout covers a SYN
+                // retransmitted on a loaded machine.
+                match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
                     Ok(_) => o.fetch_add(1, Ordering::SeqCst),
-                    Err(_) => f.fetch_add(1, Ordering::SeqCst),
+                    Err(e) => {
+                        eprintln!("connect failed: {e}");
+                        f.fetch_add(1, Ordering::SeqCst)
+                    }
                 };
                 std::thread::sleep(Duration::from_millis(5));
             }

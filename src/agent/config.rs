@@ -118,7 +118,10 @@ impl crate::config::Validate for AgentConfig {
                 &self.force_policy_poll_cycle_host,
             ),
         ] {
-            crate::config::require_ip(key, host)?;
+            // Both servers are unauthenticated: loopback only.
+            if !crate::config::require_ip(key, host)?.is_loopback() {
+                return Err(format!("invalid '{key}': {host} is not a loopback address"));
+            }
         }
         require_port("debug_server_port", self.debug_server_port)?;
         require_port(
@@ -176,6 +179,9 @@ mod tests {
         let mut bad = c.clone();
         bad.policy_server_url = "http://ps:4003".into();
         assert!(bad.validate().unwrap_err().contains("policy_server_url"));
+        bad = c.clone();
+        bad.debug_server_host = "0.0.0.0".into();
+        assert!(bad.validate().unwrap_err().contains("'debug_server_host'"));
         bad = c.clone();
         bad.cni_datastore_path = "/nonexistent-dir-xyz/store.json".into();
         assert!(bad.validate().unwrap_err().contains("cni_datastore_path"));

@@ -1,15 +1,11 @@
-//! The cell's containers as the agent needs them (handle, IP, app), read from the container
-//! metadata store (reference §6.5): `store.json` holds `{handle: {handle, ip, metadata{...}}}`
-//! and `store.json_version` a counter bumped on every write, so the agent re-reads the store only
-//! when the counter changed.
-//!
-//! [`read_store`] is the one place that knows the file format; it is a small private reader until
-//! the networker's shared store module is available.
+//! The cell's containers as the agent needs them (handle, IP, app), from the networker's
+//! container metadata store (`crate::networker::container_store`, reference §6.5): `store.json`
+//! holds `{handle: {handle, ip, metadata{...}}}` and `store.json_version` a counter bumped on
+//! every write, so the agent re-reads the store only when the counter changed.
 
-use serde::Deserialize;
-use std::collections::BTreeMap;
+use crate::networker::container_store::{Containers, Store};
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// A local container: its app is the `policy_group_id` of its metadata.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -19,33 +15,13 @@ pub struct Container {
     pub app: String,
 }
 
-#[derive(Deserialize)]
-struct Entry {
-    #[serde(default)]
-    ip: String,
-    #[serde(default)]
-    metadata: Option<BTreeMap<String, serde_json::Value>>,
-}
-
-/// Parses the store file; a missing file is an empty store (no container created yet).
-/// Containers without a `policy_group_id` or an IPv4 address take no part in policy.
-pub fn read_store(path: &Path) -> Result<Vec<Container>, String> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(format!("reading container store {}: {e}", path.display())),
-    };
-    if text.trim().is_empty() {
-        return Ok(Vec::new());
-    }
-    let entries: BTreeMap<String, Entry> = serde_json::from_str(&text)
-        .map_err(|e| format!("parsing container store {}: {e}", path.display()))?;
+/// The containers that take part in policy: those with a `policy_group_id` and an IPv4 address.
+pub fn policy_containers(all: &Containers, source: &Path) -> Vec<Container> {
     let mut out = Vec::new();
-    for (handle, entry) in entries {
+    for (handle, entry) in all {
         let app = entry
             .metadata
-            .as_ref()
-            .and_then(|m| m.get("policy_group_id"))
+            .get("policy_group_id")
             .and_then(|v| v.as_str())
             .filter(|s| !s.is_empty());
         let Some(app) = app else {
@@ -54,58 +30,45 @@ pub fn read_store(path: &Path) -> Result<Vec<Container>, String> {
         };
         match entry.ip.parse::<IpAddr>() {
             Ok(IpAddr::V4(ip)) => out.push(Container {
-                handle,
+                handle: handle.clone(),
                 ip,
                 app: app.to_string(),
             }),
             _ => log::warn!(
                 "container {handle} in {}: ip {:?} is not an IPv4 address: skipped",
-                path.display(),
+                source.display(),
                 entry.ip
             ),
         }
     }
-    Ok(out)
+    out
 }
 
-/// Reads the store only when its version file changed since the last successful read.
+/// Reads the store only when its version changed since the last successful read.
 #[derive(Debug)]
 pub struct StoreReader {
-    path: PathBuf,
-    version_path: PathBuf,
+    store: Store,
     /// The version of the last successful read; `None` before the first.
-    seen: Option<String>,
+    seen: Option<u64>,
 }
 
 impl StoreReader {
-    pub fn new(path: impl Into<PathBuf>) -> StoreReader {
-        let path = path.into();
-        let mut version_path = path.clone().into_os_string();
-        version_path.push("_version");
+    pub fn new(path: impl AsRef<Path>) -> StoreReader {
         StoreReader {
-            path,
-            version_path: version_path.into(),
+            store: Store::new(path.as_ref()),
             seen: None,
         }
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.store.path()
     }
 
-    /// The current version file content ("" when there is none yet).
-    fn version(&self) -> Result<String, String> {
-        match std::fs::read_to_string(&self.version_path) {
-            Ok(v) => Ok(v.trim().to_string()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-            Err(e) => Err(format!("reading {}: {e}", self.version_path.display())),
-        }
-    }
-
-    /// Whether the store changed since the last successful [`StoreReader::read_if_changed`].
+    /// Whether the store changed since the last successful [`StoreReader::read_if_changed`]
+    /// (an unreadable version file counts as a change, so that the error is reported).
     pub fn changed(&self) -> bool {
-        match self.version() {
-            Ok(v) => self.seen.as_deref() != Some(v.as_str()),
+        match self.store.version() {
+            Ok(v) => self.seen != Some(v),
             Err(_) => true,
         }
     }
@@ -113,15 +76,15 @@ impl StoreReader {
     /// `Ok(Some(containers))` when the version changed (or `force`), `Ok(None)` when not.
     /// On error the remembered version stays, so the next call tries again.
     pub fn read_if_changed(&mut self, force: bool) -> Result<Option<Vec<Container>>, String> {
-        let version = self.version()?;
-        if !force && self.seen.as_deref() == Some(version.as_str()) {
+        let version = self.store.version()?;
+        if !force && self.seen == Some(version) {
             return Ok(None);
         }
-        let containers = read_store(&self.path)?;
-        // A write between reading the version and the store is caught next time: the version
-        // file is bumped after the store is rewritten, so we can only be behind, never ahead.
+        let all = self.store.read_all()?;
+        // The writer bumps the version after replacing the store, so a write between the two
+        // reads leaves us behind (caught next time), never ahead.
         self.seen = Some(version);
-        Ok(Some(containers))
+        Ok(Some(policy_containers(&all, self.store.path())))
     }
 }
 
@@ -168,7 +131,7 @@ mod tests {
         std::fs::write(dir.path().join("store.json_version"), "7").unwrap();
         let mut reader = StoreReader::new(&path);
         let err = reader.read_if_changed(false).unwrap_err();
-        assert!(err.contains("parsing container store"), "{err}");
+        assert!(err.contains("corrupt container store"), "{err}");
         assert!(reader.changed());
         std::fs::write(&path, "{}").unwrap();
         assert_eq!(reader.read_if_changed(false).unwrap(), Some(vec![]));

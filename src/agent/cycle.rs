@@ -524,12 +524,12 @@ mod tests {
             .agent
             .health()
             .unwrap_err()
-            .contains("parsing container store"));
+            .contains("corrupt container store"));
         assert!(f
             .agent
             .force()
             .unwrap_err()
-            .contains("parsing container store"));
+            .contains("corrupt container store"));
         assert_eq!(f.calls(), ["replace 2 log=false", "update 1"]);
     }
 

@@ -10,7 +10,7 @@
 //!   chain forward { type filter hook forward priority -10; policy accept;
 //!     meta mark set ip saddr map @source_tags
 //!     ct state new ip daddr . meta l4proto . th dport . meta mark @allowed meta mark set meta mark | 0x01000000
-//!     ct state new ip daddr . meta l4proto . th dport . meta mark @allowed_ranges meta mark set meta mark | 0x01000000
+//!     ct state new meta mark & 0x01000000 == 0 ip daddr . meta l4proto . th dport . meta mark @allowed_ranges meta mark set ...
 //!     [c2c logging: NFLOG of allowed new connections, UDP rate limited]
 //!   }
 //! }
@@ -97,12 +97,20 @@ pub const LOG_PREFIX: &str = "OK_C2C ";
 
 impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let allowed = format!("meta mark & 0x{ALLOWED_BIT:08x} == 0x{ALLOWED_BIT:08x}");
+        // Allowed by a policy: the bit and nothing else in the high half (the networker's
+        // ingress mark 0xffff0000 also has bit 24; router traffic is not c2c).
+        let allowed = format!("meta mark & 0xffff0000 == 0x{ALLOWED_BIT:08x}");
         match self {
             Rule::MarkSources => write!(
                 f,
                 "meta mark set ip saddr map @{}",
                 Set::SourceTags.name()
+            ),
+            // The interval set is consulted only when the hash set did not allow already.
+            Rule::MarkAllowed(Set::AllowedRanges) => write!(
+                f,
+                "ct state new meta mark & 0x{ALLOWED_BIT:08x} == 0 ip daddr . meta l4proto . th dport . meta mark @{} meta mark set meta mark | 0x{ALLOWED_BIT:08x}",
+                Set::AllowedRanges.name()
             ),
             Rule::MarkAllowed(set) => write!(
                 f,
@@ -428,7 +436,7 @@ mod tests {
              add chain ip netman_vpa forward { type filter hook forward priority -10; policy accept; }\n\
              add rule ip netman_vpa forward meta mark set ip saddr map @source_tags\n\
              add rule ip netman_vpa forward ct state new ip daddr . meta l4proto . th dport . meta mark @allowed meta mark set meta mark | 0x01000000\n\
-             add rule ip netman_vpa forward ct state new ip daddr . meta l4proto . th dport . meta mark @allowed_ranges meta mark set meta mark | 0x01000000\n\
+             add rule ip netman_vpa forward ct state new meta mark & 0x01000000 == 0 ip daddr . meta l4proto . th dport . meta mark @allowed_ranges meta mark set meta mark | 0x01000000\n\
              add element ip netman_vpa source_tags { 10.255.1.2 : 0x00000001 }\n\
              add element ip netman_vpa allowed { 10.255.1.3 . tcp . 8080 . 0x00000001 }\n\
              add element ip netman_vpa allowed_ranges { 10.255.1.3 . udp . 5000-5010 . 0x00000002 }\n"
@@ -463,7 +471,7 @@ mod tests {
         let script = render_chain(&on);
         assert!(script.starts_with("flush chain ip netman_vpa forward\n"));
         assert!(script.contains(
-            "meta mark & 0x01000000 == 0x01000000 meta l4proto != udp ct state new log prefix \"OK_C2C \" group 2"
+            "meta mark & 0xffff0000 == 0x01000000 meta l4proto != udp ct state new log prefix \"OK_C2C \" group 2"
         ));
         assert!(script.contains("meta l4proto udp limit rate 100/second burst 100 packets log"));
         assert_eq!(render_chain(&OFF).lines().count(), 4);

@@ -84,6 +84,9 @@ pub fn create(cells: usize) -> Result<(), String> {
         let name = cell_name(i);
         add_host(&name, cell_ip(i), &format!("p-cell-{i}"))?;
         sysctl(&name, "net.ipv4.ip_forward", "1")?;
+        // Every REJECT is answered at once, not rate limited per destination, so a denied probe
+        // is refused rather than timed out (the lab's checks probe many denied flows quickly).
+        sysctl(&name, "net.ipv4.icmp_ratelimit", "0")?;
         ns_exec(
             &name,
             &[

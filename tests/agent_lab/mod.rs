@@ -7,6 +7,8 @@
 #![allow(dead_code)]
 
 pub mod policy_api;
+#[path = "../common/policy_server.rs"]
+pub mod policy_server;
 
 use netman::netns::{run_in, NamedNetns};
 use std::io::{ErrorKind, Write};
@@ -58,7 +60,6 @@ pub struct Cell {
     pub containers: Vec<Container>,
     agent: Option<Child>,
     relay: Option<Relay>,
-    store_version: u32,
     pub ns: NamedNetns,
 }
 
@@ -79,13 +80,15 @@ impl Lab {
         for i in 1..=n {
             let ns = NamedNetns::create(&unique("vpacell")).unwrap();
             ns.sysctl("net.ipv4.ip_forward", "1").unwrap();
+            // REJECT's ICMP errors are rate limited per destination (a burst of 6, then 1/s);
+            // tests that probe in a loop want every rejected SYN answered.
+            ns.sysctl("net.ipv4.icmp_ratelimit", "0").unwrap();
             cells.push(Cell {
                 index: i,
                 dir: tempfile::tempdir().unwrap(),
                 containers: Vec::new(),
                 agent: None,
                 relay: None,
-                store_version: 0,
                 ns,
             });
         }
@@ -290,7 +293,7 @@ impl Cell {
             app: app.to_string(),
             cell: self.index,
         });
-        self.write_store();
+        self.store_add(handle, ip, app);
         self.containers.last().unwrap()
     }
 
@@ -331,26 +334,13 @@ impl Cell {
         );
     }
 
-    /// Rewrites store.json and bumps its version, as the networker does.
-    pub fn write_store(&mut self) {
-        let map: serde_json::Map<String, serde_json::Value> = self
-            .containers
-            .iter()
-            .map(|c| {
-                (
-                    c.handle.clone(),
-                    serde_json::json!({"handle": c.handle, "ip": c.ip.to_string(),
-                        "metadata": {"policy_group_id": c.app, "space_id": "space-1", "ports": "8080"}}),
-                )
-            })
-            .collect();
-        std::fs::write(self.store_path(), serde_json::to_string(&map).unwrap()).unwrap();
-        self.store_version += 1;
-        std::fs::write(
-            self.dir.path().join("store.json_version"),
-            self.store_version.to_string(),
-        )
-        .unwrap();
+    /// Adds the container to the cell's metadata store through the networker's store module.
+    fn store_add(&self, handle: &str, ip: Ipv4Addr, app: &str) {
+        let metadata =
+            serde_json::json!({"policy_group_id": app, "space_id": "space-1", "ports": "8080"});
+        netman::networker::container_store::Store::new(&self.store_path())
+            .add(handle, ip, metadata.as_object().unwrap().clone())
+            .unwrap();
     }
 
     pub fn nft(&self, args: &[&str]) -> Result<String, String> {
