@@ -8,7 +8,6 @@
 #[path = "../tests/common/db.rs"]
 mod db;
 #[path = "../tests/common/policy_server.rs"]
-#[allow(dead_code)]
 mod policy_server;
 
 use policy_server::*;

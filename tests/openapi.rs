@@ -149,7 +149,8 @@ fn answers_match_the_documented_schemas() {
     let s = PolicyServer::start();
     let body = v1_body(&[("a", "b", "tcp", 8080, 8080), ("a", "c", "udp", 1, 9)]);
     // (method, documented path, concrete path, token, body)
-    let calls: Vec<(&str, &str, String, Option<&str>, Option<String>)> = vec![
+    type Call<'a> = (&'a str, &'a str, String, Option<&'a str>, Option<String>);
+    let calls: Vec<Call> = vec![
         (
             "POST",
             "/networking/{version}/external/policies",

@@ -571,7 +571,8 @@ fn bad_config_fails_at_start_naming_the_key() {
     };
     let (ok, out) = check(&|_| {});
     assert!(ok, "{out}");
-    let failures: [(&str, &dyn Fn(&mut Value)); 5] = [
+    type Patch<'a> = (&'a str, &'a dyn Fn(&mut Value));
+    let failures: [Patch; 5] = [
         ("lisen_port", &|c| c["lisen_port"] = json!(1)),
         ("tag_length", &|c| c["tag_length"] = json!(3)),
         ("debug_server_host", &|c| {

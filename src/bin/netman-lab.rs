@@ -105,7 +105,7 @@ fn main() {
     }
 }
 
-fn up(dir: &PathBuf, cells: usize, apps: usize, api_port: u16) -> Result<(), String> {
+fn up(dir: &std::path::Path, cells: usize, apps: usize, api_port: u16) -> Result<(), String> {
     lab::require_root()?;
     if apps == 0 || apps > 100 {
         return Err(format!("--apps must be in 1-100, got {apps}"));
@@ -120,7 +120,7 @@ fn up(dir: &PathBuf, cells: usize, apps: usize, api_port: u16) -> Result<(), Str
         .unwrap()
         .to_path_buf();
     let mut lab = Lab {
-        dir: dir.clone(),
+        dir: dir.to_path_buf(),
         bin,
         state: State {
             cells,
@@ -160,13 +160,13 @@ fn print_summary(state: &State, dir: &std::path::Path) {
         state.cells,
         dir.display()
     );
-    println!("{:<24} {:<22} {}", "process", "namespace", "pid");
+    println!("{:<24} {:<22} pid", "process", "namespace");
     for p in &state.processes {
         println!("{:<24} {:<22} {}", p.name, p.namespace, p.pid);
     }
     println!(
-        "\n{:<14} {:<6} {:<16} {}",
-        "container", "cell", "ip", "mapped ports (cell port -> container port)"
+        "\n{:<14} {:<6} {:<16} mapped ports (cell port -> container port)",
+        "container", "cell", "ip"
     );
     for c in &state.containers {
         let ports: Vec<String> = c
@@ -199,12 +199,9 @@ fn print_summary(state: &State, dir: &std::path::Path) {
     }
 }
 
-fn status(dir: &PathBuf) -> Result<(), String> {
+fn status(dir: &std::path::Path) -> Result<(), String> {
     let state = State::load(dir)?;
-    println!(
-        "{:<24} {:<22} {:<8} {}",
-        "process", "namespace", "pid", "state"
-    );
+    println!("{:<24} {:<22} {:<8} state", "process", "namespace", "pid");
     for p in &state.processes {
         let alive = if p.alive() { "running" } else { "EXITED" };
         println!("{:<24} {:<22} {:<8} {alive}", p.name, p.namespace, p.pid);
@@ -221,7 +218,7 @@ fn status(dir: &PathBuf) -> Result<(), String> {
     Ok(())
 }
 
-fn exec(dir: &PathBuf, container: &str, command: &[String]) -> Result<(), String> {
+fn exec(dir: &std::path::Path, container: &str, command: &[String]) -> Result<(), String> {
     lab::require_root()?;
     let state = State::load(dir)?;
     let c = state.container(container)?;
