@@ -274,7 +274,7 @@ fn bad_config_is_refused_with_the_key_named() {
     let write = |extra: serde_json::Value| {
         let mut v = serde_json::json!({
             "ca_cert_file": c.ca, "server_cert_file": c.server_cert, "server_key_file": c.server_key,
-            "database": {"type": "sqlite", "path": dir.path().join("db")},
+            "database": {"type": "sqlite", "connection_string": dir.path().join("db")},
         });
         for (k, val) in extra.as_object().unwrap() {
             v[k] = val.clone();

@@ -3,14 +3,14 @@
 //! (`groups` tag pool, `destinations`, `policies`, `policies_info`); see the reference §4.
 
 pub mod config;
-mod migrations;
+pub(crate) mod migrations;
 #[cfg(feature = "mysql")]
 pub mod mysql;
-mod open;
-mod pool;
+pub(crate) mod open;
+pub(crate) mod pool;
 #[cfg(feature = "postgres")]
 pub mod postgres;
-mod sql;
+pub(crate) mod sql;
 pub mod sqlite;
 
 pub use config::{DatabaseConfig, DatabaseType};

@@ -35,7 +35,7 @@ fn is_memory(path: &str) -> bool {
     path == ":memory:"
 }
 
-fn sqlite_error(e: rusqlite::Error) -> Error {
+pub(crate) fn sqlite_error(e: rusqlite::Error) -> Error {
     match e.sqlite_error_code() {
         Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => {
             Error::Conflict(e.to_string())
@@ -44,7 +44,7 @@ fn sqlite_error(e: rusqlite::Error) -> Error {
     }
 }
 
-fn open_connection(path: &str, read_only: bool) -> Result<Connection, StoreError> {
+pub(crate) fn open_connection(path: &str, read_only: bool) -> Result<Connection, StoreError> {
     let flags = if read_only {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
     } else {
@@ -124,7 +124,7 @@ impl SqliteStore {
 }
 
 /// One write transaction (BEGIN IMMEDIATE), retried while another process holds the lock.
-fn run_write<T>(
+pub(crate) fn run_write<T>(
     conn: &mut Connection,
     f: impl Fn(&mut dyn Tx) -> Result<T, Error>,
 ) -> Result<T, StoreError> {
@@ -152,7 +152,7 @@ fn run_write<T>(
     }
 }
 
-struct SqliteTx<'a>(&'a Connection);
+pub(crate) struct SqliteTx<'a>(pub(crate) &'a Connection);
 
 fn to_sql<'a>(v: &'a Val<'a>) -> &'a dyn rusqlite::ToSql {
     match v {
