@@ -204,6 +204,20 @@ pub fn migrations_recorded_concurrent_and_guarded(db: &db::TestDb) {
     assert!(err.to_string().contains("newer"), "{err}");
 }
 
+/// A database that does not answer: start-up retries until `connect_timeout_seconds`, then fails
+/// with a clear message naming the database (without credentials).
+pub fn startup_retry_times_out(db: &db::TestDb) {
+    let config = db::unreachable(db.kind(), 2);
+    let started = std::time::Instant::now();
+    let err = match netman::overlay::store::open(&config) {
+        Ok(_) => panic!("unreachable {config} opened"),
+        Err(e) => e,
+    };
+    assert!(started.elapsed() >= Duration::from_secs(2), "{err}");
+    assert!(err.contains("connect_timeout_seconds=2"), "{err}");
+    assert!(!err.contains(db::PASSWORD), "{err}");
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -352,6 +366,7 @@ macro_rules! suite {
                 constraints_renew_reclaim, controller_expiry_and_reclaim,
                 concurrent_reclaim_from_two_controllers,
                 migrations_recorded_concurrent_and_guarded,
+                startup_retry_times_out,
                 two_controller_processes_concurrent_acquire);
         }
     };
