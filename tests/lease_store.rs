@@ -169,6 +169,33 @@ pub fn concurrent_reclaim_from_two_controllers(db: &db::TestDb) {
     assert_eq!(c2.list().unwrap().len(), 3);
 }
 
+/// Two controllers on one database, more cells than blocks, all at once: every block is leased
+/// exactly once and every other cell gets 409 (never a 500 from lost races).
+pub fn concurrent_exhaustion_from_two_controllers(db: &db::TestDb) {
+    let now = Arc::new(AtomicI64::new(1_000_000));
+    // /20 in /24s: 15 leasable blocks.
+    let c1 = Arc::new(controller(&db.config, "10.255.0.0/20", &now));
+    let c2 = Arc::new(controller(&db.config, "10.255.0.0/20", &now));
+    let handles: Vec<_> = (0..30)
+        .map(|i| {
+            let c = if i % 2 == 0 { c1.clone() } else { c2.clone() };
+            std::thread::spawn(move || c.acquire(&format!("10.0.2.{i}"), false))
+        })
+        .collect();
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let won: HashSet<String> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok().map(|l| l.overlay_subnet.clone()))
+        .collect();
+    let lost: Vec<u16> = results
+        .iter()
+        .filter_map(|r| r.as_ref().err().map(|e| e.status))
+        .collect();
+    assert_eq!(won.len(), 15, "{results:?}");
+    assert_eq!(lost, vec![409; 15], "{results:?}");
+    assert_eq!(db.query_i64("SELECT COUNT(*) FROM subnets"), 15);
+}
+
 pub fn migrations_recorded_concurrent_and_guarded(db: &db::TestDb) {
     // Several controllers starting together: one migrator at a time, one record.
     let handles: Vec<_> = (0..4)
@@ -365,6 +392,7 @@ macro_rules! suite {
             suite!(@cases $fresh;
                 constraints_renew_reclaim, controller_expiry_and_reclaim,
                 concurrent_reclaim_from_two_controllers,
+                concurrent_exhaustion_from_two_controllers,
                 migrations_recorded_concurrent_and_guarded,
                 startup_retry_times_out,
                 two_controller_processes_concurrent_acquire);
