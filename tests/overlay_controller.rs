@@ -274,7 +274,7 @@ fn bad_config_is_refused_with_the_key_named() {
     let write = |extra: serde_json::Value| {
         let mut v = serde_json::json!({
             "ca_cert_file": c.ca, "server_cert_file": c.server_cert, "server_key_file": c.server_key,
-            "database": {"type": "sqlite", "path": dir.path().join("db")},
+            "database": {"type": "sqlite", "connection_string": dir.path().join("db")},
         });
         for (k, val) in extra.as_object().unwrap() {
             v[k] = val.clone();
@@ -302,6 +302,21 @@ fn bad_config_is_refused_with_the_key_named() {
     assert!(check().1.contains("'network'"));
     write(serde_json::json!({"netwrok": "10.255.0.0/16"}));
     assert!(check().1.contains("netwrok"));
+    // The database section is the project's one (policy server keys): the old `path` is refused,
+    // a postgres section needs its host, and so on.
+    write(serde_json::json!({"database": {"type": "sqlite", "path": "/tmp/x.db"}}));
+    let (code, text) = check();
+    assert_eq!(code, Some(2));
+    assert!(text.contains("path"), "{text}");
+    write(serde_json::json!({"database": {"type": "postgres", "user": "u", "database_name": "d"}}));
+    let (code, text) = check();
+    assert_eq!(code, Some(2));
+    assert!(text.contains("database.host"), "{text}");
+    write(
+        serde_json::json!({"database": {"type": "mysql", "host": "db", "user": "u",
+        "password": "hunter2", "database_name": "leases", "port": 3307}}),
+    );
+    assert_eq!(check().0, Some(0), "{}", check().1);
     // The daemon checks its config the same way.
     let dcfg = dir.path().join("d.json");
     std::fs::write(&dcfg, serde_json::json!({

@@ -211,7 +211,7 @@ impl Lab {
                 "server_cert_file": s(&certs.join("overlay-controller.crt")),
                 "server_key_file": s(&certs.join("overlay-controller.key")),
                 "network": OVERLAY_NETWORK,
-                "database": {"type": "sqlite", "path": s(&self.dir.join("control/leases.db"))},
+                "database": {"type": "sqlite", "connection_string": s(&self.dir.join("control/leases.db"))},
             }),
         )?;
         let p = self.start("overlay-controller", CONTROL, "overlay-controller", &config)?;

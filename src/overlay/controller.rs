@@ -1,7 +1,7 @@
 //! The lease controller: hands every cell a subnet of the overlay network over mutual TLS
 //! (acquire, renew, release, list), reclaims expired leases, and reports pool metrics.
 
-use super::store::{LeaseStore, SqliteLeaseStore, StoreError};
+use super::store::{LeaseStore, StoreError};
 use super::{now_seconds, Lease};
 use crate::config::{self, Validate};
 use crate::http::{Request, Response};
@@ -13,7 +13,6 @@ use rand::seq::SliceRandom;
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -41,16 +40,10 @@ pub struct ControllerConfig {
     pub staleness_threshold_seconds: u64,
 }
 
-/// Where leases are stored. Only `sqlite` is built in here; other types are added behind the
-/// same [`LeaseStore`] trait.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DatabaseConfig {
-    #[serde(rename = "type")]
-    pub kind: String,
-    #[serde(default)]
-    pub path: String,
-}
+/// Where leases are stored: the project's one `database` section (the policy server's keys):
+/// `type` sqlite (default build), postgres or mysql, `connection_string` or
+/// user/password/host/port/database_name, timeouts, pool limits, TLS.
+pub use crate::policy::store::DatabaseConfig;
 
 fn default_listen_host() -> String {
     "0.0.0.0".into()
@@ -97,12 +90,7 @@ impl Validate for ControllerConfig {
             "staleness_threshold_seconds",
             self.staleness_threshold_seconds,
         )?;
-        match self.database.kind.as_str() {
-            "sqlite" => config::require_nonempty("database.path", &self.database.path),
-            other => Err(format!(
-                "invalid 'database.type': {other:?} (supported: sqlite)"
-            )),
-        }
+        self.database.validate()
     }
 }
 
@@ -117,14 +105,10 @@ pub fn parse_network(key: &str, text: &str) -> Result<Ipv4Net, String> {
     Ok(net)
 }
 
-/// Opens the configured store.
+/// Opens the configured store: connects (retrying until `database.connect_timeout_seconds`) and
+/// migrates.
 pub fn open_store(db: &DatabaseConfig) -> Result<Arc<dyn LeaseStore>, String> {
-    match db.kind.as_str() {
-        "sqlite" => Ok(Arc::new(
-            SqliteLeaseStore::open(Path::new(&db.path)).map_err(|e| e.to_string())?,
-        )),
-        other => Err(format!("database type {other:?} is not supported")),
-    }
+    super::store::open(db)
 }
 
 /// An API failure with its HTTP status.
@@ -528,10 +512,17 @@ impl crate::http::Handler for ApiHandler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
     use std::sync::atomic::{AtomicI64, Ordering};
 
     fn controller(dir: &Path, network: &str, prefix: u8) -> (Controller, Arc<AtomicI64>) {
-        let store = Arc::new(SqliteLeaseStore::open(&dir.join("db")).unwrap());
+        let path = dir.join("db");
+        let store = Arc::new(
+            super::super::store::SqlLeaseStore::open(&DatabaseConfig::sqlite(
+                path.to_str().unwrap(),
+            ))
+            .unwrap(),
+        );
         let now = Arc::new(AtomicI64::new(1_000_000));
         let n = now.clone();
         (

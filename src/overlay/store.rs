@@ -1,11 +1,26 @@
-//! Where the controller keeps leases: the [`LeaseStore`] trait and its SQLite implementation.
-//! The SQL is plain (one table, no vendor functions; time is passed in as Unix seconds) so that
-//! PostgreSQL and MySQL implementations can sit behind the same trait.
+//! Where the controller keeps leases: the [`LeaseStore`] trait and its implementation on the
+//! project's SQL store ([`crate::policy::store`]): SQLite by default, PostgreSQL and MySQL/MariaDB
+//! behind the `postgres` and `mysql` cargo features, with the same connection handling, pool,
+//! statement interface and migration machinery as the policy store.
+//!
+//! The table is the reference's `subnets` (§7.1): unique `underlay_ip`, `overlay_subnet` and
+//! `overlay_hwaddr`, `last_renewed_at` in Unix seconds (passed in, no vendor time functions). Its
+//! migrations are recorded in `overlay_migrations` and applied under the database's migration
+//! lock, so several controllers starting together do not race.
+//!
+//! Concurrency with several controllers on one database: inserts only happen if no row holds the
+//! underlay IP, subnet or MAC (`INSERT ... WHERE NOT EXISTS`), and the unique constraints catch the
+//! race two transactions can still run into; the backend retries such a race, and the retry then
+//! sees the committed row and answers [`StoreError::Conflict`], so the controller picks another
+//! subnet (as the reference does).
 
 use super::Lease;
-use rusqlite::{params, Connection, OptionalExtension};
-use std::path::Path;
-use std::sync::Mutex;
+use crate::policy::store::migrations::{self, Migration};
+use crate::policy::store::sql::{db_error, Cell, Dialect, Error, Tx, Val};
+use crate::policy::store::sqlite::{open_connection, run_write, SqliteTx};
+use crate::policy::store::{DatabaseConfig, DatabaseType, StoreError as DbError};
+use rusqlite::Connection;
+use std::sync::{Arc, Mutex};
 
 /// A stored lease and when it was last renewed (Unix seconds).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,105 +72,252 @@ pub trait LeaseStore: Send + Sync {
     fn ping(&self) -> StoreResult<()>;
 }
 
-/// SQLite (WAL, busy timeout) behind one mutex: one writer at a time, as SQLite wants.
-pub struct SqliteLeaseStore {
+/// The newest schema version of the lease tables this binary knows.
+pub const LEASE_SCHEMA_VERSION: i64 = 1;
+const MIGRATIONS_TABLE: &str = "overlay_migrations";
+
+fn lease_migrations(dialect: Dialect) -> Vec<Migration> {
+    vec![Migration {
+        version: 1,
+        name: "overlay leases: subnets",
+        statements: vec![match dialect {
+            Dialect::Sqlite => {
+                "CREATE TABLE IF NOT EXISTS subnets (id INTEGER PRIMARY KEY, \
+                 underlay_ip VARCHAR(15) NOT NULL UNIQUE, overlay_subnet VARCHAR(18) NOT NULL UNIQUE, \
+                 overlay_hwaddr VARCHAR(17) NOT NULL UNIQUE, last_renewed_at BIGINT NOT NULL)"
+            }
+            Dialect::Postgres => {
+                "CREATE TABLE IF NOT EXISTS subnets (id SERIAL PRIMARY KEY, \
+                 underlay_ip VARCHAR(15) NOT NULL UNIQUE, overlay_subnet VARCHAR(18) NOT NULL UNIQUE, \
+                 overlay_hwaddr VARCHAR(17) NOT NULL UNIQUE, last_renewed_at BIGINT NOT NULL)"
+            }
+            Dialect::Mysql => {
+                "CREATE TABLE IF NOT EXISTS subnets (id INT NOT NULL AUTO_INCREMENT PRIMARY KEY, \
+                 underlay_ip VARCHAR(15) NOT NULL, overlay_subnet VARCHAR(18) NOT NULL, \
+                 overlay_hwaddr VARCHAR(17) NOT NULL, last_renewed_at BIGINT NOT NULL, \
+                 UNIQUE KEY subnets_underlay_ip_key (underlay_ip), \
+                 UNIQUE KEY subnets_overlay_subnet_key (overlay_subnet), \
+                 UNIQUE KEY subnets_overlay_hwaddr_key (overlay_hwaddr)) ENGINE=InnoDB"
+            }
+        }],
+    }]
+}
+
+fn migrate(tx: &mut dyn Tx, dialect: Dialect) -> Result<i64, Error> {
+    migrations::apply(
+        tx,
+        MIGRATIONS_TABLE,
+        LEASE_SCHEMA_VERSION,
+        lease_migrations(dialect),
+    )?;
+    Ok(LEASE_SCHEMA_VERSION)
+}
+
+/// SQLite: one connection behind a mutex (one writer at a time, as SQLite wants; WAL, busy
+/// timeout, BEGIN IMMEDIATE across processes).
+struct SqliteDb {
     conn: Mutex<Connection>,
 }
 
-const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS subnets (
-    id INTEGER PRIMARY KEY,
-    underlay_ip VARCHAR(15) NOT NULL UNIQUE,
-    overlay_subnet VARCHAR(18) NOT NULL UNIQUE,
-    overlay_hwaddr VARCHAR(17) NOT NULL UNIQUE,
-    last_renewed_at BIGINT NOT NULL
-)";
-
-fn other(context: &str, e: rusqlite::Error) -> StoreError {
-    StoreError::Other(format!("{context}: {e}"))
+enum Db {
+    Sqlite(SqliteDb),
+    #[cfg(feature = "postgres")]
+    Postgres(crate::policy::store::postgres::PgDb),
+    #[cfg(feature = "mysql")]
+    Mysql(crate::policy::store::mysql::MyDb),
 }
 
-fn classify(context: &str, e: rusqlite::Error) -> StoreError {
-    match &e {
-        rusqlite::Error::SqliteFailure(f, _)
-            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-        {
-            StoreError::Conflict(format!("{context}: {e}"))
+impl Db {
+    fn run<T>(
+        &self,
+        write: bool,
+        f: impl Fn(&mut dyn Tx) -> Result<T, Error>,
+    ) -> Result<T, DbError> {
+        match self {
+            Db::Sqlite(db) => {
+                let mut conn = db.conn.lock().unwrap_or_else(|p| p.into_inner());
+                if write {
+                    run_write(&mut conn, f)
+                } else {
+                    f(&mut SqliteTx(&conn)).map_err(|e| match e {
+                        Error::Store(e) => e,
+                        Error::Conflict(m) => DbError::Database(format!("sqlite: {m}")),
+                    })
+                }
+            }
+            #[cfg(feature = "postgres")]
+            Db::Postgres(db) => db.run(write, f),
+            #[cfg(feature = "mysql")]
+            Db::Mysql(db) => db.run(write, f),
         }
-        _ => other(context, e),
     }
 }
 
-impl SqliteLeaseStore {
-    pub fn open(path: &Path) -> StoreResult<SqliteLeaseStore> {
-        let context = format!("opening SQLite database {}", path.display());
-        let conn = Connection::open(path).map_err(|e| other(&context, e))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(|e| other(&context, e))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(|e| other(&context, e))?;
-        conn.execute(SCHEMA, [])
-            .map_err(|e| other("creating table subnets", e))?;
-        Ok(SqliteLeaseStore {
-            conn: Mutex::new(conn),
-        })
+/// The lease store on SQLite, PostgreSQL or MySQL/MariaDB.
+pub struct SqlLeaseStore {
+    db: Db,
+    dialect: Dialect,
+}
+
+/// Opens the configured store: connects (retrying with backoff until
+/// `database.connect_timeout_seconds`) and migrates.
+pub fn open(config: &DatabaseConfig) -> Result<Arc<dyn LeaseStore>, String> {
+    use crate::config::Validate;
+    config.validate()?;
+    crate::policy::store::open::retry(config, || SqlLeaseStore::open(config))
+        .map(|s| Arc::new(s) as Arc<dyn LeaseStore>)
+        .map_err(|e| e.to_string())
+}
+
+impl SqlLeaseStore {
+    /// Connects and migrates; one attempt (see [`open`] for retries).
+    pub fn open(config: &DatabaseConfig) -> Result<SqlLeaseStore, DbError> {
+        let (db, dialect) = match config.kind {
+            DatabaseType::Sqlite => {
+                let mut conn = open_connection(&config.connection_string, false)?;
+                run_write(&mut conn, |tx| migrate(tx, Dialect::Sqlite))?;
+                (
+                    Db::Sqlite(SqliteDb {
+                        conn: Mutex::new(conn),
+                    }),
+                    Dialect::Sqlite,
+                )
+            }
+            #[cfg(feature = "postgres")]
+            DatabaseType::Postgres => (
+                Db::Postgres(crate::policy::store::postgres::PgDb::open(config, |tx| {
+                    migrate(tx, Dialect::Postgres)
+                })?),
+                Dialect::Postgres,
+            ),
+            #[cfg(feature = "mysql")]
+            DatabaseType::Mysql => (
+                Db::Mysql(crate::policy::store::mysql::MyDb::open(config, |tx| {
+                    migrate(tx, Dialect::Mysql)
+                })?),
+                Dialect::Mysql,
+            ),
+            #[allow(unreachable_patterns)]
+            other => {
+                return Err(DbError::Database(format!(
+                    "{other} support is not compiled into this binary"
+                )))
+            }
+        };
+        Ok(SqlLeaseStore { db, dialect })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    fn run<T>(
+        &self,
+        context: &str,
+        write: bool,
+        f: impl Fn(&mut dyn Tx) -> Result<T, Error>,
+    ) -> StoreResult<T> {
+        self.db
+            .run(write, f)
+            .map_err(|e| StoreError::Other(format!("{context}: {e}")))
+    }
+
+    /// Inserts `lease` unless a row holds its underlay IP, subnet or MAC (other than the row of
+    /// `except_underlay`, which the caller is replacing). False if nothing was inserted.
+    fn insert_unless_taken(&self, tx: &mut dyn Tx, lease: &Lease, now: i64) -> Result<bool, Error> {
+        let d = self.dialect;
+        let sql = format!(
+            "INSERT INTO subnets (underlay_ip, overlay_subnet, overlay_hwaddr, last_renewed_at) \
+             SELECT {s}, {s}, {s}, {i}{dual} WHERE NOT EXISTS (SELECT 1 FROM subnets \
+             WHERE underlay_ip = ? OR overlay_subnet = ? OR overlay_hwaddr = ?)",
+            s = d.text_param(),
+            i = bigint_param(d),
+            dual = d.dual()
+        );
+        let n = tx.exec(
+            &sql,
+            &[
+                Val::Str(&lease.underlay_ip),
+                Val::Str(&lease.overlay_subnet),
+                Val::Str(&lease.overlay_hardware_addr),
+                Val::Int(now),
+                Val::Str(&lease.underlay_ip),
+                Val::Str(&lease.overlay_subnet),
+                Val::Str(&lease.overlay_hardware_addr),
+            ],
+        )?;
+        Ok(n == 1)
     }
 }
 
-fn row_to_lease(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredLease> {
-    Ok(StoredLease {
-        lease: Lease {
-            underlay_ip: row.get(0)?,
-            overlay_subnet: row.get(1)?,
-            overlay_hardware_addr: row.get(2)?,
-        },
-        last_renewed_at: row.get(3)?,
-    })
+/// A BIGINT parameter in a select list (PostgreSQL cannot infer its type there).
+fn bigint_param(d: Dialect) -> &'static str {
+    match d {
+        Dialect::Postgres => "CAST(? AS BIGINT)",
+        _ => "?",
+    }
 }
 
 const SELECT: &str =
     "SELECT underlay_ip, overlay_subnet, overlay_hwaddr, last_renewed_at FROM subnets";
 
-impl LeaseStore for SqliteLeaseStore {
+fn row_to_lease(row: &[Cell]) -> Result<StoredLease, Error> {
+    if row.len() != 4 {
+        return Err(db_error(format!("subnets row has {} columns", row.len())));
+    }
+    Ok(StoredLease {
+        lease: Lease {
+            underlay_ip: row[0].text()?,
+            overlay_subnet: row[1].text()?,
+            overlay_hardware_addr: row[2].text()?,
+        },
+        last_renewed_at: row[3].int()?,
+    })
+}
+
+fn taken(lease: &Lease) -> StoreError {
+    StoreError::Conflict(format!(
+        "underlay IP {}, subnet {} or MAC {} is already leased",
+        lease.underlay_ip, lease.overlay_subnet, lease.overlay_hardware_addr
+    ))
+}
+
+impl LeaseStore for SqlLeaseStore {
     fn leases(&self) -> StoreResult<Vec<StoredLease>> {
-        let conn = self.lock();
-        let mut stmt = conn
-            .prepare_cached(&format!("{SELECT} ORDER BY id"))
-            .map_err(|e| other("listing leases", e))?;
-        let rows = stmt
-            .query_map([], row_to_lease)
-            .map_err(|e| other("listing leases", e))?;
-        rows.collect::<Result<Vec<_>, _>>()
-            .map_err(|e| other("listing leases", e))
+        self.run("listing leases", false, |tx| {
+            tx.rows(&format!("{SELECT} ORDER BY id"), &[])?
+                .iter()
+                .map(|r| row_to_lease(r))
+                .collect()
+        })
     }
 
     fn lease_for_underlay(&self, underlay_ip: &str) -> StoreResult<Option<StoredLease>> {
-        let conn = self.lock();
-        conn.query_row(
-            &format!("{SELECT} WHERE underlay_ip = ?1"),
-            params![underlay_ip],
-            row_to_lease,
-        )
-        .optional()
-        .map_err(|e| other("reading lease", e))
+        self.run("reading lease", false, |tx| {
+            tx.rows(
+                &format!("{SELECT} WHERE underlay_ip = ?"),
+                &[Val::Str(underlay_ip)],
+            )?
+            .first()
+            .map(|r| row_to_lease(r))
+            .transpose()
+        })
     }
 
     fn insert(&self, lease: &Lease, now: i64) -> StoreResult<()> {
-        let conn = self.lock();
-        insert_with(&conn, lease, now)
+        if self.run("inserting lease", true, |tx| {
+            self.insert_unless_taken(tx, lease, now)
+        })? {
+            Ok(())
+        } else {
+            Err(taken(lease))
+        }
     }
 
     fn delete(&self, underlay_ip: &str) -> StoreResult<()> {
-        let conn = self.lock();
-        conn.execute(
-            "DELETE FROM subnets WHERE underlay_ip = ?1",
-            params![underlay_ip],
-        )
-        .map(|_| ())
-        .map_err(|e| other("deleting lease", e))
+        self.run("deleting lease", true, |tx| {
+            tx.exec(
+                "DELETE FROM subnets WHERE underlay_ip = ?",
+                &[Val::Str(underlay_ip)],
+            )
+            .map(|_| ())
+        })
     }
 
     fn reclaim(
@@ -165,53 +327,81 @@ impl LeaseStore for SqliteLeaseStore {
         new: &Lease,
         now: i64,
     ) -> StoreResult<bool> {
-        let mut conn = self.lock();
-        let tx = conn
-            .transaction()
-            .map_err(|e| other("reclaiming lease", e))?;
-        let deleted = tx
-            .execute(
-                "DELETE FROM subnets WHERE underlay_ip = ?1 AND last_renewed_at <= ?2",
-                params![old_underlay_ip, cutoff],
-            )
-            .map_err(|e| other("reclaiming lease", e))?;
-        if deleted == 0 {
-            return Ok(false);
+        #[derive(PartialEq)]
+        enum Outcome {
+            Reclaimed,
+            Gone,
+            Taken,
         }
-        insert_with(&tx, new, now)?;
-        tx.commit().map_err(|e| other("reclaiming lease", e))?;
-        Ok(true)
+        let outcome = self.run("reclaiming lease", true, |tx| {
+            // Lock the expired row (a concurrent reclaim of it waits here and then finds it gone).
+            let lock = format!(
+                "SELECT id FROM subnets WHERE underlay_ip = ? AND last_renewed_at <= ?{}",
+                self.dialect.for_update()
+            );
+            if tx
+                .rows(&lock, &[Val::Str(old_underlay_ip), Val::Int(cutoff)])?
+                .is_empty()
+            {
+                return Ok(Outcome::Gone);
+            }
+            // Nothing may change unless the new lease fits once the old row is gone.
+            let clash = tx.rows(
+                "SELECT 1 FROM subnets WHERE underlay_ip <> ? AND \
+                 (underlay_ip = ? OR overlay_subnet = ? OR overlay_hwaddr = ?)",
+                &[
+                    Val::Str(old_underlay_ip),
+                    Val::Str(&new.underlay_ip),
+                    Val::Str(&new.overlay_subnet),
+                    Val::Str(&new.overlay_hardware_addr),
+                ],
+            )?;
+            if !clash.is_empty() {
+                return Ok(Outcome::Taken);
+            }
+            tx.exec(
+                "DELETE FROM subnets WHERE underlay_ip = ? AND last_renewed_at <= ?",
+                &[Val::Str(old_underlay_ip), Val::Int(cutoff)],
+            )?;
+            if !self.insert_unless_taken(tx, new, now)? {
+                // Only a concurrent insert can get here: retried as a lost race.
+                return Err(Error::Conflict(format!(
+                    "lease {} taken concurrently",
+                    new.overlay_subnet
+                )));
+            }
+            Ok(Outcome::Reclaimed)
+        })?;
+        match outcome {
+            Outcome::Reclaimed => Ok(true),
+            Outcome::Gone => Ok(false),
+            Outcome::Taken => Err(taken(new)),
+        }
     }
 
     fn renew(&self, underlay_ip: &str, now: i64) -> StoreResult<bool> {
-        let conn = self.lock();
-        conn.execute(
-            "UPDATE subnets SET last_renewed_at = ?1 WHERE underlay_ip = ?2",
-            params![now, underlay_ip],
-        )
-        .map(|n| n > 0)
-        .map_err(|e| other("renewing lease", e))
+        self.run("renewing lease", true, |tx| {
+            let n = tx.exec(
+                "UPDATE subnets SET last_renewed_at = ? WHERE underlay_ip = ?",
+                &[Val::Int(now), Val::Str(underlay_ip)],
+            )?;
+            // MySQL counts changed rows, not matched ones: a renew within the same second
+            // changes nothing but the lease exists.
+            Ok(n > 0
+                || !tx
+                    .rows(
+                        "SELECT 1 FROM subnets WHERE underlay_ip = ?",
+                        &[Val::Str(underlay_ip)],
+                    )?
+                    .is_empty())
+        })
     }
 
     fn ping(&self) -> StoreResult<()> {
-        let conn = self.lock();
-        conn.query_row("SELECT 1", [], |_| Ok(()))
-            .map_err(|e| other("database check", e))
+        self.run("database check", false, |tx| {
+            tx.rows("SELECT 1", &[]).map(|_| ())
+        })
     }
-}
-
-fn insert_with(conn: &Connection, lease: &Lease, now: i64) -> StoreResult<()> {
-    conn.execute(
-        "INSERT INTO subnets (underlay_ip, overlay_subnet, overlay_hwaddr, last_renewed_at) VALUES (?1, ?2, ?3, ?4)",
-        params![
-            lease.underlay_ip,
-            lease.overlay_subnet,
-            lease.overlay_hardware_addr,
-            now
-        ],
-    )
-    .map(|_| ())
-    .map_err(|e| classify("inserting lease", e))
 }
 
 #[cfg(test)]
@@ -221,7 +411,8 @@ mod tests {
     #[test]
     fn sqlite_store_constraints_renew_reclaim() {
         let dir = tempfile::tempdir().unwrap();
-        let s = SqliteLeaseStore::open(&dir.path().join("l.db")).unwrap();
+        let path = dir.path().join("l.db");
+        let s = SqlLeaseStore::open(&DatabaseConfig::sqlite(path.to_str().unwrap())).unwrap();
         let a = Lease::new(
             "10.0.0.1".parse().unwrap(),
             "10.255.1.0/24".parse().unwrap(),

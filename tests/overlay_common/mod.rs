@@ -249,7 +249,7 @@ impl Lab {
                 "server_key_file": certs.server_key,
                 "network": "10.255.0.0/16",
                 "subnet_prefix_length": opts.prefix,
-                "database": {"type": "sqlite", "path": dir.path().join("leases.db")},
+                "database": {"type": "sqlite", "connection_string": dir.path().join("leases.db")},
                 "lease_expiration_seconds": opts.lease_expiration_seconds,
                 "staleness_threshold_seconds": 60,
             })

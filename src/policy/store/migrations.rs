@@ -87,17 +87,47 @@ pub(crate) fn migrations(dialect: Dialect) -> Vec<Migration> {
     }]
 }
 
-/// The recorded schema version (0 for an empty database).
-pub(crate) fn current_version(tx: &mut dyn Tx) -> Result<i64, Error> {
-    tx.batch(MIGRATIONS_TABLE)?;
+/// The newest version recorded in the migrations table `table` (created if missing).
+fn version_in(tx: &mut dyn Tx, table: &str) -> Result<i64, Error> {
+    tx.batch(&MIGRATIONS_TABLE.replace("netman_migrations", table))?;
     let rows = tx.rows(
-        "SELECT COALESCE(MAX(version), 0) FROM netman_migrations",
+        &format!("SELECT COALESCE(MAX(version), 0) FROM {table}"),
         &[],
     )?;
     rows.first()
         .map(|r| r[0].int())
         .transpose()
         .map(|v| v.unwrap_or(0))
+}
+
+/// Applies the migrations newer than the version recorded in `table`, recording each; refuses a
+/// schema newer than `known`. The caller holds the migration lock. Returns the version found.
+pub(crate) fn apply(
+    tx: &mut dyn Tx,
+    table: &str,
+    known: i64,
+    migrations: Vec<Migration>,
+) -> Result<i64, Error> {
+    let found = version_in(tx, table)?;
+    if found > known {
+        return Err(Error::Store(StoreError::SchemaTooNew { found, known }));
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    for m in migrations.into_iter().filter(|m| m.version > found) {
+        log::info!("store: applying migration {} ({})", m.version, m.name);
+        for s in &m.statements {
+            tx.batch(s)
+                .map_err(|e| context(e, &format!("migration {}", m.version)))?;
+        }
+        tx.exec(
+            &format!("INSERT INTO {table} (version, name, applied_at) VALUES (?, ?, ?)"),
+            &[Val::Int(m.version), Val::Str(m.name), Val::Int(now)],
+        )?;
+    }
+    Ok(found)
 }
 
 /// Applies the missing migrations and fills the tag pool up to 2^(8L)-1 free slots. Returns the
@@ -107,31 +137,7 @@ pub(crate) fn migrate_locked(
     dialect: Dialect,
     tag_length: u8,
 ) -> Result<i64, Error> {
-    let found = current_version(tx)?;
-    if found > KNOWN_VERSION {
-        return Err(Error::Store(StoreError::SchemaTooNew {
-            found,
-            known: KNOWN_VERSION,
-        }));
-    }
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    for m in migrations(dialect)
-        .into_iter()
-        .filter(|m| m.version > found)
-    {
-        log::info!("store: applying migration {} ({})", m.version, m.name);
-        for s in &m.statements {
-            tx.batch(s)
-                .map_err(|e| context(e, &format!("migration {}", m.version)))?;
-        }
-        tx.exec(
-            "INSERT INTO netman_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-            &[Val::Int(m.version), Val::Str(m.name), Val::Int(now)],
-        )?;
-    }
+    apply(tx, "netman_migrations", KNOWN_VERSION, migrations(dialect))?;
     if fill_tag_pool(tx, dialect, tag_length)? && dialect == Dialect::Postgres {
         // Statistics for the planner right away, not when autovacuum gets to 65,535 new rows.
         tx.batch("ANALYZE \"groups\"")?;

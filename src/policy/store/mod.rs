@@ -4,14 +4,14 @@
 
 mod cache;
 pub mod config;
-mod migrations;
+pub(crate) mod migrations;
 #[cfg(feature = "mysql")]
 pub mod mysql;
-mod open;
-mod pool;
+pub(crate) mod open;
+pub(crate) mod pool;
 #[cfg(feature = "postgres")]
 pub mod postgres;
-mod sql;
+pub(crate) mod sql;
 pub mod sqlite;
 
 pub use cache::CachedStore;

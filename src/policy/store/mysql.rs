@@ -36,7 +36,7 @@ const CONFLICT_CODES: [u16; 5] = [
 
 pub struct MysqlStore {
     engine: Engine,
-    pool: Pool<Conn>,
+    db: MyDb,
 }
 
 fn opts(config: &DatabaseConfig) -> Result<Opts, StoreError> {
@@ -156,13 +156,23 @@ impl<Q: Queryable> Tx for MyTx<'_, Q> {
     }
 }
 
-impl MysqlStore {
-    /// Connects, migrates under GET_LOCK; one attempt (see `open` for retries).
-    pub fn open(config: &DatabaseConfig, tag_length: u8) -> Result<MysqlStore, StoreError> {
+/// A MySQL/MariaDB database: the pool and the transaction runner, shared by the policy store and
+/// the overlay lease store.
+pub(crate) struct MyDb {
+    pool: Pool<Conn>,
+}
+
+impl MyDb {
+    /// Connects and runs `migrate` under GET_LOCK (one migrator at a time); one attempt (callers
+    /// retry, see `open::retry`).
+    pub(crate) fn open(
+        config: &DatabaseConfig,
+        migrate: impl FnOnce(&mut dyn Tx) -> Result<i64, Error>,
+    ) -> Result<MyDb, StoreError> {
         let opts = opts(config)?;
         let describe = config.describe();
         let mut conn = connect(&opts, &describe)?;
-        migrate(&mut conn, tag_length)?;
+        migrate_with(&mut conn, migrate)?;
         let pool = Pool::new(
             Limits {
                 max_open: config.max_open_connections as usize,
@@ -173,15 +183,12 @@ impl MysqlStore {
             Box::new(move || connect(&opts, &describe)),
         );
         pool.seed(conn);
-        Ok(MysqlStore {
-            engine: Engine::new(Dialect::Mysql, tag_length),
-            pool,
-        })
+        Ok(MyDb { pool })
     }
 
     /// Runs `f` in a READ COMMITTED transaction (`write`) or on a plain connection, retrying lost
     /// races and, once, a connection that went stale in the pool.
-    fn run<T>(
+    pub(crate) fn run<T>(
         &self,
         write: bool,
         f: impl Fn(&mut dyn Tx) -> Result<T, Error>,
@@ -228,7 +235,31 @@ impl MysqlStore {
     }
 }
 
-fn migrate(conn: &mut Conn, tag_length: u8) -> Result<i64, StoreError> {
+impl MysqlStore {
+    /// Connects, migrates under GET_LOCK; one attempt (see `open` for retries).
+    pub fn open(config: &DatabaseConfig, tag_length: u8) -> Result<MysqlStore, StoreError> {
+        let db = MyDb::open(config, |tx| {
+            migrations::migrate_locked(tx, Dialect::Mysql, tag_length)
+        })?;
+        Ok(MysqlStore {
+            engine: Engine::new(Dialect::Mysql, tag_length),
+            db,
+        })
+    }
+
+    fn run<T>(
+        &self,
+        write: bool,
+        f: impl Fn(&mut dyn Tx) -> Result<T, Error>,
+    ) -> Result<T, StoreError> {
+        self.db.run(write, f)
+    }
+}
+
+fn migrate_with(
+    conn: &mut Conn,
+    migrate: impl FnOnce(&mut dyn Tx) -> Result<i64, Error>,
+) -> Result<i64, StoreError> {
     let lock_err = |e: mysql::Error| StoreError::Database(format!("migration lock: {e}"));
     let got: Option<i64> = conn
         .query_first("SELECT GET_LOCK(CONCAT('netman_migrations.', DATABASE()), 300)")
@@ -238,7 +269,7 @@ fn migrate(conn: &mut Conn, tag_length: u8) -> Result<i64, StoreError> {
             "migration lock: another migrator held it for 300 s".into(),
         ));
     }
-    let result = migrations::migrate_locked(&mut MyTx(&mut *conn), Dialect::Mysql, tag_length);
+    let result = migrate(&mut MyTx(&mut *conn));
     let _ = conn.query_drop("DO RELEASE_LOCK(CONCAT('netman_migrations.', DATABASE()))");
     result.map_err(|e| match e {
         Error::Store(e) => e,

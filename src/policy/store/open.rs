@@ -63,7 +63,7 @@ fn open_once(config: &DatabaseConfig, tag_length: u8) -> Result<Arc<dyn Store>, 
 
 /// Retries `attempt` on database errors with exponential backoff (100 ms doubling, at most 2 s)
 /// until `connect_timeout_seconds`; other errors (schema too new) end at once.
-fn retry<T>(
+pub(crate) fn retry<T>(
     config: &DatabaseConfig,
     attempt: impl Fn() -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {

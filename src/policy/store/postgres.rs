@@ -28,7 +28,7 @@ const STATEMENT_CACHE: usize = 256;
 
 pub struct PostgresStore {
     engine: Engine,
-    pool: Pool<PgConn>,
+    db: PgDb,
 }
 
 struct PgConn {
@@ -235,14 +235,24 @@ impl<C: GenericClient> Tx for PgTx<'_, C> {
     }
 }
 
-impl PostgresStore {
-    /// Connects, migrates under the advisory lock; one attempt (see `open` for retries).
-    pub fn open(config: &DatabaseConfig, tag_length: u8) -> Result<PostgresStore, StoreError> {
+/// A PostgreSQL database: the pool and the transaction runner, shared by the policy store and the
+/// overlay lease store.
+pub(crate) struct PgDb {
+    pool: Pool<PgConn>,
+}
+
+impl PgDb {
+    /// Connects and runs `migrate` in one transaction under the advisory migration lock (one
+    /// migrator at a time); one attempt (callers retry, see `open::retry`).
+    pub(crate) fn open(
+        config: &DatabaseConfig,
+        migrate: impl FnOnce(&mut dyn Tx) -> Result<i64, Error>,
+    ) -> Result<PgDb, StoreError> {
         let pg = pg_config(config)?;
         let tls = tls(config)?;
         let describe = config.describe();
         let mut conn = connect(&pg, &tls, &describe)?;
-        migrate(&mut conn, tag_length)?;
+        migrate_with(&mut conn, migrate)?;
         let pool = Pool::new(
             Limits {
                 max_open: config.max_open_connections as usize,
@@ -253,15 +263,12 @@ impl PostgresStore {
             Box::new(move || connect(&pg, &tls, &describe)),
         );
         pool.seed(conn);
-        Ok(PostgresStore {
-            engine: Engine::new(Dialect::Postgres, tag_length),
-            pool,
-        })
+        Ok(PgDb { pool })
     }
 
     /// Runs `f` in a transaction (`write`) or on a plain connection, retrying lost races and,
     /// once, a connection that went stale in the pool.
-    fn run<T>(
+    pub(crate) fn run<T>(
         &self,
         write: bool,
         f: impl Fn(&mut dyn Tx) -> Result<T, Error>,
@@ -313,21 +320,41 @@ impl PostgresStore {
     }
 }
 
-fn migrate(conn: &mut PgConn, tag_length: u8) -> Result<i64, StoreError> {
+impl PostgresStore {
+    /// Connects, migrates under the advisory lock; one attempt (see `open` for retries).
+    pub fn open(config: &DatabaseConfig, tag_length: u8) -> Result<PostgresStore, StoreError> {
+        let db = PgDb::open(config, |tx| {
+            migrations::migrate_locked(tx, Dialect::Postgres, tag_length)
+        })?;
+        Ok(PostgresStore {
+            engine: Engine::new(Dialect::Postgres, tag_length),
+            db,
+        })
+    }
+
+    fn run<T>(
+        &self,
+        write: bool,
+        f: impl Fn(&mut dyn Tx) -> Result<T, Error>,
+    ) -> Result<T, StoreError> {
+        self.db.run(write, f)
+    }
+}
+
+fn migrate_with(
+    conn: &mut PgConn,
+    migrate: impl FnOnce(&mut dyn Tx) -> Result<i64, Error>,
+) -> Result<i64, StoreError> {
     let PgConn { client, statements } = conn;
     client
         .batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
         .map_err(|e| StoreError::Database(format!("taking the migration lock: {}", message(&e))))?;
     let result = (|| {
         let mut tx = client.transaction().map_err(pg_error)?;
-        let v = migrations::migrate_locked(
-            &mut PgTx {
-                client: &mut tx,
-                statements: &mut *statements,
-            },
-            Dialect::Postgres,
-            tag_length,
-        )?;
+        let v = migrate(&mut PgTx {
+            client: &mut tx,
+            statements: &mut *statements,
+        })?;
         tx.commit().map_err(pg_error)?;
         Ok(v)
     })();

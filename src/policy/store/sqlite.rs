@@ -37,7 +37,7 @@ fn is_memory(path: &str) -> bool {
     path == ":memory:"
 }
 
-fn sqlite_error(e: rusqlite::Error) -> Error {
+pub(crate) fn sqlite_error(e: rusqlite::Error) -> Error {
     match e.sqlite_error_code() {
         Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => {
             Error::Conflict(e.to_string())
@@ -46,7 +46,7 @@ fn sqlite_error(e: rusqlite::Error) -> Error {
     }
 }
 
-fn open_connection(path: &str, read_only: bool) -> Result<Connection, StoreError> {
+pub(crate) fn open_connection(path: &str, read_only: bool) -> Result<Connection, StoreError> {
     let flags = if read_only {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
     } else {
@@ -126,7 +126,7 @@ impl SqliteStore {
 }
 
 /// One write transaction (BEGIN IMMEDIATE), retried while another process holds the lock.
-fn run_write<T>(
+pub(crate) fn run_write<T>(
     conn: &mut Connection,
     f: impl Fn(&mut dyn Tx) -> Result<T, Error>,
 ) -> Result<T, StoreError> {
@@ -154,7 +154,7 @@ fn run_write<T>(
     }
 }
 
-struct SqliteTx<'a>(&'a Connection);
+pub(crate) struct SqliteTx<'a>(pub(crate) &'a Connection);
 
 fn to_sql<'a>(v: &'a Val<'a>) -> &'a dyn rusqlite::ToSql {
     match v {
