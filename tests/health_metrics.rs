@@ -278,7 +278,7 @@ fn every_long_running_binary_serves_health_metrics_and_log_level() {
             "ca_cert_file": c("ca.crt"),
             "server_cert_file": c("overlay-controller.crt"),
             "server_key_file": c("overlay-controller.key"),
-            "database": {"type": "sqlite", "path": d("leases.db")},
+            "database": {"type": "sqlite", "connection_string": d("leases.db")},
         }),
     );
     wait_healthy(&ns, &mut p, 46455);
