@@ -139,6 +139,7 @@ fn up(dir: &std::path::Path, cells: usize, apps: usize, api_port: u16) -> Result
             println!("starting cell {cell}: overlay daemon, policy agent, netmon...");
             lab.start_cell(cell)?;
         }
+        lab.wait_for_overlay(std::time::Duration::from_secs(30))?;
         for (i, app) in app_names(apps).iter().enumerate() {
             let cell = i % cells + 1;
             lab.create_container(app, 0, cell)?;

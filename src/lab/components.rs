@@ -532,3 +532,49 @@ impl Lab {
         self.state.save(&self.dir)
     }
 }
+
+impl Lab {
+    /// Waits until every cell routes to every other cell's subnet (the overlay daemons converge
+    /// on their poll interval), so the lab is usable when `up` returns.
+    pub fn wait_for_overlay(&self, timeout: Duration) -> Result<(), String> {
+        let cells = self.state.cells;
+        let mut subnets = Vec::new();
+        for cell in 1..=cells {
+            let url = format!("http://127.0.0.1:{DAEMON_PORT}/");
+            let subnet = crate::netns::run_in(&netns_path(&cell_name(cell)), move || {
+                let agent =
+                    crate::http::client::agent(&Default::default(), Duration::from_secs(2))?;
+                let mut resp = agent.get(&url).call().map_err(|e| e.to_string())?;
+                let body = crate::http::client::body_string(&mut resp, 1 << 16)?;
+                let v: Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+                v["overlay_subnet"]
+                    .as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| format!("no overlay_subnet in {body}"))
+            })??;
+            subnets.push(subnet);
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        for cell in 1..=cells {
+            loop {
+                let routes = crate::netns::run(&["ip", "-n", &cell_name(cell), "route", "show"])?;
+                let missing: Vec<&String> = subnets
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, sn)| i + 1 != cell && !routes.contains(sn.as_str()))
+                    .map(|(_, sn)| sn)
+                    .collect();
+                if missing.is_empty() {
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    return Err(format!(
+                        "cell {cell} has no route to {missing:?} after {timeout:?}"
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        Ok(())
+    }
+}
