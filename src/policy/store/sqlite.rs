@@ -38,11 +38,10 @@ fn is_memory(path: &str) -> bool {
 }
 
 pub(crate) fn sqlite_error(e: rusqlite::Error) -> Error {
-    match e.sqlite_error_code() {
-        Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => {
-            Error::Conflict(e.to_string())
-        }
-        _ => db_error(format!("sqlite: {e}")),
+    if is_busy(&e) {
+        Error::Conflict(e.to_string())
+    } else {
+        db_error(format!("sqlite: {e}"))
     }
 }
 
@@ -69,8 +68,29 @@ pub(crate) fn open_connection(path: &str, read_only: bool) -> Result<Connection,
         conn.pragma_update(None, "foreign_keys", "ON")?;
         Ok(())
     };
-    setup().map_err(|e| StoreError::Database(format!("setting up sqlite database {path}: {e}")))?;
-    Ok(conn)
+    // Switching a new file to WAL needs an exclusive lock and SQLite answers BUSY at once, without
+    // the busy handler, when another process is doing the same; so the setup retries itself.
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match setup() {
+            Ok(()) => return Ok(conn),
+            Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => {
+                return Err(StoreError::Database(format!(
+                    "setting up sqlite database {path}: {e}"
+                )))
+            }
+        }
+    }
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked)
+    )
 }
 
 impl SqliteStore {
