@@ -230,6 +230,28 @@ struct Ledger {
     acked_after: [usize; 2],
     /// Non-200 answers (or transport errors) per phase.
     failed: [usize; 3],
+    /// The first few failures per phase: (what, answer).
+    samples: [Vec<String>; 3],
+}
+
+/// The phase a request belongs to: the one it started and ended in, or DOWN when the phase
+/// changed meanwhile (a request started just before the stop may fail).
+fn during(started: u8, phase: &AtomicU8) -> u8 {
+    if phase.load(Ordering::SeqCst) == started {
+        started
+    } else {
+        DOWN
+    }
+}
+
+impl Ledger {
+    fn fail(&mut self, phase: u8, what: &str) {
+        self.failed[phase as usize] += 1;
+        let samples = &mut self.samples[phase as usize];
+        if samples.len() < 5 {
+            samples.push(what.to_string());
+        }
+    }
 }
 
 /// POST with the thread's agent; `None` on a transport error.
@@ -286,6 +308,7 @@ fn outage_during_load(db: TestDb) {
                     let at = phase.load(Ordering::SeqCst);
                     let created = post(&agent, &servers[mine], V1, &body);
                     sent.fetch_add(1, Ordering::SeqCst);
+                    let at = during(at, &phase);
                     let ok = matches!(created, Some((200, _)));
                     {
                         let mut l = ledger.lock().unwrap();
@@ -295,13 +318,14 @@ fn outage_during_load(db: TestDb) {
                                 l.acked_after[mine] += 1;
                             }
                         } else {
-                            l.failed[at as usize] += 1;
+                            l.fail(at, &format!("create {src} on {mine}: {created:?}"));
                         }
                     }
                     // Every third acknowledged policy is deleted again, through the other server.
                     if ok && i % 3 == 0 {
                         let at = phase.load(Ordering::SeqCst);
                         let deleted = post(&agent, &servers[other], &format!("{V1}/delete"), &body);
+                        let at = during(at, &phase);
                         let mut l = ledger.lock().unwrap();
                         match deleted {
                             Some((200, _)) => {
@@ -311,7 +335,7 @@ fn outage_during_load(db: TestDb) {
                                 }
                             }
                             _ => {
-                                l.failed[at as usize] += 1;
+                                l.fail(at, &format!("delete {src} on {other}: {deleted:?}"));
                                 l.delete_unknown.push(src);
                             }
                         }
@@ -334,8 +358,9 @@ fn outage_during_load(db: TestDb) {
     let before = ledger.lock().unwrap().created.len();
     assert!(before > 10, "load too light before the outage: {before}");
 
-    let mut outage = Outage::begin(kind);
+    // From here until /health answers again, failures are expected.
     phase.store(DOWN, Ordering::SeqCst);
+    let mut outage = Outage::begin(kind);
     for s in &servers {
         wait_for(
             "/health reports the database down",
@@ -379,6 +404,22 @@ fn outage_during_load(db: TestDb) {
     drop(writers);
 
     let l = ledger.lock().unwrap();
+    assert_eq!(
+        l.failed[BEFORE as usize],
+        0,
+        "requests failed under load before the outage: {:?}\n{}\n{}",
+        l.samples[BEFORE as usize],
+        servers[0].log(),
+        servers[1].log()
+    );
+    assert_eq!(
+        l.failed[AFTER as usize],
+        0,
+        "requests failed after /health answered again: {:?}\n{}\n{}",
+        l.samples[AFTER as usize],
+        servers[0].log(),
+        servers[1].log()
+    );
     assert!(
         l.failed[DOWN as usize] > 0,
         "no request failed while the database was down (sent {sent_down})"
