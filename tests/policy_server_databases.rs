@@ -322,7 +322,7 @@ fn outage_during_load(db: TestDb) {
                         }
                     }
                     // Every third acknowledged policy is deleted again, through the other server.
-                    if ok && i % 3 == 0 {
+                    if ok && i.is_multiple_of(3) {
                         let at = phase.load(Ordering::SeqCst);
                         let deleted = post(&agent, &servers[other], &format!("{V1}/delete"), &body);
                         let at = during(at, &phase);
