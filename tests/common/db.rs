@@ -254,7 +254,89 @@ fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
     }
 }
 
+// ---------------------------------------------------------------- Outages
+
+/// The shared database server of one kind, stopped for an outage test until [`Outage::end`] or
+/// drop (also on panic) starts it again. The start-up lock file is held meanwhile, so another
+/// test process does not start the server behind the test's back. Tests of one binary that use
+/// outages must serialise themselves (the servers are shared by every test of the binary).
+pub struct Outage {
+    kind: DatabaseType,
+    lock: Option<nix::fcntl::Flock<std::fs::File>>,
+}
+
+impl Outage {
+    /// Stops the server (PostgreSQL: `pg_ctlcluster ... stop -m fast`; MariaDB:
+    /// `mariadb-admin shutdown`) and waits until it no longer answers.
+    pub fn begin(kind: DatabaseType) -> Outage {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(LOCK_FILE)
+            .expect("lock file");
+        let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .unwrap_or_else(|(_, e)| panic!("locking {LOCK_FILE}: {e}"));
+        let outage = Outage {
+            kind,
+            lock: Some(lock),
+        };
+        match kind {
+            #[cfg(feature = "postgres")]
+            DatabaseType::Postgres => {
+                let (version, cluster) = postgres_cluster();
+                run(Command::new("pg_ctlcluster").args([&version, &cluster, "stop", "-m", "fast"]))
+                    .unwrap();
+                wait_until("postgresql down", Duration::from_secs(60), || {
+                    !postgres_ready()
+                });
+            }
+            #[cfg(feature = "mysql")]
+            DatabaseType::Mysql => {
+                run(Command::new("mariadb-admin").args(["--protocol=socket", "shutdown"])).unwrap();
+                wait_until("mariadb down", Duration::from_secs(60), || !mariadb_ready());
+            }
+            other => panic!("no outage for {other:?}"),
+        }
+        outage
+    }
+
+    /// Starts the server again and waits until it answers (idempotent).
+    pub fn end(&mut self) {
+        let Some(lock) = self.lock.take() else {
+            return;
+        };
+        match self.kind {
+            #[cfg(feature = "postgres")]
+            DatabaseType::Postgres => {
+                let (version, cluster) = postgres_cluster();
+                let _ = run(Command::new("pg_ctlcluster").args([&version, &cluster, "start"]));
+                wait_until("postgresql", Duration::from_secs(60), postgres_ready);
+            }
+            #[cfg(feature = "mysql")]
+            DatabaseType::Mysql => start_mariadbd(),
+            _ => {}
+        }
+        drop(lock);
+    }
+}
+
+impl Drop for Outage {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
 // ---------------------------------------------------------------- PostgreSQL
+
+/// (version, cluster) of the first local PostgreSQL cluster.
+#[cfg(feature = "postgres")]
+fn postgres_cluster() -> (String, String) {
+    let clusters = run(Command::new("pg_lsclusters").arg("-h")).unwrap();
+    let line = clusters.lines().next().expect("a postgresql cluster");
+    let f: Vec<&str> = line.split_whitespace().collect();
+    (f[0].to_string(), f[1].to_string())
+}
 
 #[cfg(feature = "postgres")]
 fn postgres_ready() -> bool {
@@ -366,17 +448,7 @@ pub fn ensure_mariadb() {
                     ]))
                     .unwrap();
                 }
-                run(Command::new("start-stop-daemon").args([
-                    "--start",
-                    "--oknodo",
-                    "--background",
-                    "--exec",
-                    "/usr/sbin/mariadbd",
-                    "--",
-                    "--user=mysql",
-                ]))
-                .unwrap();
-                wait_until("mariadb", Duration::from_secs(60), mariadb_ready);
+                start_mariadbd();
             }
             let sql = format!(
                 "CREATE USER IF NOT EXISTS '{USER}'@'127.0.0.1' IDENTIFIED BY '{PASSWORD}'; \
@@ -389,6 +461,24 @@ pub fn ensure_mariadb() {
             run(Command::new("mariadb").args(["--protocol=socket", "-e", &sql])).unwrap();
         })
     });
+}
+
+/// Starts `mariadbd` in the background and waits until it answers.
+#[cfg(feature = "mysql")]
+fn start_mariadbd() {
+    std::fs::create_dir_all("/run/mysqld").unwrap();
+    run(Command::new("chown").args(["mysql:mysql", "/run/mysqld"])).unwrap();
+    run(Command::new("start-stop-daemon").args([
+        "--start",
+        "--oknodo",
+        "--background",
+        "--exec",
+        "/usr/sbin/mariadbd",
+        "--",
+        "--user=mysql",
+    ]))
+    .unwrap();
+    wait_until("mariadb", Duration::from_secs(60), mariadb_ready);
 }
 
 #[cfg(feature = "mysql")]
