@@ -53,7 +53,7 @@ fn up_netin_asgs_down_and_again() {
                 .up(&handle, &up_input(k.pid(), &[(0, 8080), (0, 9090)], asg()))
                 .unwrap();
             let ip = container_ip(&out);
-            assert!(ip.starts_with("10.77.0."), "{out}");
+            assert!(ip.starts_with(plugin.container_prefix()), "{out}");
             assert_eq!(mapped_ports(&out), vec![(61000, 8080), (61001, 9090)]);
             assert_eq!(out["dns_servers"], json!(["10.77.0.1"]));
             assert_eq!(out["search_domains"], json!(["apps.internal"]));
@@ -76,7 +76,14 @@ fn up_netin_asgs_down_and_again() {
             assert!(tcp_probe(&cell.outside.path(), &format!("{CELL_IP}:61002")).is_err());
             // ...but not straight to the container (c2c default deny of untagged traffic).
             cell.outside
-                .exec(&["ip", "route", "add", SUBNET, "via", CELL_IP])
+                .exec(&[
+                    "ip",
+                    "route",
+                    "add",
+                    plugin.overlay_network(),
+                    "via",
+                    CELL_IP,
+                ])
                 .ok();
             assert!(tcp_probe(&cell.outside.path(), &format!("{ip}:8080")).is_err());
 
@@ -91,8 +98,9 @@ fn up_netin_asgs_down_and_again() {
             assert!(udp_probe(&kp, &format!("{NET_C}:54")).is_err());
             assert!(udp_probe(&kp, &format!("{NET_A}:53")).is_err());
             // The container cannot reach the cell itself except DNS.
-            let cell_port = format!("10.77.0.1:{}", 2222 + round);
-            let _cell_ssh = tcp_server(&cell.cell.path(), cell_port.parse().unwrap());
+            let port = 2222 + round;
+            let _cell_ssh = tcp_server(&cell.cell.path(), ([0, 0, 0, 0], port).into());
+            let cell_port = format!("{}:{port}", plugin.gateway());
             assert!(tcp_probe(&kp, &cell_port).is_err());
 
             // Logging: the logged UDP rule goes to the NFLOG chain.
@@ -138,9 +146,10 @@ fn deny_logging_rules_when_asked() {
         )
         .unwrap();
         let save = cell.iptables_save();
+        let c2c_deny = format!("-A overlay--logged -d {}", plugin.container_prefix());
         for want in [
             "-A netout--logged -m limit --limit 1/sec --limit-burst 1 -j NFLOG --nflog-prefix DENY_logged --nflog-group 7",
-            "-A overlay--logged -d 10.77.0.",
+            &c2c_deny,
             "-j NFLOG --nflog-prefix DENY_C2C_logged --nflog-group 7",
             // asg logging on: every allow goes through the log chain
             "--dport 8000 -g netout--logged--log",
@@ -549,7 +558,7 @@ fn pid_zero_takes_the_netns_from_fd_3() {
         );
         assert!(o.ok, "{}", o.stderr);
         let out: Value = serde_json::from_str(&o.stdout).unwrap();
-        assert!(container_ip(&out).starts_with("10.77.0."));
+        assert!(container_ip(&out).starts_with(plugin.container_prefix()));
         // The interface landed in the container's namespace and the ASG applies to it.
         tcp_probe(&k.ns.path(), &format!("{NET_A}:8005")).unwrap();
         cell.down("fd3").unwrap();

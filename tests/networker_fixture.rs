@@ -1,9 +1,12 @@
 //! Test fixture shared by `tests/networker.rs` and `benches/networker.rs`: a "cell" network
 //! namespace (where the networker binary runs, as garden would run it), an "outside" namespace
 //! that reaches the cell's address, an "internet" namespace for egress, container namespaces,
-//! and the CNI plugin configuration as a parameter (reference bridge + host-local today; the
-//! overlay plugin is added as another `Plugin` variant).
+//! and the CNI plugin configuration as a parameter: netman's `overlay` (with the real overlay
+//! controller and daemon running in the cell) or Debian's reference `bridge` + `host-local`.
 #![allow(dead_code)]
+
+#[path = "overlay_common/mod.rs"]
+mod overlay_common;
 
 use netman::netns::{self, NamedNetns};
 use serde_json::{json, Value};
@@ -21,7 +24,6 @@ pub const OUTSIDE_IP: &str = "192.0.2.2";
 pub const NET_A: &str = "198.51.100.2";
 pub const NET_B: &str = "198.51.100.3";
 pub const NET_C: &str = "198.51.100.4";
-pub const SUBNET: &str = "10.77.0.0/24";
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -36,16 +38,24 @@ pub fn unique(tag: &str) -> String {
 /// Which CNI plugin chain the cell uses (the swap is a config change only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Plugin {
+    /// netman's `overlay` plugin, with an overlay controller and daemon running in the cell.
+    Overlay,
     /// Debian's reference `bridge` + `host-local`.
     Bridge,
 }
 
-pub const PLUGINS: &[Plugin] = &[Plugin::Bridge];
+pub const PLUGINS: &[Plugin] = &[Plugin::Overlay, Plugin::Bridge];
 
 impl Plugin {
-    /// The plugin entries of the conflist (before any extra plugin a test appends).
-    pub fn plugins(self, ipam_dir: &Path) -> Vec<Value> {
+    /// The plugin entries of the conflist (before any extra plugin a test appends). Both keep
+    /// their allocations under `<dir>/ipam/netman-test/`, one file per IP.
+    pub fn plugins(self, dir: &Path) -> Vec<Value> {
         match self {
+            Plugin::Overlay => vec![json!({
+                "type": "overlay",
+                "dataDir": dir,
+                "daemonPort": OVERLAY_DAEMON_PORT,
+            })],
             Plugin::Bridge => vec![json!({
                 "type": "bridge",
                 "bridge": "cni-nm0",
@@ -54,20 +64,130 @@ impl Plugin {
                 "ipMasq": false,
                 "ipam": {
                     "type": "host-local",
-                    "ranges": [[{"subnet": SUBNET}]],
-                    "dataDir": ipam_dir,
+                    "ranges": [[{"subnet": self.overlay_network()}]],
+                    "dataDir": dir.join("ipam"),
                 }
             })],
         }
     }
-    pub fn binaries(self) -> &'static [&'static str] {
+
+    /// Plugin binaries and where they come from.
+    pub fn binaries(self) -> Vec<(&'static str, String)> {
+        let reference = |b: &'static str| (b, format!("/usr/lib/cni/{b}"));
         match self {
-            Plugin::Bridge => &["bridge", "host-local", "portmap"],
+            Plugin::Overlay => vec![
+                ("overlay", overlay_common::PLUGIN.into()),
+                reference("portmap"),
+            ],
+            Plugin::Bridge => vec![
+                reference("bridge"),
+                reference("host-local"),
+                reference("portmap"),
+            ],
+        }
+    }
+
+    /// The networker's `overlay_network`. The overlay's pool is every /24 of it but the first,
+    /// so the cell's lease is always 10.77.1.0/24.
+    pub fn overlay_network(self) -> &'static str {
+        match self {
+            Plugin::Overlay => "10.77.0.0/23",
+            Plugin::Bridge => "10.77.0.0/24",
+        }
+    }
+
+    /// How every container address of the cell starts.
+    pub fn container_prefix(self) -> &'static str {
+        match self {
+            Plugin::Overlay => "10.77.1.",
+            Plugin::Bridge => "10.77.0.",
+        }
+    }
+
+    /// The cell's address as its containers see it (their default gateway).
+    pub fn gateway(self) -> &'static str {
+        match self {
+            Plugin::Overlay => "169.254.0.1",
+            Plugin::Bridge => "10.77.0.1",
         }
     }
 }
 
+const OVERLAY_DAEMON_PORT: u16 = 23954;
+
+/// The overlay's lease controller and the cell's overlay daemon, both inside the cell namespace
+/// (the controller on loopback, the VTEP on the cell's uplink).
+fn start_overlay(cell: &NamedNetns, dir: &Path) -> Vec<overlay_common::Proc> {
+    let certs = overlay_common::certs(dir);
+    let controller_config = dir.join("overlay-controller.json");
+    let write = |path: &Path, v: Value| std::fs::write(path, v.to_string()).unwrap();
+    write(
+        &controller_config,
+        json!({
+            "listen_host": "127.0.0.1",
+            "listen_port": 4103,
+            "debug_server_port": 46455,
+            "ca_cert_file": certs.ca,
+            "server_cert_file": certs.server_cert,
+            "server_key_file": certs.server_key,
+            "network": Plugin::Overlay.overlay_network(),
+            "subnet_prefix_length": 24,
+            "database": {"type": "sqlite", "connection_string": dir.join("leases.db")},
+        }),
+    );
+    let daemon_config = dir.join("overlay-daemon.json");
+    write(
+        &daemon_config,
+        json!({
+            "underlay_ip": CELL_IP,
+            "overlay_network": Plugin::Overlay.overlay_network(),
+            "subnet_prefix_length": 24,
+            "controller_url": "https://127.0.0.1:4103",
+            "ca_cert_file": certs.ca,
+            "client_cert_file": certs.client_cert,
+            "client_key_file": certs.client_key,
+            "listen_port": OVERLAY_DAEMON_PORT,
+            "poll_interval_seconds": 5,
+            "plugin_data_dir": dir,
+        }),
+    );
+    let spawn = |bin: &str, config: &Path, log: &str| {
+        let args = ["--config", config.to_str().unwrap()];
+        overlay_common::spawn_in(cell, bin, &args, &dir.join(log))
+    };
+    let controller = spawn(
+        overlay_common::CONTROLLER,
+        &controller_config,
+        "controller.log",
+    );
+    let ns = cell.path();
+    overlay_common::wait_until("overlay controller", Duration::from_secs(20), || {
+        netns::run_in(&ns, || {
+            std::net::TcpStream::connect("127.0.0.1:4103").is_ok()
+        })
+        .unwrap()
+    });
+    let daemon = spawn(overlay_common::DAEMON, &daemon_config, "daemon.log");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while netns::run_in(&ns, || {
+        netman::overlay::plugin::network_info(OVERLAY_DAEMON_PORT).is_err()
+    })
+    .unwrap()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the overlay daemon does not answer\ncontroller: {}\ndaemon: {}",
+            controller.log_text(),
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    vec![controller, daemon]
+}
+
 pub struct Cell {
+    /// Killed first on drop, before their namespace goes.
+    overlay: Vec<overlay_common::Proc>,
     pub plugin: Plugin,
     pub cell: NamedNetns,
     pub outside: NamedNetns,
@@ -147,8 +267,8 @@ impl Cell {
         let d = dir.path();
         let plugin_dir = d.join("plugins");
         std::fs::create_dir_all(&plugin_dir).unwrap();
-        for b in plugin.binaries() {
-            std::os::unix::fs::symlink(format!("/usr/lib/cni/{b}"), plugin_dir.join(b)).unwrap();
+        for (name, from) in plugin.binaries() {
+            std::os::unix::fs::symlink(from, plugin_dir.join(name)).unwrap();
         }
         // A plugin that fails the way a real one does: the CNI error object on stdout, exit 1.
         let fail = plugin_dir.join("failing");
@@ -169,7 +289,7 @@ impl Cell {
             "cni_cache_dir": d.join("cni-cache"),
             "iptables_lock_file": d.join("iptables.lock"),
             "datastore": d.join("store.json"),
-            "overlay_network": SUBNET,
+            "overlay_network": plugin.overlay_network(),
             "instance_address": CELL_IP,
             "dns_servers": ["10.77.0.1"],
             "search_domains": ["apps.internal"],
@@ -178,7 +298,12 @@ impl Cell {
         tweak(&mut config);
         let config_path = d.join("adapter.json");
         std::fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+        let overlay = match plugin {
+            Plugin::Overlay => start_overlay(&cell, d),
+            Plugin::Bridge => Vec::new(),
+        };
         let c = Cell {
+            overlay,
             plugin,
             cell,
             outside,
@@ -198,7 +323,7 @@ impl Cell {
 
     /// Writes the cell's conflist: the plugin's entries plus `extra` plugins after them.
     pub fn write_conflist(&self, extra: &[Value]) {
-        let mut plugins = self.plugin.plugins(&self.path("ipam"));
+        let mut plugins = self.plugin.plugins(self.dir.path());
         plugins.extend(extra.iter().cloned());
         let list = json!({"cniVersion": "1.0.0", "name": "netman-test", "plugins": plugins});
         std::fs::write(
@@ -307,7 +432,7 @@ impl Cell {
                 }));
             }
         }
-        // host-local keeps one file per allocated IP (plus its lock and last_reserved_ip files).
+        // Both IPAMs keep one file per allocated IP (plus lock and bookkeeping files).
         if let Ok(rd) = std::fs::read_dir(self.path("ipam").join("netman-test")) {
             out.extend(rd.filter_map(|e| {
                 let n = e.ok()?.file_name().to_string_lossy().into_owned();
