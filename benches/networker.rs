@@ -4,7 +4,7 @@
 //! Run: `cargo bench --bench networker` (as root). Target: up + down, 2 ports + 10 rules,
 //! median under 50 ms.
 
-#[path = "../tests/networker_fixture.rs"]
+#[path = "../tests/common/networker_fixture.rs"]
 mod fixture;
 
 use fixture::*;

@@ -1,7 +1,7 @@
 //! garden-external-networker on real namespaces, the test playing garden's part (see
-//! `networker_fixture.rs`). Every test runs once per CNI plugin variant in `PLUGINS`.
+//! `common/networker_fixture.rs`). Every test runs once per CNI plugin variant in `PLUGINS`.
 
-#[path = "networker_fixture.rs"]
+#[path = "common/networker_fixture.rs"]
 mod fixture;
 
 use fixture::*;

@@ -5,7 +5,7 @@
 //! controller and daemon running in the cell) or Debian's reference `bridge` + `host-local`.
 #![allow(dead_code)]
 
-#[path = "overlay_common/mod.rs"]
+#[path = "../overlay_common/mod.rs"]
 mod overlay_common;
 
 use netman::netns::{self, NamedNetns};
