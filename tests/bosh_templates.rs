@@ -107,7 +107,7 @@ impl Fixture {
                 "ca_cert": self.cert("ca.crt"),
                 "server_cert": self.cert("overlay-controller.crt"),
                 "server_key": self.cert("overlay-controller.key"),
-                "database": {"path": format!("{data}/leases.db")},
+                "database": {"name": format!("{data}/leases.db")},
             }),
             "overlay-daemon" => json!({
                 "ca_cert": self.cert("ca.crt"),
@@ -156,8 +156,14 @@ fn render_job(f: &Fixture, job: &str, context: &Value) -> BTreeMap<String, PathB
 }
 
 fn check_config(binary: &str, config: &Path) {
+    // garden execs the networker with garden's own flag name for the config file.
+    let flag = if binary.ends_with("garden-external-networker") {
+        "--configFile"
+    } else {
+        "--config"
+    };
     let out = run(Command::new(binary)
-        .arg("--config")
+        .arg(flag)
         .arg(config)
         .arg("--check-config"));
     assert!(
@@ -178,6 +184,7 @@ fn bin(job_binary: &str) -> &'static str {
         "overlay-daemon" => env!("CARGO_BIN_EXE_overlay-daemon"),
         "netmon" => env!("CARGO_BIN_EXE_netmon"),
         "overlay-watchdog" => env!("CARGO_BIN_EXE_overlay-watchdog"),
+        "garden-external-networker" => env!("CARGO_BIN_EXE_garden-external-networker"),
         other => panic!("no binary {other}"),
     }
 }
@@ -261,6 +268,7 @@ fn every_template_renders_and_every_config_passes_check_config() {
             }
             "garden-cni" => {
                 let adapter = &rendered["config/adapter.json"];
+                check_config(bin("garden-external-networker"), adapter);
                 let c: netman::networker::Config = netman::config::load(adapter)
                     .unwrap_or_else(|e| panic!("adapter.json: {e}\n{}", read(adapter)));
                 assert_eq!((c.start_port, c.total_ports), (61000, 5000));
@@ -402,6 +410,34 @@ fn properties_links_and_bad_values() {
         out.status.success() || stderr.contains("mysql-tls"),
         "{stderr}"
     );
+
+    // The overlay controller on a shared PostgreSQL database, with TLS to it.
+    let mut ctx = f.context("overlay-controller");
+    ctx["properties"]["database"] = json!({"type": "postgres", "username": "netman",
+        "password": "secret", "host": "db.example", "port": 5433, "name": "netman",
+        "require_ssl": true, "ca_cert": f.cert("ca.crt")});
+    let r = render_job(&f, "overlay-controller", &ctx);
+    let v: Value = serde_json::from_str(&read(&r["config/overlay-controller.json"])).unwrap();
+    assert_eq!(v["database"]["type"], "postgres");
+    assert_eq!(v["database"]["port"], 5433);
+    assert_eq!(v["database"]["database_name"], "netman");
+    assert_eq!(
+        Path::new(v["database"]["ca_cert"].as_str().unwrap()),
+        r["config/certs/database_ca.crt"]
+    );
+    check_config(
+        bin("overlay-controller"),
+        &r["config/overlay-controller.json"],
+    );
+    ctx["properties"]["database"]["type"] = json!("oracle");
+    let err = render(
+        "overlay-controller",
+        "overlay-controller.json.erb",
+        &ctx,
+        f.tmp.path(),
+    )
+    .unwrap_err();
+    assert!(err.contains("database.type must be"), "{err}");
 
     // Links override properties.
     let mut ctx = f.context("overlay-daemon");

@@ -186,6 +186,31 @@ fn watchdog_accepts_a_matching_vtep_and_fails_a_mismatch() {
     let (ok, err) = watchdog_once(&ns, port, "absent0");
     assert!(ok, "missing device: {err}");
 
+    // Checking every interval until SIGTERM, which ends it cleanly.
+    let mut looping = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            env!("CARGO_BIN_EXE_overlay-watchdog"),
+        ])
+        .args(["--vtep-name", "silk-vtep", "--interval-ms", "50"])
+        .arg("--overlay-daemon-url")
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        looping.try_wait().unwrap().is_none(),
+        "in sync: keeps checking"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(looping.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(looping.wait().unwrap().success(), "SIGTERM exits 0");
+
     *subnet.lock().unwrap() = "10.99.7.0/24".into();
     let (ok, err) = watchdog_once(&ns, port, "silk-vtep");
     assert!(!ok);

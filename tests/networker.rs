@@ -222,6 +222,20 @@ fn bad_input_gives_a_clear_error_and_leaves_no_state() {
         let o = cell.run_with_config(&p, &["--action", "up", "--handle", "h1"], &good.to_string());
         assert!(!o.ok && o.stderr.contains("start_prot"), "{}", o.stderr);
 
+        // --check-config: the same checks without an action, plus the CNI config it points to.
+        let o = cell.run_with_config(&p, &["--check-config"], "");
+        assert!(!o.ok && o.stderr.contains("start_prot"), "{}", o.stderr);
+        let o = cell.run(&["--check-config"], "");
+        assert!(o.ok && o.stdout.contains("is valid"), "{}", o.stderr);
+        assert!(o.stdout.contains("10-test.conflist"), "{}", o.stdout);
+        let o = cell.run(&["--check-config", "--action", "up"], "");
+        assert!(!o.ok, "--check-config runs no action");
+        let mut no_cni = cell.config.clone();
+        no_cni["cni_config_dir"] = json!(cell.path("ipam"));
+        std::fs::write(&p, no_cni.to_string()).unwrap();
+        let o = cell.run_with_config(&p, &["--check-config"], "");
+        assert!(!o.ok && o.stderr.contains("no CNI config"), "{}", o.stderr);
+
         // A bad security group rule: rejected before anything is touched.
         let bad = up_input(
             k.pid(),

@@ -259,9 +259,16 @@ fn controller_outage_partition_tolerance_and_subnet_kept_under_containers() {
         ping(&a.ns, &b.ip)
     });
 
-    // The controller goes away: daemons keep running, the data plane keeps working.
+    wait_until("daemon healthy", Duration::from_secs(10), || {
+        lab.cells[0].health().0 == 200
+    });
+    // The controller goes away: daemons keep running, the data plane keeps working, and their
+    // health says why they cannot renew.
     lab.controller.as_mut().unwrap().terminate();
     std::thread::sleep(Duration::from_secs(3));
+    let (status, body) = lab.cells[0].health();
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("not renewed"), "{body}");
     for cell in &mut lab.cells {
         assert!(
             cell.daemon
@@ -282,6 +289,9 @@ fn controller_outage_partition_tolerance_and_subnet_kept_under_containers() {
     assert!(ping(&a.ns, &b.ip));
     lab.start_controller();
     assert!(ping(&b.ns, &a.ip));
+    wait_until("healthy again", Duration::from_secs(10), || {
+        lab.cells[0].health().0 == 200
+    });
 
     // Beyond the partition tolerance the daemon exits and says the cell must be restarted.
     lab.cells[0].daemon.as_mut().unwrap().terminate();

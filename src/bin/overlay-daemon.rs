@@ -50,6 +50,7 @@ fn main() {
     let debug_addr = format!("127.0.0.1:{}", cfg.debug_server_port);
     let mut overlay =
         Daemon::start(cfg, client, metrics).unwrap_or_else(|e| daemon::fail(SOURCE, e));
+    let problem = overlay.problem.clone();
     let info = Server::start(
         &listen,
         ServerOptions {
@@ -67,7 +68,14 @@ fn main() {
             workers: 2,
             ..ServerOptions::default()
         },
-        DebugHandler::new(registry, || Ok(()), move || uptime.refresh()),
+        DebugHandler::new(
+            registry,
+            move || match problem.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                Some(reason) => Err(reason.clone()),
+                None => Ok(()),
+            },
+            move || uptime.refresh(),
+        ),
     )
     .unwrap_or_else(|e| daemon::fail(SOURCE, format!("listening on {debug_addr}: {e}")));
     log::warn!(

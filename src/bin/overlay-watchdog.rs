@@ -25,10 +25,15 @@ struct Cli {
 }
 
 fn main() {
+    netman::daemon::block_shutdown_signals();
     let cli = Cli::parse();
     netman::logging::init("overlay-watchdog", cli.log_format, log::LevelFilter::Warn);
     let agent = netman::http::client::agent(&Default::default(), Duration::from_secs(2))
         .unwrap_or_else(|e| netman::daemon::fail("overlay-watchdog", e));
+    let (tx, stop) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(netman::daemon::wait_for_shutdown());
+    });
     loop {
         let addresses = watchdog::device_ipv4_addresses(&cli.vtep_name)
             .unwrap_or_else(|e| netman::daemon::fail("overlay-watchdog", e));
@@ -49,6 +54,10 @@ fn main() {
         if cli.once {
             return;
         }
-        std::thread::sleep(Duration::from_millis(cli.interval_ms));
+        // SIGTERM/SIGINT end the loop with exit status 0.
+        if let Ok(signal) = stop.recv_timeout(Duration::from_millis(cli.interval_ms)) {
+            log::info!("{signal:?}: stopping");
+            return;
+        }
     }
 }

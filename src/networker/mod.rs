@@ -39,13 +39,34 @@ pub enum Action {
     about = "garden's external network plugin (netman). This is a plugin for Garden-runC. Don't run it directly."
 )]
 pub struct Args {
-    #[arg(long, value_enum)]
-    pub action: Action,
+    #[arg(long, value_enum, required_unless_present = "check_config")]
+    pub action: Option<Action>,
     /// Container handle (all actions but reconcile).
     #[arg(long)]
     pub handle: Option<String>,
     #[arg(long = "configFile", value_name = "FILE")]
     pub config_file: PathBuf,
+    /// Validate the config and the CNI config it points to, then exit (no action runs).
+    #[arg(long, conflicts_with_all = ["action", "handle"])]
+    pub check_config: bool,
+}
+
+/// `--check-config`: the config was loaded (every key checked); the CNI config directory must
+/// hold a loadable network configuration, or every `up` would fail.
+pub fn check_config(args: &Args, config: &Config) -> Result<String, String> {
+    let dir = std::path::Path::new(&config.cni_config_dir);
+    match cni_exec::load(dir)? {
+        Some(list) => Ok(format!(
+            "garden-external-networker: config {} is valid (CNI network {:?} from {})",
+            args.config_file.display(),
+            list.name,
+            list.file.display()
+        )),
+        None => Err(format!(
+            "no CNI config (*.conflist or *.conf) in {}",
+            dir.display()
+        )),
+    }
 }
 
 /// Runs one action; `stdin` is read only by the actions that take input. Returns the stdout text.
@@ -54,7 +75,11 @@ pub fn run(
     config: Config,
     stdin: impl FnOnce() -> Result<String, String>,
 ) -> Result<String, String> {
-    let handle = match (&args.handle, args.action) {
+    if args.check_config {
+        return check_config(args, &config);
+    }
+    let action = args.action.ok_or("missing required flag --action")?;
+    let handle = match (&args.handle, action) {
         (Some(h), _) => {
             names::validate_handle(h)?;
             h.clone()
@@ -63,7 +88,7 @@ pub fn run(
         (None, _) => return Err("missing required flag --handle".into()),
     };
     let n = Networker::new(config);
-    match args.action {
+    match action {
         Action::Up => {
             let input: protocol::UpInput = parse_stdin("up", &stdin()?)?;
             let out = n.up(&handle, &input)?;

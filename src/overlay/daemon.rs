@@ -16,6 +16,7 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// `overlay-daemon` configuration.
@@ -245,6 +246,9 @@ pub struct Daemon {
     pub info: NetworkInfo,
     last_renewed: Instant,
     metrics: DaemonMetrics,
+    /// What kept the last poll from renewing, listing or converging (`None`: it all worked).
+    /// The debug server's `/health` answers 500 with it; the data plane keeps working meanwhile.
+    pub problem: Arc<Mutex<Option<String>>>,
 }
 
 fn containers_exist(cfg: &DaemonConfig) -> bool {
@@ -338,11 +342,20 @@ impl Daemon {
             vtep_index: index,
             last_renewed: Instant::now(),
             metrics,
+            problem: Arc::new(Mutex::new(None)),
         })
     }
 
     /// One poll: renew, list, converge. An error is fatal (the process must exit).
     pub fn poll(&mut self) -> Result<(), String> {
+        let problem = self.poll_once()?;
+        *self.problem.lock().unwrap_or_else(|p| p.into_inner()) = problem;
+        Ok(())
+    }
+
+    /// `Err`: fatal. `Ok(Some(reason))`: this poll could not do all of its work.
+    fn poll_once(&mut self) -> Result<Option<String>, String> {
+        let mut problems: Vec<String> = Vec::new();
         match self.client.renew(&self.lease) {
             Ok(()) => {
                 self.metrics.renew_success.inc();
@@ -366,6 +379,11 @@ impl Daemon {
                     ));
                 }
                 log::warn!("renewing lease: {m}");
+                problems.push(format!(
+                    "lease {} not renewed for {}s: {m}",
+                    self.lease.overlay_subnet,
+                    self.last_renewed.elapsed().as_secs()
+                ));
             }
         }
         let leases = match self.client.leases() {
@@ -373,7 +391,8 @@ impl Daemon {
             Err(e) => {
                 self.metrics.converge_failure.inc();
                 log::warn!("listing leases: {e}");
-                return Ok(());
+                problems.push(format!("listing leases: {e}"));
+                return Ok(Some(problems.join("; ")));
             }
         };
         self.metrics.leases.set(leases.len() as i64);
@@ -387,9 +406,10 @@ impl Daemon {
             Err(e) => {
                 self.metrics.converge_failure.inc();
                 log::error!("{e}");
+                problems.push(e);
             }
         }
-        Ok(())
+        Ok((!problems.is_empty()).then(|| problems.join("; ")))
     }
 
     fn converge(&mut self, leases: &[Lease]) -> Result<vtep::ConvergeStats, String> {

@@ -171,6 +171,21 @@ impl Cell {
         netman::netns::run_in(ns, || netman::overlay::plugin::network_info(23954))?
     }
 
+    /// The daemon's `/health` on its debug port (default 22233): status and body.
+    pub fn health(&self) -> (u16, String) {
+        netman::netns::run_in(&self.ns.path(), || {
+            let a =
+                netman::http::client::agent(&Default::default(), Duration::from_secs(5)).unwrap();
+            let mut r = a.get("http://127.0.0.1:22233/health").call().unwrap();
+            let status = r.status().as_u16();
+            (
+                status,
+                netman::http::client::body_string(&mut r, 1 << 16).unwrap(),
+            )
+        })
+        .unwrap()
+    }
+
     pub fn info_or_none(&self) -> Option<netman::overlay::daemon::NetworkInfo> {
         self.info_at(&self.ns.path()).ok()
     }
