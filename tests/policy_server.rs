@@ -11,31 +11,6 @@ use std::collections::{HashMap, HashSet};
 const V1: &str = "/networking/v1/external/policies";
 const V0: &str = "/networking/v0/external/policies";
 
-fn parse(body: &str) -> Value {
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
-}
-
-fn policies_of(body: &str) -> Vec<(String, String, String, i64, i64)> {
-    let v = parse(body);
-    let list = v["policies"].as_array().unwrap();
-    assert_eq!(v["total_policies"].as_u64().unwrap() as usize, list.len());
-    let mut out: Vec<_> = list
-        .iter()
-        .map(|p| {
-            let d = &p["destination"];
-            (
-                p["source"]["id"].as_str().unwrap().to_string(),
-                d["id"].as_str().unwrap().to_string(),
-                d["protocol"].as_str().unwrap().to_string(),
-                d["ports"]["start"].as_i64().unwrap(),
-                d["ports"]["end"].as_i64().unwrap(),
-            )
-        })
-        .collect();
-    out.sort();
-    out
-}
-
 fn own(list: &[(&str, &str, &str, i64, i64)]) -> Vec<(String, String, String, i64, i64)> {
     let mut v: Vec<_> = list
         .iter()
@@ -60,10 +35,10 @@ fn create_list_filter_delete_v1_and_v0() {
 
     let (status, body) = s.get(V1, Some(ADMIN_TOKEN));
     assert_eq!(status, 200);
-    assert_eq!(policies_of(&body), own(&all));
+    assert_eq!(policy_rows(&body), own(&all));
     assert!(!body.contains("tag"), "external list shows no tags: {body}");
 
-    let q = |query: &str| policies_of(&s.get(&format!("{V1}?{query}"), Some(ADMIN_TOKEN)).1);
+    let q = |query: &str| policy_rows(&s.get(&format!("{V1}?{query}"), Some(ADMIN_TOKEN)).1);
     assert_eq!(q("id=a"), own(&all[..2]));
     assert_eq!(q("id=b"), own(&[all[0], all[2]]));
     assert_eq!(q("id=x,c"), own(&all[1..]));
@@ -151,7 +126,7 @@ fn validation_messages_over_http_change_nothing() {
         .as_str()
         .unwrap()
         .starts_with("mapper: unmarshal json: "));
-    assert_eq!(policies_of(&s.get(V1, Some(ADMIN_TOKEN)).1), vec![]);
+    assert_eq!(policy_rows(&s.get(V1, Some(ADMIN_TOKEN)).1), vec![]);
     assert_eq!(
         parse(&s.get("/networking/v1/external/tags", Some(ADMIN_TOKEN)).1)["tags"],
         json!([])
@@ -429,7 +404,7 @@ fn concurrent_clients_leave_a_consistent_store_with_unique_tags() {
     for t in threads {
         t.join().unwrap();
     }
-    let list = policies_of(&s.get(V1, Some(ADMIN_TOKEN)).1);
+    let list = policy_rows(&s.get(V1, Some(ADMIN_TOKEN)).1);
     assert_eq!(list.len(), 100);
     let tags = parse(&s.get("/networking/v1/external/tags", Some(ADMIN_TOKEN)).1);
     let tags = tags["tags"].as_array().unwrap();
@@ -480,7 +455,7 @@ fn sigkill_during_load_loses_no_acknowledged_policy() {
         acknowledged.len()
     );
     s.spawn();
-    let stored: HashSet<String> = policies_of(&s.get(V1, Some(ADMIN_TOKEN)).1)
+    let stored: HashSet<String> = policy_rows(&s.get(V1, Some(ADMIN_TOKEN)).1)
         .into_iter()
         .map(|p| p.0)
         .collect();
@@ -653,7 +628,7 @@ mod malformed {
                 Ok(())
             })
             .unwrap();
-        assert_eq!(policies_of(&s.get(V1, Some(ADMIN_TOKEN)).1), vec![]);
+        assert_eq!(policy_rows(&s.get(V1, Some(ADMIN_TOKEN)).1), vec![]);
         let tags = parse(&s.get("/networking/v1/external/tags", Some(ADMIN_TOKEN)).1);
         assert_eq!(tags["tags"], json!([]));
     }

@@ -14,7 +14,7 @@ mod policy_server;
 use db::{Outage, TestDb};
 use netman::http::client::body_string;
 use policy_server::*;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,30 +30,10 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-type Row = (String, String, String, i64, i64);
-
-fn parse(body: &str) -> Value {
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
-}
-
 fn policies_of(body: &str) -> BTreeSet<Row> {
-    let v = parse(body);
-    let list = v["policies"].as_array().unwrap();
-    assert_eq!(v["total_policies"].as_u64().unwrap() as usize, list.len());
-    let set: BTreeSet<Row> = list
-        .iter()
-        .map(|p| {
-            let d = &p["destination"];
-            (
-                p["source"]["id"].as_str().unwrap().to_string(),
-                d["id"].as_str().unwrap().to_string(),
-                d["protocol"].as_str().unwrap().to_string(),
-                d["ports"]["start"].as_i64().unwrap(),
-                d["ports"]["end"].as_i64().unwrap(),
-            )
-        })
-        .collect();
-    assert_eq!(set.len(), list.len(), "a policy listed twice: {body}");
+    let rows = policy_rows(body);
+    let set: BTreeSet<Row> = rows.iter().cloned().collect();
+    assert_eq!(set.len(), rows.len(), "a policy listed twice: {body}");
     set
 }
 

@@ -14,6 +14,36 @@ pub const ADMIN_TOKEN: &str = "admin-token";
 pub const WRITE_TOKEN: &str = "write-token";
 pub const READ_TOKEN: &str = "no-scope-token";
 
+/// A response body as JSON (the body in the panic message otherwise).
+pub fn parse(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+/// One listed policy: source, destination, protocol, start port, end port.
+pub type Row = (String, String, String, i64, i64);
+
+/// The policies of a list answer, sorted; `total_policies` must count them.
+pub fn policy_rows(body: &str) -> Vec<Row> {
+    let v = parse(body);
+    let list = v["policies"].as_array().unwrap();
+    assert_eq!(v["total_policies"].as_u64().unwrap() as usize, list.len());
+    let mut out: Vec<Row> = list
+        .iter()
+        .map(|p| {
+            let d = &p["destination"];
+            (
+                p["source"]["id"].as_str().unwrap().to_string(),
+                d["id"].as_str().unwrap().to_string(),
+                d["protocol"].as_str().unwrap().to_string(),
+                d["ports"]["start"].as_i64().unwrap(),
+                d["ports"]["end"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 pub struct Certs {
     pub ca: PathBuf,
     pub server: (PathBuf, PathBuf),
