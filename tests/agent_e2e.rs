@@ -205,6 +205,27 @@ fn agent_restart_and_kill_keep_allowed_connections_working() {
 }
 
 #[test]
+fn a_table_removed_behind_the_agents_back_is_back_after_the_next_full_sync() {
+    let api = PolicyApi::start();
+    let mut lab = setup(&api, |c| c["full_sync_interval_seconds"] = 2.into());
+    api.allow(&[(A, B, "tcp", 8080, 8080)]);
+    let _s = TcpServer::start(lab.container("b"), 8080);
+    let a_to_b = |lab: &Lab| tcp_connect(lab.container("a"), lab.container("b").ip, 8080);
+    wait_for(Duration::from_secs(5), Conn::Ok, || a_to_b(&lab)).unwrap();
+    // Someone deletes the agent's table on the destination cell: the flow is refused...
+    lab.cell(2)
+        .nft(&["delete", "table", "ip", "netman_vpa"])
+        .unwrap();
+    assert_eq!(a_to_b(&lab), Conn::Refused);
+    // ...until the agent's next full sync rewrites the table, without any policy change.
+    wait_for(Duration::from_secs(6), Conn::Ok, || a_to_b(&lab)).unwrap();
+    assert!(lab
+        .cell(2)
+        .nft(&["list", "table", "ip", "netman_vpa"])
+        .is_ok());
+}
+
+#[test]
 fn policy_server_down_keeps_the_last_rules_and_recovers() {
     let mut api = PolicyApi::start();
     let lab = setup(&api, |c| c["backoff_max_seconds"] = 2.into());

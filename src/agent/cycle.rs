@@ -113,7 +113,7 @@ impl Agent {
                     || full_due
                     || st.last_updated != Some(remote)
                 {
-                    self.cycle(&mut st, Some(remote), false)
+                    self.cycle(&mut st, Some(remote), false, full_due)
                 } else {
                     Ok(Applied::Nothing)
                 }
@@ -122,7 +122,7 @@ impl Agent {
                 self.metrics.error(m::POLICY_SERVER);
                 if store_changed && st.installed.is_some() {
                     // Containers came or went: apply them with the policies we have.
-                    if let Err(e2) = self.cycle(&mut st, None, false) {
+                    if let Err(e2) = self.cycle(&mut st, None, false, false) {
                         log::warn!("cycle without the policy server: {e2}");
                     }
                 }
@@ -139,24 +139,27 @@ impl Agent {
             .poll
             .time("last_updated", || self.source.last_updated())
             .ok();
-        let applied = self.cycle(&mut st, remote, true)?;
+        let applied = self.cycle(&mut st, remote, true, false)?;
         match &st.store_error {
             Some(e) => Err(e.clone()),
             None => Ok(applied),
         }
     }
 
+    /// `rebuild` (the periodic full sync): rewrite the whole table from the plan even when the
+    /// plan is unchanged, so whatever changed the kernel's table behind the agent's back (an
+    /// operator's `nft`, a flushed ruleset) lasts at most one full-sync interval.
     fn cycle(
         &self,
         st: &mut State,
         remote: Option<i64>,
         force_store: bool,
+        rebuild: bool,
     ) -> Result<Applied, String> {
         let started = Instant::now();
-        let result = self
-            .metrics
-            .poll
-            .time("cycle", || self.cycle_inner(st, remote, force_store));
+        let result = self.metrics.poll.time("cycle", || {
+            self.cycle_inner(st, remote, force_store, rebuild)
+        });
         log::debug!(
             "cycle in {:.1} ms: {result:?}",
             started.elapsed().as_secs_f64() * 1000.0
@@ -169,6 +172,7 @@ impl Agent {
         st: &mut State,
         remote: Option<i64>,
         force_store: bool,
+        rebuild: bool,
     ) -> Result<Applied, String> {
         match st.store.read_if_changed(force_store) {
             Ok(Some(containers)) => {
@@ -224,7 +228,7 @@ impl Agent {
             }
             st.skipped = skipped;
         }
-        let applied = self.apply(st, &plan)?;
+        let applied = self.apply(st, &plan, rebuild)?;
         st.installed = Some(plan);
         if fetch_error.is_none() {
             st.policies = policies;
@@ -241,8 +245,9 @@ impl Agent {
         }
     }
 
-    fn apply(&self, st: &State, plan: &Plan) -> Result<Applied, String> {
+    fn apply(&self, st: &State, plan: &Plan, rebuild: bool) -> Result<Applied, String> {
         let applied = match &st.installed {
+            Some(_) if rebuild => self.replace(st, plan)?,
             Some(old) => {
                 let diff = Diff::between(old, plan);
                 if diff.is_empty() {
@@ -504,6 +509,20 @@ mod tests {
         *f.script.policies.lock().unwrap() = Ok(vec![policy("A", "B", 80), policy("A", "B", 81)]);
         assert_eq!(f.agent.poll().unwrap(), Applied::Incremental(1));
         assert_eq!(f.calls(), ["update 1"]);
+    }
+
+    #[test]
+    fn a_due_full_sync_rewrites_the_whole_table_even_when_nothing_changed() {
+        let mut f = Fixture::new();
+        assert_eq!(f.agent.poll().unwrap(), Applied::Full(2));
+        assert_eq!(f.agent.poll().unwrap(), Applied::Nothing);
+        f.agent.settings.full_sync_interval = Duration::ZERO;
+        assert_eq!(f.agent.poll().unwrap(), Applied::Full(2));
+        assert_eq!(f.calls(), ["replace 2 log=false", "replace 2 log=false"]);
+        // The policy server unreachable: the table is left as it is until the server answers.
+        *f.script.last_updated.lock().unwrap() = Err("connection refused".into());
+        assert!(f.agent.poll().is_err());
+        assert!(f.calls().is_empty(), "no rewrite without the policy server");
     }
 
     #[test]
