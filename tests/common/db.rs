@@ -215,6 +215,13 @@ pub fn unreachable(kind: DatabaseType, timeout_seconds: u64) -> DatabaseConfig {
 
 /// Serialises server start-up between test processes.
 fn with_lock<T>(f: impl FnOnce() -> T) -> T {
+    let guard = lock_startup();
+    let out = f();
+    drop(guard);
+    out
+}
+
+fn lock_startup() -> nix::fcntl::Flock<std::fs::File> {
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -222,11 +229,6 @@ fn with_lock<T>(f: impl FnOnce() -> T) -> T {
         .open(LOCK_FILE)
         .expect("lock file");
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-        .map(|guard| {
-            let out = f();
-            drop(guard);
-            out
-        })
         .unwrap_or_else(|(_, e)| panic!("locking {LOCK_FILE}: {e}"))
 }
 
@@ -269,14 +271,7 @@ impl Outage {
     /// Stops the server (PostgreSQL: `pg_ctlcluster ... stop -m fast`; MariaDB:
     /// `mariadb-admin shutdown`) and waits until it no longer answers.
     pub fn begin(kind: DatabaseType) -> Outage {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(LOCK_FILE)
-            .expect("lock file");
-        let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-            .unwrap_or_else(|(_, e)| panic!("locking {LOCK_FILE}: {e}"));
+        let lock = lock_startup();
         let outage = Outage {
             kind,
             lock: Some(lock),

@@ -215,34 +215,22 @@ impl Cell {
         let outside = NamedNetns::create(&unique("o")).unwrap();
         let internet = NamedNetns::create(&unique("i")).unwrap();
         cell.sysctl("net.ipv4.ip_forward", "1").unwrap();
-        cell.exec(&[
-            "ip",
-            "link",
-            "add",
-            "up0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            &outside.name,
-        ])
-        .unwrap();
-        cell.exec(&[
-            "ip",
-            "link",
-            "add",
-            "wan0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            &internet.name,
-        ])
-        .unwrap();
+        for (link, peer_ns) in [("up0", &outside), ("wan0", &internet)] {
+            cell.exec(&[
+                "ip",
+                "link",
+                "add",
+                link,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                &peer_ns.name,
+            ])
+            .unwrap();
+        }
         cell.exec(&["ip", "addr", "add", "192.0.2.1/24", "dev", "up0"])
             .unwrap();
         cell.exec(&["ip", "addr", "add", "198.51.100.1/24", "dev", "wan0"])
