@@ -228,7 +228,9 @@ impl Agent {
             }
             st.skipped = skipped;
         }
-        let applied = self.apply(st, &plan, rebuild)?;
+        // A rewrite repairs drift only from fresh policies; while fetching fails the full sync
+        // stays due, and rewriting on every retry would redo the whole table for nothing.
+        let applied = self.apply(st, &plan, rebuild && fetch_error.is_none())?;
         st.installed = Some(plan);
         if fetch_error.is_none() {
             st.policies = policies;
@@ -523,6 +525,15 @@ mod tests {
         *f.script.last_updated.lock().unwrap() = Err("connection refused".into());
         assert!(f.agent.poll().is_err());
         assert!(f.calls().is_empty(), "no rewrite without the policy server");
+        // It answers the cheap check but not the policies: still no rewrite, on any retry.
+        *f.script.last_updated.lock().unwrap() = Ok(1);
+        *f.script.policies.lock().unwrap() = Err("500".into());
+        assert!(f.agent.poll().is_err());
+        assert!(f.agent.poll().is_err());
+        assert!(f.calls().is_empty(), "no rewrite from stale policies");
+        // Once the policies come again, the due full sync rewrites the table.
+        *f.script.policies.lock().unwrap() = Ok(vec![policy("A", "B", 80)]);
+        assert_eq!(f.agent.poll().unwrap(), Applied::Full(2));
     }
 
     #[test]

@@ -215,10 +215,8 @@ pub fn unreachable(kind: DatabaseType, timeout_seconds: u64) -> DatabaseConfig {
 
 /// Serialises server start-up between test processes.
 fn with_lock<T>(f: impl FnOnce() -> T) -> T {
-    let guard = lock_startup();
-    let out = f();
-    drop(guard);
-    out
+    let _guard = lock_startup();
+    f()
 }
 
 fn lock_startup() -> nix::fcntl::Flock<std::fs::File> {
