@@ -4,6 +4,9 @@
 //! One lab serves every scenario, so they run in order in one test; each convergence is timed
 //! and printed.
 
+#[path = "common/ports.rs"]
+mod ports;
+use ports::free_port;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -133,14 +136,6 @@ fn converge(what: &str, mut check: impl FnMut() -> bool) -> Duration {
     let took = started.elapsed();
     println!("converged: {what} in {} ms", took.as_millis());
     took
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A tiny deterministic generator, so a failing matrix can be reproduced.

@@ -3,6 +3,9 @@
 //! expiry and reclaim, migrations, concurrent reclaims from two controllers, and two real
 //! `overlay-controller` processes on one database taking concurrent acquisitions.
 
+#[path = "common/ports.rs"]
+mod ports;
+use ports::free_port;
 #[path = "common/db.rs"]
 mod db;
 mod overlay_common;
@@ -243,14 +246,6 @@ pub fn startup_retry_times_out(db: &db::TestDb) {
     assert!(started.elapsed() >= Duration::from_secs(2), "{err}");
     assert!(err.contains("connect_timeout_seconds=2"), "{err}");
     assert!(!err.contains(db::PASSWORD), "{err}");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct RunningController {

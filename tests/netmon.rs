@@ -1,7 +1,10 @@
 //! netmon and the overlay watchdog on a namespace with known interfaces, rules and traffic.
 
+#[path = "common/ports.rs"]
+mod ports;
 use netman::http::{Request, Response, Server, ServerOptions};
 use netman::netns::NamedNetns;
+use ports::free_port;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,14 +40,6 @@ fn cell(tag: &str) -> NamedNetns {
         ns.exec(&args).unwrap();
     }
     ns
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn scrape(ns: &NamedNetns, port: u16) -> Option<String> {

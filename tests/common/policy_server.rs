@@ -3,6 +3,10 @@
 //! `#[path = "common/policy_server.rs"] mod policy_server;`.
 #![allow(dead_code)]
 
+#[path = "ports.rs"]
+mod ports;
+pub use ports::free_port;
+
 use netman::http::client::{agent, body_string, ClientTls};
 use netman::pki::{Ca, Usage};
 use serde_json::{json, Value};
@@ -79,14 +83,6 @@ pub fn certs(dir: &Path) -> Certs {
         client: (client.cert, client.key),
         other_client: (other_client.cert, other_client.key),
     }
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A static tokens file: admin, writer (network.write) and a token without network scopes.
