@@ -3,11 +3,12 @@
 
 use super::backoff::Backoff;
 use super::client::PolicySource;
-use super::containers::{Container, StoreReader};
+use super::containers::policy_containers;
 use super::metrics::{self as m, AgentMetrics};
 use super::nft::{C2cLogging, Dataplane, Set};
 use super::plan::{plan, Diff, Plan, Skipped};
 use crate::api::policy::Policy;
+use crate::cell::{Container, Reader};
 use std::collections::BTreeSet;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -32,7 +33,7 @@ pub enum Applied {
 }
 
 struct State {
-    store: StoreReader,
+    store: Reader,
     /// The last successfully read containers.
     containers: Vec<Container>,
     /// The error of the last store read, until a read succeeds.
@@ -61,7 +62,7 @@ impl Agent {
     pub fn new(
         source: Box<dyn PolicySource>,
         dataplane: Box<dyn Dataplane>,
-        store: StoreReader,
+        store: Reader,
         logging: C2cLogging,
         settings: Settings,
         metrics: AgentMetrics,
@@ -175,21 +176,21 @@ impl Agent {
         rebuild: bool,
     ) -> Result<Applied, String> {
         match st.store.read_if_changed(force_store) {
-            Ok(Some(containers)) => {
-                st.containers = containers;
+            Ok(Some(all)) => {
+                st.containers = policy_containers(&all, st.store.path());
                 st.store_error = None;
             }
             Ok(None) => {}
             Err(e) => {
                 self.metrics.error(m::STORE);
                 log::error!("container store: {e}; keeping the last good list of containers");
-                st.store_error = Some(e);
+                st.store_error = Some(e.to_string());
             }
         }
         let apps: Vec<String> = st
             .containers
             .iter()
-            .map(|c| c.app.clone())
+            .filter_map(|c| c.app().map(str::to_string))
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
@@ -442,7 +443,7 @@ mod tests {
             let agent = Agent::new(
                 Box::new(script.clone()),
                 Box::new(rec.clone()),
-                StoreReader::new(dir.path().join("store.json")),
+                Reader::new(dir.path().join("store.json")),
                 C2cLogging {
                     enabled: false,
                     group: 2,

@@ -21,7 +21,8 @@
 //! 10,000 interval elements cut new connections/s to about a tenth). Lookups run only for the
 //! first packet of a connection (`ct state new`).
 
-use super::plan::{Allow, Diff, Plan, ALLOWED_BIT};
+use super::plan::{Allow, Diff, Plan};
+use crate::cell::marks::{ALLOWED_BIT, HIGH_MASK};
 use std::fmt::{self, Write as _};
 use std::io::Write as _;
 use std::net::Ipv4Addr;
@@ -99,7 +100,7 @@ impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Allowed by a policy: the bit and nothing else in the high half (the networker's
         // ingress mark 0xffff0000 also has bit 24; router traffic is not c2c).
-        let allowed = format!("meta mark & 0xffff0000 == 0x{ALLOWED_BIT:08x}");
+        let allowed = format!("meta mark & 0x{HIGH_MASK:08x} == 0x{ALLOWED_BIT:08x}");
         match self {
             Rule::MarkSources => write!(
                 f,

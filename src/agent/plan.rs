@@ -1,18 +1,12 @@
 //! The planner: from the local containers and the policies that touch their apps, the desired
 //! dataplane state as plain values (no kernel, no text). Rendering is [`super::nft`]'s job.
 
-use super::containers::Container;
 use crate::api::policy::{parse_tag, Policy};
+use crate::cell::marks::MAX_TAG;
+use crate::cell::Container;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::Ipv4Addr;
-
-/// Packet mark bit meaning "a policy allows this packet". Above the 16 bits VXLAN GBP carries,
-/// so another cell cannot set it; the networker's per-container chain accepts on it.
-pub const ALLOWED_BIT: u32 = 0x0100_0000;
-
-/// Largest tag: GBP carries the low 16 bits of the mark.
-pub const MAX_TAG: u32 = 0xFFFF;
 
 /// Port ranges up to this many ports are planned as single ports (hash-set elements, O(1) per
 /// lookup); only wider ranges go to the interval set, whose lookup cost grows with its size.
@@ -80,24 +74,26 @@ impl Plan {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Skipped(pub String);
 
-/// Plans the cell. Pure: same input, same output.
+/// Plans the cell. Pure: same input, same output. Containers without an app take no part.
 pub fn plan(containers: &[Container], policies: &[Policy]) -> (Plan, Vec<Skipped>) {
     let mut skipped = Vec::new();
     // app -> its local IPs (sorted, deduplicated); an IP claimed twice keeps its first handle.
     let mut by_app: BTreeMap<&str, BTreeSet<Ipv4Addr>> = BTreeMap::new();
     let mut owner: BTreeMap<Ipv4Addr, &str> = BTreeMap::new();
-    let mut sorted: Vec<&Container> = containers.iter().collect();
+    let mut sorted: Vec<(&str, Ipv4Addr, &str)> = containers
+        .iter()
+        .filter_map(|c| Some((c.handle.as_str(), c.ip, c.app()?)))
+        .collect();
     sorted.sort();
-    for c in sorted {
-        if let Some(other) = owner.get(&c.ip) {
+    for (handle, ip, app) in sorted {
+        if let Some(other) = owner.get(&ip) {
             skipped.push(Skipped(format!(
-                "container {} has IP {} already used by {other}",
-                c.handle, c.ip
+                "container {handle} has IP {ip} already used by {other}"
             )));
             continue;
         }
-        owner.insert(c.ip, &c.handle);
-        by_app.entry(&c.app).or_default().insert(c.ip);
+        owner.insert(ip, handle);
+        by_app.entry(app).or_default().insert(ip);
     }
 
     let mut source_tags = BTreeMap::new();
@@ -247,11 +243,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn c(handle: &str, ip: &str, app: &str) -> Container {
-        Container {
-            handle: handle.into(),
-            ip: ip.parse().unwrap(),
-            app: app.into(),
-        }
+        Container::for_app(handle, ip.parse().unwrap(), app)
     }
 
     fn p(src: &str, stag: &str, dst: &str, proto: &str, start: i64, end: i64) -> Policy {

@@ -4,11 +4,12 @@
 use super::bind_mount;
 use super::cni_exec::{self, NetworkList, Runtime};
 use super::config::Config;
-use super::container_store::{write_atomic, Store};
 use super::names::{ChainNames, CHAIN_PREFIXES};
 use super::ports::PortAllocator;
 use super::protocol::*;
 use super::rules::{self, PortMapping, UpPlan};
+use crate::cell::files::write_atomic;
+use crate::cell::{Container, Store};
 use crate::iptables::{Batch, Chain, Iptables, Op, Table};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -63,7 +64,7 @@ impl Networker {
     }
 
     pub fn up(&self, handle: &str, input: &UpInput) -> Result<UpOutput, String> {
-        if self.store.get(handle)?.is_some() || bind_mount::is_mounted(&self.mount_path(handle)) {
+        if self.store.contains(handle)? || bind_mount::is_mounted(&self.mount_path(handle)) {
             return Err(format!("container {handle} is already up"));
         }
         // Check every input before changing anything.
@@ -187,7 +188,11 @@ impl Networker {
         let Value::Object(md) = metadata else {
             unreachable!("built as an object")
         };
-        self.store.add(handle, ip, md)?;
+        self.store.add(Container {
+            handle: handle.to_string(),
+            ip,
+            metadata: md,
+        })?;
         undo.push(Undo::Store);
         self.force_poll()?;
 
@@ -227,7 +232,7 @@ impl Networker {
     fn rollback(&self, handle: &str, undo: Vec<Undo>) {
         for step in undo.into_iter().rev() {
             let r = match step {
-                Undo::Store => self.store.delete(handle).map(|_| ()),
+                Undo::Store => self.store.delete(handle).map(|_| ()).map_err(String::from),
                 Undo::Rules => self.remove_rules(&[handle.to_string()]),
                 Undo::Cni(b) => {
                     let (list, rt) = *b;
@@ -248,10 +253,10 @@ impl Networker {
     fn write_cache(&self, handle: &str, c: &CniCache) -> Result<(), String> {
         let dir = Path::new(&self.config.cni_cache_dir);
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-        write_atomic(
+        Ok(write_atomic(
             &self.cache_path(handle),
             &serde_json::to_vec(c).expect("serialisable"),
-        )
+        )?)
     }
 
     fn read_cache(&self, handle: &str) -> Option<CniCache> {
@@ -317,12 +322,7 @@ impl Networker {
     pub fn down(&self, handle: &str) -> Result<(), String> {
         // The rules and the CNI DEL are independent: both run at once (down latency is the
         // slower of the two, not their sum).
-        let ip = self
-            .store
-            .get(handle)
-            .ok()
-            .flatten()
-            .and_then(|c| c.ip.parse::<Ipv4Addr>().ok());
+        let ip = self.store.get(handle).ok().flatten().map(|c| c.ip);
         let (rules, mut errors) = std::thread::scope(|s| {
             let rules = s.spawn(|| {
                 let t = std::time::Instant::now();
@@ -368,7 +368,7 @@ impl Networker {
                 errors.push(e);
             }
         };
-        note(self.store.delete(handle).map(|_| ()));
+        note(self.store.delete(handle).map(|_| ()).map_err(String::from));
         let mount = self.mount_path(handle);
         let cache = self.read_cache(handle);
         if cache.is_some() || bind_mount::is_mounted(&mount) {
@@ -422,20 +422,15 @@ impl Networker {
             .store
             .get(handle)?
             .ok_or_else(|| format!("container {handle} is not up"))?;
-        let ip: Ipv4Addr =
-            c.ip.parse()
-                .map_err(|_| format!("container store: bad IP {:?} for {handle}", c.ip))?;
         if let Some(g) = given {
-            if g != ip {
-                return Err(format!("container_ip {g} is not the IP of {handle} ({ip})"));
+            if g != c.ip {
+                return Err(format!(
+                    "container_ip {g} is not the IP of {handle} ({})",
+                    c.ip
+                ));
             }
         }
-        let workload = c
-            .metadata
-            .get("container_workload")
-            .and_then(|w| w.as_str())
-            .map(str::to_string);
-        Ok((ip, workload))
+        Ok((c.ip, c.workload().map(str::to_string)))
     }
 
     /// Netman-era `net-in`: one more port mapping for a running container.
@@ -533,7 +528,7 @@ impl Networker {
     /// Removes leftovers: handles not in `keep` (when given), else handles whose bind-mounted
     /// netns is gone; then chains with a networker prefix that belong to no remaining container.
     pub fn reconcile(&self, keep: Option<&[String]>) -> Result<ReconcileOutput, String> {
-        let mut known: BTreeSet<String> = self.store.read_all()?.into_keys().collect();
+        let mut known: BTreeSet<String> = self.store.read_all()?.handles().cloned().collect();
         known.extend(self.ports.handles()?);
         if let Ok(rd) = std::fs::read_dir(&self.config.bind_mount_dir) {
             known.extend(rd.filter_map(|e| e.ok()?.file_name().into_string().ok()));
@@ -570,7 +565,7 @@ impl Networker {
         let live: BTreeSet<String> = self
             .store
             .read_all()?
-            .keys()
+            .handles()
             .flat_map(|h| {
                 let n = ChainNames::for_handle(h);
                 n.filter()

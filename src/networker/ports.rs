@@ -1,7 +1,7 @@
 //! Host port allocator: lowest free port of `start .. start+total`, recorded per handle in the
 //! state file `{"acquired_ports":{"<handle>":[ports]}}` under an flock on `<state_file>_lock`.
 
-use super::container_store::{lock_file, write_atomic};
+use crate::cell::files::{lock_file, write_atomic};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

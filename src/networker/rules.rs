@@ -4,6 +4,7 @@
 use super::config::Config;
 use super::names::ChainNames;
 use super::protocol::{NetOutRule, PortRangeJson};
+use crate::cell::marks::ALLOWED_BIT;
 use crate::iptables::{
     host, Batch, Chain, CtState, IcmpType, InterfaceName, IpRange, Match, Op, PortRange, Position,
     Protocol, Rate, RejectWith, Rule, Table, Target, Text,
@@ -306,10 +307,10 @@ impl UpPlan<'_> {
                 negate: false,
             }),
             // The policy agent marks the first packet of an allowed connection with this bit
-            // (it decides, this chain enforces: see src/agent/mod.rs).
+            // (it decides, this chain enforces: see src/cell/marks.rs).
             Rule::new(Target::Accept).destination(ip).with(Match::Mark {
-                value: crate::agent::plan::ALLOWED_BIT,
-                mask: Some(crate::agent::plan::ALLOWED_BIT),
+                value: ALLOWED_BIT,
+                mask: Some(ALLOWED_BIT),
                 negate: false,
             }),
         ];
