@@ -3,20 +3,14 @@
 
 use super::config::Config;
 use super::names::ChainNames;
-use super::protocol::{NetOutRule, PortRangeJson};
+use super::protocol::{NetOutRule, PortMapping, PortRangeJson};
+use super::Error;
 use crate::cell::marks::ALLOWED_BIT;
 use crate::iptables::{
     host, Batch, Chain, CtState, IcmpType, InterfaceName, IpRange, Match, Op, PortRange, Position,
     Protocol, Rate, RejectWith, Rule, Table, Target, Text,
 };
 use std::net::Ipv4Addr;
-
-/// A resolved port mapping (host port on the cell -> container port).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PortMapping {
-    pub host_port: u16,
-    pub container_port: u16,
-}
 
 /// Container workload (from the `container_workload` property): selects deny networks.
 pub fn workload_deny_networks(config: &Config, workload: Option<&str>) -> Vec<ipnet::Ipv4Net> {
@@ -55,10 +49,10 @@ pub fn convert_netout(
     rules: &[NetOutRule],
     log_chain: &Chain,
     log_all: bool,
-) -> Result<Vec<Rule>, String> {
+) -> Result<Vec<Rule>, Error> {
     let mut out = Vec::new();
     for (i, r) in rules.iter().enumerate() {
-        let ctx = |e: String| format!("netout rule {i}: {e}");
+        let ctx = |e: String| Error::Input(format!("netout rule {i}: {e}"));
         let target = if r.log || log_all {
             Target::Goto(log_chain.clone())
         } else {
@@ -66,7 +60,9 @@ pub fn convert_netout(
         };
         let mut nets: Vec<Option<IpRange>> = Vec::new();
         for n in &r.networks {
-            nets.push(Some(IpRange::new(n.start, n.end).map_err(ctx)?));
+            nets.push(Some(
+                IpRange::new(n.start, n.end).map_err(|e| ctx(e.into()))?,
+            ));
         }
         if nets.is_empty() {
             nets.push(None);
@@ -504,7 +500,7 @@ mod tests {
             (rule(7, &[], None, false), "unknown protocol"),
         ] {
             let e = convert_netout(&[r], &log, false).unwrap_err();
-            assert!(e.contains(msg), "{e}");
+            assert!(e.to_string().contains(msg), "{e}");
         }
         let mut r = rule(0, &[], None, false);
         r.networks[0].end = "9.0.0.0".parse().unwrap();

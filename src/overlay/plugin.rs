@@ -469,26 +469,29 @@ fn add_result(conf: &NetConf, env: &Env, ip: Ipv4Addr, mtu: u32) -> CniResult {
                 name: host_veth_name(ip),
                 mac: format_mac(&host_mac(ip)),
                 mtu: Some(mtu),
-                sandbox: String::new(),
+                ..Default::default()
             },
             Interface {
                 name: env.ifname.clone(),
                 mac: format_mac(&container_mac(ip)),
                 mtu: Some(mtu),
                 sandbox: env.netns.clone(),
+                ..Default::default()
             },
         ],
         ips: vec![IpConfig {
-            version: None,
             address: format!("{ip}/32"),
             gateway: Some(HOST_IP.to_string()),
             interface: Some(1),
+            ..Default::default()
         }],
         routes: vec![RouteEntry {
             dst: "0.0.0.0/0".into(),
             gw: Some(HOST_IP.to_string()),
+            ..Default::default()
         }],
         dns: conf.dns.clone().unwrap_or_default(),
+        ..Default::default()
     }
 }
 
