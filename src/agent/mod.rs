@@ -16,6 +16,7 @@ pub mod client;
 pub mod config;
 pub mod containers;
 pub mod cycle;
+pub mod error;
 pub mod libnft;
 pub mod metrics;
 pub mod nft;
@@ -24,3 +25,4 @@ pub mod server;
 
 pub use config::AgentConfig;
 pub use cycle::Agent;
+pub use error::Error;

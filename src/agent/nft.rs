@@ -1,6 +1,7 @@
 //! The agent's dataplane: its own nftables table `ip netman_vpa`, rendered from typed values in
-//! this one place and applied with `nft -f -`, one transaction per change (the kernel holds the
-//! old or the new complete state, never a mix, even if the agent dies mid-apply).
+//! this one place and applied one transaction per change (the kernel holds the old or the new
+//! complete state, never a mix, even if the agent dies mid-apply): in-process through
+//! libnftables ([`super::libnft`]) when it loads, else by `nft -f -` ([`Nft`]).
 //!
 //! ```text
 //! table ip netman_vpa {
@@ -23,6 +24,7 @@
 
 use super::plan::{Allow, Diff, Plan};
 use crate::cell::marks::{ALLOWED_BIT, HIGH_MASK};
+use crate::os_error::OsError;
 use std::fmt::{self, Write as _};
 use std::io::Write as _;
 use std::net::Ipv4Addr;
@@ -291,14 +293,58 @@ pub fn render_chain(log: &C2cLogging) -> String {
     out
 }
 
-/// Where plans go. The real one is [`Nft`]; tests of the loop use a recording one.
+/// A refused or failed transaction: nothing of it was applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// `nft` could not be run or talked to.
+    Exec(OsError),
+    /// nftables rejected the script (`status`: the `nft` process's exit status).
+    Rejected {
+        status: Option<String>,
+        message: String,
+    },
+    /// The script holds a NUL byte (libnftables takes a C string).
+    NulInScript,
+    /// libnftables cannot be used.
+    Library(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Exec(e) => write!(f, "{e}"),
+            Error::Rejected {
+                status: Some(status),
+                message,
+            } => write!(
+                f,
+                "nft transaction failed ({status}), nothing changed: {message}"
+            ),
+            Error::Rejected { message, .. } => {
+                write!(f, "nft transaction failed, nothing changed: {message}")
+            }
+            Error::NulInScript => write!(f, "nft script contains a NUL byte"),
+            Error::Library(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<Error> for String {
+    fn from(e: Error) -> String {
+        e.to_string()
+    }
+}
+
+/// Where plans go. The real one is [`Table`]; tests of the loop use a recording one.
 pub trait Dataplane: Send + Sync {
     /// Replaces the whole table with `plan` (start-up and recovery).
-    fn replace(&self, plan: &Plan, log: &C2cLogging) -> Result<(), String>;
+    fn replace(&self, plan: &Plan, log: &C2cLogging) -> Result<(), Error>;
     /// Applies a difference to the installed table.
-    fn update(&self, diff: &Diff) -> Result<(), String>;
+    fn update(&self, diff: &Diff) -> Result<(), Error>;
     /// Rewrites the chain for a logging change.
-    fn set_logging(&self, log: &C2cLogging) -> Result<(), String>;
+    fn set_logging(&self, log: &C2cLogging) -> Result<(), Error>;
 }
 
 /// Applies scripts with `nft -f -` in the namespace of the calling thread.
@@ -313,14 +359,15 @@ impl Nft {
     }
 
     /// Runs one script as one transaction.
-    pub fn run(&self, script: &str) -> Result<(), String> {
+    pub fn run(&self, script: &str) -> Result<(), Error> {
+        let exec = |what: String, e: std::io::Error| Error::Exec(OsError::io(what, &e));
         let mut child = Command::new(&self.path)
             .args(["-f", "-"])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| format!("running {} -f -: {e}", self.path))?;
+            .map_err(|e| exec(format!("running {} -f -", self.path), e))?;
         let write = child
             .stdin
             .take()
@@ -328,32 +375,35 @@ impl Nft {
             .write_all(script.as_bytes());
         let out = child
             .wait_with_output()
-            .map_err(|e| format!("waiting for {}: {e}", self.path))?;
+            .map_err(|e| exec(format!("waiting for {}", self.path), e))?;
         if !out.status.success() {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            let stderr: String = stderr.trim().chars().take(2000).collect();
-            return Err(format!(
-                "nft transaction failed ({}), nothing changed: {stderr}",
-                out.status
-            ));
+            return Err(Error::Rejected {
+                status: Some(out.status.to_string()),
+                message: nft_message(&String::from_utf8_lossy(&out.stderr)),
+            });
         }
-        write.map_err(|e| format!("writing to nft: {e}"))
+        write.map_err(|e| exec("writing to nft".into(), e))
     }
+}
+
+/// nft's error text, bounded (a rejected script of thousands of elements echoes them).
+pub fn nft_message(text: &str) -> String {
+    text.trim().chars().take(2000).collect()
 }
 
 /// Runs scripts one transaction at a time: in-process through libnftables, or by `nft -f -`.
 pub trait Runner: Send + Sync {
-    fn run(&self, script: &str) -> Result<(), String>;
+    fn run(&self, script: &str) -> Result<(), Error>;
 }
 
 impl Runner for Nft {
-    fn run(&self, script: &str) -> Result<(), String> {
+    fn run(&self, script: &str) -> Result<(), Error> {
         Nft::run(self, script)
     }
 }
 
 impl Runner for super::libnft::LibNft {
-    fn run(&self, script: &str) -> Result<(), String> {
+    fn run(&self, script: &str) -> Result<(), Error> {
         super::libnft::LibNft::run(self, script)
     }
 }
@@ -375,18 +425,18 @@ pub struct Table {
 }
 
 impl Dataplane for Table {
-    fn replace(&self, plan: &Plan, log: &C2cLogging) -> Result<(), String> {
+    fn replace(&self, plan: &Plan, log: &C2cLogging) -> Result<(), Error> {
         self.runner.run(&render_full(plan, log))
     }
 
-    fn update(&self, diff: &Diff) -> Result<(), String> {
+    fn update(&self, diff: &Diff) -> Result<(), Error> {
         match render_diff(diff) {
             Some(script) => self.runner.run(&script),
             None => Ok(()),
         }
     }
 
-    fn set_logging(&self, log: &C2cLogging) -> Result<(), String> {
+    fn set_logging(&self, log: &C2cLogging) -> Result<(), Error> {
         self.runner.run(&render_chain(log))
     }
 }

@@ -356,9 +356,9 @@ impl Cell {
     /// `nft -f -` inside the cell.
     pub fn nft_script(&self, script: &str) -> Result<(), String> {
         let script = script.to_string();
-        run_in(&self.ns.path(), move || {
+        Ok(run_in(&self.ns.path(), move || {
             netman::agent::nft::Nft::new("nft").run(&script)
-        })?
+        })??)
     }
 
     /// Writes an agent config (`patch` may edit it) and starts the agent inside the cell.
