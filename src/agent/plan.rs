@@ -77,7 +77,52 @@ pub struct Skipped(pub String);
 /// Plans the cell. Pure: same input, same output. Containers without an app take no part.
 pub fn plan(containers: &[Container], policies: &[Policy]) -> (Plan, Vec<Skipped>) {
     let mut skipped = Vec::new();
-    // app -> its local IPs (sorted, deduplicated); an IP claimed twice keeps its first handle.
+    let by_app = local_apps(containers, &mut skipped);
+    let mut source_tags = BTreeMap::new();
+    let mut ranges: BTreeMap<(Ipv4Addr, Proto, u32), Vec<(u16, u16)>> = BTreeMap::new();
+    for p in policies {
+        let src_ips = by_app.get(p.source.id.as_str());
+        let dst_ips = by_app.get(p.destination.id.as_str());
+        if src_ips.is_none() && dst_ips.is_none() {
+            continue;
+        }
+        let tag = match source_tag(p) {
+            Ok(t) => t,
+            Err(why) => {
+                skipped.push(why);
+                continue;
+            }
+        };
+        for ip in src_ips.into_iter().flatten() {
+            source_tags.insert(*ip, tag);
+        }
+        let Some(ips) = dst_ips else { continue };
+        let (proto, start, end) = match destination(p) {
+            Ok(d) => d,
+            Err(why) => {
+                skipped.push(why);
+                continue;
+            }
+        };
+        for ip in ips {
+            ranges
+                .entry((*ip, proto, tag))
+                .or_default()
+                .push((start, end));
+        }
+    }
+    let plan = Plan {
+        source_tags,
+        allowed: allowed_elements(ranges),
+    };
+    (plan, skipped)
+}
+
+/// App -> its local IPs (sorted, deduplicated); an IP claimed twice keeps its first handle.
+fn local_apps<'a>(
+    containers: &'a [Container],
+    skipped: &mut Vec<Skipped>,
+) -> BTreeMap<&'a str, BTreeSet<Ipv4Addr>> {
     let mut by_app: BTreeMap<&str, BTreeSet<Ipv4Addr>> = BTreeMap::new();
     let mut owner: BTreeMap<Ipv4Addr, &str> = BTreeMap::new();
     let mut sorted: Vec<(&str, Ipv4Addr, &str)> = containers
@@ -95,55 +140,42 @@ pub fn plan(containers: &[Container], policies: &[Policy]) -> (Plan, Vec<Skipped
         owner.insert(ip, handle);
         by_app.entry(app).or_default().insert(ip);
     }
+    by_app
+}
 
-    let mut source_tags = BTreeMap::new();
-    let mut ranges: BTreeMap<(Ipv4Addr, Proto, u32), Vec<(u16, u16)>> = BTreeMap::new();
-    for p in policies {
-        let src_ips = by_app.get(p.source.id.as_str());
-        let dst_ips = by_app.get(p.destination.id.as_str());
-        if src_ips.is_none() && dst_ips.is_none() {
-            continue;
-        }
-        let tag = match p.source.tag.as_deref().and_then(parse_tag) {
-            Some(t) if (1..=MAX_TAG).contains(&t) => t,
-            _ => {
-                skipped.push(Skipped(format!(
-                    "policy {} -> {}: source tag {:?} is not a 16-bit hex tag",
-                    p.source.id, p.destination.id, p.source.tag
-                )));
-                continue;
-            }
-        };
-        if let Some(ips) = src_ips {
-            for ip in ips {
-                source_tags.insert(*ip, tag);
-            }
-        }
-        let Some(ips) = dst_ips else { continue };
-        let Some(proto) = Proto::parse(&p.destination.protocol) else {
-            skipped.push(Skipped(format!(
-                "policy {} -> {}: protocol {:?} is not tcp or udp",
-                p.source.id, p.destination.id, p.destination.protocol
-            )));
-            continue;
-        };
-        let (start, end) = (p.destination.ports.start, p.destination.ports.end);
-        let end = if end == 0 { start } else { end };
-        if !(1..=65535).contains(&start) || !(start..=65535).contains(&end) {
-            skipped.push(Skipped(format!(
-                "policy {} -> {}: invalid port range {start}-{end}",
-                p.source.id, p.destination.id
-            )));
-            continue;
-        }
-        for ip in ips {
-            ranges
-                .entry((*ip, proto, tag))
-                .or_default()
-                .push((start as u16, end as u16));
-        }
+/// The policy's source tag (what the source's packets are marked with).
+fn source_tag(p: &Policy) -> Result<u32, Skipped> {
+    match p.source.tag.as_deref().and_then(parse_tag) {
+        Some(t) if (1..=MAX_TAG).contains(&t) => Ok(t),
+        _ => Err(Skipped(format!(
+            "policy {} -> {}: source tag {:?} is not a 16-bit hex tag",
+            p.source.id, p.destination.id, p.source.tag
+        ))),
     }
+}
 
+/// The policy's destination protocol and port range.
+fn destination(p: &Policy) -> Result<(Proto, u16, u16), Skipped> {
+    let (src, dst) = (&p.source.id, &p.destination.id);
+    let Some(proto) = Proto::parse(&p.destination.protocol) else {
+        return Err(Skipped(format!(
+            "policy {src} -> {dst}: protocol {:?} is not tcp or udp",
+            p.destination.protocol
+        )));
+    };
+    let (start, end) = (p.destination.ports.start, p.destination.ports.end);
+    let end = if end == 0 { start } else { end };
+    if !(1..=65535).contains(&start) || !(start..=65535).contains(&end) {
+        return Err(Skipped(format!(
+            "policy {src} -> {dst}: invalid port range {start}-{end}"
+        )));
+    }
+    Ok((proto, start as u16, end as u16))
+}
+
+/// The set elements: merged ranges per (destination, protocol, tag); narrow ranges expanded to
+/// single ports.
+fn allowed_elements(ranges: BTreeMap<(Ipv4Addr, Proto, u32), Vec<(u16, u16)>>) -> BTreeSet<Allow> {
     let mut allowed = BTreeSet::new();
     for ((daddr, proto, mark), list) in ranges {
         for (start, end) in merge(list) {
@@ -164,13 +196,7 @@ pub fn plan(containers: &[Container], policies: &[Policy]) -> (Plan, Vec<Skipped
             }
         }
     }
-    (
-        Plan {
-            source_tags,
-            allowed,
-        },
-        skipped,
-    )
+    allowed
 }
 
 /// Single ports stay as they are (they go to the hash set, where a duplicate is the same
