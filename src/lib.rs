@@ -14,7 +14,7 @@ pub mod tls; // PEM loading and rustls configs
 
 pub mod policy; // policy server: store, auth, external and internal APIs
 
-pub mod cni; // CNI spec types and the runtime side (exec plugins)
+pub mod cni; // CNI spec types and the plugin side (the runtime side is the networker's)
 pub mod iptables; // typed iptables rules, rendering, iptables-restore, the shared lock
 pub mod netlink; // synchronous rtnetlink wrapper
 pub mod overlay; // lease controller, per-cell daemon, overlay CNI plugin
