@@ -216,26 +216,20 @@ pub fn render_full(plan: &Plan, log: &C2cLogging) -> String {
         "add chain {FAMILY} {TABLE} {CHAIN} {{ type filter hook forward priority {PRIORITY}; policy accept; }}"
     );
     chain_rules(&mut out, log);
-    elements(
-        &mut out,
-        "add",
-        Set::SourceTags,
-        plan.source_tags
-            .iter()
-            .map(|(ip, tag)| SourceElement(*ip, Some(*tag))),
-    );
-    for set in [Set::Allowed, Set::AllowedRanges] {
-        elements(
-            &mut out,
-            "add",
-            set,
-            plan.allowed
-                .iter()
-                .filter(|a| Set::of(a) == set)
-                .map(AllowElement),
-        );
-    }
+    let sources = plan.source_tags.iter();
+    let sources = sources.map(|(ip, tag)| SourceElement(*ip, Some(*tag)));
+    elements(&mut out, "add", Set::SourceTags, sources);
+    allow_elements(&mut out, "add", &plan.allowed);
     out
+}
+
+/// `verb` (add or delete) elements of the allowed sets, each to the set it belongs in.
+fn allow_elements<'a>(out: &mut String, verb: &str, allowed: impl IntoIterator<Item = &'a Allow>) {
+    let allowed: Vec<&Allow> = allowed.into_iter().collect();
+    for set in [Set::Allowed, Set::AllowedRanges] {
+        let of_set = allowed.iter().filter(|a| Set::of(a) == set);
+        elements(out, verb, set, of_set.map(|a| AllowElement(a)));
+    }
 }
 
 /// Only the difference; `None` when there is nothing to do. Removals come first, so an element
@@ -245,44 +239,16 @@ pub fn render_diff(diff: &Diff) -> Option<String> {
         return None;
     }
     let mut out = String::with_capacity(diff.len() * 56);
-    elements(
-        &mut out,
-        "delete",
-        Set::SourceTags,
-        diff.remove_sources
-            .iter()
-            .map(|ip| SourceElement(*ip, None)),
-    );
-    for set in [Set::Allowed, Set::AllowedRanges] {
-        elements(
-            &mut out,
-            "delete",
-            set,
-            diff.remove_allowed
-                .iter()
-                .filter(|a| Set::of(a) == set)
-                .map(AllowElement),
-        );
-    }
-    elements(
-        &mut out,
-        "add",
-        Set::SourceTags,
-        diff.add_sources
-            .iter()
-            .map(|(ip, tag)| SourceElement(*ip, Some(*tag))),
-    );
-    for set in [Set::Allowed, Set::AllowedRanges] {
-        elements(
-            &mut out,
-            "add",
-            set,
-            diff.add_allowed
-                .iter()
-                .filter(|a| Set::of(a) == set)
-                .map(AllowElement),
-        );
-    }
+    let gone = diff
+        .remove_sources
+        .iter()
+        .map(|ip| SourceElement(*ip, None));
+    elements(&mut out, "delete", Set::SourceTags, gone);
+    allow_elements(&mut out, "delete", &diff.remove_allowed);
+    let new = diff.add_sources.iter();
+    let new = new.map(|(ip, tag)| SourceElement(*ip, Some(*tag)));
+    elements(&mut out, "add", Set::SourceTags, new);
+    allow_elements(&mut out, "add", &diff.add_allowed);
     Some(out)
 }
 

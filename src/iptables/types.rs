@@ -220,23 +220,17 @@ pub struct Rate {
 }
 
 impl Rate {
-    pub fn per_second(count: u32) -> Result<Rate, Invalid> {
+    pub fn new(count: u32, per: RateUnit) -> Result<Rate, Invalid> {
         if count == 0 {
             return Err(Invalid("invalid rate: must be greater than 0".into()));
         }
-        Ok(Rate {
-            count,
-            per: RateUnit::Second,
-        })
+        Ok(Rate { count, per })
+    }
+    pub fn per_second(count: u32) -> Result<Rate, Invalid> {
+        Rate::new(count, RateUnit::Second)
     }
     pub fn per_minute(count: u32) -> Result<Rate, Invalid> {
-        if count == 0 {
-            return Err(Invalid("invalid rate: must be greater than 0".into()));
-        }
-        Ok(Rate {
-            count,
-            per: RateUnit::Minute,
-        })
+        Rate::new(count, RateUnit::Minute)
     }
 }
 
