@@ -1,8 +1,10 @@
 //! garden-external-networker: garden's network plugin. garden execs it per container operation:
 //! `--action up|down|net-in|net-out|bulk-net-out|reconcile --handle H --configFile F`, JSON on
 //! stdin/stdout. It runs the CNI chain (`cni_exec`), bind-mounts the netns (`bind_mount`), records
-//! the container for the policy agent (`crate::cell::store`), maps host ports (`ports`) and installs
-//! the container's NetIn/NetOut/c2c rules (`rules`, through `crate::iptables`).
+//! the container for the policy agent (in the cell's store, `crate::cell::store`), maps host ports
+//! (`ports`) and installs the container's NetIn/NetOut/c2c rules (`rules`, through
+//! `crate::iptables`). The actions are in `lifecycle`; failures are `Error`s, printed as one line
+//! of stderr by the binary.
 
 pub mod bind_mount;
 pub mod cni_exec;
