@@ -11,6 +11,7 @@ pub mod metrics; // Prometheus metrics and the debug server
 pub mod netns; // network namespace helpers
 pub mod tls; // PEM loading and rustls configs
 
+pub mod db; // the SQL layer: config, dialects, pools, migrations, transactions
 pub mod policy; // policy server: store, auth, external and internal APIs
 
 pub mod cni; // CNI spec types and the runtime side (exec plugins)
