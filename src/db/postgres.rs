@@ -199,32 +199,20 @@ fn bind<'p>(
 }
 
 fn cell(row: &postgres::Row, i: usize) -> Result<Cell, Error> {
-    let ty = row.columns()[i].type_();
-    let bad = |e: postgres::Error| Error::Database(format!("postgres column {i}: {e}"));
-    Ok(match *ty {
-        Type::INT2 => row
-            .try_get::<_, Option<i16>>(i)
-            .map_err(bad)?
-            .map(i64::from)
-            .map_or(Cell::Null, Cell::Int),
-        Type::INT4 => row
-            .try_get::<_, Option<i32>>(i)
-            .map_err(bad)?
-            .map(i64::from)
-            .map_or(Cell::Null, Cell::Int),
-        Type::INT8 => row
-            .try_get::<_, Option<i64>>(i)
-            .map_err(bad)?
-            .map_or(Cell::Null, Cell::Int),
-        Type::BOOL => row
-            .try_get::<_, Option<bool>>(i)
-            .map_err(bad)?
-            .map(i64::from)
-            .map_or(Cell::Null, Cell::Int),
-        _ => row
-            .try_get::<_, Option<String>>(i)
-            .map_err(bad)?
-            .map_or(Cell::Null, Cell::Str),
+    fn get<'r, T: postgres::types::FromSql<'r>>(
+        row: &'r postgres::Row,
+        i: usize,
+    ) -> Result<Option<T>, Error> {
+        row.try_get(i)
+            .map_err(|e| Error::Database(format!("postgres column {i}: {e}")))
+    }
+    let int = |v: Option<i64>| v.map_or(Cell::Null, Cell::Int);
+    Ok(match *row.columns()[i].type_() {
+        Type::INT2 => int(get::<i16>(row, i)?.map(i64::from)),
+        Type::INT4 => int(get::<i32>(row, i)?.map(i64::from)),
+        Type::INT8 => int(get::<i64>(row, i)?),
+        Type::BOOL => int(get::<bool>(row, i)?.map(i64::from)),
+        _ => get::<String>(row, i)?.map_or(Cell::Null, Cell::Str),
     })
 }
 

@@ -83,6 +83,12 @@ fn unique(ids: &[String]) -> Vec<&str> {
         .collect()
 }
 
+/// Whether a row of `table` has `column = id`.
+fn referenced(tx: &mut dyn Tx, table: &str, column: &str, id: i64) -> Result<bool, DbError> {
+    let sql = format!("SELECT 1 FROM {table} WHERE {column} = ? LIMIT 1");
+    Ok(!tx.rows(&sql, &[Val::Int(id)])?.is_empty())
+}
+
 impl Engine {
     pub fn new(dialect: Dialect, tag_length: u8) -> Engine {
         Engine {
@@ -175,25 +181,20 @@ impl Engine {
         Ok(id)
     }
 
-    /// Frees the group's slot when no policy and no destination refers to it any more.
-    fn release(&self, tx: &mut dyn Tx, group: i64) -> Result<(), DbError> {
-        let lock = format!(
-            "SELECT id FROM \"groups\" WHERE id = ?{}",
+    /// Locks row `id` of `table` until the transaction ends.
+    fn lock_row(&self, tx: &mut dyn Tx, table: &str, id: i64) -> Result<(), DbError> {
+        let sql = format!(
+            "SELECT id FROM {table} WHERE id = ?{}",
             self.dialect.for_update()
         );
-        tx.rows(&lock, &[Val::Int(group)])?;
-        let used = !tx
-            .rows(
-                "SELECT 1 FROM policies WHERE group_id = ? LIMIT 1",
-                &[Val::Int(group)],
-            )?
-            .is_empty()
-            || !tx
-                .rows(
-                    "SELECT 1 FROM destinations WHERE group_id = ? LIMIT 1",
-                    &[Val::Int(group)],
-                )?
-                .is_empty();
+        tx.rows(&sql, &[Val::Int(id)]).map(|_| ())
+    }
+
+    /// Frees the group's slot when no policy and no destination refers to it any more.
+    fn release(&self, tx: &mut dyn Tx, group: i64) -> Result<(), DbError> {
+        self.lock_row(tx, "\"groups\"", group)?;
+        let used = referenced(tx, "policies", "group_id", group)?
+            || referenced(tx, "destinations", "group_id", group)?;
         if !used {
             tx.exec(
                 "UPDATE \"groups\" SET guid = NULL, type = NULL WHERE id = ?",
@@ -308,18 +309,8 @@ impl Engine {
             if deleted == 0 {
                 continue;
             }
-            let lock = format!(
-                "SELECT id FROM destinations WHERE id = ?{}",
-                self.dialect.for_update()
-            );
-            tx.rows(&lock, &[Val::Int(dest)])?;
-            let still_used = !tx
-                .rows(
-                    "SELECT 1 FROM policies WHERE destination_id = ? LIMIT 1",
-                    &[Val::Int(dest)],
-                )?
-                .is_empty();
-            if !still_used {
+            self.lock_row(tx, "destinations", dest)?;
+            if !referenced(tx, "policies", "destination_id", dest)? {
                 tx.exec("DELETE FROM destinations WHERE id = ?", &[Val::Int(dest)])?;
             }
             self.release(tx, src)?;
