@@ -84,8 +84,8 @@ fn migrations(dialect: Dialect) -> Vec<Migration> {
     }]
 }
 
-/// Applies the missing migrations and fills the tag pool up to 2^(8L)-1 free slots. Returns the
-/// schema version. Refuses a schema newer than [`KNOWN_VERSION`].
+/// Applies the missing migrations and fills the tag pool up to 2^(8L)-1 free slots. Refuses a
+/// schema newer than [`KNOWN_VERSION`]. The caller holds the migration lock.
 pub(crate) fn migrate_locked(tx: &mut dyn Tx, tag_length: u8) -> Result<(), Error> {
     migrate::apply(tx, &SCHEMA)?;
     let dialect = tx.dialect();
