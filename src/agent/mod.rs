@@ -10,6 +10,7 @@
 //! [`plan::ALLOWED_BIT`]. It never accepts or drops: the decision is the networker's per-container
 //! iptables chain, which accepts packets carrying that bit before its default REJECT.
 
+pub mod app;
 pub mod backoff;
 pub mod client;
 pub mod config;

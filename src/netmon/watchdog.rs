@@ -4,6 +4,9 @@
 //! recreated.
 
 use std::net::Ipv4Addr;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -81,6 +84,87 @@ pub fn lease_from_daemon(agent: &ureq::Agent, url: &str) -> Result<String, Strin
 
 pub const OUT_OF_SYNC_MESSAGE: &str =
     "This cell must be recreated. The overlay is out of sync with the local VTEP";
+
+/// What the watchdog compares and how often.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub vtep_name: String,
+    pub overlay_daemon_url: String,
+    pub interval: Duration,
+}
+
+/// One comparison. `Err`: out of sync (the cell must be recreated) or the device could not be
+/// read; an unreachable overlay daemon is logged and counts as nothing to compare yet.
+pub fn check(agent: &ureq::Agent, settings: &Settings) -> Result<(), String> {
+    let addresses = device_ipv4_addresses(&settings.vtep_name)?;
+    let lease = match lease_from_daemon(agent, &settings.overlay_daemon_url) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            log::warn!("{e}");
+            None
+        }
+    };
+    match judge(lease.as_deref(), addresses.as_deref()) {
+        Verdict::InSync => log::debug!("overlay in sync"),
+        Verdict::NotYet(why) => log::debug!("nothing to compare yet: {why}"),
+        Verdict::OutOfSync(why) => return Err(format!("{OUT_OF_SYNC_MESSAGE}: {why}")),
+    }
+    Ok(())
+}
+
+/// The HTTP client of the overlay daemon's local endpoint.
+pub fn client() -> Result<ureq::Agent, String> {
+    crate::http::client::agent(&Default::default(), Duration::from_secs(2))
+}
+
+/// A watchdog checking every interval on its own thread; the first failed check is fatal.
+pub struct RunningWatchdog {
+    settings: Settings,
+    stop: Sender<()>,
+    checker: JoinHandle<()>,
+    fatal: Option<Receiver<String>>,
+}
+
+pub fn start(settings: Settings) -> Result<RunningWatchdog, String> {
+    let agent = client()?;
+    let (stop, stopped) = mpsc::channel();
+    let (fatal_tx, fatal) = mpsc::channel();
+    let checking = settings.clone();
+    let checker = std::thread::spawn(move || loop {
+        if let Err(e) = check(&agent, &checking) {
+            let _ = fatal_tx.send(e);
+            return;
+        }
+        match stopped.recv_timeout(checking.interval) {
+            Err(RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+    });
+    Ok(RunningWatchdog {
+        settings,
+        stop,
+        checker,
+        fatal: Some(fatal),
+    })
+}
+
+impl crate::daemon::Running for RunningWatchdog {
+    fn describe(&self) -> String {
+        format!(
+            "checking {} against {} every {:?}",
+            self.settings.vtep_name, self.settings.overlay_daemon_url, self.settings.interval
+        )
+    }
+
+    fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.checker.join();
+    }
+
+    fn fatal(&mut self) -> Option<Receiver<String>> {
+        self.fatal.take()
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,131 @@
+//! A running overlay daemon: the lease and VTEP ([`Daemon`]), its poll thread, the local port
+//! the CNI plugin asks, and the debug port.
+
+use super::api::InfoHandler;
+use super::config::DaemonConfig;
+use super::lease::Daemon;
+use super::metrics::DaemonMetrics;
+use crate::daemon::debug::{self, DebugHandler};
+use crate::http::client::ClientTls;
+use crate::http::{Server, ServerOptions};
+use crate::metrics::Registrar;
+use crate::overlay::client::ControllerClient;
+use prometheus_client::registry::Registry;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+pub struct RunningDaemon {
+    pub info: Server,
+    pub debug: Server,
+    /// The lease and the VTEP's MTU, as the plugin is told.
+    summary: String,
+    stop: Sender<()>,
+    poller: JoinHandle<()>,
+    fatal: Option<Receiver<String>>,
+}
+
+pub fn start(config: DaemonConfig) -> Result<RunningDaemon, String> {
+    let client = ControllerClient::new(
+        &config.controller_url,
+        &ClientTls {
+            ca_cert_file: Some(config.ca_cert_file.clone()),
+            client_cert_file: Some(config.client_cert_file.clone()),
+            client_key_file: Some(config.client_key_file.clone()),
+            skip_verification: false,
+        },
+        Duration::from_secs(config.client_timeout_seconds),
+    )?;
+    let mut registry = Registry::default();
+    let mut r = Registrar::new(&mut registry, "overlay_daemon");
+    let metrics = DaemonMetrics::register(&mut r);
+    let uptime = r.uptime();
+    let poll_interval = Duration::from_secs(config.poll_interval_seconds);
+    let listen = format!("{}:{}", config.listen_host, config.listen_port);
+    let debug_addr = format!("127.0.0.1:{}", config.debug_server_port);
+    let overlay = Daemon::start(config, client, metrics).map_err(|e| e.to_string())?;
+    let info = Server::start(
+        &listen,
+        ServerOptions {
+            workers: 4,
+            ..ServerOptions::default()
+        },
+        InfoHandler {
+            info: overlay.info.clone(),
+        },
+    )
+    .map_err(|e| format!("plugin endpoint: {e}"))?;
+    let problem = overlay.problem.clone();
+    let debug = debug::serve(
+        &debug_addr,
+        DebugHandler::new(
+            Arc::new(registry),
+            move || match problem.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                Some(reason) => Err(reason.clone()),
+                None => Ok(()),
+            },
+            move || uptime.refresh(),
+        ),
+    )?;
+    let summary = format!(
+        "lease {} mtu {}",
+        overlay.info.overlay_subnet, overlay.info.mtu
+    );
+    let (stop, stopped) = mpsc::channel();
+    let (fatal_tx, fatal) = mpsc::channel();
+    let poller = std::thread::spawn(move || {
+        poll_every_interval(overlay, poll_interval, &stopped, &fatal_tx)
+    });
+    Ok(RunningDaemon {
+        info,
+        debug,
+        summary,
+        stop,
+        poller,
+        fatal: Some(fatal),
+    })
+}
+
+/// Polls at once, then every interval, until `stop` receives or is dropped; a fatal error is
+/// sent on `fatal` and ends the polling.
+fn poll_every_interval(
+    mut overlay: Daemon,
+    interval: Duration,
+    stop: &Receiver<()>,
+    fatal: &Sender<String>,
+) {
+    loop {
+        if let Err(e) = overlay.poll() {
+            let _ = fatal.send(e.to_string());
+            return;
+        }
+        match stop.recv_timeout(interval) {
+            Err(RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+    }
+}
+
+impl crate::daemon::Running for RunningDaemon {
+    fn describe(&self) -> String {
+        format!(
+            "{}, serving {}, debug {}",
+            self.summary,
+            self.info.local_addr(),
+            self.debug.local_addr()
+        )
+    }
+
+    fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.poller.join();
+        self.info.shutdown();
+        self.debug.shutdown();
+        log::info!("the VTEP, its routes and the lease stay for the next start");
+    }
+
+    fn fatal(&mut self) -> Option<Receiver<String>> {
+        self.fatal.take()
+    }
+}
