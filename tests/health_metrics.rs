@@ -5,7 +5,8 @@
 //! log level at runtime, and exits 0 on SIGTERM. At the default log level each logs its start
 //! with its listen addresses and its stop (RFC 3339 timestamps), and no per-request line.
 
-use netman::netns::{self, NamedNetns};
+use netman::lab::netns::NamedNetns;
+use netman::netns;
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};

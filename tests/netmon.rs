@@ -3,7 +3,7 @@
 #[path = "common/ports.rs"]
 mod ports;
 use netman::http::{Request, Response, Server, ServerOptions};
-use netman::netns::NamedNetns;
+use netman::lab::netns::NamedNetns;
 use ports::free_port;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -2,7 +2,7 @@
 //! N cell hosts and an "internet" host, each a namespace with one veth into the switch. Nothing
 //! is created in the root namespace.
 
-use crate::netns::run;
+use super::netns::run;
 use std::net::Ipv4Addr;
 
 /// Every namespace the lab creates starts with this prefix, so `down` can find them all.
