@@ -397,25 +397,13 @@ fn every_long_running_binary_serves_health_metrics_and_log_level() {
     }
 }
 
-/// `2026-12-06T03:50:13.123Z`
+/// `2026-12-06T03:50:13.123Z`: digits where the pattern has `d`, the rest as in it.
 fn is_rfc3339_utc_millis(t: &str) -> bool {
-    let b = t.as_bytes();
-    let digits = |r: std::ops::Range<usize>| r.into_iter().all(|i| b[i].is_ascii_digit());
-    b.len() == 24
-        && digits(0..4)
-        && b[4] == b'-'
-        && digits(5..7)
-        && b[7] == b'-'
-        && digits(8..10)
-        && b[10] == b'T'
-        && digits(11..13)
-        && b[13] == b':'
-        && digits(14..16)
-        && b[16] == b':'
-        && digits(17..19)
-        && b[19] == b'.'
-        && digits(20..23)
-        && b[23] == b'Z'
+    let pattern = "dddd-dd-ddTdd:dd:dd.dddZ";
+    t.len() == pattern.len()
+        && t.chars()
+            .zip(pattern.chars())
+            .all(|(c, p)| if p == 'd' { c.is_ascii_digit() } else { c == p })
 }
 
 /// Until the test switched it to debug, a process at the default level logged its start with

@@ -8,8 +8,8 @@ use super::metrics::AgentMetrics;
 use super::nft::{runner, C2cLogging, Table};
 use super::server::{debug_routes, ForcePoll};
 use super::AgentConfig;
+use crate::daemon::client_tls;
 use crate::daemon::debug::{self, DebugHandler};
-use crate::http::client::ClientTls;
 use crate::http::{Server, ServerOptions};
 use prometheus_client::registry::Registry;
 use std::sync::mpsc::Sender;
@@ -69,12 +69,11 @@ pub fn start(config: AgentConfig) -> Result<RunningAgent, String> {
 fn agent(config: &AgentConfig, metrics: AgentMetrics) -> Result<Agent, String> {
     let client = PolicyClient::new(
         &config.policy_server_url,
-        &ClientTls {
-            ca_cert_file: Some(config.ca_cert_file.clone()),
-            client_cert_file: Some(config.client_cert_file.clone()),
-            client_key_file: Some(config.client_key_file.clone()),
-            skip_verification: false,
-        },
+        &client_tls(
+            &config.ca_cert_file,
+            &config.client_cert_file,
+            &config.client_key_file,
+        ),
         Duration::from_secs(config.client_timeout_seconds),
     )
     .map_err(|e| format!("policy server client: {e}"))?;

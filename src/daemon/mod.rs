@@ -127,6 +127,17 @@ fn wait(fatal: Option<Receiver<String>>) -> Result<Signal, String> {
     rx.recv().unwrap_or(Ok(Signal::SIGTERM))
 }
 
+/// The TLS of a daemon's mutual-TLS client (agent, overlay daemon): trust `ca`, present `cert`
+/// and `key`.
+pub fn client_tls(ca: &str, cert: &str, key: &str) -> crate::http::client::ClientTls {
+    crate::http::client::ClientTls {
+        ca_cert_file: Some(ca.to_string()),
+        client_cert_file: Some(cert.to_string()),
+        client_key_file: Some(key.to_string()),
+        skip_verification: false,
+    }
+}
+
 /// Exits with a message on stderr: the error path of every binary's `main`.
 pub fn fail(source: &str, message: impl std::fmt::Display) -> ! {
     log::error!("{message}");

@@ -551,12 +551,11 @@ impl Lab {
             p.stop(Duration::from_secs(5));
         }
         let certs = self.certs();
-        let tls = crate::http::client::ClientTls {
-            ca_cert_file: Some(s(&certs.join("ca.crt"))),
-            client_cert_file: Some(s(&certs.join("overlay-daemon.crt"))),
-            client_key_file: Some(s(&certs.join("overlay-daemon.key"))),
-            skip_verification: false,
-        };
+        let tls = crate::daemon::client_tls(
+            &s(&certs.join("ca.crt")),
+            &s(&certs.join("overlay-daemon.crt")),
+            &s(&certs.join("overlay-daemon.key")),
+        );
         let underlay = cell_ip(cell).to_string();
         crate::netns::run_in(&netns::path(CONTROL), move || {
             crate::overlay::client::ControllerClient::new(

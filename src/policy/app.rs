@@ -12,7 +12,7 @@ use super::metered_store::MeteredStore;
 use super::store::Store;
 use crate::daemon::debug::{self, DebugHandler};
 use crate::http::{Server, ServerOptions};
-use crate::metrics::Registrar;
+use crate::metrics::{Registrar, Uptime};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::path::PathBuf;
@@ -58,6 +58,31 @@ impl RunningServer {
         self.internal.shutdown();
         self.debug.shutdown();
     }
+}
+
+/// The debug port: `/health` checks the database; a scrape counts the policies.
+fn debug_handler(
+    registry: Registry,
+    store: &Arc<dyn Store>,
+    uptime: Arc<Uptime>,
+    total_policies: Gauge,
+) -> DebugHandler {
+    let health_store = Arc::clone(store);
+    let count_store = Arc::clone(store);
+    DebugHandler::new(
+        Arc::new(registry),
+        move || {
+            health_store
+                .check()
+                .map_err(|e| format!("check database failed: {e}"))
+        },
+        move || {
+            uptime.refresh();
+            if let Ok(n) = count_store.count() {
+                total_policies.set(n as i64);
+            }
+        },
+    )
 }
 
 impl crate::daemon::Running for RunningServer {
@@ -178,24 +203,9 @@ pub fn start(settings: Settings, components: Components) -> Result<RunningServer
     )
     .map_err(|e| format!("internal API: {e}"))?;
 
-    let health_store = Arc::clone(&store);
-    let count_store = Arc::clone(&store);
     let debug = debug::serve(
         &settings.debug_addr,
-        DebugHandler::new(
-            Arc::new(registry),
-            move || {
-                health_store
-                    .check()
-                    .map_err(|e| format!("check database failed: {e}"))
-            },
-            move || {
-                uptime.refresh();
-                if let Ok(n) = count_store.count() {
-                    total_policies.set(n as i64);
-                }
-            },
-        ),
+        debug_handler(registry, &store, uptime, total_policies),
     )?;
 
     let stop = Arc::new(AtomicBool::new(false));

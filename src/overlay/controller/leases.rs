@@ -12,6 +12,15 @@ use std::sync::Arc;
 
 const ATTEMPTS: usize = 10;
 
+/// What one try at acquiring works from: who asks, for a block or a single IP, the store's
+/// leases as just read, and the time.
+struct Wanted {
+    ip: Ipv4Addr,
+    single: bool,
+    leases: Vec<StoredLease>,
+    now: i64,
+}
+
 /// One try at leasing a subnet.
 enum Attempt {
     Leased(Lease),
@@ -98,13 +107,18 @@ impl Controller {
             return Ok(lease);
         }
         for _ in 0..ATTEMPTS {
-            let leases = self.store.leases()?;
-            match self.lease_free_subnet(ip, single, &leases, now)? {
+            let wanted = Wanted {
+                ip,
+                single,
+                leases: self.store.leases()?,
+                now,
+            };
+            match self.lease_free_subnet(&wanted)? {
                 Attempt::Leased(lease) => return Ok(lease),
                 Attempt::Raced => continue,
                 Attempt::NothingFree => {}
             }
-            match self.reclaim_expired(ip, single, &leases, now)? {
+            match self.reclaim_expired(&wanted)? {
                 Attempt::Leased(lease) => return Ok(lease),
                 Attempt::Raced => continue,
                 Attempt::NothingFree => return Err(ErrorKind::NoLeaseAvailable.into()),
@@ -138,18 +152,13 @@ impl Controller {
     }
 
     /// Leases a random subnet nobody holds.
-    fn lease_free_subnet(
-        &self,
-        ip: Ipv4Addr,
-        single: bool,
-        leases: &[StoredLease],
-        now: i64,
-    ) -> Result<Attempt, Error> {
-        let taken: HashSet<String> = leases
+    fn lease_free_subnet(&self, w: &Wanted) -> Result<Attempt, Error> {
+        let taken: HashSet<String> = w
+            .leases
             .iter()
             .map(|l| l.lease.overlay_subnet.clone())
             .collect();
-        let free: Vec<Ipv4Net> = if single {
+        let free: Vec<Ipv4Net> = if w.single {
             self.single_pool()
                 .filter(|s| !taken.contains(&s.to_string()))
                 .collect()
@@ -161,10 +170,10 @@ impl Controller {
         let Some(subnet) = free.choose(&mut rand::thread_rng()) else {
             return Ok(Attempt::NothingFree);
         };
-        let lease = Lease::new(ip, *subnet);
-        match self.store.insert(&lease, now) {
+        let lease = Lease::new(w.ip, *subnet);
+        match self.store.insert(&lease, w.now) {
             Ok(()) => {
-                log::info!("leased {} to {ip}", lease.overlay_subnet);
+                log::info!("leased {} to {}", lease.overlay_subnet, w.ip);
                 Ok(Attempt::Leased(lease))
             }
             Err(StoreError::Conflict(m)) => {
@@ -176,20 +185,15 @@ impl Controller {
     }
 
     /// Takes over the oldest expired lease of the same kind (block or single IP).
-    fn reclaim_expired(
-        &self,
-        ip: Ipv4Addr,
-        single: bool,
-        leases: &[StoredLease],
-        now: i64,
-    ) -> Result<Attempt, Error> {
-        let cutoff = now - self.expiration;
-        let oldest = leases
+    fn reclaim_expired(&self, w: &Wanted) -> Result<Attempt, Error> {
+        let cutoff = w.now - self.expiration;
+        let oldest = w
+            .leases
             .iter()
             .filter(|l| l.last_renewed_at <= cutoff)
             .filter(|l| {
                 l.lease.parse().is_ok_and(|p| {
-                    self.network.contains(&p.subnet) && (p.subnet.prefix_len() == 32) == single
+                    self.network.contains(&p.subnet) && (p.subnet.prefix_len() == 32) == w.single
                 })
             })
             .min_by_key(|l| l.last_renewed_at);
@@ -201,16 +205,17 @@ impl Controller {
             .overlay_subnet
             .parse()
             .map_err(|_| ErrorKind::DamagedStoredLease(oldest.lease.overlay_subnet.clone()))?;
-        let lease = Lease::new(ip, subnet);
+        let lease = Lease::new(w.ip, subnet);
         match self
             .store
-            .reclaim(&oldest.lease.underlay_ip, cutoff, &lease, now)
+            .reclaim(&oldest.lease.underlay_ip, cutoff, &lease, w.now)
         {
             Ok(true) => {
                 log::info!(
-                    "reclaimed expired lease {} of {} for {ip}",
+                    "reclaimed expired lease {} of {} for {}",
                     lease.overlay_subnet,
-                    oldest.lease.underlay_ip
+                    oldest.lease.underlay_ip,
+                    w.ip
                 );
                 Ok(Attempt::Leased(lease))
             }

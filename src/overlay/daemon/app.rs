@@ -5,8 +5,8 @@ use super::api::InfoHandler;
 use super::config::DaemonConfig;
 use super::lease::Daemon;
 use super::metrics::DaemonMetrics;
+use crate::daemon::client_tls;
 use crate::daemon::debug::{self, DebugHandler};
-use crate::http::client::ClientTls;
 use crate::http::{Server, ServerOptions};
 use crate::metrics::Registrar;
 use crate::overlay::client::ControllerClient;
@@ -29,12 +29,11 @@ pub struct RunningDaemon {
 pub fn start(config: DaemonConfig) -> Result<RunningDaemon, String> {
     let client = ControllerClient::new(
         &config.controller_url,
-        &ClientTls {
-            ca_cert_file: Some(config.ca_cert_file.clone()),
-            client_cert_file: Some(config.client_cert_file.clone()),
-            client_key_file: Some(config.client_key_file.clone()),
-            skip_verification: false,
-        },
+        &client_tls(
+            &config.ca_cert_file,
+            &config.client_cert_file,
+            &config.client_key_file,
+        ),
         Duration::from_secs(config.client_timeout_seconds),
     )?;
     let mut registry = Registry::default();

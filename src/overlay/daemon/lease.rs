@@ -186,32 +186,43 @@ fn keep_discovered(
     let network = vtep_cfg.overlay_network;
     let fits = d.network == network && network.contains(&d.subnet) && d.mac == vtep_mac(d.subnet);
     if !fits {
-        if containers_exist(cfg) {
-            return Err(Error::LeaseDoesNotFit {
-                subnet: d.subnet,
-                network,
-            });
-        }
-        log::warn!("discarding VTEP lease {} outside {network}", d.subnet);
-        vtep::delete(h, &vtep_cfg.name)?;
-        return Ok(None);
+        let fatal = Error::LeaseDoesNotFit {
+            subnet: d.subnet,
+            network,
+        };
+        let why = format!("discarding VTEP lease {} outside {network}", d.subnet);
+        return give_up(h, cfg, vtep_cfg, fatal, &why);
     }
     match client.renew(&Lease::new(vtep_cfg.underlay_ip, d.subnet)) {
         Ok(()) => log::info!("rediscovered lease {} from the VTEP", d.subnet),
         Err(ClientError::NonRetriable(reason)) => {
-            if containers_exist(cfg) {
-                return Err(Error::LeaseRefusedAtStart {
-                    subnet: d.subnet,
-                    reason,
-                });
-            }
-            log::warn!("lease {} refused ({reason}); acquiring a new one", d.subnet);
-            vtep::delete(h, &vtep_cfg.name)?;
-            return Ok(None);
+            let why = format!("lease {} refused ({reason}); acquiring a new one", d.subnet);
+            let fatal = Error::LeaseRefusedAtStart {
+                subnet: d.subnet,
+                reason,
+            };
+            return give_up(h, cfg, vtep_cfg, fatal, &why);
         }
         Err(ClientError::Other(m)) => log::warn!("renewing rediscovered lease {}: {m}", d.subnet),
     }
     Ok(Some(d))
+}
+
+/// Gives up the VTEP's lease (the VTEP is deleted, `why` logged), or fails with `fatal` when
+/// containers use it.
+fn give_up(
+    h: &mut Handle,
+    cfg: &DaemonConfig,
+    vtep_cfg: &VtepConfig,
+    fatal: Error,
+    why: &str,
+) -> Result<Option<Discovered>, Error> {
+    if containers_exist(cfg) {
+        return Err(fatal);
+    }
+    log::warn!("{why}");
+    vtep::delete(h, &vtep_cfg.name)?;
+    Ok(None)
 }
 
 /// Acquires a lease and builds the VTEP for it: (lease, VTEP index, MTU).
