@@ -17,7 +17,8 @@ pub enum LogFormat {
 /// The level daemons log at unless told otherwise.
 pub const DEFAULT_LEVEL: &str = "info";
 
-/// `--log-format` and `--log-level`, shared by every long-running binary.
+// `--log-format` and `--log-level`, shared by every long-running binary. (No doc comment: clap
+// would take it for the help's description of the binaries that flatten this.)
 #[derive(Debug, Clone, clap::Args)]
 pub struct LogArgs {
     /// Log line format.

@@ -8,21 +8,18 @@ use super::metrics::AgentMetrics;
 use super::nft::{runner, C2cLogging, Table};
 use super::server::{debug_routes, ForcePoll};
 use super::AgentConfig;
-use crate::daemon::client_tls;
 use crate::daemon::debug::{self, DebugHandler};
+use crate::daemon::{client_tls, Worker};
 use crate::http::{Server, ServerOptions};
 use prometheus_client::registry::Registry;
-use std::sync::mpsc::Sender;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub struct RunningAgent {
     pub debug: Server,
     pub force: Server,
     policy_server_url: String,
-    stop: Sender<()>,
-    poller: JoinHandle<()>,
+    poller: Worker,
 }
 
 pub fn start(config: AgentConfig) -> Result<RunningAgent, String> {
@@ -54,14 +51,11 @@ pub fn start(config: AgentConfig) -> Result<RunningAgent, String> {
         },
     )
     .map_err(|e| format!("force-poll server: {e}"))?;
-    let (stop, stopped) = std::sync::mpsc::channel();
-    let poller = std::thread::spawn(move || run_poller(agent, stopped));
     Ok(RunningAgent {
         debug,
         force,
         policy_server_url: config.policy_server_url,
-        stop,
-        poller,
+        poller: Worker::spawn(move |stopped| run_poller(agent, stopped)),
     })
 }
 
@@ -108,8 +102,7 @@ impl crate::daemon::Running for RunningAgent {
     }
 
     fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = self.poller.join();
+        self.poller.stop();
         self.force.shutdown();
         self.debug.shutdown();
         log::info!("the enforced rules stay in place for the next start");

@@ -6,9 +6,12 @@
 pub mod debug;
 
 use crate::logging::LogArgs;
+use clap::{Args, FromArgMatches};
 use nix::sys::signal::{SigSet, Signal};
 use std::path::PathBuf;
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DaemonArgs {
@@ -32,6 +35,22 @@ pub trait Running {
     fn fatal(&mut self) -> Option<Receiver<String>> {
         None
     }
+}
+
+/// The `main` of a daemon without subcommands: its command line is [`DaemonArgs`] (and
+/// `--version`), the rest is [`run`].
+pub fn main<C, R, E>(name: &'static str, about: &'static str, start: impl FnOnce(C) -> Result<R, E>)
+where
+    C: serde::de::DeserializeOwned + crate::config::Validate,
+    R: Running,
+    E: std::fmt::Display,
+{
+    let matches = DaemonArgs::augment_args(clap::Command::new(name))
+        .about(about)
+        .version(env!("CARGO_PKG_VERSION"))
+        .get_matches();
+    let args = DaemonArgs::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    run(name, &args, start);
 }
 
 /// The whole life of a daemon: signals blocked, logging set up, config loaded (or
@@ -125,6 +144,44 @@ fn wait(fatal: Option<Receiver<String>>) -> Result<Signal, String> {
         });
     }
     rx.recv().unwrap_or(Ok(Signal::SIGTERM))
+}
+
+/// A daemon's background thread (a poller, a sampler), stopped through a channel.
+pub struct Worker {
+    stop: Sender<()>,
+    thread: JoinHandle<()>,
+}
+
+impl Worker {
+    /// Runs `work` on a thread; it should return soon after `stopped` receives or disconnects.
+    pub fn spawn(work: impl FnOnce(Receiver<()>) + Send + 'static) -> Worker {
+        let (stop, stopped) = mpsc::channel();
+        Worker {
+            stop,
+            thread: std::thread::spawn(move || work(stopped)),
+        }
+    }
+
+    /// Runs `tick` at once and then every `interval` (from the start of one to the start of
+    /// the next) until stopped, or until `tick` returns `false`.
+    pub fn every(interval: Duration, mut tick: impl FnMut() -> bool + Send + 'static) -> Worker {
+        Worker::spawn(move |stopped| loop {
+            let started = Instant::now();
+            if !tick() {
+                return;
+            }
+            match stopped.recv_timeout(interval.saturating_sub(started.elapsed())) {
+                Err(RecvTimeoutError::Timeout) => {}
+                _ => return,
+            }
+        })
+    }
+
+    /// Tells the thread to stop and waits for it.
+    pub fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.thread.join();
+    }
 }
 
 /// The TLS of a daemon's mutual-TLS client (agent, overlay daemon): trust `ca`, present `cert`

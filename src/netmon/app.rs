@@ -3,19 +3,17 @@
 
 use super::{NetmonConfig, NetmonMetrics, Sample};
 use crate::daemon::debug::{self, DebugHandler};
+use crate::daemon::Worker;
 use crate::http::Server;
 use crate::metrics::Registrar;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub struct RunningNetmon {
     pub debug: Server,
-    stop: Sender<()>,
-    sampler: JoinHandle<()>,
+    sampler: Worker,
 }
 
 pub fn start(config: NetmonConfig) -> Result<RunningNetmon, String> {
@@ -35,28 +33,10 @@ pub fn start(config: NetmonConfig) -> Result<RunningNetmon, String> {
             move || uptime.refresh(),
         ),
     )?;
-    let (stop, stopped) = mpsc::channel();
-    let sampler =
-        std::thread::spawn(move || sample_every_interval(&config, &metrics, &healthy, &stopped));
-    Ok(RunningNetmon {
-        debug,
-        stop,
-        sampler,
-    })
-}
-
-/// Samples at once, then every poll interval, until `stop` receives or is dropped.
-fn sample_every_interval(
-    config: &NetmonConfig,
-    metrics: &NetmonMetrics,
-    healthy: &AtomicBool,
-    stop: &mpsc::Receiver<()>,
-) {
     let interval = Duration::from_secs(config.poll_interval_seconds);
     let mut failures = 0i64;
-    loop {
-        let started = Instant::now();
-        match super::sample(config) {
+    let sampler = Worker::every(interval, move || {
+        match super::sample(&config) {
             Ok(s) => {
                 metrics.record(&s);
                 failures = 0;
@@ -70,11 +50,9 @@ fn sample_every_interval(
                 log::error!("sample failed: {e}");
             }
         }
-        match stop.recv_timeout(interval.saturating_sub(started.elapsed())) {
-            Err(RecvTimeoutError::Timeout) => {}
-            _ => return,
-        }
-    }
+        true
+    });
+    Ok(RunningNetmon { debug, sampler })
 }
 
 fn log_sample(s: &Sample) {
@@ -92,8 +70,7 @@ impl crate::daemon::Running for RunningNetmon {
     }
 
     fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = self.sampler.join();
+        self.sampler.stop();
         self.debug.shutdown();
     }
 }

@@ -3,9 +3,9 @@
 //! yet); a VTEP without an address, or with another one, means the cell is out of sync and must be
 //! recreated.
 
+use crate::daemon::Worker;
 use std::net::Ipv4Addr;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::thread::JoinHandle;
+use std::sync::mpsc::{self, Receiver};
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,29 +120,23 @@ pub fn client() -> Result<ureq::Agent, String> {
 /// A watchdog checking every interval on its own thread; the first failed check is fatal.
 pub struct RunningWatchdog {
     settings: Settings,
-    stop: Sender<()>,
-    checker: JoinHandle<()>,
+    checker: Worker,
     fatal: Option<Receiver<String>>,
 }
 
 pub fn start(settings: Settings) -> Result<RunningWatchdog, String> {
     let agent = client()?;
-    let (stop, stopped) = mpsc::channel();
     let (fatal_tx, fatal) = mpsc::channel();
     let checking = settings.clone();
-    let checker = std::thread::spawn(move || loop {
-        if let Err(e) = check(&agent, &checking) {
+    let checker = Worker::every(settings.interval, move || match check(&agent, &checking) {
+        Ok(()) => true,
+        Err(e) => {
             let _ = fatal_tx.send(e);
-            return;
-        }
-        match stopped.recv_timeout(checking.interval) {
-            Err(RecvTimeoutError::Timeout) => {}
-            _ => return,
+            false
         }
     });
     Ok(RunningWatchdog {
         settings,
-        stop,
         checker,
         fatal: Some(fatal),
     })
@@ -157,8 +151,7 @@ impl crate::daemon::Running for RunningWatchdog {
     }
 
     fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = self.checker.join();
+        self.checker.stop();
     }
 
     fn fatal(&mut self) -> Option<Receiver<String>> {

@@ -5,15 +5,14 @@ use super::api::InfoHandler;
 use super::config::DaemonConfig;
 use super::lease::Daemon;
 use super::metrics::DaemonMetrics;
-use crate::daemon::client_tls;
 use crate::daemon::debug::{self, DebugHandler};
+use crate::daemon::{client_tls, Worker};
 use crate::http::{Server, ServerOptions};
 use crate::metrics::Registrar;
 use crate::overlay::client::ControllerClient;
 use prometheus_client::registry::Registry;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub struct RunningDaemon {
@@ -21,8 +20,7 @@ pub struct RunningDaemon {
     pub debug: Server,
     /// The lease and the VTEP's MTU, as the plugin is told.
     summary: String,
-    stop: Sender<()>,
-    poller: JoinHandle<()>,
+    poller: Worker,
     fatal: Option<Receiver<String>>,
 }
 
@@ -43,7 +41,7 @@ pub fn start(config: DaemonConfig) -> Result<RunningDaemon, String> {
     let poll_interval = Duration::from_secs(config.poll_interval_seconds);
     let listen = format!("{}:{}", config.listen_host, config.listen_port);
     let debug_addr = format!("127.0.0.1:{}", config.debug_server_port);
-    let overlay = Daemon::start(config, client, metrics).map_err(|e| e.to_string())?;
+    let mut overlay = Daemon::start(config, client, metrics).map_err(|e| e.to_string())?;
     let info = Server::start(
         &listen,
         ServerOptions {
@@ -71,39 +69,22 @@ pub fn start(config: DaemonConfig) -> Result<RunningDaemon, String> {
         "lease {} mtu {}",
         overlay.info.overlay_subnet, overlay.info.mtu
     );
-    let (stop, stopped) = mpsc::channel();
+    // A fatal error ends the polling and, through `fatal`, the process.
     let (fatal_tx, fatal) = mpsc::channel();
-    let poller = std::thread::spawn(move || {
-        poll_every_interval(overlay, poll_interval, &stopped, &fatal_tx)
+    let poller = Worker::every(poll_interval, move || match overlay.poll() {
+        Ok(()) => true,
+        Err(e) => {
+            let _ = fatal_tx.send(e.to_string());
+            false
+        }
     });
     Ok(RunningDaemon {
         info,
         debug,
         summary,
-        stop,
         poller,
         fatal: Some(fatal),
     })
-}
-
-/// Polls at once, then every interval, until `stop` receives or is dropped; a fatal error is
-/// sent on `fatal` and ends the polling.
-fn poll_every_interval(
-    mut overlay: Daemon,
-    interval: Duration,
-    stop: &Receiver<()>,
-    fatal: &Sender<String>,
-) {
-    loop {
-        if let Err(e) = overlay.poll() {
-            let _ = fatal.send(e.to_string());
-            return;
-        }
-        match stop.recv_timeout(interval) {
-            Err(RecvTimeoutError::Timeout) => {}
-            _ => return,
-        }
-    }
 }
 
 impl crate::daemon::Running for RunningDaemon {
@@ -117,8 +98,7 @@ impl crate::daemon::Running for RunningDaemon {
     }
 
     fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = self.poller.join();
+        self.poller.stop();
         self.info.shutdown();
         self.debug.shutdown();
         log::info!("the VTEP, its routes and the lease stay for the next start");
