@@ -110,30 +110,16 @@ impl Lab {
         let ca = Ca::new("netman lab CA")?;
         ca.write_ca(&dir)?;
         let control = CONTROL_IP.to_string();
-        ca.write_issued(
-            &dir,
-            "policy-server",
-            "policy-server.service.cf.internal",
-            &[
-                "policy-server.service.cf.internal",
-                &control,
-                "127.0.0.1",
-                "localhost",
-            ],
-            Usage::Server,
-        )?;
-        ca.write_issued(
-            &dir,
-            "overlay-controller",
-            "overlay-controller.service.cf.internal",
-            &[
+        for (name, host) in [
+            ("policy-server", "policy-server.service.cf.internal"),
+            (
+                "overlay-controller",
                 "overlay-controller.service.cf.internal",
-                &control,
-                "127.0.0.1",
-                "localhost",
-            ],
-            Usage::Server,
-        )?;
+            ),
+        ] {
+            let names = [host, control.as_str(), "127.0.0.1", "localhost"];
+            ca.write_issued(&dir, name, host, &names, Usage::Server)?;
+        }
         ca.write_issued(
             &dir,
             "policy-agent",
