@@ -53,6 +53,28 @@ pub fn require_positive(key: &str, value: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// Defaults written next to their key: `#[serde(default = "config::u16_default::<4103>")]`.
+pub fn u16_default<const N: u16>() -> u16 {
+    N
+}
+pub fn u32_default<const N: u32>() -> u32 {
+    N
+}
+pub fn u64_default<const N: u64>() -> u64 {
+    N
+}
+pub fn u8_default<const N: u8>() -> u8 {
+    N
+}
+/// `0.0.0.0`, the default of listeners other hosts reach.
+pub fn any_host() -> String {
+    "0.0.0.0".into()
+}
+/// `127.0.0.1`, the default of debug and other local-only listeners.
+pub fn loopback() -> String {
+    "127.0.0.1".into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -279,7 +279,7 @@ impl Agent {
         self.metrics
             .set_elements(Set::Allowed.name(), plan.allowed.len() - ranges);
         self.metrics.set_elements(Set::AllowedRanges.name(), ranges);
-        log::info!("applied {applied:?}");
+        log::debug!("applied {applied:?}");
         Ok(applied)
     }
 

@@ -1,15 +1,18 @@
 //! Wiring of a running policy server: the external listener (plain or TLS), the internal listener
 //! (mutual TLS only), the loopback debug listener (metrics, health, log level), and the periodic
-//! stale-policy cleanup.
+//! stale-policy cleanup. [`start_from_config`] opens what the config names and starts;
+//! [`start`] takes the parts already made (tests, embedding).
 
-use super::auth::Authenticator;
-use super::cc::CloudController;
+use super::auth::{self, Authenticator};
+use super::cc::{self, CloudController};
+use super::config::PolicyServerConfig;
 use super::external::{ExternalApi, ExternalSettings};
 use super::internal::InternalApi;
 use super::metered_store::MeteredStore;
 use super::store::Store;
+use crate::daemon::debug::{self, DebugHandler};
 use crate::http::{Server, ServerOptions};
-use crate::metrics::{DebugHandler, HttpMetrics, OpMetrics, Uptime};
+use crate::metrics::{Registrar, Uptime};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::path::PathBuf;
@@ -57,23 +60,112 @@ impl RunningServer {
     }
 }
 
+/// The debug port: `/health` checks the database; a scrape counts the policies.
+fn debug_handler(
+    registry: Registry,
+    store: &Arc<dyn Store>,
+    uptime: Arc<Uptime>,
+    total_policies: Gauge,
+) -> DebugHandler {
+    let health_store = Arc::clone(store);
+    let count_store = Arc::clone(store);
+    DebugHandler::new(
+        Arc::new(registry),
+        move || {
+            health_store
+                .check()
+                .map_err(|e| format!("check database failed: {e}"))
+        },
+        move || {
+            uptime.refresh();
+            if let Ok(n) = count_store.count() {
+                total_policies.set(n as i64);
+            }
+        },
+    )
+}
+
+impl crate::daemon::Running for RunningServer {
+    fn describe(&self) -> String {
+        format!(
+            "external {}, internal {}, debug {}",
+            self.external.local_addr(),
+            self.internal.local_addr(),
+            self.debug.local_addr()
+        )
+    }
+
+    fn stop(self) {
+        self.shutdown();
+    }
+}
+
+/// Opens the store (migrating it), builds the authenticator and the Cloud Controller client the
+/// config names, and starts.
+pub fn start_from_config(config: PolicyServerConfig) -> Result<RunningServer, String> {
+    let components = Components {
+        store: super::store::open(&config.database, config.tag_length)
+            .map_err(|e| format!("opening the database: {e}"))?,
+        auth: auth::build(&config.auth).map_err(|e| format!("auth: {e}"))?,
+        cc: cloud_controller(&config)?,
+    };
+    start(settings(&config), components)
+}
+
+fn cloud_controller(
+    config: &PolicyServerConfig,
+) -> Result<Option<Arc<dyn CloudController>>, String> {
+    let (Some(cc_config), Some(uaa)) = (config.cc_config(), config.auth.uaa_client_config()) else {
+        return Ok(None);
+    };
+    let client = cc::HttpCloudController::new(&cc_config, &uaa)
+        .map_err(|e| format!("cloud controller: {e}"))?;
+    Ok(Some(Arc::new(client)))
+}
+
+fn settings(config: &PolicyServerConfig) -> Settings {
+    Settings {
+        external_addr: format!("{}:{}", config.listen_host, config.listen_port),
+        external_tls: config.enable_tls.then(|| {
+            (
+                PathBuf::from(&config.external_cert_file),
+                PathBuf::from(&config.external_key_file),
+            )
+        }),
+        internal_addr: format!(
+            "{}:{}",
+            config.internal_listen_host, config.internal_listen_port
+        ),
+        internal_tls: (
+            PathBuf::from(&config.ca_cert_file),
+            PathBuf::from(&config.server_cert_file),
+            PathBuf::from(&config.server_key_file),
+        ),
+        debug_addr: format!("{}:{}", config.debug_server_host, config.debug_server_port),
+        external: ExternalSettings {
+            max_policies_per_source: config.max_policies_per_app_source,
+            enable_space_developer_self_service: config.enable_space_developer_self_service,
+            allowed_cors_domains: config.allowed_cors_domains.clone(),
+            tls_enabled: config.enable_tls,
+        },
+        cleanup_interval: (config.cleanup_interval_seconds > 0)
+            .then(|| Duration::from_secs(config.cleanup_interval_seconds)),
+        http_workers: config.http_workers,
+    }
+}
+
 pub fn start(settings: Settings, components: Components) -> Result<RunningServer, String> {
     let mut registry = Registry::default();
-    let store_ops = OpMetrics::register(
-        &mut registry,
-        "policy_server_store_operation_duration_seconds",
+    let mut r = Registrar::new(&mut registry, "policy_server");
+    let store_ops = r.ops(
+        "store_operation_duration_seconds",
         "Policy store call latency, by operation and outcome",
     );
     let store: Arc<dyn Store> = Arc::new(MeteredStore::new(components.store, store_ops));
-    let external_metrics = HttpMetrics::register(&mut registry, "policy_server_external");
-    let internal_metrics = HttpMetrics::register(&mut registry, "policy_server_internal");
-    let uptime = Uptime::register(&mut registry, "policy_server");
-    let total_policies: Gauge = Gauge::default();
-    registry.register(
-        "policy_server_total_policies",
-        "Policies in the store",
-        total_policies.clone(),
-    );
+    let external_metrics = r.http("external");
+    let internal_metrics = r.http("internal");
+    let uptime = r.uptime();
+    let total_policies: Gauge = r.metric("total_policies", "Policies in the store");
 
     let options = |tls| ServerOptions {
         workers: settings.http_workers,
@@ -111,30 +203,10 @@ pub fn start(settings: Settings, components: Components) -> Result<RunningServer
     )
     .map_err(|e| format!("internal API: {e}"))?;
 
-    let health_store = Arc::clone(&store);
-    let count_store = Arc::clone(&store);
-    let debug = Server::start(
+    let debug = debug::serve(
         &settings.debug_addr,
-        ServerOptions {
-            workers: 4,
-            ..ServerOptions::default()
-        },
-        DebugHandler::new(
-            Arc::new(registry),
-            move || {
-                health_store
-                    .check()
-                    .map_err(|e| format!("check database failed: {e}"))
-            },
-            move || {
-                uptime.refresh();
-                if let Ok(n) = count_store.count() {
-                    total_policies.set(n as i64);
-                }
-            },
-        ),
-    )
-    .map_err(|e| format!("debug server: {e}"))?;
+        debug_handler(registry, &store, uptime, total_policies),
+    )?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let cleanup = match (settings.cleanup_interval, components.cc) {

@@ -170,7 +170,7 @@ impl Handler for ExternalApi {
         self.decorate(req, &mut resp);
         let elapsed = started.elapsed();
         self.metrics.observe(route_name, resp.status, elapsed);
-        log::info!(
+        log::debug!(
             "external {} {} -> {} in {:.1} ms request_id={}",
             req.method,
             req.path,
@@ -250,7 +250,7 @@ impl ExternalApi {
             .or_else(|| header.strip_prefix("bearer "))
             .unwrap_or(header);
         let who = self.auth.authenticate(token).map_err(|e| {
-            log::info!("token rejected: {e}");
+            log::debug!("token rejected: {e}");
             Response::error(401, "failed to verify token with uaa")
         })?;
         let (allowed, self_service) = route.scopes();

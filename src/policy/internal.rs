@@ -37,7 +37,7 @@ impl Handler for InternalApi {
             .and_then(|c| c.first())
             .and_then(crate::tls::common_name)
             .unwrap_or_default();
-        log::info!(
+        log::debug!(
             "internal {} {} -> {} in {:.1} ms client={client}",
             req.method,
             req.path,
