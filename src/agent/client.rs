@@ -2,7 +2,17 @@
 
 use crate::api::policy::{PoliciesResponse, Policy};
 use crate::http::client::{agent, body_string, ClientTls};
+use crate::api::policy::WATCH_HEADER;
 use std::time::Duration;
+
+/// What a watch of the policy version found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watched {
+    /// The version now (the same as `after` when the wait passed without a change).
+    Version(i64),
+    /// The server has no watch (an original policy server): poll instead.
+    Unsupported,
+}
 
 /// Where policies come from. The real one is [`PolicyClient`]; tests of the loop script one.
 pub trait PolicySource: Send + Sync {
@@ -10,11 +20,17 @@ pub trait PolicySource: Send + Sync {
     fn last_updated(&self) -> Result<i64, String>;
     /// Policies whose source or destination is one of `app_ids` (never empty).
     fn policies(&self, app_ids: &[String]) -> Result<Vec<Policy>, String>;
+    /// Waits up to `wait` for the version to differ from `after`.
+    fn watch(&self, after: i64, wait: Duration) -> Result<Watched, String> {
+        let _ = (after, wait);
+        Ok(Watched::Unsupported)
+    }
 }
 
 pub struct PolicyClient {
     agent: ureq::Agent,
     base: String,
+    timeout: Duration,
 }
 
 const BODY_LIMIT: u64 = 256 << 20;
@@ -24,6 +40,7 @@ impl PolicyClient {
         Ok(PolicyClient {
             agent: agent(tls, timeout)?,
             base: base_url.trim_end_matches('/').to_string(),
+            timeout,
         })
     }
 
@@ -74,6 +91,40 @@ impl PolicySource for PolicyClient {
         let resp: PoliciesResponse = serde_json::from_str(&body)
             .map_err(|e| format!("internal policies: decoding response: {e}"))?;
         Ok(resp.policies)
+    }
+
+    fn watch(&self, after: i64, wait: Duration) -> Result<Watched, String> {
+        let url = format!(
+            "{}/networking/v1/internal/policies_last_updated?wait={}&after={after}",
+            self.base,
+            wait.as_secs()
+        );
+        let mut resp = self
+            .agent
+            .get(&url)
+            .config()
+            .timeout_global(Some(wait + self.timeout))
+            .build()
+            .call()
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        let status = resp.status().as_u16();
+        let marked = resp.headers().contains_key(WATCH_HEADER);
+        let body = body_string(&mut resp, 4096).map_err(|e| format!("GET {url}: {e}"))?;
+        match status {
+            // A server without the endpoint's parameters: not found, refused, or ignored.
+            404 | 405 | 501 => return Ok(Watched::Unsupported),
+            400 if !marked => return Ok(Watched::Unsupported),
+            200 if !marked => return Ok(Watched::Unsupported),
+            200 => {}
+            _ => {
+                let body: String = body.chars().take(300).collect();
+                return Err(format!("GET {url}: status {status}: {body}"));
+            }
+        }
+        body.trim()
+            .parse()
+            .map(Watched::Version)
+            .map_err(|_| format!("policies_last_updated: not an integer: {:?}", body.trim()))
     }
 }
 

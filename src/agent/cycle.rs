@@ -2,14 +2,15 @@
 //! poller and the force-poll endpoint share a mutex).
 
 use super::backoff::Backoff;
-use super::client::PolicySource;
+use super::client::{PolicySource, Watched};
 use super::containers::{Container, StoreReader};
 use super::metrics::{self as m, AgentMetrics};
 use super::nft::{C2cLogging, Dataplane, Set};
 use super::plan::{plan, Diff, Plan, Skipped};
 use crate::api::policy::Policy;
 use std::collections::BTreeSet;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,23 @@ pub struct Settings {
     pub poll_interval: Duration,
     pub full_sync_interval: Duration,
     pub backoff_max: Duration,
+    /// How long one watch of the policy version waits; `None` polls only.
+    pub watch: Option<Duration>,
+}
+
+/// After a server answered that it has no watch, plain polling for this long before asking again
+/// (it may have been upgraded).
+const UNSUPPORTED_RETRY: Duration = Duration::from_secs(600);
+
+/// Where a poll takes the policy server's version from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Remote {
+    /// Ask the server (`policies_last_updated`).
+    Ask,
+    /// A watch just reported it.
+    Known(i64),
+    /// A watch is running and reported nothing: the last known version still holds.
+    Unchanged,
 }
 
 /// What a cycle did to the kernel.
@@ -97,15 +115,22 @@ impl Agent {
     /// One poll: a cheap `policies_last_updated`, and a full cycle only when it changed, the
     /// container store changed, a full sync is due, or nothing was installed yet.
     pub fn poll(&self) -> Result<Applied, String> {
+        self.poll_with(Remote::Ask)
+    }
+
+    fn poll_with(&self, remote: Remote) -> Result<Applied, String> {
         let mut st = self.lock();
         let store_changed = st.store.changed();
         let full_due = st
             .last_full_sync
             .is_none_or(|t| t.elapsed() >= self.settings.full_sync_interval);
-        let remote = self
-            .metrics
-            .poll
-            .time("last_updated", || self.source.last_updated());
+        let remote = match (remote, st.last_updated) {
+            (Remote::Known(v), _) | (Remote::Unchanged, Some(v)) => Ok(v),
+            (Remote::Ask, _) | (Remote::Unchanged, None) => self
+                .metrics
+                .poll
+                .time("last_updated", || self.source.last_updated()),
+        };
         match remote {
             Ok(remote) => {
                 if st.installed.is_none()
@@ -129,6 +154,18 @@ impl Agent {
                 Err(e)
             }
         }
+    }
+
+    /// Waits (up to `wait`) for the server's version to move from the one last applied.
+    /// `Ok(None)` when nothing was applied yet.
+    fn watch_once(&self, wait: Duration) -> Result<Option<Watched>, String> {
+        let Some(after) = self.lock().last_updated else {
+            return Ok(None);
+        };
+        self.metrics
+            .poll
+            .time("watch", || self.source.watch(after, wait))
+            .map(Some)
     }
 
     /// A full cycle now, re-reading the store (the networker calls this on container create).
@@ -323,18 +360,62 @@ impl Agent {
     }
 }
 
-/// Polls until `stop` receives or is dropped: first at once, then every poll interval, backing
-/// off with jitter while cycles fail.
+/// What wakes the poll loop besides its interval.
+enum Event {
+    Stop,
+    /// The watch saw the version move.
+    Changed(i64),
+    /// The server has no watch.
+    Unsupported,
+    /// The watch failed; the next poll finds out more.
+    Failed(String),
+}
+
+/// Polls until `stop` receives or is dropped. The first poll comes after a random part of one
+/// interval (so cells restarting together spread out), then every interval while polling.
+///
+/// With a watch (the default), a background thread holds `policies_last_updated?wait=&after=`
+/// open and the loop fetches as soon as it reports a change; the interval then only looks at the
+/// local container store and the due full sync, without a request to the server. Against a server
+/// without the watch the loop polls the server every interval, as the original agent does, and
+/// asks again for a watch after [`UNSUPPORTED_RETRY`]. Failures back off with jitter.
 pub fn run_poller(agent: Arc<Agent>, stop: Receiver<()>) {
     let interval = agent.settings.poll_interval;
     let mut backoff = Backoff::new(interval, agent.settings.backoff_max);
-    let mut wait = Duration::ZERO;
+    let (events, incoming) = channel();
+    {
+        let events = events.clone();
+        std::thread::spawn(move || {
+            let _ = stop.recv();
+            let _ = events.send(Event::Stop);
+        });
+    }
+    let watching = Arc::new(AtomicBool::new(false));
+    let mut watch_unsupported_until: Option<Instant> = None;
+    let mut wait = jitter(interval);
     loop {
-        match stop.recv_timeout(wait) {
-            Err(RecvTimeoutError::Timeout) => {}
-            _ => return,
-        }
-        match agent.poll() {
+        let remote = match incoming.recv_timeout(wait) {
+            Ok(Event::Stop) | Err(RecvTimeoutError::Disconnected) => {
+                watching.store(false, Ordering::SeqCst);
+                return;
+            }
+            Ok(Event::Changed(v)) => Remote::Known(v),
+            Ok(Event::Unsupported) => {
+                log::warn!(
+                    "the policy server has no watch; polling every {:.1} s",
+                    interval.as_secs_f64()
+                );
+                watch_unsupported_until = Some(Instant::now() + UNSUPPORTED_RETRY);
+                Remote::Ask
+            }
+            Ok(Event::Failed(e)) => {
+                log::warn!("policy watch failed: {e}");
+                Remote::Ask
+            }
+            Err(RecvTimeoutError::Timeout) if watching.load(Ordering::SeqCst) => Remote::Unchanged,
+            Err(RecvTimeoutError::Timeout) => Remote::Ask,
+        };
+        match agent.poll_with(remote) {
             Ok(_) => {
                 if backoff.failures() > 0 {
                     log::warn!(
@@ -344,6 +425,12 @@ pub fn run_poller(agent: Arc<Agent>, stop: Receiver<()>) {
                 }
                 backoff.reset();
                 wait = interval;
+                let may_watch = watch_unsupported_until.is_none_or(|t| Instant::now() >= t);
+                if let (Some(watch_wait), true) = (agent.settings.watch, may_watch) {
+                    if !watching.swap(true, Ordering::SeqCst) {
+                        spawn_watch(&agent, watch_wait, &watching, events.clone());
+                    }
+                }
             }
             Err(e) => {
                 wait = backoff.next_delay();
@@ -354,6 +441,43 @@ pub fn run_poller(agent: Arc<Agent>, stop: Receiver<()>) {
             }
         }
     }
+}
+
+/// Holds a watch open, renewing it at its timeout, until it reports something; `watching` is
+/// cleared when it ends (or tells it to end).
+fn spawn_watch(agent: &Arc<Agent>, wait: Duration, watching: &Arc<AtomicBool>, events: Sender<Event>) {
+    let agent = Arc::clone(agent);
+    let flag = Arc::clone(watching);
+    let spawned = std::thread::Builder::new()
+        .name("policy-watch".into())
+        .spawn(move || {
+            let event = loop {
+                if !flag.load(Ordering::SeqCst) {
+                    return;
+                }
+                let before = agent.lock().last_updated;
+                match agent.watch_once(wait) {
+                    Ok(Some(Watched::Version(v))) if Some(v) != before => break Event::Changed(v),
+                    Ok(Some(Watched::Version(_))) => continue,
+                    Ok(Some(Watched::Unsupported)) => break Event::Unsupported,
+                    Ok(None) => break Event::Failed("nothing applied yet".into()),
+                    Err(e) => break Event::Failed(e),
+                }
+            };
+            flag.store(false, Ordering::SeqCst);
+            let _ = events.send(event);
+        });
+    if let Err(e) = spawned {
+        log::error!("cannot start the policy watch: {e}");
+        watching.store(false, Ordering::SeqCst);
+    }
+}
+
+/// A random part of `d`, so that many cells do not act in the same instant.
+fn jitter(d: Duration) -> Duration {
+    use rand::Rng;
+    let nanos = d.as_nanos().min(u64::MAX as u128) as u64;
+    Duration::from_nanos(rand::thread_rng().gen_range(0..=nanos))
 }
 
 #[cfg(test)]
@@ -451,6 +575,7 @@ mod tests {
                 Settings {
                     poll_interval: Duration::from_millis(10),
                     full_sync_interval: Duration::from_secs(3600),
+                    watch: None,
                     backoff_max: Duration::from_secs(1),
                 },
                 AgentMetrics::register(&mut registry),

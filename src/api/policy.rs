@@ -176,6 +176,10 @@ pub fn parse_tag(tag: &str) -> Option<u32> {
     u32::from_str_radix(tag, 16).ok()
 }
 
+/// Present (value `1`) on every answer of the policy server to a watch of
+/// `policies_last_updated` (`?wait=&after=`); a server that ignores those parameters lacks it.
+pub const WATCH_HEADER: &str = "x-netman-watch";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -86,6 +86,7 @@ fn main() {
         cleanup_interval: (config.cleanup_interval_seconds > 0)
             .then(|| Duration::from_secs(config.cleanup_interval_seconds)),
         http_workers: config.http_workers,
+        http: config.http_settings(),
     };
     let running = app::start(
         settings,

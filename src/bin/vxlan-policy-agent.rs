@@ -3,7 +3,7 @@
 use clap::Parser;
 use netman::agent::client::PolicyClient;
 use netman::agent::containers::StoreReader;
-use netman::agent::cycle::{run_poller, Settings};
+use netman::agent::cycle::run_poller;
 use netman::agent::metrics::AgentMetrics;
 use netman::agent::nft::{runner, C2cLogging, Table};
 use netman::agent::server::{Debug, ForcePoll};
@@ -57,11 +57,7 @@ fn main() {
             group: config.c2c_nflog_group,
             udp_per_sec: config.iptables_accepted_udp_logs_per_sec,
         },
-        Settings {
-            poll_interval: Duration::from_secs(config.poll_interval_seconds),
-            full_sync_interval: Duration::from_secs(config.full_sync_interval_seconds),
-            backoff_max: Duration::from_secs(config.backoff_max_seconds),
-        },
+        config.cycle_settings(),
         metrics,
     ));
 

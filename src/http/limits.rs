@@ -1,14 +1,14 @@
 //! The process's open-file limit, raised as far as the listeners' connection limits need.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::Once;
 
 /// File descriptors kept for everything that is not a client connection (databases, files,
 /// netlink, child processes).
 const RESERVE: u64 = 256;
 
 static WANTED: AtomicU64 = AtomicU64::new(RESERVE);
-static WARNED_AT: Mutex<u64> = Mutex::new(0);
+static WARNED: Once = Once::new();
 
 /// Adds `connections` to what this process needs and raises the soft `RLIMIT_NOFILE` towards it,
 /// never above the hard limit. Logs once, clearly, when the hard limit is lower than needed.
@@ -31,16 +31,14 @@ pub fn reserve_connections(connections: usize) -> u64 {
         }
     }
     if wanted > hard {
-        let mut warned = WARNED_AT.lock().unwrap_or_else(|e| e.into_inner());
-        if *warned < wanted {
-            *warned = wanted;
+        WARNED.call_once(|| {
             log::warn!(
                 "the open-file hard limit ({hard}) is lower than the {wanted} descriptors the \
                  listeners' connection limits need: beyond about {} open connections new ones \
                  are refused; raise the hard limit (e.g. LimitNOFILE=) or lower max_connections",
                 hard.saturating_sub(RESERVE)
             );
-        }
+        });
     }
     now
 }

@@ -8,7 +8,8 @@ use super::external::{ExternalApi, ExternalSettings};
 use super::internal::InternalApi;
 use super::metered_store::MeteredStore;
 use super::store::Store;
-use crate::http::{Server, ServerOptions};
+use super::watch::{NotifyingStore, VersionWatch, CHECK_INTERVAL};
+use crate::http::{ListenerHealth, Server, ServerMetrics, ServerOptions};
 use crate::metrics::{DebugHandler, HttpMetrics, OpMetrics, Uptime};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -29,6 +30,26 @@ pub struct Settings {
     pub external: ExternalSettings,
     pub cleanup_interval: Option<Duration>,
     pub http_workers: usize,
+    pub http: HttpSettings,
+}
+
+/// Connection limits of the external and internal listeners, and who may use the internal API.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Open connections per listener (the oldest idle one is closed beyond it).
+    pub max_connections: usize,
+    /// When not empty, only client certificates naming one of these (CN or SAN) and carrying the
+    /// clientAuth usage may use the internal API; otherwise any certificate of the CA may.
+    pub allowed_internal_clients: Vec<String>,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            max_connections: ServerOptions::default().max_connections,
+            allowed_internal_clients: Vec::new(),
+        }
+    }
 }
 
 pub struct Components {
@@ -41,6 +62,7 @@ pub struct RunningServer {
     pub external: Server,
     pub internal: Server,
     pub debug: Server,
+    pub watch: VersionWatch,
     stop: Arc<AtomicBool>,
     cleanup: Option<std::thread::JoinHandle<()>>,
 }
@@ -54,6 +76,7 @@ impl RunningServer {
         self.external.shutdown();
         self.internal.shutdown();
         self.debug.shutdown();
+        self.watch.stop();
     }
 }
 
@@ -75,24 +98,42 @@ pub fn start(settings: Settings, components: Components) -> Result<RunningServer
         total_policies.clone(),
     );
 
-    let options = |tls| ServerOptions {
+    let external_health = ListenerHealth::new();
+    let internal_health = ListenerHealth::new();
+    let options = |tls, health: &ListenerHealth, metrics| ServerOptions {
         workers: settings.http_workers,
+        max_connections: settings.http.max_connections,
         tls,
+        health: health.clone(),
+        metrics,
         ..ServerOptions::default()
     };
+    let external_conns = ServerMetrics::register(&mut registry, "policy_server_external");
+    let internal_conns = ServerMetrics::register(&mut registry, "policy_server_internal");
 
     let external_tls = match &settings.external_tls {
         Some((cert, key)) => Some(crate::tls::server_config(cert, key, None)?),
         None => None,
     };
     let (ca, cert, key) = &settings.internal_tls;
-    let internal_tls = crate::tls::server_config(cert, key, Some(ca))?;
+    let internal_tls = crate::tls::server_config_for_clients(
+        cert,
+        key,
+        Some(ca),
+        &settings.http.allowed_internal_clients,
+    )?;
+    let watch = VersionWatch::start(Arc::clone(&store), CHECK_INTERVAL);
+    let writing_store: Arc<dyn Store> = Arc::new(NotifyingStore {
+        store: Arc::clone(&store),
+        watch: watch.clone(),
+    });
 
     let external = Server::start(
         &settings.external_addr,
-        options(external_tls),
+        options(external_tls, &external_health, external_conns),
         ExternalApi {
-            store: Arc::clone(&store),
+            store: writing_store,
+            listeners: vec![external_health.clone(), internal_health.clone()],
             auth: components.auth,
             cc: components.cc.clone(),
             settings: settings.external.clone(),
@@ -103,10 +144,11 @@ pub fn start(settings: Settings, components: Components) -> Result<RunningServer
     .map_err(|e| format!("external API: {e}"))?;
     let internal = Server::start(
         &settings.internal_addr,
-        options(Some(internal_tls)),
+        options(Some(internal_tls), &internal_health, internal_conns),
         InternalApi {
             store: Arc::clone(&store),
             metrics: internal_metrics,
+            watch: watch.clone(),
         },
     )
     .map_err(|e| format!("internal API: {e}"))?;
@@ -117,11 +159,14 @@ pub fn start(settings: Settings, components: Components) -> Result<RunningServer
         &settings.debug_addr,
         ServerOptions {
             workers: 4,
+            max_connections: 256,
             ..ServerOptions::default()
         },
         DebugHandler::new(
             Arc::new(registry),
             move || {
+                external_health.check()?;
+                internal_health.check()?;
                 health_store
                     .check()
                     .map_err(|e| format!("check database failed: {e}"))
@@ -151,6 +196,7 @@ pub fn start(settings: Settings, components: Components) -> Result<RunningServer
         external,
         internal,
         debug,
+        watch,
         stop,
         cleanup,
     })

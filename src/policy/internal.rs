@@ -1,12 +1,22 @@
 //! The internal API (reference §3), served only over mutual TLS to the cell agents: policies with
 //! tags (optionally `id=` filtered), `policies_last_updated` in nanoseconds, and `PUT tags`.
+//!
+//! `policies_last_updated?wait=<seconds>&after=<version>` is the watch: answered at once when the
+//! version differs from `after`, else parked (holding no worker) until it changes or `wait`
+//! passes, and then answered with the version as the plain endpoint would. Its answers carry
+//! [`WATCH_HEADER`], by which an agent tells this server from one that ignores the parameters.
 
 use super::store::{PolicyFilter, Store, StoreError};
 use crate::api::policy::{PoliciesResponse, TagRequest};
-use crate::http::{Handler, Request, Response};
+use super::watch::VersionWatch;
+use crate::http::{Handler, Parked, Reply, Request, Response, Wake};
 use crate::metrics::HttpMetrics;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+pub use crate::api::policy::WATCH_HEADER;
+/// The longest a watch may be held; a larger `wait` is cut to this.
+pub const MAX_WATCH_WAIT: Duration = Duration::from_secs(300);
 
 /// Every route of the internal API: (method, path template), compared with `docs/openapi.json`.
 pub const ROUTES: &[(&str, &str)] = &[
@@ -21,34 +31,134 @@ pub const ROUTES: &[(&str, &str)] = &[
 pub struct InternalApi {
     pub store: Arc<dyn Store>,
     pub metrics: HttpMetrics,
+    pub watch: VersionWatch,
 }
 
 impl Handler for InternalApi {
     fn handle(&self, req: &Request) -> Response {
         let started = Instant::now();
         let (route, resp) = self.route(req);
-        let mut resp = resp;
+        finish(&self.metrics, req, route, resp, started)
+    }
+
+    fn reply(&self, req: &Request) -> Reply {
+        let is_watch = req.method == "GET"
+            && req.path.ends_with("/internal/policies_last_updated")
+            && (req.query_param("wait").is_some() || req.query_param("after").is_some());
+        if !is_watch {
+            return Reply::Now(self.handle(req));
+        }
+        let started = Instant::now();
+        match self.watch_request(req) {
+            Ok(reply) => reply,
+            Err(resp) => Reply::Now(finish(
+                &self.metrics,
+                req,
+                "InternalPoliciesWatch",
+                resp.with_header(WATCH_HEADER, "1"),
+                started,
+            )),
+        }
+    }
+
+    fn decorate_refusal(&self, _req: &Request, resp: &mut Response) {
         resp.set_header("strict-transport-security", "max-age=31536000");
-        let elapsed = started.elapsed();
-        self.metrics.observe(route, resp.status, elapsed);
-        let client = req
-            .peer_certificates
-            .as_ref()
-            .and_then(|c| c.first())
-            .and_then(crate::tls::common_name)
-            .unwrap_or_default();
-        log::info!(
-            "internal {} {} -> {} in {:.1} ms client={client}",
-            req.method,
-            req.path,
-            resp.status,
-            elapsed.as_secs_f64() * 1000.0
-        );
-        resp
     }
 }
 
+/// Headers, metrics and the log line every internal answer gets.
+fn finish(
+    metrics: &HttpMetrics,
+    req: &Request,
+    route: &str,
+    mut resp: Response,
+    started: Instant,
+) -> Response {
+    resp.set_header("strict-transport-security", "max-age=31536000");
+    let elapsed = started.elapsed();
+    metrics.observe(route, resp.status, elapsed);
+    let client = req
+        .peer_certificates
+        .as_ref()
+        .and_then(|c| c.first())
+        .and_then(crate::tls::common_name)
+        .unwrap_or_default();
+    log::info!(
+        "internal {} {} -> {} in {:.1} ms client={client}",
+        req.method,
+        req.path,
+        resp.status,
+        elapsed.as_secs_f64() * 1000.0
+    );
+    resp
+}
+
+fn version_answer(version: i64) -> Response {
+    Response::text(200, version.to_string()).with_header(WATCH_HEADER, "1")
+}
+
 impl InternalApi {
+    /// `Err` carries an answer to give at once (the version differs, a bad parameter, a failure).
+    fn watch_request(&self, req: &Request) -> Result<Reply, Response> {
+        let wait = match req.query_param("wait") {
+            None => Duration::ZERO,
+            Some(w) => match w.parse::<u64>() {
+                Ok(s) => Duration::from_secs(s).min(MAX_WATCH_WAIT),
+                Err(_) => {
+                    return Err(Response::error(
+                        400,
+                        "wait must be a whole number of seconds",
+                    ))
+                }
+            },
+        };
+        let after = match req.query_param("after").map(str::parse::<i64>) {
+            None => None,
+            Some(Ok(v)) => Some(v),
+            Some(Err(_)) => {
+                return Err(Response::error(
+                    400,
+                    "after must be a version as policies_last_updated returns it",
+                ))
+            }
+        };
+        // Register first: a change between the read below and parking then wakes the request.
+        let watcher = self.watch.watcher();
+        let current = self
+            .watch
+            .refresh()
+            .map_err(|e| failed("policies last updated", e, "database read failed"))?;
+        let Some(after) = after.filter(|a| *a == current && !wait.is_zero()) else {
+            return Err(version_answer(current));
+        };
+        let watch = self.watch.clone();
+        let metrics = self.metrics.clone();
+        let shell = Request {
+            body: Vec::new(),
+            query: Vec::new(),
+            headers: Vec::new(),
+            ..req.clone()
+        };
+        let started = Instant::now();
+        Ok(Reply::Park(Parked {
+            until: Instant::now() + wait,
+            signal: self.watch.signal(),
+            respond: Box::new(move |wake| {
+                let _registered = &watcher;
+                let version = watch.current().unwrap_or(after);
+                (version != after || wake == Wake::Expired).then(|| {
+                    finish(
+                        &metrics,
+                        &shell,
+                        "InternalPoliciesWatch",
+                        version_answer(version),
+                        started,
+                    )
+                })
+            }),
+        }))
+    }
+
     fn route(&self, req: &Request) -> (&'static str, Response) {
         let segments: Vec<&str> = req.path.trim_matches('/').split('/').collect();
         match (req.method.as_str(), segments.as_slice()) {
