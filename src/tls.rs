@@ -130,8 +130,8 @@ pub fn cert_identity(cert: &CertificateDer<'_>) -> Result<CertIdentity, String> 
     const EKU: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.37");
     const CLIENT_AUTH: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.2");
 
-    let cert = x509_cert::Certificate::from_der(cert.as_ref())
-        .map_err(|e| format!("certificate: {e}"))?;
+    let cert =
+        x509_cert::Certificate::from_der(cert.as_ref()).map_err(|e| format!("certificate: {e}"))?;
     let tbs = &cert.tbs_certificate;
     let mut id = CertIdentity::default();
     for rdn in tbs.subject.0.iter() {
@@ -149,7 +149,8 @@ pub fn cert_identity(cert: &CertificateDer<'_>) -> Result<CertIdentity, String> 
     for ext in tbs.extensions.iter().flatten() {
         let bytes = ext.extn_value.as_bytes();
         if ext.extn_id == SAN {
-            let san = SubjectAltName::from_der(bytes).map_err(|e| format!("subjectAltName: {e}"))?;
+            let san =
+                SubjectAltName::from_der(bytes).map_err(|e| format!("subjectAltName: {e}"))?;
             for name in san.0 {
                 match name {
                     GeneralName::DnsName(n) => id.alt_names.push(n.to_string()),
@@ -168,8 +169,8 @@ pub fn cert_identity(cert: &CertificateDer<'_>) -> Result<CertIdentity, String> 
                 }
             }
         } else if ext.extn_id == EKU {
-            let eku = ExtendedKeyUsage::from_der(bytes)
-                .map_err(|e| format!("extendedKeyUsage: {e}"))?;
+            let eku =
+                ExtendedKeyUsage::from_der(bytes).map_err(|e| format!("extendedKeyUsage: {e}"))?;
             id.client_auth = eku.0.contains(&CLIENT_AUTH);
         }
     }
@@ -224,7 +225,9 @@ impl rustls::server::danger::ClientCertVerifier for AllowList {
             .verify_client_cert(end_entity, intermediates, now)?;
         self.admit(end_entity).map_err(|reason| {
             log::warn!("refused a client: {reason}");
-            rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure)
+            rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            )
         })?;
         Ok(verified)
     }

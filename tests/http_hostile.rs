@@ -76,11 +76,15 @@ fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
 }
 
 fn ok(addr: SocketAddr) -> String {
-    raw(addr, b"GET /fine HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    raw(
+        addr,
+        b"GET /fine HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
 }
 
 fn decorated(answer: &str) -> bool {
-    answer.contains("x-content-type-options: nosniff") && answer.contains("x-vcap-request-id: rid-1")
+    answer.contains("x-content-type-options: nosniff")
+        && answer.contains("x-vcap-request-id: rid-1")
 }
 
 #[test]
@@ -122,7 +126,10 @@ fn smuggling_shapes_and_bad_framing_are_refused_and_the_server_keeps_serving() {
             "{request:?} -> {answer}"
         );
         assert_eq!(
-            answer.lines().filter(|l| l.starts_with("HTTP/1.1 ")).count(),
+            answer
+                .lines()
+                .filter(|l| l.starts_with("HTTP/1.1 "))
+                .count(),
             1,
             "smuggled request answered: {answer}"
         );
@@ -236,7 +243,11 @@ fn a_500_kb_head_is_served_and_a_2_mb_head_gets_431_with_the_handlers_headers() 
         server.local_addr(),
         format!("GET /p?id={ids} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
     );
-    assert!(answer.starts_with("HTTP/1.1 200"), "{}", &answer[..answer.len().min(200)]);
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "{}",
+        &answer[..answer.len().min(200)]
+    );
     let ids = "a".repeat(2 * 1024 * 1024);
     let answer = raw(
         server.local_addr(),
@@ -278,11 +289,18 @@ fn at_the_connection_limit_the_oldest_idle_connection_goes_never_a_busy_one() {
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
     let mut buf = [0u8; 64];
-    assert_eq!(oldest_idle.read(&mut buf).unwrap_or(0), 0, "oldest idle closed");
+    assert_eq!(
+        oldest_idle.read(&mut buf).unwrap_or(0),
+        0,
+        "oldest idle closed"
+    );
     busy.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut out = String::new();
     let _ = busy.read_to_string(&mut out);
-    assert!(out.starts_with("HTTP/1.1 200"), "the busy connection was served: {out}");
+    assert!(
+        out.starts_with("HTTP/1.1 200"),
+        "the busy connection was served: {out}"
+    );
 }
 
 #[test]
@@ -348,7 +366,13 @@ fn a_stalled_tls_handshake_is_closed_at_its_deadline_and_holds_no_one_up() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new("test CA").unwrap();
     let s = ca
-        .write_issued(dir.path(), "server", "localhost", &["localhost"], Usage::Server)
+        .write_issued(
+            dir.path(),
+            "server",
+            "localhost",
+            &["localhost"],
+            Usage::Server,
+        )
         .unwrap();
     let config = netman::tls::server_config(&s.cert, &s.key, None).unwrap();
     let server = Server::start(

@@ -85,7 +85,10 @@ fn limits_are_enforced() {
         b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n6\r\nabcdef\r\n6\r\nabcdef\r\n0\r\n\r\n",
     );
     assert!(out.starts_with("HTTP/1.1 413"), "{out}");
-    let big = format!("GET / HTTP/1.1\r\nhost: x\r\nx: {}\r\n\r\n", "a".repeat(400));
+    let big = format!(
+        "GET / HTTP/1.1\r\nhost: x\r\nx: {}\r\n\r\n",
+        "a".repeat(400)
+    );
     assert!(raw(server.local_addr(), big.as_bytes()).starts_with("HTTP/1.1 431"));
     assert!(raw(server.local_addr(), b"NOT HTTP\r\n\r\n").starts_with("HTTP/1.1 400"));
 }

@@ -87,7 +87,10 @@ fn the_watch_answers_at_once_when_behind_and_else_on_a_change_or_at_its_time() {
 
     // Behind: at once.
     let (status, marked, body, _) = watch(&s, v0 - 1, 30).join().unwrap();
-    assert_eq!((status, marked, body.trim()), (200, true, v0.to_string().as_str()));
+    assert_eq!(
+        (status, marked, body.trim()),
+        (200, true, v0.to_string().as_str())
+    );
 
     // Current: parked until a change made through the external API.
     let waiting = watch(&s, v0, 30);
@@ -106,7 +109,10 @@ fn the_watch_answers_at_once_when_behind_and_else_on_a_change_or_at_its_time() {
 
     // No change: answered at its time with the same version.
     let (status, marked, body, took) = watch(&s, v1, 1).join().unwrap();
-    assert_eq!((status, marked, body.trim()), (200, true, v1.to_string().as_str()));
+    assert_eq!(
+        (status, marked, body.trim()),
+        (200, true, v1.to_string().as_str())
+    );
     assert!(took >= Duration::from_millis(900), "{took:?}");
 
     // Bad parameters are refused, marked as the watch's.
@@ -146,7 +152,8 @@ fn two_servers_on_one_database_wake_each_others_watchers() {
 
 fn plain_raw(addr: &str, bytes: &[u8]) -> String {
     let mut conn = std::net::TcpStream::connect(addr).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     conn.write_all(bytes).unwrap();
     let mut out = Vec::new();
     let _ = conn.read_to_end(&mut out);
@@ -207,7 +214,8 @@ fn large_id_lists_are_served_and_refusals_carry_the_answers_headers() {
 
     // 2 MB: 431, with the security headers and a request id, and the server still serves.
     let mut conn = std::net::TcpStream::connect(&addr).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let head = format!(
         "GET /networking/v1/external/policies?id={} HTTP/1.1\r\nHost: x\r\nX-Vcap-Request-Id: abc\r\n\r\n",
         "a".repeat(2 << 20)
@@ -228,7 +236,8 @@ fn large_id_lists_are_served_and_refusals_carry_the_answers_headers() {
     }
     // A smuggling shape on the external API: refused the same way.
     let mut conn = std::net::TcpStream::connect(&addr).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     conn.write_all(
         b"POST /networking/v1/external/policies HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     )
@@ -255,7 +264,12 @@ fn the_internal_allow_list_admits_named_agents_with_client_auth_only() {
     // A certificate of the same CA with another name (an overlay daemon's): refused.
     let overlay = issue("overlay", "silk-daemon", &[], Usage::Client);
     // The allowed name as a SAN: admitted.
-    let by_san = issue("by-san", "cell-7", &["cell-7.agents.internal"], Usage::Client);
+    let by_san = issue(
+        "by-san",
+        "cell-7",
+        &["cell-7.agents.internal"],
+        Usage::Client,
+    );
     // The allowed name without the clientAuth usage: refused (by the CA check when another
     // usage is listed, by the allow-list when no usage is listed at all).
     let server_only = issue("server-only", "vxlan-policy-agent", &[], Usage::Server);

@@ -1,8 +1,8 @@
 //! The policy server's internal API as the agent uses it, over mutual TLS.
 
+use crate::api::policy::WATCH_HEADER;
 use crate::api::policy::{PoliciesResponse, Policy};
 use crate::http::client::{agent, body_string, ClientTls};
-use crate::api::policy::WATCH_HEADER;
 use std::time::Duration;
 
 /// What a watch of the policy version found.
@@ -61,6 +61,30 @@ impl PolicyClient {
     }
 }
 
+/// The longest `id=` value one request carries.
+const MAX_IDS_QUERY: usize = 32 * 1024;
+
+/// Comma-joined, percent-encoded ids, split so that no batch exceeds `max` bytes (one id longer
+/// than that still goes alone).
+fn id_batches(ids: &[String], max: usize) -> Vec<String> {
+    let mut batches = Vec::new();
+    let mut current = String::new();
+    for id in ids {
+        let id = encode(id);
+        if !current.is_empty() && current.len() + 1 + id.len() > max {
+            batches.push(std::mem::take(&mut current));
+        }
+        if !current.is_empty() {
+            current.push(',');
+        }
+        current.push_str(&id);
+    }
+    if !current.is_empty() {
+        batches.push(current);
+    }
+    batches
+}
+
 /// Percent-encodes everything but unreserved characters (the server splits `id` on literal commas).
 fn encode(id: &str) -> String {
     let mut out = String::with_capacity(id.len());
@@ -83,14 +107,21 @@ impl PolicySource for PolicyClient {
     }
 
     fn policies(&self, app_ids: &[String]) -> Result<Vec<Policy>, String> {
-        let ids: Vec<String> = app_ids.iter().map(|i| encode(i)).collect();
-        let body = self.get(&format!(
-            "/networking/v1/internal/policies?id={}",
-            ids.join(",")
-        ))?;
-        let resp: PoliciesResponse = serde_json::from_str(&body)
-            .map_err(|e| format!("internal policies: decoding response: {e}"))?;
-        Ok(resp.policies)
+        // A busy cell's ids do not fit one URL (HTTP clients cap it near 64 KiB): ask in batches
+        // and merge, dropping policies that two batches both returned.
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for batch in id_batches(app_ids, MAX_IDS_QUERY) {
+            let body = self.get(&format!("/networking/v1/internal/policies?id={batch}"))?;
+            let resp: PoliciesResponse = serde_json::from_str(&body)
+                .map_err(|e| format!("internal policies: decoding response: {e}"))?;
+            for p in resp.policies {
+                if seen.insert(p.clone()) {
+                    out.push(p);
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn watch(&self, after: i64, wait: Duration) -> Result<Watched, String> {
@@ -130,6 +161,23 @@ impl PolicySource for PolicyClient {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn long_id_lists_are_split_into_batches_that_keep_every_id() {
+        let ids: Vec<String> = (0..5000).map(|i| format!("{i:036}")).collect();
+        let batches = super::id_batches(&ids, 32 * 1024);
+        assert!(batches.len() > 1 && batches.iter().all(|b| b.len() <= 32 * 1024));
+        let back: Vec<String> = batches
+            .iter()
+            .flat_map(|b| b.split(','))
+            .map(str::to_string)
+            .collect();
+        assert_eq!(back, ids);
+        assert_eq!(
+            super::id_batches(&["a b".into()], 1),
+            vec!["a%20b".to_string()]
+        );
+    }
+
     #[test]
     fn ids_are_percent_encoded_but_guids_stay_readable() {
         assert_eq!(super::encode("4a2d-b5_c.~"), "4a2d-b5_c.~");

@@ -445,7 +445,12 @@ pub fn run_poller(agent: Arc<Agent>, stop: Receiver<()>) {
 
 /// Holds a watch open, renewing it at its timeout, until it reports something; `watching` is
 /// cleared when it ends (or tells it to end).
-fn spawn_watch(agent: &Arc<Agent>, wait: Duration, watching: &Arc<AtomicBool>, events: Sender<Event>) {
+fn spawn_watch(
+    agent: &Arc<Agent>,
+    wait: Duration,
+    watching: &Arc<AtomicBool>,
+    events: Sender<Event>,
+) {
     let agent = Arc::clone(agent);
     let flag = Arc::clone(watching);
     let spawned = std::thread::Builder::new()
@@ -490,11 +495,21 @@ mod tests {
         last_updated: Mutex<Result<i64, String>>,
         policies: Mutex<Result<Vec<Policy>, String>>,
         fetches: Mutex<Vec<Vec<String>>>,
+        checks: std::sync::atomic::AtomicUsize,
+        /// Watch answers, each waited for; `None`: the server has no watch.
+        watches: Mutex<Option<Receiver<Watched>>>,
     }
 
     impl PolicySource for Arc<Script> {
         fn last_updated(&self) -> Result<i64, String> {
+            self.checks.fetch_add(1, Ordering::SeqCst);
             self.last_updated.lock().unwrap().clone()
+        }
+        fn watch(&self, _after: i64, wait: Duration) -> Result<Watched, String> {
+            match &*self.watches.lock().unwrap() {
+                None => Ok(Watched::Unsupported),
+                Some(rx) => rx.recv_timeout(wait).map_err(|e| e.to_string()),
+            }
         }
         fn policies(&self, ids: &[String]) -> Result<Vec<Policy>, String> {
             self.fetches.lock().unwrap().push(ids.to_vec());
@@ -560,6 +575,8 @@ mod tests {
                 last_updated: Mutex::new(Ok(1)),
                 policies: Mutex::new(Ok(vec![policy("A", "B", 80)])),
                 fetches: Mutex::default(),
+                checks: Default::default(),
+                watches: Mutex::new(None),
             });
             let rec = Arc::new(Recorder::default());
             let mut registry = Registry::default();
@@ -617,6 +634,71 @@ mod tests {
         fn calls(&self) -> Vec<String> {
             std::mem::take(&mut *self.rec.calls.lock().unwrap())
         }
+    }
+
+    fn wait_for(what: &str, cond: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            assert!(Instant::now() < deadline, "never: {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn the_loop_follows_the_watch_without_polling_the_server() {
+        let mut f = Fixture::new();
+        let (tell, watches) = std::sync::mpsc::channel();
+        *f.script.watches.lock().unwrap() = Some(watches);
+        f.agent.settings.watch = Some(Duration::from_secs(5));
+        let agent = Arc::new(f.agent);
+        let (stop, stopped) = std::sync::mpsc::channel();
+        let poller = {
+            let agent = Arc::clone(&agent);
+            std::thread::spawn(move || run_poller(agent, stopped))
+        };
+        let fetches = || f.script.fetches.lock().unwrap().len();
+        wait_for("first sync", || fetches() == 1);
+        // Many intervals pass while the watch holds: no request to the server.
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(f.script.checks.load(Ordering::SeqCst), 1);
+        assert_eq!(fetches(), 1);
+        // The watch reports a change: fetched and applied at once.
+        *f.script.policies.lock().unwrap() = Ok(vec![policy("A", "B", 80), policy("B", "A", 81)]);
+        tell.send(Watched::Version(2)).unwrap();
+        wait_for("fetch after the watch", || fetches() == 2);
+        wait_for("applied", || {
+            f.rec
+                .calls
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|c| c.starts_with("update"))
+        });
+        assert_eq!(f.script.checks.load(Ordering::SeqCst), 1);
+        stop.send(()).unwrap();
+        poller.join().unwrap();
+    }
+
+    #[test]
+    fn against_a_server_without_the_watch_the_loop_polls() {
+        let mut f = Fixture::new();
+        f.agent.settings.watch = Some(Duration::from_secs(5));
+        let agent = Arc::new(f.agent);
+        let (stop, stopped) = std::sync::mpsc::channel();
+        let poller = {
+            let agent = Arc::clone(&agent);
+            std::thread::spawn(move || run_poller(agent, stopped))
+        };
+        wait_for("polls every interval", || {
+            f.script.checks.load(Ordering::SeqCst) >= 5
+        });
+        *f.script.last_updated.lock().unwrap() = Ok(2);
+        *f.script.policies.lock().unwrap() = Ok(vec![policy("A", "B", 80), policy("B", "A", 81)]);
+        wait_for("fetch after a polled change", || {
+            f.script.fetches.lock().unwrap().len() == 2
+        });
+        stop.send(()).unwrap();
+        poller.join().unwrap();
     }
 
     #[test]

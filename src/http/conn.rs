@@ -199,7 +199,10 @@ impl Conn {
             }
             let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
             let mut fds = [PollFd::new(self.socket().as_fd(), flags)];
-            match poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)) {
+            match poll(
+                &mut fds,
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+            ) {
                 Ok(0) => continue,
                 Ok(_) => return Ok(()),
                 Err(nix::errno::Errno::EINTR) => continue,

@@ -27,7 +27,9 @@ pub fn reserve_connections(connections: usize) -> u64 {
                 log::info!("open-file limit raised from {soft} to {target} (hard limit {hard})");
                 now = target;
             }
-            Err(e) => log::warn!("could not raise the open-file limit from {soft} to {target}: {e}"),
+            Err(e) => {
+                log::warn!("could not raise the open-file limit from {soft} to {target}: {e}")
+            }
         }
     }
     if wanted > hard {

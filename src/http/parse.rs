@@ -172,17 +172,25 @@ fn origin_form<'a>(method: &str, target: &'a str) -> Result<&'a str, Rejection> 
     } else if lower.starts_with("https://") {
         &target[8..]
     } else {
-        return Err(Rejection::bad(format!("unsupported request target {target:?}")));
+        return Err(Rejection::bad(format!(
+            "unsupported request target {target:?}"
+        )));
     };
     match rest.find(['/', '?']) {
         Some(i) if rest.as_bytes()[i] == b'/' => Ok(&rest[i..]),
-        _ => Err(Rejection::bad(format!("request target {target:?} has no path"))),
+        _ => Err(Rejection::bad(format!(
+            "request target {target:?} has no path"
+        ))),
     }
 }
 
 /// Message body framing (RFC 9112 §6): exactly one of no body, one valid `Content-Length`, or
 /// `Transfer-Encoding: chunked`; every ambiguity is a 400 and every other coding a 501.
-fn framing(headers: &[(String, String)], http10: bool, max_body: u64) -> Result<Framing, Rejection> {
+fn framing(
+    headers: &[(String, String)],
+    http10: bool,
+    max_body: u64,
+) -> Result<Framing, Rejection> {
     let values = |name: &str| -> Vec<&str> {
         headers
             .iter()
@@ -266,7 +274,9 @@ fn is_tchar(b: u8) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ChunkState {
     /// Reading hex digits of a chunk size.
-    Size { digits: usize },
+    Size {
+        digits: usize,
+    },
     /// Whitespace after the size, before a `;` extension.
     SizeSpace,
     /// Inside a chunk extension, up to CR.
@@ -279,7 +289,9 @@ enum ChunkState {
     /// At the start of a trailer line (or of the final empty line).
     TrailerStart,
     Trailer,
-    TrailerLf { empty: bool },
+    TrailerLf {
+        empty: bool,
+    },
     Done,
 }
 
@@ -494,8 +506,14 @@ mod tests {
             ("Transfer-Encoding: xchunked\r\n", 501),
             ("Transfer-Encoding: chunked, gzip\r\n", 501),
             ("Transfer-Encoding: gzip, chunked\r\n", 501),
-            ("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", 400),
-            ("Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n", 501),
+            (
+                "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+                400,
+            ),
+            (
+                "Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n",
+                501,
+            ),
             ("Transfer-Encoding: \"chunked\"\r\n", 400),
             ("Transfer-Encoding: chunked,\r\n", 400),
         ] {
@@ -516,16 +534,26 @@ mod tests {
         assert_eq!(status("GET foo HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
         assert_eq!(status("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n"), 200);
         let h = head("GET http://x:1/p/q?a=1 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        assert_eq!((h.request.path.as_str(), h.request.query_param("a")), ("/p/q", Some("1")));
+        assert_eq!(
+            (h.request.path.as_str(), h.request.query_param("a")),
+            ("/p/q", Some("1"))
+        );
         assert_eq!(status("GET / HTTP/1.1\r\nHost : a\r\n\r\n"), 400);
         assert_eq!(status("GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n"), 400);
-        let many: String = (0..MAX_HEADERS + 1).map(|i| format!("x{i}: y\r\n")).collect();
-        assert_eq!(status(&format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n")), 431);
+        let many: String = (0..MAX_HEADERS + 1)
+            .map(|i| format!("x{i}: y\r\n"))
+            .collect();
+        assert_eq!(
+            status(&format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n")),
+            431
+        );
         assert!(head("GET / HTTP/1.0\r\n\r\n").unwrap().close);
         assert!(!head("GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap().close);
-        assert!(head("GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, close\r\n\r\n")
-            .unwrap()
-            .close);
+        assert!(
+            head("GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, close\r\n\r\n")
+                .unwrap()
+                .close
+        );
     }
 
     fn decode(input: &[u8], limit: u64) -> Result<(Vec<u8>, usize), Rejection> {
@@ -545,7 +573,8 @@ mod tests {
 
     #[test]
     fn chunked_bodies_strictly() {
-        let (body, used) = decode(b"3;x=y\r\nabc\r\n2 ;z\r\nde\r\n0\r\nT: v\r\n\r\nNEXT", 100).unwrap();
+        let (body, used) =
+            decode(b"3;x=y\r\nabc\r\n2 ;z\r\nde\r\n0\r\nT: v\r\n\r\nNEXT", 100).unwrap();
         assert_eq!((body.as_slice(), used), (&b"abcde"[..], 33));
         let reject = |input: &[u8], limit| {
             let mut d = ChunkedDecoder::new(limit);

@@ -31,16 +31,22 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 enum Phase {
     Handshake,
     /// Waiting for a request to begin; `first` for a new connection.
-    Idle { first: bool },
+    Idle {
+        first: bool,
+    },
     /// Part of a request head arrived.
     Head,
     /// A worker holds the connection.
     Busy,
     Parked(Box<ParkedRequest>),
     /// An answer is being sent; then keep the connection or close it.
-    Writing { close: bool },
+    Writing {
+        close: bool,
+    },
     /// Closed for writing; reading and dropping what the client still sends.
-    Draining { dropped: usize },
+    Draining {
+        dropped: usize,
+    },
 }
 
 struct ParkedRequest {
@@ -426,7 +432,14 @@ impl Poller {
             return self.close(i, "");
         };
         self.shared.queued.fetch_add(1, Ordering::SeqCst);
-        if jobs.send(Job { slot: i, conn, head }).is_err() {
+        if jobs
+            .send(Job {
+                slot: i,
+                conn,
+                head,
+            })
+            .is_err()
+        {
             self.shared.queued.fetch_sub(1, Ordering::SeqCst);
             self.close(i, "");
         }
@@ -510,7 +523,13 @@ impl Poller {
     // ---- connections coming back from workers ---------------------------------------------------
 
     fn returned(&mut self, i: usize, returned: Returned) {
-        if !matches!(self.slots.get(i), Some(Some(Slot { phase: Phase::Busy, .. }))) {
+        if !matches!(
+            self.slots.get(i),
+            Some(Some(Slot {
+                phase: Phase::Busy,
+                ..
+            }))
+        ) {
             return;
         }
         match (returned.conn, returned.next) {
@@ -536,7 +555,14 @@ impl Poller {
         }
     }
 
-    fn park(&mut self, i: usize, parked: Parked, close: bool, is_head: bool, request: Box<Request>) {
+    fn park(
+        &mut self,
+        i: usize,
+        parked: Parked,
+        close: bool,
+        is_head: bool,
+        request: Box<Request>,
+    ) {
         self.seq += 1;
         let id = self.seq;
         let signal = parked.signal.clone();
@@ -555,7 +581,9 @@ impl Poller {
         };
         self.watched[w].parked.push((i, id));
         let list_len = self.watched[w].parked.len();
-        if list_len > 64 && list_len > 2 * self.shared.options.metrics.parked_requests.get() as usize {
+        if list_len > 64
+            && list_len > 2 * self.shared.options.metrics.parked_requests.get() as usize
+        {
             // Requests that ended by their deadline or their client leave stale entries.
             let slots = &self.slots;
             self.watched[w]
@@ -650,7 +678,11 @@ impl Poller {
             Phase::Idle { first: true } => self.close(i, "head_timeout"),
             Phase::Head => {
                 self.shared.options.metrics.closed("head_timeout");
-                self.refuse(i, None, Rejection::new(408, "request head not received in time"));
+                self.refuse(
+                    i,
+                    None,
+                    Rejection::new(408, "request head not received in time"),
+                );
             }
             Phase::Parked(request) => {
                 let id = request.id;

@@ -312,7 +312,12 @@ pub(crate) fn serialize(resp: &Response, close: bool, is_head: bool) -> Vec<u8> 
 }
 
 /// A refusal the server gives on its own, decorated by the handler like its own answers.
-pub(crate) fn refusal(shared: &Shared, req: Option<&Request>, status: u16, message: &str) -> Response {
+pub(crate) fn refusal(
+    shared: &Shared,
+    req: Option<&Request>,
+    status: u16,
+    message: &str,
+) -> Response {
     shared.options.metrics.refused(status);
     let mut resp = Response::error(status, message);
     let fallback;

@@ -71,7 +71,12 @@ fn serve(shared: &Shared, job: Job) -> Returned {
         }
     }
     let deadline = Instant::now() + options.body_timeout;
-    match read_body(&mut conn, head.framing, options.max_body_bytes as u64, deadline) {
+    match read_body(
+        &mut conn,
+        head.framing,
+        options.max_body_bytes as u64,
+        deadline,
+    ) {
         Ok(body) => req.body = body,
         Err(BodyError::Rejected(r)) => {
             let resp = refusal(shared, Some(&req), r.status, &r.message);
@@ -120,7 +125,13 @@ fn serve(shared: &Shared, job: Job) -> Returned {
 }
 
 /// Queues the answer and sends what the socket takes now; the poller sends the rest.
-fn answer(slot: usize, mut conn: Box<Conn>, resp: &Response, close: bool, is_head: bool) -> Returned {
+fn answer(
+    slot: usize,
+    mut conn: Box<Conn>,
+    resp: &Response,
+    close: bool,
+    is_head: bool,
+) -> Returned {
     conn.queue(&serialize(resp, close, is_head));
     match conn.flush() {
         Ok(_) => Returned {

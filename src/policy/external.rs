@@ -211,7 +211,7 @@ impl ExternalApi {
                         log::error!("health: {e}");
                         Response::error(500, "check database failed")
                     }
-                }
+                };
             }
             _ => {}
         }

@@ -7,8 +7,8 @@
 //! [`WATCH_HEADER`], by which an agent tells this server from one that ignores the parameters.
 
 use super::store::{PolicyFilter, Store, StoreError};
-use crate::api::policy::{PoliciesResponse, TagRequest};
 use super::watch::VersionWatch;
+use crate::api::policy::{PoliciesResponse, TagRequest};
 use crate::http::{Handler, Parked, Reply, Request, Response, Wake};
 use crate::metrics::HttpMetrics;
 use std::sync::Arc;

@@ -76,7 +76,10 @@ impl Inner {
             Ok(v) => self.record(v),
             Err(e) => {
                 let mut st = self.lock();
-                if st.last_error.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                if st
+                    .last_error
+                    .is_none_or(|t| t.elapsed() > Duration::from_secs(60))
+                {
                     st.last_error = Some(Instant::now());
                     log::warn!("policy version check failed: {e}");
                 }
