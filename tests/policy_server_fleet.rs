@@ -29,15 +29,37 @@ fn watch(
     after: i64,
     wait: u64,
 ) -> std::thread::JoinHandle<(u16, bool, String, Duration)> {
+    let w = watch_ids(s, after, wait, "");
+    std::thread::spawn(move || {
+        let (status, mark, body, took) = w.join().unwrap();
+        (status, mark.is_some(), body, took)
+    })
+}
+
+type WatchAnswer = (u16, Option<String>, String, Duration);
+
+/// A watch naming ids (`""`: none) in a thread: (status, watch header, body, how long it took).
+fn watch_ids(
+    s: &PolicyServer,
+    after: i64,
+    wait: u64,
+    ids: &str,
+) -> std::thread::JoinHandle<WatchAnswer> {
     let client = s.internal_client();
-    let url = format!("{}{LAST_UPDATED}?wait={wait}&after={after}", s.internal);
+    let mut url = format!("{}{LAST_UPDATED}?wait={wait}&after={after}", s.internal);
+    if !ids.is_empty() {
+        url.push_str(&format!("&id={ids}"));
+    }
     std::thread::spawn(move || {
         let started = Instant::now();
         let mut resp = client.get(&url).call().unwrap();
         let status = resp.status().as_u16();
-        let marked = resp.headers().contains_key(WATCH_HEADER);
+        let mark = resp
+            .headers()
+            .get(WATCH_HEADER)
+            .map(|v| v.to_str().unwrap().to_string());
         let body = body_string(&mut resp, 4096).unwrap();
-        (status, marked, body, started.elapsed())
+        (status, mark, body, started.elapsed())
     })
 }
 
@@ -125,6 +147,56 @@ fn the_watch_answers_at_once_when_behind_and_else_on_a_change_or_at_its_time() {
     assert!(resp.headers().contains_key(WATCH_HEADER));
     assert!(body_string(&mut resp, 1000).unwrap().contains("wait"));
     assert_eq!(parked(&s), 0);
+}
+
+#[test]
+fn a_watch_naming_ids_wakes_only_for_changes_that_touch_them() {
+    let s = PolicyServer::start();
+    let v0 = version(&s);
+    let mine = watch_ids(&s, v0, 3, "app-a,app-b");
+    let theirs = watch_ids(&s, v0, 30, "app-x");
+    wait_parked(&s, 2);
+    let (status, _) = s.post(
+        "/networking/v1/external/policies",
+        Some(ADMIN_TOKEN),
+        &v1_body(&[("app-x", "app-y", "tcp", 80, 80)]),
+    );
+    assert_eq!(status, 200);
+    let v1 = version(&s);
+    let (status, mark, body, _) = theirs.join().unwrap();
+    assert_eq!(
+        (status, mark.as_deref(), body.trim()),
+        (200, Some("1"), v1.to_string().as_str())
+    );
+    assert!(!mine.is_finished(), "a change of other apps woke the watch");
+    // At its time it learns the version moved without touching its apps.
+    let (status, mark, body, _) = mine.join().unwrap();
+    assert_eq!(
+        (status, mark.as_deref(), body.trim()),
+        (200, Some("unaffected"), v1.to_string().as_str())
+    );
+    // Behind, but only by changes of other apps: parked, not answered at once.
+    let behind = watch_ids(&s, v0, 30, "app-a");
+    wait_parked(&s, 1);
+    // A change that touches it answers it.
+    let (status, _) = s.post(
+        "/networking/v1/external/policies",
+        Some(ADMIN_TOKEN),
+        &v1_body(&[("app-z", "app-a", "tcp", 81, 81)]),
+    );
+    assert_eq!(status, 200);
+    let v2 = version(&s);
+    let (status, mark, body, _) = behind.join().unwrap();
+    assert_eq!(
+        (status, mark.as_deref(), body.trim()),
+        (200, Some("1"), v2.to_string().as_str())
+    );
+    // Behind by a change that touched it: at once.
+    let (_, mark, body, _) = watch_ids(&s, v1, 30, "app-a").join().unwrap();
+    assert_eq!(
+        (mark.as_deref(), body.trim()),
+        (Some("1"), v2.to_string().as_str())
+    );
 }
 
 #[test]
@@ -312,11 +384,11 @@ fn the_agent_client_watches_and_falls_back_to_polling_against_a_server_without_t
     let client = PolicyClient::new(&s.internal, &agent_tls(&s), Duration::from_secs(5)).unwrap();
     let v0 = client.last_updated().unwrap();
     assert_eq!(
-        client.watch(v0 - 1, Duration::from_secs(5)).unwrap(),
+        client.watch(v0 - 1, Duration::from_secs(5), &[]).unwrap(),
         Watched::Version(v0)
     );
     assert_eq!(
-        client.watch(v0, Duration::from_secs(1)).unwrap(),
+        client.watch(v0, Duration::from_secs(1), &[]).unwrap(),
         Watched::Version(v0)
     );
 
@@ -345,7 +417,7 @@ fn the_agent_client_watches_and_falls_back_to_polling_against_a_server_without_t
     assert_eq!(old.last_updated().unwrap(), 42);
     let started = Instant::now();
     assert_eq!(
-        old.watch(42, Duration::from_secs(20)).unwrap(),
+        old.watch(42, Duration::from_secs(20), &[]).unwrap(),
         Watched::Unsupported
     );
     assert!(started.elapsed() < Duration::from_secs(10));
@@ -361,7 +433,7 @@ fn the_agent_client_watches_and_falls_back_to_polling_against_a_server_without_t
     let base = format!("https://127.0.0.1:{}", none.local_addr().port());
     let missing = PolicyClient::new(&base, &agent_tls(&s), Duration::from_secs(5)).unwrap();
     assert_eq!(
-        missing.watch(1, Duration::from_secs(20)).unwrap(),
+        missing.watch(1, Duration::from_secs(20), &[]).unwrap(),
         Watched::Unsupported
     );
 }

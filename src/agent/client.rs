@@ -1,7 +1,7 @@
 //! The policy server's internal API as the agent uses it, over mutual TLS.
 
-use crate::api::policy::WATCH_HEADER;
 use crate::api::policy::{PoliciesResponse, Policy};
+use crate::api::policy::{WATCH_HEADER, WATCH_UNAFFECTED};
 use crate::http::client::{agent, body_string, ClientTls};
 use std::time::Duration;
 
@@ -10,6 +10,9 @@ use std::time::Duration;
 pub enum Watched {
     /// The version now (the same as `after` when the wait passed without a change).
     Version(i64),
+    /// The version moved, but by changes that touched none of the watched apps: the policies
+    /// fetched at `after` are still those at this version.
+    Unaffected(i64),
     /// The server has no watch (an original policy server): poll instead.
     Unsupported,
 }
@@ -20,9 +23,10 @@ pub trait PolicySource: Send + Sync {
     fn last_updated(&self) -> Result<i64, String>;
     /// Policies whose source or destination is one of `app_ids` (never empty).
     fn policies(&self, app_ids: &[String]) -> Result<Vec<Policy>, String>;
-    /// Waits up to `wait` for the version to differ from `after`.
-    fn watch(&self, after: i64, wait: Duration) -> Result<Watched, String> {
-        let _ = (after, wait);
+    /// Waits up to `wait` for a change after version `after` that touches one of `app_ids`
+    /// (any change when `app_ids` is empty).
+    fn watch(&self, after: i64, wait: Duration, app_ids: &[String]) -> Result<Watched, String> {
+        let _ = (after, wait, app_ids);
         Ok(Watched::Unsupported)
     }
 }
@@ -124,12 +128,17 @@ impl PolicySource for PolicyClient {
         Ok(out)
     }
 
-    fn watch(&self, after: i64, wait: Duration) -> Result<Watched, String> {
-        let url = format!(
+    fn watch(&self, after: i64, wait: Duration, app_ids: &[String]) -> Result<Watched, String> {
+        let mut url = format!(
             "{}/networking/v1/internal/policies_last_updated?wait={}&after={after}",
             self.base,
             wait.as_secs()
         );
+        // Too many ids for one URL: watch every change instead.
+        if let [ids] = id_batches(app_ids, MAX_IDS_QUERY).as_slice() {
+            url.push_str("&id=");
+            url.push_str(ids);
+        }
         let mut resp = self
             .agent
             .get(&url)
@@ -139,7 +148,12 @@ impl PolicySource for PolicyClient {
             .call()
             .map_err(|e| format!("GET {url}: {e}"))?;
         let status = resp.status().as_u16();
-        let marked = resp.headers().contains_key(WATCH_HEADER);
+        let mark = resp
+            .headers()
+            .get(WATCH_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let marked = mark.is_some();
         let body = body_string(&mut resp, 4096).map_err(|e| format!("GET {url}: {e}"))?;
         match status {
             // A server without the endpoint's parameters: not found, refused, or ignored.
@@ -152,10 +166,14 @@ impl PolicySource for PolicyClient {
                 return Err(format!("GET {url}: status {status}: {body}"));
             }
         }
-        body.trim()
+        let version = body
+            .trim()
             .parse()
-            .map(Watched::Version)
-            .map_err(|_| format!("policies_last_updated: not an integer: {:?}", body.trim()))
+            .map_err(|_| format!("policies_last_updated: not an integer: {:?}", body.trim()))?;
+        Ok(match mark.as_deref() {
+            Some(WATCH_UNAFFECTED) => Watched::Unaffected(version),
+            _ => Watched::Version(version),
+        })
     }
 }
 

@@ -159,13 +159,25 @@ impl Agent {
     /// Waits (up to `wait`) for the server's version to move from the one last applied.
     /// `Ok(None)` when nothing was applied yet.
     fn watch_once(&self, wait: Duration) -> Result<Option<Watched>, String> {
-        let Some(after) = self.lock().last_updated else {
-            return Ok(None);
+        let (after, apps) = {
+            let st = self.lock();
+            let Some(after) = st.last_updated else {
+                return Ok(None);
+            };
+            (after, st.policies_for.clone())
         };
-        self.metrics
+        let watched = self
+            .metrics
             .poll
-            .time("watch", || self.source.watch(after, wait))
-            .map(Some)
+            .time("watch", || self.source.watch(after, wait, &apps))?;
+        if let Watched::Unaffected(v) = watched {
+            // The policies of these apps did not change: take the version without a fetch.
+            let mut st = self.lock();
+            if st.last_updated == Some(after) && st.policies_for == apps {
+                st.last_updated = Some(v);
+            }
+        }
+        Ok(Some(watched))
     }
 
     /// A full cycle now, re-reading the store (the networker calls this on container create).
@@ -463,7 +475,7 @@ fn spawn_watch(
                 let before = agent.lock().last_updated;
                 match agent.watch_once(wait) {
                     Ok(Some(Watched::Version(v))) if Some(v) != before => break Event::Changed(v),
-                    Ok(Some(Watched::Version(_))) => continue,
+                    Ok(Some(Watched::Version(_) | Watched::Unaffected(_))) => continue,
                     Ok(Some(Watched::Unsupported)) => break Event::Unsupported,
                     Ok(None) => break Event::Failed("nothing applied yet".into()),
                     Err(e) => break Event::Failed(e),
@@ -505,7 +517,7 @@ mod tests {
             self.checks.fetch_add(1, Ordering::SeqCst);
             self.last_updated.lock().unwrap().clone()
         }
-        fn watch(&self, _after: i64, wait: Duration) -> Result<Watched, String> {
+        fn watch(&self, _after: i64, wait: Duration, _ids: &[String]) -> Result<Watched, String> {
             match &*self.watches.lock().unwrap() {
                 None => Ok(Watched::Unsupported),
                 Some(rx) => rx.recv_timeout(wait).map_err(|e| e.to_string()),

@@ -14,7 +14,8 @@ use crate::metrics::HttpMetrics;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use crate::api::policy::WATCH_HEADER;
+pub use crate::api::policy::{WATCH_HEADER, WATCH_UNAFFECTED};
+use std::collections::HashSet;
 /// The longest a watch may be held; a larger `wait` is cut to this.
 pub const MAX_WATCH_WAIT: Duration = Duration::from_secs(300);
 
@@ -93,8 +94,11 @@ fn finish(
     resp
 }
 
-fn version_answer(version: i64) -> Response {
-    Response::text(200, version.to_string()).with_header(WATCH_HEADER, "1")
+/// The version, marked as the watch's; `unaffected` when it moved only by changes that touched
+/// none of the watch's ids (the agent then takes it without fetching).
+fn version_answer(version: i64, unaffected: bool) -> Response {
+    let mark = if unaffected { WATCH_UNAFFECTED } else { "1" };
+    Response::text(200, version.to_string()).with_header(WATCH_HEADER, mark)
 }
 
 impl InternalApi {
@@ -122,14 +126,35 @@ impl InternalApi {
                 ))
             }
         };
+        let ids: Option<Arc<HashSet<String>>> = req.query_param("id").map(|list| {
+            Arc::new(
+                list.split(',')
+                    .filter(|id| !id.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            )
+        });
         // Register first: a change between the read below and parking then wakes the request.
         let watcher = self.watch.watcher();
         let current = self
             .watch
             .refresh()
             .map_err(|e| failed("policies last updated", e, "database read failed"))?;
-        let Some(after) = after.filter(|a| *a == current && !wait.is_zero()) else {
-            return Err(version_answer(current));
+        let Some(after) = after.filter(|_| !wait.is_zero()) else {
+            return Err(version_answer(current, false));
+        };
+        let baseline = if after == current {
+            self.watch.baseline()
+        } else {
+            // Behind: answered now unless every change since `after` is known and none of them
+            // touched the watch's ids.
+            let Some(ids) = &ids else {
+                return Err(version_answer(current, false));
+            };
+            match self.watch.baseline_of(after, current) {
+                Some(since) if !self.watch.look(since, Some(ids)).affected => self.watch.baseline(),
+                _ => return Err(version_answer(current, false)),
+            }
         };
         let watch = self.watch.clone();
         let metrics = self.metrics.clone();
@@ -145,16 +170,23 @@ impl InternalApi {
             signal: self.watch.signal(),
             respond: Box::new(move |wake| {
                 let _registered = &watcher;
-                let version = watch.current().unwrap_or(after);
-                (version != after || wake == Wake::Expired).then(|| {
-                    finish(
-                        &metrics,
-                        &shell,
-                        "InternalPoliciesWatch",
-                        version_answer(version),
-                        started,
-                    )
-                })
+                let look = watch.look(baseline, ids.as_deref());
+                let version = look.version.or(watch.current()).unwrap_or(after);
+                let answer = if look.affected && (ids.is_some() || version != after) {
+                    version_answer(version, false)
+                } else if wake == Wake::Expired {
+                    // Nothing that concerns this watch; the version may have moved for others.
+                    version_answer(version, version != after)
+                } else {
+                    return None;
+                };
+                Some(finish(
+                    &metrics,
+                    &shell,
+                    "InternalPoliciesWatch",
+                    answer,
+                    started,
+                ))
             }),
         }))
     }
