@@ -85,7 +85,7 @@ impl Default for ServerOptions {
             backlog: 1024,
             max_connections: 10_000,
             max_header_bytes: 1024 * 1024,
-            max_body_bytes: 10 * 1000 * 1000,
+            max_body_bytes: 10 * 1024 * 1024,
             handshake_timeout: Duration::from_secs(10),
             head_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(60),
