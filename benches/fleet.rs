@@ -11,7 +11,11 @@
 //! `cargo bench --bench fleet` (SQLite). `NETMAN_FLEET_SIZES=100,500` picks the sizes,
 //! `NETMAN_FLEET_IDLE_SECONDS` the idle window (20), `NETMAN_BENCH_DATABASES=postgres,mysql` adds
 //! two policy servers on one PostgreSQL / MariaDB database (cells split between them, changes
-//! made through the first), `NETMAN_FLEET_SKIP=hostile` skips the hostile part.
+//! made through the first), `NETMAN_FLEET_SKIP=hostile,lab` skips the hostile part or the lab.
+//!
+//! Last, the lab (`netman-lab up`, 3 cells, 6 apps; its agents hold the watch): the time from
+//! `netman allow-access` (the CLI, started as a user would) until a connection between the two
+//! apps' containers on different cells succeeds, over 40 samples.
 
 #[path = "../tests/common/db.rs"]
 mod db;
@@ -839,6 +843,126 @@ fn hostile_and_memory() {
     drop(plain);
 }
 
+/// `netman allow-access` → first successful connection, across cells in the lab.
+fn lab_convergence() {
+    use std::net::{SocketAddr, TcpStream};
+    let dir = tempfile::tempdir().unwrap();
+    let api_port = free_port();
+    let lab = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_netman-lab"))
+            .arg("--dir")
+            .arg(dir.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let up = lab(&[
+        "up",
+        "--cells",
+        "3",
+        "--apps",
+        "6",
+        "--api-port",
+        &api_port.to_string(),
+    ]);
+    if !up.status.success() {
+        eprintln!("lab up failed: {}", String::from_utf8_lossy(&up.stderr));
+        lab(&["down"]);
+        return;
+    }
+    let token = String::from_utf8_lossy(&lab(&["token"]).stdout)
+        .trim()
+        .to_string();
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("state.json")).unwrap())
+            .unwrap();
+    let containers: Vec<(String, u64, String, String)> = state["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["app"].as_str().unwrap().to_string(),
+                c["cell"].as_u64().unwrap(),
+                c["ip"].as_str().unwrap().to_string(),
+                c["namespace"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let cli = |verb: &str, src: &str, dst: &str, port: u16| {
+        let out = Command::new(env!("CARGO_BIN_EXE_netman"))
+            .env("NETMAN_API", format!("http://127.0.0.1:{api_port}"))
+            .env("NETMAN_TOKEN", &token)
+            .args([
+                verb,
+                src,
+                dst,
+                "--protocol",
+                "tcp",
+                "--port",
+                &port.to_string(),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let connects = |ns: &str, addr: SocketAddr| {
+        netman::netns::run_in(&PathBuf::from(format!("/run/netns/{ns}")), move || {
+            TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
+        })
+        .unwrap_or(false)
+    };
+    let pairs: Vec<_> = containers
+        .iter()
+        .flat_map(|a| containers.iter().map(move |b| (a, b)))
+        .filter(|(a, b)| a.1 != b.1)
+        .collect();
+    let mut samples = Vec::new();
+    let mut timeouts = 0;
+    for i in 0..40 {
+        let (src, dst) = pairs[i % pairs.len()];
+        let port = [8080u16, 9000, 9001, 9002][i % 4];
+        let addr: SocketAddr = format!("{}:{port}", dst.2).parse().unwrap();
+        let started = Instant::now();
+        cli("allow-access", &src.0, &dst.0, port);
+        loop {
+            if connects(&src.3, addr) {
+                samples.push(started.elapsed().as_secs_f64() * 1000.0);
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                timeouts += 1;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        cli("remove-access", &src.0, &dst.0, port);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while connects(&src.3, addr) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    lab(&["down"]);
+    samples.sort_by(f64::total_cmp);
+    println!(
+        "
+lab (3 cells, 6 apps, agents on the watch): `netman allow-access` -> first connection across cells"
+    );
+    println!("| samples | p50 ms | p99 ms | max ms | not converged in 10 s |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| {} | {:.0} | {:.0} | {:.0} | {timeouts} |",
+        samples.len(),
+        percentile(&samples, 0.5),
+        percentile(&samples, 0.99),
+        samples.last().copied().unwrap_or(f64::NAN)
+    );
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -887,10 +1011,11 @@ fn main() {
             }
         }
     }
-    if !std::env::var("NETMAN_FLEET_SKIP")
-        .unwrap_or_default()
-        .contains("hostile")
-    {
+    let skip = std::env::var("NETMAN_FLEET_SKIP").unwrap_or_default();
+    if !skip.contains("hostile") {
         hostile_and_memory();
+    }
+    if !skip.contains("lab") {
+        lab_convergence();
     }
 }
