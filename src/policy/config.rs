@@ -65,7 +65,7 @@ pub struct PolicyServerConfig {
     pub http_workers: usize,
     /// Open connections per listener; beyond it the oldest idle connection is closed.
     #[serde(default = "default_max_connections")]
-    pub max_open_connections: usize,
+    pub max_client_connections: usize,
     /// Client certificate names (subject CN or SAN) allowed on the internal API; empty: any
     /// certificate signed by `ca_cert_file`. When set, certificates without the clientAuth usage
     /// are refused too.
@@ -107,7 +107,7 @@ fn default_max_connections() -> usize {
 impl PolicyServerConfig {
     pub fn http_settings(&self) -> super::app::HttpSettings {
         super::app::HttpSettings {
-            max_connections: self.max_open_connections,
+            max_connections: self.max_client_connections,
             allowed_internal_clients: self.allowed_internal_clients.clone(),
         }
     }
@@ -174,8 +174,8 @@ impl Validate for PolicyServerConfig {
         if self.http_workers == 0 || self.http_workers > 4096 {
             return Err("invalid 'http_workers': must be in 1-4096".into());
         }
-        if self.max_open_connections == 0 || self.max_open_connections > 1_000_000 {
-            return Err("invalid 'max_open_connections': must be in 1-1000000".into());
+        if self.max_client_connections == 0 || self.max_client_connections > 1_000_000 {
+            return Err("invalid 'max_client_connections': must be in 1-1000000".into());
         }
         if let Some(bad) = self
             .allowed_internal_clients
