@@ -735,7 +735,8 @@ fn hostile(
                     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
                     s.set_nonblocking(true).ok()?;
                     match kind(i) {
-                        1 => s.write_all(&[0x16, 0x03, 0x01]).ok()?,
+                        // A TLS record header announcing a 512-byte ClientHello, sent byte by byte.
+                        1 => s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).ok()?,
                         2 => s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").ok()?,
                         _ => {}
                     }
