@@ -755,7 +755,7 @@ fn hostile(
                                 let mut buf = [0u8; 512];
                                 match s.read(&mut buf) {
                                     // Closed, or answered (a 408) and about to be closed.
-                                    Ok(_) => false,
+                                    Ok(0) | Ok(_) => false,
                                     Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
                                 }
                             }
@@ -765,7 +765,7 @@ fn hostile(
                             continue;
                         }
                         // One more byte or line every two seconds: progress, never completion.
-                        if tick % 2 == 0 {
+                        if tick.is_multiple_of(2) {
                             if let Some(s) = c.as_mut() {
                                 let _ = match kind(i) {
                                     1 => s.write_all(&[0x00]),
