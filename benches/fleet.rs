@@ -23,7 +23,9 @@ mod db;
 mod policy_server;
 
 use netman::http::client::{agent, body_string, ClientTls};
-use policy_server::{certs, free_port, v1_body, write_tokens_file, Certs, ADMIN_TOKEN};
+use policy_server::{
+    base_config, certs, free_port, v1_body, write_tokens_file, Certs, ADMIN_TOKEN,
+};
 use rand::Rng;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -159,19 +161,13 @@ fn start_policy_server(
     database: &Value,
     name: &str,
 ) -> PolicyServerProc {
-    let (listen, internal, debug) = (free_port(), free_port(), free_port());
-    let config = json!({
-        "listen_host": "127.0.0.1",
-        "listen_port": listen,
-        "internal_listen_host": "127.0.0.1",
-        "internal_listen_port": internal,
-        "debug_server_port": debug,
-        "ca_cert_file": certs.ca,
-        "server_cert_file": certs.server.0,
-        "server_key_file": certs.server.1,
-        "database": database,
-        "auth": {"mode": "tokens", "tokens_file": tokens},
-    });
+    let config = base_config(certs, tokens, database);
+    let port = |key: &str| config[key].as_u64().unwrap() as u16;
+    let (listen, internal, debug) = (
+        port("listen_port"),
+        port("internal_listen_port"),
+        port("debug_server_port"),
+    );
     let mut proc_ = Proc::spawn(env!("CARGO_BIN_EXE_policy-server"), &config, dir, name);
     proc_.wait_port(debug);
     proc_.wait_port(internal);

@@ -66,6 +66,14 @@ impl Handler for Test {
     }
 }
 
+fn with_workers(workers: usize) -> Server {
+    let options = ServerOptions {
+        workers,
+        ..ServerOptions::default()
+    };
+    Server::start("127.0.0.1:0", options, Test::new()).unwrap()
+}
+
 fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -89,15 +97,7 @@ fn decorated(answer: &str) -> bool {
 
 #[test]
 fn smuggling_shapes_and_bad_framing_are_refused_and_the_server_keeps_serving() {
-    let server = Server::start(
-        "127.0.0.1:0",
-        ServerOptions {
-            workers: 2,
-            ..ServerOptions::default()
-        },
-        Test::new(),
-    )
-    .unwrap();
+    let server = with_workers(2);
     let addr = server.local_addr();
     let smuggled = "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
     let cases: Vec<(String, u16)> = vec![
@@ -150,15 +150,7 @@ fn smuggling_shapes_and_bad_framing_are_refused_and_the_server_keeps_serving() {
 
 #[test]
 fn a_panic_is_answered_500_counted_and_takes_no_worker_away() {
-    let server = Server::start(
-        "127.0.0.1:0",
-        ServerOptions {
-            workers: 1,
-            ..ServerOptions::default()
-        },
-        Test::new(),
-    )
-    .unwrap();
+    let server = with_workers(1);
     for _ in 0..5 {
         let answer = raw(
             server.local_addr(),
@@ -174,15 +166,7 @@ fn a_panic_is_answered_500_counted_and_takes_no_worker_away() {
 
 #[test]
 fn three_hundred_idle_and_half_sent_connections_do_not_stop_a_request() {
-    let server = Server::start(
-        "127.0.0.1:0",
-        ServerOptions {
-            workers: 2,
-            ..ServerOptions::default()
-        },
-        Test::new(),
-    )
-    .unwrap();
+    let server = with_workers(2);
     let addr = server.local_addr();
     let mut held = Vec::new();
     for i in 0..300 {

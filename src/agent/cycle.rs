@@ -656,18 +656,20 @@ mod tests {
         }
     }
 
+    /// Runs the poll loop on `agent` in a thread: (stop sender, the thread).
+    fn start_loop(agent: Agent) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+        let (stop, stopped) = std::sync::mpsc::channel();
+        let agent = Arc::new(agent);
+        (stop, std::thread::spawn(move || run_poller(agent, stopped)))
+    }
+
     #[test]
     fn the_loop_follows_the_watch_without_polling_the_server() {
         let mut f = Fixture::new();
         let (tell, watches) = std::sync::mpsc::channel();
         *f.script.watches.lock().unwrap() = Some(watches);
         f.agent.settings.watch = Some(Duration::from_secs(5));
-        let agent = Arc::new(f.agent);
-        let (stop, stopped) = std::sync::mpsc::channel();
-        let poller = {
-            let agent = Arc::clone(&agent);
-            std::thread::spawn(move || run_poller(agent, stopped))
-        };
+        let (stop, poller) = start_loop(f.agent);
         let fetches = || f.script.fetches.lock().unwrap().len();
         wait_for("first sync", || fetches() == 1);
         // Many intervals pass while the watch holds: no request to the server.
@@ -695,12 +697,7 @@ mod tests {
     fn against_a_server_without_the_watch_the_loop_polls() {
         let mut f = Fixture::new();
         f.agent.settings.watch = Some(Duration::from_secs(5));
-        let agent = Arc::new(f.agent);
-        let (stop, stopped) = std::sync::mpsc::channel();
-        let poller = {
-            let agent = Arc::clone(&agent);
-            std::thread::spawn(move || run_poller(agent, stopped))
-        };
+        let (stop, poller) = start_loop(f.agent);
         wait_for("polls every interval", || {
             f.script.checks.load(Ordering::SeqCst) >= 5
         });
