@@ -421,8 +421,10 @@ pub fn run_poller(agent: Arc<Agent>, stop: Receiver<()>) {
                 Remote::Ask
             }
             Ok(Event::Failed(e)) => {
+                // Every cell's watch fails at once when the server restarts: spread the retries.
                 log::warn!("policy watch failed: {e}");
-                Remote::Ask
+                wait = jitter(interval);
+                continue;
             }
             Err(RecvTimeoutError::Timeout) if watching.load(Ordering::SeqCst) => Remote::Unchanged,
             Err(RecvTimeoutError::Timeout) => Remote::Ask,
