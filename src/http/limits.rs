@@ -44,3 +44,10 @@ pub fn reserve_connections(connections: usize) -> u64 {
     }
     now
 }
+
+/// A listener that stopped gives its share back (the soft limit stays where it is).
+pub fn release_connections(connections: usize) {
+    let _ = WANTED.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| {
+        Some(w.saturating_sub(connections as u64).max(RESERVE))
+    });
+}

@@ -258,6 +258,8 @@ impl Server {
         for w in self.workers.drain(..) {
             let _ = w.join();
         }
+        let options = &self.shared.options;
+        super::limits::release_connections(options.max_connections + options.workers);
     }
 }
 
