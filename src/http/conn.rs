@@ -126,6 +126,12 @@ impl Conn {
         result
     }
 
+    /// Nothing queued is left to send.
+    pub fn all_sent(&self) -> bool {
+        self.out_pos >= self.out.len()
+            && !matches!(&self.transport, Transport::Tls(tls, _) if tls.wants_write())
+    }
+
     /// Queues plaintext for the peer; [`Conn::flush`] sends it.
     pub fn queue(&mut self, bytes: &[u8]) {
         if self.out_pos == self.out.len() {

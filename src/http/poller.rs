@@ -232,6 +232,7 @@ impl Poller {
             }
             self.free.push(i);
             self.open -= 1;
+            self.shared.open.store(self.open, Ordering::Relaxed);
             self.shared.options.metrics.open_connections.dec();
             if !reason.is_empty() {
                 self.shared.options.metrics.closed(reason);
@@ -302,6 +303,7 @@ impl Poller {
                 evict_key: None,
             });
             self.open += 1;
+            self.shared.open.store(self.open, Ordering::Relaxed);
             self.shared.options.metrics.open_connections.inc();
             let now = Instant::now();
             if handshaking {

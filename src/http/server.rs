@@ -134,6 +134,8 @@ pub(crate) struct Shared {
     pub stopping: AtomicBool,
     /// Jobs sent to workers and not yet taken.
     pub queued: AtomicUsize,
+    /// Open connections (kept by the poller).
+    pub open: AtomicUsize,
     pub jobs: Mutex<Option<Sender<Job>>>,
     pub returns: Sender<Returned>,
     pub waker: Arc<mio::Waker>,
@@ -181,6 +183,7 @@ impl Server {
             options,
             stopping: AtomicBool::new(false),
             queued: AtomicUsize::new(0),
+            open: AtomicUsize::new(0),
             jobs: Mutex::new(Some(jobs_tx)),
             returns: returns_tx,
             waker,
