@@ -11,7 +11,9 @@
 //! `cargo bench --bench fleet` (SQLite). `NETMAN_FLEET_SIZES=100,500` picks the sizes,
 //! `NETMAN_FLEET_IDLE_SECONDS` the idle window (20), `NETMAN_BENCH_DATABASES=postgres,mysql` adds
 //! two policy servers on one PostgreSQL / MariaDB database (cells split between them, changes
-//! made through the first), `NETMAN_FLEET_SKIP=hostile,lab` skips the hostile part or the lab.
+//! made through the first), `NETMAN_FLEET_SKIP=hostile,lab` skips the hostile part or the lab,
+//! `NETMAN_FLEET_POLICY_SERVER=<binary>` runs another policy server build (a baseline), and
+//! `NETMAN_FLEET_MODES=poll` one mode only.
 //!
 //! Last, the lab (`netman-lab up`, 3 cells, 6 apps; its agents hold the watch): the time from
 //! `netman allow-access` (the CLI, started as a user would) until a connection between the two
@@ -168,7 +170,9 @@ fn start_policy_server(
         port("internal_listen_port"),
         port("debug_server_port"),
     );
-    let mut proc_ = Proc::spawn(env!("CARGO_BIN_EXE_policy-server"), &config, dir, name);
+    let bin = std::env::var("NETMAN_FLEET_POLICY_SERVER")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_policy-server").to_string());
+    let mut proc_ = Proc::spawn(&bin, &config, dir, name);
     proc_.wait_port(debug);
     proc_.wait_port(internal);
     PolicyServerProc {
@@ -375,6 +379,11 @@ impl Cell {
                                 version = v;
                             }
                             continue;
+                        }
+                        // A server without the watch answers at once: poll, as the agent does.
+                        Ok((body, None)) => {
+                            std::thread::sleep(POLL_INTERVAL);
+                            body.trim().parse().map_err(|_| body)
                         }
                         other => other.and_then(|(body, _)| body.trim().parse().map_err(|_| body)),
                     }
@@ -986,9 +995,12 @@ fn main() {
         RENEW_INTERVAL
     );
     print_header();
+    let modes = std::env::var("NETMAN_FLEET_MODES").unwrap_or_else(|_| "poll,watch".into());
     for &n in &sizes {
         for mode in [Mode::Poll, Mode::Watch] {
-            run("sqlite", n, mode, None, idle);
+            if modes.contains(&format!("{mode:?}").to_lowercase()) {
+                run("sqlite", n, mode, None, idle);
+            }
         }
     }
     if let Ok(dbs) = std::env::var("NETMAN_BENCH_DATABASES") {
