@@ -311,13 +311,13 @@ fn large_id_lists_are_served_and_refusals_carry_the_answers_headers() {
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     conn.write_all(
-        b"POST /networking/v1/external/policies HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST /networking/v1/external/policies HTTP/1.1\r\nHost: x\r\nX-Vcap-Request-Id: abc\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     )
     .unwrap();
     let mut answer = String::new();
     let _ = conn.read_to_string(&mut answer);
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
-    assert!(answer.contains("x-vcap-request-id: "), "{answer}");
+    assert!(answer.contains("x-vcap-request-id: abc::"), "{answer}");
     assert_eq!(s.get("/", None).0, 200);
 }
 

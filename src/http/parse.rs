@@ -16,6 +16,8 @@ const MAX_TRAILERS: usize = 64 * 1024;
 pub struct Rejection {
     pub status: u16,
     pub message: String,
+    /// The request's header fields when they could be read (for the answer's request id).
+    pub headers: Vec<(String, String)>,
 }
 
 impl Rejection {
@@ -23,7 +25,13 @@ impl Rejection {
         Rejection {
             status,
             message: message.into(),
+            headers: Vec::new(),
         }
+    }
+
+    fn with_headers(mut self, headers: &[(String, String)]) -> Rejection {
+        self.headers = headers.to_vec();
+        self
     }
     fn bad(message: impl Into<String>) -> Rejection {
         Rejection::new(400, message)
@@ -117,13 +125,13 @@ pub fn parse_head(head: &[u8], max_body: u64) -> Result<Head, Rejection> {
 
     let hosts = headers.iter().filter(|(k, _)| k == "host").count();
     if hosts > 1 {
-        return Err(Rejection::bad("more than one Host header"));
+        return Err(Rejection::bad("more than one Host header").with_headers(&headers));
     }
     if hosts == 0 && !http10 {
-        return Err(Rejection::bad("HTTP/1.1 request without a Host header"));
+        return Err(Rejection::bad("HTTP/1.1 request without a Host header").with_headers(&headers));
     }
 
-    let framing = framing(&headers, http10, max_body)?;
+    let framing = framing(&headers, http10, max_body).map_err(|r| r.with_headers(&headers))?;
     let connection_has = |token: &str| {
         headers
             .iter()

@@ -449,6 +449,16 @@ impl Poller {
 
     /// Answers on the server's own behalf and closes the connection after the answer.
     fn refuse(&mut self, i: usize, req: Option<&Request>, rejection: Rejection) {
+        let shell;
+        let req = match req {
+            None if !rejection.headers.is_empty() => {
+                let mut r = Request::new("GET", "/");
+                r.headers = rejection.headers.clone();
+                shell = r;
+                Some(&shell)
+            }
+            other => other,
+        };
         let resp = refusal(&self.shared, req, rejection.status, &rejection.message);
         self.send(i, &resp, true, false);
     }

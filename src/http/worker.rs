@@ -113,7 +113,11 @@ fn next_head(conn: &mut Conn, shared: &Shared) -> Result<Head, Option<Response>>
             conn.scanned = 0;
             return match parsed {
                 Ok(Ok(head)) => Ok(head),
-                Ok(Err(r)) => Err(Some(refusal(shared, None, r.status, &r.message))),
+                Ok(Err(r)) => {
+                    let mut shell = Request::new("GET", "/");
+                    shell.headers = r.headers;
+                    Err(Some(refusal(shared, Some(&shell), r.status, &r.message)))
+                }
                 Err(panic) => {
                     shared.options.metrics.panics.inc();
                     log::error!("panic in the request parser: {}", panic_text(&panic));
