@@ -40,10 +40,11 @@ fn main() {
     let uptime = Uptime::register(&mut registry, "overlay_controller");
     let registry = Arc::new(registry);
 
-    let tls = netman::tls::server_config(
+    let tls = netman::tls::server_config_for_clients(
         Path::new(&cfg.server_cert_file),
         Path::new(&cfg.server_key_file),
         Some(Path::new(&cfg.ca_cert_file)),
+        &cfg.allowed_clients,
     )
     .unwrap_or_else(|e| daemon::fail(SOURCE, e));
     let api_addr = format!("{}:{}", cfg.listen_host, cfg.listen_port);

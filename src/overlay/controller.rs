@@ -38,6 +38,10 @@ pub struct ControllerConfig {
     pub lease_expiration_seconds: u64,
     #[serde(default = "default_staleness")]
     pub staleness_threshold_seconds: u64,
+    /// Client certificate names (CN or SAN) allowed on the lease API; empty: any certificate of
+    /// `ca_cert_file`. When set, certificates without the clientAuth usage are refused too.
+    #[serde(default)]
+    pub allowed_clients: Vec<String>,
 }
 
 /// Where leases are stored: the project's one `database` section (the policy server's keys):
@@ -90,6 +94,7 @@ impl Validate for ControllerConfig {
             "staleness_threshold_seconds",
             self.staleness_threshold_seconds,
         )?;
+        config::require_cert_names("allowed_clients", &self.allowed_clients)?;
         self.database.validate()
     }
 }

@@ -177,15 +177,10 @@ impl Validate for PolicyServerConfig {
         if self.max_client_connections == 0 || self.max_client_connections > 1_000_000 {
             return Err("invalid 'max_client_connections': must be in 1-1000000".into());
         }
-        if let Some(bad) = self
-            .allowed_internal_clients
-            .iter()
-            .find(|n| n.trim().is_empty() || n.trim() != n.as_str())
-        {
-            return Err(format!(
-                "invalid 'allowed_internal_clients': {bad:?} is not a certificate name"
-            ));
-        }
+        crate::config::require_cert_names(
+            "allowed_internal_clients",
+            &self.allowed_internal_clients,
+        )?;
         Ok(())
     }
 }
