@@ -288,12 +288,13 @@ impl<H: Handler> Worker<H> {
         }
     }
 
+    /// Counts before sending, so that a client holding its answer sees it counted.
     fn send_udp(&self, udp: &UdpSocket, reply: &Reply, peer: SocketAddr) {
+        self.count(Transport::Udp, reply);
         if let Err(e) = udp.send_to(&reply.bytes, peer) {
             log::debug!("dns udp send to {peer}: {e}");
             self.metrics.failure(Failure::Send);
         }
-        self.count(Transport::Udp, reply);
     }
 
     fn forward_loop(&self, udp: &UdpSocket, jobs: &Mutex<Receiver<(Forward, SocketAddr)>>) {

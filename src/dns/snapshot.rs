@@ -4,7 +4,7 @@
 //! reported as damaged, never read as an empty table. Writes go to a temporary file that is synced
 //! and renamed over the old one, so a crash leaves either the old or the new snapshot.
 
-use super::table::InternalRoutes;
+use super::table::{InternalRoutes, Table};
 use std::fmt;
 use std::fs::{self, File};
 use std::io::Write;
@@ -51,6 +51,19 @@ pub fn save(path: &Path, routes: &InternalRoutes) -> Result<(), SnapshotError> {
             .map_err(|e| io("sync directory of", e))?;
     }
     Ok(())
+}
+
+/// Saves the table in force.
+pub fn save_table(path: &Path, table: &Table) -> Result<(), SnapshotError> {
+    save(path, &table.to_routes())
+}
+
+/// The table a starting resolver serves: the snapshot's, or the default (no routes) when there is
+/// no snapshot yet. A damaged snapshot, or one that no longer validates, is an error for the
+/// caller to report; it is never taken for an empty table.
+pub fn restore(path: &Path) -> Result<Table, SnapshotError> {
+    let routes = load(path)?.unwrap_or_default();
+    Table::new(&routes).map_err(|e| SnapshotError::Damaged(format!("{}: {e}", path.display())))
 }
 
 /// `Ok(None)`: no snapshot yet (first start).

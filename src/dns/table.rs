@@ -133,7 +133,7 @@ impl Table {
                     app_guid: app,
                 });
             }
-            entries.sort_by(|a, b| (a.index, a.ip).cmp(&(b.index, b.ip)));
+            entries.sort_by_key(|e| (e.index, e.ip));
             instances += entries.len();
             if names
                 .insert(name.clone().into_boxed_str(), entries)
