@@ -192,6 +192,7 @@ pub fn decide(table: &Table, packet: &[u8], transport: Transport) -> Decision {
             answer(Kind::Internal, ResponseCode::Refused, false, vec![])
         }
         Lookup::NoSuchName => answer(Kind::Internal, ResponseCode::NXDomain, true, vec![]),
+        Lookup::NotReady => answer(Kind::Internal, ResponseCode::ServFail, false, vec![]),
         Lookup::Found(entries) => {
             let records = match question.query_type() {
                 RecordType::A | RecordType::ANY => {
@@ -394,6 +395,19 @@ mod tests {
             assert_eq!(m.metadata.response_code, ResponseCode::NoError);
             assert!(m.answers.is_empty());
         }
+    }
+
+    #[test]
+    fn internal_names_before_the_first_table_are_servfail() {
+        let t = Table::not_ready(&["apps.internal".into()]).unwrap();
+        let q = query("backend.apps.internal.", RecordType::A, None);
+        let m = reply(decide(&t, &q, Transport::Udp));
+        assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+        let q = query("example.com.", RecordType::A, None);
+        assert!(matches!(
+            decide(&t, &q, Transport::Udp),
+            Decision::Forward(_)
+        ));
     }
 
     #[test]

@@ -58,12 +58,17 @@ pub fn save_table(path: &Path, table: &Table) -> Result<(), SnapshotError> {
     save(path, &table.to_routes())
 }
 
-/// The table a starting resolver serves: the snapshot's, or the default (no routes) when there is
-/// no snapshot yet. A damaged snapshot, or one that no longer validates, is an error for the
-/// caller to report; it is never taken for an empty table.
-pub fn restore(path: &Path) -> Result<Table, SnapshotError> {
-    let routes = load(path)?.unwrap_or_default();
-    Table::new(&routes).map_err(|e| SnapshotError::Damaged(format!("{}: {e}", path.display())))
+/// The table a starting resolver serves at once; `Ok(None)` when there is no snapshot yet. A
+/// damaged snapshot, or one that no longer validates, is an error for the caller to report (and
+/// then to serve [`Table::not_ready`] until the registry answers); it is never taken for an empty
+/// table.
+pub fn restore(path: &Path) -> Result<Option<Table>, SnapshotError> {
+    let Some(routes) = load(path)? else {
+        return Ok(None);
+    };
+    Table::new(&routes)
+        .map(Some)
+        .map_err(|e| SnapshotError::Damaged(format!("{}: {e}", path.display())))
 }
 
 /// `Ok(None)`: no snapshot yet (first start).

@@ -76,29 +76,25 @@ pub enum Lookup<'a> {
     NoSuchName,
     /// The name exists; these are its addresses (possibly none: answered NOERROR, empty).
     Found(&'a [Entry]),
+    /// Under an internal domain, but no table has arrived yet (first start, or a damaged
+    /// snapshot): SERVFAIL, which clients retry, rather than an NXDOMAIN they would believe.
+    NotReady,
 }
 
 /// Validated, indexed internal routes. Names are lowercase, without the trailing dot.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Table {
     /// Longest first, so the most specific domain matches.
     domains: Vec<Box<str>>,
     names: HashMap<Box<str>, Vec<Entry>>,
     instances: usize,
+    /// False until the routes are known (see [`Lookup::NotReady`]).
+    ready: bool,
 }
 
 impl Table {
     pub fn new(routes: &InternalRoutes) -> Result<Table, TableError> {
-        let mut domains = Vec::with_capacity(routes.domains.len());
-        for d in &routes.domains {
-            let d = normalize_name(d).map_err(|e| TableError(format!("domain {d:?}: {e}")))?;
-            if domains.contains(&d) {
-                return Err(TableError(format!("domain {d:?} listed twice")));
-            }
-            domains.push(d);
-        }
-        domains.sort_by_key(|d| std::cmp::Reverse(d.len()));
-        let domains: Vec<Box<str>> = domains.into_iter().map(String::into_boxed_str).collect();
+        let domains = checked_domains(&routes.domains)?;
 
         let mut apps: HashSet<Arc<str>> = HashSet::new();
         let mut names = HashMap::with_capacity(routes.routes.len());
@@ -146,7 +142,22 @@ impl Table {
             domains,
             names,
             instances,
+            ready: true,
         })
+    }
+
+    /// A table that knows its internal domains but not yet their routes.
+    pub fn not_ready(domains: &[String]) -> Result<Table, TableError> {
+        Ok(Table {
+            domains: checked_domains(domains)?,
+            names: HashMap::new(),
+            instances: 0,
+            ready: false,
+        })
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready
     }
 
     /// `name`: lowercase, no trailing dot (see [`normalize_query_name`]).
@@ -154,6 +165,9 @@ impl Table {
         let Some(domain) = domain_of(&self.domains, name) else {
             return Lookup::External;
         };
+        if !self.ready {
+            return Lookup::NotReady;
+        }
         if let Some(entries) = self.names.get(name) {
             return Lookup::Found(entries);
         }
@@ -208,6 +222,20 @@ impl Table {
         routes.sort_by(|a, b| a.name.cmp(&b.name));
         InternalRoutes { domains, routes }
     }
+}
+
+/// Valid, distinct domains, longest first.
+fn checked_domains(domains: &[String]) -> Result<Vec<Box<str>>, TableError> {
+    let mut out: Vec<String> = Vec::with_capacity(domains.len());
+    for d in domains {
+        let d = normalize_name(d).map_err(|e| TableError(format!("domain {d:?}: {e}")))?;
+        if out.contains(&d) {
+            return Err(TableError(format!("domain {d:?} listed twice")));
+        }
+        out.push(d);
+    }
+    out.sort_by_key(|d| std::cmp::Reverse(d.len()));
+    Ok(out.into_iter().map(String::into_boxed_str).collect())
 }
 
 fn domain_of<'d>(domains: &'d [Box<str>], name: &str) -> Option<&'d str> {
@@ -288,15 +316,26 @@ impl SharedTable {
     /// Replaces only the internal domains (routes no longer under one are refused, and the table
     /// in force stays).
     pub fn replace_domains(&self, domains: &[String]) -> Result<Arc<Table>, TableError> {
-        let mut routes = self.load().to_routes();
-        routes.domains = domains.to_vec();
-        self.replace(&routes)
+        let current = self.load();
+        let table = if current.is_ready() {
+            let mut routes = current.to_routes();
+            routes.domains = domains.to_vec();
+            Table::new(&routes)?
+        } else {
+            Table::not_ready(domains)?
+        };
+        let table = Arc::new(table);
+        self.current.store(Arc::clone(&table));
+        Ok(table)
     }
 }
 
 impl Default for SharedTable {
+    /// The default domain, routes not yet known.
     fn default() -> Self {
-        SharedTable::new(Table::new(&InternalRoutes::default()).expect("default table is valid"))
+        SharedTable::new(
+            Table::not_ready(&[DEFAULT_DOMAIN.to_string()]).expect("default domain is valid"),
+        )
     }
 }
 
@@ -394,6 +433,24 @@ mod tests {
         assert_eq!(back.routes[0].name, "backend.apps.internal");
         let again = Table::new(&back).unwrap();
         assert_eq!(again.to_routes(), back);
+    }
+
+    #[test]
+    fn a_table_not_yet_known_says_so_for_internal_names_only() {
+        let shared = SharedTable::default();
+        assert_eq!(
+            shared.load().lookup("backend.apps.internal"),
+            Lookup::NotReady
+        );
+        assert_eq!(shared.load().lookup("example.com"), Lookup::External);
+        shared.replace_domains(&["svc.internal".into()]).unwrap();
+        assert_eq!(shared.load().lookup("x.svc.internal"), Lookup::NotReady);
+        assert_eq!(shared.load().lookup("x.apps.internal"), Lookup::External);
+        shared.replace(&InternalRoutes::default()).unwrap();
+        assert_eq!(
+            shared.load().lookup("backend.apps.internal"),
+            Lookup::NoSuchName
+        );
     }
 
     #[test]
