@@ -137,6 +137,15 @@ impl Net {
     }
 }
 
+/// The usual set-up: one normal upstream, a resolver on `table`, and its address.
+fn standard(table: Table) -> (Net, Vec<Upstream>, Cell, SocketAddr) {
+    let net = Net::new();
+    let ups = net.upstreams(&[Mode::Normal]);
+    let cell = net.resolver(table, vec![ups[0].addr], Duration::from_secs(1));
+    let server = cell.running.udp_addr();
+    (net, ups, cell, server)
+}
+
 struct Cell {
     running: Running,
     table: Arc<SharedTable>,
@@ -187,10 +196,7 @@ fn backend_ips(n: u32, base: u8) -> Vec<Ipv4Addr> {
 
 #[test]
 fn internal_names_are_answered_from_another_namespace_over_udp_and_tcp() {
-    let net = Net::new();
-    let ups = net.upstreams(&[Mode::Normal]);
-    let cell = net.resolver(table(3), vec![ups[0].addr], Duration::from_secs(1));
-    let server = cell.running.udp_addr();
+    let (net, ups, cell, server) = standard(table(3));
     net.client(move || {
         for m in [
             ask_udp(server, "backend.apps.internal.", RecordType::A),
@@ -271,10 +277,7 @@ fn internal_names_are_answered_from_another_namespace_over_udp_and_tcp() {
 
 #[test]
 fn other_names_are_forwarded_over_udp_and_tcp() {
-    let net = Net::new();
-    let ups = net.upstreams(&[Mode::Normal]);
-    let cell = net.resolver(table(2), vec![ups[0].addr], Duration::from_secs(1));
-    let server = cell.running.udp_addr();
+    let (net, ups, cell, server) = standard(table(2));
     net.client(move || {
         for m in [
             ask_udp(server, "www.example.test.", RecordType::A),
@@ -316,10 +319,7 @@ fn other_names_are_forwarded_over_udp_and_tcp() {
 
 #[test]
 fn a_truncated_upstream_answer_is_passed_on_and_the_client_gets_it_whole_over_tcp() {
-    let net = Net::new();
-    let ups = net.upstreams(&[Mode::Normal]);
-    let cell = net.resolver(table(1), vec![ups[0].addr], Duration::from_secs(1));
-    let server = cell.running.udp_addr();
+    let (net, _ups, _cell, server) = standard(table(1));
     net.client(move || {
         let m = ask_udp(server, "big.example.test.", RecordType::A);
         assert!(m.metadata.truncation, "UDP answer must say truncated");
@@ -334,10 +334,7 @@ fn a_truncated_upstream_answer_is_passed_on_and_the_client_gets_it_whole_over_tc
 
 #[test]
 fn large_internal_answers_are_truncated_over_udp_and_whole_over_tcp() {
-    let net = Net::new();
-    let ups = net.upstreams(&[Mode::Normal]);
-    let cell = net.resolver(table(250), vec![ups[0].addr], Duration::from_secs(1));
-    let server = cell.running.udp_addr();
+    let (net, _ups, _cell, server) = standard(table(250));
     net.client(move || {
         let q = dns::query("backend.apps.internal.", RecordType::A, None);
         let raw = send_udp(server, &q, Duration::from_secs(2)).unwrap();
@@ -419,10 +416,7 @@ fn no_answering_upstream_gives_servfail_in_bounded_time() {
 
 #[test]
 fn answers_are_shuffled_per_query() {
-    let net = Net::new();
-    let ups = net.upstreams(&[Mode::Normal]);
-    let cell = net.resolver(table(6), vec![ups[0].addr], Duration::from_secs(1));
-    let server = cell.running.udp_addr();
+    let (net, _ups, _cell, server) = standard(table(6));
     let (orders, firsts) = net.client(move || {
         let mut orders = HashSet::new();
         let mut firsts: HashMap<Ipv4Addr, usize> = HashMap::new();
@@ -446,10 +440,7 @@ fn answers_are_shuffled_per_query() {
 
 #[test]
 fn the_table_is_swapped_while_queries_run() {
-    let net = Net::new();
-    let ups = net.upstreams(&[Mode::Normal]);
-    let cell = net.resolver(table(4), vec![ups[0].addr], Duration::from_secs(1));
-    let server = cell.running.udp_addr();
+    let (net, ups, cell, server) = standard(table(4));
     let a = Arc::new(routes(4, 1));
     let b = Arc::new(routes(7, 2));
     cell.table.replace(&a).unwrap();
@@ -640,10 +631,7 @@ fn bad_packets() -> Vec<(&'static str, Vec<u8>, Option<ResponseCode>)> {
 
 #[test]
 fn malformed_packets_get_errors_or_are_dropped_and_the_server_stays_up() {
-    let net = Net::new();
-    let ups = net.upstreams(&[Mode::Normal]);
-    let cell = net.resolver(table(2), vec![ups[0].addr], Duration::from_secs(1));
-    let server = cell.running.udp_addr();
+    let (net, _ups, cell, server) = standard(table(2));
     net.client(move || {
         for (what, packet, expected) in bad_packets() {
             let got = send_udp(server, &packet, Duration::from_millis(300));
@@ -768,10 +756,7 @@ fn slow_idle_and_excess_tcp_clients_are_cut_off_and_others_served() {
 
 #[test]
 fn one_tcp_connection_carries_many_queries() {
-    let net = Net::new();
-    let ups = net.upstreams(&[Mode::Normal]);
-    let cell = net.resolver(table(2), vec![ups[0].addr], Duration::from_secs(1));
-    let server = cell.running.udp_addr();
+    let (net, _ups, _cell, server) = standard(table(2));
     net.client(move || {
         let mut s = TcpStream::connect(server).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
