@@ -236,3 +236,32 @@ impl DnsMetrics {
             .get()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_are_exposed_under_the_prefix() {
+        let mut registry = Registry::default();
+        let m = DnsMetrics::register(&mut registry, "netman_dns");
+        m.query(Transport::Udp, Kind::Internal, Some(ResponseCode::NXDomain));
+        m.query(Transport::Tcp, Kind::Invalid, None);
+        m.forward(Transport::Udp, ForwardOutcome::Timeout);
+        m.failure(Failure::Panic);
+        m.table(3, 7);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            r#"netman_dns_queries_total{transport="udp",kind="internal",rcode="NXDOMAIN"} 1"#,
+            r#"netman_dns_queries_total{transport="tcp",kind="invalid",rcode="dropped"} 1"#,
+            r#"netman_dns_forward_attempts_total{transport="udp",outcome="timeout"} 1"#,
+            r#"netman_dns_failures_total{reason="panic"} 1"#,
+            "netman_dns_table_routes 3",
+            "netman_dns_table_instances 7",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        assert_eq!(m.queries(Transport::Udp, Kind::Internal, "NXDOMAIN"), 1);
+    }
+}
