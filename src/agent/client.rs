@@ -123,8 +123,8 @@ impl PolicySource for PolicyClient {
         let mut out = Vec::new();
         for batch in id_batches(app_ids, MAX_IDS_QUERY) {
             let body = self.get(&format!("/networking/v1/internal/policies?id={batch}"))?;
-            let resp: PoliciesResponse = serde_json::from_str(&body)
-                .map_err(|e| Error::Decode {
+            let resp: PoliciesResponse =
+                serde_json::from_str(&body).map_err(|e| Error::Decode {
                     what: "internal policies",
                     message: format!("decoding response: {e}"),
                 })?;
@@ -181,13 +181,10 @@ impl PolicySource for PolicyClient {
                 return Err(Error::Status { url, status, body });
             }
         }
-        let version = body
-            .trim()
-            .parse()
-            .map_err(|_| Error::Decode {
-                what: "policies_last_updated",
-                message: format!("not an integer: {:?}", body.trim()),
-            })?;
+        let version = body.trim().parse().map_err(|_| Error::Decode {
+            what: "policies_last_updated",
+            message: format!("not an integer: {:?}", body.trim()),
+        })?;
         Ok(match mark.as_deref() {
             Some(WATCH_UNAFFECTED) => Watched::Unaffected(version),
             _ => Watched::Version(version),

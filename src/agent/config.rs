@@ -1,8 +1,8 @@
 //! The agent's JSON configuration: keys, defaults and checks.
 
 use crate::config::{
-    loopback, require_nonempty, require_port, require_positive, require_readable_file, u16_default,
-    u32_default, u64_default,
+    bool_default, loopback, require_nonempty, require_port, require_positive,
+    require_readable_file, u16_default, u32_default, u64_default,
 };
 use serde::Deserialize;
 

@@ -486,7 +486,7 @@ fn spawn_watch(
                     Ok(Some(Watched::Version(_) | Watched::Unaffected(_))) => continue,
                     Ok(Some(Watched::Unsupported)) => break Event::Unsupported,
                     Ok(None) => break Event::Failed("nothing applied yet".into()),
-                    Err(e) => break Event::Failed(e),
+                    Err(e) => break Event::Failed(e.to_string()),
                 }
             };
             flag.store(false, Ordering::SeqCst);
