@@ -49,6 +49,7 @@ impl Networker {
                 Path::new(&config.state_file),
                 config.start_port,
                 config.total_ports,
+                config.explicit_ports(),
             ),
             config,
         }
