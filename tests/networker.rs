@@ -251,12 +251,13 @@ fn bad_input_gives_a_clear_error_and_leaves_no_state() {
             .unwrap_err();
         assert!(e.contains("does not exist"), "{e}");
 
-        // An explicit host port inside the allocation range.
+        // An explicit host port outside the ones a container may map (issue 18: the pool's
+        // range and the allow-list; the original refused the pool's range instead).
         let e = cell
-            .up("h1", &up_input(k.pid(), &[(61005, 8080)], json!([])))
+            .up("h1", &up_input(k.pid(), &[(22, 8080)], json!([])))
             .unwrap_err();
         assert!(
-            e.contains("cannot specify port from allocation range"),
+            e.contains("host port 22 is outside the host ports a container may map"),
             "{e}"
         );
 
@@ -650,6 +651,28 @@ fn has_ipv4(ns: &netman::netns::NamedNetns) -> bool {
         .unwrap_or(false)
 }
 
+/// Waits (up to 5 s) until the namespace at `ns` has an IPv4 address other than loopback; polls
+/// its `fib_trie` from a thread inside it (microseconds a look, no process started).
+fn wait_for_an_address(ns: &std::path::Path) -> bool {
+    netman::netns::run_in(ns, || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            let trie = std::fs::read_to_string("/proc/thread-self/net/fib_trie").unwrap();
+            let mut last = "";
+            for line in trie.lines() {
+                if let Some(ip) = line.trim().strip_prefix("|-- ") {
+                    last = ip;
+                } else if line.contains("/32 host LOCAL") && !last.starts_with("127.") {
+                    return true;
+                }
+            }
+            std::thread::yield_now();
+        }
+        false
+    })
+    .unwrap()
+}
+
 /// Removes the cell-wide default deny (as on a cell where nothing installed it yet).
 fn remove_cell_guard(cell: &Cell) {
     for args in [
@@ -704,8 +727,17 @@ fn kill_9_during_up_never_leaves_a_half_open_container() {
                 &input(k.pid()).to_string(),
                 &[("NETMAN_TEST_RUN", &handle)],
             );
-            let delay = rng.below(30_000);
-            std::thread::sleep(std::time::Duration::from_micros(delay));
+            // Even rounds: at a random point of the whole `up`. Odd rounds: right after the
+            // container got its address (plus up to 3 ms), the window that matters.
+            let delay = if round % 2 == 0 {
+                std::thread::sleep(std::time::Duration::from_micros(rng.below(30_000)));
+                "a random point".to_string()
+            } else {
+                let seen = wait_for_an_address(&k.ns.path());
+                let extra = rng.below(3_000);
+                std::thread::sleep(std::time::Duration::from_micros(extra));
+                format!("{extra} us after the address appeared (seen: {seen})")
+            };
             let _ = child.kill();
             let _ = child.wait();
             wait_for_orphans(&marker);
@@ -717,12 +749,12 @@ fn kill_9_during_up_never_leaves_a_half_open_container() {
                 }
                 assert!(
                     tcp_probe(&kp, &service).is_err(),
-                    "{plugin:?} round {round} (killed after {delay} us, up finished: {finished}): the container reached the cell service\n{}",
+                    "{plugin:?} round {round} (killed at {delay}, up finished: {finished}): the container reached the cell service\n{}",
                     cell.iptables_save()
                 );
                 assert!(
                     tcp_probe(&kp, &internet).is_err(),
-                    "{plugin:?} round {round} (killed after {delay} us): the container reached the internet"
+                    "{plugin:?} round {round} (killed at {delay}): the container reached the internet"
                 );
             }
             cell.down(&handle).unwrap();

@@ -28,7 +28,8 @@ pub fn lock_file(path: &Path) -> Result<Flock<File>, OsError> {
 /// fsynced before the rename and the directory after it, so that after a power cut `path` holds
 /// either the old or the new content, never a torn or empty file.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), OsError> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    remove_stale_temps(path);
+    let tmp = suffixed(path, &format!("{TEMP_MARK}{}", std::process::id()));
     let written = File::create(&tmp)
         .and_then(|mut f| {
             f.write_all(data)?;
@@ -47,6 +48,38 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), OsError> {
         )
     })?;
     sync_dir(path)
+}
+
+/// What names the temporary files of [`write_atomic`]: `<file name>.tmp<pid of the writer>`.
+const TEMP_MARK: &str = ".tmp";
+
+/// Removes the temporary files that writers of `path` killed midway left behind (those of
+/// processes that no longer run).
+pub fn remove_stale_temps(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!("{}{TEMP_MARK}", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let file = e.file_name();
+        let Some(pid) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let dead = pid
+            .parse::<u32>()
+            .is_ok_and(|p| p != std::process::id() && !Path::new(&format!("/proc/{p}")).exists());
+        if dead {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Fsyncs the directory holding `path` (so a rename in it is durable).
@@ -84,4 +117,36 @@ pub fn suffixed(path: &Path, suffix: &str) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(suffix);
     PathBuf::from(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporaries_of_dead_writers_go_those_of_live_ones_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.json");
+        let mut live = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let mut dead = std::process::Command::new("true").spawn().unwrap();
+        dead.wait().unwrap();
+        let temp = |pid: u32| dir.path().join(format!("store.json.tmp{pid}"));
+        for pid in [live.id(), dead.id()] {
+            std::fs::write(temp(pid), "x").unwrap();
+        }
+        std::fs::write(dir.path().join("store.json_version.tmp1"), "x").unwrap();
+        write_atomic(&path, b"{}").unwrap();
+        assert!(temp(live.id()).exists());
+        assert!(!temp(dead.id()).exists());
+        assert!(
+            dir.path().join("store.json_version.tmp1").exists(),
+            "not store.json's"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), b"{}");
+        let _ = live.kill();
+        let _ = live.wait();
+    }
 }

@@ -140,7 +140,7 @@ pub fn netout_preamble_len(deny: usize) -> u32 {
     2 + deny as u32
 }
 
-/// The jumps from built-in chains into the container's chains, in the order `up` appends them.
+/// The jumps from built-in chains into the container's chains, in the order `up` inserts them.
 pub fn hooks(config: &Config, handle: &str, ip: Ipv4Addr) -> Vec<(Table, Chain, Rule)> {
     let n = ChainNames::for_handle(handle);
     let ip = host(ip);
@@ -236,8 +236,9 @@ impl UpPlan<'_> {
             b.push(table, Op::NewChain(chain.clone()));
             b.append_rules(table, chain, &rules);
         }
+        // First: before the cell guard's jumps, which are last (see `guard`).
         for (table, parent, jump) in hooks(self.config, self.handle, self.ip) {
-            b.add_jump(table, &parent, jump, Position::Last);
+            b.add_jump(table, &parent, jump, Position::First);
         }
         b
     }
@@ -475,9 +476,8 @@ mod tests {
             let builtin_adds: Vec<String> = crate::iptables::render::table_text(&up, t)
                 .unwrap()
                 .lines()
-                .filter_map(|l| l.strip_prefix("-A "))
-                .filter(|l| l.chars().next().is_some_and(|c| c.is_ascii_uppercase()))
-                .map(str::to_string)
+                .filter_map(|l| l.strip_prefix("-I "))
+                .map(|l| l.replacen(" 1 ", " ", 1))
                 .collect();
             let deletes: Vec<String> = crate::iptables::render::table_text(&down, t)
                 .unwrap()

@@ -85,6 +85,7 @@ impl Networker {
         checked: Checked,
         undo: &mut Vec<Undo>,
     ) -> Result<UpOutput, Error> {
+        self.ensure_guard()?;
         let mount = self.mount_path(handle);
         bind_mount::create(&checked.netns, &mount)?;
         undo.push(Undo::Mount(mount.clone()));
