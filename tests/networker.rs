@@ -645,7 +645,7 @@ fn wait_for_orphans(marker: &str) {
     }
 }
 
-fn has_ipv4(ns: &netman::netns::NamedNetns) -> bool {
+fn has_ipv4(ns: &netman::lab::netns::NamedNetns) -> bool {
     ns.exec(&["ip", "-4", "-o", "addr", "show", "dev", "eth0"])
         .map(|o| o.contains("inet "))
         .unwrap_or(false)
