@@ -72,8 +72,11 @@ fn exhaustion_del_check_gc_status_version() {
     assert!(extra.exec(&["ip", "link", "show", "eth0"]).is_err());
     assert_eq!(allocations(&lab.cells[0]), 6);
 
-    // CHECK: a healthy container passes, an unknown one is code 3.
+    // CHECK (with ADD's result as prevResult): a healthy container passes, an unknown one is
+    // code 3.
     let c0 = &containers[0];
+    let mut check_conf = conf.clone();
+    check_conf["prevResult"] = c0.result.clone();
     let run = run_plugin(
         &cell_ns,
         PLUGIN,
@@ -81,7 +84,7 @@ fn exhaustion_del_check_gc_status_version() {
         &c0.id,
         c0.ns.path().to_str().unwrap(),
         "eth0",
-        &conf,
+        &check_conf,
     );
     assert_eq!((run.status, run.stdout.as_str()), (0, ""), "{}", run.stdout);
     let run = run_plugin(
