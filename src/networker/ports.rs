@@ -313,4 +313,18 @@ mod tests {
         assert_eq!(listening_port(v6lo), None);
         assert_eq!(listening_port("garbage"), None);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_proc_net_tcp_line_gives_a_port_or_none(line in ".{0,120}") {
+            let _ = listening_port(&line);
+        }
+
+        #[test]
+        fn listening_lines_give_their_port(addr in 0u32..u32::MAX, port in 0u16..) {
+            let line = format!("0: {addr:08X}:{port:04X} 00000000:0000 0A 0");
+            let loopback = addr & 0xff == 127;
+            proptest::prop_assert_eq!(listening_port(&line), (!loopback).then_some(port));
+        }
+    }
 }
