@@ -689,10 +689,10 @@ fn remove_cell_guard(cell: &Cell) {
     }
 }
 
-/// Item 2: `kill -9` of the networker at random points of `up` never leaves a container with an
-/// address that reaches what a fully set-up container is refused (a cell service, the
-/// internet). Every few rounds the cell-wide default deny is removed first, so `up` must put it
-/// back before the container gets its address.
+/// Item 2: `kill -9` of the networker at random points of `up` (and of `down`) never leaves a
+/// container with an address that reaches what a fully set-up container is refused (a cell
+/// service, the internet). Every few rounds the cell-wide default deny is removed first, so `up`
+/// must put it back before the container gets its address.
 #[test]
 fn kill_9_during_up_never_leaves_a_half_open_container() {
     const ROUNDS: usize = 30;
@@ -765,6 +765,43 @@ fn kill_9_during_up_never_leaves_a_half_open_container() {
             "the kills must land between the address and the end of up"
         );
         assert_eq!(state(&cell), before, "down cleans up after every kill");
+
+        // The same for `down` (its rules go while the CNI DEL runs): killed at a random point,
+        // a container that still has its address is still denied.
+        let mut still_addressed = 0;
+        for round in 0..ROUNDS / 3 {
+            let k = Container::start();
+            let handle = format!("{}-{round}", unique("killdown"));
+            cell.up(&handle, &input(k.pid())).unwrap();
+            let mut child = cell.spawn(
+                &["--action", "down", "--handle", &handle],
+                "",
+                &[("NETMAN_TEST_RUN", &handle)],
+            );
+            let delay = rng.below(20_000);
+            std::thread::sleep(std::time::Duration::from_micros(delay));
+            let _ = child.kill();
+            let _ = child.wait();
+            wait_for_orphans(&format!("NETMAN_TEST_RUN={handle}"));
+            if has_ipv4(&k.ns) {
+                still_addressed += 1;
+                let kp = k.ns.path();
+                assert!(
+                    tcp_probe(&kp, &service).is_err() && tcp_probe(&kp, &internet).is_err(),
+                    "{plugin:?} down round {round} (killed after {delay} us): the container got out"
+                );
+            }
+            cell.down(&handle).unwrap();
+        }
+        eprintln!(
+            "{plugin:?}: {still_addressed} of {} killed downs left the address",
+            ROUNDS / 3
+        );
+        assert_eq!(
+            state(&cell),
+            before,
+            "a second down cleans up after every kill"
+        );
     }
 }
 
