@@ -303,6 +303,9 @@ impl Cell {
             servers: Vec::new(),
         };
         c.write_conflist(&[]);
+        // garden runs reconcile when it starts, before it creates containers.
+        let o = c.run(&["--action", "reconcile"], "");
+        assert!(o.ok, "reconcile at start: {}", o.stderr);
         c
     }
 
@@ -339,14 +342,60 @@ impl Cell {
     }
 
     fn run_full(&self, config: &Path, args: &[&str], stdin: &str, fd3: Option<PathBuf>) -> Output {
-        let mut full: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let child = self.spawn_full(config, args, stdin, fd3, &[], &[]);
+        let out = child.wait_with_output().unwrap();
+        if std::env::var_os("NETMAN_TEST_SHOW_STDERR").is_some() {
+            eprint!("{}", String::from_utf8_lossy(&out.stderr));
+        }
+        Output {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Starts the networker (as `run` does) and returns at once, its stdin written and closed:
+    /// for tests that kill it midway.
+    /// `env` is added to its environment (and so to that of every process it starts).
+    pub fn spawn(&self, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Child {
+        self.spawn_full(&self.config_path, args, stdin, None, &[], env)
+    }
+
+    /// Runs the networker under `wrapper` (e.g. `strace -f -o FILE`), as `run` does.
+    pub fn run_wrapped(&self, wrapper: &[&str], args: &[&str], stdin: &str) -> Output {
+        let child = self.spawn_full(&self.config_path, args, stdin, None, wrapper, &[]);
+        let out = child.wait_with_output().unwrap();
+        Output {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn spawn_full(
+        &self,
+        config: &Path,
+        args: &[&str],
+        stdin: &str,
+        fd3: Option<PathBuf>,
+        wrapper: &[&str],
+        env: &[(&str, &str)],
+    ) -> Child {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut full: Vec<String> = wrapper.iter().map(|s| s.to_string()).collect();
+        full.push(BIN.to_string());
+        full.extend(args.iter().map(|s| s.to_string()));
         full.push(format!("--configFile={}", config.display()));
         let input = stdin.to_string();
         let lock = self.path("xtables.lock");
         netns::run_in(&self.cell.path(), move || {
-            let mut cmd = Command::new(BIN);
-            cmd.args(&full)
+            let mut cmd = Command::new(&full[0]);
+            cmd.args(&full[1..])
                 .env("XTABLES_LOCKFILE", &lock)
+                .envs(env)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
@@ -368,15 +417,7 @@ impl Cell {
             let mut child = cmd.spawn().unwrap();
             drop(file);
             let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
-            let out = child.wait_with_output().unwrap();
-            if std::env::var_os("NETMAN_TEST_SHOW_STDERR").is_some() {
-                eprint!("{}", String::from_utf8_lossy(&out.stderr));
-            }
-            Output {
-                ok: out.status.success(),
-                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            }
+            child
         })
         .unwrap()
     }

@@ -404,6 +404,20 @@ pub fn run_plugin(
     ifname: &str,
     conf: &serde_json::Value,
 ) -> PluginRun {
+    let attachment = [container_id, netns, ifname];
+    run_plugin_with_args(cell, plugin, command, attachment, conf, "IgnoreUnknown=1")
+}
+
+/// `run_plugin` with the given `CNI_ARGS`; `attachment` is (container id, netns, ifname).
+pub fn run_plugin_with_args(
+    cell: &NamedNetns,
+    plugin: &str,
+    command: &str,
+    attachment: [&str; 3],
+    conf: &serde_json::Value,
+    cni_args: &str,
+) -> PluginRun {
+    let [container_id, netns, ifname] = attachment;
     let mut child = Command::new("ip")
         .args(["netns", "exec", &cell.name, plugin])
         .env("CNI_COMMAND", command)
@@ -411,7 +425,7 @@ pub fn run_plugin(
         .env("CNI_NETNS", netns)
         .env("CNI_IFNAME", ifname)
         .env("CNI_PATH", "/usr/lib/cni")
-        .env("CNI_ARGS", "IgnoreUnknown=1")
+        .env("CNI_ARGS", cni_args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
