@@ -19,14 +19,13 @@
 //! `netman allow-access` (the CLI, started as a user would) until a connection between the two
 //! apps' containers on different cells succeeds, over 40 samples.
 
-#[path = "../tests/common/db.rs"]
-mod db;
-#[path = "../tests/common/policy_server.rs"]
-mod policy_server;
+#[path = "../tests/support/mod.rs"]
+mod support;
+use support::{db, policy_server};
 
 use netman::http::client::{agent, body_string, ClientTls};
 use policy_server::{
-    base_config, certs, free_port, v1_body, write_tokens_file, Certs, ADMIN_TOKEN,
+    base_config, certs, free_port, v1_body, write_tokens_file, Certs, ADMIN_TOKEN, POLICY_SERVER,
 };
 use rand::Rng;
 use serde_json::{json, Value};
@@ -496,7 +495,7 @@ fn post_policies(external: &str, policies: &[(String, String, i64)]) {
 
 fn run(label: &str, n: usize, mode: Mode, database: Option<&Value>, idle: Duration) -> Row {
     let dir = tempfile::tempdir().unwrap();
-    let certs = Arc::new(certs(dir.path()));
+    let certs = Arc::new(certs(dir.path(), &POLICY_SERVER));
     let tokens = write_tokens_file(dir.path());
     let sqlite = json!({"type": "sqlite", "connection_string": dir.path().join("policies.db")});
     let db = database.unwrap_or(&sqlite);
@@ -788,7 +787,7 @@ fn hostile(
 
 fn hostile_and_memory() {
     let dir = tempfile::tempdir().unwrap();
-    let certs = certs(dir.path());
+    let certs = certs(dir.path(), &POLICY_SERVER);
     let tokens = write_tokens_file(dir.path());
     let db = json!({"type": "sqlite", "connection_string": dir.path().join("policies.db")});
     let server = start_policy_server(dir.path(), &certs, &tokens, &db, "policy-server-hostile");

@@ -3,24 +3,21 @@
 //! expiry and reclaim, migrations, concurrent reclaims from two controllers, and two real
 //! `overlay-controller` processes on one database taking concurrent acquisitions.
 
-#[path = "common/ports.rs"]
-mod ports;
-use ports::free_port;
-#[path = "common/db.rs"]
-mod db;
-mod overlay_common;
+mod support;
+use support::db;
+use support::ports::free_port;
 
 use netman::db::DatabaseConfig;
 use netman::http::client::{agent, body_string, ClientTls};
 use netman::overlay::controller::Controller;
 use netman::overlay::store::{LeaseStore, SqlLeaseStore, StoreError};
 use netman::overlay::Lease;
-use overlay_common::{certs, wait_until, Proc, CONTROLLER};
 use std::collections::HashSet;
 use std::process::Command;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use support::overlay::{certs, wait_until, Proc, CONTROLLER, OVERLAY};
 
 fn open(config: &DatabaseConfig) -> Arc<dyn LeaseStore> {
     netman::overlay::store::open(config).unwrap_or_else(|e| panic!("opening {config}: {e}"))
@@ -255,7 +252,7 @@ struct RunningController {
 }
 
 fn start_controller(dir: &std::path::Path, name: &str, db: &db::TestDb) -> RunningController {
-    let c = certs(dir);
+    let c = certs(dir, &OVERLAY);
     let (port, debug) = (free_port(), free_port());
     let config = dir.join(format!("{name}.json"));
     std::fs::write(
@@ -265,8 +262,8 @@ fn start_controller(dir: &std::path::Path, name: &str, db: &db::TestDb) -> Runni
             "listen_port": port,
             "debug_server_port": debug,
             "ca_cert_file": c.ca,
-            "server_cert_file": c.server_cert,
-            "server_key_file": c.server_key,
+            "server_cert_file": c.server.0,
+            "server_key_file": c.server.1,
             "network": "10.255.0.0/16",
             "subnet_prefix_length": 24,
             "database": db.config_json(),
@@ -274,15 +271,9 @@ fn start_controller(dir: &std::path::Path, name: &str, db: &db::TestDb) -> Runni
         .to_string(),
     )
     .unwrap();
-    let log = dir.join(format!("{name}.log"));
-    let out = std::fs::File::create(&log).unwrap();
-    let child = Command::new(CONTROLLER)
-        .args(["--config", config.to_str().unwrap()])
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap();
-    let proc = Proc { child, log };
+    let mut command = Command::new(CONTROLLER);
+    command.args(["--config", config.to_str().unwrap()]);
+    let proc = Proc::spawn(command, &dir.join(format!("{name}.log")));
     wait_until(
         &format!("{name} listening"),
         Duration::from_secs(30),
@@ -294,8 +285,8 @@ fn start_controller(dir: &std::path::Path, name: &str, db: &db::TestDb) -> Runni
         api: format!("https://127.0.0.1:{port}"),
         tls: ClientTls {
             ca_cert_file: s(&c.ca),
-            client_cert_file: s(&c.client_cert),
-            client_key_file: s(&c.client_key),
+            client_cert_file: s(&c.client.0),
+            client_key_file: s(&c.client.1),
             skip_verification: false,
         },
     }

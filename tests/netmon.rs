@@ -1,7 +1,6 @@
 //! netmon and the overlay watchdog on a namespace with known interfaces, rules and traffic.
 
-#[path = "common/ports.rs"]
-mod ports;
+mod support;
 use netman::http::{Request, Response, Server, ServerOptions};
 use netman::lab::netns::NamedNetns;
 use ports::free_port;
@@ -9,6 +8,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::ports;
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 

@@ -3,8 +3,8 @@
 //! that carry the same headers as answers, the internal API's client allow-list, and the agent's
 //! client falling back to polling against a server without the watch.
 
-#[path = "common/policy_server.rs"]
-mod policy_server;
+mod support;
+use support::policy_server;
 
 use netman::agent::client::{PolicyClient, PolicySource, Watched};
 use netman::api::policy::WATCH_HEADER;

@@ -2,8 +2,8 @@
 //! each test its own database): every case is a function over a fresh [`db::TestDb`], and the
 //! `suite!` macro instantiates all of them per backend.
 
-#[path = "common/db.rs"]
-mod db;
+mod support;
+use support::db;
 
 use netman::api::policy::{Policy, Tag};
 use netman::db::DatabaseConfig;

@@ -1,18 +1,15 @@
 //! Starts the real `policy-server` binary with certificates generated for the test, a config
-//! written for it, and free loopback ports. Include with
-//! `#[path = "common/policy_server.rs"] mod policy_server;`.
-#![allow(dead_code)]
+//! written for it, and free loopback ports.
 
-#[path = "ports.rs"]
-mod ports;
-pub use ports::free_port;
+pub use super::certs::{certs, Certs, POLICY_SERVER};
+pub use super::ports::free_port;
+use super::wait::poll;
 
 use netman::http::client::{agent, body_string, ClientTls};
-use netman::pki::{Ca, Usage};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub const ADMIN_TOKEN: &str = "admin-token";
 pub const WRITE_TOKEN: &str = "write-token";
@@ -46,43 +43,6 @@ pub fn policy_rows(body: &str) -> Vec<Row> {
         .collect();
     out.sort();
     out
-}
-
-pub struct Certs {
-    pub ca: PathBuf,
-    pub server: (PathBuf, PathBuf),
-    pub client: (PathBuf, PathBuf),
-    pub other_client: (PathBuf, PathBuf),
-}
-
-pub fn certs(dir: &Path) -> Certs {
-    let ca = Ca::new("netman test CA").unwrap();
-    let other = Ca::new("another CA").unwrap();
-    let server = ca
-        .write_issued(
-            dir,
-            "server",
-            "policy-server.service.cf.internal",
-            &[
-                "policy-server.service.cf.internal",
-                "localhost",
-                "127.0.0.1",
-            ],
-            Usage::Server,
-        )
-        .unwrap();
-    let client = ca
-        .write_issued(dir, "client", "vxlan-policy-agent", &[], Usage::Client)
-        .unwrap();
-    let other_client = other
-        .write_issued(dir, "other-client", "intruder", &[], Usage::Client)
-        .unwrap();
-    Certs {
-        ca: ca.write_ca(dir).unwrap(),
-        server: (server.cert, server.key),
-        client: (client.cert, client.key),
-        other_client: (other_client.cert, other_client.key),
-    }
 }
 
 /// A static tokens file: admin, writer (network.write) and a token without network scopes.
@@ -129,7 +89,7 @@ impl PolicyServer {
     /// A server on SQLite with static-token auth; `patch` edits the config before start.
     pub fn start_with(patch: impl FnOnce(&mut Value, &Path)) -> PolicyServer {
         let dir = tempfile::tempdir().unwrap();
-        let certs = certs(dir.path());
+        let certs = certs(dir.path(), &POLICY_SERVER);
         let tokens = write_tokens_file(dir.path());
         let database =
             json!({"type": "sqlite", "connection_string": dir.path().join("policies.db")});
@@ -180,24 +140,22 @@ impl PolicyServer {
     }
 
     fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let client = self.client();
-        loop {
-            if let Ok(resp) = client.get(format!("{}/health", self.debug)).call() {
+        let (client, health) = (self.client(), format!("{}/health", self.debug));
+        let log = self.dir.path().join("policy-server.log");
+        let child = self.child.as_mut().unwrap();
+        let ready = poll(Duration::from_secs(30), Duration::from_millis(50), || {
+            if let Ok(resp) = client.get(&health).call() {
                 if resp.status() == 200 {
-                    return;
+                    return true;
                 }
             }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("policy-server exited with {status}: {}", self.log());
+            if let Some(status) = child.try_wait().unwrap() {
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                panic!("policy-server exited with {status}: {log}");
             }
-            assert!(
-                Instant::now() < deadline,
-                "policy-server not ready: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            false
+        });
+        assert!(ready.is_some(), "policy-server not ready: {}", self.log());
     }
 
     pub fn log(&self) -> String {

@@ -5,17 +5,15 @@
 //! Credentials: the tests log in over TCP on 127.0.0.1 as `netman_test` ([`PASSWORD`]), a role
 //! created here through the servers' local root access (peer auth as the `postgres` OS user,
 //! unix_socket auth as root for MariaDB), which is what a fresh Debian machine has.
-//!
-//! Use from a test file: `#[path = "common/db.rs"] mod db;`.
-#![allow(dead_code)]
 
+use super::wait::wait_until;
 use netman::db::{DatabaseConfig, DatabaseType};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 use std::sync::OnceLock;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub const USER: &str = "netman_test";
 pub const PASSWORD: &str = "netman-test-secret";
@@ -241,16 +239,6 @@ fn run(cmd: &mut Command) -> Result<String, String> {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         ))
-    }
-}
-
-fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !ready() {
-        if Instant::now() > deadline {
-            panic!("{what} did not become ready within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
     }
 }
 

@@ -1,11 +1,10 @@
 //! The real `policy-server` binary (SQLite, static tokens, generated certificates; started by
-//! `tests/common/policy_server.rs`) as the agent tests use it: create and delete policies through
+//! `tests/support/policy_server.rs`) as the agent tests use it: create and delete policies through
 //! the external API, stop and restart it, and the internal API's address and the agent's client
 //! certificate.
-#![allow(dead_code)]
 
-use super::policy_server::{v1_body, PolicyServer, ADMIN_TOKEN};
 use super::AgentCerts;
+use crate::support::policy_server::{v1_body, PolicyServer, ADMIN_TOKEN};
 use std::net::SocketAddr;
 
 pub struct PolicyApi {

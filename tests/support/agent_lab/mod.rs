@@ -4,11 +4,11 @@
 //! cell), a container metadata store per cell, TCP/UDP servers and clients inside containers, and
 //! a relay that makes the policy server (on the test's loopback) reachable from a cell's loopback.
 //! Everything is removed on drop; nothing touches the root namespace.
-#![allow(dead_code)]
 
 pub mod policy_api;
-#[path = "../common/policy_server.rs"]
-pub mod policy_server;
+use super::wait::poll;
+#[allow(unused_imports)]
+pub use super::wait::wait_for;
 
 use netman::lab::netns::NamedNetns;
 use netman::netns::run_in;
@@ -16,20 +16,12 @@ use std::io::{ErrorKind, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-pub fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}{}x{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::SeqCst)
-    )
-}
+pub use super::unique;
 
 pub const VTEP: &str = "vtep";
 pub const ALLOWED_MARK: &str = "0x1000000/0x1000000";
@@ -449,14 +441,10 @@ impl Cell {
 
     /// Waits until the agent's debug server answers /metrics.
     pub fn wait_agent_up(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok((200, _)) = self.local_http("GET", 8721, "/metrics", "") {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("agent did not come up: {}", self.agent_log());
+        let up = poll(Duration::from_secs(20), Duration::from_millis(50), || {
+            matches!(self.local_http("GET", 8721, "/metrics", ""), Ok((200, _)))
+        });
+        assert!(up.is_some(), "agent did not come up: {}", self.agent_log());
     }
 
     /// Makes `target` (on the test's loopback) reachable at 127.0.0.1:RELAY_PORT in the cell.
@@ -676,23 +664,4 @@ pub fn udp_roundtrip(from: &Container, to: Ipv4Addr, port: u16) -> Conn {
     })
     .map(classify)
     .unwrap()
-}
-
-/// Polls `f` every 20 ms until it returns `want` or `within` passes; the time it took.
-pub fn wait_for<T: PartialEq + std::fmt::Debug>(
-    within: Duration,
-    want: T,
-    mut f: impl FnMut() -> T,
-) -> Result<Duration, T> {
-    let started = Instant::now();
-    loop {
-        let got = f();
-        if got == want {
-            return Ok(started.elapsed());
-        }
-        if started.elapsed() > within {
-            return Err(got);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }

@@ -1,0 +1,81 @@
+//! A daemon a test starts: its child process and log file, killed on drop.
+
+use super::wait::poll;
+use netman::lab::netns::NamedNetns;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+pub struct Proc {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Starts `command` with stdout and stderr appended to `log`.
+    pub fn spawn(mut command: Command, log: &Path) -> Proc {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap_or_else(|e| panic!("opening {}: {e}", log.display()));
+        let err = out.try_clone().unwrap();
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {command:?}: {e}"));
+        Proc {
+            child,
+            log: log.to_path_buf(),
+        }
+    }
+
+    /// Starts `bin args...` inside `ns` (`ip netns exec`, which execs: the child is the daemon).
+    pub fn spawn_in(ns: &NamedNetns, bin: &str, args: &[&str], log: &Path) -> Proc {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &ns.name, bin]).args(args);
+        Proc::spawn(command, log)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The exit status if it has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited within 10 s; the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let mut status = None;
+        poll(Duration::from_secs(10), Duration::from_millis(20), || {
+            status = self.child.try_wait().unwrap();
+            status.is_some()
+        });
+        status.unwrap_or_else(|| {
+            let _ = self.child.kill();
+            self.child.wait().unwrap()
+        })
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `bin args...` inside `ns`, logging to `log`.
+pub fn spawn_in(ns: &NamedNetns, bin: &str, args: &[&str], log: &Path) -> Proc {
+    Proc::spawn_in(ns, bin, args, log)
+}
