@@ -370,33 +370,12 @@ pub fn two_controller_processes_concurrent_acquire(db: &db::TestDb) {
     assert_eq!(listed[1], expected, "both controllers list the same leases");
 }
 
-macro_rules! suite {
-    ($backend:ident, $fresh:expr) => {
-        mod $backend {
-            #[allow(unused_imports)]
-            use super::*;
-            suite!(@cases $fresh;
-                constraints_renew_reclaim, controller_expiry_and_reclaim,
-                concurrent_reclaim_from_two_controllers,
-                concurrent_exhaustion_from_two_controllers,
-                migrations_recorded_concurrent_and_guarded,
-                startup_retry_times_out,
-                two_controller_processes_concurrent_acquire);
-        }
-    };
-    (@cases $fresh:expr; $($case:ident),*) => {
-        $(
-            #[test]
-            fn $case() {
-                let db = $fresh;
-                super::$case(&db);
-            }
-        )*
-    };
-}
-
-suite!(sqlite, db::sqlite());
-#[cfg(feature = "postgres")]
-suite!(postgres, db::postgres());
-#[cfg(feature = "mysql")]
-suite!(mariadb, db::mariadb());
+db::suite!(
+    constraints_renew_reclaim,
+    controller_expiry_and_reclaim,
+    concurrent_reclaim_from_two_controllers,
+    concurrent_exhaustion_from_two_controllers,
+    migrations_recorded_concurrent_and_guarded,
+    startup_retry_times_out,
+    two_controller_processes_concurrent_acquire,
+);

@@ -546,33 +546,21 @@ pub fn bad_tag_length_refused(db: &db::TestDb) {
     }
 }
 
-macro_rules! suite {
-    ($backend:ident, $fresh:expr) => {
-        mod $backend {
-            use super::*;
-            suite!(@cases $fresh;
-                create_list_delete, filters, cache_agrees_with_sql, tags_and_reuse, tag_pool_exhaustion,
-                failing_batch_leaves_nothing, last_updated_moves, concurrent_writers, lost_connections_are_replaced,
-                migrations_idempotent_and_concurrent, schema_too_new_refused,
-                startup_retry_times_out, bad_tag_length_refused);
-        }
-    };
-    (@cases $fresh:expr; $($case:ident),*) => {
-        $(
-            #[test]
-            fn $case() {
-                let db = $fresh;
-                super::$case(&db);
-            }
-        )*
-    };
-}
-
-suite!(sqlite, db::sqlite());
-#[cfg(feature = "postgres")]
-suite!(postgres, db::postgres());
-#[cfg(feature = "mysql")]
-suite!(mariadb, db::mariadb());
+db::suite!(
+    create_list_delete,
+    filters,
+    cache_agrees_with_sql,
+    tags_and_reuse,
+    tag_pool_exhaustion,
+    failing_batch_leaves_nothing,
+    last_updated_moves,
+    concurrent_writers,
+    lost_connections_are_replaced,
+    migrations_idempotent_and_concurrent,
+    schema_too_new_refused,
+    startup_retry_times_out,
+    bad_tag_length_refused,
+);
 
 /// `require_ssl`: TLS with the server certificate verified against `ca_cert`. The Debian cluster
 /// serves its snakeoil certificate (CN and SAN `localhost`, self-signed).

@@ -5,6 +5,7 @@
 //! controller and daemon running in the cell) or Debian's reference `bridge` + `host-local`.
 
 use super::overlay;
+use super::proc::run_with_stdin;
 use super::wait::{poll, wait_until};
 
 use netman::lab::netns::NamedNetns;
@@ -462,13 +463,14 @@ impl Drop for Cell {
 fn restore_in(ns: &NamedNetns, text: &str) {
     let text = text.to_string();
     netns::run_in(&ns.path(), move || {
-        let mut c = Command::new("iptables-restore")
-            .arg("--noflush")
-            .stdin(Stdio::piped())
-            .spawn()
-            .unwrap();
-        c.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-        assert!(c.wait().unwrap().success());
+        let mut restore = Command::new("iptables-restore");
+        restore.arg("--noflush");
+        let out = run_with_stdin(restore, text.as_bytes());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     })
     .unwrap();
 }

@@ -2,14 +2,14 @@
 //! controller and daemons running inside them, containers created with the real plugin.
 
 pub use super::certs::{certs, Certs, OVERLAY};
-pub use super::proc::{spawn_in, Proc};
+pub use super::proc::{run_with_stdin, spawn_in, Proc};
 pub use super::unique;
 #[allow(unused_imports)]
 pub use super::wait::{poll, wait_until};
 use netman::lab::netns::{run, NamedNetns};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 pub const CONTROLLER: &str = env!("CARGO_BIN_EXE_overlay-controller");
@@ -295,26 +295,16 @@ pub fn run_plugin(
     ifname: &str,
     conf: &serde_json::Value,
 ) -> PluginRun {
-    let mut child = Command::new("ip")
+    let mut runtime = Command::new("ip");
+    runtime
         .args(["netns", "exec", &cell.name, plugin])
         .env("CNI_COMMAND", command)
         .env("CNI_CONTAINERID", container_id)
         .env("CNI_NETNS", netns)
         .env("CNI_IFNAME", ifname)
         .env("CNI_PATH", "/usr/lib/cni")
-        .env("CNI_ARGS", "IgnoreUnknown=1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(conf.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+        .env("CNI_ARGS", "IgnoreUnknown=1");
+    let out = run_with_stdin(runtime, conf.to_string().as_bytes());
     PluginRun {
         status: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

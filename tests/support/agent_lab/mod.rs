@@ -10,9 +10,10 @@ use super::wait::poll;
 #[allow(unused_imports)]
 pub use super::wait::wait_for;
 
+use super::proc::run_with_stdin;
 use netman::lab::netns::NamedNetns;
 use netman::netns::run_in;
-use std::io::{ErrorKind, Write};
+use std::io::ErrorKind;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -300,26 +301,12 @@ impl Cell {
              -A {chain} -d {ip}/32 -m mark --mark {ALLOWED_MARK} -j ACCEPT\n\
              -A {chain} -d {ip}/32 -j REJECT --reject-with icmp-port-unreachable\nCOMMIT\n"
         );
-        let mut child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.ns.name,
-                "iptables-restore",
-                "--noflush",
-            ])
-            .env("XTABLES_LOCKFILE", self.xtables_lock())
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(rules.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let mut restore = Command::new("ip");
+        restore
+            .args(["netns", "exec", &self.ns.name])
+            .args(["iptables-restore", "--noflush"])
+            .env("XTABLES_LOCKFILE", self.xtables_lock());
+        let out = run_with_stdin(restore, rules.as_bytes());
         assert!(
             out.status.success(),
             "iptables-restore: {}",
@@ -469,10 +456,36 @@ pub struct AgentCerts {
     pub key: PathBuf,
 }
 
-/// A TCP relay from a port on a namespace's loopback to an address in the test's namespace.
-pub struct Relay {
+/// A thread that repeats `step` until dropped; each step returns within about 100 ms (its socket
+/// has that timeout), so the drop does not wait long.
+struct Looping {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+}
+
+impl Looping {
+    fn spawn(mut step: impl FnMut() + Send + 'static) -> Looping {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::SeqCst) {
+                step();
+            }
+        });
+        Looping {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Looping {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 fn set_accept_timeout(fd: &impl std::os::fd::AsFd, t: Duration) {
@@ -480,31 +493,25 @@ fn set_accept_timeout(fd: &impl std::os::fd::AsFd, t: Duration) {
     nix::sys::socket::setsockopt(fd, nix::sys::socket::sockopt::ReceiveTimeout, &tv).unwrap();
 }
 
+/// A TCP relay from a port on a namespace's loopback to an address in the test's namespace.
+pub struct Relay(Looping);
+
 impl Relay {
     pub fn start(ns: &Path, port: u16, target: SocketAddr) -> Relay {
         let listener = run_in(ns, move || TcpListener::bind(("127.0.0.1", port)))
             .unwrap()
             .unwrap();
         set_accept_timeout(&listener, Duration::from_millis(100));
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            while !flag.load(Ordering::SeqCst) {
-                let Ok((inbound, _)) = listener.accept() else {
-                    continue;
-                };
-                // This thread is in the test's namespace, so the outbound socket is too.
-                let Ok(outbound) = TcpStream::connect_timeout(&target, Duration::from_secs(2))
-                else {
-                    continue; // the server is down: the agent sees the connection closed
-                };
-                pipe(inbound, outbound);
-            }
-        });
-        Relay {
-            stop,
-            thread: Some(thread),
-        }
+        Relay(Looping::spawn(move || {
+            let Ok((inbound, _)) = listener.accept() else {
+                return;
+            };
+            // This thread is in the test's namespace, so the outbound socket is too.
+            let Ok(outbound) = TcpStream::connect_timeout(&target, Duration::from_secs(2)) else {
+                return; // the server is down: the agent sees the connection closed
+            };
+            pipe(inbound, outbound);
+        }))
     }
 }
 
@@ -518,20 +525,8 @@ fn pipe(a: TcpStream, b: TcpStream) {
     }
 }
 
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 /// A TCP server inside a container: accepts and closes at once. Stops on drop.
-pub struct TcpServer {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
+pub struct TcpServer(Looping);
 
 impl TcpServer {
     pub fn start(c: &Container, port: u16) -> TcpServer {
@@ -539,36 +534,16 @@ impl TcpServer {
             .unwrap()
             .unwrap();
         set_accept_timeout(&listener, Duration::from_millis(100));
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            while !flag.load(Ordering::SeqCst) {
-                if let Ok((s, _)) = listener.accept() {
-                    drop(s);
-                }
+        TcpServer(Looping::spawn(move || {
+            if let Ok((s, _)) = listener.accept() {
+                drop(s);
             }
-        });
-        TcpServer {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for TcpServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        }))
     }
 }
 
 /// A UDP echo server inside a container. Stops on drop.
-pub struct UdpEcho {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
+pub struct UdpEcho(Looping);
 
 impl UdpEcho {
     pub fn start(c: &Container, port: u16) -> UdpEcho {
@@ -578,29 +553,12 @@ impl UdpEcho {
         socket
             .set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut buf = [0u8; 1500];
-            while !flag.load(Ordering::SeqCst) {
-                if let Ok((n, from)) = socket.recv_from(&mut buf) {
-                    let _ = socket.send_to(&buf[..n], from);
-                }
+        let mut buf = [0u8; 1500];
+        UdpEcho(Looping::spawn(move || {
+            if let Ok((n, from)) = socket.recv_from(&mut buf) {
+                let _ = socket.send_to(&buf[..n], from);
             }
-        });
-        UdpEcho {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for UdpEcho {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        }))
     }
 }
 
