@@ -21,7 +21,7 @@
 
 #[path = "../tests/support/mod.rs"]
 mod support;
-use support::{db, policy_server};
+use support::{db, policy_server, Proc};
 
 use netman::http::client::{agent, body_string, ClientTls};
 use policy_server::{
@@ -32,7 +32,7 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -64,32 +64,27 @@ fn app(cell: usize, k: usize) -> String {
 
 // ---- child processes -----------------------------------------------------------------------------
 
-struct Proc {
-    child: std::process::Child,
-    log: PathBuf,
+/// Writes `config` to `<dir>/<name>.json` and starts `bin` with it, logging at `warn`.
+fn spawn(bin: &str, config: &Value, dir: &Path, name: &str) -> Proc {
+    let config_path = dir.join(format!("{name}.json"));
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let mut command = Command::new(bin);
+    command
+        .arg("--config")
+        .arg(&config_path)
+        .args(["--log-level", "warn"]);
+    Proc::spawn(command, &dir.join(format!("{name}.log")))
 }
 
-impl Proc {
-    fn spawn(bin: &str, config: &Value, dir: &Path, name: &str) -> Proc {
-        let config_path = dir.join(format!("{name}.json"));
-        std::fs::write(&config_path, config.to_string()).unwrap();
-        let log = dir.join(format!("{name}.log"));
-        let child = Command::new(bin)
-            .arg("--config")
-            .arg(&config_path)
-            .arg("--log-level")
-            .arg("warn")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Proc { child, log }
-    }
+/// What the bench measures of a daemon, from /proc.
+trait Measured {
+    fn wait_port(&mut self, port: u16);
+    fn rss_mb(&self) -> f64;
+    fn cpu_seconds(&self) -> f64;
+    fn threads(&self) -> usize;
+}
 
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
+impl Measured for Proc {
     fn wait_port(&mut self, port: u16) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -140,13 +135,6 @@ impl Proc {
     }
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 struct PolicyServerProc {
     proc_: Proc,
     external: String,
@@ -171,7 +159,7 @@ fn start_policy_server(
     );
     let bin = std::env::var("NETMAN_FLEET_POLICY_SERVER")
         .unwrap_or_else(|_| env!("CARGO_BIN_EXE_policy-server").to_string());
-    let mut proc_ = Proc::spawn(&bin, &config, dir, name);
+    let mut proc_ = spawn(&bin, &config, dir, name);
     proc_.wait_port(debug);
     proc_.wait_port(internal);
     PolicyServerProc {
@@ -196,7 +184,7 @@ fn start_controller(dir: &Path, certs: &Certs) -> (Proc, String) {
         "subnet_prefix_length": 24,
         "database": {"type": "sqlite", "connection_string": dir.join("leases.db")},
     });
-    let mut proc_ = Proc::spawn(
+    let mut proc_ = spawn(
         env!("CARGO_BIN_EXE_overlay-controller"),
         &config,
         dir,

@@ -13,13 +13,10 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Starts `command` with stdout and stderr appended to `log`.
+    /// Starts `command` with stdout and stderr written to `log` (made anew).
     pub fn spawn(mut command: Command, log: &Path) -> Proc {
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap_or_else(|e| panic!("opening {}: {e}", log.display()));
+        let out = std::fs::File::create(log)
+            .unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
         let err = out.try_clone().unwrap();
         let child = command
             .stdin(Stdio::null())

@@ -32,21 +32,22 @@ impl PolicyApi {
 
     /// Creates policies (source, destination, protocol, start, end) as an admin.
     pub fn allow(&self, policies: &[(&str, &str, &str, i64, i64)]) {
-        let (status, body) = self.server.post(
-            "/networking/v1/external/policies",
-            Some(ADMIN_TOKEN),
-            &v1_body(policies),
-        );
-        assert_eq!(status, 200, "create policies: {body}");
+        self.post("/networking/v1/external/policies", "create", policies);
     }
 
     pub fn disallow(&self, policies: &[(&str, &str, &str, i64, i64)]) {
-        let (status, body) = self.server.post(
+        self.post(
             "/networking/v1/external/policies/delete",
-            Some(ADMIN_TOKEN),
-            &v1_body(policies),
+            "delete",
+            policies,
         );
-        assert_eq!(status, 200, "delete policies: {body}");
+    }
+
+    fn post(&self, path: &str, verb: &str, policies: &[(&str, &str, &str, i64, i64)]) {
+        let (status, body) = self
+            .server
+            .post(path, Some(ADMIN_TOKEN), &v1_body(policies));
+        assert_eq!(status, 200, "{verb} policies: {body}");
     }
 
     pub fn stop(&mut self) {
