@@ -3,12 +3,13 @@
 
 pub use super::certs::{certs, Certs, POLICY_SERVER};
 pub use super::ports::free_port;
+use super::proc::Proc;
 use super::wait::poll;
 
 use netman::http::client::{agent, body_string, ClientTls};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 pub const ADMIN_TOKEN: &str = "admin-token";
@@ -82,7 +83,7 @@ pub struct PolicyServer {
     pub external: String,
     pub internal: String,
     pub debug: String,
-    child: Option<Child>,
+    child: Option<Proc>,
 }
 
 impl PolicyServer {
@@ -121,21 +122,13 @@ impl PolicyServer {
     }
 
     pub fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("policy-server.log"))
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_policy-server"))
+        let mut server = Command::new(env!("CARGO_BIN_EXE_policy-server"));
+        server
             .arg("--config")
             .arg(&self.config_path)
-            .arg("--log-level")
-            .arg("info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
+            .args(["--log-level", "info"]);
+        let log = self.dir.path().join("policy-server.log");
+        self.child = Some(Proc::spawn_appending(server, &log));
         self.wait_ready();
     }
 
@@ -149,7 +142,7 @@ impl PolicyServer {
                     return true;
                 }
             }
-            if let Some(status) = child.try_wait().unwrap() {
+            if let Some(status) = child.exited() {
                 let log = std::fs::read_to_string(&log).unwrap_or_default();
                 panic!("policy-server exited with {status}: {log}");
             }
@@ -162,22 +155,14 @@ impl PolicyServer {
         std::fs::read_to_string(self.dir.path().join("policy-server.log")).unwrap_or_default()
     }
 
+    /// SIGKILL.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.child.take();
     }
 
-    /// SIGTERM, and the exit status.
+    /// SIGTERM (SIGKILL after 10 s), and the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut c = self.child.take().unwrap();
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(c.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
-        c.wait().unwrap()
+        self.child.take().unwrap().terminate()
     }
 
     pub fn client(&self) -> ureq::Agent {

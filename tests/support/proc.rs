@@ -14,9 +14,23 @@ pub struct Proc {
 
 impl Proc {
     /// Starts `command` with stdout and stderr written to `log` (made anew).
-    pub fn spawn(mut command: Command, log: &Path) -> Proc {
+    pub fn spawn(command: Command, log: &Path) -> Proc {
         let out = std::fs::File::create(log)
             .unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
+        Proc::start(command, out, log)
+    }
+
+    /// Like [`Proc::spawn`], appending to `log`: a restarted daemon's log keeps the earlier runs.
+    pub fn spawn_appending(command: Command, log: &Path) -> Proc {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap_or_else(|e| panic!("opening {}: {e}", log.display()));
+        Proc::start(command, out, log)
+    }
+
+    fn start(mut command: Command, out: std::fs::File, log: &Path) -> Proc {
         let err = out.try_clone().unwrap();
         let child = command
             .stdin(Stdio::null())

@@ -10,13 +10,13 @@ use super::wait::poll;
 #[allow(unused_imports)]
 pub use super::wait::wait_for;
 
-use super::proc::run_with_stdin;
+use super::proc::{run_with_stdin, Proc};
 use netman::lab::netns::NamedNetns;
 use netman::netns::run_in;
 use std::io::ErrorKind;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -52,7 +52,7 @@ pub struct Cell {
     pub index: u8,
     pub dir: tempfile::TempDir,
     pub containers: Vec<Container>,
-    agent: Option<Child>,
+    agent: Option<Proc>,
     relay: Option<Relay>,
     pub ns: NamedNetns,
 }
@@ -355,44 +355,29 @@ impl Cell {
         patch(&mut config);
         let path = self.dir.path().join("vpa.json");
         std::fs::write(&path, config.to_string()).unwrap();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("vpa.log"))
-            .unwrap();
-        let child = Command::new("ip")
+        let mut agent = Command::new("ip");
+        agent
             .args(["netns", "exec", &self.ns.name])
             .arg(env!("CARGO_BIN_EXE_vxlan-policy-agent"))
             .arg("--config")
             .arg(&path)
-            .args(["--log-level", "info"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.agent = Some(child);
+            .args(["--log-level", "info"]);
+        let log = self.dir.path().join("vpa.log");
+        self.agent = Some(Proc::spawn_appending(agent, &log));
     }
 
     pub fn agent_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("vpa.log")).unwrap_or_default()
     }
 
-    /// SIGTERM; the exit status.
+    /// SIGTERM (SIGKILL after 10 s); the exit status.
     pub fn stop_agent(&mut self) -> std::process::ExitStatus {
-        let mut child = self.agent.take().expect("agent running");
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
-        child.wait().unwrap()
+        self.agent.take().expect("agent running").terminate()
     }
 
+    /// SIGKILL.
     pub fn kill_agent(&mut self) {
-        if let Some(mut c) = self.agent.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.agent.take();
     }
 
     /// An HTTP request to the cell's loopback (the agent's endpoints); (status, body).
