@@ -1,5 +1,5 @@
 //! garden-external-networker on real namespaces, the test playing garden's part (see
-//! `common/networker_fixture.rs`). Every test runs once per CNI plugin variant in `PLUGINS`.
+//! `support/networker_fixture.rs`). Every test runs once per CNI plugin variant in `PLUGINS`.
 
 mod support;
 use support::networker_fixture as fixture;
