@@ -173,17 +173,13 @@ fn start_policy_server(
 
 fn start_controller(dir: &Path, certs: &Certs) -> (Proc, String) {
     let (port, debug) = (free_port(), free_port());
-    let config = json!({
-        "listen_host": "127.0.0.1",
-        "listen_port": port,
-        "debug_server_port": debug,
-        "ca_cert_file": certs.ca,
-        "server_cert_file": certs.server.0,
-        "server_key_file": certs.server.1,
-        "network": "10.192.0.0/11",
-        "subnet_prefix_length": 24,
-        "database": {"type": "sqlite", "connection_string": dir.join("leases.db")},
-    });
+    let config = support::overlay::controller_config(
+        certs,
+        ("127.0.0.1", port),
+        debug,
+        ("10.192.0.0/11", 24),
+        json!({"type": "sqlite", "connection_string": dir.join("leases.db")}),
+    );
     let mut proc_ = spawn(
         env!("CARGO_BIN_EXE_overlay-controller"),
         &config,

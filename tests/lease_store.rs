@@ -17,7 +17,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use support::overlay::{certs, wait_until, Proc, CONTROLLER, OVERLAY};
+use support::overlay::{certs, controller_config, wait_until, Proc, CONTROLLER, OVERLAY};
 
 fn open(config: &DatabaseConfig) -> Arc<dyn LeaseStore> {
     netman::overlay::store::open(config).unwrap_or_else(|e| panic!("opening {config}: {e}"))
@@ -257,17 +257,13 @@ fn start_controller(dir: &std::path::Path, name: &str, db: &db::TestDb) -> Runni
     let config = dir.join(format!("{name}.json"));
     std::fs::write(
         &config,
-        serde_json::json!({
-            "listen_host": "127.0.0.1",
-            "listen_port": port,
-            "debug_server_port": debug,
-            "ca_cert_file": c.ca,
-            "server_cert_file": c.server.0,
-            "server_key_file": c.server.1,
-            "network": "10.255.0.0/16",
-            "subnet_prefix_length": 24,
-            "database": db.config_json(),
-        })
+        controller_config(
+            &c,
+            ("127.0.0.1", port),
+            debug,
+            ("10.255.0.0/16", 24),
+            db.config_json(),
+        )
         .to_string(),
     )
     .unwrap();

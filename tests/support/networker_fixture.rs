@@ -114,17 +114,13 @@ fn start_overlay(cell: &NamedNetns, dir: &Path) -> Vec<overlay::Proc> {
     let write = |path: &Path, v: Value| std::fs::write(path, v.to_string()).unwrap();
     write(
         &controller_config,
-        json!({
-            "listen_host": "127.0.0.1",
-            "listen_port": 4103,
-            "debug_server_port": 46455,
-            "ca_cert_file": certs.ca,
-            "server_cert_file": certs.server.0,
-            "server_key_file": certs.server.1,
-            "network": Plugin::Overlay.overlay_network(),
-            "subnet_prefix_length": 24,
-            "database": {"type": "sqlite", "connection_string": dir.join("leases.db")},
-        }),
+        overlay::controller_config(
+            &certs,
+            ("127.0.0.1", 4103),
+            46455,
+            (Plugin::Overlay.overlay_network(), 24),
+            json!({"type": "sqlite", "connection_string": dir.join("leases.db")}),
+        ),
     );
     let daemon_config = dir.join("overlay-daemon.json");
     write(

@@ -17,6 +17,28 @@ pub const DAEMON: &str = env!("CARGO_BIN_EXE_overlay-daemon");
 pub const PLUGIN: &str = env!("CARGO_BIN_EXE_overlay");
 pub const CONTROLLER_IP: &str = "192.168.50.254";
 
+/// An overlay-controller config: its API on `listen` with `certs`, its debug server on
+/// `debug_port`, `/prefix` leases of `network` kept in `database`.
+pub fn controller_config(
+    certs: &Certs,
+    listen: (&str, u16),
+    debug_port: u16,
+    (network, prefix): (&str, u8),
+    database: serde_json::Value,
+) -> serde_json::Value {
+    serde_json::json!({
+        "listen_host": listen.0,
+        "listen_port": listen.1,
+        "debug_server_port": debug_port,
+        "ca_cert_file": certs.ca,
+        "server_cert_file": certs.server.0,
+        "server_key_file": certs.server.1,
+        "network": network,
+        "subnet_prefix_length": prefix,
+        "database": database,
+    })
+}
+
 pub struct Cell {
     pub ns: NamedNetns,
     pub underlay_ip: String,
@@ -146,24 +168,14 @@ impl Lab {
             ])
             .unwrap();
         let controller_config = dir.path().join("controller.json");
-        std::fs::write(
-            &controller_config,
-            serde_json::json!({
-                "listen_host": CONTROLLER_IP,
-                "listen_port": 4103,
-                "debug_server_port": 46455,
-                "ca_cert_file": certs.ca,
-                "server_cert_file": certs.server.0,
-                "server_key_file": certs.server.1,
-                "network": "10.255.0.0/16",
-                "subnet_prefix_length": opts.prefix,
-                "database": {"type": "sqlite", "connection_string": dir.path().join("leases.db")},
-                "lease_expiration_seconds": opts.lease_expiration_seconds,
-                "staleness_threshold_seconds": 60,
-            })
-            .to_string(),
-        )
-        .unwrap();
+        let leases = dir.path().join("leases.db");
+        let database = serde_json::json!({"type": "sqlite", "connection_string": leases});
+        let network = ("10.255.0.0/16", opts.prefix);
+        let mut config =
+            self::controller_config(&certs, (CONTROLLER_IP, 4103), 46455, network, database);
+        config["lease_expiration_seconds"] = opts.lease_expiration_seconds.into();
+        config["staleness_threshold_seconds"] = 60.into();
+        std::fs::write(&controller_config, config.to_string()).unwrap();
         let mut lab = Lab {
             dir,
             certs,
