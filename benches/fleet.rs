@@ -21,6 +21,7 @@
 
 #[path = "../tests/support/mod.rs"]
 mod support;
+use support::proc::output_ok;
 use support::{db, policy_server, Proc};
 
 use netman::http::client::{agent, body_string, ClientTls};
@@ -879,7 +880,8 @@ fn lab_convergence() {
         })
         .collect();
     let cli = |verb: &str, src: &str, dst: &str, port: u16| {
-        let out = Command::new(env!("CARGO_BIN_EXE_netman"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_netman"));
+        command
             .env("NETMAN_API", format!("http://127.0.0.1:{api_port}"))
             .env("NETMAN_TOKEN", &token)
             .args([
@@ -890,14 +892,8 @@ fn lab_convergence() {
                 "tcp",
                 "--port",
                 &port.to_string(),
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            ]);
+        output_ok(&mut command, verb);
     };
     let connects = |ns: &str, addr: SocketAddr| {
         netman::netns::run_in(&PathBuf::from(format!("/run/netns/{ns}")), move || {

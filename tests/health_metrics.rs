@@ -6,6 +6,7 @@
 //! with its listen addresses and its stop (RFC 3339 timestamps), and no per-request line.
 
 mod support;
+use support::proc::output_ok;
 use support::{poll, Proc};
 
 use netman::lab::netns::NamedNetns;
@@ -117,17 +118,9 @@ fn start(
 ) -> Daemon {
     let path = dir.join(format!("{name}.json"));
     std::fs::write(&path, serde_json::to_string_pretty(config).unwrap()).unwrap();
-    let check = Command::new(binary)
-        .arg("--config")
-        .arg(&path)
-        .arg("--check-config")
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{name}: {}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    let mut check = Command::new(binary);
+    check.arg("--config").arg(&path).arg("--check-config");
+    output_ok(&mut check, name);
     let path = path.to_str().unwrap();
     let args = ["--config", path, "--log-format", "json"];
     Daemon {

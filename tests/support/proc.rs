@@ -99,6 +99,19 @@ pub fn run_with_stdin(mut command: Command, input: &[u8]) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// Runs `command` to its end; it must exit 0 (else a panic naming `what`, with its stderr).
+pub fn output_ok(command: &mut Command, what: &str) -> Output {
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: starting {command:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// Starts `bin args...` inside `ns`, logging to `log`.
 pub fn spawn_in(ns: &NamedNetns, bin: &str, args: &[&str], log: &Path) -> Proc {
     Proc::spawn_in(ns, bin, args, log)
