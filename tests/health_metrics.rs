@@ -7,7 +7,7 @@
 
 mod support;
 use support::proc::output_ok;
-use support::{poll, Proc};
+use support::{poll, unique, Proc};
 
 use netman::lab::netns::NamedNetns;
 use netman::netns;
@@ -17,10 +17,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -156,8 +153,7 @@ fn exposed(body: &str) -> BTreeSet<String> {
 #[test]
 fn every_long_running_binary_serves_health_metrics_and_log_level() {
     let (doc, labelled) = documented();
-    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-    let ns = NamedNetns::create(&format!("nm-hm-{}-{n}", std::process::id())).unwrap();
+    let ns = NamedNetns::create(&unique("nm-hm-")).unwrap();
     ns.exec(&["ip", "link", "set", "lo", "up"]).unwrap();
     ns.exec(&[
         "ip",
