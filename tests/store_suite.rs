@@ -3,7 +3,7 @@
 //! `suite!` macro instantiates all of them per backend.
 
 mod support;
-use support::db;
+use support::{db, wait_until};
 
 use netman::api::policy::{Policy, Tag};
 use netman::db::DatabaseConfig;
@@ -191,12 +191,13 @@ pub fn cache_agrees_with_sql(db: &db::TestDb) {
         ]
     };
     let wait_fresh = || {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !cached.is_fresh() {
-            assert!(Instant::now() < deadline, "cache never became fresh");
+        wait_until("the cache to become fresh", Duration::from_secs(20), || {
+            if cached.is_fresh() {
+                return true;
+            }
             cached.list(&PolicyFilter::All).unwrap();
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            false
+        });
     };
     wait_fresh();
     for f in filters() {
