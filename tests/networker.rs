@@ -1,8 +1,8 @@
 //! garden-external-networker on real namespaces, the test playing garden's part (see
-//! `common/networker_fixture.rs`). Every test runs once per CNI plugin variant in `PLUGINS`.
+//! `support/networker_fixture.rs`). Every test runs once per CNI plugin variant in `PLUGINS`.
 
-#[path = "common/networker_fixture.rs"]
-mod fixture;
+mod support;
+use support::networker_fixture as fixture;
 
 use fixture::*;
 use serde_json::{json, Value};

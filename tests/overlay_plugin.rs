@@ -1,11 +1,11 @@
 //! The overlay CNI plugin driven as a runtime drives it: exhaustion, DEL idempotence (also with
 //! the daemon down), CHECK, VERSION, GC, STATUS, and a conflist chaining the reference portmap.
 
-mod overlay_common;
+mod support;
 
 use netman::lab::netns::NamedNetns;
-use overlay_common::*;
 use std::time::Duration;
+use support::overlay::*;
 
 fn host_veths(cell: &Cell) -> usize {
     cell.ns
@@ -161,7 +161,10 @@ fn exhaustion_del_check_gc_status_version() {
     }
 
     // With the daemon down: STATUS says not available (50), ADD asks to retry (11), DEL works.
-    assert_eq!(lab.cells[0].daemon.as_mut().unwrap().terminate(), Some(0));
+    assert_eq!(
+        lab.cells[0].daemon.as_mut().unwrap().terminate().code(),
+        Some(0)
+    );
     let run = run_plugin(&cell_ns, PLUGIN, "STATUS", "", "", "", &conf);
     assert_eq!(run.json()["code"], 50);
     let spare = NamedNetns::create(&unique("k")).unwrap();

@@ -3,10 +3,10 @@
 //! that reaches the cell's address, an "internet" namespace for egress, container namespaces,
 //! and the CNI plugin configuration as a parameter: netman's `overlay` (with the real overlay
 //! controller and daemon running in the cell) or Debian's reference `bridge` + `host-local`.
-#![allow(dead_code)]
 
-#[path = "../overlay_common/mod.rs"]
-mod overlay_common;
+use super::overlay;
+use super::proc::run_with_stdin;
+use super::wait::{poll, wait_until};
 
 use netman::lab::netns::NamedNetns;
 use netman::netns;
@@ -15,7 +15,6 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_garden-external-networker");
@@ -26,14 +25,8 @@ pub const NET_A: &str = "198.51.100.2";
 pub const NET_B: &str = "198.51.100.3";
 pub const NET_C: &str = "198.51.100.4";
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
 pub fn unique(tag: &str) -> String {
-    format!(
-        "nm{tag}{}x{}",
-        std::process::id() % 100000,
-        COUNTER.fetch_add(1, Ordering::SeqCst)
-    )
+    super::unique(&format!("nm{tag}"))
 }
 
 /// Which CNI plugin chain the cell uses (the swap is a config change only).
@@ -76,10 +69,7 @@ impl Plugin {
     pub fn binaries(self) -> Vec<(&'static str, String)> {
         let reference = |b: &'static str| (b, format!("/usr/lib/cni/{b}"));
         match self {
-            Plugin::Overlay => vec![
-                ("overlay", overlay_common::PLUGIN.into()),
-                reference("portmap"),
-            ],
+            Plugin::Overlay => vec![("overlay", overlay::PLUGIN.into()), reference("portmap")],
             Plugin::Bridge => vec![
                 reference("bridge"),
                 reference("host-local"),
@@ -118,23 +108,19 @@ const OVERLAY_DAEMON_PORT: u16 = 23954;
 
 /// The overlay's lease controller and the cell's overlay daemon, both inside the cell namespace
 /// (the controller on loopback, the VTEP on the cell's uplink).
-fn start_overlay(cell: &NamedNetns, dir: &Path) -> Vec<overlay_common::Proc> {
-    let certs = overlay_common::certs(dir);
+fn start_overlay(cell: &NamedNetns, dir: &Path) -> Vec<overlay::Proc> {
+    let certs = overlay::certs(dir, &overlay::OVERLAY);
     let controller_config = dir.join("overlay-controller.json");
     let write = |path: &Path, v: Value| std::fs::write(path, v.to_string()).unwrap();
     write(
         &controller_config,
-        json!({
-            "listen_host": "127.0.0.1",
-            "listen_port": 4103,
-            "debug_server_port": 46455,
-            "ca_cert_file": certs.ca,
-            "server_cert_file": certs.server_cert,
-            "server_key_file": certs.server_key,
-            "network": Plugin::Overlay.overlay_network(),
-            "subnet_prefix_length": 24,
-            "database": {"type": "sqlite", "connection_string": dir.join("leases.db")},
-        }),
+        overlay::controller_config(
+            &certs,
+            ("127.0.0.1", 4103),
+            46455,
+            (Plugin::Overlay.overlay_network(), 24),
+            json!({"type": "sqlite", "connection_string": dir.join("leases.db")}),
+        ),
     );
     let daemon_config = dir.join("overlay-daemon.json");
     write(
@@ -145,8 +131,8 @@ fn start_overlay(cell: &NamedNetns, dir: &Path) -> Vec<overlay_common::Proc> {
             "subnet_prefix_length": 24,
             "controller_url": "https://127.0.0.1:4103",
             "ca_cert_file": certs.ca,
-            "client_cert_file": certs.client_cert,
-            "client_key_file": certs.client_key,
+            "client_cert_file": certs.client.0,
+            "client_key_file": certs.client.1,
             "listen_port": OVERLAY_DAEMON_PORT,
             "poll_interval_seconds": 5,
             "plugin_data_dir": dir,
@@ -154,41 +140,35 @@ fn start_overlay(cell: &NamedNetns, dir: &Path) -> Vec<overlay_common::Proc> {
     );
     let spawn = |bin: &str, config: &Path, log: &str| {
         let args = ["--config", config.to_str().unwrap()];
-        overlay_common::spawn_in(cell, bin, &args, &dir.join(log))
+        overlay::spawn_in(cell, bin, &args, &dir.join(log))
     };
-    let controller = spawn(
-        overlay_common::CONTROLLER,
-        &controller_config,
-        "controller.log",
-    );
+    let controller = spawn(overlay::CONTROLLER, &controller_config, "controller.log");
     let ns = cell.path();
-    overlay_common::wait_until("overlay controller", Duration::from_secs(20), || {
+    wait_until("overlay controller", Duration::from_secs(20), || {
         netns::run_in(&ns, || {
             std::net::TcpStream::connect("127.0.0.1:4103").is_ok()
         })
         .unwrap()
     });
-    let daemon = spawn(overlay_common::DAEMON, &daemon_config, "daemon.log");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while netns::run_in(&ns, || {
-        netman::overlay::plugin::network_info(OVERLAY_DAEMON_PORT).is_err()
-    })
-    .unwrap()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the overlay daemon does not answer\ncontroller: {}\ndaemon: {}",
-            controller.log_text(),
-            daemon.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let daemon = spawn(overlay::DAEMON, &daemon_config, "daemon.log");
+    let answers = poll(Duration::from_secs(20), Duration::from_millis(50), || {
+        netns::run_in(&ns, || {
+            netman::overlay::plugin::network_info(OVERLAY_DAEMON_PORT).is_ok()
+        })
+        .unwrap()
+    });
+    assert!(
+        answers.is_some(),
+        "the overlay daemon does not answer\ncontroller: {}\ndaemon: {}",
+        controller.log_text(),
+        daemon.log_text()
+    );
     vec![controller, daemon]
 }
 
 pub struct Cell {
     /// Killed first on drop, before their namespace goes.
-    overlay: Vec<overlay_common::Proc>,
+    overlay: Vec<overlay::Proc>,
     pub plugin: Plugin,
     pub cell: NamedNetns,
     pub outside: NamedNetns,
@@ -520,13 +500,14 @@ impl Drop for Cell {
 fn restore_in(ns: &NamedNetns, text: &str) {
     let text = text.to_string();
     netns::run_in(&ns.path(), move || {
-        let mut c = Command::new("iptables-restore")
-            .arg("--noflush")
-            .stdin(Stdio::piped())
-            .spawn()
-            .unwrap();
-        c.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-        assert!(c.wait().unwrap().success());
+        let mut restore = Command::new("iptables-restore");
+        restore.arg("--noflush");
+        let out = run_with_stdin(restore, text.as_bytes());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     })
     .unwrap();
 }
