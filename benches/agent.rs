@@ -398,11 +398,11 @@ fn connection_rate() {
     // against its baseline measured in the same round; medians over the rounds.
     let mut samples: Vec<[Vec<Sample>; 2]> = vec![[Vec::new(), Vec::new()]; variants.len()];
     for _ in 0..ROUNDS {
-        for (i, (_, policies)) in variants.iter().enumerate() {
+        for ((_, policies), of_variant) in variants.iter().zip(samples.iter_mut()) {
             install(&lab, 0, policies);
             install(&lab, 1, policies);
-            for target in 0..2 {
-                samples[i][target].push(sample(&lab, target));
+            for (target, of_target) in of_variant.iter_mut().enumerate() {
+                of_target.push(sample(&lab, target));
             }
         }
     }

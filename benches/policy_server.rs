@@ -85,6 +85,7 @@ fn run(backend: &str, database: serde_json::Value) -> Figures {
 
     // Internal filtered reads, 16 keep-alive mTLS clients.
     let latencies = Arc::new(Mutex::new(Vec::new()));
+    let reads_started = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let readers: Vec<_> = (0..READERS)
         .map(|r| {
@@ -105,7 +106,8 @@ fn run(backend: &str, database: serde_json::Value) -> Figures {
                         .unwrap();
                     assert_eq!(resp.status(), 200);
                     let _ = netman::http::client::body_string(&mut resp, 64 << 20).unwrap();
-                    mine.push(started.elapsed().as_secs_f64() * 1000.0);
+                    let at = started.duration_since(reads_started).as_secs_f64();
+                    mine.push((at, started.elapsed().as_secs_f64() * 1000.0));
                 }
                 latencies.lock().unwrap().extend(mine);
             })
@@ -116,7 +118,9 @@ fn run(backend: &str, database: serde_json::Value) -> Figures {
     for r in readers {
         r.join().unwrap();
     }
-    let mut reads = latencies.lock().unwrap().clone();
+    let timed: Vec<(f64, f64)> = latencies.lock().unwrap().clone();
+    print_tail_by_second(backend, &timed);
+    let mut reads: Vec<f64> = timed.iter().map(|(_, ms)| *ms).collect();
     reads.sort_by(f64::total_cmp);
 
     // External list latency: everything, and one app's policies.
@@ -147,6 +151,28 @@ fn run(backend: &str, database: serde_json::Value) -> Figures {
         list_all_ms,
         list_filtered_ms,
     }
+}
+
+/// Where the tail of the reads lies in time: per second of the read phase, requests started,
+/// p50, p99 and how many took over 20 ms.
+fn print_tail_by_second(backend: &str, timed: &[(f64, f64)]) {
+    let mut line = format!("{backend} reads by second (n p50/p99 ms >20ms):");
+    for second in 0..READ_SECONDS as usize {
+        let mut v: Vec<f64> = timed
+            .iter()
+            .filter(|(at, _)| *at as usize == second)
+            .map(|(_, ms)| *ms)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        let slow = v.iter().filter(|ms| **ms > 20.0).count();
+        line.push_str(&format!(
+            " [{second}] {} {:.1}/{:.1} {slow};",
+            v.len(),
+            percentile(&v, 0.5),
+            percentile(&v, 0.99)
+        ));
+    }
+    eprintln!("{line}");
 }
 
 fn main() {
