@@ -7,13 +7,20 @@ mod support;
 use support::agent_lab as lab;
 
 use lab::policy_api::PolicyApi;
-use lab::{tcp_connect, tcp_connect_loop, Conn, Lab, TcpServer};
+use lab::{tcp_connect, Conn, Lab, TcpServer};
 use netman::agent::libnft::LibNft;
 use netman::agent::nft::{render_diff, render_full, C2cLogging, Nft, Runner};
 use netman::agent::plan::{plan, Diff};
 use netman::api::policy::{format_tag, Policy};
 use netman::cell::Container as StoreContainer;
+use nix::sys::socket::{
+    bind, connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn,
+};
+use nix::sys::time::TimeVal;
 use rand::Rng;
+use std::net::SocketAddrV4;
+use std::os::fd::AsRawFd;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 const LOG_OFF: C2cLogging = C2cLogging {
@@ -163,18 +170,144 @@ fn install(lab: &Lab, cell: usize, policies: &[Policy]) {
         .unwrap();
 }
 
+/// Source ports for one (client, server address, server port): each connection of a run takes
+/// the next, so no 4-tuple is used twice and no SYN meets the TIME_WAIT entry of an earlier
+/// connection in a cell's conntrack or a container's socket table (which, with the kernel's own
+/// port choice wrapping the range, cost a 1 s SYN retransmit each and made the figures show that
+/// instead of the dataplane).
+struct SourcePorts {
+    next: u32,
+}
+
+impl SourcePorts {
+    const FIRST: u32 = 1024;
+
+    fn new() -> SourcePorts {
+        SourcePorts { next: Self::FIRST }
+    }
+
+    fn capacity() -> usize {
+        (65536 - Self::FIRST) as usize
+    }
+
+    fn take(&mut self, n: usize) -> u16 {
+        let first = self.next;
+        self.next += n as u32;
+        assert!(
+            self.next <= 65536,
+            "out of unused source ports: lower the connections per sample"
+        );
+        first as u16
+    }
+}
+
+/// `n` sequential connect+close from the calling thread's namespace, source ports `first..`;
+/// (successes, elapsed).
+fn connect_from_ports(to: SocketAddrV4, first: u16, n: usize) -> (usize, Duration) {
+    let started = Instant::now();
+    let mut ok = 0;
+    for i in 0..n {
+        let fd = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .expect("socket");
+        // The same port towards the other server may still be in TIME_WAIT here.
+        setsockopt(&fd, sockopt::ReuseAddr, &true).unwrap();
+        setsockopt(&fd, sockopt::SendTimeout, &TimeVal::new(2, 0)).unwrap();
+        let local = SockaddrIn::from(SocketAddrV4::new(
+            std::net::Ipv4Addr::UNSPECIFIED,
+            first + i as u16,
+        ));
+        bind(fd.as_raw_fd(), &local).expect("bind source port");
+        if connect(fd.as_raw_fd(), &SockaddrIn::from(to)).is_ok() {
+            ok += 1;
+        }
+    }
+    (ok, started.elapsed())
+}
+
+/// TCP counters of one namespace that move when a connection does not go at wire speed.
+#[derive(Debug, Clone, Copy, Default)]
+struct Retransmits {
+    /// `Tcp: RetransSegs` (SYN and SYN-ACK retransmits included).
+    segments: u64,
+    /// `TcpExt: TCPTimeouts`.
+    timeouts: u64,
+    /// `TcpExt: TCPSynRetrans` (SYN and SYN-ACK retransmits).
+    syn: u64,
+}
+
+impl Retransmits {
+    fn of(ns: &Path) -> Retransmits {
+        netman::netns::run_in(ns, || {
+            // thread-self: /proc/self/net would show the main thread's namespace.
+            let counter = |file: &str, group: &str, name: &str| -> u64 {
+                let text =
+                    std::fs::read_to_string(format!("/proc/thread-self/net/{file}")).unwrap();
+                let mut rows = text
+                    .lines()
+                    .filter(|l| l.starts_with(&format!("{group}: ")));
+                let (names, values) = (rows.next().unwrap(), rows.next().unwrap());
+                let i = names.split_whitespace().position(|n| n == name).unwrap();
+                values.split_whitespace().nth(i).unwrap().parse().unwrap()
+            };
+            Retransmits {
+                segments: counter("snmp", "Tcp", "RetransSegs"),
+                timeouts: counter("netstat", "TcpExt", "TCPTimeouts"),
+                syn: counter("netstat", "TcpExt", "TCPSynRetrans"),
+            }
+        })
+        .unwrap()
+    }
+
+    fn since(self, before: Retransmits) -> Retransmits {
+        Retransmits {
+            segments: self.segments - before.segments,
+            timeouts: self.timeouts - before.timeouts,
+            syn: self.syn - before.syn,
+        }
+    }
+
+    fn add(self, other: Retransmits) -> Retransmits {
+        Retransmits {
+            segments: self.segments + other.segments,
+            timeouts: self.timeouts + other.timeouts,
+            syn: self.syn + other.syn,
+        }
+    }
+
+    fn any(&self) -> bool {
+        self.segments + self.timeouts > 0
+    }
+}
+
+/// One sample: connections/s, and the retransmits in client and server while it ran.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    rate: f64,
+    retransmits: Retransmits,
+}
+
+const PER_SAMPLE: usize = 1500;
+const ROUNDS: usize = 11;
+/// Client containers of app A: each has its own source ports, so more samples fit in a run.
+const CLIENTS: [&str; 2] = ["a", "a2"];
+
 fn connection_rate() {
-    println!("== new TCP connections/s from a to b (sequential connect+close; medians of 7 interleaved rounds of 1,500)");
+    let started = Instant::now();
+    println!(
+        "== new TCP connections/s from a to b (sequential connect+close, {PER_SAMPLE} per sample, every 4-tuple new; \
+         medians of {ROUNDS} interleaved rounds over the samples without retransmits)"
+    );
     let mut lab = Lab::new(2);
-    lab.cell(1).add_container("a", "app-A");
+    for client in CLIENTS {
+        lab.cell(1).add_container(client, "app-A");
+    }
     lab.cell(1).add_container("b2", "app-B");
     lab.cell(2).add_container("b", "app-B");
-    for c in ["a", "b", "b2"] {
-        let ns = &lab.container(c).ns;
-        ns.sysctl("net.ipv4.tcp_tw_reuse", "1").unwrap();
-        ns.sysctl("net.ipv4.ip_local_port_range", "10000 65000")
-            .unwrap();
-    }
     let _s = [
         TcpServer::start(lab.container("b"), 8080),
         TcpServer::start(lab.container("b2"), 8080),
@@ -182,13 +315,37 @@ fn connection_rate() {
     let mut allow = Policy::new("app-A", "app-B", "tcp", 8080, 8080);
     allow.source.tag = Some("0001".into());
     let dests: Vec<String> = vec!["app-B".into()];
-    // One sample: 1,500 sequential connects.
-    let rate = |lab: &Lab, target: &str| -> f64 {
-        let (a, t) = (lab.container("a"), lab.container(target));
-        assert_eq!(tcp_connect(a, t.ip, 8080), Conn::Ok);
-        let (ok, took) = tcp_connect_loop(a, t.ip, 8080, 1500);
-        assert_eq!(ok, 1500);
-        ok as f64 / took.as_secs_f64()
+    // Per (client, target).
+    let mut ports: Vec<[SourcePorts; 2]> = CLIENTS
+        .iter()
+        .map(|_| [SourcePorts::new(), SourcePorts::new()])
+        .collect();
+    // One sample: one warm-up connect, then PER_SAMPLE sequential connects, from the client with
+    // the most unused source ports towards the target.
+    let mut sample = |lab: &Lab, target: usize| -> Sample {
+        let client = (0..CLIENTS.len())
+            .min_by_key(|c| ports[*c][target].next)
+            .unwrap();
+        let (a, t) = (
+            lab.container(CLIENTS[client]),
+            lab.container(["b2", "b"][target]),
+        );
+        let to = SocketAddrV4::new(t.ip, 8080);
+        let first = ports[client][target].take(PER_SAMPLE + 1);
+        let before = [Retransmits::of(&a.ns.path()), Retransmits::of(&t.ns.path())];
+        let (ok, took) = netman::netns::run_in(&a.ns.path(), move || {
+            assert_eq!(connect_from_ports(to, first, 1).0, 1, "warm-up connect");
+            connect_from_ports(to, first + 1, PER_SAMPLE)
+        })
+        .unwrap();
+        assert_eq!(ok, PER_SAMPLE);
+        let retransmits = Retransmits::of(&a.ns.path())
+            .since(before[0])
+            .add(Retransmits::of(&t.ns.path()).since(before[1]));
+        Sample {
+            rate: ok as f64 / took.as_secs_f64(),
+            retransmits,
+        }
     };
     let mut wide_allow = allow.clone();
     wide_allow.destination.ports = netman::api::policy::Ports {
@@ -226,7 +383,7 @@ fn connection_rate() {
             with(wide(10_000), &allow),
         ),
         (
-            "1 policy (A->B tcp 8000-8999, interval set)",
+            "1 policy (A->B tcp 8000-8999, a wide range)",
             vec![wide_allow.clone()],
         ),
         (
@@ -234,46 +391,72 @@ fn connection_rate() {
             with(wide(10_000), &wide_allow),
         ),
     ];
+    assert!(
+        variants.len() * ROUNDS * (PER_SAMPLE + 1) <= CLIENTS.len() * SourcePorts::capacity(),
+        "more connections per target than source ports"
+    );
     // The machine is shared: variants are interleaved round by round, and each ratio is taken
     // against its baseline measured in the same round; medians over the rounds.
-    const ROUNDS: usize = 7;
-    let mut samples = vec![(Vec::new(), Vec::new()); variants.len()];
+    let mut samples: Vec<[Vec<Sample>; 2]> = vec![[Vec::new(), Vec::new()]; variants.len()];
     for _ in 0..ROUNDS {
-        for (i, (_, policies)) in variants.iter().enumerate() {
+        for ((_, policies), of_variant) in variants.iter().zip(samples.iter_mut()) {
             install(&lab, 0, policies);
             install(&lab, 1, policies);
-            samples[i].0.push(rate(&lab, "b2"));
-            samples[i].1.push(rate(&lab, "b"));
+            for (target, of_target) in of_variant.iter_mut().enumerate() {
+                of_target.push(sample(&lab, target));
+            }
         }
     }
-    let med = |v: &[f64]| -> f64 {
-        let mut v = v.to_vec();
+    let med = |mut v: Vec<f64>| -> Option<f64> {
         v.sort_by(|x, y| x.partial_cmp(y).unwrap());
-        v[v.len() / 2]
+        v.get(v.len() / 2).copied()
+    };
+    let show = |v: Option<f64>, decimals: usize| match v {
+        Some(x) => format!("{x:.decimals$}"),
+        None => "n/a".to_string(),
     };
     for (i, (name, _)) in variants.iter().enumerate() {
         let base = if i >= 4 { 4 } else { 0 };
-        let ratio = |k: usize| -> f64 {
-            let r: Vec<f64> = (0..ROUNDS)
-                .map(|r| {
-                    let (s, b) = (&samples[i], &samples[base]);
-                    if k == 0 {
-                        s.0[r] / b.0[r]
-                    } else {
-                        s.1[r] / b.1[r]
-                    }
-                })
+        let mut cols = Vec::new();
+        for (target, label) in ["same cell", "cross cell"].iter().enumerate() {
+            let (mine, theirs) = (&samples[i][target], &samples[base][target]);
+            let clean: Vec<f64> = mine
+                .iter()
+                .filter(|s| !s.retransmits.any())
+                .map(|s| s.rate)
                 .collect();
-            med(&r)
-        };
-        println!(
-            "{name:<50} same cell {:>6.0}/s (ratio {:.2}), cross cell {:>6.0}/s (ratio {:.2})",
-            med(&samples[i].0),
-            ratio(0),
-            med(&samples[i].1),
-            ratio(1)
-        );
+            let kept = clean.len();
+            let ratios: Vec<f64> = mine
+                .iter()
+                .zip(theirs)
+                .filter(|(s, b)| !s.retransmits.any() && !b.retransmits.any())
+                .map(|(s, b)| s.rate / b.rate)
+                .collect();
+            let spread = match (
+                ratios.iter().cloned().reduce(f64::min),
+                ratios.iter().cloned().reduce(f64::max),
+            ) {
+                (Some(lo), Some(hi)) => format!("{lo:.2}-{hi:.2}"),
+                _ => "n/a".into(),
+            };
+            let lost = mine
+                .iter()
+                .fold(Retransmits::default(), |t, s| t.add(s.retransmits));
+            cols.push(format!(
+                "{label} {:>6}/s ratio {} [{spread}] ({kept}/{ROUNDS} clean; retransmits {} (SYN {}), timeouts {})",
+                show(med(clean), 0),
+                show(med(ratios), 2),
+                lost.segments,
+                lost.syn,
+                lost.timeouts,
+            ));
+        }
+        println!("{name:<48} {}", cols.join("; "));
     }
+    println!(
+        "(rate section took {:.0} s)",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 fn convergence() {

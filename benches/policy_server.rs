@@ -84,6 +84,8 @@ fn run(backend: &str, database: serde_json::Value) -> Figures {
 
     // Internal filtered reads, 16 keep-alive mTLS clients.
     let latencies = Arc::new(Mutex::new(Vec::new()));
+    let metrics_before = scrape(&server);
+    let reads_started = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let readers: Vec<_> = (0..READERS)
         .map(|r| {
@@ -104,7 +106,8 @@ fn run(backend: &str, database: serde_json::Value) -> Figures {
                         .unwrap();
                     assert_eq!(resp.status(), 200);
                     let _ = netman::http::client::body_string(&mut resp, 64 << 20).unwrap();
-                    mine.push(started.elapsed().as_secs_f64() * 1000.0);
+                    let at = started.duration_since(reads_started).as_secs_f64();
+                    mine.push((at, started.elapsed().as_secs_f64() * 1000.0));
                 }
                 latencies.lock().unwrap().extend(mine);
             })
@@ -115,7 +118,10 @@ fn run(backend: &str, database: serde_json::Value) -> Figures {
     for r in readers {
         r.join().unwrap();
     }
-    let mut reads = latencies.lock().unwrap().clone();
+    let timed: Vec<(f64, f64)> = latencies.lock().unwrap().clone();
+    print_tail_by_second(backend, &timed);
+    print_server_stages(backend, &metrics_before, &scrape(&server));
+    let mut reads: Vec<f64> = timed.iter().map(|(_, ms)| *ms).collect();
     reads.sort_by(f64::total_cmp);
 
     // External list latency: everything, and one app's policies.
@@ -146,6 +152,111 @@ fn run(backend: &str, database: serde_json::Value) -> Figures {
         list_all_ms,
         list_filtered_ms,
     }
+}
+
+/// Where the tail of the reads lies in time: per second of the read phase, requests started,
+/// p50, p99 and how many took over 20 ms.
+fn print_tail_by_second(backend: &str, timed: &[(f64, f64)]) {
+    let mut line = format!("{backend} reads by second (n p50/p99 ms >20ms):");
+    for second in 0..READ_SECONDS as usize {
+        let mut v: Vec<f64> = timed
+            .iter()
+            .filter(|(at, _)| *at as usize == second)
+            .map(|(_, ms)| *ms)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        let slow = v.iter().filter(|ms| **ms > 20.0).count();
+        line.push_str(&format!(
+            " [{second}] {} {:.1}/{:.1} {slow};",
+            v.len(),
+            percentile(&v, 0.5),
+            percentile(&v, 0.99)
+        ));
+    }
+    eprintln!("{line}");
+}
+
+fn scrape(server: &PolicyServer) -> String {
+    let mut resp = ureq::get(format!("{}/metrics", server.debug))
+        .call()
+        .unwrap();
+    netman::http::client::body_string(&mut resp, 16 << 20).unwrap()
+}
+
+/// Histogram buckets (upper bound in seconds, cumulative count) of the series whose name ends in
+/// `_bucket` and whose labels contain `label`, summed over the matching series.
+fn buckets(text: &str, name_part: &str, label: &str) -> Vec<(f64, f64)> {
+    let mut by_le: std::collections::BTreeMap<String, (f64, f64)> = Default::default();
+    for line in text.lines() {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        if !series.contains(name_part) || !series.contains("_bucket{") || !series.contains(label) {
+            continue;
+        }
+        let Some(le) = series
+            .split("le=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+        else {
+            continue;
+        };
+        let bound = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            le.parse().unwrap()
+        };
+        let entry = by_le.entry(le.to_string()).or_insert((bound, 0.0));
+        entry.1 += value.parse::<f64>().unwrap_or(0.0);
+    }
+    let mut v: Vec<(f64, f64)> = by_le.into_values().collect();
+    v.sort_by(|a, b| a.0.total_cmp(&b.0));
+    v
+}
+
+/// The bucket bound (ms) under which `p` of the observations between two scrapes fell.
+fn bucket_percentile(before: &[(f64, f64)], after: &[(f64, f64)], p: f64) -> String {
+    let delta: Vec<(f64, f64)> = after
+        .iter()
+        .map(|(le, n)| {
+            let old = before
+                .iter()
+                .find(|(b, _)| b == le)
+                .map_or(0.0, |(_, m)| *m);
+            (*le, n - old)
+        })
+        .collect();
+    let Some(total) = delta.last().map(|(_, n)| *n).filter(|n| *n > 0.0) else {
+        return "n/a".into();
+    };
+    let (le, _) = delta.iter().find(|(_, n)| *n >= total * p).unwrap();
+    format!("<={:.1}", le * 1000.0)
+}
+
+/// The server's own view of the read phase: time in the handler (store list + JSON) and in the
+/// store's list, from its Prometheus histograms (bucket bounds).
+fn print_server_stages(backend: &str, before: &str, after: &str) {
+    let mut line = format!("{backend} server side during the reads (ms, bucket bounds):");
+    for (what, name, label) in [
+        (
+            "handler",
+            "internal_http_request_duration_seconds",
+            "route=\"InternalPolicies\"",
+        ),
+        (
+            "store list",
+            "store_operation_duration_seconds",
+            "op=\"ByGuids\"",
+        ),
+    ] {
+        let (b, a) = (buckets(before, name, label), buckets(after, name, label));
+        line.push_str(&format!(
+            " {what} p50 {} p99 {};",
+            bucket_percentile(&b, &a, 0.5),
+            bucket_percentile(&b, &a, 0.99)
+        ));
+    }
+    eprintln!("{line}");
 }
 
 fn main() {

@@ -243,3 +243,83 @@ fn libnftables_applies_the_same_table_as_nft_and_fails_atomically() {
         "the failed transaction left nothing behind; the diff removed one element"
     );
 }
+
+/// Chain names of the agent's table in a cell.
+fn range_chains(lab: &Lab, cell: usize) -> Vec<String> {
+    let list = lab.cells[cell].nft(&["list", "chains", "ip"]).unwrap();
+    list.lines()
+        .filter_map(|l| l.trim().strip_prefix("chain "))
+        .map(|l| l.trim_end_matches(" {").to_string())
+        .filter(|name| name.starts_with("ports_"))
+        .collect()
+}
+
+#[test]
+fn wide_ranges_change_incrementally_and_unused_range_chains_go_in_the_same_transaction() {
+    let lab = two_cells();
+    let (a, c, b) = (lab.container("a"), lab.container("c"), lab.container("b"));
+    let _s: Vec<TcpServer> = [8080, 20500, 21500, 30500]
+        .map(|p| TcpServer::start(b, p))
+        .into_iter()
+        .collect();
+    let apply_all = |old: &[Plan], policies: &[Policy]| -> Vec<Plan> {
+        let new: Vec<Plan> = [1, 2].map(|c| cell_plan(&lab, c, policies)).to_vec();
+        for (i, (o, n)) in old.iter().zip(&new).enumerate() {
+            if let Some(script) = render_diff(&Diff::between(o, n)) {
+                lab.cells[i].nft_script(&script).unwrap();
+            }
+        }
+        new
+    };
+    let mut policies = base_policies();
+    let plans: Vec<Plan> = [1, 2].map(|c| cell_plan(&lab, c, &policies)).to_vec();
+    for (i, p) in plans.iter().enumerate() {
+        lab.cells[i].nft_script(&render_full(p, &LOG_OFF)).unwrap();
+    }
+    assert_eq!(tcp_connect(a, b.ip, 20500), Conn::Ok);
+    assert_eq!(tcp_connect(a, b.ip, 21500), Conn::Refused);
+    assert_eq!(range_chains(&lab, 1), ["ports_20000_20999"]);
+
+    // The range grows: a new chain, the key re-pointed, the old chain deleted, in one batch.
+    policies[3] = policy("app-A", "0001", "app-B", "tcp", 20000, 21999);
+    let plans = apply_all(&plans, &policies);
+    assert_eq!(tcp_connect(a, b.ip, 20500), Conn::Ok);
+    assert_eq!(tcp_connect(a, b.ip, 21500), Conn::Ok, "in the grown range");
+    assert_eq!(range_chains(&lab, 1), ["ports_20000_21999"]);
+
+    // Another source app with its own wide range: its tag, not A's, opens it.
+    policies.push(policy("app-C", "0003", "app-B", "tcp", 30000, 30999));
+    let plans = apply_all(&plans, &policies);
+    assert_eq!(tcp_connect(c, b.ip, 30500), Conn::Ok, "C in its range");
+    assert_eq!(tcp_connect(c, b.ip, 20500), Conn::Refused, "C in A's range");
+    assert_eq!(tcp_connect(a, b.ip, 30500), Conn::Refused, "A in C's range");
+    assert_eq!(
+        range_chains(&lab, 1),
+        ["ports_20000_21999", "ports_30000_30999"]
+    );
+
+    // The kernel refuses to delete a chain an element still jumps to, and nothing changes.
+    let busy = "flush chain ip netman_vpa ports_30000_30999\ndelete chain ip netman_vpa ports_30000_30999\n";
+    assert!(lab.cells[1].nft_script(busy).is_err());
+    assert_eq!(
+        tcp_connect(c, b.ip, 30500),
+        Conn::Ok,
+        "after the refused batch"
+    );
+
+    // All wide ranges gone: no range chain is left behind.
+    policies.retain(|p| p.destination.ports.end - p.destination.ports.start < 64);
+    apply_all(&plans, &policies);
+    assert_eq!(tcp_connect(a, b.ip, 20500), Conn::Refused);
+    assert_eq!(tcp_connect(c, b.ip, 30500), Conn::Refused);
+    assert_eq!(
+        tcp_connect(a, b.ip, 8080),
+        Conn::Ok,
+        "single ports untouched"
+    );
+    assert!(
+        range_chains(&lab, 1).is_empty(),
+        "{:?}",
+        range_chains(&lab, 1)
+    );
+}

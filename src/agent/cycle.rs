@@ -328,10 +328,10 @@ impl Agent {
         };
         self.metrics
             .set_elements(Set::SourceTags.name(), plan.source_tags.len());
-        let ranges = plan.allowed.iter().filter(|a| a.is_range()).count();
         self.metrics
-            .set_elements(Set::Allowed.name(), plan.allowed.len() - ranges);
-        self.metrics.set_elements(Set::AllowedRanges.name(), ranges);
+            .set_elements(Set::Allowed.name(), plan.allowed.len());
+        self.metrics
+            .set_elements(Set::AllowedRanges.name(), plan.ranges.len());
         log::debug!("applied {applied:?}");
         Ok(applied)
     }

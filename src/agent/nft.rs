@@ -7,22 +7,26 @@
 //! table ip netman_vpa {
 //!   map source_tags    { type ipv4_addr : mark; }                              # local source IP -> tag
 //!   set allowed        { type ipv4_addr . inet_proto . inet_service . mark; }   # single ports (hash)
-//!   set allowed_ranges { ...same...; flags interval; }                         # port ranges
+//!   map allowed_ranges { type ipv4_addr . inet_proto . mark : verdict; }        # -> jump ports_<ranges>
+//!   chain ports_20000_20999 { th dport 20000-20999 meta mark set meta mark | 0x01000000 }
 //!   chain forward { type filter hook forward priority -10; policy accept;
 //!     meta mark set ip saddr map @source_tags
 //!     ct state new ip daddr . meta l4proto . th dport . meta mark @allowed meta mark set meta mark | 0x01000000
-//!     ct state new meta mark & 0x01000000 == 0 ip daddr . meta l4proto . th dport . meta mark @allowed_ranges meta mark set ...
+//!     ct state new meta mark & 0x01000000 == 0 ip daddr . meta l4proto . meta mark vmap @allowed_ranges
 //!     [c2c logging: NFLOG of allowed new connections, UDP rate limited]
 //!   }
 //! }
 //! ```
-//! Single ports (and ranges of up to [`super::plan::EXPAND_RANGES_UP_TO`] ports, expanded) live in
-//! a hash set, whose lookup cost does not grow with its size; only wider ranges go to the
-//! interval (pipapo) set, whose per-packet cost grows with the number of elements (measured:
-//! 10,000 interval elements cut new connections/s to about a tenth). Lookups run only for the
-//! first packet of a connection (`ct state new`).
+//! Every lookup is a hash lookup whose cost does not grow with the number of elements. Single
+//! ports (and ranges of up to [`super::plan::EXPAND_RANGES_UP_TO`] ports, expanded) are elements
+//! of `allowed`. Wider ranges are checked by a chain per distinct list of ranges
+//! ([`PortRanges`]), reached through `allowed_ranges` keyed on (destination, protocol, tag): one
+//! more hash lookup and a range check over that key's own few ranges. (One interval set for all
+//! wide ranges, as first built, cost every new connection time in proportion to its size:
+//! 10,000 elements cut new connections/s to a fifth.) Lookups run only for the first packet of a
+//! connection (`ct state new`).
 
-use super::plan::{Allow, Diff, Plan};
+use super::plan::{Allow, Diff, Plan, PortRanges, RangeKey};
 use crate::cell::marks::{ALLOWED_BIT, HIGH_MASK};
 use crate::os_error::OsError;
 use std::fmt::{self, Write as _};
@@ -36,7 +40,7 @@ pub const CHAIN: &str = "forward";
 /// Before iptables-nft's filter FORWARD (priority 0), so the marks are there when it decides.
 pub const PRIORITY: i32 = -10;
 
-/// The agent's sets.
+/// The agent's sets and maps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Set {
     SourceTags,
@@ -55,21 +59,12 @@ impl Set {
 
     /// `add map|set ip netman_vpa <name> { ... }`
     fn declaration(self) -> String {
-        const KEY: &str = "ipv4_addr . inet_proto . inet_service . mark";
         let (kind, body) = match self {
-            Set::SourceTags => ("map", "type ipv4_addr : mark;".to_string()),
-            Set::Allowed => ("set", format!("type {KEY};")),
-            Set::AllowedRanges => ("set", format!("type {KEY}; flags interval;")),
+            Set::SourceTags => ("map", "type ipv4_addr : mark;"),
+            Set::Allowed => ("set", "type ipv4_addr . inet_proto . inet_service . mark;"),
+            Set::AllowedRanges => ("map", "type ipv4_addr . inet_proto . mark : verdict;"),
         };
         format!("add {kind} {FAMILY} {TABLE} {} {{ {body} }}", self.name())
-    }
-
-    pub fn of(allow: &Allow) -> Set {
-        if allow.is_range() {
-            Set::AllowedRanges
-        } else {
-            Set::Allowed
-        }
     }
 }
 
@@ -87,9 +82,14 @@ pub enum Rule {
     /// Mark packets from local policy sources with their app's tag.
     MarkSources,
     /// Set [`ALLOWED_BIT`] on the first packet of a connection whose (daddr, proto, dport, mark)
-    /// is in `set`. Later packets need no lookup: the networker's chain accepts
+    /// is in `allowed`. Later packets need no lookup: the networker's chain accepts
     /// RELATED,ESTABLISHED before it looks at the bit.
-    MarkAllowed(Set),
+    MarkAllowed,
+    /// Not allowed by a single port: jump to the chain of the (daddr, proto, mark)'s wide port
+    /// ranges, if it has any.
+    JumpToRanges,
+    /// In a range chain: set the bit when the destination port is in `ranges`.
+    MarkPortsIn(PortRanges),
     /// NFLOG allowed new TCP (and other non-UDP) connections.
     LogAllowed { group: u16 },
     /// NFLOG allowed UDP packets, rate limited.
@@ -109,17 +109,24 @@ impl fmt::Display for Rule {
                 "meta mark set ip saddr map @{}",
                 Set::SourceTags.name()
             ),
-            // The interval set is consulted only when the hash set did not allow already.
-            Rule::MarkAllowed(Set::AllowedRanges) => write!(
-                f,
-                "ct state new meta mark & 0x{ALLOWED_BIT:08x} == 0 ip daddr . meta l4proto . th dport . meta mark @{} meta mark set meta mark | 0x{ALLOWED_BIT:08x}",
-                Set::AllowedRanges.name()
-            ),
-            Rule::MarkAllowed(set) => write!(
+            Rule::MarkAllowed => write!(
                 f,
                 "ct state new ip daddr . meta l4proto . th dport . meta mark @{} meta mark set meta mark | 0x{ALLOWED_BIT:08x}",
-                set.name()
+                Set::Allowed.name()
             ),
+            Rule::JumpToRanges => write!(
+                f,
+                "ct state new meta mark & 0x{ALLOWED_BIT:08x} == 0 ip daddr . meta l4proto . meta mark vmap @{}",
+                Set::AllowedRanges.name()
+            ),
+            Rule::MarkPortsIn(ports) => {
+                let list: Vec<String> = ports.ranges().iter().map(|(s, e)| format!("{s}-{e}")).collect();
+                match list.as_slice() {
+                    [one] => write!(f, "th dport {one}")?,
+                    _ => write!(f, "th dport {{ {} }}", list.join(", "))?,
+                }
+                write!(f, " meta mark set meta mark | 0x{ALLOWED_BIT:08x}")
+            }
             Rule::LogAllowed { group } => write!(
                 f,
                 "{allowed} meta l4proto != udp ct state new log prefix \"{LOG_PREFIX}\" group {group}"
@@ -133,11 +140,7 @@ impl fmt::Display for Rule {
 }
 
 pub fn rules(log: &C2cLogging) -> Vec<Rule> {
-    let mut r = vec![
-        Rule::MarkSources,
-        Rule::MarkAllowed(Set::Allowed),
-        Rule::MarkAllowed(Set::AllowedRanges),
-    ];
+    let mut r = vec![Rule::MarkSources, Rule::MarkAllowed, Rule::JumpToRanges];
     if log.enabled {
         r.push(Rule::LogAllowed { group: log.group });
         r.push(Rule::LogAllowedUdp {
@@ -148,19 +151,31 @@ pub fn rules(log: &C2cLogging) -> Vec<Rule> {
     r
 }
 
-/// One element in nft syntax. Ranges of the interval set are always written `start-end` (nft
-/// 1.0.6 cannot delete a single-port element of a concatenated interval set written as `port`).
+/// One element of `allowed` in nft syntax.
 struct AllowElement<'a>(&'a Allow);
 
 impl fmt::Display for AllowElement<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let a = self.0;
-        write!(f, "{} . {} . ", a.daddr, a.proto)?;
-        match Set::of(a) {
-            Set::AllowedRanges => write!(f, "{}-{}", a.start, a.end)?,
-            _ => write!(f, "{}", a.start)?,
+        write!(
+            f,
+            "{} . {} . {} . 0x{:08x}",
+            a.daddr, a.proto, a.port, a.mark
+        )
+    }
+}
+
+/// One element of `allowed_ranges`: with its verdict to add, without to delete.
+struct RangeElement<'a>(&'a RangeKey, Option<&'a PortRanges>);
+
+impl fmt::Display for RangeElement<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let k = self.0;
+        write!(f, "{} . {} . 0x{:08x}", k.daddr, k.proto, k.mark)?;
+        match self.1 {
+            Some(ports) => write!(f, " : jump {}", ports.chain_name()),
+            None => Ok(()),
         }
-        write!(f, " . 0x{:08x}", a.mark)
     }
 }
 
@@ -211,6 +226,9 @@ pub fn render_full(plan: &Plan, log: &C2cLogging) -> String {
     for set in [Set::SourceTags, Set::Allowed, Set::AllowedRanges] {
         let _ = writeln!(out, "{}", set.declaration());
     }
+    for ports in plan.range_chains() {
+        add_range_chain(&mut out, ports);
+    }
     let _ = writeln!(
         out,
         "add chain {FAMILY} {TABLE} {CHAIN} {{ type filter hook forward priority {PRIORITY}; policy accept; }}"
@@ -219,36 +237,65 @@ pub fn render_full(plan: &Plan, log: &C2cLogging) -> String {
     let sources = plan.source_tags.iter();
     let sources = sources.map(|(ip, tag)| SourceElement(*ip, Some(*tag)));
     elements(&mut out, "add", Set::SourceTags, sources);
-    allow_elements(&mut out, "add", &plan.allowed);
+    elements(
+        &mut out,
+        "add",
+        Set::Allowed,
+        plan.allowed.iter().map(AllowElement),
+    );
+    let ranges = plan.ranges.iter().map(|(k, p)| RangeElement(k, Some(p)));
+    elements(&mut out, "add", Set::AllowedRanges, ranges);
     out
 }
 
-/// `verb` (add or delete) elements of the allowed sets, each to the set it belongs in.
-fn allow_elements<'a>(out: &mut String, verb: &str, allowed: impl IntoIterator<Item = &'a Allow>) {
-    let allowed: Vec<&Allow> = allowed.into_iter().collect();
-    for set in [Set::Allowed, Set::AllowedRanges] {
-        let of_set = allowed.iter().filter(|a| Set::of(a) == set);
-        elements(out, verb, set, of_set.map(|a| AllowElement(a)));
-    }
+fn add_range_chain(out: &mut String, ports: &PortRanges) {
+    let name = ports.chain_name();
+    let _ = writeln!(out, "add chain {FAMILY} {TABLE} {name}");
+    let rule = Rule::MarkPortsIn(ports.clone());
+    let _ = writeln!(out, "add rule {FAMILY} {TABLE} {name} {rule}");
 }
 
-/// Only the difference; `None` when there is nothing to do. Removals come first, so an element
-/// that changes (a merged range that grew) is deleted and re-added in the same transaction.
+/// Only the difference; `None` when there is nothing to do. New range chains come first,
+/// then removals, so an element that changes (a range that grew) is deleted and re-added in the
+/// same transaction; chains no element points at any more go last.
 pub fn render_diff(diff: &Diff) -> Option<String> {
     if diff.is_empty() {
         return None;
     }
     let mut out = String::with_capacity(diff.len() * 56);
-    let gone = diff
-        .remove_sources
-        .iter()
-        .map(|ip| SourceElement(*ip, None));
-    elements(&mut out, "delete", Set::SourceTags, gone);
-    allow_elements(&mut out, "delete", &diff.remove_allowed);
+    for ports in &diff.add_chains {
+        add_range_chain(&mut out, ports);
+    }
+    let gone = diff.remove_sources.iter();
+    elements(
+        &mut out,
+        "delete",
+        Set::SourceTags,
+        gone.map(|ip| SourceElement(*ip, None)),
+    );
+    let gone = diff.remove_allowed.iter().map(AllowElement);
+    elements(&mut out, "delete", Set::Allowed, gone);
+    let gone = diff.remove_ranges.iter().map(|k| RangeElement(k, None));
+    elements(&mut out, "delete", Set::AllowedRanges, gone);
     let new = diff.add_sources.iter();
     let new = new.map(|(ip, tag)| SourceElement(*ip, Some(*tag)));
     elements(&mut out, "add", Set::SourceTags, new);
-    allow_elements(&mut out, "add", &diff.add_allowed);
+    elements(
+        &mut out,
+        "add",
+        Set::Allowed,
+        diff.add_allowed.iter().map(AllowElement),
+    );
+    let new = diff
+        .add_ranges
+        .iter()
+        .map(|(k, p)| RangeElement(k, Some(p)));
+    elements(&mut out, "add", Set::AllowedRanges, new);
+    for ports in &diff.remove_chains {
+        let name = ports.chain_name();
+        let _ = writeln!(out, "flush chain {FAMILY} {TABLE} {name}");
+        let _ = writeln!(out, "delete chain {FAMILY} {TABLE} {name}");
+    }
     Some(out)
 }
 
@@ -413,12 +460,19 @@ mod tests {
     use crate::agent::plan::Proto;
     use std::collections::{BTreeMap, BTreeSet};
 
-    fn allow(ip: &str, proto: Proto, start: u16, end: u16, mark: u32) -> Allow {
+    fn allow(ip: &str, proto: Proto, port: u16, mark: u32) -> Allow {
         Allow {
             daddr: ip.parse().unwrap(),
             proto,
-            start,
-            end,
+            port,
+            mark,
+        }
+    }
+
+    fn key(ip: &str, proto: Proto, mark: u32) -> RangeKey {
+        RangeKey {
+            daddr: ip.parse().unwrap(),
+            proto,
             mark,
         }
     }
@@ -426,9 +480,16 @@ mod tests {
     fn sample() -> Plan {
         Plan {
             source_tags: BTreeMap::from([("10.255.1.2".parse().unwrap(), 1)]),
-            allowed: BTreeSet::from([
-                allow("10.255.1.3", Proto::Tcp, 8080, 8080, 1),
-                allow("10.255.1.3", Proto::Udp, 5000, 5010, 2),
+            allowed: BTreeSet::from([allow("10.255.1.3", Proto::Tcp, 8080, 1)]),
+            ranges: BTreeMap::from([
+                (
+                    key("10.255.1.3", Proto::Udp, 2),
+                    PortRanges::new(vec![(5000, 5100)]).unwrap(),
+                ),
+                (
+                    key("10.255.1.4", Proto::Tcp, 1),
+                    PortRanges::new(vec![(5000, 5100), (6000, 6999)]).unwrap(),
+                ),
             ]),
         }
     }
@@ -449,33 +510,53 @@ mod tests {
              add table ip netman_vpa\n\
              add map ip netman_vpa source_tags { type ipv4_addr : mark; }\n\
              add set ip netman_vpa allowed { type ipv4_addr . inet_proto . inet_service . mark; }\n\
-             add set ip netman_vpa allowed_ranges { type ipv4_addr . inet_proto . inet_service . mark; flags interval; }\n\
+             add map ip netman_vpa allowed_ranges { type ipv4_addr . inet_proto . mark : verdict; }\n\
+             add chain ip netman_vpa ports_5000_5100\n\
+             add rule ip netman_vpa ports_5000_5100 th dport 5000-5100 meta mark set meta mark | 0x01000000\n\
+             add chain ip netman_vpa ports_5000_5100_6000_6999\n\
+             add rule ip netman_vpa ports_5000_5100_6000_6999 th dport { 5000-5100, 6000-6999 } meta mark set meta mark | 0x01000000\n\
              add chain ip netman_vpa forward { type filter hook forward priority -10; policy accept; }\n\
              add rule ip netman_vpa forward meta mark set ip saddr map @source_tags\n\
              add rule ip netman_vpa forward ct state new ip daddr . meta l4proto . th dport . meta mark @allowed meta mark set meta mark | 0x01000000\n\
-             add rule ip netman_vpa forward ct state new meta mark & 0x01000000 == 0 ip daddr . meta l4proto . th dport . meta mark @allowed_ranges meta mark set meta mark | 0x01000000\n\
+             add rule ip netman_vpa forward ct state new meta mark & 0x01000000 == 0 ip daddr . meta l4proto . meta mark vmap @allowed_ranges\n\
              add element ip netman_vpa source_tags { 10.255.1.2 : 0x00000001 }\n\
              add element ip netman_vpa allowed { 10.255.1.3 . tcp . 8080 . 0x00000001 }\n\
-             add element ip netman_vpa allowed_ranges { 10.255.1.3 . udp . 5000-5010 . 0x00000002 }\n"
+             add element ip netman_vpa allowed_ranges { 10.255.1.3 . udp . 0x00000002 : jump ports_5000_5100, 10.255.1.4 . tcp . 0x00000001 : jump ports_5000_5100_6000_6999 }\n"
         );
     }
 
     #[test]
-    fn diff_script_removes_then_adds_and_is_none_when_unchanged() {
+    fn diff_script_adds_chains_first_swaps_elements_and_drops_unused_chains_last() {
         let old = sample();
         assert_eq!(render_diff(&Diff::between(&old, &old)), None);
         let mut new = old.clone();
         new.source_tags.insert("10.255.1.2".parse().unwrap(), 7);
-        new.allowed
-            .remove(&allow("10.255.1.3", Proto::Udp, 5000, 5010, 2));
-        new.allowed
-            .insert(allow("10.255.1.3", Proto::Udp, 5000, 5020, 2));
+        new.ranges.insert(
+            key("10.255.1.3", Proto::Udp, 2),
+            PortRanges::new(vec![(5000, 5200)]).unwrap(),
+        );
         assert_eq!(
             render_diff(&Diff::between(&old, &new)).unwrap(),
-            "delete element ip netman_vpa source_tags { 10.255.1.2 }\n\
-             delete element ip netman_vpa allowed_ranges { 10.255.1.3 . udp . 5000-5010 . 0x00000002 }\n\
+            "add chain ip netman_vpa ports_5000_5200\n\
+             add rule ip netman_vpa ports_5000_5200 th dport 5000-5200 meta mark set meta mark | 0x01000000\n\
+             delete element ip netman_vpa source_tags { 10.255.1.2 }\n\
+             delete element ip netman_vpa allowed_ranges { 10.255.1.3 . udp . 0x00000002 }\n\
              add element ip netman_vpa source_tags { 10.255.1.2 : 0x00000007 }\n\
-             add element ip netman_vpa allowed_ranges { 10.255.1.3 . udp . 5000-5020 . 0x00000002 }\n"
+             add element ip netman_vpa allowed_ranges { 10.255.1.3 . udp . 0x00000002 : jump ports_5000_5200 }\n\
+             flush chain ip netman_vpa ports_5000_5100\n\
+             delete chain ip netman_vpa ports_5000_5100\n"
+        );
+        // A chain still used by another key stays.
+        let mut shared = old.clone();
+        shared.ranges.insert(
+            key("10.255.1.5", Proto::Udp, 2),
+            PortRanges::new(vec![(5000, 5100)]).unwrap(),
+        );
+        shared.ranges.remove(&key("10.255.1.3", Proto::Udp, 2));
+        assert_eq!(
+            render_diff(&Diff::between(&old, &shared)).unwrap(),
+            "delete element ip netman_vpa allowed_ranges { 10.255.1.3 . udp . 0x00000002 }\n\
+             add element ip netman_vpa allowed_ranges { 10.255.1.5 . udp . 0x00000002 : jump ports_5000_5100 }\n"
         );
     }
 
@@ -498,13 +579,8 @@ mod tests {
     fn large_element_lists_are_split_into_statements() {
         let mut plan = Plan::default();
         for i in 0..4500u32 {
-            plan.allowed.insert(allow(
-                "10.255.1.3",
-                Proto::Tcp,
-                1 + i as u16,
-                1 + i as u16,
-                1,
-            ));
+            plan.allowed
+                .insert(allow("10.255.1.3", Proto::Tcp, 1 + i as u16, 1));
         }
         let script = render_full(&plan, &OFF);
         assert_eq!(

@@ -5,17 +5,23 @@
 //! also when other servers write to the same database.
 //!
 //! A list costs one primary-key read of `last_updated` plus an in-memory lookup. When the version
-//! moved, the list is answered by SQL and a background thread rebuilds the index (one at a time,
-//! at most once per [`REBUILD_INTERVAL`]), so no request ever waits for a rebuild.
+//! moved, a background thread rebuilds the index (one at a time, at most once per
+//! [`REBUILD_INTERVAL`]). Lists that arrive while a rebuild runs wait for it (up to
+//! [`REBUILD_WAIT`]) and are answered from the new index when it covers their version; otherwise
+//! SQL answers. (Answering every list of the rebuild window by SQL made right after a change —
+//! when all agents fetch — the slowest requests: with 60,000 policies, a third of the reads of
+//! that second took over 20 ms, and they were half of a run's reads over 20 ms.)
 
 use super::{PolicyFilter, Store, StoreError};
 use crate::api::policy::{Policy, Tag};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 const REBUILD_INTERVAL: Duration = Duration::from_millis(500);
+/// The longest a list waits for a running rebuild before SQL answers it.
+const REBUILD_WAIT: Duration = Duration::from_secs(1);
 
 pub struct CachedStore {
     shared: Arc<Shared>,
@@ -26,6 +32,9 @@ struct Shared {
     index: RwLock<Option<Arc<Index>>>,
     rebuilding: AtomicBool,
     last_rebuild: Mutex<Option<Instant>>,
+    /// Rebuilds finished so far; waiters wake on every change.
+    finished: Mutex<u64>,
+    rebuilt: Condvar,
 }
 
 struct Index {
@@ -97,6 +106,8 @@ impl CachedStore {
                 index: RwLock::new(None),
                 rebuilding: AtomicBool::new(false),
                 last_rebuild: Mutex::new(None),
+                finished: Mutex::new(0),
+                rebuilt: Condvar::new(),
             }),
         }
     }
@@ -134,10 +145,31 @@ impl CachedStore {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
                 shared.rebuilding.store(false, Ordering::Release);
+                *shared.finished.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+                shared.rebuilt.notify_all();
             });
         if spawned.is_err() {
             self.shared.rebuilding.store(false, Ordering::Release);
         }
+    }
+
+    /// An index at `version` or later: the current one, or the one a running rebuild makes
+    /// within [`REBUILD_WAIT`]. `None` when no rebuild runs or it did not reach `version`.
+    fn wait_for(&self, version: i64) -> Option<Arc<Index>> {
+        let shared = &self.shared;
+        let fresh = || self.current().filter(|i| i.version >= version);
+        let finished = shared.finished.lock().unwrap_or_else(|e| e.into_inner());
+        // Checked under the lock the rebuild thread takes after clearing the flag: a rebuild
+        // seen running here notifies after this thread waits.
+        if !shared.rebuilding.load(Ordering::Acquire) {
+            return fresh();
+        }
+        let seen = *finished;
+        let _unused = shared
+            .rebuilt
+            .wait_timeout_while(finished, REBUILD_WAIT, |n| *n == seen)
+            .unwrap_or_else(|e| e.into_inner());
+        fresh()
     }
 
     /// Whether the next list at the current version is answered from memory (tests, benches).
@@ -189,7 +221,11 @@ impl Store for CachedStore {
             }
         }
         self.refresh();
-        self.shared.store.list(filter)
+        // A newer index than `version` is as good as SQL read now: both may hold later writes.
+        match self.wait_for(version) {
+            Some(index) => Ok(index.select(filter)),
+            None => self.shared.store.list(filter),
+        }
     }
 
     fn tags(&self) -> Result<Vec<Tag>, StoreError> {
@@ -223,6 +259,79 @@ mod tests {
 
     fn ids(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// A store whose full list is slow, counting the filtered lists it answers.
+    struct SlowStore {
+        version: std::sync::atomic::AtomicI64,
+        policies: Vec<Policy>,
+        filtered: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Store for SlowStore {
+        fn create(&self, _: &[Policy]) -> Result<(), StoreError> {
+            unreachable!()
+        }
+        fn delete(&self, _: &[Policy]) -> Result<(), StoreError> {
+            unreachable!()
+        }
+        fn list(&self, filter: &PolicyFilter) -> Result<Vec<Policy>, StoreError> {
+            if *filter == PolicyFilter::All {
+                std::thread::sleep(Duration::from_millis(200));
+                return Ok(self.policies.clone());
+            }
+            self.filtered.fetch_add(1, Ordering::SeqCst);
+            Ok(Index::new(0, self.policies.clone()).select(filter))
+        }
+        fn tags(&self) -> Result<Vec<Tag>, StoreError> {
+            unreachable!()
+        }
+        fn create_tag(&self, _: &str, _: &str) -> Result<Tag, StoreError> {
+            unreachable!()
+        }
+        fn last_updated(&self) -> Result<i64, StoreError> {
+            Ok(self.version.load(Ordering::SeqCst))
+        }
+        fn source_policy_counts(&self, _: &[String]) -> Result<HashMap<String, usize>, StoreError> {
+            unreachable!()
+        }
+        fn count(&self) -> Result<usize, StoreError> {
+            unreachable!()
+        }
+        fn check(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn lists_during_a_rebuild_wait_for_it_and_stale_ones_without_a_rebuild_go_to_the_store() {
+        let slow = Arc::new(SlowStore {
+            version: 1.into(),
+            policies: vec![
+                Policy::new("a", "b", "tcp", 1, 1),
+                Policy::new("c", "d", "tcp", 2, 2),
+            ],
+            filtered: 0.into(),
+        });
+        let cached = CachedStore::new(slow.clone());
+        let either = PolicyFilter::Either(ids(&["a"]));
+        let first = cached.list(&either).unwrap();
+        assert_eq!(first, vec![slow.policies[0].clone()]);
+        assert_eq!(
+            slow.filtered.load(Ordering::SeqCst),
+            0,
+            "answered by the rebuild"
+        );
+        assert!(cached.is_fresh());
+        // The version moves while a rebuild may not start yet: the store answers, never the old
+        // index.
+        slow.version.store(2, Ordering::SeqCst);
+        assert_eq!(cached.list(&either).unwrap(), first);
+        assert_eq!(
+            slow.filtered.load(Ordering::SeqCst),
+            1,
+            "answered by the store"
+        );
     }
 
     #[test]

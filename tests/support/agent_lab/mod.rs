@@ -574,22 +574,6 @@ pub fn tcp_connect(from: &Container, to: Ipv4Addr, port: u16) -> Conn {
     .unwrap()
 }
 
-/// `n` sequential TCP connects from a container; (successes, elapsed).
-pub fn tcp_connect_loop(from: &Container, to: Ipv4Addr, port: u16, n: usize) -> (usize, Duration) {
-    let addr = SocketAddr::from((to, port));
-    run_in(&from.ns.path(), move || {
-        let started = Instant::now();
-        let mut ok = 0;
-        for _ in 0..n {
-            if TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok() {
-                ok += 1;
-            }
-        }
-        (ok, started.elapsed())
-    })
-    .unwrap()
-}
-
 /// One UDP datagram from a container and its echo.
 pub fn udp_roundtrip(from: &Container, to: Ipv4Addr, port: u16) -> Conn {
     let addr = SocketAddr::from((to, port));
