@@ -18,8 +18,6 @@ pub enum Error {
     VtepVanished(String),
     /// The VTEP's address cannot be a lease (its prefix is out of range).
     BadVtepAddress { address: Ipv4Addr, prefix: u8 },
-    /// Writing a sysctl of the VTEP failed.
-    Sysctl(String),
     /// Creating the VTEP failed (the half-made device was removed).
     CreateVtep { name: String, cause: Box<Error> },
     /// The VTEP's lease is outside the overlay network while containers use it.
@@ -57,7 +55,7 @@ impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         const RESTART: &str = "this cell must be restarted";
         match self {
-            Error::Config(m) | Error::Sysctl(m) => write!(f, "{m}"),
+            Error::Config(m) => write!(f, "{m}"),
             Error::Netlink(e) => write!(f, "{e}"),
             Error::NoUnderlayInterface(ip) => write!(f, "no interface holds the underlay IP {ip}"),
             Error::VtepVanished(name) => write!(f, "vtep {name} vanished after creation"),

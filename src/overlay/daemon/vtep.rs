@@ -100,7 +100,7 @@ pub fn create(h: &mut Handle, cfg: &VtepConfig, lease: &ParsedLease) -> Result<(
             .link_by_name(&cfg.name)?
             .ok_or_else(|| Error::VtepVanished(cfg.name.clone()))?;
         // A nolearning VTEP drops IPv6 neighbour discovery: no IPv6 on it at all.
-        netlink::disable_ipv6(&cfg.name).map_err(Error::Sysctl)?;
+        netlink::disable_ipv6(&cfg.name)?;
         h.add_address(
             link.index,
             &Address {
