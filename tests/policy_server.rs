@@ -336,26 +336,30 @@ fn internal_api_requires_client_certificates_and_returns_tags() {
         .is_err());
 }
 
+fn tags_of(s: &PolicyServer) -> HashMap<String, String> {
+    parse(&s.get("/networking/v1/external/tags", Some(ADMIN_TOKEN)).1)["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            assert_eq!(t["type"], "app");
+            (
+                t["id"].as_str().unwrap().to_string(),
+                t["tag"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Issue 18, item 1, through the API of the real binary (default config): allow A→B, remove it
+/// (A's and B's tags released), allow C→D: C and D get fresh tags, not A's or B's, so a cell still
+/// marking A with its old tag does not let A pass as C.
 #[test]
-fn tags_are_allocated_lowest_first_and_reused() {
+fn released_tags_are_not_reused_within_the_quarantine() {
     let s = PolicyServer::start();
-    let tags = || -> HashMap<String, String> {
-        parse(&s.get("/networking/v1/external/tags", Some(ADMIN_TOKEN)).1)["tags"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| {
-                assert_eq!(t["type"], "app");
-                (
-                    t["id"].as_str().unwrap().to_string(),
-                    t["tag"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect()
-    };
     s.post(V1, Some(ADMIN_TOKEN), &v1_body(&[("a", "b", "tcp", 1, 1)]));
     s.post(V1, Some(ADMIN_TOKEN), &v1_body(&[("c", "d", "tcp", 1, 1)]));
-    let t = tags();
+    let t = tags_of(&s);
     assert_eq!(
         (
             t["a"].as_str(),
@@ -365,16 +369,42 @@ fn tags_are_allocated_lowest_first_and_reused() {
         ),
         ("0001", "0002", "0003", "0004")
     );
-    // Deleting a's and b's only policy frees 0001 and 0002; the next app gets 0001.
     s.post(
         &format!("{V1}/delete"),
         Some(ADMIN_TOKEN),
         &v1_body(&[("a", "b", "tcp", 1, 1)]),
     );
-    let t = tags();
+    let t = tags_of(&s);
     assert!(!t.contains_key("a") && !t.contains_key("b"));
-    s.post(V1, Some(ADMIN_TOKEN), &v1_body(&[("e", "c", "tcp", 1, 1)]));
-    assert_eq!(tags()["e"], "0001");
+    s.post(V1, Some(ADMIN_TOKEN), &v1_body(&[("e", "f", "tcp", 1, 1)]));
+    let t = tags_of(&s);
+    assert_eq!((t["e"].as_str(), t["f"].as_str()), ("0005", "0006"));
+}
+
+/// `tag_quarantine_seconds: 0` is the original's behaviour: a released tag may be handed out at
+/// once (after the never-used ones: least recently released first).
+#[test]
+fn tag_quarantine_can_be_turned_off() {
+    let s = PolicyServer::start_with(|c, _| {
+        c["tag_length"] = json!(1);
+        c["tag_quarantine_seconds"] = json!(0);
+    });
+    s.post(V1, Some(ADMIN_TOKEN), &v1_body(&[("a", "b", "tcp", 1, 1)]));
+    s.post(
+        &format!("{V1}/delete"),
+        Some(ADMIN_TOKEN),
+        &v1_body(&[("a", "b", "tcp", 1, 1)]),
+    );
+    let ids: Vec<String> = (0..253).map(|i| format!("app-{i}")).collect();
+    // The 253 never-used tags 03..FF first (the last id pairs with the first).
+    let body = json!({"policies": ids.chunks(2).map(|c| json!({
+        "source": {"id": c[0]},
+        "destination": {"id": c.get(1).unwrap_or(&ids[0]), "protocol": "tcp", "ports": {"start": 1, "end": 1}}
+    })).collect::<Vec<_>>()});
+    assert_eq!(s.post(V1, Some(ADMIN_TOKEN), &body.to_string()).0, 200);
+    s.post(V1, Some(ADMIN_TOKEN), &v1_body(&[("x", "y", "tcp", 1, 1)]));
+    let t = tags_of(&s);
+    assert_eq!((t["x"].as_str(), t["y"].as_str()), ("01", "02"), "{t:?}");
 }
 
 #[test]
@@ -547,9 +577,12 @@ fn bad_config_fails_at_start_naming_the_key() {
     let (ok, out) = check(&|_| {});
     assert!(ok, "{out}");
     type Patch<'a> = (&'a str, &'a dyn Fn(&mut Value));
-    let failures: [Patch; 5] = [
+    let failures: [Patch; 6] = [
         ("lisen_port", &|c| c["lisen_port"] = json!(1)),
         ("tag_length", &|c| c["tag_length"] = json!(3)),
+        ("tag_quarantine_seconds", &|c| {
+            c["tag_quarantine_seconds"] = json!(40_000_000)
+        }),
         ("debug_server_host", &|c| {
             c["debug_server_host"] = json!("0.0.0.0")
         }),

@@ -2,12 +2,12 @@
 //! wired into an [`Agent`], its poller thread, the force-poll port and the debug port.
 
 use super::client::PolicyClient;
-use crate::cell::Reader as StoreReader;
 use super::cycle::{run_poller, Agent, Settings};
 use super::metrics::AgentMetrics;
 use super::nft::{runner, C2cLogging, Table};
 use super::server::{debug_routes, ForcePoll};
 use super::AgentConfig;
+use crate::cell::Reader as StoreReader;
 use crate::daemon::debug::{self, DebugHandler};
 use crate::daemon::{client_tls, Worker};
 use crate::http::{Server, ServerOptions};

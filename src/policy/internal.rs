@@ -2,6 +2,7 @@
 //! tags (optionally `id=` filtered), `policies_last_updated` in nanoseconds, and `PUT tags`.
 
 use super::store::{PolicyFilter, Store, StoreError};
+use super::validate::check_stored_string;
 use crate::api::policy::{PoliciesResponse, TagRequest};
 use crate::http::{Handler, Request, Response};
 use crate::metrics::HttpMetrics;
@@ -96,6 +97,11 @@ impl InternalApi {
         };
         if body.id.is_empty() || body.kind.is_empty() {
             return Response::error(400, "id and type are required");
+        }
+        if let Err(e) = check_stored_string("id", &body.id)
+            .and_then(|()| check_stored_string("type", &body.kind))
+        {
+            return Response::error(400, &e);
         }
         match self.store.create_tag(&body.id, &body.kind) {
             Ok(tag) => Response::json(200, &tag),

@@ -5,7 +5,9 @@ use crate::config::{self, loopback, u16_default, u32_default, u64_default, u8_de
 use crate::overlay::{parse_network, DEFAULT_NETWORK};
 use serde::Deserialize;
 
-use crate::overlay::defaults::{DAEMON_PORT as DEFAULT_LISTEN_PORT, DATA_DIR as DEFAULT_PLUGIN_DATA_DIR};
+use crate::overlay::defaults::{
+    DAEMON_PORT as DEFAULT_LISTEN_PORT, DATA_DIR as DEFAULT_PLUGIN_DATA_DIR,
+};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
