@@ -20,6 +20,19 @@ pub fn load<T: DeserializeOwned + Validate>(path: &Path) -> Result<T, String> {
     Ok(config)
 }
 
+/// A list of certificate names: none empty or padded with spaces.
+pub fn require_cert_names(key: &str, names: &[String]) -> Result<(), String> {
+    match names
+        .iter()
+        .find(|n| n.trim().is_empty() || n.trim() != n.as_str())
+    {
+        Some(bad) => Err(format!(
+            "invalid '{key}': {bad:?} is not a certificate name"
+        )),
+        None => Ok(()),
+    }
+}
+
 pub fn require_nonempty(key: &str, value: &str) -> Result<(), String> {
     if value.trim().is_empty() {
         return Err(format!("missing required config '{key}'"));
@@ -62,6 +75,9 @@ pub fn u32_default<const N: u32>() -> u32 {
 }
 pub fn u64_default<const N: u64>() -> u64 {
     N
+}
+pub fn bool_default<const B: bool>() -> bool {
+    B
 }
 pub fn u8_default<const N: u8>() -> u8 {
     N

@@ -2,7 +2,7 @@
 //! wired into an [`Agent`], its poller thread, the force-poll port and the debug port.
 
 use super::client::PolicyClient;
-use super::cycle::{run_poller, Agent, Settings};
+use super::cycle::{run_poller, Agent};
 use super::metrics::AgentMetrics;
 use super::nft::{runner, C2cLogging, Table};
 use super::server::{debug_routes, ForcePoll};
@@ -82,11 +82,7 @@ fn agent(config: &AgentConfig, metrics: AgentMetrics) -> Result<Agent, String> {
             group: config.c2c_nflog_group,
             udp_per_sec: config.iptables_accepted_udp_logs_per_sec,
         },
-        Settings {
-            poll_interval: Duration::from_secs(config.poll_interval_seconds),
-            full_sync_interval: Duration::from_secs(config.full_sync_interval_seconds),
-            backoff_max: Duration::from_secs(config.backoff_max_seconds),
-        },
+        config.cycle_settings(),
         metrics,
     ))
 }

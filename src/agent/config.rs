@@ -1,8 +1,8 @@
 //! The agent's JSON configuration: keys, defaults and checks.
 
 use crate::config::{
-    loopback, require_nonempty, require_port, require_positive, require_readable_file, u16_default,
-    u32_default, u64_default,
+    bool_default, loopback, require_nonempty, require_port, require_positive,
+    require_readable_file, u16_default, u32_default, u64_default,
 };
 use serde::Deserialize;
 
@@ -21,9 +21,17 @@ pub struct AgentConfig {
     pub client_timeout_seconds: u64,
     /// The container metadata store (`store.json`); its version file is `<path>_version`.
     pub cni_datastore_path: String,
-    /// How often `policies_last_updated` is checked.
+    /// How often `policies_last_updated` is checked when the server has no watch (and how often
+    /// the local container store is looked at). The first poll comes after a random part of it.
     #[serde(default = "u64_default::<1>")]
     pub poll_interval_seconds: u64,
+    /// Hold a watch on the policy version (`policies_last_updated?wait=&after=`) instead of
+    /// polling the server; falls back to polling against a server without it.
+    #[serde(default = "bool_default::<true>")]
+    pub policy_watch: bool,
+    /// How long one watch request waits before it is renewed.
+    #[serde(default = "u64_default::<30>")]
+    pub policy_watch_seconds: u64,
     /// Policies are fetched and the plan re-applied at least this often, changed or not.
     #[serde(default = "u64_default::<60>")]
     pub full_sync_interval_seconds: u64,
@@ -57,6 +65,21 @@ fn default_nft() -> String {
     "nft".into()
 }
 
+impl AgentConfig {
+    /// The poll loop's settings.
+    pub fn cycle_settings(&self) -> super::cycle::Settings {
+        use std::time::Duration;
+        super::cycle::Settings {
+            poll_interval: Duration::from_secs(self.poll_interval_seconds),
+            full_sync_interval: Duration::from_secs(self.full_sync_interval_seconds),
+            backoff_max: Duration::from_secs(self.backoff_max_seconds),
+            watch: self
+                .policy_watch
+                .then(|| Duration::from_secs(self.policy_watch_seconds)),
+        }
+    }
+}
+
 impl crate::config::Validate for AgentConfig {
     fn validate(&self) -> Result<(), String> {
         require_nonempty("policy_server_url", &self.policy_server_url)?;
@@ -82,6 +105,12 @@ impl crate::config::Validate for AgentConfig {
             ));
         }
         require_positive("poll_interval_seconds", self.poll_interval_seconds)?;
+        if self.policy_watch && !(1..=300).contains(&self.policy_watch_seconds) {
+            return Err(format!(
+                "invalid 'policy_watch_seconds': {} (1-300; the server holds a watch at most 300 s)",
+                self.policy_watch_seconds
+            ));
+        }
         require_positive(
             "full_sync_interval_seconds",
             self.full_sync_interval_seconds,

@@ -10,8 +10,9 @@ use super::external::{ExternalApi, ExternalSettings};
 use super::internal::InternalApi;
 use super::metered_store::MeteredStore;
 use super::store::Store;
+use super::watch::{NotifyingStore, VersionWatch, CHECK_INTERVAL};
 use crate::daemon::debug::{self, DebugHandler};
-use crate::http::{Server, ServerOptions};
+use crate::http::{ListenerHealth, Server, ServerMetrics, ServerOptions};
 use crate::metrics::{Registrar, Uptime};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -32,6 +33,26 @@ pub struct Settings {
     pub external: ExternalSettings,
     pub cleanup_interval: Option<Duration>,
     pub http_workers: usize,
+    pub http: HttpSettings,
+}
+
+/// Connection limits of the external and internal listeners, and who may use the internal API.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Open connections per listener (the oldest idle one is closed beyond it).
+    pub max_connections: usize,
+    /// When not empty, only client certificates naming one of these (CN or SAN) and carrying the
+    /// clientAuth usage may use the internal API; otherwise any certificate of the CA may.
+    pub allowed_internal_clients: Vec<String>,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            max_connections: ServerOptions::default().max_connections,
+            allowed_internal_clients: Vec::new(),
+        }
+    }
 }
 
 pub struct Components {
@@ -44,6 +65,7 @@ pub struct RunningServer {
     pub external: Server,
     pub internal: Server,
     pub debug: Server,
+    pub watch: VersionWatch,
     stop: Arc<AtomicBool>,
     cleanup: Option<std::thread::JoinHandle<()>>,
 }
@@ -57,13 +79,16 @@ impl RunningServer {
         self.external.shutdown();
         self.internal.shutdown();
         self.debug.shutdown();
+        self.watch.stop();
     }
 }
 
-/// The debug port: `/health` checks the database; a scrape counts the policies.
+/// The debug port: `/health` checks both listeners and the database; a scrape counts the
+/// policies.
 fn debug_handler(
     registry: Registry,
     store: &Arc<dyn Store>,
+    listeners: [ListenerHealth; 2],
     uptime: Arc<Uptime>,
     total_policies: Gauge,
 ) -> DebugHandler {
@@ -72,6 +97,9 @@ fn debug_handler(
     DebugHandler::new(
         Arc::new(registry),
         move || {
+            for listener in &listeners {
+                listener.check()?;
+            }
             health_store
                 .check()
                 .map_err(|e| format!("check database failed: {e}"))
@@ -151,6 +179,7 @@ fn settings(config: &PolicyServerConfig) -> Settings {
         cleanup_interval: (config.cleanup_interval_seconds > 0)
             .then(|| Duration::from_secs(config.cleanup_interval_seconds)),
         http_workers: config.http_workers,
+        http: config.http_settings(),
     }
 }
 
@@ -167,9 +196,16 @@ pub fn start(settings: Settings, components: Components) -> Result<RunningServer
     let uptime = r.uptime();
     let total_policies: Gauge = r.metric("total_policies", "Policies in the store");
 
-    let options = |tls| ServerOptions {
+    let external_conns = ServerMetrics::register(&mut registry, "policy_server_external");
+    let internal_conns = ServerMetrics::register(&mut registry, "policy_server_internal");
+    let external_health = ListenerHealth::new();
+    let internal_health = ListenerHealth::new();
+    let options = |tls, health: &ListenerHealth, metrics| ServerOptions {
         workers: settings.http_workers,
+        max_connections: settings.http.max_connections,
         tls,
+        health: health.clone(),
+        metrics,
         ..ServerOptions::default()
     };
 
@@ -178,13 +214,24 @@ pub fn start(settings: Settings, components: Components) -> Result<RunningServer
         None => None,
     };
     let (ca, cert, key) = &settings.internal_tls;
-    let internal_tls = crate::tls::server_config(cert, key, Some(ca))?;
+    let internal_tls = crate::tls::server_config_for_clients(
+        cert,
+        key,
+        Some(ca),
+        &settings.http.allowed_internal_clients,
+    )?;
+    let watch = VersionWatch::start(Arc::clone(&store), CHECK_INTERVAL);
+    let writing_store: Arc<dyn Store> = Arc::new(NotifyingStore {
+        store: Arc::clone(&store),
+        watch: watch.clone(),
+    });
 
     let external = Server::start(
         &settings.external_addr,
-        options(external_tls),
+        options(external_tls, &external_health, external_conns),
         ExternalApi {
-            store: Arc::clone(&store),
+            store: writing_store,
+            listeners: vec![external_health.clone(), internal_health.clone()],
             auth: components.auth,
             cc: components.cc.clone(),
             settings: settings.external.clone(),
@@ -195,17 +242,24 @@ pub fn start(settings: Settings, components: Components) -> Result<RunningServer
     .map_err(|e| format!("external API: {e}"))?;
     let internal = Server::start(
         &settings.internal_addr,
-        options(Some(internal_tls)),
+        options(Some(internal_tls), &internal_health, internal_conns),
         InternalApi {
             store: Arc::clone(&store),
             metrics: internal_metrics,
+            watch: watch.clone(),
         },
     )
     .map_err(|e| format!("internal API: {e}"))?;
 
     let debug = debug::serve(
         &settings.debug_addr,
-        debug_handler(registry, &store, uptime, total_policies),
+        debug_handler(
+            registry,
+            &store,
+            [external_health, internal_health],
+            uptime,
+            total_policies,
+        ),
     )?;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -223,6 +277,7 @@ pub fn start(settings: Settings, components: Components) -> Result<RunningServer
         external,
         internal,
         debug,
+        watch,
         stop,
         cleanup,
     })

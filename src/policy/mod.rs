@@ -11,3 +11,4 @@ pub mod internal;
 pub mod metered_store;
 pub mod store;
 pub mod validate;
+pub mod watch;

@@ -33,10 +33,11 @@ pub fn start(config: ControllerConfig) -> Result<RunningController, String> {
     let mut r = Registrar::new(&mut registry, "overlay_controller");
     let metrics = ControllerMetrics::register(&mut r);
     let uptime = r.uptime();
-    let tls = crate::tls::server_config(
+    let tls = crate::tls::server_config_for_clients(
         Path::new(&config.server_cert_file),
         Path::new(&config.server_key_file),
         Some(Path::new(&config.ca_cert_file)),
+        &config.allowed_clients,
     )?;
     let api = Server::start(
         &format!("{}:{}", config.listen_host, config.listen_port),

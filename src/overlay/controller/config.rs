@@ -32,6 +32,10 @@ pub struct ControllerConfig {
     pub lease_expiration_seconds: u64,
     #[serde(default = "u64_default::<3600>")]
     pub staleness_threshold_seconds: u64,
+    /// Client certificate names (CN or SAN) allowed on the lease API; empty: any certificate of
+    /// `ca_cert_file`. When set, certificates without the clientAuth usage are refused too.
+    #[serde(default)]
+    pub allowed_clients: Vec<String>,
 }
 
 fn default_network() -> String {
@@ -61,6 +65,7 @@ impl Validate for ControllerConfig {
             "staleness_threshold_seconds",
             self.staleness_threshold_seconds,
         )?;
+        config::require_cert_names("allowed_clients", &self.allowed_clients)?;
         self.database.validate()
     }
 }
