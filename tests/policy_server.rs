@@ -598,6 +598,55 @@ fn bad_config_fails_at_start_naming_the_key() {
     }
 }
 
+/// Issue 18, item 6: a server waiting for its database at start-up (here a SQLite file in a
+/// directory that is not there yet, retried for up to 120 s) stops promptly on SIGTERM.
+#[test]
+fn sigterm_is_honoured_while_start_up_waits_for_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certs(dir.path());
+    let config = json!({
+        "listen_host": "127.0.0.1",
+        "listen_port": free_port(),
+        "internal_listen_host": "127.0.0.1",
+        "internal_listen_port": free_port(),
+        "debug_server_port": free_port(),
+        "ca_cert_file": certs.ca,
+        "server_cert_file": certs.server.0,
+        "server_key_file": certs.server.1,
+        "database": {"type": "sqlite", "connect_timeout_seconds": 120,
+            "connection_string": dir.path().join("not-mounted-yet/policies.db")},
+        "auth": {"mode": "tokens", "tokens_file": write_tokens_file(dir.path())},
+    });
+    let config_path = dir.path().join("policy-server.json");
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_policy-server"))
+        .arg("--config")
+        .arg(&config_path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(child.try_wait().unwrap().is_none(), "exited before SIGTERM");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let signalled = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if signalled.elapsed() > std::time::Duration::from_secs(5) {
+            let _ = child.kill();
+            panic!("still waiting for the database 5 s after SIGTERM");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{status}");
+    assert!(stderr.contains("SIGTERM"), "{stderr}");
+}
+
 #[test]
 fn sigterm_stops_cleanly() {
     let mut s = PolicyServer::start();

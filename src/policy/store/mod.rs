@@ -99,7 +99,9 @@ impl From<crate::db::Error> for StoreError {
     fn from(e: crate::db::Error) -> StoreError {
         use crate::db::Error;
         match e {
-            Error::Config(m) | Error::Database(m) | Error::LostRace(m) => StoreError::Database(m),
+            Error::Config(m) | Error::Database(m) | Error::LostRace(m) | Error::Permanent(m) => {
+                StoreError::Database(m)
+            }
             Error::SchemaTooNew { found, known } => StoreError::SchemaTooNew { found, known },
         }
     }
