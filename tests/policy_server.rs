@@ -317,6 +317,29 @@ fn internal_api_requires_client_certificates_and_returns_tags() {
         (status, parse(&body)),
         (500, json!({"error":"database create failed"}))
     );
+    // The schema's VARCHAR(255) bounds id and type (issue 18, item 5); nothing is allocated.
+    let before = s.get("/networking/v1/external/tags", Some(ADMIN_TOKEN)).1;
+    for (body, error) in [
+        (
+            json!({"id": "r".repeat(256), "type": "router"}),
+            "invalid id, must be at most 255 characters",
+        ),
+        (
+            json!({"id": "router-2", "type": "t".repeat(256)}),
+            "invalid type, must be at most 255 characters",
+        ),
+        (
+            json!({"id": "router\u{0}2", "type": "router"}),
+            "invalid id, must not contain NUL characters",
+        ),
+    ] {
+        let (status, answer) = put(&body.to_string());
+        assert_eq!((status, parse(&answer)), (400, json!({ "error": error })));
+    }
+    assert_eq!(
+        s.get("/networking/v1/external/tags", Some(ADMIN_TOKEN)).1,
+        before
+    );
 
     // No client certificate, or one from another CA: refused at the handshake.
     let no_cert = netman::http::client::agent(
@@ -349,6 +372,54 @@ fn tags_of(s: &PolicyServer) -> HashMap<String, String> {
             )
         })
         .collect()
+}
+
+/// Issue 18, item 7, over HTTP: `null` reads as Go's zero value (the original's validation
+/// messages, not unmarshal errors) and `"tag": ""` is accepted as no tag.
+#[test]
+fn nulls_and_empty_tags_are_answered_as_the_original() {
+    let s = PolicyServer::start();
+    let dst = json!({"id": "b", "protocol": "tcp", "ports": {"start": 1, "end": 2}});
+    for (body, message) in [
+        (json!({"policies": null}), "missing policies"),
+        (
+            json!({"policies": [{"source": null, "destination": dst}]}),
+            "missing source id",
+        ),
+        (
+            json!({"policies": [{"source": {"id": null}, "destination": dst}]}),
+            "missing source id",
+        ),
+        (
+            json!({"policies": [{"source": {"id": "a"}, "destination": {"id": "b", "protocol": null, "ports": {"start": 1, "end": 2}}}]}),
+            "invalid destination protocol, specify either udp or tcp",
+        ),
+        (
+            json!({"policies": [{"source": {"id": "a"}, "destination": {"id": "b", "protocol": "tcp", "ports": null}}]}),
+            "missing start port",
+        ),
+    ] {
+        for path in [V1.to_string(), format!("{V1}/delete")] {
+            let (status, answer) = s.post(&path, Some(ADMIN_TOKEN), &body.to_string());
+            assert_eq!(
+                (status, parse(&answer)),
+                (
+                    400,
+                    json!({ "error": format!("mapper: validate policies: {message}") })
+                ),
+                "{body}"
+            );
+        }
+    }
+    let tagged = json!({"policies": [{"source": {"id": "a", "tag": ""},
+        "destination": {"id": "b", "tag": "", "protocol": "tcp", "ports": {"start": 1, "end": 2}}}]});
+    let (status, answer) = s.post(V1, Some(ADMIN_TOKEN), &tagged.to_string());
+    assert_eq!(status, 200, "{answer}");
+    let (_, listed) = s.get(V1, Some(ADMIN_TOKEN));
+    assert_eq!(
+        policy_rows(&listed),
+        vec![("a".into(), "b".into(), "tcp".into(), 1, 2)]
+    );
 }
 
 /// Issue 18, item 1, through the API of the real binary (default config): allow A→B, remove it
