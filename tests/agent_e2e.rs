@@ -17,11 +17,23 @@ const C: &str = "app-C";
 
 /// a (A), c (C), b2 (B) on cell 1; b (B) on cell 2; an agent in each cell.
 fn setup(api: &PolicyApi, patch: impl Fn(&mut serde_json::Value)) -> Lab {
+    setup_with(
+        api,
+        &[(1, "a", A), (1, "c", C), (1, "b2", B), (2, "b", B)],
+        patch,
+    )
+}
+
+/// Two cells with these containers (cell, handle, app) and an agent in each.
+fn setup_with(
+    api: &PolicyApi,
+    containers: &[(u8, &str, &str)],
+    patch: impl Fn(&mut serde_json::Value),
+) -> Lab {
     let mut lab = Lab::new(2);
-    lab.cell(1).add_container("a", A);
-    lab.cell(1).add_container("c", C);
-    lab.cell(1).add_container("b2", B);
-    lab.cell(2).add_container("b", B);
+    for (cell, handle, app) in containers {
+        lab.cell(*cell).add_container(handle, app);
+    }
     for i in 1..=2 {
         let cell = lab.cell(i);
         cell.relay_to(api.internal_addr());
@@ -359,19 +371,16 @@ fn a_stale_cell_cannot_pass_its_app_off_as_another_after_a_tag_is_released() {
     const BACKEND2: &str = "app-backend-2";
     const BACKEND4: &str = "app-backend-4";
     let api = PolicyApi::start();
-    let mut lab = Lab::new(2);
-    lab.cell(1).add_container("fe", FRONTEND);
-    lab.cell(2).add_container("be", BACKEND);
-    lab.cell(2).add_container("be2", BACKEND2);
-    lab.cell(2).add_container("be4", BACKEND4);
-    for i in 1..=2 {
-        let cell = lab.cell(i);
-        cell.relay_to(api.internal_addr());
-        cell.start_agent(&api.certs, |_| {});
-    }
-    for cell in &lab.cells {
-        cell.wait_agent_up();
-    }
+    let mut lab = setup_with(
+        &api,
+        &[
+            (1, "fe", FRONTEND),
+            (2, "be", BACKEND),
+            (2, "be2", BACKEND2),
+            (2, "be4", BACKEND4),
+        ],
+        |_| {},
+    );
     let _servers = [
         TcpServer::start(lab.container("be"), 8080),
         TcpServer::start(lab.container("be2"), 8080),

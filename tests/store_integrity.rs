@@ -141,20 +141,21 @@ fn an_invalid_connection_string_ends_start_up_at_once() {
     }
 }
 
+/// A server that refuses the login answers the same on every retry.
+fn refused_password_ends_start_up_at_once(db: db::TestDb, says: &str) {
+    let (err, took) = open_err(&db.config_with(|c| c.password = "wrong".into()));
+    assert!(err.contains(says), "{err}");
+    assert_at_once(took, &err);
+}
+
 #[cfg(feature = "postgres")]
 #[test]
 fn postgres_refused_password_ends_start_up_at_once() {
-    let db = db::postgres();
-    let (err, took) = open_err(&db.config_with(|c| c.password = "wrong".into()));
-    assert!(err.contains("password"), "{err}");
-    assert_at_once(took, &err);
+    refused_password_ends_start_up_at_once(db::postgres(), "password");
 }
 
 #[cfg(feature = "mysql")]
 #[test]
 fn mariadb_refused_password_ends_start_up_at_once() {
-    let db = db::mariadb();
-    let (err, took) = open_err(&db.config_with(|c| c.password = "wrong".into()));
-    assert!(err.contains("Access denied"), "{err}");
-    assert_at_once(took, &err);
+    refused_password_ends_start_up_at_once(db::mariadb(), "Access denied");
 }
