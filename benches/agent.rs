@@ -2,8 +2,9 @@
 //! with 1 vs 10,001 policies, and convergence from the API call to the first accepted packet.
 //! Run as root: `cargo bench --bench agent` (creates and removes its own namespaces).
 
-#[path = "../tests/agent_lab/mod.rs"]
-mod lab;
+#[path = "../tests/support/mod.rs"]
+mod support;
+use support::agent_lab as lab;
 
 use lab::policy_api::PolicyApi;
 use lab::{tcp_connect, tcp_connect_loop, Conn, Lab, TcpServer};

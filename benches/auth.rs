@@ -4,8 +4,9 @@
 //!
 //! `cargo bench --bench auth` (needs `openssl` for the keys).
 
-#[path = "../tests/common/fake_cf.rs"]
-mod fake_cf;
+#[path = "../tests/support/mod.rs"]
+mod support;
+use support::fake_cf;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;

@@ -4,8 +4,9 @@
 //! Run: `cargo bench --bench networker` (as root). Target: up + down, 2 ports + 10 rules,
 //! median under 50 ms.
 
-#[path = "../tests/common/networker_fixture.rs"]
-mod fixture;
+#[path = "../tests/support/mod.rs"]
+mod support;
+use support::networker_fixture as fixture;
 
 use fixture::*;
 use serde_json::Value;

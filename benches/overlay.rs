@@ -2,19 +2,19 @@
 //! `host-local` plugins doing the same veth point-to-point job (interleaved, one run), and the
 //! daemon's converge time for 1,000 leases. Run with `cargo bench --bench overlay`.
 
-#[path = "../tests/overlay_common/mod.rs"]
-mod overlay_common;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use netman::lab::netns::NamedNetns;
 use netman::netlink::Handle;
 use netman::netns::run_in;
 use netman::overlay::vtep::{self, VtepConfig};
 use netman::overlay::{Lease, ParsedLease};
-use overlay_common::*;
 use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use support::overlay::*;
 
 const CONTAINERS: usize = 200;
 

@@ -5,10 +5,9 @@
 //! `cargo bench --bench policy_server` (SQLite). `NETMAN_BENCH_DATABASES=sqlite,postgres,mysql`
 //! adds the other backends (servers started as in the store tests).
 
-#[path = "../tests/common/db.rs"]
-mod db;
-#[path = "../tests/common/policy_server.rs"]
-mod policy_server;
+#[path = "../tests/support/mod.rs"]
+mod support;
+use support::{db, policy_server};
 
 use policy_server::*;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -4,8 +4,9 @@
 //! NETMAN_BENCH_POLICIES=60000, NETMAN_BENCH_APPS=20000, NETMAN_BENCH_SECONDS=10,
 //! NETMAN_BENCH_THREADS=16). PostgreSQL and MariaDB are started if needed, as in the tests.
 
-#[path = "../tests/common/db.rs"]
-mod db;
+#[path = "../tests/support/mod.rs"]
+mod support;
+use support::db;
 
 use netman::api::policy::Policy;
 use netman::policy::store::{self, CachedStore, PolicyFilter, Store};

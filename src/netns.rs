@@ -56,6 +56,25 @@ impl From<Error> for std::io::Error {
     }
 }
 
+/// A namespace's identity: the device and inode of its nsfs file (two paths name the same
+/// namespace exactly when these are equal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+/// The identity of the namespace at `path` (`/proc/PID/ns/net`, a bind mount of one, an fd).
+pub fn identity(path: &Path) -> Result<Identity, OsError> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path)
+        .map_err(|e| OsError::io(format!("reading namespace {}", path.display()), &e))?;
+    Ok(Identity {
+        dev: m.dev(),
+        ino: m.ino(),
+    })
+}
+
 /// Runs `f` on a new thread that has entered the network namespace at `path`.
 pub fn run_in<T, F>(path: &Path, f: F) -> Result<T, Error>
 where

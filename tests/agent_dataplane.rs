@@ -2,8 +2,8 @@
 //! scratch and incrementally to two cells joined by VXLAN GBP, with the networker's default-deny
 //! chains, and real TCP/UDP traffic between containers.
 
-#[path = "agent_lab/mod.rs"]
-mod lab;
+mod support;
+use support::agent_lab as lab;
 
 use lab::{tcp_connect, udp_roundtrip, Conn, Lab, TcpServer, UdpEcho};
 use netman::agent::nft::{render_diff, render_full, C2cLogging};

@@ -2,8 +2,8 @@
 //! the networker's default-deny chains, one agent per cell inside the cell's namespace, and a
 //! policy server reached over mutual TLS.
 
-#[path = "agent_lab/mod.rs"]
-mod lab;
+mod support;
+use support::agent_lab as lab;
 
 use lab::policy_api::PolicyApi;
 use lab::{tcp_connect, udp_roundtrip, wait_for, Conn, Lab, TcpServer, UdpEcho};

@@ -2,8 +2,8 @@
 //! `auth` config section, and the HTTP Cloud Controller client, against a fake UAA + CC that speak
 //! the real wire formats.
 
-#[path = "common/fake_cf.rs"]
-mod fake_cf;
+mod support;
+use support::fake_cf;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;

@@ -272,6 +272,12 @@ fn every_template_renders_and_every_config_passes_check_config() {
                 let c: netman::networker::Config = netman::config::load(adapter)
                     .unwrap_or_else(|e| panic!("adapter.json: {e}\n{}", read(adapter)));
                 assert_eq!((c.start_port, c.total_ports), (61000, 5000));
+                assert_eq!(
+                    c.explicit_ports().range,
+                    (61000, 65535),
+                    "the pool by default"
+                );
+                assert!(c.explicit_ports().allow.is_empty());
                 assert_eq!(c.vtep_name, "silk-vtep");
                 assert_eq!(c.instance_address.unwrap().to_string(), "10.0.16.17");
                 // The CNI config dir the networker reads is where the conflist was rendered.
@@ -528,6 +534,22 @@ fn agent_pre_start_removes_only_the_agents_nftables_table() {
             "another table was touched"
         );
     }
+}
+
+/// Issue 18 item 4: the NetIn host ports a container may ask for are the job's properties.
+#[test]
+fn garden_cni_netin_host_port_properties() {
+    let f = Fixture::new();
+    let mut ctx = f.context("garden-cni");
+    ctx["properties"]["netin_host_port_range"] = json!({"start": 40000, "end": 40010});
+    ctx["properties"]["netin_host_port_allow_list"] = json!([8443, 9443]);
+    let adapter = render_job(&f, "garden-cni", &ctx)["config/adapter.json"].clone();
+    let c: netman::networker::Config = netman::config::load(&adapter).unwrap();
+    assert_eq!(c.explicit_ports().range, (40000, 40010));
+    assert_eq!(
+        c.explicit_ports().allow.into_iter().collect::<Vec<_>>(),
+        [8443, 9443]
+    );
 }
 
 #[test]

@@ -2,10 +2,8 @@
 //! names resolved through the fake Cloud Controller, and targets read from a cf CLI config in a
 //! temporary HOME.
 
-#[path = "common/fake_cf.rs"]
-mod fake_cf;
-#[path = "common/policy_server.rs"]
-mod policy_server;
+mod support;
+use support::{fake_cf, policy_server};
 
 use fake_cf::{FakeCf, CLIENT_ID, CLIENT_SECRET};
 use policy_server::*;

@@ -2,8 +2,8 @@
 //! on 169.254.0.2:53 in a "cell" namespace, which forwards other names to test upstreams in a
 //! third namespace. Needs root.
 
-#[path = "common/dns.rs"]
-mod dns;
+mod support;
+use support::dns;
 
 use dns::{a_records, ask_tcp, ask_udp, ask_udp_edns, send_udp, Mode, Upstream};
 use hickory_proto::op::{Message, ResponseCode};

@@ -5,6 +5,10 @@
 //! log level at runtime, and exits 0 on SIGTERM. At the default log level each logs its start
 //! with its listen addresses and its stop (RFC 3339 timestamps), and no per-request line.
 
+mod support;
+use support::proc::output_ok;
+use support::{poll, unique, Proc};
+
 use netman::lab::netns::NamedNetns;
 use netman::netns;
 use serde_json::json;
@@ -12,11 +16,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
+use std::process::Command;
+use std::time::Duration;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -82,55 +83,26 @@ fn http(
     })?
 }
 
-struct Proc {
+/// A daemon under test: its binary's name (as docs/metrics.md lists it) and its process.
+struct Daemon {
     name: &'static str,
-    child: Option<Child>,
-    log: PathBuf,
+    proc: Proc,
 }
 
-impl Proc {
+impl Daemon {
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.proc.log_text()
     }
 
     /// SIGTERM, then the exit status must be 0 within 10 s.
     fn stop_cleanly(&mut self) {
-        let mut child = self.child.take().unwrap();
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
-        let started = Instant::now();
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                assert!(
-                    status.success(),
-                    "{} exited with {status} on SIGTERM\n{}",
-                    self.name,
-                    self.log()
-                );
-                return;
-            }
-            if started.elapsed() > Duration::from_secs(10) {
-                let _ = child.kill();
-                panic!(
-                    "{} did not exit within 10 s of SIGTERM\n{}",
-                    self.name,
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        let status = self.proc.terminate();
+        assert!(
+            status.success(),
+            "{} exited with {status} on SIGTERM (killed if not within 10 s)\n{}",
+            self.name,
+            self.log()
+        );
     }
 }
 
@@ -140,61 +112,33 @@ fn start(
     name: &'static str,
     binary: &str,
     config: &serde_json::Value,
-) -> Proc {
+) -> Daemon {
     let path = dir.join(format!("{name}.json"));
     std::fs::write(&path, serde_json::to_string_pretty(config).unwrap()).unwrap();
-    let check = Command::new(binary)
-        .arg("--config")
-        .arg(&path)
-        .arg("--check-config")
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{name}: {}",
-        String::from_utf8_lossy(&check.stderr)
-    );
-    let log = dir.join(format!("{name}.log"));
-    let file = std::fs::File::create(&log).unwrap();
-    let child = Command::new("ip")
-        .args(["netns", "exec", &ns_name(ns)])
-        .arg(binary)
-        .arg("--config")
-        .arg(&path)
-        .args(["--log-format", "json"])
-        .stdout(Stdio::null())
-        .stderr(file)
-        .spawn()
-        .unwrap();
-    Proc {
+    let mut check = Command::new(binary);
+    check.arg("--config").arg(&path).arg("--check-config");
+    output_ok(&mut check, name);
+    let path = path.to_str().unwrap();
+    let args = ["--config", path, "--log-format", "json"];
+    Daemon {
         name,
-        child: Some(child),
-        log,
+        proc: Proc::spawn_in(ns, binary, &args, &dir.join(format!("{name}.log"))),
     }
 }
 
-fn ns_name(ns: &NamedNetns) -> String {
-    ns.path()
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned()
-}
-
-fn wait_healthy(ns: &NamedNetns, p: &mut Proc, port: u16) {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = p.child.as_mut().unwrap().try_wait().unwrap() {
+fn wait_healthy(ns: &NamedNetns, p: &mut Daemon, port: u16) {
+    let healthy = poll(Duration::from_secs(60), Duration::from_millis(100), || {
+        if let Some(status) = p.proc.exited() {
             panic!("{} exited with {status}\n{}", p.name, p.log());
         }
-        if let Ok((200, _)) = http(&ns.path(), port, "GET", "/health", "") {
-            return;
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            panic!("{} not healthy within 60 s\n{}", p.name, p.log());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        matches!(http(&ns.path(), port, "GET", "/health", ""), Ok((200, _)))
+    });
+    assert!(
+        healthy.is_some(),
+        "{} not healthy within 60 s\n{}",
+        p.name,
+        p.log()
+    );
 }
 
 /// The metric family names of a /metrics answer (its `# TYPE` lines).
@@ -209,8 +153,7 @@ fn exposed(body: &str) -> BTreeSet<String> {
 #[test]
 fn every_long_running_binary_serves_health_metrics_and_log_level() {
     let (doc, labelled) = documented();
-    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-    let ns = NamedNetns::create(&format!("nm-hm-{}-{n}", std::process::id())).unwrap();
+    let ns = NamedNetns::create(&unique("nm-hm-")).unwrap();
     ns.exec(&["ip", "link", "set", "lo", "up"]).unwrap();
     ns.exec(&[
         "ip",
@@ -252,7 +195,7 @@ fn every_long_running_binary_serves_health_metrics_and_log_level() {
     std::fs::create_dir_all(dir.join("container-metadata")).unwrap();
 
     // (name, debug port, process); started in dependency order.
-    let mut procs: Vec<(u16, Proc)> = Vec::new();
+    let mut procs: Vec<(u16, Daemon)> = Vec::new();
     let mut p = start(
         &ns,
         dir,

@@ -4,13 +4,13 @@
 //! One lab serves every scenario, so they run in order in one test; each convergence is timed
 //! and printed.
 
-#[path = "common/ports.rs"]
-mod ports;
+mod support;
 use ports::free_port;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
+use support::ports;
 
 const CELLS: usize = 3;
 const APPS: usize = 6;

@@ -3,24 +3,21 @@
 //! expiry and reclaim, migrations, concurrent reclaims from two controllers, and two real
 //! `overlay-controller` processes on one database taking concurrent acquisitions.
 
-#[path = "common/ports.rs"]
-mod ports;
-use ports::free_port;
-#[path = "common/db.rs"]
-mod db;
-mod overlay_common;
+mod support;
+use support::db;
+use support::ports::free_port;
 
 use netman::db::DatabaseConfig;
 use netman::http::client::{agent, body_string, ClientTls};
 use netman::overlay::controller::Controller;
 use netman::overlay::store::{LeaseStore, SqlLeaseStore, StoreError};
 use netman::overlay::Lease;
-use overlay_common::{certs, wait_until, Proc, CONTROLLER};
 use std::collections::HashSet;
 use std::process::Command;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use support::overlay::{certs, controller_config, wait_until, Proc, CONTROLLER, OVERLAY};
 
 fn open(config: &DatabaseConfig) -> Arc<dyn LeaseStore> {
     netman::overlay::store::open(config).unwrap_or_else(|e| panic!("opening {config}: {e}"))
@@ -255,34 +252,24 @@ struct RunningController {
 }
 
 fn start_controller(dir: &std::path::Path, name: &str, db: &db::TestDb) -> RunningController {
-    let c = certs(dir);
+    let c = certs(dir, &OVERLAY);
     let (port, debug) = (free_port(), free_port());
     let config = dir.join(format!("{name}.json"));
     std::fs::write(
         &config,
-        serde_json::json!({
-            "listen_host": "127.0.0.1",
-            "listen_port": port,
-            "debug_server_port": debug,
-            "ca_cert_file": c.ca,
-            "server_cert_file": c.server_cert,
-            "server_key_file": c.server_key,
-            "network": "10.255.0.0/16",
-            "subnet_prefix_length": 24,
-            "database": db.config_json(),
-        })
+        controller_config(
+            &c,
+            ("127.0.0.1", port),
+            debug,
+            ("10.255.0.0/16", 24),
+            db.config_json(),
+        )
         .to_string(),
     )
     .unwrap();
-    let log = dir.join(format!("{name}.log"));
-    let out = std::fs::File::create(&log).unwrap();
-    let child = Command::new(CONTROLLER)
-        .args(["--config", config.to_str().unwrap()])
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap();
-    let proc = Proc { child, log };
+    let mut command = Command::new(CONTROLLER);
+    command.args(["--config", config.to_str().unwrap()]);
+    let proc = Proc::spawn(command, &dir.join(format!("{name}.log")));
     wait_until(
         &format!("{name} listening"),
         Duration::from_secs(30),
@@ -294,8 +281,8 @@ fn start_controller(dir: &std::path::Path, name: &str, db: &db::TestDb) -> Runni
         api: format!("https://127.0.0.1:{port}"),
         tls: ClientTls {
             ca_cert_file: s(&c.ca),
-            client_cert_file: s(&c.client_cert),
-            client_key_file: s(&c.client_key),
+            client_cert_file: s(&c.client.0),
+            client_key_file: s(&c.client.1),
             skip_verification: false,
         },
     }
@@ -379,33 +366,12 @@ pub fn two_controller_processes_concurrent_acquire(db: &db::TestDb) {
     assert_eq!(listed[1], expected, "both controllers list the same leases");
 }
 
-macro_rules! suite {
-    ($backend:ident, $fresh:expr) => {
-        mod $backend {
-            #[allow(unused_imports)]
-            use super::*;
-            suite!(@cases $fresh;
-                constraints_renew_reclaim, controller_expiry_and_reclaim,
-                concurrent_reclaim_from_two_controllers,
-                concurrent_exhaustion_from_two_controllers,
-                migrations_recorded_concurrent_and_guarded,
-                startup_retry_times_out,
-                two_controller_processes_concurrent_acquire);
-        }
-    };
-    (@cases $fresh:expr; $($case:ident),*) => {
-        $(
-            #[test]
-            fn $case() {
-                let db = $fresh;
-                super::$case(&db);
-            }
-        )*
-    };
-}
-
-suite!(sqlite, db::sqlite());
-#[cfg(feature = "postgres")]
-suite!(postgres, db::postgres());
-#[cfg(feature = "mysql")]
-suite!(mariadb, db::mariadb());
+db::suite!(
+    constraints_renew_reclaim,
+    controller_expiry_and_reclaim,
+    concurrent_reclaim_from_two_controllers,
+    concurrent_exhaustion_from_two_controllers,
+    migrations_recorded_concurrent_and_guarded,
+    startup_retry_times_out,
+    two_controller_processes_concurrent_acquire,
+);

@@ -1,14 +1,14 @@
 //! netmon and the overlay watchdog on a namespace with known interfaces, rules and traffic.
 
-#[path = "common/ports.rs"]
-mod ports;
+mod support;
 use netman::http::{Request, Response, Server, ServerOptions};
 use netman::lab::netns::NamedNetns;
 use ports::free_port;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use support::{ports, wait_until};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
@@ -102,16 +102,18 @@ fn netmon_reports_interfaces_rules_and_overlay_traffic() {
         .arg(&config)
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let text = loop {
-        if let Some(t) = scrape(&ns, port) {
-            if metric(&t, "netmon_interfaces").unwrap_or(0) > 0 {
-                break t;
+    let mut text = String::new();
+    wait_until(
+        "netmon to report",
+        Duration::from_secs(15),
+        || match scrape(&ns, port) {
+            Some(t) if metric(&t, "netmon_interfaces").unwrap_or(0) > 0 => {
+                text = t;
+                true
             }
-        }
-        assert!(Instant::now() < deadline, "netmon never reported");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+            _ => false,
+        },
+    );
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(

@@ -1,8 +1,8 @@
 //! garden-external-networker on real namespaces, the test playing garden's part (see
-//! `common/networker_fixture.rs`). Every test runs once per CNI plugin variant in `PLUGINS`.
+//! `support/networker_fixture.rs`). Every test runs once per CNI plugin variant in `PLUGINS`.
 
-#[path = "common/networker_fixture.rs"]
-mod fixture;
+mod support;
+use support::networker_fixture as fixture;
 
 use fixture::*;
 use serde_json::{json, Value};
@@ -251,12 +251,13 @@ fn bad_input_gives_a_clear_error_and_leaves_no_state() {
             .unwrap_err();
         assert!(e.contains("does not exist"), "{e}");
 
-        // An explicit host port inside the allocation range.
+        // An explicit host port outside the ones a container may map (issue 18: the pool's
+        // range and the allow-list; the original refused the pool's range instead).
         let e = cell
-            .up("h1", &up_input(k.pid(), &[(61005, 8080)], json!([])))
+            .up("h1", &up_input(k.pid(), &[(22, 8080)], json!([])))
             .unwrap_err();
         assert!(
-            e.contains("cannot specify port from allocation range"),
+            e.contains("host port 22 is outside the host ports a container may map"),
             "{e}"
         );
 
@@ -598,4 +599,652 @@ fn reconcile_after_the_netns_mount_is_gone() {
         );
         assert_eq!(state(&cell), before);
     }
+}
+
+// ---- Issue 18: hardening (each test names the item it shows) ----
+
+/// A small xorshift generator: the kill points differ per run; the seed is printed.
+struct Rng(u64);
+
+impl Rng {
+    fn seeded() -> Rng {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+            | 1;
+        eprintln!("kill loop seed {seed}");
+        Rng(seed)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// Waits until no process carrying `marker` (`KEY=value`) in its environment is left: the CNI
+/// plugins and `iptables-restore` that a killed networker started finish on their own.
+fn wait_for_orphans(marker: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let busy = std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            std::fs::read(e.path().join("environ"))
+                .map(|env| env.split(|b| *b == 0).any(|kv| kv == marker.as_bytes()))
+                .unwrap_or(false)
+        });
+        if !busy {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "processes with {marker} still running"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+fn has_ipv4(ns: &netman::lab::netns::NamedNetns) -> bool {
+    ns.exec(&["ip", "-4", "-o", "addr", "show", "dev", "eth0"])
+        .map(|o| o.contains("inet "))
+        .unwrap_or(false)
+}
+
+/// Waits (up to 5 s) until the namespace at `ns` has an IPv4 address other than loopback; polls
+/// its `fib_trie` from a thread inside it (microseconds a look, no process started).
+fn wait_for_an_address(ns: &std::path::Path) -> bool {
+    netman::netns::run_in(ns, || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            let trie = std::fs::read_to_string("/proc/thread-self/net/fib_trie").unwrap();
+            let mut last = "";
+            for line in trie.lines() {
+                if let Some(ip) = line.trim().strip_prefix("|-- ") {
+                    last = ip;
+                } else if line.contains("/32 host LOCAL") && !last.starts_with("127.") {
+                    return true;
+                }
+            }
+            std::thread::yield_now();
+        }
+        false
+    })
+    .unwrap()
+}
+
+/// Removes the cell-wide default deny (as on a cell where nothing installed it yet).
+fn remove_cell_guard(cell: &Cell) {
+    for args in [
+        &["-D", "INPUT", "-j", "netman--input"][..],
+        &["-D", "FORWARD", "-j", "netman--forward"],
+        &["-F", "netman--input"],
+        &["-F", "netman--forward"],
+        &["-X", "netman--input"],
+        &["-X", "netman--forward"],
+    ] {
+        let mut full = vec!["iptables", "-w"];
+        full.extend_from_slice(args);
+        let _ = cell.cell.exec(&full);
+    }
+}
+
+/// Item 2: `kill -9` of the networker at random points of `up` (and of `down`) never leaves a
+/// container with an address that reaches what a fully set-up container is refused (a cell
+/// service, the internet). Every few rounds the cell-wide default deny is removed first, so `up`
+/// must put it back before the container gets its address.
+#[test]
+fn kill_9_during_up_never_leaves_a_half_open_container() {
+    const ROUNDS: usize = 30;
+    let mut rng = Rng::seeded();
+    for &plugin in PLUGINS {
+        let mut cell = Cell::new(plugin);
+        cell.internet_tcp(&[8005]);
+        let service_port = 2399;
+        let _service = tcp_server(&cell.cell.path(), ([0, 0, 0, 0], service_port).into());
+        let service = format!("{}:{service_port}", plugin.gateway());
+        let internet = format!("{NET_A}:8005");
+        let input = |pid: u32| up_input(pid, &[(0, 8080)], json!([]));
+
+        // What a fully set-up container gets: refused both ways.
+        let k = Container::start();
+        cell.up("complete", &input(k.pid())).unwrap();
+        assert!(tcp_probe(&k.ns.path(), &service).is_err());
+        assert!(tcp_probe(&k.ns.path(), &internet).is_err());
+        cell.down("complete").unwrap();
+        let before = state(&cell);
+
+        let mut half_made = 0;
+        for round in 0..ROUNDS {
+            if round % 5 == 0 {
+                remove_cell_guard(&cell);
+            }
+            let k = Container::start();
+            let handle = format!("{}-{round}", unique("kill"));
+            let marker = format!("NETMAN_TEST_RUN={handle}");
+            let mut child = cell.spawn(
+                &["--action", "up", "--handle", &handle],
+                &input(k.pid()).to_string(),
+                &[("NETMAN_TEST_RUN", &handle)],
+            );
+            // Even rounds: at a random point of the whole `up`. Odd rounds: right after the
+            // container got its address (plus up to 3 ms), the window that matters.
+            let delay = if round % 2 == 0 {
+                std::thread::sleep(std::time::Duration::from_micros(rng.below(30_000)));
+                "a random point".to_string()
+            } else {
+                let seen = wait_for_an_address(&k.ns.path());
+                let extra = rng.below(3_000);
+                std::thread::sleep(std::time::Duration::from_micros(extra));
+                format!("{extra} us after the address appeared (seen: {seen})")
+            };
+            let _ = child.kill();
+            let _ = child.wait();
+            wait_for_orphans(&marker);
+            if has_ipv4(&k.ns) {
+                let kp = k.ns.path();
+                let finished = cell.store().get(&handle).is_some();
+                if !finished {
+                    half_made += 1;
+                }
+                assert!(
+                    tcp_probe(&kp, &service).is_err(),
+                    "{plugin:?} round {round} (killed at {delay}, up finished: {finished}): the container reached the cell service\n{}",
+                    cell.iptables_save()
+                );
+                assert!(
+                    tcp_probe(&kp, &internet).is_err(),
+                    "{plugin:?} round {round} (killed at {delay}): the container reached the internet"
+                );
+            }
+            cell.down(&handle).unwrap();
+        }
+        eprintln!("{plugin:?}: {half_made} of {ROUNDS} kills left a container with an address before up finished");
+        assert!(
+            half_made >= 3,
+            "the kills must land between the address and the end of up"
+        );
+        assert_eq!(state(&cell), before, "down cleans up after every kill");
+
+        // The same for `down` (its rules go while the CNI DEL runs): killed at a random point,
+        // a container that still has its address is still denied.
+        let mut still_addressed = 0;
+        for round in 0..ROUNDS / 3 {
+            let k = Container::start();
+            let handle = format!("{}-{round}", unique("killdown"));
+            cell.up(&handle, &input(k.pid())).unwrap();
+            let mut child = cell.spawn(
+                &["--action", "down", "--handle", &handle],
+                "",
+                &[("NETMAN_TEST_RUN", &handle)],
+            );
+            let delay = rng.below(20_000);
+            std::thread::sleep(std::time::Duration::from_micros(delay));
+            let _ = child.kill();
+            let _ = child.wait();
+            wait_for_orphans(&format!("NETMAN_TEST_RUN={handle}"));
+            if has_ipv4(&k.ns) {
+                still_addressed += 1;
+                let kp = k.ns.path();
+                assert!(
+                    tcp_probe(&kp, &service).is_err() && tcp_probe(&kp, &internet).is_err(),
+                    "{plugin:?} down round {round} (killed after {delay} us): the container got out"
+                );
+            }
+            cell.down(&handle).unwrap();
+        }
+        eprintln!(
+            "{plugin:?}: {still_addressed} of {} killed downs left the address",
+            ROUNDS / 3
+        );
+        assert_eq!(
+            state(&cell),
+            before,
+            "a second down cleans up after every kill"
+        );
+    }
+}
+
+/// Item 3: a container whose network namespace is the networker's own (the cell's) is refused
+/// before any CNI call, by PID and by fd 3, and nothing changes.
+#[test]
+fn up_refuses_the_hosts_own_network_namespace() {
+    for &plugin in PLUGINS {
+        let cell = Cell::new(plugin);
+        let before = state(&cell);
+        let links = cell.cell.exec(&["ip", "-o", "link", "show"]).unwrap();
+        let mut in_cell = netman::netns::run_in(&cell.cell.path(), || {
+            std::process::Command::new("sleep")
+                .arg("600")
+                .spawn()
+                .unwrap()
+        })
+        .unwrap();
+        let e = cell
+            .up("hostns", &up_input(in_cell.id(), &[(0, 8080)], json!([])))
+            .unwrap_err();
+        assert!(e.contains("host's network namespace"), "{e}");
+        assert_eq!(e.trim().lines().count(), 1, "{e}");
+        let o = cell.run_with_fd3(
+            &["--action", "up", "--handle", "hostns"],
+            &up_input(0, &[], json!([])).to_string(),
+            &cell.cell.path(),
+        );
+        assert!(
+            !o.ok && o.stderr.contains("host's network namespace"),
+            "{}",
+            o.stderr
+        );
+        let _ = in_cell.kill();
+        let _ = in_cell.wait();
+        assert_eq!(state(&cell), before);
+        assert_eq!(
+            cell.cell.exec(&["ip", "-o", "link", "show"]).unwrap(),
+            links
+        );
+    }
+}
+
+/// Item 4: explicit NetIn host ports are tracked with the allocated ones: a taken one (or one
+/// asked twice) is refused, and so is one outside the configured range and allow-list (the
+/// cell's ssh port, a port a cell service listens on); nothing changes on a refusal.
+#[test]
+fn explicit_host_ports_are_tracked_and_bounded() {
+    for &plugin in PLUGINS {
+        let cell = Cell::with_config(plugin, |c| {
+            c["netin_host_port_allow_list"] = json!([8443, 8444]);
+        });
+        let before = state(&cell);
+        let (k1, k2) = (Container::start(), Container::start());
+
+        // Inside the pool: taken as asked and recorded; the allocator goes around it.
+        let out = cell
+            .up(
+                "p1",
+                &up_input(k1.pid(), &[(61000, 8080), (0, 9090)], json!([])),
+            )
+            .unwrap();
+        assert_eq!(mapped_ports(&out), vec![(61000, 8080), (61001, 9090)]);
+        assert_eq!(
+            cell.port_state()["acquired_ports"]["p1"],
+            json!([61000, 61001])
+        );
+        let ip1 = container_ip(&out);
+        let _srv = tcp_server(&k1.ns.path(), format!("{ip1}:8080").parse().unwrap());
+        tcp_probe(&cell.outside.path(), &format!("{CELL_IP}:61000")).unwrap();
+
+        let after_p1 = state(&cell);
+        let refused = |netin: &[(u16, u16)], want: &str| {
+            let e = cell
+                .up("p2", &up_input(k2.pid(), netin, json!([])))
+                .unwrap_err();
+            assert!(e.contains(want), "{netin:?}: {e}");
+            assert_eq!(state(&cell), after_p1, "{netin:?}");
+        };
+        refused(
+            &[(61000, 8080)],
+            "host port 61000 is already mapped (to p1)",
+        );
+        refused(
+            &[(61001, 8080)],
+            "host port 61001 is already mapped (to p1)",
+        );
+        refused(
+            &[(0, 80), (8443, 8080), (8443, 9090)],
+            "host port 8443 is asked for twice",
+        );
+        refused(&[(22, 8080)], "host port 22 is outside");
+        refused(&[(2222, 8080)], "host port 2222 is outside");
+        refused(&[(60999, 8080)], "host port 60999 is outside");
+        // On the allow-list, but a service of the cell listens on it.
+        let _cell_service = tcp_server(&cell.cell.path(), ([0, 0, 0, 0], 8444).into());
+        refused(
+            &[(8444, 8080)],
+            "a service of the cell listens on host port 8444",
+        );
+
+        // On the allow-list: taken.
+        let out = cell
+            .up("p2", &up_input(k2.pid(), &[(8443, 8080)], json!([])))
+            .unwrap();
+        assert_eq!(mapped_ports(&out), vec![(8443, 8080)]);
+        assert_eq!(cell.port_state()["acquired_ports"]["p2"], json!([8443]));
+
+        // net-in: the same rules.
+        for (port, want) in [
+            (61000, "already mapped (to p1)"),
+            (8443, "already mapped (to p2)"),
+            (22, "outside"),
+        ] {
+            let o = cell.run(
+                &["--action", "net-in", "--handle", "p2"],
+                &json!({"HostPort": port, "ContainerPort": 7070}).to_string(),
+            );
+            assert!(!o.ok && o.stderr.contains(want), "{port}: {}", o.stderr);
+        }
+        assert_eq!(cell.port_state()["acquired_ports"]["p2"], json!([8443]));
+        let o = cell.run(
+            &["--action", "net-in", "--handle", "p2"],
+            &json!({"HostPort": 61002, "ContainerPort": 7070}).to_string(),
+        );
+        assert!(o.ok, "{}", o.stderr);
+        assert_eq!(
+            cell.port_state()["acquired_ports"]["p2"],
+            json!([8443, 61002])
+        );
+
+        // down frees explicit ports too.
+        cell.down("p1").unwrap();
+        cell.down("p2").unwrap();
+        assert_eq!(state(&cell), before);
+        let out = cell
+            .up("p3", &up_input(k2.pid(), &[(61000, 8080)], json!([])))
+            .unwrap();
+        assert_eq!(mapped_ports(&out), vec![(61000, 8080)]);
+        cell.down("p3").unwrap();
+
+        // The keys are checked at start.
+        let p = cell.path("bad-ports.json");
+        for (key, value, want) in [
+            (
+                "netin_host_port_range",
+                json!({"start": 9000, "end": 8000}),
+                "'netin_host_port_range'",
+            ),
+            (
+                "netin_host_port_range",
+                json!({"start": 0, "end": 8000}),
+                "'netin_host_port_range'",
+            ),
+            (
+                "netin_host_port_allow_list",
+                json!([0]),
+                "'netin_host_port_allow_list'",
+            ),
+            (
+                "netin_host_port_allow_list",
+                json!([443, 443]),
+                "'netin_host_port_allow_list'",
+            ),
+        ] {
+            let mut cfg = cell.config.clone();
+            cfg[key] = value;
+            std::fs::write(&p, cfg.to_string()).unwrap();
+            let o = cell.run_with_config(&p, &["--check-config"], "");
+            assert!(!o.ok && o.stderr.contains(want), "{key}: {}", o.stderr);
+        }
+        // A range of its own replaces the pool as what may be asked for.
+        let mut cfg = cell.config.clone();
+        cfg["netin_host_port_range"] = json!({"start": 40000, "end": 40010});
+        std::fs::write(&p, cfg.to_string()).unwrap();
+        let up = |port: u16| {
+            cell.run_with_config(
+                &p,
+                &["--action", "up", "--handle", "p4"],
+                &up_input(k2.pid(), &[(port, 8080)], json!([])).to_string(),
+            )
+        };
+        let o = up(61003);
+        assert!(!o.ok && o.stderr.contains("outside"), "{}", o.stderr);
+        let o = up(40005);
+        assert!(o.ok, "{}", o.stderr);
+        cell.down("p4").unwrap();
+        assert_eq!(state(&cell), before);
+    }
+}
+
+/// Item 5: stdin and each field have a size limit; a refusal names it and changes nothing.
+#[test]
+fn oversized_input_is_refused_and_changes_nothing() {
+    for &plugin in PLUGINS {
+        let cell = Cell::new(plugin);
+        let before = state(&cell);
+        let k = Container::start();
+        let with = |f: &dyn Fn(&mut Value)| {
+            let mut v = up_input(k.pid(), &[(0, 8080)], json!([]));
+            f(&mut v);
+            v.to_string()
+        };
+        let cases: Vec<(String, &str)> = vec![
+            (
+                with(&|v| v["Properties"]["blob"] = json!("x".repeat(2 << 20))),
+                "stdin is larger than 1048576 bytes",
+            ),
+            (
+                with(&|v| v["Properties"]["log_config"] = json!("x".repeat(5000))),
+                "property \"log_config\": 5000 bytes",
+            ),
+            (
+                with(&|v| v["Properties"]["policy_group_id"] = json!("a".repeat(256))),
+                "property \"policy_group_id\": 256 characters",
+            ),
+            (
+                with(&|v| v["Properties"]["app_id"] = json!("a".repeat(300))),
+                "property \"app_id\": 300 characters",
+            ),
+            (
+                with(&|v| v["Properties"][&"k".repeat(200)] = json!("v")),
+                "property name",
+            ),
+            (
+                with(&|v| {
+                    for i in 0..70 {
+                        v["Properties"][&format!("p{i}")] = json!("v");
+                    }
+                }),
+                "at most 64 properties",
+            ),
+            (
+                with(&|v| {
+                    for i in 0..6 {
+                        v["Properties"][&format!("big{i}")] = json!("x".repeat(4000));
+                    }
+                }),
+                "properties are 24",
+            ),
+            (
+                with(&|v| {
+                    v["netin"] = json!((0..101)
+                        .map(|_| json!({"host_port": 0, "container_port": 8080}))
+                        .collect::<Vec<_>>())
+                }),
+                "at most 100 port mappings",
+            ),
+            (
+                with(&|v| {
+                    let nets: Vec<Value> = (0..300)
+                        .map(|i| json!({"start": format!("10.9.{}.1", i % 250), "end": format!("10.9.{}.1", i % 250)}))
+                        .collect();
+                    let ports: Vec<Value> =
+                        (1..=100).map(|p| json!({"start": p, "end": p})).collect();
+                    v["netout_rules"] = json!([{"protocol": 1, "networks": nets, "ports": ports}]);
+                }),
+                "netout_rules make 30000 iptables rules",
+            ),
+        ];
+        for (input, want) in cases {
+            let o = cell.run(&["--action", "up", "--handle", "big"], &input);
+            assert!(!o.ok, "{want}: accepted");
+            assert!(o.stderr.contains(want), "{want}: {}", o.stderr);
+            assert_eq!(o.stderr.trim().lines().count(), 1, "{}", o.stderr);
+            assert_eq!(state(&cell), before, "{want}");
+        }
+        // Handles: 128 characters at most.
+        let long = "h".repeat(129);
+        let o = cell.run(
+            &["--action", "up", "--handle", &long],
+            &up_input(k.pid(), &[], json!([])).to_string(),
+        );
+        assert!(
+            !o.ok && o.stderr.contains("1-128 characters"),
+            "{}",
+            o.stderr
+        );
+        // Other actions read stdin under the same limit.
+        let o = cell.run(
+            &["--action", "reconcile"],
+            &json!({"handles": vec!["h".repeat(100); 20_000]}).to_string(),
+        );
+        assert!(
+            !o.ok && o.stderr.contains("stdin is larger than 1048576 bytes"),
+            "{}",
+            o.stderr
+        );
+        // Just under the limits: accepted.
+        let fits = with(&|v| {
+            v["Properties"]["log_config"] = json!("x".repeat(4096));
+            v["Properties"]["policy_group_id"] = json!("a".repeat(255));
+        });
+        let o = cell.run(&["--action", "up", "--handle", "fits"], &fits);
+        assert!(o.ok, "{}", o.stderr);
+        cell.down("fits").unwrap();
+        assert_eq!(state(&cell), before);
+    }
+}
+
+/// Item 6: a 0-byte or garbage `store.json`, a garbage or empty `store.json_version` and an
+/// empty port state are reported, never read as empty; the failed `up` leaves nothing behind
+/// and the other containers' entries stay.
+#[test]
+fn damaged_stored_state_is_reported_and_a_failed_up_leaves_nothing() {
+    for &plugin in PLUGINS {
+        let cell = Cell::new(plugin);
+        let (k1, k2) = (Container::start(), Container::start());
+        cell.up("first", &up_input(k1.pid(), &[(0, 8080)], json!([])))
+            .unwrap();
+        let store = cell.path("store.json");
+        let version = cell.path("store.json_version");
+        let ports = cell.path("state.json");
+        let good = |p: &std::path::Path| std::fs::read(p).unwrap();
+        let (good_store, good_version, good_ports) = (good(&store), good(&version), good(&ports));
+        let saved = cell.iptables_save();
+        let files = cell.leftover_files();
+
+        let damages: [(&std::path::Path, &[u8], &str); 6] = [
+            (&store, b"", "corrupt container store"),
+            (
+                &store,
+                b"{\"first\": {\"handle\"",
+                "corrupt container store",
+            ),
+            (&version, b"seven", "corrupt store version file"),
+            (&version, b"", "corrupt store version file"),
+            (&ports, b"", "corrupt port state file"),
+            (&ports, b"[1,2", "corrupt port state file"),
+        ];
+        for (path, bytes, want) in damages {
+            std::fs::write(path, bytes).unwrap();
+            let e = cell
+                .up("second", &up_input(k2.pid(), &[(0, 8080)], json!([])))
+                .unwrap_err();
+            assert!(e.contains(want), "{}: {e}", path.display());
+            assert_eq!(
+                std::fs::read(path).unwrap(),
+                bytes,
+                "the damage is kept for a human"
+            );
+            for (p, g) in [
+                (&store, &good_store),
+                (&version, &good_version),
+                (&ports, &good_ports),
+            ] {
+                if p != path {
+                    assert_eq!(&std::fs::read(p).unwrap(), g, "{} changed", p.display());
+                }
+            }
+            assert_eq!(cell.iptables_save(), saved, "{}", path.display());
+            assert_eq!(cell.leftover_files(), files, "{}", path.display());
+            assert!(!has_ipv4(&k2.ns));
+            std::fs::write(&store, &good_store).unwrap();
+            std::fs::write(&version, &good_version).unwrap();
+            std::fs::write(&ports, &good_ports).unwrap();
+        }
+        cell.up("second", &up_input(k2.pid(), &[(0, 8080)], json!([])))
+            .unwrap();
+        assert_eq!(
+            cell.store().as_object().unwrap().keys().collect::<Vec<_>>(),
+            ["first", "second"]
+        );
+        cell.down("second").unwrap();
+        cell.down("first").unwrap();
+    }
+}
+
+/// Item 6: every store and port-state write is fsynced (file, then directory after the rename),
+/// so a power cut leaves the old or the new file. Shown on the system calls of a real `up`.
+#[test]
+fn state_writes_are_fsynced_around_the_rename() {
+    let plugin = Plugin::Bridge;
+    let cell = Cell::new(plugin);
+    let k = Container::start();
+    let trace = cell.path("up.strace");
+    let trace_arg = trace.to_str().unwrap().to_string();
+    let o = cell.run_wrapped(
+        &[
+            "strace",
+            "-f",
+            "-qq",
+            "-e",
+            "trace=openat,fsync,fdatasync,rename,renameat,renameat2,close",
+            "-o",
+            &trace_arg,
+        ],
+        &["--action", "up", "--handle", "synced"],
+        &up_input(k.pid(), &[(0, 8080)], json!([])).to_string(),
+    );
+    assert!(o.ok, "{}", o.stderr);
+    let text = std::fs::read_to_string(&trace).unwrap();
+    for file in ["store.json", "store.json_version", "state.json"] {
+        check_synced_replace(&text, &cell.path(file));
+    }
+    cell.down("synced").unwrap();
+}
+
+/// In an strace log: the temporary file renamed onto `target` was fsynced before the rename,
+/// and `target`'s directory was opened and fsynced after it.
+fn check_synced_replace(trace: &str, target: &std::path::Path) {
+    let target = target.to_str().unwrap();
+    let dir = std::path::Path::new(target)
+        .parent()
+        .unwrap()
+        .to_str()
+        .unwrap();
+    let lines: Vec<&str> = trace.lines().collect();
+    let rename = lines
+        .iter()
+        .position(|l| l.contains("rename") && l.contains(&format!("\"{target}\"")))
+        .unwrap_or_else(|| panic!("no rename onto {target} in\n{trace}"));
+    let tmp = lines[rename]
+        .split('"')
+        .nth(1)
+        .expect("rename source")
+        .to_string();
+    // `strace -f` prefixes every line with the pid; file descriptors are per process.
+    let pid = lines[rename].split_whitespace().next().unwrap().to_string();
+    let mine = |l: &str| l.split_whitespace().next() == Some(pid.as_str());
+    let fd_of = |l: &str| l.rsplit("= ").next().unwrap().trim().to_string();
+    let synced = |l: &str, fd: &str| {
+        l.contains(&format!("fsync({fd})")) || l.contains(&format!("fdatasync({fd})"))
+    };
+    let open_tmp = lines[..rename]
+        .iter()
+        .rposition(|l| mine(l) && l.contains("openat") && l.contains(&format!("\"{tmp}\"")))
+        .unwrap_or_else(|| panic!("{tmp} never opened"));
+    let fd = fd_of(lines[open_tmp]);
+    assert!(
+        lines[open_tmp..rename]
+            .iter()
+            .any(|l| mine(l) && synced(l, &fd)),
+        "{tmp} (fd {fd}) not fsynced before the rename onto {target}"
+    );
+    let open_dir = lines[rename..]
+        .iter()
+        .position(|l| mine(l) && l.contains("openat") && l.contains(&format!("\"{dir}\"")))
+        .map(|i| i + rename)
+        .unwrap_or_else(|| panic!("{dir} not opened after the rename onto {target}"));
+    let dfd = fd_of(lines[open_dir]);
+    assert!(
+        lines[open_dir..].iter().any(|l| mine(l) && synced(l, &dfd)),
+        "{dir} not fsynced after the rename onto {target}"
+    );
 }

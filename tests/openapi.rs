@@ -1,8 +1,8 @@
 //! Keeps `docs/openapi.json` true: its routes and methods are exactly the ones the server serves,
 //! and what the running server answers matches the documented schemas.
 
-#[path = "common/policy_server.rs"]
-mod policy_server;
+mod support;
+use support::policy_server;
 
 use policy_server::*;
 use serde_json::{json, Value};

@@ -1,12 +1,12 @@
 //! The overlay end to end on the real kernel: cells as namespaces on an underlay bridge, the real
 //! controller and daemons inside them, containers made by the real plugin.
 
-mod overlay_common;
+mod support;
 
 use netman::netlink::Handle;
 use netman::netns::run_in;
-use overlay_common::*;
 use std::time::Duration;
+use support::overlay::*;
 
 /// Routes/neighbours/FDB on `cell`'s VTEP that point at `subnet` (a lease's /24).
 fn entries_for(cell: &Cell, subnet: &str) -> (usize, usize, usize) {
@@ -168,7 +168,7 @@ fn cells_connect_containers_carry_marks_and_converge() {
     );
 
     // A daemon restart keeps its lease and its containers' connectivity.
-    let code = lab.cells[1].daemon.as_mut().unwrap().terminate();
+    let code = lab.cells[1].daemon.as_mut().unwrap().terminate().code();
     assert_eq!(code, Some(0), "clean exit on SIGTERM");
     assert!(
         ping(&a1.ns, &b.ip),
@@ -213,8 +213,8 @@ fn cells_connect_containers_carry_marks_and_converge() {
 fn release_lease(lab: &Lab, underlay_ip: &str) {
     let tls = netman::http::client::ClientTls {
         ca_cert_file: Some(lab.certs.ca.to_str().unwrap().into()),
-        client_cert_file: Some(lab.certs.client_cert.to_str().unwrap().into()),
-        client_key_file: Some(lab.certs.client_key.to_str().unwrap().into()),
+        client_cert_file: Some(lab.certs.client.0.to_str().unwrap().into()),
+        client_key_file: Some(lab.certs.client.1.to_str().unwrap().into()),
         skip_verification: false,
     };
     let ip = underlay_ip.to_string();
@@ -239,14 +239,8 @@ fn rewrite_config(cell: &Cell, key: &str, value: serde_json::Value) {
 
 fn wait_exit(cell: &mut Cell, within: Duration) -> Option<i32> {
     let d = cell.daemon.as_mut().unwrap();
-    let deadline = std::time::Instant::now() + within;
-    while std::time::Instant::now() < deadline {
-        if let Ok(Some(s)) = d.child.try_wait() {
-            return s.code();
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    None
+    poll(within, Duration::from_millis(100), || d.exited().is_some());
+    d.exited().and_then(|s| s.code())
 }
 
 #[test]

@@ -1,13 +1,13 @@
 //! The lease controller binary over mutual TLS: API shapes, conflicts, concurrency, expiry and
 //! reclaim, metrics, config checks.
 
-mod overlay_common;
+mod support;
 
 use netman::http::client::{agent, body_string, ClientTls};
 use netman::netns::run_in;
-use overlay_common::*;
 use std::collections::HashSet;
 use std::time::Duration;
+use support::overlay::*;
 
 fn tls(cert: &std::path::Path, key: &std::path::Path, ca: &std::path::Path) -> ClientTls {
     ClientTls {
@@ -68,7 +68,7 @@ fn lease_api_over_mtls() {
         ..Default::default()
     });
     let c = &lab.certs;
-    let good = tls(&c.client_cert, &c.client_key, &c.ca);
+    let good = tls(&c.client.0, &c.client.1, &c.ca);
     // Without a client certificate, or with one from another CA, the handshake fails.
     let no_cert = ClientTls {
         ca_cert_file: Some(c.ca.to_str().unwrap().into()),
@@ -77,7 +77,7 @@ fn lease_api_over_mtls() {
     assert!(call(&lab, &no_cert, "GET", "/leases", None).is_err());
     assert!(call(
         &lab,
-        &tls(&c.other_cert, &c.other_key, &c.ca),
+        &tls(&c.other_client.0, &c.other_client.1, &c.ca),
         "GET",
         "/leases",
         None
@@ -269,11 +269,11 @@ fn lease_api_over_mtls() {
 #[test]
 fn bad_config_is_refused_with_the_key_named() {
     let dir = tempfile::tempdir().unwrap();
-    let c = certs(dir.path());
+    let c = certs(dir.path(), &OVERLAY);
     let cfg = dir.path().join("c.json");
     let write = |extra: serde_json::Value| {
         let mut v = serde_json::json!({
-            "ca_cert_file": c.ca, "server_cert_file": c.server_cert, "server_key_file": c.server_key,
+            "ca_cert_file": c.ca, "server_cert_file": c.server.0, "server_key_file": c.server.1,
             "database": {"type": "sqlite", "connection_string": dir.path().join("db")},
         });
         for (k, val) in extra.as_object().unwrap() {
@@ -319,10 +319,15 @@ fn bad_config_is_refused_with_the_key_named() {
     assert_eq!(check().0, Some(0), "{}", check().1);
     // The daemon checks its config the same way.
     let dcfg = dir.path().join("d.json");
-    std::fs::write(&dcfg, serde_json::json!({
-        "underlay_ip": "10.0.0.1", "controller_url": "http://x:4103",
-        "ca_cert_file": c.ca, "client_cert_file": c.client_cert, "client_key_file": c.client_key,
-    }).to_string()).unwrap();
+    std::fs::write(
+        &dcfg,
+        serde_json::json!({
+            "underlay_ip": "10.0.0.1", "controller_url": "http://x:4103",
+            "ca_cert_file": c.ca, "client_cert_file": c.client.0, "client_key_file": c.client.1,
+        })
+        .to_string(),
+    )
+    .unwrap();
     let out = std::process::Command::new(DAEMON)
         .args(["--config", dcfg.to_str().unwrap(), "--check-config"])
         .output()

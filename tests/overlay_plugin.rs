@@ -1,11 +1,11 @@
 //! The overlay CNI plugin driven as a runtime drives it: exhaustion, DEL idempotence (also with
 //! the daemon down), CHECK, VERSION, GC, STATUS, and a conflist chaining the reference portmap.
 
-mod overlay_common;
+mod support;
 
 use netman::lab::netns::NamedNetns;
-use overlay_common::*;
 use std::time::Duration;
+use support::overlay::*;
 
 fn host_veths(cell: &Cell) -> usize {
     cell.ns
@@ -72,8 +72,11 @@ fn exhaustion_del_check_gc_status_version() {
     assert!(extra.exec(&["ip", "link", "show", "eth0"]).is_err());
     assert_eq!(allocations(&lab.cells[0]), 6);
 
-    // CHECK: a healthy container passes, an unknown one is code 3.
+    // CHECK (with ADD's result as prevResult): a healthy container passes, an unknown one is
+    // code 3.
     let c0 = &containers[0];
+    let mut check_conf = conf.clone();
+    check_conf["prevResult"] = c0.result.clone();
     let run = run_plugin(
         &cell_ns,
         PLUGIN,
@@ -81,7 +84,7 @@ fn exhaustion_del_check_gc_status_version() {
         &c0.id,
         c0.ns.path().to_str().unwrap(),
         "eth0",
-        &conf,
+        &check_conf,
     );
     assert_eq!((run.status, run.stdout.as_str()), (0, ""), "{}", run.stdout);
     let run = run_plugin(
@@ -158,7 +161,10 @@ fn exhaustion_del_check_gc_status_version() {
     }
 
     // With the daemon down: STATUS says not available (50), ADD asks to retry (11), DEL works.
-    assert_eq!(lab.cells[0].daemon.as_mut().unwrap().terminate(), Some(0));
+    assert_eq!(
+        lab.cells[0].daemon.as_mut().unwrap().terminate().code(),
+        Some(0)
+    );
     let run = run_plugin(&cell_ns, PLUGIN, "STATUS", "", "", "", &conf);
     assert_eq!(run.json()["code"], 50);
     let spare = NamedNetns::create(&unique("k")).unwrap();
@@ -311,4 +317,204 @@ fn conflist_chains_reference_portmap() {
     assert!(ctr.exec(&["ip", "link", "show", "eth0"]).is_err());
     assert!(tcp_get(&lab.underlay, &cell.underlay_ip, 9090).is_err());
     let _ = Duration::from_secs(0);
+}
+
+// ---- Issue 18 item 8: CNI details ----
+
+fn one_cell(prefix: u8) -> (Lab, NamedNetns, ipnet::Ipv4Net) {
+    let lab = Lab::new(LabOptions {
+        cells: 1,
+        prefix,
+        ..Default::default()
+    });
+    let cell_ns = NamedNetns {
+        name: lab.cells[0].ns.name.clone(),
+    };
+    let subnet = lab.cells[0].info().overlay_subnet.parse().unwrap();
+    (lab, cell_ns, subnet)
+}
+
+/// The `i`-th address of `subnet`.
+fn nth(subnet: ipnet::Ipv4Net, i: u32) -> String {
+    std::net::Ipv4Addr::from(u32::from(subnet.network()) + i).to_string()
+}
+
+fn add(
+    cell: &NamedNetns,
+    id: &str,
+    ns: &NamedNetns,
+    conf: &serde_json::Value,
+    args: &str,
+) -> PluginRun {
+    let netns = ns.path();
+    let attachment = [id, netns.to_str().unwrap(), "eth0"];
+    run_plugin_with_args(cell, PLUGIN, "ADD", attachment, conf, args)
+}
+
+#[test]
+fn check_consults_prev_result() {
+    let (lab, cell_ns, _) = one_cell(24);
+    let c = add_container(&lab, 0, "1.1.0");
+    let check = |prev: Option<serde_json::Value>| {
+        let mut conf = lab.net_conf(0, "1.1.0");
+        if let Some(p) = prev {
+            conf["prevResult"] = p;
+        }
+        let netns = c.ns.path();
+        let attachment = [c.id.as_str(), netns.to_str().unwrap(), "eth0"];
+        run_plugin_with_args(&cell_ns, PLUGIN, "CHECK", attachment, &conf, "")
+    };
+    let run = check(Some(c.result.clone()));
+    assert_eq!((run.status, run.stdout.as_str()), (0, ""), "{}", run.stdout);
+
+    // An ADD result that names another IP than the container has.
+    let mut other = c.result.clone();
+    let ip: std::net::Ipv4Addr = c.ip.parse().unwrap();
+    let wrong = std::net::Ipv4Addr::from(u32::from(ip) + 1);
+    other["ips"][0]["address"] = serde_json::json!(format!("{wrong}/32"));
+    let run = check(Some(other));
+    assert_eq!(run.status, 1, "{}", run.stdout);
+    let e = run.json();
+    assert_eq!(e["code"], 100, "{e}");
+    let details = e["details"].as_str().unwrap();
+    assert!(
+        details.contains(&wrong.to_string()) && details.contains(&c.ip),
+        "{e}"
+    );
+
+    // The container interface of prevResult must be the one in this namespace.
+    let mut moved = c.result.clone();
+    moved["interfaces"][1]["sandbox"] = serde_json::json!("/run/netns/elsewhere");
+    let run = check(Some(moved));
+    assert_eq!(run.status, 1, "{}", run.stdout);
+    assert!(
+        run.json()["details"].as_str().unwrap().contains("sandbox"),
+        "{}",
+        run.stdout
+    );
+
+    // No prevResult at all: CHECK cannot do what the spec asks of it.
+    let run = check(None);
+    assert_eq!(run.status, 1, "{}", run.stdout);
+    assert!(
+        run.json()["msg"].as_str().unwrap().contains("prevResult"),
+        "{}",
+        run.stdout
+    );
+    std::mem::forget(cell_ns);
+}
+
+#[test]
+fn status_is_not_ready_while_no_address_can_be_allocated() {
+    // /29: .1 to .6 for containers.
+    let (lab, cell_ns, _) = one_cell(29);
+    let conf = lab.net_conf(0, "1.1.0");
+    let status = || run_plugin_with_args(&cell_ns, PLUGIN, "STATUS", ["", "", ""], &conf, "");
+    let mut containers = Vec::new();
+    for _ in 0..6 {
+        let run = status();
+        assert_eq!((run.status, run.stdout.as_str()), (0, ""), "{}", run.stdout);
+        containers.push(add_container(&lab, 0, "1.1.0"));
+    }
+    let run = status();
+    assert_eq!(run.status, 1, "{}", run.stdout);
+    let e = run.json();
+    assert_eq!(e["code"], 50, "{e}");
+    assert_eq!(e["msg"], "no IP address available", "{e}");
+    let c = &containers[3];
+    let netns = c.ns.path();
+    let attachment = [c.id.as_str(), netns.to_str().unwrap(), "eth0"];
+    let run = run_plugin_with_args(&cell_ns, PLUGIN, "DEL", attachment, &conf, "");
+    assert_eq!(run.status, 0, "{}", run.stdout);
+    let run = status();
+    assert_eq!((run.status, run.stdout.as_str()), (0, ""), "{}", run.stdout);
+    std::mem::forget(cell_ns);
+}
+
+#[test]
+fn a_requested_ip_is_honoured_or_refused() {
+    let (lab, cell_ns, subnet) = one_cell(29);
+    let conf = lab.net_conf(0, "1.1.0");
+    let k5 = NamedNetns::create(&unique("k")).unwrap();
+    let run = add(
+        &cell_ns,
+        "want-5",
+        &k5,
+        &conf,
+        &format!("IgnoreUnknown=1;IP={}", nth(subnet, 5)),
+    );
+    assert_eq!(run.status, 0, "{}", run.stdout);
+    assert_eq!(
+        run.json()["ips"][0]["address"],
+        format!("{}/32", nth(subnet, 5))
+    );
+    assert!(k5
+        .exec(&["ip", "-o", "addr", "show", "dev", "eth0"])
+        .unwrap()
+        .contains(&nth(subnet, 5)));
+
+    // The `ips` capability (runtimeConfig), as CIDR.
+    let k6 = NamedNetns::create(&unique("k")).unwrap();
+    let mut with_cap = conf.clone();
+    with_cap["runtimeConfig"] = serde_json::json!({"ips": [format!("{}/24", nth(subnet, 6))]});
+    let run = add(&cell_ns, "want-6", &k6, &with_cap, "");
+    assert_eq!(run.status, 0, "{}", run.stdout);
+    assert_eq!(
+        run.json()["ips"][0]["address"],
+        format!("{}/32", nth(subnet, 6))
+    );
+
+    // Refusals: a clear error, nothing allocated, no interface.
+    let outside = std::net::Ipv4Addr::from(u32::from(subnet.broadcast()) + 1).to_string();
+    let refusals: Vec<(String, Option<serde_json::Value>, &str)> = vec![
+        (
+            format!("IP={}", nth(subnet, 5)),
+            None,
+            "is allocated to want-5",
+        ),
+        (
+            format!("IP={outside}"),
+            None,
+            "is not in this cell's subnet",
+        ),
+        (
+            format!("IP={}", nth(subnet, 0)),
+            None,
+            "network or broadcast address",
+        ),
+        (
+            format!("IP={}", nth(subnet, 7)),
+            None,
+            "network or broadcast address",
+        ),
+        ("IP=10.1.2.300".into(), None, "not an IPv4 address"),
+        ("IP=fd00::5".into(), None, "not an IPv4 address"),
+        (
+            format!("IP={}", nth(subnet, 2)),
+            Some(serde_json::json!({"ips": [format!("{}/29", nth(subnet, 3))]})),
+            "more than one IP requested",
+        ),
+        (
+            String::new(),
+            Some(
+                serde_json::json!({"ips": [format!("{}/29", nth(subnet, 2)), format!("{}/29", nth(subnet, 3))]}),
+            ),
+            "more than one IP requested",
+        ),
+    ];
+    let k = NamedNetns::create(&unique("k")).unwrap();
+    for (args, runtime, want) in refusals {
+        let mut c = conf.clone();
+        if let Some(rt) = runtime {
+            c["runtimeConfig"] = rt;
+        }
+        let run = add(&cell_ns, "refused", &k, &c, &args);
+        assert_eq!(run.status, 1, "{args}: {}", run.stdout);
+        let e = run.json();
+        assert_eq!(e["msg"], "requested IP refused", "{args}: {e}");
+        assert!(e["details"].as_str().unwrap().contains(want), "{args}: {e}");
+        assert!(k.exec(&["ip", "link", "show", "eth0"]).is_err());
+        assert_eq!(allocations(&lab.cells[0]), 2, "{args}");
+    }
+    std::mem::forget(cell_ns);
 }

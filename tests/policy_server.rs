@@ -1,8 +1,8 @@
 //! The real policy-server binary on SQLite with static-token auth and real certificates: every
 //! route and filter, validation, scopes, mTLS, tags, headers, limits, concurrency, crash safety.
 
-#[path = "common/policy_server.rs"]
-mod policy_server;
+mod support;
+use support::policy_server;
 
 use policy_server::*;
 use serde_json::{json, Value};
@@ -622,7 +622,7 @@ fn debug_server_metrics_health_and_log_level() {
 #[test]
 fn bad_config_fails_at_start_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
-    let certs = certs(dir.path());
+    let certs = certs(dir.path(), &POLICY_SERVER);
     let base = json!({
         "ca_cert_file": certs.ca, "server_cert_file": certs.server.0, "server_key_file": certs.server.1,
         "database": {"type": "sqlite", "connection_string": dir.path().join("db")},
@@ -674,7 +674,7 @@ fn bad_config_fails_at_start_naming_the_key() {
 #[test]
 fn sigterm_is_honoured_while_start_up_waits_for_the_database() {
     let dir = tempfile::tempdir().unwrap();
-    let certs = certs(dir.path());
+    let certs = certs(dir.path(), &POLICY_SERVER);
     let config = json!({
         "listen_host": "127.0.0.1",
         "listen_port": free_port(),

@@ -6,10 +6,8 @@
 //! The database servers are shared by every test of this binary, and the outage tests stop them:
 //! every test here holds [`SERIAL`] for its whole run. (Cargo runs test binaries one at a time.)
 
-#[path = "common/db.rs"]
-mod db;
-#[path = "common/policy_server.rs"]
-mod policy_server;
+mod support;
+use support::{db, policy_server, wait_until};
 
 use db::{Outage, TestDb};
 use netman::http::client::body_string;
@@ -18,7 +16,7 @@ use serde_json::json;
 use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const V1: &str = "/networking/v1/external/policies";
 const TAGS: &str = "/networking/v1/external/tags";
@@ -256,14 +254,6 @@ fn get_status(s: &PolicyServer, path: &str) -> (u16, String) {
     (status, body_string(&mut resp, 1 << 20).unwrap())
 }
 
-fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !ok() {
-        assert!(Instant::now() < deadline, "{what} within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// Writers on both servers; the database is stopped under them and started again.
 fn outage_during_load(db: TestDb) {
     let kind = db.kind();
@@ -342,7 +332,7 @@ fn outage_during_load(db: TestDb) {
     phase.store(DOWN, Ordering::SeqCst);
     let mut outage = Outage::begin(kind);
     for s in &servers {
-        wait_for(
+        wait_until(
             "/health reports the database down",
             Duration::from_secs(30),
             || get_status(s, "/health").0 == 500,
@@ -373,7 +363,7 @@ fn outage_during_load(db: TestDb) {
     outage.end();
 
     for s in &servers {
-        wait_for(
+        wait_until(
             "/health recovers without a restart",
             Duration::from_secs(60),
             || get_status(s, "/health").0 == 200,

@@ -3,8 +3,8 @@
 //! that carry the same headers as answers, the internal API's client allow-list, and the agent's
 //! client falling back to polling against a server without the watch.
 
-#[path = "common/policy_server.rs"]
-mod policy_server;
+mod support;
+use support::{policy_server, wait_until};
 
 use netman::agent::client::{PolicyClient, PolicySource, Watched};
 use netman::api::policy::WATCH_HEADER;
@@ -87,11 +87,8 @@ fn parked(s: &PolicyServer) -> u64 {
 }
 
 fn wait_parked(s: &PolicyServer, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while parked(s) < n {
-        assert!(Instant::now() < deadline, "{n} watches never parked");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let what = format!("{n} watches to park");
+    wait_until(&what, Duration::from_secs(10), || parked(s) >= n);
 }
 
 #[test]

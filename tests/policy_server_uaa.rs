@@ -2,10 +2,9 @@
 //! real wire formats: token checks, space-developer authorisation, list filtering, the quota and
 //! stale-policy cleanup.
 
-#[path = "common/fake_cf.rs"]
-mod fake_cf;
-#[path = "common/policy_server.rs"]
-mod policy_server;
+mod support;
+use std::time::Duration;
+use support::{fake_cf, policy_server, wait_until};
 
 use fake_cf::{FakeCf, CLIENT_ID, CLIENT_SECRET};
 use policy_server::*;
@@ -257,12 +256,10 @@ fn periodic_cleanup_runs_by_itself() {
         &v1_body(&[("a1", "b1", "tcp", 1, 1)]),
     );
     cf.remove_app("b1");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !sources(&s.get(V1, Some("admin-tok")).1).is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "stale policy never cleaned up"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    let cleaned = || sources(&s.get(V1, Some("admin-tok")).1).is_empty();
+    wait_until(
+        "the stale policy's clean-up",
+        Duration::from_secs(10),
+        cleaned,
+    );
 }

@@ -2,8 +2,8 @@
 //! what no retry can fix. Real SQLite files (damaged here on purpose) and real PostgreSQL and
 //! MariaDB servers refusing a login.
 
-#[path = "common/db.rs"]
-mod db;
+mod support;
+use support::db;
 
 use netman::api::policy::Policy;
 use netman::db::DatabaseConfig;

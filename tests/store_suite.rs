@@ -2,8 +2,8 @@
 //! each test its own database): every case is a function over a fresh [`db::TestDb`], and the
 //! `suite!` macro instantiates all of them per backend.
 
-#[path = "common/db.rs"]
-mod db;
+mod support;
+use support::{db, wait_until};
 
 use netman::api::policy::{Policy, Tag};
 use netman::db::DatabaseConfig;
@@ -192,12 +192,13 @@ pub fn cache_agrees_with_sql(db: &db::TestDb) {
         ]
     };
     let wait_fresh = || {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !cached.is_fresh() {
-            assert!(Instant::now() < deadline, "cache never became fresh");
+        wait_until("the cache to become fresh", Duration::from_secs(20), || {
+            if cached.is_fresh() {
+                return true;
+            }
             cached.list(&PolicyFilter::All).unwrap();
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            false
+        });
     };
     wait_fresh();
     for f in filters() {
@@ -661,35 +662,24 @@ pub fn bad_tag_length_refused(db: &db::TestDb) {
     }
 }
 
-macro_rules! suite {
-    ($backend:ident, $fresh:expr) => {
-        mod $backend {
-            use super::*;
-            suite!(@cases $fresh;
-                create_list_delete, filters, cache_agrees_with_sql, tags_and_reuse, tag_pool_exhaustion,
-                released_tags_are_quarantined, quarantine_ends_least_recently_released_first,
-                quarantine_migration_keeps_existing_tags,
-                failing_batch_leaves_nothing, last_updated_moves, concurrent_writers, lost_connections_are_replaced,
-                migrations_idempotent_and_concurrent, schema_too_new_refused,
-                startup_retry_times_out, bad_tag_length_refused);
-        }
-    };
-    (@cases $fresh:expr; $($case:ident),*) => {
-        $(
-            #[test]
-            fn $case() {
-                let db = $fresh;
-                super::$case(&db);
-            }
-        )*
-    };
-}
-
-suite!(sqlite, db::sqlite());
-#[cfg(feature = "postgres")]
-suite!(postgres, db::postgres());
-#[cfg(feature = "mysql")]
-suite!(mariadb, db::mariadb());
+db::suite!(
+    create_list_delete,
+    filters,
+    cache_agrees_with_sql,
+    tags_and_reuse,
+    tag_pool_exhaustion,
+    released_tags_are_quarantined,
+    quarantine_ends_least_recently_released_first,
+    quarantine_migration_keeps_existing_tags,
+    failing_batch_leaves_nothing,
+    last_updated_moves,
+    concurrent_writers,
+    lost_connections_are_replaced,
+    migrations_idempotent_and_concurrent,
+    schema_too_new_refused,
+    startup_retry_times_out,
+    bad_tag_length_refused,
+);
 
 /// `require_ssl`: TLS with the server certificate verified against `ca_cert`. The Debian cluster
 /// serves its snakeoil certificate (CN and SAN `localhost`, self-signed).

@@ -2,7 +2,6 @@
 
 use clap::Parser;
 use netman::networker::{self, Args, Config};
-use std::io::Read;
 
 const SOURCE: &str = "garden-external-networker";
 
@@ -38,13 +37,7 @@ fn main() {
     let level = netman::logging::parse_level(&config.log_level).expect("validated");
     netman::logging::init(SOURCE, config.log_format, level);
     let prefix = config.log_prefix.clone();
-    let stdin = || {
-        let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .map_err(|e| format!("reading stdin: {e}"))?;
-        Ok(s)
-    };
+    let stdin = || networker::protocol::read_stdin(std::io::stdin().lock());
     match networker::run(&args, config, stdin) {
         Ok(out) => {
             if !out.is_empty() {

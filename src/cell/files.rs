@@ -4,6 +4,7 @@
 use crate::os_error::OsError;
 use nix::fcntl::{Flock, FlockArg};
 use std::fs::{File, OpenOptions};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Takes an exclusive flock on `path` (created if needed, with its directory); held until the
@@ -23,28 +24,92 @@ pub fn lock_file(path: &Path) -> Result<Flock<File>, OsError> {
         .map_err(|(_, e)| OsError::errno(format!("locking {}", path.display()), e))
 }
 
-/// Writes `data` to `path` through a temporary file and a rename.
+/// Writes `data` to `path` through a temporary file and a rename. The temporary file is
+/// fsynced before the rename and the directory after it, so that after a power cut `path` holds
+/// either the old or the new content, never a torn or empty file.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), OsError> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, data)
-        .map_err(|e| OsError::io(format!("writing {}", tmp.display()), &e))?;
+    remove_stale_temps(path);
+    let tmp = suffixed(path, &format!("{TEMP_MARK}{}", std::process::id()));
+    let written = File::create(&tmp)
+        .and_then(|mut f| {
+            f.write_all(data)?;
+            f.sync_all()
+        })
+        .map_err(|e| OsError::io(format!("writing {}", tmp.display()), &e));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         OsError::io(
             format!("renaming {} to {}", tmp.display(), path.display()),
             &e,
         )
-    })
+    })?;
+    sync_dir(path)
 }
 
-/// Reads a file; `None` when it does not exist or holds only white space.
-pub fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, OsError> {
+/// What names the temporary files of [`write_atomic`]: `<file name>.tmp<pid of the writer>`.
+const TEMP_MARK: &str = ".tmp";
+
+/// Removes the temporary files that writers of `path` killed midway left behind (those of
+/// processes that no longer run).
+pub fn remove_stale_temps(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!("{}{TEMP_MARK}", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let file = e.file_name();
+        let Some(pid) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let dead = pid
+            .parse::<u32>()
+            .is_ok_and(|p| p != std::process::id() && !Path::new(&format!("/proc/{p}")).exists());
+        if dead {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Fsyncs the directory holding `path` (so a rename in it is durable).
+fn sync_dir(path: &Path) -> Result<(), OsError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| OsError::io(format!("syncing directory {}", dir.display()), &e))
+}
+
+/// Reads a file; `None` only when it does not exist. An empty file is returned as it is: a
+/// missing state file is a new one, an empty one is damaged (every writer replaces the file
+/// atomically, so a healthy one is never empty) and the caller reports it.
+pub fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, OsError> {
     match std::fs::read(path) {
-        Ok(bytes) if bytes.iter().all(|b| b.is_ascii_whitespace()) => Ok(None),
         Ok(bytes) => Ok(Some(bytes)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(OsError::io(format!("reading {}", path.display()), &e)),
     }
+}
+
+/// The decoding error of a state file that holds nothing (for the damage reports of callers).
+pub fn empty_file_error(bytes: &[u8]) -> Option<&'static str> {
+    bytes
+        .iter()
+        .all(|b| b.is_ascii_whitespace())
+        .then_some("the file is empty (a missing file is a new one; an empty one is damaged)")
 }
 
 /// `path` with `suffix` appended to its file name (`store.json` -> `store.json_lock`).
@@ -52,4 +117,36 @@ pub fn suffixed(path: &Path, suffix: &str) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(suffix);
     PathBuf::from(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporaries_of_dead_writers_go_those_of_live_ones_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.json");
+        let mut live = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let mut dead = std::process::Command::new("true").spawn().unwrap();
+        dead.wait().unwrap();
+        let temp = |pid: u32| dir.path().join(format!("store.json.tmp{pid}"));
+        for pid in [live.id(), dead.id()] {
+            std::fs::write(temp(pid), "x").unwrap();
+        }
+        std::fs::write(dir.path().join("store.json_version.tmp1"), "x").unwrap();
+        write_atomic(&path, b"{}").unwrap();
+        assert!(temp(live.id()).exists());
+        assert!(!temp(dead.id()).exists());
+        assert!(
+            dir.path().join("store.json_version.tmp1").exists(),
+            "not store.json's"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), b"{}");
+        let _ = live.kill();
+        let _ = live.wait();
+    }
 }

@@ -4,7 +4,7 @@
 //! in `store.json_version`. Readers take no lock; a [`Reader`] re-reads the map only when the
 //! version changed.
 
-use super::files::{lock_file, read_optional, suffixed, write_atomic};
+use super::files::{empty_file_error, lock_file, read_if_exists, suffixed, write_atomic};
 use crate::os_error::OsError;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -131,6 +131,12 @@ impl Containers {
     }
 
     fn decode(path: &Path, bytes: &[u8]) -> Result<Containers, StoreError> {
+        if let Some(message) = empty_file_error(bytes) {
+            return Err(StoreError::Corrupt {
+                path: path.to_path_buf(),
+                message: message.into(),
+            });
+        }
         let raw: BTreeMap<String, Entry> =
             serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
                 path: path.to_path_buf(),
@@ -156,9 +162,10 @@ pub enum StoreError {
         path: PathBuf,
         message: String,
     },
-    /// `store.json_version` does not hold an integer.
+    /// `store.json_version` does not hold an integer (`content`: its first bytes).
     CorruptVersion {
         path: PathBuf,
+        content: String,
     },
     EmptyHandle,
     Exists {
@@ -178,9 +185,11 @@ impl fmt::Display for StoreError {
             StoreError::Corrupt { path, message } => {
                 write!(f, "corrupt container store {}: {message}", path.display())
             }
-            StoreError::CorruptVersion { path } => {
-                write!(f, "corrupt store version file {}", path.display())
-            }
+            StoreError::CorruptVersion { path, content } => write!(
+                f,
+                "corrupt store version file {}: {content:?} is not an integer",
+                path.display()
+            ),
             StoreError::EmptyHandle => write!(f, "container store: empty handle"),
             StoreError::Exists { handle } => {
                 write!(f, "container store: handle {handle} already exists")
@@ -229,22 +238,23 @@ impl Store {
         suffixed(&self.path, "_version")
     }
 
-    /// The current version (0 when never written).
+    /// The current version (0 when never written; an empty or non-integer file is an error).
     pub fn version(&self) -> Result<u64, StoreError> {
         let path = self.version_path();
-        match std::fs::read_to_string(&path) {
-            Ok(t) => t
-                .trim()
-                .parse()
-                .map_err(|_| StoreError::CorruptVersion { path }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-            Err(e) => Err(OsError::io(format!("reading {}", path.display()), &e).into()),
-        }
+        let Some(bytes) = read_if_exists(&path)? else {
+            return Ok(0);
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        text.trim().parse().map_err(|_| StoreError::CorruptVersion {
+            content: text.chars().take(32).collect(),
+            path,
+        })
     }
 
-    /// Everything (empty when the store does not exist yet).
+    /// Everything (empty when the store does not exist yet; an empty or unparsable file is an
+    /// error, never an empty store).
     pub fn read_all(&self) -> Result<Containers, StoreError> {
-        match read_optional(&self.path)? {
+        match read_if_exists(&self.path)? {
             None => Ok(Containers::default()),
             Some(bytes) => Containers::decode(&self.path, &bytes),
         }
@@ -286,19 +296,21 @@ impl Store {
         Ok(removed)
     }
 
-    /// Read-modify-write under the lock; `f` returns whether it changed anything.
+    /// Read-modify-write under the lock; `f` returns whether it changed anything. Both files are
+    /// read and checked before either is written, so a damaged one fails the change without
+    /// touching the other.
     fn modify(
         &self,
         f: impl FnOnce(&mut Containers) -> Result<bool, StoreError>,
     ) -> Result<(), StoreError> {
         let _lock = lock_file(&self.lock_path())?;
+        let version = self.version()?;
         let mut all = self.read_all()?;
         if !f(&mut all)? {
             return Ok(());
         }
         write_atomic(&self.path, &all.encode())?;
-        let next = self.version()? + 1;
-        write_atomic(&self.version_path(), next.to_string().as_bytes())?;
+        write_atomic(&self.version_path(), (version + 1).to_string().as_bytes())?;
         Ok(())
     }
 }
@@ -455,5 +467,51 @@ mod tests {
             reader.read_if_changed(false).unwrap_err(),
             StoreError::CorruptVersion { .. }
         ));
+    }
+
+    /// Issue 18 item 6: an empty store is damage (reported to every reader, the agent's
+    /// included), and a damaged version file fails a change before the store is written.
+    #[test]
+    fn empty_or_damaged_files_are_reported_and_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.json");
+        let store = Store::new(&path);
+        let ip: Ipv4Addr = "10.0.0.2".parse().unwrap();
+        store.add(Container::for_app("h1", ip, "a")).unwrap();
+        let good = std::fs::read(&path).unwrap();
+
+        for empty in ["", "\n"] {
+            std::fs::write(&path, empty).unwrap();
+            let err = store.read_all().unwrap_err();
+            assert!(err.to_string().contains("is empty"), "{err}");
+            let mut reader = Reader::new(&path);
+            assert!(matches!(
+                reader.read_if_changed(true).unwrap_err(),
+                StoreError::Corrupt { .. }
+            ));
+            let e = store.add(Container::for_app("h2", ip, "b")).unwrap_err();
+            assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), empty);
+        }
+        std::fs::write(&path, &good).unwrap();
+
+        let version = store.version_path();
+        for bad in ["", "seven", "-1"] {
+            std::fs::write(&version, bad).unwrap();
+            let e = store.add(Container::for_app("h2", ip, "b")).unwrap_err();
+            assert!(e.to_string().contains("corrupt store version file"), "{e}");
+            assert!(store.delete("h1").is_err());
+            assert_eq!(std::fs::read(&path).unwrap(), good, "store untouched");
+        }
+        std::fs::write(&version, "1").unwrap();
+        store.add(Container::for_app("h2", ip, "b")).unwrap();
+        assert_eq!(store.version().unwrap(), 2);
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 }

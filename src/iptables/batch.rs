@@ -18,6 +18,9 @@ pub enum Op {
     Flush(Chain),
     DeleteChain(Chain),
     Rename(Chain, Chain),
+    /// `-C CHAIN rule`: changes nothing, fails the whole batch when the rule is not there (a
+    /// batch of checks asks "is all of this in place?" in one process, without a listing).
+    Check(Chain, Rule),
 }
 
 /// Where a jump to a new chain goes in its parent.

@@ -203,6 +203,7 @@ fn op_line(op: &Op) -> String {
         Op::Flush(c) => format!("-F {c}"),
         Op::DeleteChain(c) => format!("-X {c}"),
         Op::Rename(from, to) => format!("-E {from} {to}"),
+        Op::Check(c, r) => format!("-C {c} {}", rule_spec(r)),
     }
 }
 

@@ -66,7 +66,7 @@ pub fn spawn(
         program.display().to_string(),
     ];
     command.extend(args.iter().cloned());
-    let child = Command::new(&command[0])
+    let mut child = Command::new(&command[0])
         .args(&command[1..])
         .stdin(Stdio::null())
         .stdout(out)
@@ -74,13 +74,45 @@ pub fn spawn(
         .spawn()
         .map_err(|e| format!("starting {name}: {e}"))?;
     // `ip netns exec` execs the program, so the child's PID is the program's.
-    Ok(LabProcess {
+    let p = LabProcess {
         name: name.to_string(),
         namespace: namespace.to_string(),
         pid: child.id(),
         log,
         command,
-    })
+    };
+    wait_in_namespace(&p, &mut child)?;
+    Ok(p)
+}
+
+/// Waits until the process is inside its namespace. `ip netns exec` switches namespace only
+/// after it started: until then the PID's namespace is the machine's, and whoever is handed the
+/// PID (the networker, CNI) would act on the machine's own network.
+fn wait_in_namespace(p: &LabProcess, child: &mut std::process::Child) -> Result<(), String> {
+    let target = crate::netns::identity(&super::netns::path(&p.namespace))
+        .map_err(|e| format!("{}: {e}", p.name))?;
+    let own = Path::new("/proc").join(p.pid.to_string()).join("ns/net");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if crate::netns::identity(&own).ok() == Some(target) {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!(
+                "{} exited ({status}) before it entered namespace {}; last log lines:\n{}",
+                p.name,
+                p.namespace,
+                tail(&p.log, 15)
+            ));
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{} (pid {}) not in namespace {} after 10 s",
+                p.name, p.pid, p.namespace
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// Waits until `check` passes, the process exits (error with its log's tail), or `timeout`.
@@ -126,15 +158,17 @@ pub fn respawn(p: &LabProcess) -> Result<LabProcess, String> {
         .open(&p.log)
         .map_err(|e| format!("opening {}: {e}", p.log.display()))?;
     let err = out.try_clone().map_err(|e| e.to_string())?;
-    let child = Command::new(&p.command[0])
+    let mut child = Command::new(&p.command[0])
         .args(&p.command[1..])
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
         .spawn()
         .map_err(|e| format!("starting {}: {e}", p.name))?;
-    Ok(LabProcess {
+    let again = LabProcess {
         pid: child.id(),
         ..p.clone()
-    })
+    };
+    wait_in_namespace(&again, &mut child)?;
+    Ok(again)
 }

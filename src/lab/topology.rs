@@ -84,12 +84,40 @@ pub fn create(cells: usize) -> Result<(), String> {
         let name = cell_name(i);
         add_host(&name, cell_ip(i), &format!("p-cell-{i}"))?;
         sysctl(&name, "net.ipv4.ip_forward", "1")?;
-        // Every REJECT is answered at once, not rate limited per destination, so a denied probe
-        // is refused rather than timed out (the lab's checks probe many denied flows quickly).
-        sysctl(&name, "net.ipv4.icmp_ratelimit", "0")?;
+        answer_every_reject(&name)?;
         route_to_internet(&name)?;
     }
     route_to_internet(CONTROL)
+}
+
+/// The namespace-wide ICMP limits, where the kernel keeps them per namespace.
+const NAMESPACE_ICMP_LIMITS: [(&str, &str); 2] = [
+    ("net/ipv4/icmp_msgs_per_sec", "1000000"),
+    ("net/ipv4/icmp_msgs_burst", "1000000"),
+];
+
+/// Every REJECT in namespace `ns` is answered at once, so a denied probe is refused rather than
+/// timed out (the lab's checks probe many denied flows quickly): no per-destination limit
+/// (`icmp_ratelimit`) and no namespace-wide one (`icmp_msgs_per_sec`, `icmp_msgs_burst`: their
+/// default lets 50 errors out at once, then 1000/s). Written from a thread inside `ns`, so only
+/// `ns` changes. Older kernels keep the namespace-wide limits machine-wide: there their sysctls
+/// do not exist inside a namespace, and they are left alone.
+pub fn answer_every_reject(ns: &str) -> Result<(), String> {
+    let name = ns.to_string();
+    crate::netns::run_in(&super::netns::path(ns), move || {
+        let write = |key: &str, value: &str| {
+            std::fs::write(format!("/proc/sys/{key}"), value)
+                .map_err(|e| format!("sysctl {key} in {name}: {e}"))
+        };
+        write("net/ipv4/icmp_ratelimit", "0")?;
+        for (key, value) in NAMESPACE_ICMP_LIMITS {
+            if std::path::Path::new(&format!("/proc/sys/{key}")).exists() {
+                write(key, value)?;
+            }
+        }
+        Ok(())
+    })
+    .map_err(|e| format!("entering {ns}: {e}"))?
 }
 
 /// The route of a host namespace to the "internet" addresses.

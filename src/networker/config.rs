@@ -1,5 +1,6 @@
 //! `adapter.json`: the networker's configuration (the original's keys plus netman's own).
 
+use super::ports::{ExplicitPorts, PortAllocator};
 use crate::config::{require_nonempty, Validate};
 use ipnet::Ipv4Net;
 use serde::Deserialize;
@@ -24,6 +25,13 @@ pub struct Config {
     pub start_port: u16,
     #[serde(default = "default_total_ports")]
     pub total_ports: u16,
+    /// The host ports a container may ask for explicitly (NetIn): this range (default: the pool
+    /// `start_port` .. `start_port + total_ports - 1`) ...
+    #[serde(default)]
+    pub netin_host_port_range: Option<PortRangeConfig>,
+    /// ... and these ports.
+    #[serde(default)]
+    pub netin_host_port_allow_list: Vec<u16>,
     #[serde(default = "default_log_prefix")]
     pub log_prefix: String,
     #[serde(default)]
@@ -70,6 +78,14 @@ pub struct Config {
     pub log_level: String,
     #[serde(default = "default_log_format")]
     pub log_format: crate::logging::LogFormat,
+}
+
+/// An inclusive port range: `{"start": 40000, "end": 40999}`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PortRangeConfig {
+    pub start: u16,
+    pub end: u16,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -127,6 +143,20 @@ impl Config {
     pub fn instance(&self) -> Ipv4Addr {
         self.instance_address.expect("validated")
     }
+    /// The host ports a container may ask for explicitly.
+    pub fn explicit_ports(&self) -> ExplicitPorts {
+        let range = match self.netin_host_port_range {
+            Some(r) => (r.start, r.end),
+            None => (
+                self.start_port,
+                PortAllocator::pool_last(self.start_port, self.total_ports),
+            ),
+        };
+        ExplicitPorts {
+            range,
+            allow: self.netin_host_port_allow_list.iter().copied().collect(),
+        }
+    }
     pub fn ingress_mark(&self) -> u32 {
         u32::from_str_radix(self.ingress_tag.trim_start_matches("0x"), 16).expect("validated")
     }
@@ -161,6 +191,22 @@ impl Validate for Config {
             return Err("invalid 'total_ports': must be greater than 0".into());
         }
         // The original's defaults (61000 + 5000) reach past 65535: the pool simply ends there.
+        if let Some(r) = self.netin_host_port_range {
+            if r.start == 0 || r.start > r.end {
+                return Err(format!(
+                    "invalid 'netin_host_port_range': {}-{} must be a range within 1-65535",
+                    r.start, r.end
+                ));
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for &p in &self.netin_host_port_allow_list {
+            if p == 0 || !seen.insert(p) {
+                return Err(format!(
+                    "invalid 'netin_host_port_allow_list': port {p} is 0 or listed twice"
+                ));
+            }
+        }
         match u32::from_str_radix(self.ingress_tag.trim_start_matches("0x"), 16) {
             Ok(v) if v != 0 => {}
             _ => {

@@ -22,16 +22,30 @@ pub enum Error {
     },
     /// The network namespace to attach to does not exist.
     NoNetns(PathBuf),
+    /// The network namespace to attach to is the host's own (`which`).
+    HostNetns {
+        path: PathBuf,
+        which: &'static str,
+    },
     /// The CNI config directory holds no network configuration.
     NoCniConfig(PathBuf),
     /// The CNI chain's result has no IPv4 address.
     NoIpv4,
-    /// A NetIn host port inside the allocation range was asked for.
-    PortInRange {
+    /// An explicit NetIn host port that is not one a container may map.
+    PortNotAllowed {
         port: u16,
-        start: u16,
-        last: u16,
+        range: (u16, u16),
+        allow: Vec<u16>,
     },
+    /// An explicit NetIn host port that is mapped to a container already.
+    PortTaken {
+        port: u16,
+        holder: String,
+    },
+    /// The same explicit host port twice in one request.
+    PortTwice(u16),
+    /// An explicit host port a service of the cell listens on.
+    PortListened(u16),
     PortsExhausted,
     /// The port allocator's state file is not its JSON.
     CorruptPortState {
@@ -71,16 +85,29 @@ impl fmt::Display for Error {
             Error::NoNetns(p) => {
                 write!(f, "network namespace {} does not exist", p.display())
             }
+            Error::HostNetns { path, which } => write!(
+                f,
+                "network namespace {} is the host's network namespace ({which}), not a container's",
+                path.display()
+            ),
             Error::NoCniConfig(dir) => write!(
                 f,
                 "no CNI config (*.conflist or *.conf) in {}",
                 dir.display()
             ),
             Error::NoIpv4 => write!(f, "expected an IPv4 address in the CNI result"),
-            Error::PortInRange { port, start, last } => write!(
+            Error::PortNotAllowed { port, range, allow } => write!(
                 f,
-                "cannot specify port from allocation range: {port} is in {start}-{last}"
+                "host port {port} is outside the host ports a container may map ({}-{} and the allow-list {allow:?})",
+                range.0, range.1
             ),
+            Error::PortTaken { port, holder } => {
+                write!(f, "host port {port} is already mapped (to {holder})")
+            }
+            Error::PortTwice(port) => write!(f, "host port {port} is asked for twice"),
+            Error::PortListened(port) => {
+                write!(f, "a service of the cell listens on host port {port}")
+            }
             Error::PortsExhausted => write!(f, "port pool exhausted"),
             Error::CorruptPortState { path, message } => {
                 write!(f, "corrupt port state file {}: {message}", path.display())

@@ -3,13 +3,14 @@
 //! stdin/stdout. It runs the CNI chain (`cni_exec`), bind-mounts the netns (`bind_mount`), records
 //! the container for the policy agent (in the cell's store, `crate::cell::store`), maps host ports
 //! (`ports`) and installs the container's NetIn/NetOut/c2c rules (`rules`, through
-//! `crate::iptables`). The actions are in `lifecycle`; failures are `Error`s, printed as one line
+//! `crate::iptables`) behind the cell-wide default deny (`guard`). The actions are in `lifecycle`; failures are `Error`s, printed as one line
 //! of stderr by the binary.
 
 pub mod bind_mount;
 pub mod cni_exec;
 pub mod config;
 pub mod error;
+pub mod guard;
 pub mod lifecycle;
 pub mod names;
 pub mod ports;

@@ -3,7 +3,67 @@
 use super::Error;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::net::Ipv4Addr;
+
+/// The most stdin any action reads.
+pub const MAX_STDIN: usize = 1 << 20;
+/// `up`'s `Properties` (garden's container properties, kept as the store's metadata).
+pub const MAX_PROPERTIES: usize = 64;
+pub const MAX_PROPERTY_NAME: usize = 128;
+pub const MAX_PROPERTY_VALUE: usize = 4096;
+pub const MAX_PROPERTIES_TOTAL: usize = 16 * 1024;
+/// The ids among the properties, as long as the policy server's ids may be.
+pub const ID_PROPERTIES: [&str; 4] = ["app_id", "space_id", "org_id", "policy_group_id"];
+pub const MAX_ID: usize = 255;
+pub const MAX_NETIN: usize = 100;
+/// iptables rules that NetOut rules may expand to (every network times every port range).
+pub const MAX_NETOUT_IPTABLES_RULES: usize = 20_000;
+
+/// Reads stdin up to [`MAX_STDIN`] bytes; more is an error (nothing is read past it).
+pub fn read_stdin(r: impl Read) -> Result<String, String> {
+    let mut bytes = Vec::new();
+    r.take(MAX_STDIN as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("reading stdin: {e}"))?;
+    if bytes.len() > MAX_STDIN {
+        return Err(format!("stdin is larger than {MAX_STDIN} bytes"));
+    }
+    String::from_utf8(bytes).map_err(|e| format!("reading stdin: {e}"))
+}
+
+/// A name as an error message shows it (long ones cut).
+fn shown(name: &str) -> String {
+    let cut: String = name.chars().take(40).collect();
+    if cut.len() < name.len() {
+        format!("{cut}...")
+    } else {
+        cut
+    }
+}
+
+/// The iptables rules `rules` expand to (saturating), before any is built.
+pub fn netout_rule_count(rules: &[NetOutRule]) -> usize {
+    rules.iter().fold(0usize, |sum, r| {
+        let nets = r.networks.len().max(1);
+        let per_net = match r.protocol {
+            1 | 2 => r.ports.len().max(1),
+            _ => 1,
+        };
+        sum.saturating_add(nets.saturating_mul(per_net))
+    })
+}
+
+/// Refuses NetOut rules that would make more than [`MAX_NETOUT_IPTABLES_RULES`] iptables rules.
+pub fn check_netout_size(rules: &[NetOutRule]) -> Result<(), Error> {
+    let n = netout_rule_count(rules);
+    if n > MAX_NETOUT_IPTABLES_RULES {
+        return Err(Error::Input(format!(
+            "netout_rules make {n} iptables rules; at most {MAX_NETOUT_IPTABLES_RULES}"
+        )));
+    }
+    Ok(())
+}
 
 /// `up` stdin.
 #[derive(Debug, Clone, Deserialize)]
@@ -18,6 +78,54 @@ pub struct UpInput {
     /// Requested mappings: host port 0 = allocate one, container port 0 = the host port.
     #[serde(default)]
     pub netin: Vec<PortMapping>,
+}
+
+impl UpInput {
+    /// Every size limit of `up`'s input (a refusal names the field).
+    pub fn check_sizes(&self) -> Result<(), Error> {
+        let too = |m: String| Err(Error::Input(m));
+        if self.properties.len() > MAX_PROPERTIES {
+            return too(format!(
+                "at most {MAX_PROPERTIES} properties (got {})",
+                self.properties.len()
+            ));
+        }
+        let mut total = 0usize;
+        for (k, v) in &self.properties {
+            if k.is_empty() || k.len() > MAX_PROPERTY_NAME {
+                return too(format!(
+                    "property name {:?}: {} bytes; must be 1-{MAX_PROPERTY_NAME}",
+                    shown(k),
+                    k.len()
+                ));
+            }
+            let chars = v.chars().count();
+            if ID_PROPERTIES.contains(&k.as_str()) && chars > MAX_ID {
+                return too(format!(
+                    "property {k:?}: {chars} characters; ids are at most {MAX_ID}"
+                ));
+            }
+            if v.len() > MAX_PROPERTY_VALUE {
+                return too(format!(
+                    "property {k:?}: {} bytes; at most {MAX_PROPERTY_VALUE}",
+                    v.len()
+                ));
+            }
+            total += k.len() + v.len();
+        }
+        if total > MAX_PROPERTIES_TOTAL {
+            return too(format!(
+                "properties are {total} bytes in all; at most {MAX_PROPERTIES_TOTAL}"
+            ));
+        }
+        if self.netin.len() > MAX_NETIN {
+            return too(format!(
+                "netin: at most {MAX_NETIN} port mappings (got {})",
+                self.netin.len()
+            ));
+        }
+        check_netout_size(&self.netout_rules)
+    }
 }
 
 /// One NetIn port mapping: TCP to the cell's address on `host_port` goes to the container's

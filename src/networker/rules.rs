@@ -140,7 +140,16 @@ pub fn netout_preamble_len(deny: usize) -> u32 {
     2 + deny as u32
 }
 
-/// The jumps from built-in chains into the container's chains, in the order `up` appends them.
+/// Where `up` puts a jump from a built-in chain: filter jumps first in INPUT and FORWARD (as the
+/// original, and before the cell guard's, which are last: see `guard`), nat and mangle jumps last.
+pub fn hook_position(table: Table) -> Position {
+    match table {
+        Table::Filter => Position::First,
+        _ => Position::Last,
+    }
+}
+
+/// The jumps from built-in chains into the container's chains, in the order `up` adds them.
 pub fn hooks(config: &Config, handle: &str, ip: Ipv4Addr) -> Vec<(Table, Chain, Rule)> {
     let n = ChainNames::for_handle(handle);
     let ip = host(ip);
@@ -237,7 +246,7 @@ impl UpPlan<'_> {
             b.append_rules(table, chain, &rules);
         }
         for (table, parent, jump) in hooks(self.config, self.handle, self.ip) {
-            b.add_jump(table, &parent, jump, Position::Last);
+            b.add_jump(table, &parent, jump, hook_position(table));
         }
         b
     }
@@ -475,9 +484,11 @@ mod tests {
             let builtin_adds: Vec<String> = crate::iptables::render::table_text(&up, t)
                 .unwrap()
                 .lines()
-                .filter_map(|l| l.strip_prefix("-A "))
+                .filter_map(|l| {
+                    let inserted = l.strip_prefix("-I ").map(|l| l.replacen(" 1 ", " ", 1));
+                    inserted.or_else(|| l.strip_prefix("-A ").map(str::to_string))
+                })
                 .filter(|l| l.chars().next().is_some_and(|c| c.is_ascii_uppercase()))
-                .map(str::to_string)
                 .collect();
             let deletes: Vec<String> = crate::iptables::render::table_text(&down, t)
                 .unwrap()

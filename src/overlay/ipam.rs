@@ -22,6 +22,17 @@ pub struct Allocation {
 pub enum IpamError {
     /// Every usable address of the subnet is allocated.
     Exhausted(Ipv4Net),
+    /// The requested address is allocated to another container (or interface).
+    Taken {
+        ip: Ipv4Addr,
+        container_id: String,
+        ifname: String,
+    },
+    /// The container already holds another address than the one requested.
+    HoldsOther {
+        held: Ipv4Addr,
+        requested: Ipv4Addr,
+    },
     Io(OsError),
 }
 
@@ -29,6 +40,15 @@ impl std::fmt::Display for IpamError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             IpamError::Exhausted(s) => write!(f, "no IP addresses available in {s}"),
+            IpamError::Taken {
+                ip,
+                container_id,
+                ifname,
+            } => write!(f, "{ip} is allocated to {container_id} ({ifname})"),
+            IpamError::HoldsOther { held, requested } => write!(
+                f,
+                "the container already holds {held}, not the requested {requested}"
+            ),
             IpamError::Io(e) => write!(f, "{e}"),
         }
     }
@@ -90,28 +110,45 @@ impl Ipam {
     }
 
     /// Allocates an IP of `subnet` for (container, ifname): the existing one when that pair
-    /// already holds an address in the subnet (then the flag is false), else the next free one
-    /// after the last handed out (flag true).
+    /// already holds an address in the subnet (then the flag is false), else `requested` when
+    /// given (a usable address of `subnet`, checked by the caller) and free, else the next free
+    /// one after the last handed out (flag true).
     /// Usable addresses exclude the network and broadcast addresses.
     pub fn allocate(
         &self,
         subnet: Ipv4Net,
         container_id: &str,
         ifname: &str,
+        requested: Option<Ipv4Addr>,
     ) -> Result<(Ipv4Addr, bool), IpamError> {
         let _lock = self.lock()?;
         let current = self.read_all()?;
         if let Some(a) = current.iter().find(|a| {
             a.container_id == container_id && a.ifname == ifname && subnet.contains(&a.ip)
         }) {
-            return Ok((a.ip, false));
+            return match requested {
+                Some(r) if r != a.ip => Err(IpamError::HoldsOther {
+                    held: a.ip,
+                    requested: r,
+                }),
+                _ => Ok((a.ip, false)),
+            };
+        }
+        if let Some(ip) = requested {
+            if let Some(a) = current.iter().find(|a| a.ip == ip) {
+                return Err(IpamError::Taken {
+                    ip,
+                    container_id: a.container_id.clone(),
+                    ifname: a.ifname.clone(),
+                });
+            }
+            self.record(ip, container_id, ifname)?;
+            return Ok((ip, true));
         }
         let taken: std::collections::HashSet<Ipv4Addr> = current.iter().map(|a| a.ip).collect();
-        let first = u32::from(subnet.network()) + 1;
-        let last = u32::from(subnet.broadcast()).saturating_sub(1);
-        if subnet.prefix_len() >= 31 || last < first {
+        let Some((first, last)) = usable(subnet) else {
             return Err(IpamError::Exhausted(subnet));
-        }
+        };
         let size = last - first + 1;
         let start = fs::read_to_string(self.dir.join(LAST))
             .ok()
@@ -125,14 +162,31 @@ impl Ipam {
             if taken.contains(&candidate) {
                 continue;
             }
-            let path = self.dir.join(candidate.to_string());
-            fs::write(&path, format!("{container_id}\n{ifname}\n"))
-                .map_err(|e| io(&format!("writing {}", path.display()), e))?;
-            fs::write(self.dir.join(LAST), candidate.to_string())
-                .map_err(|e| io("writing last reserved IP", e))?;
+            self.record(candidate, container_id, ifname)?;
             return Ok((candidate, true));
         }
         Err(IpamError::Exhausted(subnet))
+    }
+
+    fn record(&self, ip: Ipv4Addr, container_id: &str, ifname: &str) -> Result<(), IpamError> {
+        let path = self.dir.join(ip.to_string());
+        fs::write(&path, format!("{container_id}\n{ifname}\n"))
+            .map_err(|e| io(&format!("writing {}", path.display()), e))?;
+        fs::write(self.dir.join(LAST), ip.to_string())
+            .map_err(|e| io("writing last reserved IP", e))
+    }
+
+    /// How many usable addresses of `subnet` are not allocated.
+    pub fn free(&self, subnet: Ipv4Net) -> Result<u32, IpamError> {
+        let Some((first, last)) = usable(subnet) else {
+            return Ok(0);
+        };
+        let held = self
+            .allocations()?
+            .iter()
+            .filter(|a| (first..=last).contains(&u32::from(a.ip)))
+            .count() as u32;
+        Ok((last - first + 1).saturating_sub(held))
     }
 
     /// Releases whatever (container, ifname) holds; none is fine. Works without knowing the
@@ -170,6 +224,13 @@ impl Ipam {
     }
 }
 
+/// The first and last usable address of `subnet` (none for a /31 or /32).
+fn usable(subnet: Ipv4Net) -> Option<(u32, u32)> {
+    let first = u32::from(subnet.network()) + 1;
+    let last = u32::from(subnet.broadcast()).saturating_sub(1);
+    (subnet.prefix_len() < 31 && first <= last).then_some((first, last))
+}
+
 /// True if any network under `<data_dir>/ipam` holds an allocation: containers exist.
 pub fn any_allocations(data_dir: &Path) -> bool {
     let Ok(networks) = fs::read_dir(data_dir.join("ipam")) else {
@@ -196,31 +257,71 @@ mod tests {
         let ipam = Ipam::new(dir.path(), "net");
         let subnet: Ipv4Net = "10.255.5.0/29".parse().unwrap(); // .1 - .6
         assert!(!any_allocations(dir.path()));
-        let (a, new) = ipam.allocate(subnet, "c1", "eth0").unwrap();
+        let (a, new) = ipam.allocate(subnet, "c1", "eth0", None).unwrap();
         assert!(new);
         assert_eq!(a, "10.255.5.1".parse::<Ipv4Addr>().unwrap());
         assert_eq!(
-            ipam.allocate(subnet, "c1", "eth0").unwrap(),
+            ipam.allocate(subnet, "c1", "eth0", None).unwrap(),
             (a, false),
             "same pair, same IP"
         );
         assert!(any_allocations(dir.path()));
         let mut all = vec![a];
         for i in 2..=6 {
-            all.push(ipam.allocate(subnet, &format!("c{i}"), "eth0").unwrap().0);
+            all.push(
+                ipam.allocate(subnet, &format!("c{i}"), "eth0", None)
+                    .unwrap()
+                    .0,
+            );
         }
         let unique: std::collections::HashSet<_> = all.iter().collect();
         assert_eq!(unique.len(), 6);
         assert_eq!(
-            ipam.allocate(subnet, "c7", "eth0").unwrap_err(),
+            ipam.allocate(subnet, "c7", "eth0", None).unwrap_err(),
             IpamError::Exhausted(subnet)
         );
         assert_eq!(ipam.release("c3", "eth0").unwrap(), vec![all[2]]);
         assert!(ipam.release("c3", "eth0").unwrap().is_empty());
-        assert_eq!(ipam.allocate(subnet, "c7", "eth0").unwrap().0, all[2]);
+        assert_eq!(ipam.allocate(subnet, "c7", "eth0", None).unwrap().0, all[2]);
         let gone = ipam.release_where(|a| a.container_id != "c1").unwrap();
         assert_eq!(gone.len(), 5);
         assert_eq!(ipam.allocations().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn requested_addresses_and_free_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let ipam = Ipam::new(dir.path(), "net");
+        let subnet: Ipv4Net = "10.255.5.0/29".parse().unwrap();
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        assert_eq!(ipam.free(subnet).unwrap(), 6);
+        let want = Some(ip("10.255.5.4"));
+        assert_eq!(
+            ipam.allocate(subnet, "a", "eth0", want).unwrap(),
+            (ip("10.255.5.4"), true)
+        );
+        assert_eq!(
+            ipam.allocate(subnet, "a", "eth0", want).unwrap(),
+            (ip("10.255.5.4"), false)
+        );
+        assert_eq!(
+            ipam.allocate(subnet, "a", "eth0", Some(ip("10.255.5.5")))
+                .unwrap_err()
+                .to_string(),
+            "the container already holds 10.255.5.4, not the requested 10.255.5.5"
+        );
+        assert_eq!(
+            ipam.allocate(subnet, "b", "eth0", want)
+                .unwrap_err()
+                .to_string(),
+            "10.255.5.4 is allocated to a (eth0)"
+        );
+        assert_eq!(ipam.free(subnet).unwrap(), 5);
+        assert_eq!(
+            ipam.allocate(subnet, "b", "eth0", None).unwrap().0,
+            ip("10.255.5.5")
+        );
+        assert_eq!(ipam.free("10.255.5.0/31".parse().unwrap()).unwrap(), 0);
     }
 
     #[test]
@@ -235,7 +336,7 @@ mod tests {
                     let ipam = Ipam::new(&path, "net");
                     (0..20)
                         .map(|i| {
-                            ipam.allocate(subnet, &format!("t{t}-{i}"), "eth0")
+                            ipam.allocate(subnet, &format!("t{t}-{i}"), "eth0", None)
                                 .unwrap()
                                 .0
                         })

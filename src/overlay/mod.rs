@@ -8,6 +8,7 @@ pub mod defaults;
 pub mod info;
 pub mod ipam;
 pub mod plugin;
+pub mod requested_ip;
 pub mod store;
 
 pub use daemon::vtep;

@@ -5,6 +5,7 @@
 use super::defaults;
 use super::info::InfoError;
 use super::ipam::{Ipam, IpamError};
+use super::requested_ip::{self, Refused};
 use crate::cni::plugin::Plugin;
 use crate::cni::{code, CniResult, Env, Interface, IpConfig, NetConf, RouteEntry};
 use crate::netlink::{self, format_mac, Address, Handle, Route, Scope, VethSpec};
@@ -96,6 +97,13 @@ pub enum Error {
     NetworkInfo(InfoError),
     /// STATUS: the daemon does not answer.
     DaemonNotAvailable(InfoError),
+    /// STATUS: every address of the cell's subnet is allocated.
+    NoAddressFree(Ipv4Net),
+    /// ADD: the requested IP (`CNI_ARGS` `IP=`, `runtimeConfig.ips`) is malformed or not one of
+    /// the cell's subnet.
+    RequestedIp(Refused),
+    /// CHECK without the ADD result it must consult.
+    NoPrevResult,
     Ipam(IpamOp, IpamError),
     /// CHECK of a container the IPAM does not know.
     UnknownContainer {
@@ -124,8 +132,10 @@ impl Error {
         match self {
             Error::Config(_) => code::INVALID_CONFIG,
             Error::NetworkInfo(_) => code::TRY_AGAIN_LATER,
-            Error::DaemonNotAvailable(_) => code::NOT_AVAILABLE,
+            Error::DaemonNotAvailable(_) | Error::NoAddressFree(_) => code::NOT_AVAILABLE,
+            Error::RequestedIp(_) | Error::NoPrevResult => code::INVALID_CONFIG,
             Error::Ipam(_, IpamError::Exhausted(_)) => code::PLUGIN,
+            Error::Ipam(_, IpamError::Taken { .. } | IpamError::HoldsOther { .. }) => code::PLUGIN,
             Error::Ipam(_, IpamError::Io(_)) => code::IO_FAILURE,
             Error::UnknownContainer { .. } => code::UNKNOWN_CONTAINER,
             Error::Netlink(..) | Error::Netns(..) | Error::Os(..) | Error::Invalid(..) => {
@@ -139,7 +149,14 @@ impl Error {
             Error::Config(_) => "invalid overlay configuration",
             Error::NetworkInfo(_) => Step::DiscoverNetworkInfo.msg(),
             Error::DaemonNotAvailable(_) => "overlay daemon not available",
-            Error::Ipam(_, IpamError::Exhausted(_)) => "no IP address available",
+            Error::Ipam(_, IpamError::Exhausted(_)) | Error::NoAddressFree(_) => {
+                "no IP address available"
+            }
+            Error::RequestedIp(_)
+            | Error::Ipam(_, IpamError::Taken { .. } | IpamError::HoldsOther { .. }) => {
+                "requested IP refused"
+            }
+            Error::NoPrevResult => "CHECK needs prevResult",
             Error::Ipam(op, IpamError::Io(_)) => match op {
                 IpamOp::Allocate => "run ipam",
                 IpamOp::Release => "release IP",
@@ -158,6 +175,9 @@ impl Error {
             Error::Config(d) | Error::Invalid(_, d) => d.clone(),
             Error::NetworkInfo(e) | Error::DaemonNotAvailable(e) => e.to_string(),
             Error::Ipam(_, e) => e.to_string(),
+            Error::NoAddressFree(s) => IpamError::Exhausted(*s).to_string(),
+            Error::RequestedIp(r) => r.to_string(),
+            Error::NoPrevResult => "the result of ADD must be given as prevResult".into(),
             Error::UnknownContainer {
                 container_id,
                 ifname,
@@ -344,17 +364,16 @@ fn check_container(ifname: &str, ip: Ipv4Addr) -> Result<(), Error> {
 impl OverlayPlugin {
     fn run_add(&self, env: &Env, conf: &NetConf, raw: &[u8]) -> Result<CniResult, Error> {
         let oc = decode_conf(raw)?;
-        let info = network_info(oc.daemon_port).map_err(Error::NetworkInfo)?;
-        let subnet: Ipv4Net = info.overlay_subnet.parse().map_err(|e| {
-            Error::Invalid(
-                Step::DiscoverNetworkInfo,
-                format!("subnet {}: {e}", info.overlay_subnet),
-            )
-        })?;
-        let mtu = if oc.mtu > 0 { oc.mtu } else { info.mtu };
+        let requested = requested_ip::requested(&env.args, conf.runtime_config.as_ref())
+            .map_err(Error::RequestedIp)?;
+        let (subnet, daemon_mtu) = cell_subnet(oc.daemon_port)?;
+        if let Some(ip) = requested {
+            requested_ip::check_in(ip, subnet).map_err(Error::RequestedIp)?;
+        }
+        let mtu = if oc.mtu > 0 { oc.mtu } else { daemon_mtu };
         let ipam = Ipam::new(Path::new(&oc.data_dir), &conf.name);
         let (ip, new) = ipam
-            .allocate(subnet, &env.container_id, &env.ifname)
+            .allocate(subnet, &env.container_id, &env.ifname, requested)
             .map_err(|e| Error::Ipam(IpamOp::Allocate, e))?;
         let plumbing = Plumbing {
             netns: &env.netns,
@@ -416,6 +435,8 @@ impl OverlayPlugin {
                 ifname: env.ifname.clone(),
             })?;
         let ip = alloc.ip;
+        let prev = conf.prev_result.as_ref().ok_or(Error::NoPrevResult)?;
+        check_prev_result(prev, env, ip)?;
         let nl = |e| Error::Netlink(Step::Check, e);
         let host_name = host_veth_name(ip);
         let host = Handle::new()
@@ -453,11 +474,80 @@ impl OverlayPlugin {
         Ok(())
     }
 
-    fn run_status(&self, raw: &[u8]) -> Result<(), Error> {
+    /// Ready: the daemon answers and an address can be allocated.
+    fn run_status(&self, conf: &NetConf, raw: &[u8]) -> Result<(), Error> {
         let oc = decode_conf(raw)?;
-        network_info(oc.daemon_port)
-            .map(|_| ())
-            .map_err(Error::DaemonNotAvailable)
+        let subnet = cell_subnet(oc.daemon_port)
+            .map_err(|e| match e {
+                Error::NetworkInfo(i) => Error::DaemonNotAvailable(i),
+                other => other,
+            })?
+            .0;
+        let free = Ipam::new(Path::new(&oc.data_dir), &conf.name)
+            .free(subnet)
+            .map_err(|e| Error::Ipam(IpamOp::List, e))?;
+        if free == 0 {
+            return Err(Error::NoAddressFree(subnet));
+        }
+        Ok(())
+    }
+}
+
+/// The cell's subnet and MTU, from the daemon.
+fn cell_subnet(daemon_port: u16) -> Result<(Ipv4Net, u32), Error> {
+    let info = network_info(daemon_port).map_err(Error::NetworkInfo)?;
+    let subnet = info.overlay_subnet.parse().map_err(|e| {
+        Error::Invalid(
+            Step::DiscoverNetworkInfo,
+            format!("subnet {}: {e}", info.overlay_subnet),
+        )
+    })?;
+    Ok((subnet, info.mtu))
+}
+
+/// CHECK's reading of `prevResult` (the spec's MUST): the container interface it names is
+/// `CNI_IFNAME` in `CNI_NETNS`, and the IPv4 addresses it gives that interface are the one the
+/// container holds.
+fn check_prev_result(prev: &serde_json::Value, env: &Env, ip: Ipv4Addr) -> Result<(), Error> {
+    let invalid = |m: String| Error::Invalid(Step::Check, m);
+    let prev: CniResult = serde_json::from_value(prev.clone())
+        .map_err(|e| invalid(format!("prevResult does not decode: {e}")))?;
+    let ifname = &env.ifname;
+    let index = prev
+        .interfaces
+        .iter()
+        .position(|i| &i.name == ifname && !i.sandbox.is_empty())
+        .ok_or_else(|| invalid(format!("prevResult names no container interface {ifname}")))?;
+    let sandbox = &prev.interfaces[index].sandbox;
+    if sandbox != &env.netns {
+        return Err(invalid(format!(
+            "prevResult puts {ifname} in sandbox {sandbox}, not {}",
+            env.netns
+        )));
+    }
+    let mac = &prev.interfaces[index].mac;
+    if !mac.is_empty() && !mac.eq_ignore_ascii_case(&format_mac(&container_mac(ip))) {
+        return Err(invalid(format!(
+            "prevResult gives {ifname} MAC {mac}, the container's is {}",
+            format_mac(&container_mac(ip))
+        )));
+    }
+    let mut named = prev
+        .ips
+        .iter()
+        .filter(|c| c.interface.is_none_or(|i| i == index))
+        .filter_map(|c| c.address.split('/').next()?.parse::<Ipv4Addr>().ok())
+        .peekable();
+    if named.peek().is_none() {
+        return Err(invalid(format!(
+            "prevResult gives {ifname} no IPv4 address (the container has {ip})"
+        )));
+    }
+    match named.find(|a| *a != ip) {
+        Some(other) => Err(invalid(format!(
+            "prevResult names {other} for {ifname}, but the container has {ip}"
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -509,8 +599,8 @@ impl Plugin for OverlayPlugin {
     fn gc(&self, _env: &Env, conf: &NetConf, raw: &[u8]) -> Result<(), crate::cni::Error> {
         Ok(self.run_gc(conf, raw)?)
     }
-    fn status(&self, _env: &Env, _conf: &NetConf, raw: &[u8]) -> Result<(), crate::cni::Error> {
-        Ok(self.run_status(raw)?)
+    fn status(&self, _env: &Env, conf: &NetConf, raw: &[u8]) -> Result<(), crate::cni::Error> {
+        Ok(self.run_status(conf, raw)?)
     }
 }
 

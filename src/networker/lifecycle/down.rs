@@ -67,6 +67,7 @@ impl Networker {
         note(self.cni_del(handle, &mount));
         note(bind_mount::remove(&mount));
         note(self.ports.release(handle).map(|_| ()));
+        crate::cell::files::remove_stale_temps(&self.cache_path(handle));
         errors
     }
 

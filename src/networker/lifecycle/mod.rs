@@ -10,6 +10,7 @@ mod up;
 use super::bind_mount;
 use super::cni_exec::RuntimeConfig;
 use super::config::Config;
+use super::guard;
 use super::names::ChainNames;
 use super::ports::PortAllocator;
 use super::Error;
@@ -49,6 +50,7 @@ impl Networker {
                 Path::new(&config.state_file),
                 config.start_port,
                 config.total_ports,
+                config.explicit_ports(),
             ),
             config,
         }
@@ -73,6 +75,21 @@ impl Networker {
     fn read_cache(&self, handle: &str) -> Option<CniCache> {
         let bytes = std::fs::read(self.cache_path(handle)).ok()?;
         serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Installs the cell guard unless it is complete (a check first: one process, no listing).
+    /// `up` calls it before CNI ADD, so no container ever has an address without a deny.
+    pub fn ensure_guard(&self) -> Result<(), Error> {
+        if self
+            .iptables
+            .apply(&guard::check_batch(&self.config))
+            .is_ok()
+        {
+            return Ok(());
+        }
+        log::info!("installing the cell guard");
+        let lock = self.iptables.lock()?;
+        Ok(guard::install(&self.config, &lock)?)
     }
 
     /// Removes every chain (and the jumps to them) of the given handles, in all tables, in one

@@ -59,14 +59,14 @@ impl Networker {
             Op::Append(netin.clone(), rules::netin_dnat(&self.config, ip, &m)),
         );
         if let Err(e) = self.iptables.apply(&b) {
-            self.undo_net_in(handle, &m, input.host_port == 0);
+            self.undo_net_in(handle, &m);
             return Err(e.into());
         }
         Ok(m)
     }
 
-    /// Undoes one `net-in` call only: its mark rule if it went in, and a port it allocated.
-    fn undo_net_in(&self, handle: &str, m: &PortMapping, allocated: bool) {
+    /// Undoes one `net-in` call only: its mark rule if it went in, and its host port.
+    fn undo_net_in(&self, handle: &str, m: &PortMapping) {
         let netin = ChainNames::for_handle(handle).netin;
         let mark = rules::netin_mark(&self.config, m);
         let mut undo = Batch::new();
@@ -77,20 +77,7 @@ impl Networker {
             }
         }
         let _ = self.iptables.apply(&undo);
-        if allocated {
-            let _ = self.release_port(handle, m.host_port);
-        }
-    }
-
-    fn release_port(&self, handle: &str, port: u16) -> Result<(), Error> {
-        // Release all and re-acquire the others would reorder; the allocator keeps per-handle
-        // lists, so remove just this port.
-        let held = self.ports.release(handle)?;
-        let keep: Vec<u16> = held.into_iter().filter(|p| *p != port).collect();
-        if !keep.is_empty() {
-            self.ports.restore(handle, &keep)?;
-        }
-        Ok(())
+        let _ = self.ports.release_one(handle, m.host_port);
     }
 
     /// `net-out` / `bulk-net-out`: more ASG allows for a running container, inserted after the
@@ -101,6 +88,7 @@ impl Networker {
         container_ip: Option<Ipv4Addr>,
         rules_in: &[NetOutRule],
     ) -> Result<(), Error> {
+        crate::networker::protocol::check_netout_size(rules_in)?;
         let (_, workload) = self.container_ip(handle, container_ip)?;
         let names = ChainNames::for_handle(handle);
         let converted = rules::convert_netout(

@@ -1,4 +1,5 @@
-//! `reconcile`: removes what stale containers left behind, then chains of no live container.
+//! `reconcile`: removes what stale containers left behind, then chains of no live container;
+//! installs the cell guard if it is not complete.
 
 use super::Networker;
 use crate::iptables::{Batch, Chain, Table};
@@ -32,6 +33,7 @@ impl Networker {
         }
         // Chains of no live container (e.g. a crash between rules and the store).
         self.remove_orphan_chains()?;
+        self.ensure_guard()?;
         match first_err {
             Some(e) => Err(e),
             None => Ok(ReconcileOutput { removed }),

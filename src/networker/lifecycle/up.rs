@@ -47,6 +47,7 @@ impl Networker {
     }
 
     fn check_up(&self, handle: &str, input: &UpInput) -> Result<Checked, Error> {
+        input.check_sizes()?;
         let names = ChainNames::for_handle(handle);
         let asg = rules::convert_netout(
             &input.netout_rules,
@@ -61,6 +62,7 @@ impl Networker {
         if !netns.exists() {
             return Err(Error::NoNetns(netns));
         }
+        bind_mount::refuse_host_netns(&netns)?;
         let dir = Path::new(&self.config.cni_config_dir);
         let list = cni_exec::load(dir)?.ok_or_else(|| Error::NoCniConfig(dir.to_path_buf()))?;
         let metadata = input
@@ -83,9 +85,12 @@ impl Networker {
         checked: Checked,
         undo: &mut Vec<Undo>,
     ) -> Result<UpOutput, Error> {
+        self.ensure_guard()?;
         let mount = self.mount_path(handle);
         bind_mount::create(&checked.netns, &mount)?;
         undo.push(Undo::Mount(mount.clone()));
+        // What CNI is given is the mount: checked again, as the process may have moved.
+        bind_mount::refuse_host_netns(&mount)?;
 
         undo.push(Undo::Ports);
         let mappings = self.map_ports(handle, &input.netin)?;

@@ -1,11 +1,10 @@
 //! The real `policy-server` binary (SQLite, static tokens, generated certificates; started by
-//! `tests/common/policy_server.rs`) as the agent tests use it: create and delete policies through
+//! `tests/support/policy_server.rs`) as the agent tests use it: create and delete policies through
 //! the external API, stop and restart it, and the internal API's address and the agent's client
 //! certificate.
-#![allow(dead_code)]
 
-use super::policy_server::{v1_body, PolicyServer, ADMIN_TOKEN};
 use super::AgentCerts;
+use crate::support::policy_server::{v1_body, PolicyServer, ADMIN_TOKEN};
 use std::net::SocketAddr;
 
 pub struct PolicyApi {
@@ -33,21 +32,22 @@ impl PolicyApi {
 
     /// Creates policies (source, destination, protocol, start, end) as an admin.
     pub fn allow(&self, policies: &[(&str, &str, &str, i64, i64)]) {
-        let (status, body) = self.server.post(
-            "/networking/v1/external/policies",
-            Some(ADMIN_TOKEN),
-            &v1_body(policies),
-        );
-        assert_eq!(status, 200, "create policies: {body}");
+        self.post("/networking/v1/external/policies", "create", policies);
     }
 
     pub fn disallow(&self, policies: &[(&str, &str, &str, i64, i64)]) {
-        let (status, body) = self.server.post(
+        self.post(
             "/networking/v1/external/policies/delete",
-            Some(ADMIN_TOKEN),
-            &v1_body(policies),
+            "delete",
+            policies,
         );
-        assert_eq!(status, 200, "delete policies: {body}");
+    }
+
+    fn post(&self, path: &str, verb: &str, policies: &[(&str, &str, &str, i64, i64)]) {
+        let (status, body) = self
+            .server
+            .post(path, Some(ADMIN_TOKEN), &v1_body(policies));
+        assert_eq!(status, 200, "{verb} policies: {body}");
     }
 
     pub fn stop(&mut self) {

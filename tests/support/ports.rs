@@ -3,7 +3,7 @@
 //! database client, another test's HTTP client) can take it before the child binds it: the child
 //! then fails with "Address already in use" (seen in CI). These ports come from just below the
 //! ephemeral range, which outgoing connections never use, are handed out once per test process,
-//! and are checked free by binding. Use: `#[path = "common/ports.rs"] mod ports;`.
+//! and are checked free by binding.
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -5,17 +5,15 @@
 //! Credentials: the tests log in over TCP on 127.0.0.1 as `netman_test` ([`PASSWORD`]), a role
 //! created here through the servers' local root access (peer auth as the `postgres` OS user,
 //! unix_socket auth as root for MariaDB), which is what a fresh Debian machine has.
-//!
-//! Use from a test file: `#[path = "common/db.rs"] mod db;`.
-#![allow(dead_code)]
 
+use super::wait::wait_until;
 use netman::db::{DatabaseConfig, DatabaseType};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 use std::sync::OnceLock;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub const USER: &str = "netman_test";
 pub const PASSWORD: &str = "netman-test-secret";
@@ -213,6 +211,22 @@ pub fn unreachable(kind: DatabaseType, timeout_seconds: u64) -> DatabaseConfig {
     c
 }
 
+/// The database `name` on the local server of `kind` at 127.0.0.1:`port`, as the test user.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+fn server_db(kind: DatabaseType, port: u16, name: String) -> TestDb {
+    let mut config = base_config(kind);
+    config.host = "127.0.0.1".into();
+    config.port = port;
+    config.user = USER.into();
+    config.password = PASSWORD.into();
+    config.database_name = name.clone();
+    TestDb {
+        config,
+        name,
+        _dir: None,
+    }
+}
+
 /// Serialises server start-up between test processes.
 fn with_lock<T>(f: impl FnOnce() -> T) -> T {
     let _guard = lock_startup();
@@ -241,16 +255,6 @@ fn run(cmd: &mut Command) -> Result<String, String> {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         ))
-    }
-}
-
-fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !ready() {
-        if Instant::now() > deadline {
-            panic!("{what} did not become ready within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -399,17 +403,7 @@ pub fn postgres() -> TestDb {
     pg_client("postgres")
         .batch_execute(&format!("CREATE DATABASE {name}"))
         .unwrap();
-    let mut config = base_config(DatabaseType::Postgres);
-    config.host = "127.0.0.1".into();
-    config.port = 5432;
-    config.user = USER.into();
-    config.password = PASSWORD.into();
-    config.database_name = name.clone();
-    TestDb {
-        config,
-        name,
-        _dir: None,
-    }
+    server_db(DatabaseType::Postgres, 5432, name)
 }
 
 // ---------------------------------------------------------------- MariaDB
@@ -495,15 +489,31 @@ pub fn mariadb() -> TestDb {
     my_conn(None)
         .query_drop(format!("CREATE DATABASE {name}"))
         .unwrap();
-    let mut config = base_config(DatabaseType::Mysql);
-    config.host = "127.0.0.1".into();
-    config.port = 3306;
-    config.user = USER.into();
-    config.password = PASSWORD.into();
-    config.database_name = name.clone();
-    TestDb {
-        config,
-        name,
-        _dir: None,
-    }
+    server_db(DatabaseType::Mysql, 3306, name)
 }
+
+/// One `#[test]` per case and backend: modules `sqlite`, `postgres` and `mariadb` (the last two
+/// when built with those features), each test calling `case(&db)` with a fresh database.
+#[allow(unused_macros)]
+macro_rules! suite {
+    ($($case:ident),* $(,)?) => {
+        $crate::support::db::suite!(@backend sqlite, $crate::support::db::sqlite(); $($case),*);
+        #[cfg(feature = "postgres")]
+        $crate::support::db::suite!(@backend postgres, $crate::support::db::postgres(); $($case),*);
+        #[cfg(feature = "mysql")]
+        $crate::support::db::suite!(@backend mariadb, $crate::support::db::mariadb(); $($case),*);
+    };
+    (@backend $backend:ident, $fresh:expr; $($case:ident),*) => {
+        mod $backend {
+            $(
+                #[test]
+                fn $case() {
+                    let db = $fresh;
+                    super::$case(&db);
+                }
+            )*
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use suite;

@@ -3,10 +3,10 @@
 //! that reaches the cell's address, an "internet" namespace for egress, container namespaces,
 //! and the CNI plugin configuration as a parameter: netman's `overlay` (with the real overlay
 //! controller and daemon running in the cell) or Debian's reference `bridge` + `host-local`.
-#![allow(dead_code)]
 
-#[path = "../overlay_common/mod.rs"]
-mod overlay_common;
+use super::overlay;
+use super::proc::run_with_stdin;
+use super::wait::{poll, wait_until};
 
 use netman::lab::netns::NamedNetns;
 use netman::netns;
@@ -15,7 +15,6 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_garden-external-networker");
@@ -26,14 +25,8 @@ pub const NET_A: &str = "198.51.100.2";
 pub const NET_B: &str = "198.51.100.3";
 pub const NET_C: &str = "198.51.100.4";
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
 pub fn unique(tag: &str) -> String {
-    format!(
-        "nm{tag}{}x{}",
-        std::process::id() % 100000,
-        COUNTER.fetch_add(1, Ordering::SeqCst)
-    )
+    super::unique(&format!("nm{tag}"))
 }
 
 /// Which CNI plugin chain the cell uses (the swap is a config change only).
@@ -76,10 +69,7 @@ impl Plugin {
     pub fn binaries(self) -> Vec<(&'static str, String)> {
         let reference = |b: &'static str| (b, format!("/usr/lib/cni/{b}"));
         match self {
-            Plugin::Overlay => vec![
-                ("overlay", overlay_common::PLUGIN.into()),
-                reference("portmap"),
-            ],
+            Plugin::Overlay => vec![("overlay", overlay::PLUGIN.into()), reference("portmap")],
             Plugin::Bridge => vec![
                 reference("bridge"),
                 reference("host-local"),
@@ -118,23 +108,19 @@ const OVERLAY_DAEMON_PORT: u16 = 23954;
 
 /// The overlay's lease controller and the cell's overlay daemon, both inside the cell namespace
 /// (the controller on loopback, the VTEP on the cell's uplink).
-fn start_overlay(cell: &NamedNetns, dir: &Path) -> Vec<overlay_common::Proc> {
-    let certs = overlay_common::certs(dir);
+fn start_overlay(cell: &NamedNetns, dir: &Path) -> Vec<overlay::Proc> {
+    let certs = overlay::certs(dir, &overlay::OVERLAY);
     let controller_config = dir.join("overlay-controller.json");
     let write = |path: &Path, v: Value| std::fs::write(path, v.to_string()).unwrap();
     write(
         &controller_config,
-        json!({
-            "listen_host": "127.0.0.1",
-            "listen_port": 4103,
-            "debug_server_port": 46455,
-            "ca_cert_file": certs.ca,
-            "server_cert_file": certs.server_cert,
-            "server_key_file": certs.server_key,
-            "network": Plugin::Overlay.overlay_network(),
-            "subnet_prefix_length": 24,
-            "database": {"type": "sqlite", "connection_string": dir.join("leases.db")},
-        }),
+        overlay::controller_config(
+            &certs,
+            ("127.0.0.1", 4103),
+            46455,
+            (Plugin::Overlay.overlay_network(), 24),
+            json!({"type": "sqlite", "connection_string": dir.join("leases.db")}),
+        ),
     );
     let daemon_config = dir.join("overlay-daemon.json");
     write(
@@ -145,8 +131,8 @@ fn start_overlay(cell: &NamedNetns, dir: &Path) -> Vec<overlay_common::Proc> {
             "subnet_prefix_length": 24,
             "controller_url": "https://127.0.0.1:4103",
             "ca_cert_file": certs.ca,
-            "client_cert_file": certs.client_cert,
-            "client_key_file": certs.client_key,
+            "client_cert_file": certs.client.0,
+            "client_key_file": certs.client.1,
             "listen_port": OVERLAY_DAEMON_PORT,
             "poll_interval_seconds": 5,
             "plugin_data_dir": dir,
@@ -154,41 +140,35 @@ fn start_overlay(cell: &NamedNetns, dir: &Path) -> Vec<overlay_common::Proc> {
     );
     let spawn = |bin: &str, config: &Path, log: &str| {
         let args = ["--config", config.to_str().unwrap()];
-        overlay_common::spawn_in(cell, bin, &args, &dir.join(log))
+        overlay::spawn_in(cell, bin, &args, &dir.join(log))
     };
-    let controller = spawn(
-        overlay_common::CONTROLLER,
-        &controller_config,
-        "controller.log",
-    );
+    let controller = spawn(overlay::CONTROLLER, &controller_config, "controller.log");
     let ns = cell.path();
-    overlay_common::wait_until("overlay controller", Duration::from_secs(20), || {
+    wait_until("overlay controller", Duration::from_secs(20), || {
         netns::run_in(&ns, || {
             std::net::TcpStream::connect("127.0.0.1:4103").is_ok()
         })
         .unwrap()
     });
-    let daemon = spawn(overlay_common::DAEMON, &daemon_config, "daemon.log");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while netns::run_in(&ns, || {
-        netman::overlay::plugin::network_info(OVERLAY_DAEMON_PORT).is_err()
-    })
-    .unwrap()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the overlay daemon does not answer\ncontroller: {}\ndaemon: {}",
-            controller.log_text(),
-            daemon.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let daemon = spawn(overlay::DAEMON, &daemon_config, "daemon.log");
+    let answers = poll(Duration::from_secs(20), Duration::from_millis(50), || {
+        netns::run_in(&ns, || {
+            netman::overlay::plugin::network_info(OVERLAY_DAEMON_PORT).is_ok()
+        })
+        .unwrap()
+    });
+    assert!(
+        answers.is_some(),
+        "the overlay daemon does not answer\ncontroller: {}\ndaemon: {}",
+        controller.log_text(),
+        daemon.log_text()
+    );
     vec![controller, daemon]
 }
 
 pub struct Cell {
     /// Killed first on drop, before their namespace goes.
-    overlay: Vec<overlay_common::Proc>,
+    overlay: Vec<overlay::Proc>,
     pub plugin: Plugin,
     pub cell: NamedNetns,
     pub outside: NamedNetns,
@@ -303,6 +283,9 @@ impl Cell {
             servers: Vec::new(),
         };
         c.write_conflist(&[]);
+        // garden runs reconcile when it starts, before it creates containers.
+        let o = c.run(&["--action", "reconcile"], "");
+        assert!(o.ok, "reconcile at start: {}", o.stderr);
         c
     }
 
@@ -339,14 +322,60 @@ impl Cell {
     }
 
     fn run_full(&self, config: &Path, args: &[&str], stdin: &str, fd3: Option<PathBuf>) -> Output {
-        let mut full: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let child = self.spawn_full(config, args, stdin, fd3, &[], &[]);
+        let out = child.wait_with_output().unwrap();
+        if std::env::var_os("NETMAN_TEST_SHOW_STDERR").is_some() {
+            eprint!("{}", String::from_utf8_lossy(&out.stderr));
+        }
+        Output {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Starts the networker (as `run` does) and returns at once, its stdin written and closed:
+    /// for tests that kill it midway.
+    /// `env` is added to its environment (and so to that of every process it starts).
+    pub fn spawn(&self, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Child {
+        self.spawn_full(&self.config_path, args, stdin, None, &[], env)
+    }
+
+    /// Runs the networker under `wrapper` (e.g. `strace -f -o FILE`), as `run` does.
+    pub fn run_wrapped(&self, wrapper: &[&str], args: &[&str], stdin: &str) -> Output {
+        let child = self.spawn_full(&self.config_path, args, stdin, None, wrapper, &[]);
+        let out = child.wait_with_output().unwrap();
+        Output {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn spawn_full(
+        &self,
+        config: &Path,
+        args: &[&str],
+        stdin: &str,
+        fd3: Option<PathBuf>,
+        wrapper: &[&str],
+        env: &[(&str, &str)],
+    ) -> Child {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut full: Vec<String> = wrapper.iter().map(|s| s.to_string()).collect();
+        full.push(BIN.to_string());
+        full.extend(args.iter().map(|s| s.to_string()));
         full.push(format!("--configFile={}", config.display()));
         let input = stdin.to_string();
         let lock = self.path("xtables.lock");
         netns::run_in(&self.cell.path(), move || {
-            let mut cmd = Command::new(BIN);
-            cmd.args(&full)
+            let mut cmd = Command::new(&full[0]);
+            cmd.args(&full[1..])
                 .env("XTABLES_LOCKFILE", &lock)
+                .envs(env)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
@@ -368,15 +397,7 @@ impl Cell {
             let mut child = cmd.spawn().unwrap();
             drop(file);
             let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
-            let out = child.wait_with_output().unwrap();
-            if std::env::var_os("NETMAN_TEST_SHOW_STDERR").is_some() {
-                eprint!("{}", String::from_utf8_lossy(&out.stderr));
-            }
-            Output {
-                ok: out.status.success(),
-                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            }
+            child
         })
         .unwrap()
     }
@@ -479,13 +500,14 @@ impl Drop for Cell {
 fn restore_in(ns: &NamedNetns, text: &str) {
     let text = text.to_string();
     netns::run_in(&ns.path(), move || {
-        let mut c = Command::new("iptables-restore")
-            .arg("--noflush")
-            .stdin(Stdio::piped())
-            .spawn()
-            .unwrap();
-        c.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-        assert!(c.wait().unwrap().success());
+        let mut restore = Command::new("iptables-restore");
+        restore.arg("--noflush");
+        let out = run_with_stdin(restore, text.as_bytes());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     })
     .unwrap();
 }

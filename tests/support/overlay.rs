@@ -1,129 +1,42 @@
 //! Test lab for the overlay: an underlay bridge namespace, cell namespaces joined to it, the real
 //! controller and daemons running inside them, containers created with the real plugin.
-#![allow(dead_code)]
 
+pub use super::certs::{certs, Certs, OVERLAY};
+pub use super::proc::{run_with_stdin, spawn_in, Proc};
+pub use super::unique;
+#[allow(unused_imports)]
+pub use super::wait::{poll, wait_until};
 use netman::lab::netns::{run, NamedNetns};
-use netman::pki::{Ca, Usage};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 pub const CONTROLLER: &str = env!("CARGO_BIN_EXE_overlay-controller");
 pub const DAEMON: &str = env!("CARGO_BIN_EXE_overlay-daemon");
 pub const PLUGIN: &str = env!("CARGO_BIN_EXE_overlay");
 pub const CONTROLLER_IP: &str = "192.168.50.254";
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-pub fn unique(tag: &str) -> String {
-    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-    format!("ov{tag}-{}-{n}", std::process::id())
-}
-
-/// A child process killed on drop.
-pub struct Proc {
-    pub child: Child,
-    pub log: PathBuf,
-}
-
-impl Proc {
-    pub fn terminate(&mut self) -> Option<i32> {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(s)) = self.child.try_wait() {
-                return s.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        self.child.wait().ok().and_then(|s| s.code())
-    }
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-pub fn spawn_in(ns: &NamedNetns, bin: &str, args: &[&str], log: &Path) -> Proc {
-    let out = std::fs::File::create(log).unwrap();
-    let err = out.try_clone().unwrap();
-    let child = Command::new("ip")
-        .args(["netns", "exec", &ns.name, bin])
-        .args(args)
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .unwrap();
-    Proc {
-        child,
-        log: log.to_path_buf(),
-    }
-}
-
-pub struct Certs {
-    pub ca: PathBuf,
-    pub server_cert: PathBuf,
-    pub server_key: PathBuf,
-    pub client_cert: PathBuf,
-    pub client_key: PathBuf,
-    pub other_ca: PathBuf,
-    pub other_cert: PathBuf,
-    pub other_key: PathBuf,
-}
-
-pub fn certs(dir: &Path) -> Certs {
-    let ca = Ca::new("overlay test CA").unwrap();
-    let ca_path = ca.write_ca(dir).unwrap();
-    let server = ca
-        .write_issued(
-            dir,
-            "server",
-            "overlay-controller",
-            &[CONTROLLER_IP, "127.0.0.1"],
-            Usage::Server,
-        )
-        .unwrap();
-    let client = ca
-        .write_issued(dir, "client", "overlay-daemon", &[], Usage::Client)
-        .unwrap();
-    let other = Ca::new("stranger CA").unwrap();
-    let odir = dir.join("other");
-    std::fs::create_dir_all(&odir).unwrap();
-    let other_ca = other.write_ca(&odir).unwrap();
-    let ocl = other
-        .write_issued(&odir, "client", "stranger", &[], Usage::Client)
-        .unwrap();
-    Certs {
-        ca: ca_path,
-        server_cert: server.cert,
-        server_key: server.key,
-        client_cert: client.cert,
-        client_key: client.key,
-        other_ca,
-        other_cert: ocl.cert,
-        other_key: ocl.key,
-    }
-}
-
-pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out waiting for {what}");
+/// An overlay-controller config: its API on `listen` with `certs`, its debug server on
+/// `debug_port`, `/prefix` leases of `network` kept in `database`.
+pub fn controller_config(
+    certs: &Certs,
+    listen: (&str, u16),
+    debug_port: u16,
+    (network, prefix): (&str, u8),
+    database: serde_json::Value,
+) -> serde_json::Value {
+    serde_json::json!({
+        "listen_host": listen.0,
+        "listen_port": listen.1,
+        "debug_server_port": debug_port,
+        "ca_cert_file": certs.ca,
+        "server_cert_file": certs.server.0,
+        "server_key_file": certs.server.1,
+        "network": network,
+        "subnet_prefix_length": prefix,
+        "database": database,
+    })
 }
 
 pub struct Cell {
@@ -226,8 +139,8 @@ impl Default for LabOptions {
 impl Lab {
     pub fn new(opts: LabOptions) -> Lab {
         let dir = tempfile::tempdir().unwrap();
-        let certs = certs(dir.path());
-        let tag = unique("");
+        let certs = certs(dir.path(), &OVERLAY);
+        let tag = unique("ov");
         let underlay = NamedNetns::create(&format!("{tag}-u")).unwrap();
         underlay
             // A fixed MAC: otherwise the bridge takes its lowest port's MAC and changes it as
@@ -255,24 +168,14 @@ impl Lab {
             ])
             .unwrap();
         let controller_config = dir.path().join("controller.json");
-        std::fs::write(
-            &controller_config,
-            serde_json::json!({
-                "listen_host": CONTROLLER_IP,
-                "listen_port": 4103,
-                "debug_server_port": 46455,
-                "ca_cert_file": certs.ca,
-                "server_cert_file": certs.server_cert,
-                "server_key_file": certs.server_key,
-                "network": "10.255.0.0/16",
-                "subnet_prefix_length": opts.prefix,
-                "database": {"type": "sqlite", "connection_string": dir.path().join("leases.db")},
-                "lease_expiration_seconds": opts.lease_expiration_seconds,
-                "staleness_threshold_seconds": 60,
-            })
-            .to_string(),
-        )
-        .unwrap();
+        let leases = dir.path().join("leases.db");
+        let database = serde_json::json!({"type": "sqlite", "connection_string": leases});
+        let network = ("10.255.0.0/16", opts.prefix);
+        let mut config =
+            self::controller_config(&certs, (CONTROLLER_IP, 4103), 46455, network, database);
+        config["lease_expiration_seconds"] = opts.lease_expiration_seconds.into();
+        config["staleness_threshold_seconds"] = 60.into();
+        std::fs::write(&controller_config, config.to_string()).unwrap();
         let mut lab = Lab {
             dir,
             certs,
@@ -347,8 +250,8 @@ impl Lab {
                 "subnet_prefix_length": prefix,
                 "controller_url": format!("https://{CONTROLLER_IP}:4103"),
                 "ca_cert_file": self.certs.ca,
-                "client_cert_file": self.certs.client_cert,
-                "client_key_file": self.certs.client_key,
+                "client_cert_file": self.certs.client.0,
+                "client_key_file": self.certs.client.1,
                 "poll_interval_seconds": 1,
                 "client_timeout_seconds": 2,
                 "plugin_data_dir": data_dir,
@@ -404,26 +307,30 @@ pub fn run_plugin(
     ifname: &str,
     conf: &serde_json::Value,
 ) -> PluginRun {
-    let mut child = Command::new("ip")
+    let attachment = [container_id, netns, ifname];
+    run_plugin_with_args(cell, plugin, command, attachment, conf, "IgnoreUnknown=1")
+}
+
+/// `run_plugin` with the given `CNI_ARGS`; `attachment` is (container id, netns, ifname).
+pub fn run_plugin_with_args(
+    cell: &NamedNetns,
+    plugin: &str,
+    command: &str,
+    attachment: [&str; 3],
+    conf: &serde_json::Value,
+    cni_args: &str,
+) -> PluginRun {
+    let [container_id, netns, ifname] = attachment;
+    let mut runtime = Command::new("ip");
+    runtime
         .args(["netns", "exec", &cell.name, plugin])
         .env("CNI_COMMAND", command)
         .env("CNI_CONTAINERID", container_id)
         .env("CNI_NETNS", netns)
         .env("CNI_IFNAME", ifname)
         .env("CNI_PATH", "/usr/lib/cni")
-        .env("CNI_ARGS", "IgnoreUnknown=1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(conf.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+        .env("CNI_ARGS", cni_args);
+    let out = run_with_stdin(runtime, conf.to_string().as_bytes());
     PluginRun {
         status: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -440,7 +347,7 @@ pub struct Container {
 }
 
 pub fn add_container(lab: &Lab, cell: usize, version: &str) -> Container {
-    let ns = NamedNetns::create(&unique("k")).unwrap();
+    let ns = NamedNetns::create(&unique("ovk")).unwrap();
     let id = format!("ctr-{}", ns.name);
     let conf = lab.net_conf(cell, version);
     let run = run_plugin(

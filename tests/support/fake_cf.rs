@@ -1,6 +1,6 @@
 //! A fake UAA and a fake Cloud Controller in one HTTP server (plain or TLS), speaking their real
 //! wire formats, for tests of the policy server's authentication and authorisation and of the
-//! `netman` CLI. Include with `#[path = "common/fake_cf.rs"] mod fake_cf;`.
+//! `netman` CLI.
 //!
 //! UAA: `POST /check_token` (client basic auth, form `token=`), `POST /oauth/token`
 //! (`grant_type=client_credentials`). CC: `GET /v3/apps`, `/v3/spaces`, `/v3/organizations`
@@ -8,7 +8,6 @@
 //! object), `GET /v2/spaces/<guid>`, `GET /v2/spaces?q=..`, `GET /v2/users/<guid>/spaces`
 //! (`results-per-page`/`page`, `next_url`). CC routes accept a client token issued by the fake's
 //! `/oauth/token` (until it expires) or a user's token. Every request is recorded.
-#![allow(dead_code)]
 
 use base64::Engine;
 use netman::http::{Request, Response, Server, ServerOptions};

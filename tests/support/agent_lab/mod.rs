@@ -4,32 +4,25 @@
 //! cell), a container metadata store per cell, TCP/UDP servers and clients inside containers, and
 //! a relay that makes the policy server (on the test's loopback) reachable from a cell's loopback.
 //! Everything is removed on drop; nothing touches the root namespace.
-#![allow(dead_code)]
 
 pub mod policy_api;
-#[path = "../common/policy_server.rs"]
-pub mod policy_server;
+use super::wait::poll;
+#[allow(unused_imports)]
+pub use super::wait::wait_for;
 
+use super::proc::{run_with_stdin, Proc};
 use netman::lab::netns::NamedNetns;
 use netman::netns::run_in;
-use std::io::{ErrorKind, Write};
+use std::io::ErrorKind;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-pub fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}{}x{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::SeqCst)
-    )
-}
+pub use super::unique;
 
 pub const VTEP: &str = "vtep";
 pub const ALLOWED_MARK: &str = "0x1000000/0x1000000";
@@ -59,7 +52,7 @@ pub struct Cell {
     pub index: u8,
     pub dir: tempfile::TempDir,
     pub containers: Vec<Container>,
-    agent: Option<Child>,
+    agent: Option<Proc>,
     relay: Option<Relay>,
     pub ns: NamedNetns,
 }
@@ -308,26 +301,12 @@ impl Cell {
              -A {chain} -d {ip}/32 -m mark --mark {ALLOWED_MARK} -j ACCEPT\n\
              -A {chain} -d {ip}/32 -j REJECT --reject-with icmp-port-unreachable\nCOMMIT\n"
         );
-        let mut child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.ns.name,
-                "iptables-restore",
-                "--noflush",
-            ])
-            .env("XTABLES_LOCKFILE", self.xtables_lock())
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(rules.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let mut restore = Command::new("ip");
+        restore
+            .args(["netns", "exec", &self.ns.name])
+            .args(["iptables-restore", "--noflush"])
+            .env("XTABLES_LOCKFILE", self.xtables_lock());
+        let out = run_with_stdin(restore, rules.as_bytes());
         assert!(
             out.status.success(),
             "iptables-restore: {}",
@@ -376,44 +355,29 @@ impl Cell {
         patch(&mut config);
         let path = self.dir.path().join("vpa.json");
         std::fs::write(&path, config.to_string()).unwrap();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("vpa.log"))
-            .unwrap();
-        let child = Command::new("ip")
+        let mut agent = Command::new("ip");
+        agent
             .args(["netns", "exec", &self.ns.name])
             .arg(env!("CARGO_BIN_EXE_vxlan-policy-agent"))
             .arg("--config")
             .arg(&path)
-            .args(["--log-level", "info"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.agent = Some(child);
+            .args(["--log-level", "info"]);
+        let log = self.dir.path().join("vpa.log");
+        self.agent = Some(Proc::spawn_appending(agent, &log));
     }
 
     pub fn agent_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("vpa.log")).unwrap_or_default()
     }
 
-    /// SIGTERM; the exit status.
+    /// SIGTERM (SIGKILL after 10 s); the exit status.
     pub fn stop_agent(&mut self) -> std::process::ExitStatus {
-        let mut child = self.agent.take().expect("agent running");
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
-        child.wait().unwrap()
+        self.agent.take().expect("agent running").terminate()
     }
 
+    /// SIGKILL.
     pub fn kill_agent(&mut self) {
-        if let Some(mut c) = self.agent.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.agent.take();
     }
 
     /// An HTTP request to the cell's loopback (the agent's endpoints); (status, body).
@@ -449,14 +413,10 @@ impl Cell {
 
     /// Waits until the agent's debug server answers /metrics.
     pub fn wait_agent_up(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok((200, _)) = self.local_http("GET", 8721, "/metrics", "") {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("agent did not come up: {}", self.agent_log());
+        let up = poll(Duration::from_secs(20), Duration::from_millis(50), || {
+            matches!(self.local_http("GET", 8721, "/metrics", ""), Ok((200, _)))
+        });
+        assert!(up.is_some(), "agent did not come up: {}", self.agent_log());
     }
 
     /// Makes `target` (on the test's loopback) reachable at 127.0.0.1:RELAY_PORT in the cell.
@@ -481,10 +441,36 @@ pub struct AgentCerts {
     pub key: PathBuf,
 }
 
-/// A TCP relay from a port on a namespace's loopback to an address in the test's namespace.
-pub struct Relay {
+/// A thread that repeats `step` until dropped; each step returns within about 100 ms (its socket
+/// has that timeout), so the drop does not wait long.
+struct Looping {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+}
+
+impl Looping {
+    fn spawn(mut step: impl FnMut() + Send + 'static) -> Looping {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::SeqCst) {
+                step();
+            }
+        });
+        Looping {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Looping {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 fn set_accept_timeout(fd: &impl std::os::fd::AsFd, t: Duration) {
@@ -492,31 +478,25 @@ fn set_accept_timeout(fd: &impl std::os::fd::AsFd, t: Duration) {
     nix::sys::socket::setsockopt(fd, nix::sys::socket::sockopt::ReceiveTimeout, &tv).unwrap();
 }
 
+/// A TCP relay from a port on a namespace's loopback to an address in the test's namespace.
+pub struct Relay(Looping);
+
 impl Relay {
     pub fn start(ns: &Path, port: u16, target: SocketAddr) -> Relay {
         let listener = run_in(ns, move || TcpListener::bind(("127.0.0.1", port)))
             .unwrap()
             .unwrap();
         set_accept_timeout(&listener, Duration::from_millis(100));
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            while !flag.load(Ordering::SeqCst) {
-                let Ok((inbound, _)) = listener.accept() else {
-                    continue;
-                };
-                // This thread is in the test's namespace, so the outbound socket is too.
-                let Ok(outbound) = TcpStream::connect_timeout(&target, Duration::from_secs(2))
-                else {
-                    continue; // the server is down: the agent sees the connection closed
-                };
-                pipe(inbound, outbound);
-            }
-        });
-        Relay {
-            stop,
-            thread: Some(thread),
-        }
+        Relay(Looping::spawn(move || {
+            let Ok((inbound, _)) = listener.accept() else {
+                return;
+            };
+            // This thread is in the test's namespace, so the outbound socket is too.
+            let Ok(outbound) = TcpStream::connect_timeout(&target, Duration::from_secs(2)) else {
+                return; // the server is down: the agent sees the connection closed
+            };
+            pipe(inbound, outbound);
+        }))
     }
 }
 
@@ -530,20 +510,8 @@ fn pipe(a: TcpStream, b: TcpStream) {
     }
 }
 
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 /// A TCP server inside a container: accepts and closes at once. Stops on drop.
-pub struct TcpServer {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
+pub struct TcpServer(Looping);
 
 impl TcpServer {
     pub fn start(c: &Container, port: u16) -> TcpServer {
@@ -551,36 +519,16 @@ impl TcpServer {
             .unwrap()
             .unwrap();
         set_accept_timeout(&listener, Duration::from_millis(100));
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            while !flag.load(Ordering::SeqCst) {
-                if let Ok((s, _)) = listener.accept() {
-                    drop(s);
-                }
+        TcpServer(Looping::spawn(move || {
+            if let Ok((s, _)) = listener.accept() {
+                drop(s);
             }
-        });
-        TcpServer {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for TcpServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        }))
     }
 }
 
 /// A UDP echo server inside a container. Stops on drop.
-pub struct UdpEcho {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
+pub struct UdpEcho(Looping);
 
 impl UdpEcho {
     pub fn start(c: &Container, port: u16) -> UdpEcho {
@@ -590,29 +538,12 @@ impl UdpEcho {
         socket
             .set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut buf = [0u8; 1500];
-            while !flag.load(Ordering::SeqCst) {
-                if let Ok((n, from)) = socket.recv_from(&mut buf) {
-                    let _ = socket.send_to(&buf[..n], from);
-                }
+        let mut buf = [0u8; 1500];
+        UdpEcho(Looping::spawn(move || {
+            if let Ok((n, from)) = socket.recv_from(&mut buf) {
+                let _ = socket.send_to(&buf[..n], from);
             }
-        });
-        UdpEcho {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for UdpEcho {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        }))
     }
 }
 
@@ -676,23 +607,4 @@ pub fn udp_roundtrip(from: &Container, to: Ipv4Addr, port: u16) -> Conn {
     })
     .map(classify)
     .unwrap()
-}
-
-/// Polls `f` every 20 ms until it returns `want` or `within` passes; the time it took.
-pub fn wait_for<T: PartialEq + std::fmt::Debug>(
-    within: Duration,
-    want: T,
-    mut f: impl FnMut() -> T,
-) -> Result<Duration, T> {
-    let started = Instant::now();
-    loop {
-        let got = f();
-        if got == want {
-            return Ok(started.elapsed());
-        }
-        if started.elapsed() > within {
-            return Err(got);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }

@@ -1,6 +1,5 @@
 //! DNS test helpers on hickory-proto: a tiny upstream resolver with names that behave in known
-//! ways, and client queries over UDP and TCP. Use: `#[path = "common/dns.rs"] mod dns;`.
-#![allow(dead_code)]
+//! ways, and client queries over UDP and TCP.
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::A;

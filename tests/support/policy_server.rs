@@ -1,18 +1,16 @@
 //! Starts the real `policy-server` binary with certificates generated for the test, a config
-//! written for it, and free loopback ports. Include with
-//! `#[path = "common/policy_server.rs"] mod policy_server;`.
-#![allow(dead_code)]
+//! written for it, and free loopback ports.
 
-#[path = "ports.rs"]
-mod ports;
-pub use ports::free_port;
+pub use super::certs::{certs, Certs, POLICY_SERVER};
+pub use super::ports::free_port;
+use super::proc::Proc;
+use super::wait::poll;
 
 use netman::http::client::{agent, body_string, ClientTls};
-use netman::pki::{Ca, Usage};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 pub const ADMIN_TOKEN: &str = "admin-token";
 pub const WRITE_TOKEN: &str = "write-token";
@@ -46,43 +44,6 @@ pub fn policy_rows(body: &str) -> Vec<Row> {
         .collect();
     out.sort();
     out
-}
-
-pub struct Certs {
-    pub ca: PathBuf,
-    pub server: (PathBuf, PathBuf),
-    pub client: (PathBuf, PathBuf),
-    pub other_client: (PathBuf, PathBuf),
-}
-
-pub fn certs(dir: &Path) -> Certs {
-    let ca = Ca::new("netman test CA").unwrap();
-    let other = Ca::new("another CA").unwrap();
-    let server = ca
-        .write_issued(
-            dir,
-            "server",
-            "policy-server.service.cf.internal",
-            &[
-                "policy-server.service.cf.internal",
-                "localhost",
-                "127.0.0.1",
-            ],
-            Usage::Server,
-        )
-        .unwrap();
-    let client = ca
-        .write_issued(dir, "client", "vxlan-policy-agent", &[], Usage::Client)
-        .unwrap();
-    let other_client = other
-        .write_issued(dir, "other-client", "intruder", &[], Usage::Client)
-        .unwrap();
-    Certs {
-        ca: ca.write_ca(dir).unwrap(),
-        server: (server.cert, server.key),
-        client: (client.cert, client.key),
-        other_client: (other_client.cert, other_client.key),
-    }
 }
 
 /// A static tokens file: admin, writer (network.write) and a token without network scopes.
@@ -122,14 +83,14 @@ pub struct PolicyServer {
     pub external: String,
     pub internal: String,
     pub debug: String,
-    child: Option<Child>,
+    child: Option<Proc>,
 }
 
 impl PolicyServer {
     /// A server on SQLite with static-token auth; `patch` edits the config before start.
     pub fn start_with(patch: impl FnOnce(&mut Value, &Path)) -> PolicyServer {
         let dir = tempfile::tempdir().unwrap();
-        let certs = certs(dir.path());
+        let certs = certs(dir.path(), &POLICY_SERVER);
         let tokens = write_tokens_file(dir.path());
         let database =
             json!({"type": "sqlite", "connection_string": dir.path().join("policies.db")});
@@ -161,65 +122,47 @@ impl PolicyServer {
     }
 
     pub fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("policy-server.log"))
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_policy-server"))
+        let mut server = Command::new(env!("CARGO_BIN_EXE_policy-server"));
+        server
             .arg("--config")
             .arg(&self.config_path)
-            .arg("--log-level")
-            .arg("info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
+            .args(["--log-level", "info"]);
+        let log = self.dir.path().join("policy-server.log");
+        self.child = Some(Proc::spawn_appending(server, &log));
         self.wait_ready();
     }
 
     fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let client = self.client();
-        loop {
-            if let Ok(resp) = client.get(format!("{}/health", self.debug)).call() {
+        let (client, health) = (self.client(), format!("{}/health", self.debug));
+        let log = self.dir.path().join("policy-server.log");
+        let child = self.child.as_mut().unwrap();
+        let ready = poll(Duration::from_secs(30), Duration::from_millis(50), || {
+            if let Ok(resp) = client.get(&health).call() {
                 if resp.status() == 200 {
-                    return;
+                    return true;
                 }
             }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("policy-server exited with {status}: {}", self.log());
+            if let Some(status) = child.exited() {
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                panic!("policy-server exited with {status}: {log}");
             }
-            assert!(
-                Instant::now() < deadline,
-                "policy-server not ready: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            false
+        });
+        assert!(ready.is_some(), "policy-server not ready: {}", self.log());
     }
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("policy-server.log")).unwrap_or_default()
     }
 
+    /// SIGKILL.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.child.take();
     }
 
-    /// SIGTERM, and the exit status.
+    /// SIGTERM (SIGKILL after 10 s), and the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut c = self.child.take().unwrap();
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(c.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
-        c.wait().unwrap()
+        self.child.take().unwrap().terminate()
     }
 
     pub fn client(&self) -> ureq::Agent {
