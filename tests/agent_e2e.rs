@@ -17,11 +17,23 @@ const C: &str = "app-C";
 
 /// a (A), c (C), b2 (B) on cell 1; b (B) on cell 2; an agent in each cell.
 fn setup(api: &PolicyApi, patch: impl Fn(&mut serde_json::Value)) -> Lab {
+    setup_with(
+        api,
+        &[(1, "a", A), (1, "c", C), (1, "b2", B), (2, "b", B)],
+        patch,
+    )
+}
+
+/// Two cells with these containers (cell, handle, app) and an agent in each.
+fn setup_with(
+    api: &PolicyApi,
+    containers: &[(u8, &str, &str)],
+    patch: impl Fn(&mut serde_json::Value),
+) -> Lab {
     let mut lab = Lab::new(2);
-    lab.cell(1).add_container("a", A);
-    lab.cell(1).add_container("c", C);
-    lab.cell(1).add_container("b2", B);
-    lab.cell(2).add_container("b", B);
+    for (cell, handle, app) in containers {
+        lab.cell(*cell).add_container(handle, app);
+    }
     for i in 1..=2 {
         let cell = lab.cell(i);
         cell.relay_to(api.internal_addr());
@@ -346,4 +358,103 @@ fn debug_endpoints_toggle_logging_report_metrics_and_a_broken_store() {
         metrics.contains("vpa_errors_total{kind=\"container_store\"}"),
         "{metrics}"
     );
+}
+
+/// Issue 18, item 1, the reproduction with two cells: allow frontend → backend (frontend gets a
+/// tag), stop frontend's cell's agent (its rules, and its mark, stay), remove that policy (the tag
+/// is released), allow backend-4 → backend-2. backend-4 must not get frontend's old tag: frontend,
+/// still marked with it by its stale cell, would then reach backend-2, which no policy allows.
+#[test]
+fn a_stale_cell_cannot_pass_its_app_off_as_another_after_a_tag_is_released() {
+    const FRONTEND: &str = "app-frontend";
+    const BACKEND: &str = "app-backend";
+    const BACKEND2: &str = "app-backend-2";
+    const BACKEND4: &str = "app-backend-4";
+    let api = PolicyApi::start();
+    let mut lab = setup_with(
+        &api,
+        &[
+            (1, "fe", FRONTEND),
+            (2, "be", BACKEND),
+            (2, "be2", BACKEND2),
+            (2, "be4", BACKEND4),
+        ],
+        |_| {},
+    );
+    let _servers = [
+        TcpServer::start(lab.container("be"), 8080),
+        TcpServer::start(lab.container("be2"), 8080),
+    ];
+    let (fe, be, be2) = (
+        lab.container("fe"),
+        lab.container("be"),
+        lab.container("be2"),
+    );
+    api.allow(&[(FRONTEND, BACKEND, "tcp", 8080, 8080)]);
+    wait_for(Duration::from_secs(5), Conn::Ok, || {
+        tcp_connect(fe, be.ip, 8080)
+    })
+    .unwrap_or_else(|got| panic!("frontend -> backend: {got:?}"));
+    assert_eq!(tcp_connect(fe, be2.ip, 8080), Conn::Refused);
+
+    lab.cell(1).kill_agent();
+    api.disallow(&[(FRONTEND, BACKEND, "tcp", 8080, 8080)]);
+    wait_for(Duration::from_secs(5), Conn::Refused, || {
+        tcp_connect(lab.container("fe"), lab.container("be").ip, 8080)
+    })
+    .unwrap_or_else(|got| panic!("frontend -> backend after the removal: {got:?}"));
+    api.allow(&[(BACKEND4, BACKEND2, "tcp", 8080, 8080)]);
+    wait_for(Duration::from_secs(5), Conn::Ok, || {
+        tcp_connect(lab.container("be4"), lab.container("be2").ip, 8080)
+    })
+    .unwrap_or_else(|got| panic!("backend-4 -> backend-2: {got:?}"));
+    let (fe, be2) = (lab.container("fe"), lab.container("be2"));
+    for _ in 0..3 {
+        assert_eq!(
+            tcp_connect(fe, be2.ip, 8080),
+            Conn::Refused,
+            "frontend, marked with its released tag by its stale cell, reached backend-2"
+        );
+    }
+}
+
+/// A cell cut off from the policy server for longer than `policy_stale_after_seconds` keeps its
+/// rules and says so in `/health` and `/metrics`; it recovers with the server.
+#[test]
+fn a_cell_cut_off_for_longer_than_the_quarantine_reports_stale() {
+    let mut api = PolicyApi::start();
+    let lab = setup(&api, |c| {
+        c["policy_stale_after_seconds"] = 2.into();
+        c["backoff_max_seconds"] = 1.into();
+    });
+    api.allow(&[(A, B, "tcp", 8080, 8080)]);
+    let (a, b) = (lab.container("a"), lab.container("b"));
+    let _s = TcpServer::start(b, 8080);
+    wait_for(Duration::from_secs(5), Conn::Ok, || {
+        tcp_connect(a, b.ip, 8080)
+    })
+    .unwrap();
+    let health = || lab.cells[0].local_http("GET", 8721, "/health", "").unwrap();
+    assert_eq!(health().0, 200, "{:?}", health());
+    api.stop();
+    wait_for(Duration::from_secs(10), 500, || health().0)
+        .unwrap_or_else(|got| panic!("health {got} while cut off"));
+    let (_, text) = health();
+    assert!(text.contains("stale"), "{text}");
+    let (_, metrics) = lab.cells[0]
+        .local_http("GET", 8721, "/metrics", "")
+        .unwrap();
+    assert!(metrics.contains("vpa_policies_stale 1"), "{metrics}");
+    assert_eq!(
+        tcp_connect(a, b.ip, 8080),
+        Conn::Ok,
+        "the last rules stay enforced"
+    );
+    api.restart();
+    wait_for(Duration::from_secs(10), 200, || health().0)
+        .unwrap_or_else(|got| panic!("health {got} after the server came back"));
+    let (_, metrics) = lab.cells[0]
+        .local_http("GET", 8721, "/metrics", "")
+        .unwrap();
+    assert!(metrics.contains("vpa_policies_stale 0"), "{metrics}");
 }

@@ -317,6 +317,29 @@ fn internal_api_requires_client_certificates_and_returns_tags() {
         (status, parse(&body)),
         (500, json!({"error":"database create failed"}))
     );
+    // The schema's VARCHAR(255) bounds id and type (issue 18, item 5); nothing is allocated.
+    let before = s.get("/networking/v1/external/tags", Some(ADMIN_TOKEN)).1;
+    for (body, error) in [
+        (
+            json!({"id": "r".repeat(256), "type": "router"}),
+            "invalid id, must be at most 255 characters",
+        ),
+        (
+            json!({"id": "router-2", "type": "t".repeat(256)}),
+            "invalid type, must be at most 255 characters",
+        ),
+        (
+            json!({"id": "router\u{0}2", "type": "router"}),
+            "invalid id, must not contain NUL characters",
+        ),
+    ] {
+        let (status, answer) = put(&body.to_string());
+        assert_eq!((status, parse(&answer)), (400, json!({ "error": error })));
+    }
+    assert_eq!(
+        s.get("/networking/v1/external/tags", Some(ADMIN_TOKEN)).1,
+        before
+    );
 
     // No client certificate, or one from another CA: refused at the handshake.
     let no_cert = netman::http::client::agent(
@@ -336,26 +359,78 @@ fn internal_api_requires_client_certificates_and_returns_tags() {
         .is_err());
 }
 
+fn tags_of(s: &PolicyServer) -> HashMap<String, String> {
+    parse(&s.get("/networking/v1/external/tags", Some(ADMIN_TOKEN)).1)["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            assert_eq!(t["type"], "app");
+            (
+                t["id"].as_str().unwrap().to_string(),
+                t["tag"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Issue 18, item 7, over HTTP: `null` reads as Go's zero value (the original's validation
+/// messages, not unmarshal errors) and `"tag": ""` is accepted as no tag.
 #[test]
-fn tags_are_allocated_lowest_first_and_reused() {
+fn nulls_and_empty_tags_are_answered_as_the_original() {
     let s = PolicyServer::start();
-    let tags = || -> HashMap<String, String> {
-        parse(&s.get("/networking/v1/external/tags", Some(ADMIN_TOKEN)).1)["tags"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| {
-                assert_eq!(t["type"], "app");
+    let dst = json!({"id": "b", "protocol": "tcp", "ports": {"start": 1, "end": 2}});
+    for (body, message) in [
+        (json!({"policies": null}), "missing policies"),
+        (
+            json!({"policies": [{"source": null, "destination": dst}]}),
+            "missing source id",
+        ),
+        (
+            json!({"policies": [{"source": {"id": null}, "destination": dst}]}),
+            "missing source id",
+        ),
+        (
+            json!({"policies": [{"source": {"id": "a"}, "destination": {"id": "b", "protocol": null, "ports": {"start": 1, "end": 2}}}]}),
+            "invalid destination protocol, specify either udp or tcp",
+        ),
+        (
+            json!({"policies": [{"source": {"id": "a"}, "destination": {"id": "b", "protocol": "tcp", "ports": null}}]}),
+            "missing start port",
+        ),
+    ] {
+        for path in [V1.to_string(), format!("{V1}/delete")] {
+            let (status, answer) = s.post(&path, Some(ADMIN_TOKEN), &body.to_string());
+            assert_eq!(
+                (status, parse(&answer)),
                 (
-                    t["id"].as_str().unwrap().to_string(),
-                    t["tag"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect()
-    };
+                    400,
+                    json!({ "error": format!("mapper: validate policies: {message}") })
+                ),
+                "{body}"
+            );
+        }
+    }
+    let tagged = json!({"policies": [{"source": {"id": "a", "tag": ""},
+        "destination": {"id": "b", "tag": "", "protocol": "tcp", "ports": {"start": 1, "end": 2}}}]});
+    let (status, answer) = s.post(V1, Some(ADMIN_TOKEN), &tagged.to_string());
+    assert_eq!(status, 200, "{answer}");
+    let (_, listed) = s.get(V1, Some(ADMIN_TOKEN));
+    assert_eq!(
+        policy_rows(&listed),
+        vec![("a".into(), "b".into(), "tcp".into(), 1, 2)]
+    );
+}
+
+/// Issue 18, item 1, through the API of the real binary (default config): allow A→B, remove it
+/// (A's and B's tags released), allow C→D: C and D get fresh tags, not A's or B's, so a cell still
+/// marking A with its old tag does not let A pass as C.
+#[test]
+fn released_tags_are_not_reused_within_the_quarantine() {
+    let s = PolicyServer::start();
     s.post(V1, Some(ADMIN_TOKEN), &v1_body(&[("a", "b", "tcp", 1, 1)]));
     s.post(V1, Some(ADMIN_TOKEN), &v1_body(&[("c", "d", "tcp", 1, 1)]));
-    let t = tags();
+    let t = tags_of(&s);
     assert_eq!(
         (
             t["a"].as_str(),
@@ -365,16 +440,42 @@ fn tags_are_allocated_lowest_first_and_reused() {
         ),
         ("0001", "0002", "0003", "0004")
     );
-    // Deleting a's and b's only policy frees 0001 and 0002; the next app gets 0001.
     s.post(
         &format!("{V1}/delete"),
         Some(ADMIN_TOKEN),
         &v1_body(&[("a", "b", "tcp", 1, 1)]),
     );
-    let t = tags();
+    let t = tags_of(&s);
     assert!(!t.contains_key("a") && !t.contains_key("b"));
-    s.post(V1, Some(ADMIN_TOKEN), &v1_body(&[("e", "c", "tcp", 1, 1)]));
-    assert_eq!(tags()["e"], "0001");
+    s.post(V1, Some(ADMIN_TOKEN), &v1_body(&[("e", "f", "tcp", 1, 1)]));
+    let t = tags_of(&s);
+    assert_eq!((t["e"].as_str(), t["f"].as_str()), ("0005", "0006"));
+}
+
+/// `tag_quarantine_seconds: 0` is the original's behaviour: a released tag may be handed out at
+/// once (after the never-used ones: least recently released first).
+#[test]
+fn tag_quarantine_can_be_turned_off() {
+    let s = PolicyServer::start_with(|c, _| {
+        c["tag_length"] = json!(1);
+        c["tag_quarantine_seconds"] = json!(0);
+    });
+    s.post(V1, Some(ADMIN_TOKEN), &v1_body(&[("a", "b", "tcp", 1, 1)]));
+    s.post(
+        &format!("{V1}/delete"),
+        Some(ADMIN_TOKEN),
+        &v1_body(&[("a", "b", "tcp", 1, 1)]),
+    );
+    let ids: Vec<String> = (0..253).map(|i| format!("app-{i}")).collect();
+    // The 253 never-used tags 03..FF first (the last id pairs with the first).
+    let body = json!({"policies": ids.chunks(2).map(|c| json!({
+        "source": {"id": c[0]},
+        "destination": {"id": c.get(1).unwrap_or(&ids[0]), "protocol": "tcp", "ports": {"start": 1, "end": 1}}
+    })).collect::<Vec<_>>()});
+    assert_eq!(s.post(V1, Some(ADMIN_TOKEN), &body.to_string()).0, 200);
+    s.post(V1, Some(ADMIN_TOKEN), &v1_body(&[("x", "y", "tcp", 1, 1)]));
+    let t = tags_of(&s);
+    assert_eq!((t["x"].as_str(), t["y"].as_str()), ("01", "02"), "{t:?}");
 }
 
 #[test]
@@ -547,9 +648,12 @@ fn bad_config_fails_at_start_naming_the_key() {
     let (ok, out) = check(&|_| {});
     assert!(ok, "{out}");
     type Patch<'a> = (&'a str, &'a dyn Fn(&mut Value));
-    let failures: [Patch; 5] = [
+    let failures: [Patch; 6] = [
         ("lisen_port", &|c| c["lisen_port"] = json!(1)),
         ("tag_length", &|c| c["tag_length"] = json!(3)),
+        ("tag_quarantine_seconds", &|c| {
+            c["tag_quarantine_seconds"] = json!(40_000_000)
+        }),
         ("debug_server_host", &|c| {
             c["debug_server_host"] = json!("0.0.0.0")
         }),
@@ -563,6 +667,55 @@ fn bad_config_fails_at_start_naming_the_key() {
         assert!(!ok, "{key} accepted");
         assert!(out.contains(key), "{key} not named: {out}");
     }
+}
+
+/// Issue 18, item 6: a server waiting for its database at start-up (here a SQLite file in a
+/// directory that is not there yet, retried for up to 120 s) stops promptly on SIGTERM.
+#[test]
+fn sigterm_is_honoured_while_start_up_waits_for_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certs(dir.path(), &POLICY_SERVER);
+    let config = json!({
+        "listen_host": "127.0.0.1",
+        "listen_port": free_port(),
+        "internal_listen_host": "127.0.0.1",
+        "internal_listen_port": free_port(),
+        "debug_server_port": free_port(),
+        "ca_cert_file": certs.ca,
+        "server_cert_file": certs.server.0,
+        "server_key_file": certs.server.1,
+        "database": {"type": "sqlite", "connect_timeout_seconds": 120,
+            "connection_string": dir.path().join("not-mounted-yet/policies.db")},
+        "auth": {"mode": "tokens", "tokens_file": write_tokens_file(dir.path())},
+    });
+    let config_path = dir.path().join("policy-server.json");
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_policy-server"))
+        .arg("--config")
+        .arg(&config_path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(child.try_wait().unwrap().is_none(), "exited before SIGTERM");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let signalled = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if signalled.elapsed() > std::time::Duration::from_secs(5) {
+            let _ = child.kill();
+            panic!("still waiting for the database 5 s after SIGTERM");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{status}");
+    assert!(stderr.contains("SIGTERM"), "{stderr}");
 }
 
 #[test]

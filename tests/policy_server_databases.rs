@@ -466,3 +466,69 @@ fn mariadb_outage_during_load_loses_no_acknowledged_change_and_servers_recover()
     let _serial = serial();
     outage_during_load(db::mariadb());
 }
+
+// ------------------------------------------------------------------------------ string bounds
+
+/// Issue 18, item 5: ids are bounded by the schema's `VARCHAR(255)` on every backend: 256
+/// characters (or a NUL, which PostgreSQL cannot store) is a 400 that changes nothing, and 255
+/// characters, also multi-byte ones, are stored and listed intact.
+fn ids_are_bounded_by_the_schema(db: TestDb) {
+    let s = PolicyServer::start_with(|c, _| c["database"] = db.config_json());
+    let body = |src: &str, dst: &str| {
+        json!({"policies": [{"source": {"id": src},
+            "destination": {"id": dst, "protocol": "tcp", "ports": {"start": 80, "end": 80}}}]})
+        .to_string()
+    };
+    for (src, dst, field) in [
+        ("a".repeat(256), "b".to_string(), "source id"),
+        ("a".to_string(), "é".repeat(256), "destination id"),
+        ("a".to_string(), "x".repeat(100_000), "destination id"),
+        ("a\0b".to_string(), "b".to_string(), "source id"),
+    ] {
+        for path in [V1.to_string(), format!("{V1}/delete")] {
+            let (status, answer) = s.post(&path, Some(ADMIN_TOKEN), &body(&src, &dst));
+            assert_eq!(status, 400, "{field} {}: {answer}", dst.len());
+            assert!(
+                answer.contains(&format!("invalid {field}")),
+                "{field}: {answer}"
+            );
+        }
+    }
+    let (status, listed) = s.get(V1, Some(ADMIN_TOKEN));
+    assert_eq!((status, policy_rows(&listed).len()), (200, 0), "{listed}");
+    let (src, dst) = ("é".repeat(255), "😀".repeat(255));
+    let (status, answer) = s.post(V1, Some(ADMIN_TOKEN), &body(&src, &dst));
+    assert_eq!(status, 200, "{answer}");
+    let (_, listed) = s.get(V1, Some(ADMIN_TOKEN));
+    assert_eq!(
+        policy_rows(&listed),
+        vec![(src.clone(), dst.clone(), "tcp".to_string(), 80, 80)]
+    );
+    let (_, tags) = s.get(TAGS, Some(ADMIN_TOKEN));
+    let tags = parse(&tags);
+    let ids: HashSet<&str> = tags["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, HashSet::from([src.as_str(), dst.as_str()]));
+}
+
+#[test]
+fn ids_are_bounded_by_the_schema_on_sqlite() {
+    let _serial = serial();
+    ids_are_bounded_by_the_schema(db::sqlite());
+}
+
+#[test]
+fn ids_are_bounded_by_the_schema_on_postgres() {
+    let _serial = serial();
+    ids_are_bounded_by_the_schema(db::postgres());
+}
+
+#[test]
+fn ids_are_bounded_by_the_schema_on_mariadb() {
+    let _serial = serial();
+    ids_are_bounded_by_the_schema(db::mariadb());
+}

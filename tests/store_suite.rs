@@ -7,7 +7,8 @@ use support::{db, wait_until};
 
 use netman::api::policy::{Policy, Tag};
 use netman::db::DatabaseConfig;
-use netman::policy::store::{self, CachedStore, PolicyFilter, Store, StoreError};
+use netman::db::DatabaseType;
+use netman::policy::store::{self, CachedStore, PolicyFilter, Store, StoreError, TagPool};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -247,19 +248,19 @@ pub fn tags_and_reuse(db: &db::TestDb) {
     let m = tag_map(s.as_ref());
     assert_eq!(m.get("a").map(String::as_str), Some("0001"));
     assert!(!m.contains_key("b"));
-    // The lowest free tag is reused first.
+    // Released tags rest in quarantine: new ids get never-used tags, lowest first.
     s.delete(&[p("c", "d", "tcp", 1, 1)]).unwrap();
     s.create(&[p("x", "y", "tcp", 1, 1)]).unwrap();
     let m = tag_map(s.as_ref());
-    assert_eq!(m.get("x").map(String::as_str), Some("0002"));
-    assert_eq!(m.get("y").map(String::as_str), Some("0003"));
-    // Internal tags: returned as is, allocated lowest-first, type conflicts refused.
+    assert_eq!(m.get("x").map(String::as_str), Some("0006"));
+    assert_eq!(m.get("y").map(String::as_str), Some("0007"));
+    // Internal tags: returned as is, allocated like app tags, type conflicts refused.
     let r = s.create_tag("router-1", "router").unwrap();
     assert_eq!(
         r,
         Tag {
             id: "router-1".into(),
-            tag: "0004".into(),
+            tag: "0008".into(),
             kind: "router".into()
         }
     );
@@ -282,6 +283,120 @@ pub fn tags_and_reuse(db: &db::TestDb) {
     // Tags are ordered by tag.
     let t = s.tags().unwrap();
     assert!(t.windows(2).all(|w| w[0].tag < w[1].tag), "{t:?}");
+}
+
+/// Issue 18, item 1: allow A→B (A gets a tag), remove the policy (the tag is released), allow
+/// C→D: neither C nor D may get A's or B's tag while it is in quarantine, or a cell that has not
+/// yet seen the removal lets A pass as C. Also through the internal `PUT tags`.
+pub fn released_tags_are_quarantined(db: &db::TestDb) {
+    let s = open(&db.config, 2);
+    s.create(&[p("app-a", "app-b", "tcp", 8080, 8080)]).unwrap();
+    let before = tag_map(s.as_ref());
+    let released: HashSet<String> = [before["app-a"].clone(), before["app-b"].clone()].into();
+    s.delete(&[p("app-a", "app-b", "tcp", 8080, 8080)]).unwrap();
+    assert!(tag_map(s.as_ref()).is_empty());
+    s.create(&[p("app-c", "app-d", "tcp", 8080, 8080)]).unwrap();
+    let router = s.create_tag("router", "router").unwrap();
+    let after = tag_map(s.as_ref());
+    for id in ["app-c", "app-d", "router"] {
+        assert!(
+            !released.contains(&after[id]),
+            "{id} got {} although it was released just now ({before:?} -> {after:?})",
+            after[id]
+        );
+    }
+    assert_eq!(router.tag, after["router"]);
+    // The same holds for a second server on the same database (the state is in the database).
+    let other = open(&db.config, 2);
+    assert!(!released.contains(&other.create_tag("app-e", "app").unwrap().tag));
+}
+
+/// After the quarantine the released tags come back, the one released longest ago first; while
+/// every free tag rests, allocation fails with its own error and changes nothing.
+pub fn quarantine_ends_least_recently_released_first(db: &db::TestDb) {
+    let quarantine = Duration::from_secs(3);
+    let s = store::open(&db.config, TagPool::new(1, quarantine)).unwrap();
+    s.create(&[p("a", "b", "tcp", 1, 1), p("c", "d", "tcp", 1, 1)])
+        .unwrap();
+    s.delete(&[p("c", "d", "tcp", 1, 1)]).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    s.delete(&[p("a", "b", "tcp", 1, 1)]).unwrap();
+    let released = Instant::now();
+    // Never-used tags first, lowest first (one transaction, well within the quarantine); then
+    // nothing is free outside the quarantine.
+    let fill: Vec<Policy> = (5..255)
+        .step_by(2)
+        .map(|i| p(&format!("t{i}"), &format!("t{}", i + 1), "tcp", 1, 1))
+        .collect();
+    s.create(&fill).unwrap();
+    assert_eq!(s.create_tag("t255", "app").unwrap().tag, "FF");
+    let before = s.tags().unwrap();
+    for t in &before {
+        assert_eq!(t.tag, format!("{:02X}", t.id[1..].parse::<u32>().unwrap()));
+    }
+    assert!(
+        released.elapsed() < quarantine,
+        "filling took {:?}",
+        released.elapsed()
+    );
+    assert_eq!(
+        s.create_tag("late", "app"),
+        Err(StoreError::TagsInQuarantine { resting: 4 })
+    );
+    assert!(s.create(&[p("late", "t5", "tcp", 1, 1)]).is_err());
+    assert_eq!(s.tags().unwrap(), before);
+    assert_eq!(s.count().unwrap(), fill.len());
+    std::thread::sleep(
+        (quarantine + Duration::from_millis(100)).saturating_sub(released.elapsed()),
+    );
+    // c and d (03, 04) were released before a and b (01, 02).
+    let got: Vec<String> = ["w", "x", "y", "z"]
+        .iter()
+        .map(|id| s.create_tag(id, "app").unwrap().tag)
+        .collect();
+    assert_eq!(got, ["03", "04", "01", "02"]);
+    assert_eq!(
+        s.create_tag("full", "app"),
+        Err(StoreError::TagPoolExhausted)
+    );
+}
+
+/// A database of schema version 1 (before the quarantine) keeps its tags and policies when
+/// migrated, and its free tags count as released long ago.
+pub fn quarantine_migration_keeps_existing_tags(db: &db::TestDb) {
+    let s = open(&db.config, 2);
+    s.create(&[p("a", "b", "tcp", 1, 1), p("c", "d", "tcp", 2, 2)])
+        .unwrap();
+    let tags = s.tags().unwrap();
+    let policies = s.list(&PolicyFilter::All).unwrap();
+    drop(s);
+    match db.kind() {
+        DatabaseType::Mysql => {
+            db.exec("ALTER TABLE `groups` DROP KEY idx_groups_free_since, DROP COLUMN released_at")
+        }
+        _ => db.exec(
+            "DROP INDEX idx_groups_free_since; \
+             ALTER TABLE \"groups\" DROP COLUMN released_at",
+        ),
+    }
+    db.exec("DELETE FROM netman_migrations WHERE version = 2");
+    let s = open(&db.config, 2);
+    assert_eq!(
+        db.query_i64("SELECT MAX(version) FROM netman_migrations"),
+        store::SCHEMA_VERSION
+    );
+    assert_eq!(s.tags().unwrap(), tags);
+    assert_eq!(s.list(&PolicyFilter::All).unwrap(), policies);
+    assert_eq!(
+        db.query_i64("SELECT COUNT(*) FROM \"groups\" WHERE released_at <> 0"),
+        0
+    );
+    s.delete(&[p("a", "b", "tcp", 1, 1)]).unwrap();
+    assert_eq!(
+        db.query_i64("SELECT COUNT(*) FROM \"groups\" WHERE released_at > 0"),
+        2
+    );
+    assert_eq!(s.create_tag("e", "app").unwrap().tag, "0005");
 }
 
 pub fn tag_pool_exhaustion(db: &db::TestDb) {
@@ -553,6 +668,9 @@ db::suite!(
     cache_agrees_with_sql,
     tags_and_reuse,
     tag_pool_exhaustion,
+    released_tags_are_quarantined,
+    quarantine_ends_least_recently_released_first,
+    quarantine_migration_keeps_existing_tags,
     failing_batch_leaves_nothing,
     last_updated_moves,
     concurrent_writers,

@@ -28,12 +28,16 @@ pub fn start(config: AgentConfig) -> Result<RunningAgent, String> {
     let uptime = metrics.uptime.clone();
     let agent = Arc::new(agent(&config, metrics)?);
     let health = agent.clone();
+    let scraped = agent.clone();
     let debug = debug::serve(
         &format!("{}:{}", config.debug_server_host, config.debug_server_port),
         DebugHandler::new(
             Arc::new(registry),
             move || health.health(),
-            move || uptime.refresh(),
+            move || {
+                uptime.refresh();
+                scraped.refresh_staleness();
+            },
         )
         .with_routes(debug_routes(agent.clone())),
     )?;

@@ -35,6 +35,12 @@ pub struct AgentConfig {
     /// Policies are fetched and the plan re-applied at least this often, changed or not.
     #[serde(default = "u64_default::<60>")]
     pub full_sync_interval_seconds: u64,
+    /// After this long without a sync with the policy server the cell reports itself stale
+    /// (`/health` 500, `vpa_policies_stale` 1) and keeps enforcing its last rules. At most the
+    /// policy server's `tag_quarantine_seconds` (the same default): beyond it a tag this cell still
+    /// marks may have been given to another app.
+    #[serde(default = "u64_default::<3600>")]
+    pub policy_stale_after_seconds: u64,
     /// Ceiling of the exponential back-off (with jitter) while the policy server fails.
     #[serde(default = "u64_default::<30>")]
     pub backoff_max_seconds: u64,
@@ -76,6 +82,7 @@ impl AgentConfig {
             watch: self
                 .policy_watch
                 .then(|| Duration::from_secs(self.policy_watch_seconds)),
+            stale_after: Duration::from_secs(self.policy_stale_after_seconds),
         }
     }
 }
@@ -116,6 +123,10 @@ impl crate::config::Validate for AgentConfig {
             self.full_sync_interval_seconds,
         )?;
         require_positive("backoff_max_seconds", self.backoff_max_seconds)?;
+        require_positive(
+            "policy_stale_after_seconds",
+            self.policy_stale_after_seconds,
+        )?;
         for (key, host) in [
             ("debug_server_host", &self.debug_server_host),
             (

@@ -23,6 +23,9 @@ pub struct Settings {
     pub backoff_max: Duration,
     /// How long one watch of the policy version waits; `None` polls only.
     pub watch: Option<Duration>,
+    /// After this long without a confirmed sync the cell reports itself stale (`/health` fails,
+    /// `vpa_policies_stale` is 1). It keeps enforcing the last rules: see docs/agent.md.
+    pub stale_after: Duration,
 }
 
 /// After a server answered that it has no watch, plain polling for this long before asking again
@@ -66,6 +69,9 @@ struct State {
     installed: Option<Plan>,
     last_updated: Option<i64>,
     last_full_sync: Option<Instant>,
+    /// When the server last confirmed that the enforced policies are its current ones (a fetch
+    /// that was applied, or a version equal to the applied one); the start until then.
+    last_sync: Instant,
     logging: C2cLogging,
     skipped: Vec<Skipped>,
 }
@@ -101,6 +107,7 @@ impl Agent {
                 installed: None,
                 last_updated: None,
                 last_full_sync: None,
+                last_sync: Instant::now(),
                 logging,
                 skipped: Vec::new(),
             }),
@@ -122,6 +129,8 @@ impl Agent {
     }
 
     fn poll_with(&self, remote: Remote) -> Result<Applied, Error> {
+        // A watch that reported nothing confirms nothing by itself (it reports its own answers).
+        let asks_server = !matches!(remote, Remote::Unchanged);
         let mut st = self.lock();
         let store_changed = st.store.changed();
         let full_due = st
@@ -143,6 +152,9 @@ impl Agent {
                 {
                     self.cycle(&mut st, Some(remote), false, full_due)
                 } else {
+                    if asks_server {
+                        self.synced(&mut st);
+                    }
                     Ok(Applied::Nothing)
                 }
             }
@@ -173,12 +185,22 @@ impl Agent {
             .metrics
             .poll
             .time("watch", || self.source.watch(after, wait, &apps))?;
-        if let Watched::Unaffected(v) = watched {
-            // The policies of these apps did not change: take the version without a fetch.
-            let mut st = self.lock();
-            if st.last_updated == Some(after) && st.policies_for == apps {
-                st.last_updated = Some(v);
+        match watched {
+            Watched::Unaffected(v) => {
+                // The policies of these apps did not change: take the version without a fetch.
+                let mut st = self.lock();
+                if st.last_updated == Some(after) && st.policies_for == apps {
+                    st.last_updated = Some(v);
+                    self.synced(&mut st);
+                }
             }
+            Watched::Version(v) if v == after => {
+                let mut st = self.lock();
+                if st.last_updated == Some(after) {
+                    self.synced(&mut st);
+                }
+            }
+            _ => {}
         }
         Ok(Some(watched))
     }
@@ -291,6 +313,7 @@ impl Agent {
             st.policies_for = apps;
             st.last_updated = remote;
             st.last_full_sync = Some(Instant::now());
+            self.synced(st);
             if st.store_error.is_none() {
                 self.metrics.success_now();
             }
@@ -364,8 +387,31 @@ impl Agent {
         Ok(())
     }
 
-    /// Health: the last store read failed, or nothing is installed yet (as the debug server's
-    /// `/health` text).
+    fn synced(&self, st: &mut State) {
+        st.last_sync = Instant::now();
+        self.refresh_staleness_of(st);
+    }
+
+    /// How long since the server last confirmed the enforced policies, and whether that is
+    /// longer than `stale_after`.
+    fn staleness(&self, st: &State) -> (Duration, bool) {
+        let since = st.last_sync.elapsed();
+        (since, since > self.settings.stale_after)
+    }
+
+    fn refresh_staleness_of(&self, st: &State) {
+        let (since, stale) = self.staleness(st);
+        self.metrics.since_sync.set(since.as_secs_f64());
+        self.metrics.stale.set(stale as i64);
+    }
+
+    /// Sets `vpa_seconds_since_last_sync` and `vpa_policies_stale` (before every scrape).
+    pub fn refresh_staleness(&self) {
+        self.refresh_staleness_of(&self.lock());
+    }
+
+    /// Health: the last store read failed, nothing is installed yet, or the policies have not
+    /// been confirmed for longer than `stale_after` (as the debug server's `/health` text).
     pub fn health(&self) -> Result<(), String> {
         let st = self.lock();
         if let Some(e) = &st.store_error {
@@ -373,6 +419,16 @@ impl Agent {
         }
         if st.installed.is_none() {
             return Err(Error::NotEnforced.to_string());
+        }
+        let (since, stale) = self.staleness(&st);
+        if stale {
+            return Err(format!(
+                "stale: no sync with the policy server for {} s (policy_stale_after_seconds={}); \
+                 the last rules stay enforced, but tags released meanwhile may now belong to \
+                 other apps",
+                since.as_secs(),
+                self.settings.stale_after.as_secs()
+            ));
         }
         Ok(())
     }
@@ -632,6 +688,7 @@ mod tests {
                     full_sync_interval: Duration::from_secs(3600),
                     watch: None,
                     backoff_max: Duration::from_secs(1),
+                    stale_after: Duration::from_secs(3600),
                 },
                 AgentMetrics::register(&mut registry),
             );
@@ -734,6 +791,52 @@ mod tests {
         });
         stop.send(()).unwrap();
         poller.join().unwrap();
+    }
+
+    /// Issue 18, item 1: a cell that cannot sync for longer than `stale_after` says so in health
+    /// and metrics, keeps enforcing its last rules, and recovers with the server.
+    #[test]
+    fn a_cell_that_cannot_sync_reports_stale_and_keeps_its_rules() {
+        let mut f = Fixture::new();
+        f.agent.settings.stale_after = Duration::from_millis(300);
+        assert_eq!(f.agent.poll().unwrap(), Applied::Full(2));
+        f.calls();
+        assert_eq!(f.agent.health(), Ok(()));
+        *f.script.last_updated.lock().unwrap() = Err(down("connection refused"));
+        assert!(f.agent.poll().is_err());
+        assert_eq!(f.agent.health(), Ok(()), "not stale yet");
+        std::thread::sleep(Duration::from_millis(400));
+        assert!(f.agent.poll().is_err());
+        let health = f.agent.health().unwrap_err();
+        assert!(
+            health.contains("stale") && health.contains("policy_stale_after_seconds"),
+            "{health}"
+        );
+        f.agent.refresh_staleness();
+        assert_eq!(f.agent.metrics.stale.get(), 1);
+        assert!(f.agent.metrics.since_sync.get() >= 0.4);
+        assert!(f.calls().is_empty(), "the last rules stay as they are");
+        // An answer that only repeats the applied version is a sync too.
+        *f.script.last_updated.lock().unwrap() = Ok(1);
+        assert_eq!(f.agent.poll().unwrap(), Applied::Nothing);
+        assert_eq!(f.agent.health(), Ok(()));
+        f.agent.refresh_staleness();
+        assert_eq!(f.agent.metrics.stale.get(), 0);
+        assert!(f.agent.metrics.since_sync.get() < 0.3);
+    }
+
+    /// While a watch runs, the loop's own ticks ask no one: they must not count as syncs.
+    #[test]
+    fn ticks_without_an_answer_are_not_syncs() {
+        let mut f = Fixture::new();
+        f.agent.settings.stale_after = Duration::from_millis(200);
+        assert_eq!(f.agent.poll().unwrap(), Applied::Full(2));
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            f.agent.poll_with(Remote::Unchanged).unwrap(),
+            Applied::Nothing
+        );
+        assert!(f.agent.health().unwrap_err().contains("stale"));
     }
 
     #[test]

@@ -28,6 +28,10 @@ pub struct AgentMetrics {
     pub poll: OpMetrics,
     pub elements: Family<SetLabels, Gauge>,
     pub last_success: Gauge<f64, AtomicU64>,
+    /// Seconds since the policy server last confirmed the enforced policies.
+    pub since_sync: Gauge<f64, AtomicU64>,
+    /// 1 while that is longer than `policy_stale_after_seconds`.
+    pub stale: Gauge,
     pub errors: Family<ErrorLabels, Counter>,
     pub uptime: Arc<Uptime>,
 }
@@ -56,6 +60,14 @@ impl AgentMetrics {
             last_success: r.metric(
                 "last_success_timestamp_seconds",
                 "Unix time of the last cycle that enforced the current policies",
+            ),
+            since_sync: r.metric(
+                "seconds_since_last_sync",
+                "Seconds since the policy server last confirmed the enforced policies",
+            ),
+            stale: r.metric(
+                "policies_stale",
+                "1 when the enforced policies were not confirmed for longer than policy_stale_after_seconds",
             ),
             errors: r.metric(
                 "errors",

@@ -1,20 +1,46 @@
 //! The policy server's JSON shapes (external v0/v1 and internal APIs), as the original served them.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Go's encoding/json leaves a field at its zero value when the JSON says `null`, and the original
+/// then answered with its validation message (`missing source id`, ...); `null` reads as the
+/// default here too, so the answers match.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// A list whose `null` elements read as default values (Go: a zero struct), and which is itself
+/// empty when `null`.
+fn null_as_default_each<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    let items: Option<Vec<Option<T>>> = Option::deserialize(d)?;
+    Ok(items
+        .unwrap_or_default()
+        .into_iter()
+        .map(Option::unwrap_or_default)
+        .collect())
+}
 
 /// A policy in the v1 shape: source app may reach destination app on protocol + port range.
 /// Tags are filled only by the internal API.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Policy {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub source: Source,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub destination: Destination,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Source {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
@@ -22,13 +48,13 @@ pub struct Source {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Destination {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub protocol: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub ports: Ports,
 }
 
@@ -36,30 +62,30 @@ pub struct Destination {
     Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
 )]
 pub struct Ports {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub start: i64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub end: i64,
 }
 
 /// The v0 (netman-era) shape: a single destination port.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyV0 {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub source: Source,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub destination: DestinationV0,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DestinationV0 {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub protocol: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub port: i64,
 }
 
@@ -120,8 +146,9 @@ impl PolicyV0 {
 
 /// Request body of create and delete: `{"policies": [...]}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(bound(deserialize = "P: Deserialize<'de> + Default"))]
 pub struct PoliciesRequest<P = Policy> {
-    #[serde(default = "Vec::new")]
+    #[serde(default = "Vec::new", deserialize_with = "null_as_default_each")]
     pub policies: Vec<P>,
 }
 

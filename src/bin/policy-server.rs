@@ -36,7 +36,7 @@ fn main() {
 
 fn migrate(args: &DaemonArgs) {
     let config: PolicyServerConfig = daemon::setup(SOURCE, args);
-    match store::migrate(&config.database, config.tag_length) {
+    match store::migrate(&config.database, config.tag_pool()) {
         Ok(version) => println!("{SOURCE}: database schema at version {version}"),
         Err(e) => daemon::fail(SOURCE, format!("migrate: {e}")),
     }

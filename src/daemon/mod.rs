@@ -117,6 +117,40 @@ pub fn block_shutdown_signals() {
     let _ = shutdown_signals().thread_block();
 }
 
+/// Sleeps for `duration`, or less when SIGTERM or SIGINT is pending (blocked, as between
+/// [`block_shutdown_signals`] and [`serve`]): then returns it, leaving it pending. For the waits
+/// of start-up (e.g. database retries), which must not outlast a request to stop.
+pub fn sleep_unless_shutdown(duration: Duration) -> Option<Signal> {
+    const SLICE: Duration = Duration::from_millis(50);
+    let deadline = Instant::now() + duration;
+    loop {
+        if let Some(signal) = pending_shutdown() {
+            return Some(signal);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return None;
+        }
+        std::thread::sleep(SLICE.min(deadline - now));
+    }
+}
+
+/// A shutdown signal pending for this thread or the process.
+fn pending_shutdown() -> Option<Signal> {
+    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigpending fills the set it is given; it is read only on success.
+    let pending = unsafe {
+        if libc::sigpending(set.as_mut_ptr()) != 0 {
+            return None;
+        }
+        set.assume_init()
+    };
+    [Signal::SIGTERM, Signal::SIGINT]
+        .into_iter()
+        // SAFETY: `pending` is an initialised sigset_t.
+        .find(|s| unsafe { libc::sigismember(&pending, *s as libc::c_int) } == 1)
+}
+
 /// Waits until SIGTERM or SIGINT arrives and returns it.
 pub fn wait_for_shutdown() -> Signal {
     shutdown_signals().wait().unwrap_or(Signal::SIGTERM)

@@ -14,12 +14,17 @@ pub enum Error {
     LostRace(String),
     /// The schema recorded in a migrations table is newer than this binary knows.
     SchemaTooNew { found: i64, known: i64 },
+    /// The database answers but cannot be used as it is, and waiting will not change that: a
+    /// damaged or foreign file, permission or authentication refused, a database that does not
+    /// exist; or start-up was told to stop. Never retried: start-up ends at once.
+    Permanent(String),
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Config(e) => f.write_str(e),
+            Error::Permanent(e) => write!(f, "database: {e}"),
             Error::Database(e) | Error::LostRace(e) => write!(f, "database: {e}"),
             Error::SchemaTooNew { found, known } => write!(
                 f,
@@ -40,6 +45,7 @@ pub fn database(msg: impl Into<String>) -> Error {
 pub fn context(e: Error, what: &str) -> Error {
     match e {
         Error::Database(m) => Error::Database(format!("{what}: {m}")),
+        Error::Permanent(m) => Error::Permanent(format!("{what}: {m}")),
         other => other,
     }
 }

@@ -25,7 +25,7 @@ fn opts(config: &DatabaseConfig) -> Result<Opts, Error> {
             .db_name(Some(config.database_name.clone()))
     } else {
         let parsed = Opts::from_url(&config.connection_string)
-            .map_err(|_| Error::Database("invalid connection_string: not a mysql:// URL".into()))?;
+            .map_err(|_| Error::Config("invalid connection_string: not a mysql:// URL".into()))?;
         OptsBuilder::from_opts(parsed)
     };
     let builder = builder
@@ -50,7 +50,7 @@ fn tls(builder: OptsBuilder, config: &DatabaseConfig) -> Result<OptsBuilder, Err
 #[cfg(not(feature = "mysql-tls"))]
 fn tls(builder: OptsBuilder, config: &DatabaseConfig) -> Result<OptsBuilder, Error> {
     if config.require_ssl {
-        return Err(Error::Database(
+        return Err(Error::Config(
             "database.require_ssl: TLS to mysql is not compiled into this binary \
              (cargo feature \"mysql-tls\")"
                 .into(),
@@ -67,11 +67,22 @@ pub(crate) fn open(
     let opts = opts(config)?;
     let describe = config.describe();
     let connect = move || {
-        Conn::new(opts.clone())
-            .map_err(|e| Error::Database(format!("connecting to the {describe}: {e}")))
+        Conn::new(opts.clone()).map_err(|e| {
+            let text = format!("connecting to the {describe}: {e}");
+            match &e {
+                mysql::Error::MySqlError(me) if MYSQL_PERMANENT.contains(&me.code) => {
+                    Error::Permanent(text)
+                }
+                _ => Error::Database(text),
+            }
+        })
     };
     ServerDb::open(config, Box::new(connect), migrate)
 }
+
+/// Server error codes at connect that no retry fixes: access denied (1044, 1045), unknown
+/// database (1049), command denied (1142).
+const MYSQL_PERMANENT: [u16; 4] = [1044, 1045, 1049, 1142];
 
 fn my_error(e: mysql::Error) -> Error {
     match &e {

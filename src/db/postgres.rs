@@ -36,7 +36,7 @@ fn pg_config(config: &DatabaseConfig) -> Result<postgres::Config, Error> {
         config
             .connection_string
             .parse::<postgres::Config>()
-            .map_err(|e| Error::Database(format!("invalid connection_string: {e}")))?
+            .map_err(|e| Error::Config(format!("invalid connection_string: {e}")))?
     };
     pg.connect_timeout(attempt_timeout(config))
         .application_name("netman");
@@ -51,7 +51,7 @@ fn tls(config: &DatabaseConfig) -> Result<Option<MakeRustlsConnect>, Error> {
         return Ok(None);
     }
     let roots = crate::tls::root_store(std::path::Path::new(&config.ca_cert))
-        .map_err(|e| Error::Database(format!("database.ca_cert: {e}")))?;
+        .map_err(|e| Error::Config(format!("database.ca_cert: {e}")))?;
     let client = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -75,13 +75,25 @@ pub(crate) fn open(
             Some(t) => pg.connect(t.clone()),
             None => pg.connect(NoTls),
         }
-        .map_err(|e| Error::Database(format!("connecting to the {describe}: {}", message(&e))))?;
+        .map_err(|e| {
+            let text = format!("connecting to the {describe}: {}", message(&e));
+            match e.code() {
+                Some(code) if is_permanent(code.code()) => Error::Permanent(text),
+                _ => Error::Database(text),
+            }
+        })?;
         Ok(PgConn {
             client,
             statements: HashMap::new(),
         })
     };
     ServerDb::open(config, Box::new(connect), migrate)
+}
+
+/// SQLSTATEs at connect that no retry fixes: refused credentials or authorization (class 28),
+/// a database that does not exist, missing privileges.
+fn is_permanent(sqlstate: &str) -> bool {
+    sqlstate.starts_with("28") || sqlstate == "3D000" || sqlstate == "42501"
 }
 
 /// The server's message when there is one (the driver's Display of a db error says only "db error").

@@ -7,7 +7,8 @@ use super::error::Error;
 use std::time::{Duration, Instant};
 
 /// Retries `attempt` on database errors with exponential backoff (100 ms doubling, at most 2 s)
-/// until `connect_timeout_seconds`; other errors (config, schema too new) end at once.
+/// until `connect_timeout_seconds`; other errors (config, schema too new, permanent) end at once,
+/// and so does a pending SIGTERM or SIGINT (a daemon blocks them until it serves).
 pub fn retry<T>(
     config: &DatabaseConfig,
     attempt: impl Fn() -> Result<T, Error>,
@@ -35,7 +36,14 @@ pub fn retry<T>(
                     config.describe(),
                     delay
                 );
-                std::thread::sleep(delay.min(deadline - now));
+                if let Some(signal) =
+                    crate::daemon::sleep_unless_shutdown(delay.min(deadline - now))
+                {
+                    return Err(Error::Permanent(format!(
+                        "{signal} while waiting for the {} (attempt {attempts}; last error: {e})",
+                        config.describe()
+                    )));
+                }
                 delay = (delay * 2).min(Duration::from_secs(2));
             }
             Err(other) => return Err(other),

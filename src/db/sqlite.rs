@@ -6,6 +6,13 @@
 //! `busy_timeout` instead of failing mid-transaction) and, if asked for, a pool of read-only
 //! connections, which WAL lets read a committed snapshot while the writer works. `:memory:` has
 //! one connection for everything (each connection would otherwise see its own database).
+//!
+//! Damaged state is never taken as empty: a file that exists is opened only if it is a whole
+//! database (`PRAGMA quick_check` at start), and a 0-byte file is refused. A new database is
+//! created under a temporary name with its header written and then linked into place, so netman
+//! never leaves a 0-byte file at the configured path itself: one found there was truncated or made
+//! by something else. Damage, a foreign file and refused permissions are [`Error::Permanent`]:
+//! start-up ends at once instead of retrying.
 
 use super::config::DatabaseConfig;
 use super::dialect::{Dialect, SQLITE_LOST_RACE};
@@ -37,12 +44,143 @@ fn is_busy(e: &rusqlite::Error) -> bool {
         .is_some_and(|code| SQLITE_LOST_RACE.contains(&code))
 }
 
-fn sqlite_error(e: rusqlite::Error) -> Error {
+/// Errors no retry can fix: damage, a file that is not a database, refused permissions.
+fn is_permanent(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode::*;
+    matches!(
+        e.sqlite_error_code(),
+        Some(
+            DatabaseCorrupt
+                | NotADatabase
+                | PermissionDenied
+                | ReadOnly
+                | AuthorizationForStatementDenied
+        )
+    )
+}
+
+/// `e` by kind, its message prefixed with `what`.
+fn classify(e: rusqlite::Error, what: &str) -> Error {
     if is_busy(&e) {
-        Error::LostRace(e.to_string())
+        Error::LostRace(format!("{what}: {e}"))
+    } else if is_permanent(&e) {
+        Error::Permanent(format!("{what}: {e}"))
     } else {
-        Error::Database(format!("sqlite: {e}"))
+        Error::Database(format!("{what}: {e}"))
     }
+}
+
+fn sqlite_error(e: rusqlite::Error) -> Error {
+    classify(e, "sqlite")
+}
+
+/// `PRAGMA application_id` of the files netman creates (ASCII "nman"); writing it also writes the
+/// database header, so a new file is never empty.
+const APPLICATION_ID: i32 = 0x6e6d_616e;
+
+/// Checks the file before SQLite opens it: a missing file is created whole ([`create_new`]); a
+/// 0-byte file, a non-file or one this process may not read and write is refused for good.
+fn prepare_file(path: &str) -> Result<(), Error> {
+    use std::io::ErrorKind;
+    let refused = |why: String| Error::Permanent(format!("sqlite database {path}: {why}"));
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() => Err(refused("not a regular file".into())),
+        Ok(m) if m.len() == 0 => Err(refused(
+            "the file is empty (0 bytes); netman creates a new database whole, so this one was \
+             truncated or made by something else: restore it from a backup, or remove it to start \
+             with an empty database"
+                .into(),
+        )),
+        Ok(_) => match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::PermissionDenied => Err(refused(e.to_string())),
+            Err(e) => Err(Error::Database(format!(
+                "opening sqlite database {path}: {e}"
+            ))),
+        },
+        Err(e) if e.kind() == ErrorKind::NotFound => create_new(path),
+        Err(e) if e.kind() == ErrorKind::PermissionDenied => Err(refused(e.to_string())),
+        Err(e) => Err(Error::Database(format!(
+            "opening sqlite database {path}: {e}"
+        ))),
+    }
+}
+
+/// Creates a new database at `path`: written and fsynced under a temporary name, then hard-linked
+/// into place (which fails if another process got there first; its file is then used).
+fn create_new(path: &str) -> Result<(), Error> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let fail = |e: &dyn std::fmt::Display| {
+        Error::Database(format!("creating sqlite database {path}: {e}"))
+    };
+    let tmp = format!(
+        "{path}.creating-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let cleanup = || {
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let _ = std::fs::remove_file(format!("{tmp}{suffix}"));
+        }
+    };
+    let result = (|| {
+        let conn = Connection::open_with_flags(
+            &tmp,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+        )
+        .map_err(|e| fail(&e))?;
+        let _: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(|e| fail(&e))?;
+        conn.pragma_update(None, "application_id", APPLICATION_ID)
+            .map_err(|e| fail(&e))?;
+        conn.close().map_err(|(_, e)| fail(&e))?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| fail(&e))?;
+        match std::fs::hard_link(&tmp, path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            // A file system without hard links: rename, unless the file appeared meanwhile.
+            Err(_) if !std::path::Path::new(path).exists() => {
+                std::fs::rename(&tmp, path).map_err(|e| fail(&e))?
+            }
+            Err(_) => {}
+        }
+        let dir = std::path::Path::new(path)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| fail(&e))
+    })();
+    cleanup();
+    result
+}
+
+/// `PRAGMA quick_check`: the database's pages and records are well formed.
+fn quick_check(conn: &Connection, path: &str) -> Result<(), Error> {
+    let what = format!("checking sqlite database {path}");
+    let mut stmt = conn
+        .prepare("PRAGMA quick_check(10)")
+        .map_err(|e| classify(e, &what))?;
+    let problems: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .and_then(|rows| rows.collect())
+        .map_err(|e| classify(e, &what))?;
+    if problems.len() == 1 && problems[0] == "ok" {
+        return Ok(());
+    }
+    Err(Error::Permanent(format!(
+        "sqlite database {path} is damaged (PRAGMA quick_check: {}); restore it from a backup",
+        problems.join("; ")
+    )))
 }
 
 fn open_connection(path: &str, read_only: bool) -> Result<Connection, Error> {
@@ -54,7 +192,7 @@ fn open_connection(path: &str, read_only: bool) -> Result<Connection, Error> {
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
     };
     let conn = Connection::open_with_flags(path, flags)
-        .map_err(|e| Error::Database(format!("opening sqlite database {path}: {e}")))?;
+        .map_err(|e| classify(e, &format!("opening sqlite database {path}")))?;
     let setup = || -> rusqlite::Result<()> {
         conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
@@ -77,11 +215,7 @@ fn open_connection(path: &str, read_only: bool) -> Result<Connection, Error> {
             Err(e) if is_busy(&e) && Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            Err(e) => {
-                return Err(Error::Database(format!(
-                    "setting up sqlite database {path}: {e}"
-                )))
-            }
+            Err(e) => return Err(classify(e, &format!("setting up sqlite database {path}"))),
         }
     }
 }
@@ -95,7 +229,11 @@ impl SqliteDb {
         migrate: &dyn Fn(&mut dyn Tx) -> Result<(), Error>,
     ) -> Result<SqliteDb, Error> {
         let path = config.connection_string.clone();
+        if !is_memory(&path) {
+            prepare_file(&path)?;
+        }
         let mut writer = open_connection(&path, false)?;
+        quick_check(&writer, &path)?;
         run_write(&mut writer, migrate)?;
         let readers = (readers > 0 && !is_memory(&path)).then(|| {
             let p = path.clone();

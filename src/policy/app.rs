@@ -132,7 +132,7 @@ impl crate::daemon::Running for RunningServer {
 /// config names, and starts.
 pub fn start_from_config(config: PolicyServerConfig) -> Result<RunningServer, String> {
     let components = Components {
-        store: super::store::open(&config.database, config.tag_length)
+        store: super::store::open(&config.database, config.tag_pool())
             .map_err(|e| format!("opening the database: {e}"))?,
         auth: auth::build(&config.auth).map_err(|e| format!("auth: {e}"))?,
         cc: cloud_controller(&config)?,

@@ -40,6 +40,10 @@ pub struct PolicyServerConfig {
     pub database: DatabaseConfig,
     #[serde(default = "default_tag_length")]
     pub tag_length: u8,
+    /// How long a released tag is not handed out again (docs/policy-server.md, "Tag
+    /// quarantine"); 0 reuses released tags at once, as the original did.
+    #[serde(default = "default_tag_quarantine")]
+    pub tag_quarantine_seconds: u64,
 
     /// How callers of the external API are authenticated.
     pub auth: AuthConfig,
@@ -91,6 +95,9 @@ fn default_debug_port() -> u16 {
 fn default_tag_length() -> u8 {
     2
 }
+fn default_tag_quarantine() -> u64 {
+    super::store::DEFAULT_TAG_QUARANTINE.as_secs()
+}
 fn default_cleanup_interval() -> u64 {
     3600
 }
@@ -105,6 +112,14 @@ fn default_max_connections() -> usize {
 }
 
 impl PolicyServerConfig {
+    /// The tag pool the store allocates from.
+    pub fn tag_pool(&self) -> super::store::TagPool {
+        super::store::TagPool::new(
+            self.tag_length,
+            std::time::Duration::from_secs(self.tag_quarantine_seconds),
+        )
+    }
+
     pub fn http_settings(&self) -> super::app::HttpSettings {
         super::app::HttpSettings {
             max_connections: self.max_client_connections,
@@ -156,6 +171,13 @@ impl Validate for PolicyServerConfig {
             return Err(format!(
                 "invalid 'tag_length': {} (1 or 2 bytes: VXLAN GBP carries 16 bits)",
                 self.tag_length
+            ));
+        }
+        // Far beyond any real need (a year); keeps the millisecond arithmetic in range.
+        if self.tag_quarantine_seconds > 366 * 24 * 3600 {
+            return Err(format!(
+                "invalid 'tag_quarantine_seconds': {} (at most one year)",
+                self.tag_quarantine_seconds
             ));
         }
         self.auth.validate()?;

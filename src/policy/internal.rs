@@ -7,6 +7,7 @@
 //! [`WATCH_HEADER`], by which an agent tells this server from one that ignores the parameters.
 
 use super::store::{PolicyFilter, Store, StoreError};
+use super::validate::check_stored_string;
 use super::watch::VersionWatch;
 use crate::api::policy::{PoliciesResponse, TagRequest};
 use crate::http::{Handler, Parked, Reply, Request, Response, Wake};
@@ -238,6 +239,11 @@ impl InternalApi {
         };
         if body.id.is_empty() || body.kind.is_empty() {
             return Response::error(400, "id and type are required");
+        }
+        if let Err(e) = check_stored_string("id", &body.id)
+            .and_then(|()| check_stored_string("type", &body.kind))
+        {
+            return Response::error(400, &e);
         }
         match self.store.create_tag(&body.id, &body.kind) {
             Ok(tag) => Response::json(200, &tag),

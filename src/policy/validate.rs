@@ -3,6 +3,10 @@
 
 use crate::api::policy::{PoliciesRequest, Policy, PolicyV0};
 
+/// The longest id (source, destination, tag id or type) the schema stores: `VARCHAR(255)`, which
+/// PostgreSQL and MySQL count in characters (SQLite would store any length).
+pub const MAX_ID_CHARS: usize = 255;
+
 /// The API version of an external route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ApiVersion {
@@ -24,6 +28,12 @@ impl ApiVersion {
 pub fn parse_policies(version: ApiVersion, body: &[u8]) -> Result<Vec<Policy>, String> {
     // serde would accept a JSON array for a struct (as a sequence of fields); the API takes
     // only an object.
+    // Go decodes a `null` body into the zero request, which then misses its policies.
+    let body: &[u8] = if body.trim_ascii() == b"null" {
+        b"{}"
+    } else {
+        body
+    };
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err("mapper: unmarshal json: the body must be a JSON object".into());
     }
@@ -32,15 +42,35 @@ pub fn parse_policies(version: ApiVersion, body: &[u8]) -> Result<Vec<Policy>, S
             let req: PoliciesRequest<Policy> =
                 serde_json::from_slice(body).map_err(|e| format!("mapper: unmarshal json: {e}"))?;
             validate_v1(&req.policies).map_err(|m| format!("mapper: validate policies: {m}"))?;
-            Ok(req.policies)
+            Ok(req.policies.iter().map(Policy::untagged).collect())
         }
         ApiVersion::V0 => {
             let req: PoliciesRequest<PolicyV0> =
                 serde_json::from_slice(body).map_err(|e| format!("mapper: unmarshal json: {e}"))?;
             validate_v0(&req.policies).map_err(|m| format!("mapper: validate policies: {m}"))?;
-            Ok(req.policies.iter().map(PolicyV0::to_v1).collect())
+            Ok(req.policies.iter().map(|p| p.to_v1().untagged()).collect())
         }
     }
+}
+
+/// A stored string field: at most [`MAX_ID_CHARS`] characters and no NUL (PostgreSQL cannot
+/// store one), so every backend stores exactly what was accepted.
+pub fn check_stored_string(field: &str, value: &str) -> Result<(), String> {
+    if value.chars().count() > MAX_ID_CHARS {
+        return Err(format!(
+            "invalid {field}, must be at most {MAX_ID_CHARS} characters"
+        ));
+    }
+    if value.contains('\0') {
+        return Err(format!("invalid {field}, must not contain NUL characters"));
+    }
+    Ok(())
+}
+
+/// The original's tag check: Go decodes an absent, `null` or `""` tag alike as the empty string,
+/// and only a non-empty one is refused.
+fn has_tag(tag: &Option<String>) -> bool {
+    tag.as_deref().is_some_and(|t| !t.is_empty())
 }
 
 fn validate_common(source: &str, dest: &str, protocol: &str) -> Result<(), String> {
@@ -50,6 +80,8 @@ fn validate_common(source: &str, dest: &str, protocol: &str) -> Result<(), Strin
     if dest.is_empty() {
         return Err("missing destination id".into());
     }
+    check_stored_string("source id", source)?;
+    check_stored_string("destination id", dest)?;
     if protocol != "tcp" && protocol != "udp" {
         return Err("invalid destination protocol, specify either udp or tcp".into());
     }
@@ -80,7 +112,7 @@ pub fn validate_v1(policies: &[Policy]) -> Result<(), String> {
         if end > 65535 {
             return Err(format!("invalid end port {end}, must be in range 1-65535"));
         }
-        if p.source.tag.is_some() || d.tag.is_some() {
+        if has_tag(&p.source.tag) || has_tag(&d.tag) {
             return Err("tags may not be specified".into());
         }
     }
@@ -104,7 +136,7 @@ pub fn validate_v0(policies: &[PolicyV0]) -> Result<(), String> {
         if d.port > 65535 {
             return Err(format!("invalid port {}, must be in range 1-65535", d.port));
         }
-        if p.source.tag.is_some() || d.tag.is_some() {
+        if has_tag(&p.source.tag) || has_tag(&d.tag) {
             return Err("tags may not be specified".into());
         }
     }
@@ -198,5 +230,104 @@ mod tests {
                 "{body}"
             );
         }
+    }
+
+    /// Issue 18, item 7: Go decodes `null` as the zero value, so the original answered these with
+    /// its validation messages, not with an unmarshal error.
+    #[test]
+    fn null_reads_as_go_zero_values() {
+        let dest = r#""destination":{"id":"b","protocol":"tcp","ports":{"start":1,"end":2}}"#;
+        let cases = [
+            ("null".to_string(), "missing policies"),
+            (r#"{"policies":null}"#.to_string(), "missing policies"),
+            (r#"{"policies":[null]}"#.to_string(), "missing source id"),
+            (format!(r#"{{"policies":[{{"source":null,{dest}}}]}}"#), "missing source id"),
+            (
+                format!(r#"{{"policies":[{{"source":{{"id":null}},{dest}}}]}}"#),
+                "missing source id",
+            ),
+            (
+                r#"{"policies":[{"source":{"id":"a"},"destination":null}]}"#.to_string(),
+                "missing destination id",
+            ),
+            (
+                r#"{"policies":[{"source":{"id":"a"},"destination":{"id":"b","protocol":null,"ports":{"start":1,"end":2}}}]}"#.to_string(),
+                "invalid destination protocol, specify either udp or tcp",
+            ),
+            (
+                r#"{"policies":[{"source":{"id":"a"},"destination":{"id":"b","protocol":"tcp","ports":null}}]}"#.to_string(),
+                "missing start port",
+            ),
+            (
+                r#"{"policies":[{"source":{"id":"a"},"destination":{"id":"b","protocol":"tcp","ports":{"start":null,"end":2}}}]}"#.to_string(),
+                "missing start port",
+            ),
+        ];
+        for (body, msg) in &cases {
+            assert_eq!(
+                v1(body).unwrap_err(),
+                format!("mapper: validate policies: {msg}"),
+                "{body}"
+            );
+        }
+        assert_eq!(
+            parse_policies(ApiVersion::V0, br#"{"policies":null}"#).unwrap_err(),
+            "mapper: validate policies: missing policies"
+        );
+        assert_eq!(
+            parse_policies(
+                ApiVersion::V0,
+                br#"{"policies":[{"source":{"id":"a"},"destination":{"id":"b","protocol":"tcp","port":null}}]}"#
+            )
+            .unwrap_err(),
+            "mapper: validate policies: missing port"
+        );
+    }
+
+    /// `"tag": ""` (and `null`) is no tag, as in the original; a non-empty tag is still refused.
+    #[test]
+    fn empty_tags_are_accepted_and_dropped() {
+        let body = r#"{"policies":[{"source":{"id":"a","tag":""},"destination":{"id":"b","tag":null,"protocol":"tcp","ports":{"start":1,"end":2}}}]}"#;
+        assert_eq!(v1(body).unwrap(), vec![Policy::new("a", "b", "tcp", 1, 2)]);
+        let v0 = r#"{"policies":[{"source":{"id":"a"},"destination":{"id":"b","tag":"","protocol":"tcp","port":5}}]}"#;
+        assert_eq!(
+            parse_policies(ApiVersion::V0, v0.as_bytes()).unwrap(),
+            vec![Policy::new("a", "b", "tcp", 5, 5)]
+        );
+        let tagged = r#"{"policies":[{"source":{"id":"a"},"destination":{"id":"b","tag":"0001","protocol":"tcp","ports":{"start":1,"end":2}}}]}"#;
+        assert_eq!(
+            v1(tagged).unwrap_err(),
+            "mapper: validate policies: tags may not be specified"
+        );
+    }
+
+    /// Issue 18, item 5: ids longer than the schema's VARCHAR(255) (in characters) are refused.
+    #[test]
+    fn ids_are_bounded_by_the_schema() {
+        let body = |src: &str, dst: &str| {
+            serde_json::json!({"policies": [{"source": {"id": src},
+                "destination": {"id": dst, "protocol": "tcp", "ports": {"start": 1, "end": 1}}}]})
+            .to_string()
+        };
+        let longest = "é".repeat(MAX_ID_CHARS);
+        assert!(v1(&body(&longest, &longest)).is_ok());
+        let long = "a".repeat(MAX_ID_CHARS + 1);
+        assert_eq!(
+            v1(&body(&long, "b")).unwrap_err(),
+            "mapper: validate policies: invalid source id, must be at most 255 characters"
+        );
+        assert_eq!(
+            v1(&body("a", &"x".repeat(100_000))).unwrap_err(),
+            "mapper: validate policies: invalid destination id, must be at most 255 characters"
+        );
+        assert_eq!(
+            v1(&body("a\0b", "b")).unwrap_err(),
+            "mapper: validate policies: invalid source id, must not contain NUL characters"
+        );
+        let v0 = serde_json::json!({"policies": [{"source": {"id": long},
+            "destination": {"id": "b", "protocol": "tcp", "port": 1}}]});
+        assert!(parse_policies(ApiVersion::V0, v0.to_string().as_bytes())
+            .unwrap_err()
+            .contains("invalid source id"));
     }
 }

@@ -1,5 +1,6 @@
 //! The policy store's SQL, written once over [`Tx`] for every dialect ([`crate::db::Dialect`]
-//! covers the differences). Create and delete follow the reference §4.3, tags §4.2.
+//! covers the differences). Create and delete follow the reference §4.3, tags §4.2, except that a
+//! released tag rests in quarantine before it is handed out again (see [`Engine::allocate`]).
 //!
 //! Concurrency (PostgreSQL and MySQL, READ COMMITTED): every create/delete first updates the one
 //! `policies_info` row, so writers of policies run one at a time. Tag allocation and release
@@ -7,7 +8,7 @@
 //! take a slot that is being released or assigned, and `groups.guid` is UNIQUE: a lost race ends in a
 //! unique-key error, which [`crate::db::Db`] retries ([`DbError::LostRace`]).
 
-use super::{PolicyFilter, StoreError};
+use super::{PolicyFilter, StoreError, TagPool};
 use crate::api::policy::{Destination, Policy, Ports, Source, Tag};
 use crate::db::{Dialect, Error as DbError, Param, Tx, TxError, Val};
 use std::collections::{BTreeSet, HashMap};
@@ -49,11 +50,13 @@ fn lost_race(msg: impl Into<String>) -> Error {
     Error::Db(DbError::LostRace(msg.into()))
 }
 
-/// The algorithms for one database and tag length.
+/// The algorithms for one database and tag pool.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Engine {
     pub dialect: Dialect,
     pub tag_length: u8,
+    /// How long a released tag is not handed out again, in milliseconds.
+    pub quarantine_ms: i64,
 }
 
 const LIST_SELECT: &str =
@@ -63,11 +66,18 @@ const LIST_SELECT: &str =
      JOIN destinations d ON d.id = p.destination_id \
      JOIN \"groups\" dg ON dg.id = d.group_id";
 
-fn now_nanos() -> i64 {
+fn since_epoch() -> std::time::Duration {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
+        .unwrap_or_default()
+}
+
+fn now_nanos() -> i64 {
+    since_epoch().as_nanos() as i64
+}
+
+fn now_millis() -> i64 {
+    since_epoch().as_millis() as i64
 }
 
 /// `?, ?, ?` for n parameters.
@@ -90,10 +100,11 @@ fn referenced(tx: &mut dyn Tx, table: &str, column: &str, id: i64) -> Result<boo
 }
 
 impl Engine {
-    pub fn new(dialect: Dialect, tag_length: u8) -> Engine {
+    pub fn new(dialect: Dialect, pool: TagPool) -> Engine {
         Engine {
             dialect,
-            tag_length,
+            tag_length: pool.length,
+            quarantine_ms: pool.quarantine.as_millis().min(i64::MAX as u128) as i64,
         }
     }
 
@@ -134,7 +145,11 @@ impl Engine {
         }
     }
 
-    /// The tag id of (guid, kind), assigning the lowest free slot if it has none.
+    /// The tag id of (guid, kind), assigning a free slot if it has none: the one released longest
+    /// ago (never-used slots count as released at the epoch, lowest first), and never one released
+    /// less than the quarantine ago. A cell that has not yet seen the release still marks the old
+    /// app's packets with that tag; handing it to another app at once would let the old app pass
+    /// as the new one there (issue 18).
     fn allocate(&self, tx: &mut dyn Tx, guid: &str, kind: &str) -> Result<i64, Error> {
         if let Some((id, existing)) = self.find_group(tx, guid)? {
             if existing != kind {
@@ -145,32 +160,18 @@ impl Engine {
             }
             return Ok(id);
         }
+        let released_before = now_millis().saturating_sub(self.quarantine_ms);
         let sql = format!(
-            "SELECT id FROM \"groups\"{} WHERE guid IS NULL ORDER BY id LIMIT 1{}",
-            self.dialect.force_index("idx_groups_free"),
+            "SELECT id FROM \"groups\"{} WHERE guid IS NULL AND released_at <= ? AND id <= ? \
+             ORDER BY released_at, id LIMIT 1{}",
+            self.dialect.force_index("idx_groups_free_since"),
             self.dialect.for_update()
         );
-        let rows = tx.rows(&sql, &[])?;
+        let rows = tx.rows(&sql, &[Val::Int(released_before), Val::Int(self.max_tag())])?;
         let id = match rows.first() {
             Some(row) => row[0].int()?,
-            None => {
-                // A locking read that lost its row to a concurrent allocator may come back empty
-                // although other slots are free: only a plain read decides exhaustion.
-                let any = tx.rows(
-                    "SELECT id FROM \"groups\" WHERE guid IS NULL AND id <= ? LIMIT 1",
-                    &[Val::Int(self.max_tag())],
-                )?;
-                return Err(if any.is_empty() {
-                    Error::Store(StoreError::TagPoolExhausted)
-                } else {
-                    lost_race("free tag slot taken concurrently")
-                });
-            }
+            None => return Err(self.no_free_slot(tx, released_before)?),
         };
-        // Slots above the configured tag length (a pool filled for a longer one) are not used.
-        if id > self.max_tag() {
-            return Err(Error::Store(StoreError::TagPoolExhausted));
-        }
         let n = tx.exec(
             "UPDATE \"groups\" SET guid = ?, type = ? WHERE id = ? AND guid IS NULL",
             &[Val::Str(guid), Val::Str(kind), Val::Int(id)],
@@ -179,6 +180,34 @@ impl Engine {
             return Err(lost_race(format!("tag slot {id} was taken concurrently")));
         }
         Ok(id)
+    }
+
+    /// Why no slot was found: a locking read that lost its row to a concurrent allocator may come
+    /// back empty although other slots are free, so only plain reads decide.
+    fn no_free_slot(&self, tx: &mut dyn Tx, released_before: i64) -> Result<Error, DbError> {
+        let count = |tx: &mut dyn Tx, sql: &str, params: &[Val<'_>]| -> Result<i64, DbError> {
+            let rows = tx.rows(sql, params)?;
+            rows.first().map(|r| r[0].int()).unwrap_or(Ok(0))
+        };
+        let max = Val::Int(self.max_tag());
+        let usable = count(
+            tx,
+            "SELECT COUNT(*) FROM \"groups\" WHERE guid IS NULL AND released_at <= ? AND id <= ?",
+            &[Val::Int(released_before), max],
+        )?;
+        if usable > 0 {
+            return Ok(lost_race("free tag slot taken concurrently"));
+        }
+        let resting = count(
+            tx,
+            "SELECT COUNT(*) FROM \"groups\" WHERE guid IS NULL AND id <= ?",
+            &[max],
+        )?;
+        Ok(Error::Store(if resting > 0 {
+            StoreError::TagsInQuarantine { resting }
+        } else {
+            StoreError::TagPoolExhausted
+        }))
     }
 
     /// Locks row `id` of `table` until the transaction ends.
@@ -197,8 +226,8 @@ impl Engine {
             || referenced(tx, "destinations", "group_id", group)?;
         if !used {
             tx.exec(
-                "UPDATE \"groups\" SET guid = NULL, type = NULL WHERE id = ?",
-                &[Val::Int(group)],
+                "UPDATE \"groups\" SET guid = NULL, type = NULL, released_at = ? WHERE id = ?",
+                &[Val::Int(now_millis()), Val::Int(group)],
             )?;
         }
         Ok(())
@@ -476,8 +505,12 @@ mod tests {
 
     #[test]
     fn tags_are_upper_hex_padded_to_twice_the_length() {
-        let e1 = Engine::new(Dialect::Sqlite, 1);
-        let e2 = Engine::new(Dialect::Sqlite, 2);
+        let pool = |length| TagPool {
+            length,
+            quarantine: std::time::Duration::ZERO,
+        };
+        let e1 = Engine::new(Dialect::Sqlite, pool(1));
+        let e2 = Engine::new(Dialect::Sqlite, pool(2));
         assert_eq!(e1.max_tag(), 255);
         assert_eq!(e2.max_tag(), 65535);
         assert_eq!(e1.tag(10), "0A");

@@ -7,7 +7,7 @@ use crate::db::migrate::{self, Migration, Schema};
 use crate::db::{Dialect, Error, Tx};
 
 /// The newest schema version this binary knows.
-pub const KNOWN_VERSION: i64 = 1;
+pub const KNOWN_VERSION: i64 = 2;
 
 /// The policy tables.
 pub(crate) const SCHEMA: Schema = Schema {
@@ -17,7 +17,53 @@ pub(crate) const SCHEMA: Schema = Schema {
 };
 
 fn migrations(dialect: Dialect) -> Vec<Migration> {
-    vec![Migration {
+    vec![tables(dialect), tag_quarantine(dialect)]
+}
+
+/// When each free tag slot was released (Unix milliseconds; 0: never used, or released before
+/// this migration), and the index the allocator walks: free slots, least recently released first.
+/// Existing assignments are kept.
+fn tag_quarantine(dialect: Dialect) -> Migration {
+    Migration {
+        version: 2,
+        name: "tag quarantine: groups.released_at",
+        statements: match dialect {
+            // One transaction: the ALTER is never half-applied.
+            Dialect::Sqlite => vec![
+                "ALTER TABLE \"groups\" ADD COLUMN released_at BIGINT NOT NULL DEFAULT 0",
+                "CREATE INDEX IF NOT EXISTS idx_groups_free_since ON \"groups\" (released_at, id) \
+                 WHERE guid IS NULL",
+            ],
+            Dialect::Postgres => vec![
+                "ALTER TABLE \"groups\" ADD COLUMN IF NOT EXISTS released_at BIGINT NOT NULL DEFAULT 0",
+                "CREATE INDEX IF NOT EXISTS idx_groups_free_since ON \"groups\" (released_at, id) \
+                 WHERE guid IS NULL",
+            ],
+            // DDL commits at once and MySQL (unlike MariaDB) has no ADD COLUMN IF NOT EXISTS: each
+            // change is made only if information_schema does not show it yet, so a migrator that
+            // died half-way can run again.
+            Dialect::Mysql => vec![
+                "SET @netman_ddl = (SELECT IF(COUNT(*) = 0, \
+                 'ALTER TABLE `groups` ADD COLUMN released_at BIGINT NOT NULL DEFAULT 0', 'DO 0') \
+                 FROM information_schema.columns WHERE table_schema = DATABASE() \
+                 AND table_name = 'groups' AND column_name = 'released_at')",
+                "PREPARE netman_ddl FROM @netman_ddl",
+                "EXECUTE netman_ddl",
+                "DEALLOCATE PREPARE netman_ddl",
+                "SET @netman_ddl = (SELECT IF(COUNT(*) = 0, \
+                 'ALTER TABLE `groups` ADD KEY idx_groups_free_since (guid, released_at, id)', 'DO 0') \
+                 FROM information_schema.statistics WHERE table_schema = DATABASE() \
+                 AND table_name = 'groups' AND index_name = 'idx_groups_free_since')",
+                "PREPARE netman_ddl FROM @netman_ddl",
+                "EXECUTE netman_ddl",
+                "DEALLOCATE PREPARE netman_ddl",
+            ],
+        },
+    }
+}
+
+fn tables(dialect: Dialect) -> Migration {
+    Migration {
         version: 1,
         name: "policy tables: groups (tag pool), destinations, policies, policies_info",
         statements: match dialect {
@@ -81,7 +127,7 @@ fn migrations(dialect: Dialect) -> Vec<Migration> {
                 "INSERT IGNORE INTO policies_info (id, last_updated) VALUES (1, 0)",
             ],
         },
-    }]
+    }
 }
 
 /// Applies the missing migrations and fills the tag pool up to 2^(8L)-1 free slots. Refuses a

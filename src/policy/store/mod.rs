@@ -16,6 +16,33 @@ pub use open::{migrate, open, open_uncached, validate_tag_length};
 use crate::api::policy::{Policy, Tag};
 use std::collections::HashMap;
 use std::fmt;
+use std::time::Duration;
+
+/// How long a released tag rests before it is handed out again, unless configured otherwise
+/// (`tag_quarantine_seconds`): far longer than a healthy cell runs on stale rules (one poll
+/// interval, seconds), long enough for an operator to act on a cell that reports it cannot sync,
+/// and short enough that the 65,535 tags of the default pool cannot run out through churn.
+pub const DEFAULT_TAG_QUARANTINE: Duration = Duration::from_secs(3600);
+
+/// The tag pool: tag length in bytes (1 or 2) and the quarantine of released tags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TagPool {
+    pub length: u8,
+    pub quarantine: Duration,
+}
+
+impl TagPool {
+    pub fn new(length: u8, quarantine: Duration) -> TagPool {
+        TagPool { length, quarantine }
+    }
+}
+
+/// A pool of `length`-byte tags with the default quarantine.
+impl From<u8> for TagPool {
+    fn from(length: u8) -> TagPool {
+        TagPool::new(length, DEFAULT_TAG_QUARANTINE)
+    }
+}
 
 /// Which policies a list returns, as the `GET policies` query parameters select them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +64,8 @@ pub enum StoreError {
     Database(String),
     /// Every tag of the pool is in use.
     TagPoolExhausted,
+    /// Every tag not in use was released less than the quarantine ago.
+    TagsInQuarantine { resting: i64 },
     /// The same id already holds a tag of another type (internal `PUT tags`).
     TagTypeConflict { id: String, existing: String },
     /// The schema in the database is newer than this binary knows.
@@ -48,6 +77,11 @@ impl fmt::Display for StoreError {
         match self {
             StoreError::Database(e) => write!(f, "database: {e}"),
             StoreError::TagPoolExhausted => write!(f, "failed to find available tag"),
+            StoreError::TagsInQuarantine { resting } => write!(
+                f,
+                "failed to find available tag: the {resting} free tags were all released less than \
+                 tag_quarantine_seconds ago"
+            ),
             StoreError::TagTypeConflict { id, existing } => {
                 write!(f, "id {id:?} already has a tag of type {existing:?}")
             }
@@ -65,7 +99,9 @@ impl From<crate::db::Error> for StoreError {
     fn from(e: crate::db::Error) -> StoreError {
         use crate::db::Error;
         match e {
-            Error::Config(m) | Error::Database(m) | Error::LostRace(m) => StoreError::Database(m),
+            Error::Config(m) | Error::Database(m) | Error::LostRace(m) | Error::Permanent(m) => {
+                StoreError::Database(m)
+            }
             Error::SchemaTooNew { found, known } => StoreError::SchemaTooNew { found, known },
         }
     }

@@ -2,7 +2,7 @@
 //! `connect_timeout_seconds`, migrate (one migrator at a time), fill the tag pool.
 
 use super::sql_store::SqlStore;
-use super::{CachedStore, Store, StoreError};
+use super::{CachedStore, Store, StoreError, TagPool};
 use crate::db::DatabaseConfig;
 use std::sync::Arc;
 
@@ -18,23 +18,25 @@ pub fn validate_tag_length(tag_length: u8) -> Result<(), StoreError> {
 
 /// Connects (retrying until `connect_timeout_seconds`), migrates and returns the store, with the
 /// read cache of [`CachedStore`] in front.
-pub fn open(config: &DatabaseConfig, tag_length: u8) -> Result<Arc<dyn Store>, StoreError> {
-    Ok(Arc::new(CachedStore::new(open_uncached(
-        config, tag_length,
-    )?)))
+pub fn open(
+    config: &DatabaseConfig,
+    pool: impl Into<TagPool>,
+) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(Arc::new(CachedStore::new(open_uncached(config, pool)?)))
 }
 
 /// [`open`] without the read cache: every list is a SQL query.
 pub fn open_uncached(
     config: &DatabaseConfig,
-    tag_length: u8,
+    pool: impl Into<TagPool>,
 ) -> Result<Arc<dyn Store>, StoreError> {
-    validate_tag_length(tag_length)?;
-    Ok(Arc::new(SqlStore::open(config, tag_length)?))
+    let pool = pool.into();
+    validate_tag_length(pool.length)?;
+    Ok(Arc::new(SqlStore::open(config, pool)?))
 }
 
 /// Runs the migrations alone (the `policy-server migrate` subcommand), retrying until the
 /// database answers or `connect_timeout_seconds` pass. Returns the schema version.
-pub fn migrate(config: &DatabaseConfig, tag_length: u8) -> Result<i64, StoreError> {
-    open_uncached(config, tag_length).map(|_| super::migrations::KNOWN_VERSION)
+pub fn migrate(config: &DatabaseConfig, pool: impl Into<TagPool>) -> Result<i64, StoreError> {
+    open_uncached(config, pool).map(|_| super::migrations::KNOWN_VERSION)
 }

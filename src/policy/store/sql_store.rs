@@ -3,7 +3,7 @@
 
 use super::engine::Engine;
 use super::migrations;
-use super::{PolicyFilter, Store, StoreError};
+use super::{PolicyFilter, Store, StoreError, TagPool};
 use crate::api::policy::{Policy, Tag};
 use crate::db::{DatabaseConfig, Db, Options};
 use std::collections::HashMap;
@@ -20,15 +20,15 @@ pub(crate) struct SqlStore {
 
 impl SqlStore {
     /// Checks the config, connects (retrying until `connect_timeout_seconds`) and migrates.
-    pub(crate) fn open(config: &DatabaseConfig, tag_length: u8) -> Result<SqlStore, StoreError> {
+    pub(crate) fn open(config: &DatabaseConfig, pool: TagPool) -> Result<SqlStore, StoreError> {
         let options = Options {
             sqlite_readers: SQLITE_READERS,
         };
         let db = Db::open(config, options, |tx| {
-            migrations::migrate_locked(tx, tag_length)
+            migrations::migrate_locked(tx, pool.length)
         })?;
         Ok(SqlStore {
-            engine: Engine::new(db.dialect(), tag_length),
+            engine: Engine::new(db.dialect(), pool),
             db,
         })
     }
