@@ -1,0 +1,7 @@
+//! Adopting a database of the original policy server (cf-networking-release at HEAD, or the
+//! older netman-release) in place, and the way back: `policy-server migrate` and
+//! `policy-server migrate --to-original`. See docs/store.md, "Coming from cf-networking".
+
+pub mod detect;
+
+pub use detect::{detect, Era, Found, Inspect, Original};
