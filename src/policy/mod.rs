@@ -11,4 +11,5 @@ pub mod external;
 pub mod internal;
 pub mod metered_store;
 pub mod store;
+pub mod transfer;
 pub mod validate;

@@ -1,0 +1,7 @@
+//! Moving a policy store between databases: `policy-server export` writes one JSON document of
+//! everything the store holds, `policy-server import` loads it into an empty database of any
+//! backend. See docs/store.md, "Moving to PostgreSQL".
+
+pub mod document;
+
+pub use document::Document;
