@@ -37,7 +37,7 @@ fn security_group(n: usize) -> SecurityGroupRow {
         name: format!("group {n}"),
         rules: format!(r#"[{{"protocol":"tcp","destination":"10.0.{n}.0/24","ports":"443"}}]"#),
         staging_default: n == 0,
-        running_default: n % 2 == 0,
+        running_default: n.is_multiple_of(2),
         staging_spaces: vec![],
         running_spaces: vec![format!("space-{n}")],
     }
