@@ -149,3 +149,29 @@ fn refuses_to_recognise_what_it_does_not_know() {
         assert!(unknown(&mut o.raw).contains("note"));
     }
 }
+
+/// The final-state DDL `migrate --to-original` writes gives, on each server, the schema a fresh
+/// install of the original leaves there (built migration by migration by the fixture).
+#[test]
+fn the_original_schema_netman_writes_is_the_one_a_fresh_install_leaves() {
+    use netman::policy::adopt::original_schema::{create_statements, security_groups_statement};
+    for kind in SERVERS {
+        let fresh_db = server(kind);
+        let mut fresh = build(&fresh_db, Shape::Head, 2);
+        let written_db = server(kind);
+        let mut written = written_db.raw();
+        for s in create_statements(kind) {
+            written.exec(s);
+        }
+        written.exec(security_groups_statement(kind));
+        // Twice: every statement is re-runnable.
+        for s in create_statements(kind) {
+            written.exec(s);
+        }
+        assert_eq!(
+            cf_networking::describe_schema(&mut written),
+            cf_networking::describe_schema(&mut fresh.raw),
+            "{kind:?}"
+        );
+    }
+}

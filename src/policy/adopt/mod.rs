@@ -3,5 +3,6 @@
 //! `policy-server migrate --to-original`. See docs/store.md, "Coming from cf-networking".
 
 pub mod detect;
+pub mod original_schema;
 
 pub use detect::{detect, Era, Found, Inspect, Original};
