@@ -300,3 +300,229 @@ pub fn go_field<'a>(object: &'a serde_json::Value, field: &str) -> Option<&'a se
             .map(|(_, v)| v)
     })
 }
+
+/// The original policy server's internal API, as a fake for netman's agent: mutual TLS the way
+/// the Go server configures it (TLS 1.2, `TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256` only, client
+/// certificate required and verified), its three routes with their answers (§3), Go's 404 for
+/// every other path (no watch, nothing netman-specific), and a record of the requests.
+pub struct FakeOriginalServer {
+    pub addr: std::net::SocketAddr,
+    pub state: Arc<std::sync::Mutex<OriginalState>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// What the fake serves: policies as (source, destination, protocol, start, end), tags handed
+/// out lowest-first as the original does, and `policies_last_updated` in nanoseconds.
+#[derive(Default)]
+pub struct OriginalState {
+    pub policies: Vec<(String, String, String, i64, i64)>,
+    pub tags: Vec<(String, String)>,
+    pub last_updated: i64,
+    pub requests: Vec<String>,
+}
+
+impl OriginalState {
+    fn tag(&mut self, id: &str, kind: &str) -> String {
+        if let Some(n) = self.tags.iter().position(|(i, _)| i == id) {
+            return format!("{:04X}", n + 1);
+        }
+        self.tags.push((id.to_string(), kind.to_string()));
+        format!("{:04X}", self.tags.len())
+    }
+
+    /// Replaces the policies and moves `last_updated`, as a create or delete does.
+    pub fn set_policies(&mut self, policies: &[(&str, &str, &str, i64, i64)]) {
+        self.policies = policies
+            .iter()
+            .map(|(s, d, p, a, b)| (s.to_string(), d.to_string(), p.to_string(), *a, *b))
+            .collect();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as i64
+            * 1000;
+        self.last_updated = now.max(self.last_updated + 1000);
+    }
+
+    fn listing(&mut self, ids: Option<&str>) -> serde_json::Value {
+        let wanted: Option<Vec<&str>> = ids.map(|i| i.split(',').collect());
+        let policies = self.policies.clone();
+        let list: Vec<serde_json::Value> = policies
+            .iter()
+            .filter(|(s, d, ..)| {
+                wanted
+                    .as_ref()
+                    .is_none_or(|w| w.contains(&s.as_str()) || w.contains(&d.as_str()))
+            })
+            .map(|(s, d, proto, start, end)| {
+                serde_json::json!({
+                    "source": {"id": s, "tag": self.tag(s, "app")},
+                    "destination": {"id": d, "tag": self.tag(d, "app"), "protocol": proto,
+                                    "ports": {"start": start, "end": end}},
+                })
+            })
+            .collect();
+        serde_json::json!({"total_policies": list.len(), "policies": list})
+    }
+}
+
+impl FakeOriginalServer {
+    pub fn start(pki: &RsaPki) -> FakeOriginalServer {
+        use rustls::crypto::ring as provider;
+        let crypto = rustls::crypto::CryptoProvider {
+            cipher_suites: vec![provider::cipher_suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256],
+            ..provider::default_provider()
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(&pki.ca).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let crypto = Arc::new(crypto);
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            crypto.clone(),
+        )
+        .build()
+        .unwrap();
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&pki.server.0)
+            .unwrap()
+            .map(|c| c.unwrap())
+            .collect();
+        let config = rustls::ServerConfig::builder_with_provider(crypto)
+            .with_protocol_versions(&[&rustls::version::TLS12])
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, PrivateKeyDer::from_pem_file(&pki.server.1).unwrap())
+            .unwrap();
+        let config = Arc::new(config);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(std::sync::Mutex::new(OriginalState {
+            last_updated: 1_600_000_000_000_000_000,
+            ..Default::default()
+        }));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (s, st) = (state.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !st.load(std::sync::atomic::Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((tcp, _)) => {
+                        let (config, state) = (config.clone(), s.clone());
+                        std::thread::spawn(move || serve_connection(tcp, config, state));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        FakeOriginalServer { addr, state, stop }
+    }
+
+    pub fn requests(&self) -> Vec<String> {
+        self.state.lock().unwrap().requests.clone()
+    }
+}
+
+impl Drop for FakeOriginalServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn serve_connection(
+    tcp: TcpStream,
+    config: Arc<rustls::ServerConfig>,
+    state: Arc<std::sync::Mutex<OriginalState>>,
+) {
+    tcp.set_nonblocking(false).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    let Ok(conn) = rustls::ServerConnection::new(config) else {
+        return;
+    };
+    let mut stream = BufReader::new(rustls::StreamOwned::new(conn, tcp));
+    loop {
+        let mut line = String::new();
+        if stream.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut parts = line.split_whitespace();
+        let (method, target) = (
+            parts.next().unwrap_or("").to_string(),
+            parts.next().unwrap_or("").to_string(),
+        );
+        let mut length = 0usize;
+        loop {
+            let mut h = String::new();
+            if stream.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((n, v)) = h.split_once(':') {
+                if n.eq_ignore_ascii_case("content-length") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut body = vec![0; length];
+        if stream.read_exact(&mut body).is_err() {
+            return;
+        }
+        let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+        let id = query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("id="))
+            .map(str::to_string);
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let mut st = state.lock().unwrap();
+        st.requests.push(format!("{method} {target}"));
+        let (status, content_type, text) = match (method.as_str(), segments.as_slice()) {
+            ("GET", ["networking", _, "internal", "policies"]) => (
+                200,
+                "application/json",
+                st.listing(id.as_deref()).to_string(),
+            ),
+            ("GET", ["networking", _, "internal", "policies_last_updated"]) => {
+                (200, "application/json", st.last_updated.to_string())
+            }
+            ("PUT", ["networking", "v1", "internal", "tags"]) => {
+                let req: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                let field = |name: &str| {
+                    go_field(&req, name)
+                        .and_then(|v| v.as_str())
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                let (id, kind) = (field("id"), field("type"));
+                let tag = st.tag(&id, &kind);
+                (
+                    200,
+                    "application/json",
+                    serde_json::json!({"id": id, "tag": tag, "type": kind}).to_string(),
+                )
+            }
+            _ => (
+                404,
+                "text/plain; charset=utf-8",
+                "404 page not found\n".to_string(),
+            ),
+        };
+        drop(st);
+        let head = format!(
+            "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\n\
+             Strict-Transport-Security: max-age=31536000\r\nContent-Length: {}\r\n\r\n",
+            if status == 200 { "OK" } else { "Not Found" },
+            text.len()
+        );
+        let out = stream.get_mut();
+        if out.write_all(head.as_bytes()).is_err()
+            || out.write_all(text.as_bytes()).is_err()
+            || out.flush().is_err()
+        {
+            return;
+        }
+    }
+}
