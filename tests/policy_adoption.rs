@@ -175,3 +175,137 @@ fn the_original_schema_netman_writes_is_the_one_a_fresh_install_leaves() {
         );
     }
 }
+
+impl netman::policy::adopt::convert::Sql for db::RawSql {
+    fn execute(&mut self, sql: &str) -> Result<(), String> {
+        self.try_exec(sql)
+    }
+}
+
+/// An original database filled the way the original fills it: policies created in several
+/// requests, some deleted (their tags go back to the pool and are reused), the ingress router's
+/// tag, security groups.
+fn filled_original(db: &db::TestDb, shape: Shape) -> cf_networking::OriginalDb {
+    let mut o = build(db, shape, 2);
+    let policies: Vec<netman::api::policy::Policy> = sample_policies(120, 30)
+        .into_iter()
+        .map(|mut p| {
+            if shape == Shape::NetmanEra {
+                p.destination.ports.end = p.destination.ports.start;
+            }
+            p
+        })
+        .collect();
+    for chunk in policies.chunks(25) {
+        o.create(chunk);
+    }
+    o.delete(&policies[10..40]);
+    if shape != Shape::NetmanEra {
+        o.create_tag("INGRESS_ROUTER", "router");
+    }
+    o.create(&policies[15..20]);
+    let end = if shape == Shape::NetmanEra { 1 } else { 65535 };
+    o.create(&[netman::api::policy::Policy::new("late-1", "late-2", "tcp", 1, end)]);
+    if shape == Shape::Head {
+        o.add_security_group(&security_group(0));
+        o.add_security_group(&security_group(1));
+    }
+    o
+}
+
+/// The store's view after the conversion: every policy with its tags (sorted) and every tag.
+fn netman_view(
+    config: &netman::policy::store::DatabaseConfig,
+) -> (Vec<netman::api::policy::Policy>, Vec<(String, String, String)>, i64) {
+    let store = netman::policy::store::open_uncached(config, 2).unwrap();
+    let mut listing = store
+        .list(&netman::policy::store::PolicyFilter::All)
+        .unwrap();
+    listing.sort();
+    let tags = store
+        .tags()
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.id, t.tag, t.kind))
+        .collect();
+    (listing, tags, store.last_updated().unwrap())
+}
+
+fn without_security_groups(schema: &str) -> String {
+    schema
+        .lines()
+        .filter(|l| !l.contains("security_groups"))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+#[test]
+fn the_conversion_engine_adopts_in_place_keeping_every_tag() {
+    use netman::policy::adopt::convert;
+    for kind in SERVERS {
+        for shape in [Shape::Head, Shape::HeadWithoutSecurityGroups, Shape::NetmanEra] {
+            let db = server(kind);
+            let mut o = filled_original(&db, shape);
+            let (listing, tags) = (o.listing(), o.tags());
+            let before = if shape == Shape::NetmanEra {
+                0
+            } else {
+                o.last_updated_nanos()
+            };
+            let schema_before = cf_networking::describe_schema(&mut o.raw);
+
+            let report = convert::adopt(&mut o.raw, 2, true, &mut |_| panic!("dry run")).unwrap();
+            assert!(report.lines.last().unwrap().contains("nothing was changed"));
+            assert_eq!(cf_networking::describe_schema(&mut o.raw), schema_before);
+            assert_eq!(o.listing(), listing);
+
+            let config = db.config.clone();
+            let report = convert::adopt(&mut o.raw, 2, false, &mut |_| {
+                netman::policy::store::migrate(&config, 2).map_err(|e| e.to_string())
+            })
+            .unwrap_or_else(|e| panic!("{kind:?} {shape:?}: {e}"));
+            eprintln!("{kind:?} {shape:?}:\n{}", report.lines.join("\n"));
+
+            let (after, after_tags, version) = netman_view(&db.config);
+            assert_eq!(after, listing, "{kind:?} {shape:?}: policies with tags");
+            assert_eq!(after_tags, tags, "{kind:?} {shape:?}: tags");
+            assert!(version > before, "{kind:?} {shape:?}: last_updated grew");
+
+            // The schema is netman's, plus the original's security_groups where it was.
+            let fresh = server(kind);
+            netman::policy::store::migrate(&fresh.config, 2).unwrap();
+            let adopted = cf_networking::describe_schema(&mut o.raw);
+            assert_eq!(
+                without_security_groups(&adopted),
+                cf_networking::describe_schema(&mut fresh.raw()),
+                "{kind:?} {shape:?}"
+            );
+            assert_eq!(
+                adopted.contains("security_groups"),
+                shape == Shape::Head,
+                "{kind:?} {shape:?}"
+            );
+            if shape == Shape::Head {
+                assert_eq!(o.raw.value("SELECT COUNT(*) FROM security_groups"), "2");
+            }
+            // netman keeps writing: the next app takes the lowest free tag.
+            let store = netman::policy::store::open_uncached(&db.config, 2).unwrap();
+            store
+                .create(&[netman::api::policy::Policy::new("new-app", "late-1", "udp", 9, 9)])
+                .unwrap();
+            let free = tags
+                .iter()
+                .map(|(_, t, _)| u32::from_str_radix(t, 16).unwrap())
+                .collect::<std::collections::BTreeSet<_>>();
+            let lowest_free = (1..).find(|n| !free.contains(n)).unwrap();
+            let new_tag = store
+                .tags()
+                .unwrap()
+                .into_iter()
+                .find(|t| t.id == "new-app")
+                .unwrap()
+                .tag;
+            assert_eq!(u32::from_str_radix(&new_tag, 16).unwrap(), lowest_free);
+        }
+    }
+}

@@ -4,5 +4,6 @@
 
 pub mod detect;
 pub mod original_schema;
+pub mod convert;
 
 pub use detect::{detect, Era, Found, Inspect, Original};

@@ -236,10 +236,10 @@ impl Problems {
     }
 }
 
-/// `secs` since the Unix epoch as RFC 3339 UTC (`2026-01-02T03:04:05Z`).
-pub fn rfc3339(secs: i64) -> String {
+/// (year, month, day, hour, minute, second) of `secs` since the Unix epoch, UTC (proleptic
+/// Gregorian calendar).
+fn civil(secs: i64) -> (i64, i64, i64, i64, i64, i64) {
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (the proleptic Gregorian calendar).
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -249,12 +249,21 @@ pub fn rfc3339(secs: i64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    (year, month, day, rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// `secs` since the Unix epoch as RFC 3339 UTC (`2026-01-02T03:04:05Z`).
+pub fn rfc3339(secs: i64) -> String {
+    let (y, mo, d, h, mi, s) = civil(secs);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+}
+
+/// `micros` since the Unix epoch as a SQL timestamp literal of UTC wall-clock time
+/// (`2026-01-02 03:04:05.123456`).
+pub fn wall_clock_micros(micros: i64) -> String {
+    let (y, mo, d, h, mi, s) = civil(micros.div_euclid(1_000_000));
+    let frac = micros.rem_euclid(1_000_000);
+    format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}.{frac:06}")
 }
 
 #[cfg(test)]
@@ -394,6 +403,10 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_767_323_045), "2026-01-02T03:04:05Z");
+        assert_eq!(
+            wall_clock_micros(1_767_323_045_000_042),
+            "2026-01-02 03:04:05.000042"
+        );
     }
 
     proptest::proptest! {
