@@ -9,6 +9,7 @@ mod db;
 mod cf_networking;
 
 use cf_networking::{build, sample_policies, SecurityGroupRow, Shape};
+
 use netman::policy::adopt::{detect, Era, Found, Inspect};
 use netman::policy::store::DatabaseType;
 
@@ -186,7 +187,15 @@ impl netman::policy::adopt::convert::Sql for db::RawSql {
 /// requests, some deleted (their tags go back to the pool and are reused), the ingress router's
 /// tag, security groups.
 fn filled_original(db: &db::TestDb, shape: Shape) -> cf_networking::OriginalDb {
-    let mut o = build(db, shape, 2);
+    filled_original_with(db, shape, 2)
+}
+
+fn filled_original_with(
+    db: &db::TestDb,
+    shape: Shape,
+    tag_length: u8,
+) -> cf_networking::OriginalDb {
+    let mut o = build(db, shape, tag_length);
     let policies: Vec<netman::api::policy::Policy> = sample_policies(120, 30)
         .into_iter()
         .map(|mut p| {
@@ -205,7 +214,9 @@ fn filled_original(db: &db::TestDb, shape: Shape) -> cf_networking::OriginalDb {
     }
     o.create(&policies[15..20]);
     let end = if shape == Shape::NetmanEra { 1 } else { 65535 };
-    o.create(&[netman::api::policy::Policy::new("late-1", "late-2", "tcp", 1, end)]);
+    o.create(&[netman::api::policy::Policy::new(
+        "late-1", "late-2", "tcp", 1, end,
+    )]);
     if shape == Shape::Head {
         o.add_security_group(&security_group(0));
         o.add_security_group(&security_group(1));
@@ -216,8 +227,23 @@ fn filled_original(db: &db::TestDb, shape: Shape) -> cf_networking::OriginalDb {
 /// The store's view after the conversion: every policy with its tags (sorted) and every tag.
 fn netman_view(
     config: &netman::policy::store::DatabaseConfig,
-) -> (Vec<netman::api::policy::Policy>, Vec<(String, String, String)>, i64) {
-    let store = netman::policy::store::open_uncached(config, 2).unwrap();
+) -> (
+    Vec<netman::api::policy::Policy>,
+    Vec<(String, String, String)>,
+    i64,
+) {
+    netman_view_with(config, 2)
+}
+
+fn netman_view_with(
+    config: &netman::policy::store::DatabaseConfig,
+    tag_length: u8,
+) -> (
+    Vec<netman::api::policy::Policy>,
+    Vec<(String, String, String)>,
+    i64,
+) {
+    let store = netman::policy::store::open_uncached(config, tag_length).unwrap();
     let mut listing = store
         .list(&netman::policy::store::PolicyFilter::All)
         .unwrap();
@@ -243,7 +269,11 @@ fn without_security_groups(schema: &str) -> String {
 fn the_conversion_engine_adopts_in_place_keeping_every_tag() {
     use netman::policy::adopt::convert;
     for kind in SERVERS {
-        for shape in [Shape::Head, Shape::HeadWithoutSecurityGroups, Shape::NetmanEra] {
+        for shape in [
+            Shape::Head,
+            Shape::HeadWithoutSecurityGroups,
+            Shape::NetmanEra,
+        ] {
             let db = server(kind);
             let mut o = filled_original(&db, shape);
             let (listing, tags) = (o.listing(), o.tags());
@@ -291,7 +321,9 @@ fn the_conversion_engine_adopts_in_place_keeping_every_tag() {
             // netman keeps writing: the next app takes the lowest free tag.
             let store = netman::policy::store::open_uncached(&db.config, 2).unwrap();
             store
-                .create(&[netman::api::policy::Policy::new("new-app", "late-1", "udp", 9, 9)])
+                .create(&[netman::api::policy::Policy::new(
+                    "new-app", "late-1", "udp", 9, 9,
+                )])
                 .unwrap();
             let free = tags
                 .iter()
@@ -306,6 +338,171 @@ fn the_conversion_engine_adopts_in_place_keeping_every_tag() {
                 .unwrap()
                 .tag;
             assert_eq!(u32::from_str_radix(&new_tag, 16).unwrap(), lowest_free);
+        }
+    }
+}
+
+/// A connection that dies after `left` statements: every later statement fails and the
+/// connection is dropped (the server rolls back what was open), as a killed migrator leaves it.
+struct Dying {
+    raw: Option<db::RawSql>,
+    left: usize,
+}
+
+impl Inspect for Dying {
+    fn kind(&self) -> DatabaseType {
+        DatabaseType::Mysql
+    }
+    fn query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+        match &mut self.raw {
+            Some(raw) => Ok(raw.rows(sql)),
+            None => Err("connection lost".into()),
+        }
+    }
+}
+
+impl netman::policy::adopt::convert::Sql for Dying {
+    fn execute(&mut self, sql: &str) -> Result<(), String> {
+        if self.left == 0 {
+            self.raw = None;
+            return Err("connection lost".into());
+        }
+        self.left -= 1;
+        self.raw.as_mut().unwrap().try_exec(sql)
+    }
+}
+
+#[test]
+fn an_interrupted_mysql_adoption_completes_on_the_next_run_wherever_it_stopped() {
+    use netman::policy::adopt::convert;
+    let mut cut = 0;
+    loop {
+        // A pool of 255 tags keeps each round short.
+        let db = server(DatabaseType::Mysql);
+        let mut o = filled_original_with(&db, Shape::Head, 1);
+        let (listing, tags) = (o.listing(), o.tags());
+        let before = o.last_updated_nanos();
+        let config = db.config.clone();
+        let mut create =
+            |_: &mut Dying| netman::policy::store::migrate(&config, 1).map_err(|e| e.to_string());
+        let mut dying = Dying {
+            raw: Some(db.raw()),
+            left: cut,
+        };
+        let first = convert::adopt(&mut dying, 1, false, &mut create);
+        if first.is_ok() {
+            assert!(cut > 5, "the adoption has more than {cut} statements");
+            break;
+        }
+        // Whatever it left: the original untouched, or a recorded conversion to finish.
+        match detect(&mut o.raw).unwrap() {
+            Found::Original(_) | Found::Interrupted { .. } => {}
+            other => panic!("cut after {cut} statements left {other:?}"),
+        }
+        let mut create = |_: &mut db::RawSql| {
+            netman::policy::store::migrate(&config, 1).map_err(|e| e.to_string())
+        };
+        convert::adopt(&mut o.raw, 1, false, &mut create)
+            .unwrap_or_else(|e| panic!("rerun after a cut at {cut}: {e}"));
+        let (after, after_tags, version) = netman_view_with(&db.config, 1);
+        assert_eq!(after, listing, "cut at {cut}");
+        assert_eq!(after_tags, tags, "cut at {cut}");
+        assert!(version > before, "cut at {cut}");
+        assert!(!netman::policy::adopt::detect::tables(&mut o.raw)
+            .unwrap()
+            .iter()
+            .any(|t| t.starts_with("netman_conversion")));
+        cut += 1;
+    }
+}
+
+#[test]
+fn switching_back_restores_the_originals_schema_tags_and_policies() {
+    use netman::policy::adopt::convert;
+    for kind in SERVERS {
+        for shape in [Shape::Head, Shape::HeadWithoutSecurityGroups] {
+            let db = server(kind);
+            let mut o = filled_original(&db, shape);
+            let (listing, tags) = (o.listing(), o.tags());
+            let config = db.config.clone();
+            convert::adopt(&mut o.raw, 2, false, &mut |_| {
+                netman::policy::store::migrate(&config, 2).map_err(|e| e.to_string())
+            })
+            .unwrap();
+            // netman works on it for a while.
+            let store = netman::policy::store::open_uncached(&db.config, 2).unwrap();
+            let added = netman::api::policy::Policy::new("netman-app", "late-2", "tcp", 7, 8);
+            store.create(std::slice::from_ref(&added)).unwrap();
+            let netman_version = store.last_updated().unwrap();
+            let (listing_netman, tags_netman, _) = netman_view(&db.config);
+            drop(store);
+
+            let schema = cf_networking::describe_schema(&mut o.raw);
+            let dry =
+                convert::to_original(&mut o.raw, 2, netman::policy::store::SCHEMA_VERSION, true)
+                    .unwrap();
+            assert!(dry.lines.last().unwrap().contains("nothing was changed"));
+            assert_eq!(cf_networking::describe_schema(&mut o.raw), schema);
+
+            let report =
+                convert::to_original(&mut o.raw, 2, netman::policy::store::SCHEMA_VERSION, false)
+                    .unwrap_or_else(|e| panic!("{kind:?} {shape:?}: {e}"));
+            eprintln!("{kind:?} {shape:?}:\n{}", report.lines.join("\n"));
+
+            // The schema of a fresh HEAD install (security_groups created where it was missing).
+            let fresh_db = server(kind);
+            let mut fresh = build(&fresh_db, Shape::Head, 2);
+            assert_eq!(
+                cf_networking::describe_schema(&mut o.raw),
+                cf_networking::describe_schema(&mut fresh.raw),
+                "{kind:?} {shape:?}"
+            );
+            let mut back = cf_networking::attach(&db, Shape::Head, 2);
+            let mut recorded: Vec<String> = back
+                .raw
+                .rows("SELECT id FROM gorp_migrations")
+                .into_iter()
+                .map(|r| r[0].clone().unwrap())
+                .collect();
+            recorded.sort();
+            let mut head = cf_networking::head_migration_ids();
+            head.sort();
+            assert_eq!(recorded, head);
+            assert_eq!(back.raw.value("SELECT COUNT(*) FROM gorp_lock"), "0");
+            assert_eq!(back.listing(), listing_netman, "{kind:?} {shape:?}");
+            assert_eq!(back.tags(), tags_netman, "{kind:?} {shape:?}");
+            assert!(listing_netman.len() == listing.len() + 1);
+            assert!(tags_netman.len() >= tags.len());
+            // What the original's agents read never went backwards.
+            assert!(
+                back.last_updated_nanos() > netman_version,
+                "{kind:?} {shape:?}"
+            );
+            // The original keeps working on it: a delete frees the tag, the next app takes it.
+            back.delete(std::slice::from_ref(&added));
+            back.create(&[netman::api::policy::Policy::new(
+                "original-app",
+                "late-2",
+                "tcp",
+                1,
+                1,
+            )]);
+            let t = back.tags();
+            let freed = tags_netman
+                .iter()
+                .find(|t| t.0 == "netman-app")
+                .unwrap()
+                .1
+                .clone();
+            assert!(
+                t.contains(&("original-app".into(), freed, "app".into())),
+                "{t:?}"
+            );
+            // And netman can adopt it again.
+            convert::adopt(&mut back.raw, 2, false, &mut |_| {
+                netman::policy::store::migrate(&config, 2).map_err(|e| e.to_string())
+            })
+            .unwrap();
         }
     }
 }

@@ -130,6 +130,16 @@ pub fn build(db: &TestDb, shape: Shape, tag_length: u8) -> OriginalDb {
     o
 }
 
+/// An original database that is there already (e.g. after `migrate --to-original`).
+pub fn attach(db: &TestDb, shape: Shape, tag_length: u8) -> OriginalDb {
+    OriginalDb {
+        raw: db.raw(),
+        shape,
+        tag_length,
+        kind: db.kind(),
+    }
+}
+
 impl OriginalDb {
     pub fn kind(&self) -> DatabaseType {
         self.kind

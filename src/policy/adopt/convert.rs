@@ -127,7 +127,11 @@ pub fn describe(found: &Original, kind: DatabaseType) -> Vec<String> {
     let mut lines = vec![format!("found {} on {kind}", found.era)];
     lines.push(format!(
         "  {} policies, {} destinations, {} tags in use ({} not of type app) of {} slots",
-        found.policies, found.destinations, found.tags_in_use, found.other_type_tags, found.pool_size
+        found.policies,
+        found.destinations,
+        found.tags_in_use,
+        found.other_type_tags,
+        found.pool_size
     ));
     if let Some(ns) = found.last_updated {
         lines.push(format!(
@@ -163,7 +167,14 @@ pub fn adopt<S: Sql>(
     dry_run: bool,
     create_netman: CreateNetman<'_, S>,
 ) -> Result<Report, String> {
-    run(db, Direction::Adopt, tag_length, dry_run, Some(create_netman), 0)
+    run(
+        db,
+        Direction::Adopt,
+        tag_length,
+        dry_run,
+        Some(create_netman),
+        0,
+    )
 }
 
 /// Converts netman's schema back to the original's at HEAD (or finishes an interrupted switch
@@ -175,7 +186,14 @@ pub fn to_original<S: Sql>(
     known_version: i64,
     dry_run: bool,
 ) -> Result<Report, String> {
-    run(db, Direction::ToOriginal, tag_length, dry_run, None, known_version)
+    run(
+        db,
+        Direction::ToOriginal,
+        tag_length,
+        dry_run,
+        None,
+        known_version,
+    )
 }
 
 fn run<S: Sql>(
@@ -305,6 +323,10 @@ fn drop_conversion_tables(db: &mut dyn Sql) -> Result<(), String> {
 
 /// Which era an interrupted adoption started from: the staged version row says.
 fn staged_era(db: &mut dyn Inspect, done: &[String]) -> Result<Era, String> {
+    if done.iter().any(|d| d == "restore") {
+        // Only the clean-up is left; the era no longer matters.
+        return Ok(Era::Head);
+    }
     if !done.iter().any(|d| d == "snapshot") {
         // Only in a dry run: nothing staged yet, the old tables are all there.
         return Ok(detect_original_era(db)?.unwrap_or(Era::Head));
@@ -342,8 +364,10 @@ impl<S: Sql> Run<'_, S> {
         let (from_tables, to) = match self.direction {
             Direction::Adopt => (
                 match era {
-                    Era::Head => "groups, destinations, policies, policies_info and sql-migrate's \
-                                  gorp_migrations, gorp_lock (security_groups is kept)",
+                    Era::Head => {
+                        "groups, destinations, policies, policies_info and sql-migrate's \
+                                  gorp_migrations, gorp_lock (security_groups is kept)"
+                    }
                     Era::NetmanEra => "groups, destinations, policies",
                 },
                 "netman's schema (netman_migrations) with its full tag pool",
@@ -378,8 +402,15 @@ impl<S: Sql> Run<'_, S> {
             ),
             "5. drop the staging tables".to_string(),
         ];
-        let verb = if self.done.is_empty() { "will run" } else { "resumes" };
-        self.report.line(format!("{} {verb} {transaction}:", self.direction.command()));
+        let verb = if self.done.is_empty() {
+            "will run"
+        } else {
+            "resumes"
+        };
+        self.report.line(format!(
+            "{} {verb} {transaction}:",
+            self.direction.command()
+        ));
         for (i, s) in steps.iter().enumerate() {
             let done = i < STEPS.len() && self.done.iter().any(|d| d == STEPS[i]);
             self.report
@@ -428,7 +459,10 @@ impl<S: Sql> Run<'_, S> {
 
     /// Runs `f` as one transaction on MySQL (rolled back on error); on PostgreSQL the caller's
     /// transaction holds everything already.
-    fn transaction(&mut self, f: impl FnOnce(&mut Self) -> Result<(), String>) -> Result<(), String> {
+    fn transaction(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<(), String>,
+    ) -> Result<(), String> {
         self.begin()?;
         match f(self) {
             Ok(()) => self.commit(),
@@ -471,7 +505,8 @@ impl<S: Sql> Run<'_, S> {
                     79
                 }
             };
-            self.report.line(format!("created the new schema (version {version})"));
+            self.report
+                .line(format!("created the new schema (version {version})"));
             self.record("create")?;
         }
         if !self.done("restore") {
@@ -491,7 +526,12 @@ impl<S: Sql> Run<'_, S> {
 
     /// Step 1: the staging tables, filled from the old schema in one transaction.
     fn snapshot(&mut self, era: Era) -> Result<(), String> {
-        for t in [STAGED_GROUPS, STAGED_DESTINATIONS, STAGED_POLICIES, STAGED_INFO] {
+        for t in [
+            STAGED_GROUPS,
+            STAGED_DESTINATIONS,
+            STAGED_POLICIES,
+            STAGED_INFO,
+        ] {
             self.exec(&format!("DROP TABLE IF EXISTS {t}"))?;
         }
         let engine = if self.mysql() { " ENGINE=InnoDB" } else { "" };
@@ -579,7 +619,10 @@ impl<S: Sql> Run<'_, S> {
     fn staged_counts(&mut self) -> Result<(i64, i64, i64), String> {
         Ok((
             one_int(self.db, &format!("SELECT COUNT(*) FROM {STAGED_GROUPS}"))?,
-            one_int(self.db, &format!("SELECT COUNT(*) FROM {STAGED_DESTINATIONS}"))?,
+            one_int(
+                self.db,
+                &format!("SELECT COUNT(*) FROM {STAGED_DESTINATIONS}"),
+            )?,
             one_int(self.db, &format!("SELECT COUNT(*) FROM {STAGED_POLICIES}"))?,
         ))
     }
@@ -681,7 +724,10 @@ impl<S: Sql> Run<'_, S> {
                 ))?;
             }
         }
-        let before = one_int(self.db, &format!("SELECT MAX(last_updated) FROM {STAGED_INFO}"))?;
+        let before = one_int(
+            self.db,
+            &format!("SELECT MAX(last_updated) FROM {STAGED_INFO}"),
+        )?;
         let now = now_nanos();
         match self.direction {
             Direction::Adopt => {
@@ -701,9 +747,7 @@ impl<S: Sql> Run<'_, S> {
                     "INSERT INTO policies_info (id, last_updated) VALUES (1, '{stamp}')"
                 ))?;
                 if self.kind == DatabaseType::Postgres {
-                    self.exec(
-                        "SELECT setval(pg_get_serial_sequence('policies_info', 'id'), 1)",
-                    )?;
+                    self.exec("SELECT setval(pg_get_serial_sequence('policies_info', 'id'), 1)")?;
                 }
                 self.report.line(format!(
                     "policies_info.last_updated: {before} ns -> {stamp} (UTC)"
@@ -711,7 +755,10 @@ impl<S: Sql> Run<'_, S> {
             }
         }
         let got = (
-            one_int(self.db, &format!("SELECT COUNT(*) FROM {g} WHERE guid IS NOT NULL"))?,
+            one_int(
+                self.db,
+                &format!("SELECT COUNT(*) FROM {g} WHERE guid IS NOT NULL"),
+            )?,
             one_int(self.db, "SELECT COUNT(*) FROM destinations")?,
             one_int(self.db, "SELECT COUNT(*) FROM policies")?,
         );
@@ -730,7 +777,12 @@ impl<S: Sql> Run<'_, S> {
 
     /// Step 5: the staging tables and the journal go.
     fn cleanup(&mut self) -> Result<(), String> {
-        for t in [STAGED_POLICIES, STAGED_DESTINATIONS, STAGED_GROUPS, STAGED_INFO] {
+        for t in [
+            STAGED_POLICIES,
+            STAGED_DESTINATIONS,
+            STAGED_GROUPS,
+            STAGED_INFO,
+        ] {
             self.exec(&format!("DROP TABLE IF EXISTS {t}"))?;
         }
         if self.mysql() {

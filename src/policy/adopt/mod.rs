@@ -2,8 +2,8 @@
 //! older netman-release) in place, and the way back: `policy-server migrate` and
 //! `policy-server migrate --to-original`. See docs/store.md, "Coming from cf-networking".
 
+pub mod convert;
 pub mod detect;
 pub mod original_schema;
-pub mod convert;
 
 pub use detect::{detect, Era, Found, Inspect, Original};
