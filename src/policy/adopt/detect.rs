@@ -85,7 +85,8 @@ pub struct Original {
 /// What a database holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Found {
-    /// No tables at all.
+    /// None of the policy store's tables (other programs' tables, such as the overlay's leases
+    /// on a shared database, may be there): netman creates its schema.
     Empty,
     /// netman's schema at this version.
     Netman { version: i64 },
@@ -192,20 +193,66 @@ pub fn detect(db: &mut dyn Inspect) -> Result<Found, String> {
         )?;
         return Ok(Found::Netman { version });
     }
-    if tables.is_empty() {
-        return Ok(Found::Empty);
-    }
     if tables.contains("gorp_migrations") {
         return head(db, &tables);
     }
-    let era: BTreeSet<String> = ["groups", "destinations", "policies"]
+    let ours: Vec<&str> = POLICY_TABLE_NAMES
         .iter()
-        .map(|s| s.to_string())
+        .copied()
+        .filter(|t| tables.contains(*t))
         .collect();
-    if tables == era {
+    let egress = tables.iter().any(|t| EGRESS_TABLES.contains(&t.as_str()));
+    if ours.is_empty() && !egress {
+        return Ok(Found::Empty);
+    }
+    if ours == ["groups", "destinations", "policies"] && !egress {
         return netman_era(db);
     }
-    Ok(Found::Unknown(unknown_tables(&tables, &BTreeSet::new())))
+    let known: BTreeSet<&str> = ["groups", "destinations", "policies"].into_iter().collect();
+    let named: BTreeSet<String> = tables
+        .iter()
+        .filter(|t| POLICY_TABLE_NAMES.contains(&t.as_str()) || EGRESS_TABLES.contains(&t.as_str()))
+        .cloned()
+        .collect();
+    Ok(Found::Unknown(format!(
+        "{} (without sql-migrate's gorp_migrations or netman's netman_migrations)",
+        unknown_tables(&named, &known)
+    )))
+}
+
+/// Table names of the policy store in any generation (other tables are other programs').
+const POLICY_TABLE_NAMES: [&str; 4] = ["groups", "destinations", "policies", "policies_info"];
+
+/// Why the policy server must not open this database as its store, if it must not: the original's
+/// schema (to be adopted first), or an interrupted conversion. An empty database or netman's own
+/// schema is fine (read-only).
+pub fn refuse_to_open(db: &mut dyn Inspect) -> Result<Option<String>, String> {
+    let tables = tables(db)?;
+    if tables.contains(JOURNAL_TABLE) {
+        return Ok(Some(format!(
+            "a conversion of this database was interrupted ({JOURNAL_TABLE} is there): run \
+             `policy-server migrate` (or `migrate --to-original`, whichever was running) to \
+             finish it"
+        )));
+    }
+    if tables.contains("netman_migrations") {
+        return Ok(None);
+    }
+    if tables.contains("gorp_migrations") {
+        return Ok(Some(
+            "the database holds the original cf-networking policy server's schema: run \
+             `policy-server migrate` to adopt it (docs/store.md, \"Coming from cf-networking\")"
+                .into(),
+        ));
+    }
+    if POLICY_TABLE_NAMES.iter().any(|t| tables.contains(*t)) {
+        return Ok(Some(
+            "the database holds policy tables without netman's netman_migrations (the \
+             netman-release schema?): run `policy-server migrate` to adopt it"
+                .into(),
+        ));
+    }
+    Ok(None)
 }
 
 fn unknown_tables(tables: &BTreeSet<String>, known: &BTreeSet<&str>) -> String {
@@ -567,12 +614,44 @@ mod tests {
 
     #[test]
     fn unknown_tables_are_named_and_egress_leftovers_explained() {
-        let mut db = lite("CREATE TABLE terminals (guid TEXT); CREATE TABLE other (x INTEGER);");
+        let mut db = lite(
+            "CREATE TABLE terminals (guid TEXT); CREATE TABLE other (x INTEGER); \
+             CREATE TABLE policies (id INTEGER);",
+        );
         let Found::Unknown(reason) = detect(&mut db).unwrap() else {
             panic!("not unknown")
         };
-        assert!(reason.contains("other, terminals"), "{reason}");
+        assert!(reason.contains("unexpected tables: terminals"), "{reason}");
         assert!(reason.contains("dynamic-egress"), "{reason}");
+        assert!(!reason.contains("other"), "{reason}");
+    }
+
+    #[test]
+    fn other_programs_tables_leave_the_database_empty_for_the_store() {
+        let mut db = lite("CREATE TABLE overlay_leases (x INTEGER);");
+        assert_eq!(detect(&mut db).unwrap(), Found::Empty);
+        assert_eq!(refuse_to_open(&mut db).unwrap(), None);
+    }
+
+    #[test]
+    fn the_server_refuses_to_open_an_original_or_half_converted_database() {
+        let mut db = lite("CREATE TABLE gorp_migrations (id TEXT);");
+        assert!(refuse_to_open(&mut db)
+            .unwrap()
+            .unwrap()
+            .contains("policy-server migrate"));
+        let mut db = lite("CREATE TABLE groups (id INTEGER, guid TEXT);");
+        assert!(refuse_to_open(&mut db).unwrap().is_some());
+        let mut db = lite(&format!(
+            "CREATE TABLE netman_migrations (version INTEGER); CREATE TABLE {JOURNAL_TABLE} (x INT);"
+        ));
+        assert!(refuse_to_open(&mut db)
+            .unwrap()
+            .unwrap()
+            .contains("interrupted"));
+        let mut db =
+            lite("CREATE TABLE netman_migrations (version INTEGER); CREATE TABLE groups (id INT);");
+        assert_eq!(refuse_to_open(&mut db).unwrap(), None);
     }
 
     fn gorp(ids: &[String]) -> String {
