@@ -1,5 +1,6 @@
 //! The policy server: store, authentication, and the external and internal APIs.
 
+pub mod admin;
 pub mod adopt;
 pub mod app;
 pub mod auth;
