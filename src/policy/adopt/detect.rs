@@ -124,7 +124,7 @@ fn int(db: &mut dyn Inspect, sql: &str) -> Result<i64, String> {
 pub fn tables(db: &mut dyn Inspect) -> Result<BTreeSet<String>, String> {
     let sql = match db.kind() {
         DatabaseType::Postgres => {
-            "SELECT table_name FROM information_schema.tables \
+            "SELECT CAST(table_name AS TEXT) FROM information_schema.tables \
              WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'"
         }
         DatabaseType::Mysql => {
@@ -144,7 +144,7 @@ pub fn columns(db: &mut dyn Inspect, table: &str) -> Result<Vec<(String, String)
     assert!(table.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
     let sql = match db.kind() {
         DatabaseType::Postgres => format!(
-            "SELECT column_name, data_type FROM information_schema.columns \
+            "SELECT CAST(column_name AS TEXT), CAST(data_type AS TEXT) FROM information_schema.columns \
              WHERE table_schema = current_schema() AND table_name = '{table}' \
              ORDER BY ordinal_position"
         ),
@@ -374,15 +374,13 @@ fn head(db: &mut dyn Inspect, tables: &BTreeSet<String>) -> Result<Found, String
             )));
         }
     }
-    if tables.contains("gorp_lock") {
-        let held = text(&db.query("SELECT * FROM gorp_lock")?);
-        if !held.is_empty() {
-            return Ok(Found::Unknown(format!(
-                "gorp_lock holds {held:?}: the original's migrator is running (or died while \
-                 running). Stop every original policy-server first; a lock older than a minute \
-                 is stale and may be deleted"
-            )));
-        }
+    if tables.contains("gorp_lock") && int(db, "SELECT COUNT(*) FROM gorp_lock")? > 0 {
+        return Ok(Found::Unknown(
+            "gorp_lock holds a lock: the original's migrator is running (or died while \
+             running). Stop every original policy-server first; a lock older than a minute \
+             is stale and may be deleted"
+                .into(),
+        ));
     }
     let mut expected: Vec<(&str, &[&str])> = HEAD_COLUMNS.to_vec();
     let security_groups = tables.contains("security_groups");

@@ -2,6 +2,7 @@
 //! older netman-release) in place, and the way back: `policy-server migrate` and
 //! `policy-server migrate --to-original`. See docs/store.md, "Coming from cf-networking".
 
+pub(crate) mod bridge;
 pub mod convert;
 pub mod detect;
 pub mod original_schema;

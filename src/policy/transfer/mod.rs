@@ -3,5 +3,6 @@
 //! backend. See docs/store.md, "Moving to PostgreSQL".
 
 pub mod document;
+pub(crate) mod import;
 
 pub use document::Document;
