@@ -7,11 +7,11 @@ mod lab;
 
 use lab::policy_api::PolicyApi;
 use lab::{tcp_connect, tcp_connect_loop, Conn, Lab, TcpServer};
-use netman::agent::containers::Container as StoreContainer;
 use netman::agent::libnft::LibNft;
 use netman::agent::nft::{render_diff, render_full, C2cLogging, Nft, Runner};
 use netman::agent::plan::{plan, Diff};
 use netman::api::policy::{format_tag, Policy};
+use netman::cell::Container as StoreContainer;
 use rand::Rng;
 use std::time::{Duration, Instant};
 
@@ -60,10 +60,12 @@ fn synthetic(n: usize, dests: &[String], ranges: bool) -> Vec<Policy> {
 
 fn local_containers(count: usize) -> Vec<StoreContainer> {
     (0..count)
-        .map(|i| StoreContainer {
-            handle: format!("h{i}"),
-            ip: std::net::Ipv4Addr::new(10, 255, 1, 2 + i as u8),
-            app: format!("dst-{i}"),
+        .map(|i| {
+            StoreContainer::for_app(
+                &format!("h{i}"),
+                std::net::Ipv4Addr::new(10, 255, 1, 2 + i as u8),
+                &format!("dst-{i}"),
+            )
         })
         .collect()
 }
@@ -73,7 +75,10 @@ fn plan_and_apply() {
     let lab = Lab::new(1);
     let path = lab.cells[0].ns.path();
     let containers = local_containers(100);
-    let dests: Vec<String> = containers.iter().map(|c| c.app.clone()).collect();
+    let dests: Vec<String> = containers
+        .iter()
+        .filter_map(|c| c.app().map(str::to_string))
+        .collect();
     for (n, backend) in [
         (1_000usize, "libnftables"),
         (10_000, "libnftables"),
@@ -149,11 +154,7 @@ fn install(lab: &Lab, cell: usize, policies: &[Policy]) {
     let containers: Vec<StoreContainer> = lab.cells[cell]
         .containers
         .iter()
-        .map(|c| StoreContainer {
-            handle: c.handle.clone(),
-            ip: c.ip,
-            app: c.app.clone(),
-        })
+        .map(|c| StoreContainer::for_app(&c.handle, c.ip, &c.app))
         .collect();
     let (p, _) = plan(&containers, policies);
     lab.cells[cell]

@@ -36,6 +36,7 @@ fn stats(mut v: Vec<Duration>) -> (f64, f64) {
 /// The floor under the same machine load: the CNI chain alone (ADD + DEL, no networker) and
 /// the container's rules alone (one restore to add, one save + restore to remove).
 fn baseline(cell: &Cell, k: &Container, iters: usize) {
+    use netman::networker::protocol::PortMapping;
     use netman::networker::{cni_exec, rules, Config, Networker};
     let config: Config = serde_json::from_value(cell.config.clone()).unwrap();
     let list = cni_exec::load(&cell.path("cni-config")).unwrap().unwrap();
@@ -44,8 +45,8 @@ fn baseline(cell: &Cell, k: &Container, iters: usize) {
         container_id: "baseline".into(),
         netns: k.ns.path(),
         ifname: "eth1".into(),
-        metadata: serde_json::json!({}),
-        runtime_config: serde_json::json!({}),
+        metadata: Default::default(),
+        runtime_config: None,
     };
     let (mut cni, mut ipt) = (Vec::new(), Vec::new());
     for _ in 0..iters {
@@ -64,11 +65,11 @@ fn baseline(cell: &Cell, k: &Container, iters: usize) {
             netman::netns::run_in(&cell.cell.path(), move || {
                 let n = Networker::new(c.clone());
                 let mappings = [
-                    rules::PortMapping {
+                    PortMapping {
                         host_port: 61000,
                         container_port: 8080,
                     },
-                    rules::PortMapping {
+                    PortMapping {
                         host_port: 61001,
                         container_port: 9090,
                     },

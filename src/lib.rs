@@ -9,14 +9,17 @@ pub mod http; // the one HTTP layer: server (plain/TLS/mTLS) and clients
 pub mod logging;
 pub mod metrics; // Prometheus metrics and the debug server
 pub mod netns; // network namespace helpers
+pub mod os_error; // a failed system call: context and errno
 pub mod tls; // PEM loading and rustls configs
 
 pub mod policy; // policy server: store, auth, external and internal APIs
 
-pub mod cni; // CNI spec types and the runtime side (exec plugins)
+pub mod cni; // CNI spec types and the plugin side (the runtime side is the networker's)
 pub mod iptables; // typed iptables rules, rendering, iptables-restore, the shared lock
 pub mod netlink; // synchronous rtnetlink wrapper
 pub mod overlay; // lease controller, per-cell daemon, overlay CNI plugin
+
+pub mod cell; // the cell contract: mark layout, container store
 
 pub mod agent; // vxlan-policy-agent
 pub mod networker; // garden-external-networker

@@ -6,10 +6,10 @@
 mod lab;
 
 use lab::{tcp_connect, udp_roundtrip, Conn, Lab, TcpServer, UdpEcho};
-use netman::agent::containers::Container as StoreContainer;
 use netman::agent::nft::{render_diff, render_full, C2cLogging};
 use netman::agent::plan::{plan, Diff, Plan};
 use netman::api::policy::Policy;
+use netman::cell::Container as StoreContainer;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -29,11 +29,7 @@ fn cell_plan(lab: &Lab, cell: u8, policies: &[Policy]) -> Plan {
     let containers: Vec<StoreContainer> = lab.cells[cell as usize - 1]
         .containers
         .iter()
-        .map(|c| StoreContainer {
-            handle: c.handle.clone(),
-            ip: c.ip,
-            app: c.app.clone(),
-        })
+        .map(|c| StoreContainer::for_app(&c.handle, c.ip, &c.app))
         .collect();
     let (plan, skipped) = plan(&containers, policies);
     assert!(skipped.is_empty(), "{skipped:?}");
@@ -232,7 +228,11 @@ fn libnftables_applies_the_same_table_as_nft_and_fails_atomically() {
     .unwrap();
     results.0.unwrap();
     let err = results.1.unwrap_err();
-    assert!(err.contains("No such file or directory"), "{err}");
+    assert!(
+        matches!(&err, netman::agent::nft::Error::Rejected { status: None, message }
+            if message.contains("No such file or directory")),
+        "{err}"
+    );
     results.2.unwrap();
     let mut expected = by_exec.replace("10.255.2.2 . tcp . 8080 . 0x00000001", "");
     expected.retain(|c| !c.is_whitespace() && c != ',');

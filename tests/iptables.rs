@@ -116,7 +116,17 @@ fn a_failing_table_names_the_line_and_changes_nothing_in_it() {
         let e = i.apply(&b).unwrap_err();
         (e, i.list(Table::Filter).unwrap())
     });
-    assert!(err.0.contains("[line: -A missing -j ACCEPT]"), "{}", err.0);
+    assert!(
+        err.0.to_string().contains("[line: -A missing -j ACCEPT]"),
+        "{}",
+        err.0
+    );
+    assert!(
+        matches!(&err.0, Error::Restore { table: Some(t), line: Some(l), .. }
+            if t == "filter" && l == "-A missing -j ACCEPT"),
+        "{:?}",
+        err.0
+    );
     assert!(
         !err.1.has_chain("good"),
         "the whole table batch is one transaction"

@@ -1,5 +1,6 @@
 //! The policy server's internal API as the agent uses it, over mutual TLS.
 
+use super::Error;
 use crate::api::policy::{PoliciesResponse, Policy};
 use crate::http::client::{agent, body_string, ClientTls};
 use std::time::Duration;
@@ -7,9 +8,9 @@ use std::time::Duration;
 /// Where policies come from. The real one is [`PolicyClient`]; tests of the loop script one.
 pub trait PolicySource: Send + Sync {
     /// `policies_last_updated`: Unix nanoseconds of the last policy change.
-    fn last_updated(&self) -> Result<i64, String>;
+    fn last_updated(&self) -> Result<i64, Error>;
     /// Policies whose source or destination is one of `app_ids` (never empty).
-    fn policies(&self, app_ids: &[String]) -> Result<Vec<Policy>, String>;
+    fn policies(&self, app_ids: &[String]) -> Result<Vec<Policy>, Error>;
 }
 
 pub struct PolicyClient {
@@ -27,18 +28,22 @@ impl PolicyClient {
         })
     }
 
-    fn get(&self, path_and_query: &str) -> Result<String, String> {
+    fn get(&self, path_and_query: &str) -> Result<String, Error> {
         let url = format!("{}{path_and_query}", self.base);
+        let request = |message: String| Error::Request {
+            url: url.clone(),
+            message,
+        };
         let mut resp = self
             .agent
             .get(&url)
             .call()
-            .map_err(|e| format!("GET {url}: {e}"))?;
+            .map_err(|e| request(e.to_string()))?;
         let status = resp.status().as_u16();
-        let body = body_string(&mut resp, BODY_LIMIT).map_err(|e| format!("GET {url}: {e}"))?;
+        let body = body_string(&mut resp, BODY_LIMIT).map_err(request)?;
         if status != 200 {
             let body: String = body.chars().take(300).collect();
-            return Err(format!("GET {url}: status {status}: {body}"));
+            return Err(Error::Status { url, status, body });
         }
         Ok(body)
     }
@@ -58,21 +63,24 @@ fn encode(id: &str) -> String {
 }
 
 impl PolicySource for PolicyClient {
-    fn last_updated(&self) -> Result<i64, String> {
+    fn last_updated(&self) -> Result<i64, Error> {
         let body = self.get("/networking/v1/internal/policies_last_updated")?;
-        body.trim()
-            .parse()
-            .map_err(|_| format!("policies_last_updated: not an integer: {:?}", body.trim()))
+        body.trim().parse().map_err(|_| Error::Decode {
+            what: "policies_last_updated",
+            message: format!("not an integer: {:?}", body.trim()),
+        })
     }
 
-    fn policies(&self, app_ids: &[String]) -> Result<Vec<Policy>, String> {
+    fn policies(&self, app_ids: &[String]) -> Result<Vec<Policy>, Error> {
         let ids: Vec<String> = app_ids.iter().map(|i| encode(i)).collect();
         let body = self.get(&format!(
             "/networking/v1/internal/policies?id={}",
             ids.join(",")
         ))?;
-        let resp: PoliciesResponse = serde_json::from_str(&body)
-            .map_err(|e| format!("internal policies: decoding response: {e}"))?;
+        let resp: PoliciesResponse = serde_json::from_str(&body).map_err(|e| Error::Decode {
+            what: "internal policies",
+            message: format!("decoding response: {e}"),
+        })?;
         Ok(resp.policies)
     }
 }

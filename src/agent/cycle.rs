@@ -3,11 +3,13 @@
 
 use super::backoff::Backoff;
 use super::client::PolicySource;
-use super::containers::{Container, StoreReader};
+use super::containers::policy_containers;
 use super::metrics::{self as m, AgentMetrics};
 use super::nft::{C2cLogging, Dataplane, Set};
 use super::plan::{plan, Diff, Plan, Skipped};
+use super::Error;
 use crate::api::policy::Policy;
+use crate::cell::{Container, Reader};
 use std::collections::BTreeSet;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -32,14 +34,13 @@ pub enum Applied {
 }
 
 struct State {
-    store: StoreReader,
+    store: Reader,
     /// The last successfully read containers.
     containers: Vec<Container>,
     /// The error of the last store read, until a read succeeds.
-    store_error: Option<String>,
-    /// The last fetched policies and the apps they were fetched for.
+    store_error: Option<Error>,
+    /// The last fetched policies (planned again while a fetch fails).
     policies: Vec<Policy>,
-    policies_for: Vec<String>,
     /// What this process installed; `None` until its first apply (the kernel may still hold a
     /// previous run's table, which stays until it is replaced as a whole).
     installed: Option<Plan>,
@@ -61,7 +62,7 @@ impl Agent {
     pub fn new(
         source: Box<dyn PolicySource>,
         dataplane: Box<dyn Dataplane>,
-        store: StoreReader,
+        store: Reader,
         logging: C2cLogging,
         settings: Settings,
         metrics: AgentMetrics,
@@ -76,7 +77,6 @@ impl Agent {
                 containers: Vec::new(),
                 store_error: None,
                 policies: Vec::new(),
-                policies_for: Vec::new(),
                 installed: None,
                 last_updated: None,
                 last_full_sync: None,
@@ -96,7 +96,7 @@ impl Agent {
 
     /// One poll: a cheap `policies_last_updated`, and a full cycle only when it changed, the
     /// container store changed, a full sync is due, or nothing was installed yet.
-    pub fn poll(&self) -> Result<Applied, String> {
+    pub fn poll(&self) -> Result<Applied, Error> {
         let mut st = self.lock();
         let store_changed = st.store.changed();
         let full_due = st
@@ -132,7 +132,7 @@ impl Agent {
     }
 
     /// A full cycle now, re-reading the store (the networker calls this on container create).
-    pub fn force(&self) -> Result<Applied, String> {
+    pub fn force(&self) -> Result<Applied, Error> {
         let mut st = self.lock();
         let remote = self
             .metrics
@@ -155,7 +155,7 @@ impl Agent {
         remote: Option<i64>,
         force_store: bool,
         rebuild: bool,
-    ) -> Result<Applied, String> {
+    ) -> Result<Applied, Error> {
         let started = Instant::now();
         let result = self.metrics.poll.time("cycle", || {
             self.cycle_inner(st, remote, force_store, rebuild)
@@ -173,30 +173,30 @@ impl Agent {
         remote: Option<i64>,
         force_store: bool,
         rebuild: bool,
-    ) -> Result<Applied, String> {
+    ) -> Result<Applied, Error> {
         match st.store.read_if_changed(force_store) {
-            Ok(Some(containers)) => {
-                st.containers = containers;
+            Ok(Some(all)) => {
+                st.containers = policy_containers(&all, st.store.path());
                 st.store_error = None;
             }
             Ok(None) => {}
             Err(e) => {
                 self.metrics.error(m::STORE);
                 log::error!("container store: {e}; keeping the last good list of containers");
-                st.store_error = Some(e);
+                st.store_error = Some(e.into());
             }
         }
         let apps: Vec<String> = st
             .containers
             .iter()
-            .map(|c| c.app.clone())
+            .filter_map(|c| c.app().map(str::to_string))
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
 
         let mut fetch_error = None;
         let policies = if remote.is_none() {
-            fetch_error = Some("policy server unreachable".to_string());
+            fetch_error = Some(Error::PolicyServerUnreachable);
             None
         } else if apps.is_empty() {
             Some(Vec::new())
@@ -217,7 +217,9 @@ impl Agent {
         let policies = match policies {
             Some(p) => p,
             // Never replace a table we did not install with one planned from nothing.
-            None if st.installed.is_none() => return Err(fetch_error.unwrap_or_default()),
+            None if st.installed.is_none() => {
+                return Err(fetch_error.unwrap_or(Error::PolicyServerUnreachable))
+            }
             None => st.policies.clone(),
         };
 
@@ -234,7 +236,6 @@ impl Agent {
         st.installed = Some(plan);
         if fetch_error.is_none() {
             st.policies = policies;
-            st.policies_for = apps;
             st.last_updated = remote;
             st.last_full_sync = Some(Instant::now());
             if st.store_error.is_none() {
@@ -247,7 +248,7 @@ impl Agent {
         }
     }
 
-    fn apply(&self, st: &State, plan: &Plan, rebuild: bool) -> Result<Applied, String> {
+    fn apply(&self, st: &State, plan: &Plan, rebuild: bool) -> Result<Applied, Error> {
         let applied = match &st.installed {
             Some(_) if rebuild => self.replace(st, plan)?,
             Some(old) => {
@@ -282,7 +283,7 @@ impl Agent {
         Ok(applied)
     }
 
-    fn replace(&self, st: &State, plan: &Plan) -> Result<Applied, String> {
+    fn replace(&self, st: &State, plan: &Plan) -> Result<Applied, Error> {
         self.metrics
             .enforce
             .time("full", || self.dataplane.replace(plan, &st.logging))
@@ -295,7 +296,7 @@ impl Agent {
     }
 
     /// Turns c2c logging on or off at once (only the chain is rewritten).
-    pub fn set_logging(&self, enabled: bool) -> Result<(), String> {
+    pub fn set_logging(&self, enabled: bool) -> Result<(), Error> {
         let mut st = self.lock();
         let new = C2cLogging {
             enabled,
@@ -310,14 +311,15 @@ impl Agent {
         Ok(())
     }
 
-    /// Health: the last store read failed, or nothing is installed yet.
+    /// Health: the last store read failed, or nothing is installed yet (as the debug server's
+    /// `/health` text).
     pub fn health(&self) -> Result<(), String> {
         let st = self.lock();
         if let Some(e) = &st.store_error {
-            return Err(e.clone());
+            return Err(e.to_string());
         }
         if st.installed.is_none() {
-            return Err("no policies enforced yet".into());
+            return Err(Error::NotEnforced.to_string());
         }
         Ok(())
     }
@@ -359,20 +361,20 @@ pub fn run_poller(agent: Arc<Agent>, stop: Receiver<()>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::nft::C2cLogging;
+    use crate::agent::nft::{self, C2cLogging};
     use prometheus_client::registry::Registry;
 
     struct Script {
-        last_updated: Mutex<Result<i64, String>>,
-        policies: Mutex<Result<Vec<Policy>, String>>,
+        last_updated: Mutex<Result<i64, Error>>,
+        policies: Mutex<Result<Vec<Policy>, Error>>,
         fetches: Mutex<Vec<Vec<String>>>,
     }
 
     impl PolicySource for Arc<Script> {
-        fn last_updated(&self) -> Result<i64, String> {
+        fn last_updated(&self) -> Result<i64, Error> {
             self.last_updated.lock().unwrap().clone()
         }
-        fn policies(&self, ids: &[String]) -> Result<Vec<Policy>, String> {
+        fn policies(&self, ids: &[String]) -> Result<Vec<Policy>, Error> {
             self.fetches.lock().unwrap().push(ids.to_vec());
             self.policies.lock().unwrap().clone()
         }
@@ -385,9 +387,9 @@ mod tests {
     }
 
     impl Dataplane for Arc<Recorder> {
-        fn replace(&self, plan: &Plan, log: &C2cLogging) -> Result<(), String> {
+        fn replace(&self, plan: &Plan, log: &C2cLogging) -> Result<(), nft::Error> {
             if *self.fail.lock().unwrap() {
-                return Err("boom".into());
+                return Err(boom());
             }
             self.calls.lock().unwrap().push(format!(
                 "replace {} log={}",
@@ -396,9 +398,9 @@ mod tests {
             ));
             Ok(())
         }
-        fn update(&self, diff: &Diff) -> Result<(), String> {
+        fn update(&self, diff: &Diff) -> Result<(), nft::Error> {
             if *self.fail.lock().unwrap() {
-                return Err("boom".into());
+                return Err(boom());
             }
             self.calls
                 .lock()
@@ -406,12 +408,27 @@ mod tests {
                 .push(format!("update {}", diff.len()));
             Ok(())
         }
-        fn set_logging(&self, log: &C2cLogging) -> Result<(), String> {
+        fn set_logging(&self, log: &C2cLogging) -> Result<(), nft::Error> {
             self.calls
                 .lock()
                 .unwrap()
                 .push(format!("logging {}", log.enabled));
             Ok(())
+        }
+    }
+
+    fn boom() -> nft::Error {
+        nft::Error::Rejected {
+            status: None,
+            message: "boom".into(),
+        }
+    }
+
+    /// A failed request to the policy server.
+    fn down(message: &str) -> Error {
+        Error::Request {
+            url: "https://policy-server".into(),
+            message: message.into(),
         }
     }
 
@@ -442,7 +459,7 @@ mod tests {
             let agent = Agent::new(
                 Box::new(script.clone()),
                 Box::new(rec.clone()),
-                StoreReader::new(dir.path().join("store.json")),
+                Reader::new(dir.path().join("store.json")),
                 C2cLogging {
                     enabled: false,
                     group: 2,
@@ -522,12 +539,12 @@ mod tests {
         assert_eq!(f.agent.poll().unwrap(), Applied::Full(2));
         assert_eq!(f.calls(), ["replace 2 log=false", "replace 2 log=false"]);
         // The policy server unreachable: the table is left as it is until the server answers.
-        *f.script.last_updated.lock().unwrap() = Err("connection refused".into());
+        *f.script.last_updated.lock().unwrap() = Err(down("connection refused"));
         assert!(f.agent.poll().is_err());
         assert!(f.calls().is_empty(), "no rewrite without the policy server");
         // It answers the cheap check but not the policies: still no rewrite, on any retry.
         *f.script.last_updated.lock().unwrap() = Ok(1);
-        *f.script.policies.lock().unwrap() = Err("500".into());
+        *f.script.policies.lock().unwrap() = Err(down("500"));
         assert!(f.agent.poll().is_err());
         assert!(f.agent.poll().is_err());
         assert!(f.calls().is_empty(), "no rewrite from stale policies");
@@ -559,6 +576,7 @@ mod tests {
             .agent
             .force()
             .unwrap_err()
+            .to_string()
             .contains("corrupt container store"));
         assert_eq!(f.calls(), ["replace 2 log=false", "update 1"]);
     }
@@ -566,17 +584,17 @@ mod tests {
     #[test]
     fn server_failures_keep_the_rules_and_never_wipe_a_previous_table() {
         let f = Fixture::new();
-        *f.script.last_updated.lock().unwrap() = Err("connection refused".into());
+        *f.script.last_updated.lock().unwrap() = Err(down("connection refused"));
         assert!(f.agent.poll().is_err());
         assert!(f.agent.force().is_err());
         assert!(f.calls().is_empty(), "nothing applied from nothing");
         *f.script.last_updated.lock().unwrap() = Ok(5);
-        *f.script.policies.lock().unwrap() = Err("status 500".into());
+        *f.script.policies.lock().unwrap() = Err(down("status 500"));
         assert!(f.agent.poll().is_err());
         assert!(f.calls().is_empty());
         *f.script.policies.lock().unwrap() = Ok(vec![policy("A", "B", 80)]);
         assert_eq!(f.agent.poll().unwrap(), Applied::Full(2));
-        *f.script.last_updated.lock().unwrap() = Err("timeout".into());
+        *f.script.last_updated.lock().unwrap() = Err(down("timeout"));
         assert!(f.agent.poll().is_err());
         assert_eq!(f.calls(), ["replace 2 log=false"]);
     }

@@ -7,6 +7,7 @@
 //! Loaded with `dlopen("libnftables.so.1")` (Debian's nftables package ships no unversioned
 //! development link), so no build-time dependency; [`LibNft::open`] fails cleanly when absent.
 
+use super::nft::{nft_message, Error};
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::sync::Mutex;
 
@@ -64,11 +65,14 @@ fn last_dl_error() -> String {
     }
 }
 
-unsafe fn symbol<T>(lib: *mut c_void, name: &str) -> Result<T, String> {
+unsafe fn symbol<T>(lib: *mut c_void, name: &str) -> Result<T, Error> {
     let cname = CString::new(name).expect("symbol name");
     let p = dlsym(lib, cname.as_ptr());
     if p.is_null() {
-        return Err(format!("{LIBRARY}: symbol {name}: {}", last_dl_error()));
+        return Err(Error::Library(format!(
+            "{LIBRARY}: symbol {name}: {}",
+            last_dl_error()
+        )));
     }
     // SAFETY: the caller names the symbol's true function type; fn pointers and *mut c_void
     // have the same size on every platform netman runs on.
@@ -88,14 +92,17 @@ fn take(f: CtxStr, ctx: *mut c_void) -> String {
 }
 
 impl LibNft {
-    pub fn open() -> Result<LibNft, String> {
+    pub fn open() -> Result<LibNft, Error> {
         let name = CString::new(LIBRARY).expect("library name");
         // SAFETY: plain dlopen/dlsym of a C library; the handle is never closed (it lives as
         // long as the process), so the function pointers stay valid.
         unsafe {
             let lib = dlopen(name.as_ptr(), RTLD_NOW);
             if lib.is_null() {
-                return Err(format!("loading {LIBRARY}: {}", last_dl_error()));
+                return Err(Error::Library(format!(
+                    "loading {LIBRARY}: {}",
+                    last_dl_error()
+                )));
             }
             let ctx_new: CtxNew = symbol(lib, "nft_ctx_new")?;
             let buffer_output: CtxInt = symbol(lib, "nft_ctx_buffer_output")?;
@@ -108,11 +115,11 @@ impl LibNft {
             };
             let ctx = ctx_new(0);
             if ctx.is_null() {
-                return Err(format!("{LIBRARY}: nft_ctx_new failed"));
+                return Err(Error::Library(format!("{LIBRARY}: nft_ctx_new failed")));
             }
             let ctx = Ctx { api, ctx };
             if buffer_output(ctx.ctx) != 0 || buffer_error(ctx.ctx) != 0 {
-                return Err(format!("{LIBRARY}: cannot buffer output"));
+                return Err(Error::Library(format!("{LIBRARY}: cannot buffer output")));
             }
             Ok(LibNft {
                 inner: Mutex::new(ctx),
@@ -121,17 +128,18 @@ impl LibNft {
     }
 
     /// Runs one script as one transaction (all of it or nothing).
-    pub fn run(&self, script: &str) -> Result<(), String> {
-        let script =
-            CString::new(script).map_err(|_| "nft script contains a NUL byte".to_string())?;
+    pub fn run(&self, script: &str) -> Result<(), Error> {
+        let script = CString::new(script).map_err(|_| Error::NulInScript)?;
         let ctx = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         // SAFETY: ctx is valid; the script is NUL-terminated and outlives the call.
         let rc = unsafe { (ctx.api.run)(ctx.ctx, script.as_ptr()) };
         let _ = take(ctx.api.get_output, ctx.ctx);
         let err = take(ctx.api.get_error, ctx.ctx);
         if rc != 0 {
-            let err: String = err.trim().chars().take(2000).collect();
-            return Err(format!("nft transaction failed, nothing changed: {err}"));
+            return Err(Error::Rejected {
+                status: None,
+                message: nft_message(&err),
+            });
         }
         Ok(())
     }

@@ -7,14 +7,16 @@
 //!
 //! The table marks packets of local policy-source containers with their app's tag (carried to the
 //! other cell by VXLAN GBP) and marks allowed packets to local containers with
-//! [`plan::ALLOWED_BIT`]. It never accepts or drops: the decision is the networker's per-container
-//! iptables chain, which accepts packets carrying that bit before its default REJECT.
+//! [`crate::cell::marks::ALLOWED_BIT`]. It never accepts or drops: the decision is the
+//! networker's per-container iptables chain, which accepts packets carrying that bit before its
+//! default REJECT.
 
 pub mod backoff;
 pub mod client;
 pub mod config;
 pub mod containers;
 pub mod cycle;
+pub mod error;
 pub mod libnft;
 pub mod metrics;
 pub mod nft;
@@ -23,3 +25,4 @@ pub mod server;
 
 pub use config::AgentConfig;
 pub use cycle::Agent;
+pub use error::Error;

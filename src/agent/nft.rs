@@ -1,6 +1,7 @@
 //! The agent's dataplane: its own nftables table `ip netman_vpa`, rendered from typed values in
-//! this one place and applied with `nft -f -`, one transaction per change (the kernel holds the
-//! old or the new complete state, never a mix, even if the agent dies mid-apply).
+//! this one place and applied one transaction per change (the kernel holds the old or the new
+//! complete state, never a mix, even if the agent dies mid-apply): in-process through
+//! libnftables ([`super::libnft`]) when it loads, else by `nft -f -` ([`Nft`]).
 //!
 //! ```text
 //! table ip netman_vpa {
@@ -21,7 +22,9 @@
 //! 10,000 interval elements cut new connections/s to about a tenth). Lookups run only for the
 //! first packet of a connection (`ct state new`).
 
-use super::plan::{Allow, Diff, Plan, ALLOWED_BIT};
+use super::plan::{Allow, Diff, Plan};
+use crate::cell::marks::{ALLOWED_BIT, HIGH_MASK};
+use crate::os_error::OsError;
 use std::fmt::{self, Write as _};
 use std::io::Write as _;
 use std::net::Ipv4Addr;
@@ -99,7 +102,7 @@ impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Allowed by a policy: the bit and nothing else in the high half (the networker's
         // ingress mark 0xffff0000 also has bit 24; router traffic is not c2c).
-        let allowed = format!("meta mark & 0xffff0000 == 0x{ALLOWED_BIT:08x}");
+        let allowed = format!("meta mark & 0x{HIGH_MASK:08x} == 0x{ALLOWED_BIT:08x}");
         match self {
             Rule::MarkSources => write!(
                 f,
@@ -213,26 +216,20 @@ pub fn render_full(plan: &Plan, log: &C2cLogging) -> String {
         "add chain {FAMILY} {TABLE} {CHAIN} {{ type filter hook forward priority {PRIORITY}; policy accept; }}"
     );
     chain_rules(&mut out, log);
-    elements(
-        &mut out,
-        "add",
-        Set::SourceTags,
-        plan.source_tags
-            .iter()
-            .map(|(ip, tag)| SourceElement(*ip, Some(*tag))),
-    );
-    for set in [Set::Allowed, Set::AllowedRanges] {
-        elements(
-            &mut out,
-            "add",
-            set,
-            plan.allowed
-                .iter()
-                .filter(|a| Set::of(a) == set)
-                .map(AllowElement),
-        );
-    }
+    let sources = plan.source_tags.iter();
+    let sources = sources.map(|(ip, tag)| SourceElement(*ip, Some(*tag)));
+    elements(&mut out, "add", Set::SourceTags, sources);
+    allow_elements(&mut out, "add", &plan.allowed);
     out
+}
+
+/// `verb` (add or delete) elements of the allowed sets, each to the set it belongs in.
+fn allow_elements<'a>(out: &mut String, verb: &str, allowed: impl IntoIterator<Item = &'a Allow>) {
+    let allowed: Vec<&Allow> = allowed.into_iter().collect();
+    for set in [Set::Allowed, Set::AllowedRanges] {
+        let of_set = allowed.iter().filter(|a| Set::of(a) == set);
+        elements(out, verb, set, of_set.map(|a| AllowElement(a)));
+    }
 }
 
 /// Only the difference; `None` when there is nothing to do. Removals come first, so an element
@@ -242,44 +239,16 @@ pub fn render_diff(diff: &Diff) -> Option<String> {
         return None;
     }
     let mut out = String::with_capacity(diff.len() * 56);
-    elements(
-        &mut out,
-        "delete",
-        Set::SourceTags,
-        diff.remove_sources
-            .iter()
-            .map(|ip| SourceElement(*ip, None)),
-    );
-    for set in [Set::Allowed, Set::AllowedRanges] {
-        elements(
-            &mut out,
-            "delete",
-            set,
-            diff.remove_allowed
-                .iter()
-                .filter(|a| Set::of(a) == set)
-                .map(AllowElement),
-        );
-    }
-    elements(
-        &mut out,
-        "add",
-        Set::SourceTags,
-        diff.add_sources
-            .iter()
-            .map(|(ip, tag)| SourceElement(*ip, Some(*tag))),
-    );
-    for set in [Set::Allowed, Set::AllowedRanges] {
-        elements(
-            &mut out,
-            "add",
-            set,
-            diff.add_allowed
-                .iter()
-                .filter(|a| Set::of(a) == set)
-                .map(AllowElement),
-        );
-    }
+    let gone = diff
+        .remove_sources
+        .iter()
+        .map(|ip| SourceElement(*ip, None));
+    elements(&mut out, "delete", Set::SourceTags, gone);
+    allow_elements(&mut out, "delete", &diff.remove_allowed);
+    let new = diff.add_sources.iter();
+    let new = new.map(|(ip, tag)| SourceElement(*ip, Some(*tag)));
+    elements(&mut out, "add", Set::SourceTags, new);
+    allow_elements(&mut out, "add", &diff.add_allowed);
     Some(out)
 }
 
@@ -290,14 +259,58 @@ pub fn render_chain(log: &C2cLogging) -> String {
     out
 }
 
-/// Where plans go. The real one is [`Nft`]; tests of the loop use a recording one.
+/// A refused or failed transaction: nothing of it was applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// `nft` could not be run or talked to.
+    Exec(OsError),
+    /// nftables rejected the script (`status`: the `nft` process's exit status).
+    Rejected {
+        status: Option<String>,
+        message: String,
+    },
+    /// The script holds a NUL byte (libnftables takes a C string).
+    NulInScript,
+    /// libnftables cannot be used.
+    Library(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Exec(e) => write!(f, "{e}"),
+            Error::Rejected {
+                status: Some(status),
+                message,
+            } => write!(
+                f,
+                "nft transaction failed ({status}), nothing changed: {message}"
+            ),
+            Error::Rejected { message, .. } => {
+                write!(f, "nft transaction failed, nothing changed: {message}")
+            }
+            Error::NulInScript => write!(f, "nft script contains a NUL byte"),
+            Error::Library(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<Error> for String {
+    fn from(e: Error) -> String {
+        e.to_string()
+    }
+}
+
+/// Where plans go. The real one is [`Table`]; tests of the loop use a recording one.
 pub trait Dataplane: Send + Sync {
     /// Replaces the whole table with `plan` (start-up and recovery).
-    fn replace(&self, plan: &Plan, log: &C2cLogging) -> Result<(), String>;
+    fn replace(&self, plan: &Plan, log: &C2cLogging) -> Result<(), Error>;
     /// Applies a difference to the installed table.
-    fn update(&self, diff: &Diff) -> Result<(), String>;
+    fn update(&self, diff: &Diff) -> Result<(), Error>;
     /// Rewrites the chain for a logging change.
-    fn set_logging(&self, log: &C2cLogging) -> Result<(), String>;
+    fn set_logging(&self, log: &C2cLogging) -> Result<(), Error>;
 }
 
 /// Applies scripts with `nft -f -` in the namespace of the calling thread.
@@ -312,14 +325,15 @@ impl Nft {
     }
 
     /// Runs one script as one transaction.
-    pub fn run(&self, script: &str) -> Result<(), String> {
+    pub fn run(&self, script: &str) -> Result<(), Error> {
+        let exec = |what: String, e: std::io::Error| Error::Exec(OsError::io(what, &e));
         let mut child = Command::new(&self.path)
             .args(["-f", "-"])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| format!("running {} -f -: {e}", self.path))?;
+            .map_err(|e| exec(format!("running {} -f -", self.path), e))?;
         let write = child
             .stdin
             .take()
@@ -327,32 +341,35 @@ impl Nft {
             .write_all(script.as_bytes());
         let out = child
             .wait_with_output()
-            .map_err(|e| format!("waiting for {}: {e}", self.path))?;
+            .map_err(|e| exec(format!("waiting for {}", self.path), e))?;
         if !out.status.success() {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            let stderr: String = stderr.trim().chars().take(2000).collect();
-            return Err(format!(
-                "nft transaction failed ({}), nothing changed: {stderr}",
-                out.status
-            ));
+            return Err(Error::Rejected {
+                status: Some(out.status.to_string()),
+                message: nft_message(&String::from_utf8_lossy(&out.stderr)),
+            });
         }
-        write.map_err(|e| format!("writing to nft: {e}"))
+        write.map_err(|e| exec("writing to nft".into(), e))
     }
+}
+
+/// nft's error text, bounded (a rejected script of thousands of elements echoes them).
+pub fn nft_message(text: &str) -> String {
+    text.trim().chars().take(2000).collect()
 }
 
 /// Runs scripts one transaction at a time: in-process through libnftables, or by `nft -f -`.
 pub trait Runner: Send + Sync {
-    fn run(&self, script: &str) -> Result<(), String>;
+    fn run(&self, script: &str) -> Result<(), Error>;
 }
 
 impl Runner for Nft {
-    fn run(&self, script: &str) -> Result<(), String> {
+    fn run(&self, script: &str) -> Result<(), Error> {
         Nft::run(self, script)
     }
 }
 
 impl Runner for super::libnft::LibNft {
-    fn run(&self, script: &str) -> Result<(), String> {
+    fn run(&self, script: &str) -> Result<(), Error> {
         super::libnft::LibNft::run(self, script)
     }
 }
@@ -374,18 +391,18 @@ pub struct Table {
 }
 
 impl Dataplane for Table {
-    fn replace(&self, plan: &Plan, log: &C2cLogging) -> Result<(), String> {
+    fn replace(&self, plan: &Plan, log: &C2cLogging) -> Result<(), Error> {
         self.runner.run(&render_full(plan, log))
     }
 
-    fn update(&self, diff: &Diff) -> Result<(), String> {
+    fn update(&self, diff: &Diff) -> Result<(), Error> {
         match render_diff(diff) {
             Some(script) => self.runner.run(&script),
             None => Ok(()),
         }
     }
 
-    fn set_logging(&self, log: &C2cLogging) -> Result<(), String> {
+    fn set_logging(&self, log: &C2cLogging) -> Result<(), Error> {
         self.runner.run(&render_chain(log))
     }
 }

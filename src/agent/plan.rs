@@ -1,18 +1,12 @@
 //! The planner: from the local containers and the policies that touch their apps, the desired
 //! dataplane state as plain values (no kernel, no text). Rendering is [`super::nft`]'s job.
 
-use super::containers::Container;
 use crate::api::policy::{parse_tag, Policy};
+use crate::cell::marks::MAX_TAG;
+use crate::cell::Container;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::Ipv4Addr;
-
-/// Packet mark bit meaning "a policy allows this packet". Above the 16 bits VXLAN GBP carries,
-/// so another cell cannot set it; the networker's per-container chain accepts on it.
-pub const ALLOWED_BIT: u32 = 0x0100_0000;
-
-/// Largest tag: GBP carries the low 16 bits of the mark.
-pub const MAX_TAG: u32 = 0xFFFF;
 
 /// Port ranges up to this many ports are planned as single ports (hash-set elements, O(1) per
 /// lookup); only wider ranges go to the interval set, whose lookup cost grows with its size.
@@ -80,26 +74,10 @@ impl Plan {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Skipped(pub String);
 
-/// Plans the cell. Pure: same input, same output.
+/// Plans the cell. Pure: same input, same output. Containers without an app take no part.
 pub fn plan(containers: &[Container], policies: &[Policy]) -> (Plan, Vec<Skipped>) {
     let mut skipped = Vec::new();
-    // app -> its local IPs (sorted, deduplicated); an IP claimed twice keeps its first handle.
-    let mut by_app: BTreeMap<&str, BTreeSet<Ipv4Addr>> = BTreeMap::new();
-    let mut owner: BTreeMap<Ipv4Addr, &str> = BTreeMap::new();
-    let mut sorted: Vec<&Container> = containers.iter().collect();
-    sorted.sort();
-    for c in sorted {
-        if let Some(other) = owner.get(&c.ip) {
-            skipped.push(Skipped(format!(
-                "container {} has IP {} already used by {other}",
-                c.handle, c.ip
-            )));
-            continue;
-        }
-        owner.insert(c.ip, &c.handle);
-        by_app.entry(&c.app).or_default().insert(c.ip);
-    }
-
+    let by_app = local_apps(containers, &mut skipped);
     let mut source_tags = BTreeMap::new();
     let mut ranges: BTreeMap<(Ipv4Addr, Proto, u32), Vec<(u16, u16)>> = BTreeMap::new();
     for p in policies {
@@ -108,46 +86,96 @@ pub fn plan(containers: &[Container], policies: &[Policy]) -> (Plan, Vec<Skipped
         if src_ips.is_none() && dst_ips.is_none() {
             continue;
         }
-        let tag = match p.source.tag.as_deref().and_then(parse_tag) {
-            Some(t) if (1..=MAX_TAG).contains(&t) => t,
-            _ => {
-                skipped.push(Skipped(format!(
-                    "policy {} -> {}: source tag {:?} is not a 16-bit hex tag",
-                    p.source.id, p.destination.id, p.source.tag
-                )));
+        let tag = match source_tag(p) {
+            Ok(t) => t,
+            Err(why) => {
+                skipped.push(why);
                 continue;
             }
         };
-        if let Some(ips) = src_ips {
-            for ip in ips {
-                source_tags.insert(*ip, tag);
-            }
+        for ip in src_ips.into_iter().flatten() {
+            source_tags.insert(*ip, tag);
         }
         let Some(ips) = dst_ips else { continue };
-        let Some(proto) = Proto::parse(&p.destination.protocol) else {
-            skipped.push(Skipped(format!(
-                "policy {} -> {}: protocol {:?} is not tcp or udp",
-                p.source.id, p.destination.id, p.destination.protocol
-            )));
-            continue;
+        let (proto, start, end) = match destination(p) {
+            Ok(d) => d,
+            Err(why) => {
+                skipped.push(why);
+                continue;
+            }
         };
-        let (start, end) = (p.destination.ports.start, p.destination.ports.end);
-        let end = if end == 0 { start } else { end };
-        if !(1..=65535).contains(&start) || !(start..=65535).contains(&end) {
-            skipped.push(Skipped(format!(
-                "policy {} -> {}: invalid port range {start}-{end}",
-                p.source.id, p.destination.id
-            )));
-            continue;
-        }
         for ip in ips {
             ranges
                 .entry((*ip, proto, tag))
                 .or_default()
-                .push((start as u16, end as u16));
+                .push((start, end));
         }
     }
+    let plan = Plan {
+        source_tags,
+        allowed: allowed_elements(ranges),
+    };
+    (plan, skipped)
+}
 
+/// App -> its local IPs (sorted, deduplicated); an IP claimed twice keeps its first handle.
+fn local_apps<'a>(
+    containers: &'a [Container],
+    skipped: &mut Vec<Skipped>,
+) -> BTreeMap<&'a str, BTreeSet<Ipv4Addr>> {
+    let mut by_app: BTreeMap<&str, BTreeSet<Ipv4Addr>> = BTreeMap::new();
+    let mut owner: BTreeMap<Ipv4Addr, &str> = BTreeMap::new();
+    let mut sorted: Vec<(&str, Ipv4Addr, &str)> = containers
+        .iter()
+        .filter_map(|c| Some((c.handle.as_str(), c.ip, c.app()?)))
+        .collect();
+    sorted.sort();
+    for (handle, ip, app) in sorted {
+        if let Some(other) = owner.get(&ip) {
+            skipped.push(Skipped(format!(
+                "container {handle} has IP {ip} already used by {other}"
+            )));
+            continue;
+        }
+        owner.insert(ip, handle);
+        by_app.entry(app).or_default().insert(ip);
+    }
+    by_app
+}
+
+/// The policy's source tag (what the source's packets are marked with).
+fn source_tag(p: &Policy) -> Result<u32, Skipped> {
+    match p.source.tag.as_deref().and_then(parse_tag) {
+        Some(t) if (1..=MAX_TAG).contains(&t) => Ok(t),
+        _ => Err(Skipped(format!(
+            "policy {} -> {}: source tag {:?} is not a 16-bit hex tag",
+            p.source.id, p.destination.id, p.source.tag
+        ))),
+    }
+}
+
+/// The policy's destination protocol and port range.
+fn destination(p: &Policy) -> Result<(Proto, u16, u16), Skipped> {
+    let (src, dst) = (&p.source.id, &p.destination.id);
+    let Some(proto) = Proto::parse(&p.destination.protocol) else {
+        return Err(Skipped(format!(
+            "policy {src} -> {dst}: protocol {:?} is not tcp or udp",
+            p.destination.protocol
+        )));
+    };
+    let (start, end) = (p.destination.ports.start, p.destination.ports.end);
+    let end = if end == 0 { start } else { end };
+    if !(1..=65535).contains(&start) || !(start..=65535).contains(&end) {
+        return Err(Skipped(format!(
+            "policy {src} -> {dst}: invalid port range {start}-{end}"
+        )));
+    }
+    Ok((proto, start as u16, end as u16))
+}
+
+/// The set elements: merged ranges per (destination, protocol, tag); narrow ranges expanded to
+/// single ports.
+fn allowed_elements(ranges: BTreeMap<(Ipv4Addr, Proto, u32), Vec<(u16, u16)>>) -> BTreeSet<Allow> {
     let mut allowed = BTreeSet::new();
     for ((daddr, proto, mark), list) in ranges {
         for (start, end) in merge(list) {
@@ -168,13 +196,7 @@ pub fn plan(containers: &[Container], policies: &[Policy]) -> (Plan, Vec<Skipped
             }
         }
     }
-    (
-        Plan {
-            source_tags,
-            allowed,
-        },
-        skipped,
-    )
+    allowed
 }
 
 /// Single ports stay as they are (they go to the hash set, where a duplicate is the same
@@ -247,11 +269,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn c(handle: &str, ip: &str, app: &str) -> Container {
-        Container {
-            handle: handle.into(),
-            ip: ip.parse().unwrap(),
-            app: app.into(),
-        }
+        Container::for_app(handle, ip.parse().unwrap(), app)
     }
 
     fn p(src: &str, stag: &str, dst: &str, proto: &str, start: i64, end: i64) -> Policy {

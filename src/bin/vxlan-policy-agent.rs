@@ -2,12 +2,12 @@
 
 use clap::Parser;
 use netman::agent::client::PolicyClient;
-use netman::agent::containers::StoreReader;
 use netman::agent::cycle::{run_poller, Settings};
 use netman::agent::metrics::AgentMetrics;
 use netman::agent::nft::{runner, C2cLogging, Table};
 use netman::agent::server::{Debug, ForcePoll};
 use netman::agent::{Agent, AgentConfig};
+use netman::cell::Reader as StoreReader;
 use netman::daemon::{self, DaemonArgs};
 use netman::http::client::ClientTls;
 use netman::http::{Server, ServerOptions};

@@ -38,6 +38,9 @@ pub struct NetConfList {
     pub plugins: Vec<Map<String, Value>>,
 }
 
+// Every result type keeps the keys it does not know in `extra`, so that a runtime passes any
+// plugin's result on (as `prevResult`, to DEL) as the plugin wrote it.
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
 pub struct Dns {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -48,6 +51,8 @@ pub struct Dns {
     pub search: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub options: Vec<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
@@ -60,9 +65,11 @@ pub struct Interface {
     /// The container's netns path; empty for host interfaces.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub sandbox: String,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
 pub struct IpConfig {
     /// 0.4.0 only: "4" or "6".
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -74,19 +81,33 @@ pub struct IpConfig {
     /// Index into `interfaces`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interface: Option<usize>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
 pub struct RouteEntry {
     pub dst: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gw: Option<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// The 0.2.0 result's `ip4` (older plugins a runtime may chain).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct LegacyIp {
+    /// CIDR notation.
+    pub ip: String,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 /// The result of ADD (and the `prevResult` of later plugins).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct CniResult {
+    #[serde(default)]
     pub cni_version: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub interfaces: Vec<Interface>,
@@ -96,9 +117,29 @@ pub struct CniResult {
     pub routes: Vec<RouteEntry>,
     #[serde(default)]
     pub dns: Dns,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip4: Option<LegacyIp>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 impl CniResult {
+    /// The first IPv4 address (1.0: `ips[].address`; 0.2: `ip4.ip`) and the name of its
+    /// interface when the result tells it.
+    pub fn first_ipv4(&self) -> Option<(std::net::Ipv4Addr, Option<&str>)> {
+        let host = |cidr: &str| cidr.split('/').next()?.parse().ok();
+        for ip in &self.ips {
+            if let Some(v4) = host(&ip.address) {
+                let iface = ip
+                    .interface
+                    .and_then(|i| self.interfaces.get(i))
+                    .map(|i| i.name.as_str());
+                return Some((v4, iface));
+            }
+        }
+        Some((host(&self.ip4.as_ref()?.ip)?, None))
+    }
+
     /// Renders the result in the shape of `version`: 0.4.0 carries `"version": "4"` per IP.
     pub fn for_version(mut self, version: &str) -> CniResult {
         let old = super::Version::parse(version)
@@ -310,17 +351,16 @@ mod tests {
             interfaces: vec![Interface {
                 name: "eth0".into(),
                 mac: "ee:ee:0a:ff:01:02".into(),
-                mtu: None,
                 sandbox: "/run/netns/x".into(),
+                ..Default::default()
             }],
             ips: vec![IpConfig {
-                version: None,
                 address: "10.255.1.2/32".into(),
                 gateway: Some("169.254.0.1".into()),
                 interface: Some(0),
+                ..Default::default()
             }],
-            routes: vec![],
-            dns: Dns::default(),
+            ..Default::default()
         };
         let old = serde_json::to_value(r.clone().for_version("0.4.0")).unwrap();
         assert_eq!(old["ips"][0]["version"], "4");
@@ -332,5 +372,24 @@ mod tests {
         )
         .unwrap();
         assert_eq!(conf.extra["dataDir"], "/x");
+    }
+
+    #[test]
+    fn results_of_any_plugin_round_trip_and_give_their_first_ipv4() {
+        let text = r#"{"cniVersion":"1.0.0","interfaces":[{"name":"cni0","mac":"aa:bb:cc:dd:ee:ff"},{"name":"eth0","sandbox":"/x","pciID":"0000:01"}],"ips":[{"address":"fd00::5/64","interface":1},{"address":"10.1.0.5/24","gateway":"10.1.0.1","interface":1}],"routes":[{"dst":"0.0.0.0/0","mtu":1400}],"dns":{"nameservers":["10.1.0.1"],"x":1},"custom":{"a":[1,2]}}"#;
+        let r: CniResult = serde_json::from_str(text).unwrap();
+        assert_eq!(
+            serde_json::to_value(&r).unwrap(),
+            serde_json::from_str::<Value>(text).unwrap()
+        );
+        assert_eq!(
+            r.first_ipv4(),
+            Some(("10.1.0.5".parse().unwrap(), Some("eth0")))
+        );
+        let old: CniResult =
+            serde_json::from_str(r#"{"cniVersion":"0.2.0","ip4":{"ip":"10.1.0.6/24"}}"#).unwrap();
+        assert_eq!(old.first_ipv4(), Some(("10.1.0.6".parse().unwrap(), None)));
+        let v6: CniResult = serde_json::from_str(r#"{"ips":[{"address":"fd00::1/64"}]}"#).unwrap();
+        assert_eq!(v6.first_ipv4(), None);
     }
 }

@@ -10,14 +10,17 @@
 //! acts in the network namespace of the calling thread.
 
 pub mod batch;
+pub mod error;
 pub mod parse;
 pub mod render;
 pub mod types;
 
 pub use batch::{Batch, Op, Position};
+pub use error::{Error, Invalid};
 pub use parse::{SavedRule, TableState};
 pub use types::*;
 
+use crate::os_error::OsError;
 use nix::fcntl::{Flock, FlockArg};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -49,20 +52,26 @@ impl Iptables {
     }
 
     /// Takes the in-process mutex and the file lock; both are held until the guard drops.
-    pub fn lock(&self) -> Result<Locked<'_>, String> {
+    pub fn lock(&self) -> Result<Locked<'_>, Error> {
         let mutex = PROCESS_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        let path = self.lock_file.display();
         if let Some(dir) = self.lock_file.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("creating lock dir {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                Error::Lock(OsError::io(
+                    format!("creating lock dir {}", dir.display()),
+                    &e,
+                ))
+            })?;
         }
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&self.lock_file)
-            .map_err(|e| format!("opening iptables lock {}: {e}", self.lock_file.display()))?;
-        let flock = Flock::lock(file, FlockArg::LockExclusive)
-            .map_err(|(_, e)| format!("locking iptables lock {}: {e}", self.lock_file.display()))?;
+            .map_err(|e| Error::Lock(OsError::io(format!("opening iptables lock {path}"), &e)))?;
+        let flock = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| {
+            Error::Lock(OsError::errno(format!("locking iptables lock {path}"), e))
+        })?;
         Ok(Locked {
             ipt: self,
             _flock: flock,
@@ -71,34 +80,32 @@ impl Iptables {
     }
 
     /// Applies a batch under the lock.
-    pub fn apply(&self, batch: &Batch) -> Result<(), String> {
+    pub fn apply(&self, batch: &Batch) -> Result<(), Error> {
         self.lock()?.apply(batch)
     }
 
     /// Lists one table (no lock needed: listing is one atomic read).
-    pub fn list(&self, table: Table) -> Result<TableState, String> {
+    pub fn list(&self, table: Table) -> Result<TableState, Error> {
         let out = self.save(&["-t", table.name()])?;
         parse::parse_save(table, &out)
     }
 
     /// Lists several tables with one `iptables-save` (a table that does not exist yet is empty).
-    pub fn list_tables(&self, tables: &[Table]) -> Result<Vec<TableState>, String> {
+    pub fn list_tables(&self, tables: &[Table]) -> Result<Vec<TableState>, Error> {
         let out = self.save(&[])?;
         tables.iter().map(|t| parse::parse_save(*t, &out)).collect()
     }
 
-    fn save(&self, args: &[&str]) -> Result<String, String> {
+    fn save(&self, args: &[&str]) -> Result<String, Error> {
         let out = Command::new(&self.save)
             .args(args)
             .output()
-            .map_err(|e| format!("running {}: {e}", self.save))?;
+            .map_err(|e| Error::Exec(OsError::io(format!("running {}", self.save), &e)))?;
         if !out.status.success() {
-            return Err(format!(
-                "{} {} failed: {}",
-                self.save,
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
+            return Err(Error::Save {
+                command: format!("{} {}", self.save, args.join(" ")),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -112,12 +119,12 @@ pub struct Locked<'a> {
 }
 
 impl Locked<'_> {
-    pub fn list(&self, table: Table) -> Result<TableState, String> {
+    pub fn list(&self, table: Table) -> Result<TableState, Error> {
         self.ipt.list(table)
     }
 
     /// Lists several tables with one `iptables-save`.
-    pub fn list_tables(&self, tables: &[Table]) -> Result<Vec<TableState>, String> {
+    pub fn list_tables(&self, tables: &[Table]) -> Result<Vec<TableState>, Error> {
         self.ipt.list_tables(tables)
     }
 
@@ -125,7 +132,7 @@ impl Locked<'_> {
     /// section per table, each ending in its own `COMMIT` (so each table is one transaction).
     /// Tables are committed in order (raw, mangle, nat, filter); at the first failing line the
     /// process stops and the error names the table and the line.
-    pub fn apply(&self, batch: &Batch) -> Result<(), String> {
+    pub fn apply(&self, batch: &Batch) -> Result<(), Error> {
         let text: String = batch
             .tables()
             .into_iter()
@@ -137,15 +144,19 @@ impl Locked<'_> {
         self.restore(&text)
     }
 
-    fn restore(&self, text: &str) -> Result<(), String> {
+    fn restore(&self, text: &str) -> Result<(), Error> {
         log::debug!("iptables-restore --noflush:\n{text}");
-        let mut child = Command::new(&self.ipt.restore)
+        let program = &self.ipt.restore;
+        let exec = |what: &str, e: std::io::Error| {
+            Error::Exec(OsError::io(format!("{what} {program}"), &e))
+        };
+        let mut child = Command::new(program)
             .args(["--noflush", "--wait"])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| format!("running {}: {e}", self.ipt.restore))?;
+            .map_err(|e| exec("running", e))?;
         let write = child
             .stdin
             .take()
@@ -153,25 +164,35 @@ impl Locked<'_> {
             .write_all(text.as_bytes());
         let out = child
             .wait_with_output()
-            .map_err(|e| format!("waiting for {}: {e}", self.ipt.restore))?;
-        if let Err(e) = write {
-            return Err(format!("writing to {}: {e}", self.ipt.restore));
+            .map_err(|e| exec("waiting for", e))?;
+        write.map_err(|e| exec("writing to", e))?;
+        if out.status.success() {
+            return Ok(());
         }
-        if !out.status.success() {
-            let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            let Some(n) = failed_line(&err).filter(|n| *n >= 1) else {
-                return Err(format!("iptables-restore: {err}"));
-            };
-            let lines: Vec<&str> = text.lines().collect();
-            let table = lines[..n.min(lines.len())]
-                .iter()
-                .rev()
-                .find_map(|l| l.strip_prefix('*'))
-                .unwrap_or("?");
-            let line = lines.get(n - 1).copied().unwrap_or("?");
-            return Err(format!("iptables-restore ({table}): {err} [line: {line}]"));
-        }
-        Ok(())
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        Err(restore_error(text, stderr))
+    }
+}
+
+/// Names the table and the line of `text` that `iptables-restore` stopped at, when it says.
+fn restore_error(text: &str, stderr: String) -> Error {
+    let Some(n) = failed_line(&stderr).filter(|n| *n >= 1) else {
+        return Error::Restore {
+            table: None,
+            stderr,
+            line: None,
+        };
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    let table = lines[..n.min(lines.len())]
+        .iter()
+        .rev()
+        .find_map(|l| l.strip_prefix('*'))
+        .unwrap_or("?");
+    Error::Restore {
+        table: Some(table.to_string()),
+        stderr,
+        line: Some(lines.get(n - 1).copied().unwrap_or("?").to_string()),
     }
 }
 

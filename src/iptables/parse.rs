@@ -1,6 +1,7 @@
 //! Parsing `iptables-save -t TABLE` output: chain names and rules (kept as the tokens
 //! iptables printed, so they can be deleted exactly with `-D`).
 
+use super::error::Error;
 use super::types::Table;
 
 /// One rule as listed: its chain and the argument tokens after `-A CHAIN` (unquoted).
@@ -69,7 +70,7 @@ impl TableState {
 }
 
 /// Splits one restore/save line into tokens, honouring double quotes and backslash escapes.
-pub fn tokenize(line: &str) -> Result<Vec<String>, String> {
+pub fn tokenize(line: &str) -> Result<Vec<String>, Error> {
     let mut tokens = Vec::new();
     let mut cur = String::new();
     let mut in_token = false;
@@ -80,7 +81,7 @@ pub fn tokenize(line: &str) -> Result<Vec<String>, String> {
             '\\' => {
                 let next = chars
                     .next()
-                    .ok_or_else(|| format!("trailing backslash in {line:?}"))?;
+                    .ok_or_else(|| Error::Parse(format!("trailing backslash in {line:?}")))?;
                 cur.push(next);
                 in_token = true;
             }
@@ -101,7 +102,7 @@ pub fn tokenize(line: &str) -> Result<Vec<String>, String> {
         }
     }
     if quoted {
-        return Err(format!("unterminated quote in {line:?}"));
+        return Err(Error::Parse(format!("unterminated quote in {line:?}")));
     }
     if in_token {
         tokens.push(cur);
@@ -110,7 +111,7 @@ pub fn tokenize(line: &str) -> Result<Vec<String>, String> {
 }
 
 /// Parses the output of `iptables-save -t TABLE` (only the section of `table` is read).
-pub fn parse_save(table: Table, text: &str) -> Result<TableState, String> {
+pub fn parse_save(table: Table, text: &str) -> Result<TableState, Error> {
     let mut state = TableState::empty(table);
     let mut in_table = false;
     for line in text.lines() {
@@ -141,7 +142,9 @@ pub fn parse_save(table: Table, text: &str) -> Result<TableState, String> {
                 args: tokens[2..].to_vec(),
             });
         } else {
-            return Err(format!("unexpected iptables-save line {line:?}"));
+            return Err(Error::Parse(format!(
+                "unexpected iptables-save line {line:?}"
+            )));
         }
     }
     Ok(state)

@@ -5,142 +5,138 @@ use super::types::*;
 
 /// The argument tokens of a rule (everything after `-A CHAIN`).
 pub fn rule_tokens(rule: &Rule) -> Vec<String> {
-    let mut t: Vec<String> = Vec::new();
-    let mut push = |parts: &[&str]| t.extend(parts.iter().map(|s| s.to_string()));
-    let mut proto: Option<Protocol> = None;
+    let mut t = Tokens::default();
     for m in &rule.matches {
+        t.add_match(m);
+    }
+    t.add_target(&rule.target);
+    t.tokens
+}
+
+/// Tokens being rendered, and the protocol of the last protocol match (port matches name it).
+#[derive(Default)]
+struct Tokens {
+    tokens: Vec<String>,
+    proto: Option<Protocol>,
+}
+
+impl Tokens {
+    fn push(&mut self, parts: &[&str]) {
+        self.tokens.extend(parts.iter().map(|s| s.to_string()));
+    }
+
+    fn negated(&mut self, negate: bool, parts: &[&str]) {
+        if negate {
+            self.push(&["!"]);
+        }
+        self.push(parts);
+    }
+
+    fn add_match(&mut self, m: &Match) {
+        let proto = self.proto.map(|p| p.name()).unwrap_or("tcp");
         match m {
-            Match::Source { net, negate } => {
-                if *negate {
-                    push(&["!"]);
-                }
-                push(&["-s", &net.to_string()]);
-            }
-            Match::Destination { net, negate } => {
-                if *negate {
-                    push(&["!"]);
-                }
-                push(&["-d", &net.to_string()]);
-            }
+            Match::Source { net, negate } => self.negated(*negate, &["-s", &net.to_string()]),
+            Match::Destination { net, negate } => self.negated(*negate, &["-d", &net.to_string()]),
             Match::Protocol { proto: p, negate } => {
-                if *negate {
-                    push(&["!"]);
-                }
-                push(&["-p", p.name()]);
-                proto = if *negate { None } else { Some(*p) };
+                self.negated(*negate, &["-p", p.name()]);
+                self.proto = if *negate { None } else { Some(*p) };
             }
             Match::DestinationRange(r) => {
-                push(&["-m", "iprange", "--dst-range", &range(r)]);
+                self.push(&["-m", "iprange", "--dst-range", &range(r)]);
             }
             Match::SourceRange(r) => {
-                push(&["-m", "iprange", "--src-range", &range(r)]);
+                self.push(&["-m", "iprange", "--src-range", &range(r)]);
             }
-            Match::DestinationPort(p) => {
-                let name = proto.map(|p| p.name()).unwrap_or("tcp");
-                push(&["-m", name, "--dport", &ports(p)]);
-            }
-            Match::SourcePort(p) => {
-                let name = proto.map(|p| p.name()).unwrap_or("tcp");
-                push(&["-m", name, "--sport", &ports(p)]);
-            }
+            Match::DestinationPort(p) => self.push(&["-m", proto, "--dport", &ports(p)]),
+            Match::SourcePort(p) => self.push(&["-m", proto, "--sport", &ports(p)]),
             Match::Icmp(i) => {
                 let v = match i.code {
                     Some(c) => format!("{}/{}", i.kind, c),
                     None => i.kind.to_string(),
                 };
-                push(&["-m", "icmp", "--icmp-type", &v]);
+                self.push(&["-m", "icmp", "--icmp-type", &v]);
             }
             Match::Mark {
                 value,
                 mask,
                 negate,
             } => {
-                push(&["-m", "mark"]);
-                if *negate {
-                    push(&["!"]);
-                }
+                self.push(&["-m", "mark"]);
                 let v = match mask {
                     Some(m) => format!("{value:#x}/{m:#x}"),
                     None => format!("{value:#x}"),
                 };
-                push(&["--mark", &v]);
+                self.negated(*negate, &["--mark", &v]);
             }
             Match::CtState(states) => {
                 let s: Vec<&str> = states.iter().map(|s| s.name()).collect();
-                push(&["-m", "conntrack", "--ctstate", &s.join(",")]);
+                self.push(&["-m", "conntrack", "--ctstate", &s.join(",")]);
             }
-            Match::InInterface(i) => push(&["-i", i.as_str()]),
-            Match::OutInterface { name, negate } => {
-                if *negate {
-                    push(&["!"]);
-                }
-                push(&["-o", name.as_str()]);
-            }
-            Match::Limit { rate: r, burst } => {
-                push(&[
-                    "-m",
-                    "limit",
-                    "--limit",
-                    &rate(r),
-                    "--limit-burst",
-                    &burst.to_string(),
-                ]);
-            }
+            Match::InInterface(i) => self.push(&["-i", i.as_str()]),
+            Match::OutInterface { name, negate } => self.negated(*negate, &["-o", name.as_str()]),
+            Match::Limit { rate: r, burst } => self.push(&[
+                "-m",
+                "limit",
+                "--limit",
+                &rate(r),
+                "--limit-burst",
+                &burst.to_string(),
+            ]),
             Match::HashLimitAbove {
                 rate: r,
                 burst,
                 name,
                 expire_ms,
-            } => {
-                push(&[
-                    "-m",
-                    "hashlimit",
-                    "--hashlimit-above",
-                    &rate(r),
-                    "--hashlimit-burst",
-                    &burst.to_string(),
-                    "--hashlimit-mode",
-                    "dstip,dstport",
-                    "--hashlimit-name",
-                    name.as_str(),
-                    "--hashlimit-htable-expire",
-                    &expire_ms.to_string(),
-                ]);
+            } => self.push(&[
+                "-m",
+                "hashlimit",
+                "--hashlimit-above",
+                &rate(r),
+                "--hashlimit-burst",
+                &burst.to_string(),
+                "--hashlimit-mode",
+                "dstip,dstport",
+                "--hashlimit-name",
+                name.as_str(),
+                "--hashlimit-htable-expire",
+                &expire_ms.to_string(),
+            ]),
+            Match::Comment(c) => self.push(&["-m", "comment", "--comment", c.as_str()]),
+        }
+    }
+
+    fn add_target(&mut self, target: &Target) {
+        match target {
+            Target::Accept => self.push(&["-j", "ACCEPT"]),
+            Target::Drop => self.push(&["-j", "DROP"]),
+            Target::Return => self.push(&["-j", "RETURN"]),
+            Target::Reject(w) => self.push(&["-j", "REJECT", "--reject-with", w.name()]),
+            Target::SetMark { value, mask } => self.push(&[
+                "-j",
+                "MARK",
+                "--set-xmark",
+                &format!("{value:#x}/{mask:#x}"),
+            ]),
+            Target::Dnat { ip, port } => {
+                let to = match port {
+                    Some(p) => format!("{ip}:{p}"),
+                    None => ip.to_string(),
+                };
+                self.push(&["-j", "DNAT", "--to-destination", &to]);
             }
-            Match::Comment(c) => push(&["-m", "comment", "--comment", c.as_str()]),
+            Target::Masquerade => self.push(&["-j", "MASQUERADE"]),
+            Target::Nflog { group, prefix } => self.push(&[
+                "-j",
+                "NFLOG",
+                "--nflog-group",
+                &group.to_string(),
+                "--nflog-prefix",
+                prefix.as_str(),
+            ]),
+            Target::Jump(c) => self.push(&["-j", c.as_str()]),
+            Target::Goto(c) => self.push(&["-g", c.as_str()]),
         }
     }
-    match &rule.target {
-        Target::Accept => push(&["-j", "ACCEPT"]),
-        Target::Drop => push(&["-j", "DROP"]),
-        Target::Return => push(&["-j", "RETURN"]),
-        Target::Reject(w) => push(&["-j", "REJECT", "--reject-with", w.name()]),
-        Target::SetMark { value, mask } => push(&[
-            "-j",
-            "MARK",
-            "--set-xmark",
-            &format!("{value:#x}/{mask:#x}"),
-        ]),
-        Target::Dnat { ip, port } => {
-            let to = match port {
-                Some(p) => format!("{ip}:{p}"),
-                None => ip.to_string(),
-            };
-            push(&["-j", "DNAT", "--to-destination", &to]);
-        }
-        Target::Masquerade => push(&["-j", "MASQUERADE"]),
-        Target::Nflog { group, prefix } => push(&[
-            "-j",
-            "NFLOG",
-            "--nflog-group",
-            &group.to_string(),
-            "--nflog-prefix",
-            prefix.as_str(),
-        ]),
-        Target::Jump(c) => push(&["-j", c.as_str()]),
-        Target::Goto(c) => push(&["-g", c.as_str()]),
-    }
-    t
 }
 
 fn range(r: &IpRange) -> String {

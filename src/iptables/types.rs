@@ -1,6 +1,7 @@
 //! Typed iptables values: tables, chain names, matches, targets and rules. Every value is checked
 //! when it is built, so rendering (in `render.rs`) never has to reject anything.
 
+use super::error::Invalid;
 use ipnet::Ipv4Net;
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -40,24 +41,24 @@ pub const MAX_CHAIN_LEN: usize = 28;
 pub struct Chain(String);
 
 impl Chain {
-    pub fn new(name: &str) -> Result<Chain, String> {
+    pub fn new(name: &str) -> Result<Chain, Invalid> {
         if name.is_empty() || name.len() > MAX_CHAIN_LEN {
-            return Err(format!(
+            return Err(Invalid(format!(
                 "invalid chain name {name:?}: must be 1-{MAX_CHAIN_LEN} characters"
-            ));
+            )));
         }
         if name.starts_with('-') {
-            return Err(format!(
+            return Err(Invalid(format!(
                 "invalid chain name {name:?}: must not start with '-'"
-            ));
+            )));
         }
         if !name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
         {
-            return Err(format!(
+            return Err(Invalid(format!(
                 "invalid chain name {name:?}: only letters, digits, '_', '-' and '.' are allowed"
-            ));
+            )));
         }
         Ok(Chain(name.to_string()))
     }
@@ -122,15 +123,15 @@ pub struct PortRange {
 }
 
 impl PortRange {
-    pub fn new(start: u16, end: u16) -> Result<PortRange, String> {
+    pub fn new(start: u16, end: u16) -> Result<PortRange, Invalid> {
         if start == 0 || end < start {
-            return Err(format!(
+            return Err(Invalid(format!(
                 "invalid port range {start}-{end}: ports must be 1-65535 with start <= end"
-            ));
+            )));
         }
         Ok(PortRange { start, end })
     }
-    pub fn single(port: u16) -> Result<PortRange, String> {
+    pub fn single(port: u16) -> Result<PortRange, Invalid> {
         PortRange::new(port, port)
     }
 }
@@ -143,11 +144,11 @@ pub struct IpRange {
 }
 
 impl IpRange {
-    pub fn new(start: Ipv4Addr, end: Ipv4Addr) -> Result<IpRange, String> {
+    pub fn new(start: Ipv4Addr, end: Ipv4Addr) -> Result<IpRange, Invalid> {
         if u32::from(end) < u32::from(start) {
-            return Err(format!(
+            return Err(Invalid(format!(
                 "invalid IP range {start}-{end}: start is after end"
-            ));
+            )));
         }
         Ok(IpRange { start, end })
     }
@@ -187,16 +188,16 @@ impl CtState {
 pub struct Text(String);
 
 impl Text {
-    pub fn new(what: &str, text: &str, max: usize) -> Result<Text, String> {
+    pub fn new(what: &str, text: &str, max: usize) -> Result<Text, Invalid> {
         if text.is_empty() || text.len() > max {
-            return Err(format!(
+            return Err(Invalid(format!(
                 "invalid {what} {text:?}: must be 1-{max} characters"
-            ));
+            )));
         }
         if !text.chars().all(|c| c.is_ascii_graphic() || c == ' ') {
-            return Err(format!(
+            return Err(Invalid(format!(
                 "invalid {what} {text:?}: only printable ASCII characters are allowed"
-            ));
+            )));
         }
         Ok(Text(text.to_string()))
     }
@@ -219,23 +220,17 @@ pub struct Rate {
 }
 
 impl Rate {
-    pub fn per_second(count: u32) -> Result<Rate, String> {
+    pub fn new(count: u32, per: RateUnit) -> Result<Rate, Invalid> {
         if count == 0 {
-            return Err("invalid rate: must be greater than 0".into());
+            return Err(Invalid("invalid rate: must be greater than 0".into()));
         }
-        Ok(Rate {
-            count,
-            per: RateUnit::Second,
-        })
+        Ok(Rate { count, per })
     }
-    pub fn per_minute(count: u32) -> Result<Rate, String> {
-        if count == 0 {
-            return Err("invalid rate: must be greater than 0".into());
-        }
-        Ok(Rate {
-            count,
-            per: RateUnit::Minute,
-        })
+    pub fn per_second(count: u32) -> Result<Rate, Invalid> {
+        Rate::new(count, RateUnit::Second)
+    }
+    pub fn per_minute(count: u32) -> Result<Rate, Invalid> {
+        Rate::new(count, RateUnit::Minute)
     }
 }
 
@@ -298,14 +293,14 @@ pub enum Match {
 pub struct InterfaceName(String);
 
 impl InterfaceName {
-    pub fn new(name: &str) -> Result<InterfaceName, String> {
+    pub fn new(name: &str) -> Result<InterfaceName, Invalid> {
         if name.is_empty()
             || name.len() > 15
             || !name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '+'))
         {
-            return Err(format!("invalid interface name {name:?}"));
+            return Err(Invalid(format!("invalid interface name {name:?}")));
         }
         Ok(InterfaceName(name.to_string()))
     }
@@ -414,7 +409,7 @@ impl Rule {
 
     /// Checks the combinations rendering relies on: port matches follow a tcp/udp protocol match,
     /// icmp matches follow an icmp protocol match.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), Invalid> {
         let mut proto: Option<Protocol> = None;
         for m in &self.matches {
             match m {
@@ -424,13 +419,17 @@ impl Rule {
                 Match::DestinationPort(_) | Match::SourcePort(_)
                     if !matches!(proto, Some(Protocol::Tcp) | Some(Protocol::Udp)) =>
                 {
-                    return Err("a port match needs a preceding tcp or udp protocol".into());
+                    return Err(Invalid(
+                        "a port match needs a preceding tcp or udp protocol".into(),
+                    ));
                 }
                 Match::Icmp(_) if proto != Some(Protocol::Icmp) => {
-                    return Err("an icmp type match needs a preceding icmp protocol".into());
+                    return Err(Invalid(
+                        "an icmp type match needs a preceding icmp protocol".into(),
+                    ));
                 }
                 Match::CtState(states) if states.is_empty() => {
-                    return Err("a conntrack match needs at least one state".into());
+                    return Err(Invalid("a conntrack match needs at least one state".into()));
                 }
                 _ => {}
             }

@@ -693,18 +693,18 @@ fn fdb_message(index: u32, mac: [u8; 6], dst: Option<Ipv4Addr>) -> NeighbourMess
 }
 
 /// Writes `/proc/sys/net/ipv6/conf/<link>/disable_ipv6` of the calling thread's namespace.
-pub fn disable_ipv6(link: &str) -> std::result::Result<(), String> {
+pub fn disable_ipv6(link: &str) -> Result<()> {
     let path = format!("/proc/sys/net/ipv6/conf/{link}/disable_ipv6");
     match std::fs::write(&path, "1") {
         Ok(()) => Ok(()),
         // No IPv6 in this kernel or namespace: nothing to disable.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("writing {path}: {e}")),
+        Err(e) => Err(Error::io(&format!("writing {path}"), e)),
     }
 }
 
 /// Writes an IPv4 sysctl (`net.ipv4.…`) of the calling thread's namespace.
-pub fn sysctl_set(key: &str, value: &str) -> std::result::Result<(), String> {
+pub fn sysctl_set(key: &str, value: &str) -> Result<()> {
     let path = format!("/proc/sys/{}", key.replace('.', "/"));
-    std::fs::write(&path, value).map_err(|e| format!("writing {path}: {e}"))
+    std::fs::write(&path, value).map_err(|e| Error::io(&format!("writing {path}"), e))
 }

@@ -51,7 +51,7 @@ fn default_sys_class_net() -> PathBuf {
 }
 
 /// The overlay device name netman's overlay daemon creates.
-pub const DEFAULT_VTEP: &str = "silk-vtep";
+pub const DEFAULT_VTEP: &str = crate::cell::DEFAULT_VTEP;
 
 impl Validate for NetmonConfig {
     fn validate(&self) -> Result<(), String> {

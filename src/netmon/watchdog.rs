@@ -3,6 +3,7 @@
 //! yet); a VTEP without an address, or with another one, means the cell is out of sync and must be
 //! recreated.
 
+use crate::overlay::info::InfoError;
 use std::net::Ipv4Addr;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,24 +60,8 @@ pub fn device_ipv4_addresses(device: &str) -> Result<Option<Vec<Ipv4Addr>>, Stri
 }
 
 /// Asks the overlay daemon (`GET <url>` → `{"overlay_subnet": ..., "mtu": ...}`) for the lease.
-pub fn lease_from_daemon(agent: &ureq::Agent, url: &str) -> Result<String, String> {
-    let mut resp = agent
-        .get(url)
-        .call()
-        .map_err(|e| format!("asking the overlay daemon at {url}: {e}"))?;
-    if resp.status() != 200 {
-        return Err(format!(
-            "overlay daemon at {url} answered {}",
-            resp.status()
-        ));
-    }
-    let body = crate::http::client::body_string(&mut resp, 1 << 16)?;
-    let v: serde_json::Value =
-        serde_json::from_str(&body).map_err(|e| format!("overlay daemon answer: {e}"))?;
-    v["overlay_subnet"]
-        .as_str()
-        .map(str::to_string)
-        .ok_or_else(|| format!("overlay daemon answer has no overlay_subnet: {body}"))
+pub fn lease_from_daemon(agent: &ureq::Agent, url: &str) -> Result<String, InfoError> {
+    Ok(crate::overlay::info::fetch(agent, url)?.overlay_subnet)
 }
 
 pub const OUT_OF_SYNC_MESSAGE: &str =

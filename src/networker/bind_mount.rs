@@ -1,6 +1,8 @@
 //! Bind mounts of container network namespaces under `bind_mount_dir/<handle>`, so the netns
 //! outlives the container's process.
 
+use super::Error;
+use crate::os_error::OsError;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -21,18 +23,20 @@ pub fn is_mounted(target: &Path) -> bool {
 }
 
 /// Bind-mounts `source` (e.g. `/proc/PID/ns/net`) at `target`.
-pub fn create(source: &Path, target: &Path) -> Result<(), String> {
+pub fn create(source: &Path, target: &Path) -> Result<(), Error> {
     if let Some(dir) = target.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| OsError::io(format!("creating {}", dir.display()), &e))?;
     }
     if is_mounted(target) {
-        return Err(format!(
-            "netns bind mount {} already exists",
-            target.display()
-        ));
+        return Err(Error::MountExists(target.to_path_buf()));
     }
-    std::fs::File::create(target)
-        .map_err(|e| format!("creating bind mount target {}: {e}", target.display()))?;
+    std::fs::File::create(target).map_err(|e| {
+        OsError::io(
+            format!("creating bind mount target {}", target.display()),
+            &e,
+        )
+    })?;
     mount(
         Some(source),
         target,
@@ -42,23 +46,20 @@ pub fn create(source: &Path, target: &Path) -> Result<(), String> {
     )
     .map_err(|e| {
         let _ = std::fs::remove_file(target);
-        format!(
-            "bind-mounting {} at {}: {e}",
-            source.display(),
-            target.display()
-        )
+        let what = format!("bind-mounting {} at {}", source.display(), target.display());
+        OsError::errno(what, e).into()
     })
 }
 
 /// Unmounts (lazily) and removes the file; absent = nothing to do.
-pub fn remove(target: &Path) -> Result<(), String> {
+pub fn remove(target: &Path) -> Result<(), Error> {
     if is_mounted(target) {
         umount2(target, MntFlags::MNT_DETACH)
-            .map_err(|e| format!("unmounting {}: {e}", target.display()))?;
+            .map_err(|e| OsError::errno(format!("unmounting {}", target.display()), e))?;
     }
     match std::fs::remove_file(target) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("removing {}: {e}", target.display())),
+        Err(e) => Err(OsError::io(format!("removing {}", target.display()), &e).into()),
     }
 }

@@ -1,27 +1,86 @@
 //! The CNI runtime side: load the network list, inject `metadata` and `runtimeConfig`, exec each
-//! plugin with the CNI environment, ADD through the chain with `prevResult`, DEL in reverse.
-//! Results are handled as `serde_json::Value` (the spec types live in `crate::cni`).
+//! plugin with the CNI environment, ADD through the chain with `prevResult`, DEL in reverse. The
+//! spec's types are `crate::cni`'s; results keep the keys they do not know, so any plugin's
+//! result is passed on as it wrote it.
 
-use serde_json::{json, Map, Value};
+use super::protocol::{NetOutRule, PortMapping};
+use crate::cni::{self, CniResult, Version};
+use crate::os_error::OsError;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::fmt;
 use std::io::Write;
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-/// A loaded network configuration list.
+/// A failure of the CNI chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// The configuration directory or file cannot be read or is not a usable network list.
+    Config { context: String, message: String },
+    /// A plugin could not be run (`action`: "running <bin>", "writing stdin", ...).
+    Exec {
+        plugin: String,
+        command: &'static str,
+        os: OsError,
+    },
+    /// A plugin reported a failure (its error JSON's code when it printed one).
+    Failed {
+        plugin: String,
+        command: &'static str,
+        code: Option<u32>,
+        detail: String,
+    },
+    /// ADD succeeded but printed no result.
+    InvalidResult { plugin: String, message: String },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Config { context, message } => write!(f, "{context}: {message}"),
+            Error::Exec {
+                plugin,
+                command,
+                os,
+            } => write!(f, "CNI plugin {plugin} {command}: {os}"),
+            Error::Failed {
+                plugin,
+                command,
+                detail,
+                ..
+            } => write!(f, "CNI plugin {plugin} {command} failed: {detail}"),
+            Error::InvalidResult { plugin, message } => {
+                write!(f, "CNI plugin {plugin} ADD: invalid result: {message}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+fn config_error(file: &Path, message: impl fmt::Display) -> Error {
+    Error::Config {
+        context: format!("CNI config {}", file.display()),
+        message: message.to_string(),
+    }
+}
+
+/// A loaded network configuration list (a `.conf` is a list of one).
 #[derive(Debug, Clone)]
 pub struct NetworkList {
     pub file: PathBuf,
-    pub name: String,
-    pub cni_version: String,
-    pub plugins: Vec<Map<String, Value>>,
+    pub conf: cni::NetConfList,
 }
 
-/// Loads the first `*.conflist` (sorted by name) of `dir`, else the first `*.conf` as a list of
-/// one. `None` when the directory holds neither.
-pub fn load(dir: &Path) -> Result<Option<NetworkList>, String> {
+/// The first `*.conflist` of `dir` (sorted by name), else its first `*.conf`; `None` when it
+/// holds neither.
+fn first_config(dir: &Path) -> Result<Option<(PathBuf, bool)>, Error> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| format!("reading CNI config dir {}: {e}", dir.display()))?
+        .map_err(|e| Error::Config {
+            context: format!("reading CNI config dir {}", dir.display()),
+            message: e.to_string(),
+        })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_file())
         .collect();
@@ -35,58 +94,74 @@ pub fn load(dir: &Path) -> Result<Option<NetworkList>, String> {
             dir.display()
         );
     }
-    let (file, is_list) = match (lists.first(), confs.first()) {
-        (Some(f), _) => ((*f).clone(), true),
-        (None, Some(f)) => ((*f).clone(), false),
-        (None, None) => return Ok(None),
+    Ok(match (lists.first(), confs.first()) {
+        (Some(f), _) => Some(((*f).clone(), true)),
+        (None, Some(f)) => Some(((*f).clone(), false)),
+        (None, None) => None,
+    })
+}
+
+/// Loads the network list of `dir` (see [`first_config`]).
+pub fn load(dir: &Path) -> Result<Option<NetworkList>, Error> {
+    let Some((file, is_list)) = first_config(dir)? else {
+        return Ok(None);
     };
-    let text = std::fs::read_to_string(&file)
-        .map_err(|e| format!("reading CNI config {}: {e}", file.display()))?;
-    let v: Value =
-        serde_json::from_str(&text).map_err(|e| format!("CNI config {}: {e}", file.display()))?;
-    let obj = v
-        .as_object()
-        .ok_or_else(|| format!("CNI config {}: not a JSON object", file.display()))?;
-    let get_str = |k: &str| -> Result<String, String> {
-        obj.get(k)
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
-            .ok_or_else(|| format!("CNI config {}: missing string '{k}'", file.display()))
+    let text = std::fs::read_to_string(&file).map_err(|e| Error::Config {
+        context: format!("reading CNI config {}", file.display()),
+        message: e.to_string(),
+    })?;
+    let bad = |m: &str| config_error(&file, m);
+    let obj: Map<String, Value> = match serde_json::from_str(&text) {
+        Ok(Value::Object(o)) => o,
+        Ok(_) => return Err(bad("not a JSON object")),
+        Err(e) => return Err(config_error(&file, e)),
     };
-    let name = get_str("name")?;
-    let cni_version = get_str("cniVersion")?;
+    let string = |k: &str| match obj.get(k) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        _ => Err(bad(&format!("missing string '{k}'"))),
+    };
+    let (name, cni_version) = (string("name")?, string("cniVersion")?);
     let plugins = if is_list {
-        obj.get("plugins")
-            .and_then(|p| p.as_array())
-            .ok_or_else(|| format!("CNI config {}: missing array 'plugins'", file.display()))?
-            .iter()
-            .map(|p| {
-                p.as_object().cloned().ok_or_else(|| {
-                    format!("CNI config {}: a plugin is not an object", file.display())
-                })
+        let Some(Value::Array(list)) = obj.get("plugins") else {
+            return Err(bad("missing array 'plugins'"));
+        };
+        list.iter()
+            .map(|p| match p {
+                Value::Object(o) => Ok(o.clone()),
+                _ => Err(bad("a plugin is not an object")),
             })
             .collect::<Result<Vec<_>, _>>()?
     } else {
-        vec![obj.clone()]
+        vec![obj]
     };
     if plugins.is_empty() {
-        return Err(format!("CNI config {}: no plugins", file.display()));
+        return Err(bad("no plugins"));
     }
     for p in &plugins {
-        let t = p.get("type").and_then(|t| t.as_str()).unwrap_or_default();
+        let t = p.get("type").and_then(Value::as_str).unwrap_or_default();
         if t.is_empty() || t.contains('/') || t.starts_with('.') {
-            return Err(format!(
-                "CNI config {}: invalid plugin type {t:?}",
-                file.display()
-            ));
+            return Err(bad(&format!("invalid plugin type {t:?}")));
         }
     }
-    Ok(Some(NetworkList {
-        file,
-        name,
+    let conf = cni::NetConfList {
         cni_version,
+        name,
+        disable_check: None,
+        disable_gc: None,
         plugins,
-    }))
+    };
+    Ok(Some(NetworkList { file, conf }))
+}
+
+/// The `runtimeConfig` the networker passes to every plugin (the portmap plugin's
+/// `portMappings` capability, and garden's NetOut rules).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeConfig {
+    #[serde(default)]
+    pub net_out_rules: Vec<NetOutRule>,
+    #[serde(default, with = "super::protocol::cni_port_mappings")]
+    pub port_mappings: Vec<PortMapping>,
 }
 
 /// What the runtime passes to every plugin of one container.
@@ -96,64 +171,60 @@ pub struct Runtime {
     pub container_id: String,
     pub netns: PathBuf,
     pub ifname: String,
-    pub metadata: Value,
-    pub runtime_config: Value,
-}
-
-fn version_tuple(v: &str) -> (u32, u32, u32) {
-    let mut it = v.split('.').map(|p| p.parse().unwrap_or(0));
-    (
-        it.next().unwrap_or(0),
-        it.next().unwrap_or(0),
-        it.next().unwrap_or(0),
-    )
+    pub metadata: Map<String, Value>,
+    /// `None`: `{}` (a DEL without the ADD's cached runtime config).
+    pub runtime_config: Option<RuntimeConfig>,
 }
 
 impl NetworkList {
-    fn plugin_config(&self, i: usize, rt: &Runtime, prev: Option<&Value>) -> Value {
-        let mut conf = self.plugins[i].clone();
-        conf.insert("cniVersion".into(), json!(self.cni_version));
-        conf.insert("name".into(), json!(self.name));
-        conf.insert("metadata".into(), rt.metadata.clone());
-        conf.insert("runtimeConfig".into(), rt.runtime_config.clone());
+    fn plugin_config(&self, i: usize, rt: &Runtime, prev: Option<&CniResult>) -> Value {
+        let mut conf = self.conf.plugins[i].clone();
+        conf.insert("cniVersion".into(), self.conf.cni_version.clone().into());
+        conf.insert("name".into(), self.conf.name.clone().into());
+        conf.insert("metadata".into(), Value::Object(rt.metadata.clone()));
+        let runtime_config = match &rt.runtime_config {
+            Some(rc) => serde_json::to_value(rc).expect("serialisable"),
+            None => Value::Object(Map::new()),
+        };
+        conf.insert("runtimeConfig".into(), runtime_config);
         if let Some(p) = prev {
-            conf.insert("prevResult".into(), p.clone());
+            conf.insert(
+                "prevResult".into(),
+                serde_json::to_value(p).expect("serialisable"),
+            );
         }
         Value::Object(conf)
     }
 
     fn plugin_type(&self, i: usize) -> &str {
-        self.plugins[i]["type"].as_str().unwrap_or_default()
+        self.conf.plugins[i]["type"].as_str().unwrap_or_default()
     }
 
     /// ADD through the chain; returns the last plugin's result. On failure nothing is undone here
     /// (the caller runs [`NetworkList::del`]).
-    pub fn add(&self, rt: &Runtime) -> Result<Value, String> {
-        let mut prev: Option<Value> = None;
-        for i in 0..self.plugins.len() {
+    pub fn add(&self, rt: &Runtime) -> Result<CniResult, Error> {
+        let mut prev: Option<CniResult> = None;
+        for i in 0..self.conf.plugins.len() {
             let conf = self.plugin_config(i, rt, prev.as_ref());
             let out = exec(self.plugin_type(i), "ADD", rt, &conf)?;
-            let result: Value = serde_json::from_slice(&out).map_err(|e| {
-                format!(
-                    "CNI plugin {} ADD: invalid result: {e}",
-                    self.plugin_type(i)
-                )
+            let result = serde_json::from_slice(&out).map_err(|e| Error::InvalidResult {
+                plugin: self.plugin_type(i).to_string(),
+                message: e.to_string(),
             })?;
             prev = Some(result);
         }
-        Ok(prev.unwrap_or(Value::Null))
+        Ok(prev.unwrap_or_default())
     }
 
     /// DEL through the chain in reverse, with the cached ADD result as `prevResult` (CNI >= 0.4).
     /// Every plugin is called; the first error is returned.
-    pub fn del(&self, rt: &Runtime, cached: Option<&Value>) -> Result<(), String> {
-        let prev = if version_tuple(&self.cni_version) >= (0, 4, 0) {
-            cached.filter(|v| !v.is_null())
-        } else {
-            None
-        };
+    pub fn del(&self, rt: &Runtime, cached: Option<&CniResult>) -> Result<(), Error> {
+        let with_prev = Version::parse(&self.conf.cni_version)
+            .map(|v| v >= Version(0, 4, 0))
+            .unwrap_or(false);
+        let prev = cached.filter(|_| with_prev);
         let mut first_err = None;
-        for i in (0..self.plugins.len()).rev() {
+        for i in (0..self.conf.plugins.len()).rev() {
             let conf = self.plugin_config(i, rt, prev);
             if let Err(e) = exec(self.plugin_type(i), "DEL", rt, &conf) {
                 log::warn!("{e}");
@@ -164,8 +235,13 @@ impl NetworkList {
     }
 }
 
-fn exec(plugin: &str, command: &str, rt: &Runtime, conf: &Value) -> Result<Vec<u8>, String> {
+fn exec(plugin: &str, command: &'static str, rt: &Runtime, conf: &Value) -> Result<Vec<u8>, Error> {
     let bin = rt.plugin_dir.join(plugin);
+    let os_error = |context: String, e: std::io::Error| Error::Exec {
+        plugin: plugin.to_string(),
+        command,
+        os: OsError::io(context, &e),
+    };
     let mut child = Command::new(&bin)
         .env("CNI_COMMAND", command)
         .env("CNI_CONTAINERID", &rt.container_id)
@@ -177,87 +253,41 @@ fn exec(plugin: &str, command: &str, rt: &Runtime, conf: &Value) -> Result<Vec<u
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| {
-            format!(
-                "CNI plugin {plugin} {command}: running {}: {e}",
-                bin.display()
-            )
-        })?;
+        .map_err(|e| os_error(format!("running {}", bin.display()), e))?;
     let input = serde_json::to_vec(conf).expect("serialisable");
     let wrote = child.stdin.take().expect("piped").write_all(&input);
     let out = child
         .wait_with_output()
-        .map_err(|e| format!("CNI plugin {plugin} {command}: {e}"))?;
+        .map_err(|e| os_error("waiting".into(), e))?;
     if out.status.success() {
-        if let Err(e) = wrote {
-            return Err(format!("CNI plugin {plugin} {command}: writing stdin: {e}"));
-        }
+        wrote.map_err(|e| os_error("writing stdin".into(), e))?;
         return Ok(out.stdout);
     }
-    // The spec's error object on stdout: {"code", "msg", "details"}.
-    let detail = serde_json::from_slice::<Value>(&out.stdout)
-        .ok()
-        .and_then(|v| {
-            let msg = v.get("msg")?.as_str()?.to_string();
-            Some(match v.get("details").and_then(|d| d.as_str()) {
-                Some(d) if !d.is_empty() => format!("{msg}: {d}"),
-                _ => msg,
-            })
-        })
-        .unwrap_or_else(|| {
+    Err(failure(plugin, command, &out))
+}
+
+/// A failed plugin run: the spec's error object on stdout (`{"code", "msg", "details"}`), else
+/// its stderr, else its exit status.
+fn failure(plugin: &str, command: &'static str, out: &std::process::Output) -> Error {
+    let reported = serde_json::from_slice::<cni::Error>(&out.stdout).ok();
+    let detail = match &reported {
+        Some(e) if !e.details.is_empty() => format!("{}: {}", e.msg, e.details),
+        Some(e) => e.msg.clone(),
+        None => {
             let s = String::from_utf8_lossy(&out.stderr).trim().to_string();
             if s.is_empty() {
                 format!("exit status {}", out.status)
             } else {
                 s
             }
-        });
-    Err(format!("CNI plugin {plugin} {command} failed: {detail}"))
-}
-
-/// The first IPv4 address of a result (1.0: `ips[].address`; 0.2: `ip4.ip`) and the name of
-/// its container interface when the result tells it.
-pub fn result_ipv4(result: &Value) -> Option<(Ipv4Addr, Option<String>)> {
-    if let Some(ips) = result.get("ips").and_then(|v| v.as_array()) {
-        for ip in ips {
-            let addr = ip
-                .get("address")
-                .and_then(|a| a.as_str())
-                .unwrap_or_default();
-            let host = addr.split('/').next().unwrap_or_default();
-            if let Ok(v4) = host.parse::<Ipv4Addr>() {
-                let iface = ip
-                    .get("interface")
-                    .and_then(|i| i.as_u64())
-                    .and_then(|i| {
-                        result
-                            .get("interfaces")?
-                            .get(i as usize)?
-                            .get("name")?
-                            .as_str()
-                    })
-                    .map(str::to_string);
-                return Some((v4, iface));
-            }
         }
+    };
+    Error::Failed {
+        plugin: plugin.to_string(),
+        command,
+        code: reported.map(|e| e.code),
+        detail,
     }
-    let addr = result.get("ip4")?.get("ip")?.as_str()?;
-    let v4 = addr.split('/').next()?.parse().ok()?;
-    Some((v4, None))
-}
-
-/// The DNS nameservers of a result.
-pub fn result_nameservers(result: &Value) -> Vec<String> {
-    result
-        .get("dns")
-        .and_then(|d| d.get("nameservers"))
-        .and_then(|n| n.as_array())
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -273,37 +303,69 @@ mod tests {
             r#"{"cniVersion":"0.4.0","name":"a","type":"bridge"}"#,
         )
         .unwrap();
-        let l = load(d.path()).unwrap().unwrap();
+        let l = load(d.path()).unwrap().unwrap().conf;
         assert_eq!((l.name.as_str(), l.plugins.len()), ("a", 1));
         std::fs::write(
             d.path().join("20-b.conflist"),
             r#"{"cniVersion":"1.0.0","name":"b","plugins":[{"type":"bridge"},{"type":"portmap"}]}"#,
         )
         .unwrap();
-        let l = load(d.path()).unwrap().unwrap();
+        let l = load(d.path()).unwrap().unwrap().conf;
         assert_eq!((l.name.as_str(), l.plugins.len()), ("b", 2));
         std::fs::write(
             d.path().join("00-c.conflist"),
             r#"{"cniVersion":"1.0.0","name":"c","plugins":[{"type":"../evil"}]}"#,
         )
         .unwrap();
-        assert!(load(d.path()).unwrap_err().contains("invalid plugin type"));
+        let e = load(d.path()).unwrap_err();
+        assert!(e.to_string().contains("invalid plugin type"), "{e}");
+        std::fs::write(
+            d.path().join("00-c.conflist"),
+            r#"{"cniVersion":"1.0.0","plugins":[]}"#,
+        )
+        .unwrap();
+        let e = load(d.path()).unwrap_err();
+        assert!(e.to_string().contains("missing string 'name'"), "{e}");
     }
 
     #[test]
-    fn parses_result_addresses() {
-        let r = json!({"cniVersion":"1.0.0","interfaces":[{"name":"cni0"},{"name":"eth0","sandbox":"/x"}],
-            "ips":[{"address":"10.1.0.5/24","interface":1}],"dns":{"nameservers":["10.1.0.1"]}});
+    fn plugins_get_metadata_runtime_config_and_the_previous_result() {
+        let list = NetworkList {
+            file: "x.conflist".into(),
+            conf: serde_json::from_str(
+                r#"{"cniVersion":"1.0.0","name":"net","plugins":[{"type":"overlay","mtu":1400}]}"#,
+            )
+            .unwrap(),
+        };
+        let mut metadata = Map::new();
+        metadata.insert("policy_group_id".into(), "app".into());
+        let rt = Runtime {
+            plugin_dir: "/p".into(),
+            container_id: "h".into(),
+            netns: "/n".into(),
+            ifname: "eth0".into(),
+            metadata,
+            runtime_config: Some(RuntimeConfig {
+                net_out_rules: vec![],
+                port_mappings: vec![PortMapping {
+                    host_port: 61000,
+                    container_port: 8080,
+                }],
+            }),
+        };
+        let prev: CniResult = serde_json::from_str(r#"{"cniVersion":"1.0.0","x":1}"#).unwrap();
+        let conf = list.plugin_config(0, &rt, Some(&prev));
         assert_eq!(
-            result_ipv4(&r),
-            Some(("10.1.0.5".parse().unwrap(), Some("eth0".into())))
+            conf.to_string(),
+            r#"{"cniVersion":"1.0.0","metadata":{"policy_group_id":"app"},"mtu":1400,"name":"net","prevResult":{"cniVersion":"1.0.0","dns":{},"x":1},"runtimeConfig":{"netOutRules":[],"portMappings":[{"containerPort":8080,"hostPort":61000,"protocol":"tcp"}]},"type":"overlay"}"#
         );
-        assert_eq!(result_nameservers(&r), vec!["10.1.0.1"]);
-        let r = json!({"cniVersion":"0.2.0","ip4":{"ip":"10.1.0.6/24"}});
-        assert_eq!(result_ipv4(&r), Some(("10.1.0.6".parse().unwrap(), None)));
+        let rt = Runtime {
+            runtime_config: None,
+            ..rt
+        };
         assert_eq!(
-            result_ipv4(&json!({"ips":[{"address":"fd00::1/64"}]})),
-            None
+            list.plugin_config(0, &rt, None)["runtimeConfig"],
+            serde_json::json!({})
         );
     }
 }

@@ -84,7 +84,7 @@ pub struct DenyNetworks {
 }
 
 fn default_vtep_name() -> String {
-    "silk-vtep".into()
+    crate::cell::DEFAULT_VTEP.into()
 }
 fn default_cni_cache_dir() -> String {
     "/var/vcap/data/garden-cni/cni-cache".into()
@@ -102,7 +102,7 @@ fn default_force_poll_timeout() -> u64 {
     5
 }
 fn default_ingress_tag() -> String {
-    "ffff0000".into()
+    format!("{:08x}", crate::cell::marks::DEFAULT_INGRESS_MARK)
 }
 fn default_denied_logs() -> u32 {
     1

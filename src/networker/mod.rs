@@ -1,13 +1,15 @@
 //! garden-external-networker: garden's network plugin. garden execs it per container operation:
 //! `--action up|down|net-in|net-out|bulk-net-out|reconcile --handle H --configFile F`, JSON on
 //! stdin/stdout. It runs the CNI chain (`cni_exec`), bind-mounts the netns (`bind_mount`), records
-//! the container for the policy agent (`container_store`), maps host ports (`ports`) and installs
-//! the container's NetIn/NetOut/c2c rules (`rules`, through `crate::iptables`).
+//! the container for the policy agent (in the cell's store, `crate::cell::store`), maps host ports
+//! (`ports`) and installs the container's NetIn/NetOut/c2c rules (`rules`, through
+//! `crate::iptables`). The actions are in `lifecycle`; failures are `Error`s, printed as one line
+//! of stderr by the binary.
 
 pub mod bind_mount;
 pub mod cni_exec;
 pub mod config;
-pub mod container_store;
+pub mod error;
 pub mod lifecycle;
 pub mod names;
 pub mod ports;
@@ -15,6 +17,7 @@ pub mod protocol;
 pub mod rules;
 
 pub use config::Config;
+pub use error::Error;
 pub use lifecycle::Networker;
 
 use protocol::parse_stdin;
@@ -53,40 +56,40 @@ pub struct Args {
 
 /// `--check-config`: the config was loaded (every key checked); the CNI config directory must
 /// hold a loadable network configuration, or every `up` would fail.
-pub fn check_config(args: &Args, config: &Config) -> Result<String, String> {
+pub fn check_config(args: &Args, config: &Config) -> Result<String, Error> {
     let dir = std::path::Path::new(&config.cni_config_dir);
     match cni_exec::load(dir)? {
         Some(list) => Ok(format!(
             "garden-external-networker: config {} is valid (CNI network {:?} from {})",
             args.config_file.display(),
-            list.name,
+            list.conf.name,
             list.file.display()
         )),
-        None => Err(format!(
-            "no CNI config (*.conflist or *.conf) in {}",
-            dir.display()
-        )),
+        None => Err(Error::NoCniConfig(dir.to_path_buf())),
     }
 }
 
-/// Runs one action; `stdin` is read only by the actions that take input. Returns the stdout text.
+/// Runs one action; `stdin` is read only by the actions that take input (its error is a
+/// message). Returns the stdout text.
 pub fn run(
     args: &Args,
     config: Config,
     stdin: impl FnOnce() -> Result<String, String>,
-) -> Result<String, String> {
+) -> Result<String, Error> {
     if args.check_config {
         return check_config(args, &config);
     }
-    let action = args.action.ok_or("missing required flag --action")?;
+    let missing = |flag: &str| Error::Input(format!("missing required flag --{flag}"));
+    let action = args.action.ok_or_else(|| missing("action"))?;
     let handle = match (&args.handle, action) {
         (Some(h), _) => {
             names::validate_handle(h)?;
             h.clone()
         }
         (None, Action::Reconcile) => String::new(),
-        (None, _) => return Err("missing required flag --handle".into()),
+        (None, _) => return Err(missing("handle")),
     };
+    let stdin = || stdin().map_err(Error::Input);
     let n = Networker::new(config);
     match action {
         Action::Up => {

@@ -2,28 +2,29 @@
 //! handle that does not fit is shortened to a prefix plus 8 hex digits of its hash, so two long
 //! handles with the same beginning never share a chain.
 
+use super::Error;
 use crate::iptables::Chain;
 
 /// Garden handles: 1-128 characters of `[A-Za-z0-9_.-]`, not starting with '.' (they become
 /// file names and chain names).
-pub fn validate_handle(handle: &str) -> Result<(), String> {
+pub fn validate_handle(handle: &str) -> Result<(), Error> {
     if handle.is_empty() || handle.len() > 128 {
-        return Err(format!(
+        return Err(Error::Input(format!(
             "invalid handle {handle:?}: must be 1-128 characters"
-        ));
+        )));
     }
     if handle.starts_with('.') || handle.starts_with('-') {
-        return Err(format!(
+        return Err(Error::Input(format!(
             "invalid handle {handle:?}: must not start with '.' or '-'"
-        ));
+        )));
     }
     if !handle
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
     {
-        return Err(format!(
+        return Err(Error::Input(format!(
             "invalid handle {handle:?}: only letters, digits, '_', '-' and '.' are allowed"
-        ));
+        )));
     }
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! Host port allocator: lowest free port of `start .. start+total`, recorded per handle in the
 //! state file `{"acquired_ports":{"<handle>":[ports]}}` under an flock on `<state_file>_lock`.
 
-use super::container_store::{lock_file, write_atomic};
+use super::Error;
+use crate::cell::files::{lock_file, read_optional, suffixed, write_atomic};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -37,23 +38,21 @@ impl PortAllocator {
         port >= self.start && port <= self.last()
     }
 
-    fn read(&self) -> Result<State, String> {
-        match std::fs::read(&self.path) {
-            Ok(b) if b.iter().all(|c| c.is_ascii_whitespace()) => Ok(State::default()),
-            Ok(b) => serde_json::from_slice(&b)
-                .map_err(|e| format!("corrupt port state file {}: {e}", self.path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
-            Err(e) => Err(format!("reading {}: {e}", self.path.display())),
+    fn read(&self) -> Result<State, Error> {
+        match read_optional(&self.path)? {
+            None => Ok(State::default()),
+            Some(b) => serde_json::from_slice(&b).map_err(|e| Error::CorruptPortState {
+                path: self.path.clone(),
+                message: e.to_string(),
+            }),
         }
     }
 
     fn locked<T>(
         &self,
-        f: impl FnOnce(&mut State) -> Result<(T, bool), String>,
-    ) -> Result<T, String> {
-        let mut lock = self.path.as_os_str().to_owned();
-        lock.push("_lock");
-        let _l = lock_file(Path::new(&lock))?;
+        f: impl FnOnce(&mut State) -> Result<(T, bool), Error>,
+    ) -> Result<T, Error> {
+        let _l = lock_file(&suffixed(&self.path, "_lock"))?;
         let mut state = self.read()?;
         let (out, changed) = f(&mut state)?;
         if changed {
@@ -67,14 +66,14 @@ impl PortAllocator {
 
     /// Resolves the requested host ports of one container: 0 = allocate the lowest free port
     /// (recorded for `handle`); a port inside the range = error; outside = used as is.
-    pub fn acquire(&self, handle: &str, requested: &[u16]) -> Result<Vec<u16>, String> {
-        for &p in requested {
-            if p != 0 && self.in_range(p) {
-                return Err(format!(
-                    "cannot specify port from allocation range: {p} is in {}-{}",
-                    self.start,
-                    self.last()
-                ));
+    pub fn acquire(&self, handle: &str, requested: &[u16]) -> Result<Vec<u16>, Error> {
+        for &port in requested {
+            if port != 0 && self.in_range(port) {
+                return Err(Error::PortInRange {
+                    port,
+                    start: self.start,
+                    last: self.last(),
+                });
             }
         }
         if !requested.contains(&0) {
@@ -92,7 +91,7 @@ impl PortAllocator {
                 }
                 let free = (self.start..=self.last())
                     .find(|p| !used.contains(p))
-                    .ok_or_else(|| "port pool exhausted".to_string())?;
+                    .ok_or(Error::PortsExhausted)?;
                 used.insert(free);
                 mine.push(free);
                 out.push(free);
@@ -107,7 +106,7 @@ impl PortAllocator {
     }
 
     /// Releases every port of `handle` (nothing held = no write).
-    pub fn release(&self, handle: &str) -> Result<Vec<u16>, String> {
+    pub fn release(&self, handle: &str) -> Result<Vec<u16>, Error> {
         self.locked(|state| {
             let ports = state.acquired_ports.remove(handle).unwrap_or_default();
             let changed = !ports.is_empty();
@@ -116,7 +115,7 @@ impl PortAllocator {
     }
 
     /// Records `ports` for `handle` again (used to give back all but one port).
-    pub fn restore(&self, handle: &str, ports: &[u16]) -> Result<(), String> {
+    pub fn restore(&self, handle: &str, ports: &[u16]) -> Result<(), Error> {
         self.locked(|state| {
             state
                 .acquired_ports
@@ -127,11 +126,11 @@ impl PortAllocator {
         })
     }
 
-    pub fn handles(&self) -> Result<Vec<String>, String> {
+    pub fn handles(&self) -> Result<Vec<String>, Error> {
         Ok(self.read()?.acquired_ports.into_keys().collect())
     }
 
-    pub fn ports_of(&self, handle: &str) -> Result<Vec<u16>, String> {
+    pub fn ports_of(&self, handle: &str) -> Result<Vec<u16>, Error> {
         Ok(self
             .read()?
             .acquired_ports
@@ -151,10 +150,11 @@ mod tests {
         let a = PortAllocator::new(&dir.path().join("state.json"), 61000, 3);
         assert_eq!(a.acquire("h1", &[0, 0]).unwrap(), vec![61000, 61001]);
         assert_eq!(a.acquire("h2", &[0, 8080]).unwrap(), vec![61002, 8080]);
-        assert_eq!(a.acquire("h3", &[0]).unwrap_err(), "port pool exhausted");
+        assert_eq!(a.acquire("h3", &[0]).unwrap_err(), Error::PortsExhausted);
         assert!(a
             .acquire("h3", &[61001])
             .unwrap_err()
+            .to_string()
             .contains("cannot specify port from allocation range"));
         assert_eq!(a.release("h1").unwrap(), vec![61000, 61001]);
         assert_eq!(a.acquire("h3", &[0]).unwrap(), vec![61000]);

@@ -3,19 +3,14 @@
 
 use super::config::Config;
 use super::names::ChainNames;
-use super::protocol::{NetOutRule, PortRangeJson};
+use super::protocol::{IcmpJson, NetOutRule, PortMapping, PortRangeJson};
+use super::Error;
+use crate::cell::marks::ALLOWED_BIT;
 use crate::iptables::{
     host, Batch, Chain, CtState, IcmpType, InterfaceName, IpRange, Match, Op, PortRange, Position,
     Protocol, Rate, RejectWith, Rule, Table, Target, Text,
 };
 use std::net::Ipv4Addr;
-
-/// A resolved port mapping (host port on the cell -> container port).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PortMapping {
-    pub host_port: u16,
-    pub container_port: u16,
-}
 
 /// Container workload (from the `container_workload` property): selects deny networks.
 pub fn workload_deny_networks(config: &Config, workload: Option<&str>) -> Vec<ipnet::Ipv4Net> {
@@ -54,82 +49,90 @@ pub fn convert_netout(
     rules: &[NetOutRule],
     log_chain: &Chain,
     log_all: bool,
-) -> Result<Vec<Rule>, String> {
+) -> Result<Vec<Rule>, Error> {
     let mut out = Vec::new();
     for (i, r) in rules.iter().enumerate() {
-        let ctx = |e: String| format!("netout rule {i}: {e}");
         let target = if r.log || log_all {
             Target::Goto(log_chain.clone())
         } else {
             Target::Accept
         };
-        let mut nets: Vec<Option<IpRange>> = Vec::new();
-        for n in &r.networks {
-            nets.push(Some(IpRange::new(n.start, n.end).map_err(ctx)?));
+        let converted =
+            convert_one(r, &target).map_err(|e| Error::Input(format!("netout rule {i}: {e}")))?;
+        out.extend(converted);
+    }
+    Ok(out)
+}
+
+/// One NetOut rule: a rule per destination range (and per port range for TCP and UDP).
+fn convert_one(r: &NetOutRule, target: &Target) -> Result<Vec<Rule>, String> {
+    let mut nets: Vec<Option<IpRange>> = Vec::new();
+    for n in &r.networks {
+        nets.push(Some(IpRange::new(n.start, n.end)?));
+    }
+    if nets.is_empty() {
+        nets.push(None);
+    }
+    let with_net = |n: &Option<IpRange>| match n {
+        Some(range) => Rule::new(target.clone()).with(Match::DestinationRange(*range)),
+        None => Rule::new(target.clone()),
+    };
+    let mut out = Vec::new();
+    match r.protocol {
+        0 => {
+            if !r.ports.is_empty() {
+                return Err("protocol all must not have ports".into());
+            }
+            out.extend(nets.iter().map(with_net));
         }
-        if nets.is_empty() {
-            nets.push(None);
+        1 | 2 => {
+            let proto = if r.protocol == 1 {
+                Protocol::Tcp
+            } else {
+                Protocol::Udp
+            };
+            if r.icmps.is_some() {
+                return Err(format!("{} rule must not have icmps", proto.name()));
+            }
+            if r.ports.is_empty() {
+                return Err(format!("{} rule needs ports", proto.name()));
+            }
+            for n in &nets {
+                for p in &r.ports {
+                    let range = port_range(p)?;
+                    out.push(
+                        with_net(n)
+                            .protocol(proto)
+                            .with(Match::DestinationPort(range)),
+                    );
+                }
+            }
         }
-        let with_net = |n: &Option<IpRange>| match n {
-            Some(range) => Rule::new(target.clone()).with(Match::DestinationRange(*range)),
-            None => Rule::new(target.clone()),
-        };
-        match r.protocol {
-            0 => {
-                if !r.ports.is_empty() {
-                    return Err(ctx("protocol all must not have ports".into()));
-                }
-                out.extend(nets.iter().map(with_net));
+        3 => {
+            if !r.ports.is_empty() {
+                return Err("icmp rule must not have ports".into());
             }
-            1 | 2 => {
-                let proto = if r.protocol == 1 {
-                    Protocol::Tcp
-                } else {
-                    Protocol::Udp
-                };
-                if r.icmps.is_some() {
-                    return Err(ctx(format!("{} rule must not have icmps", proto.name())));
-                }
-                if r.ports.is_empty() {
-                    return Err(ctx(format!("{} rule needs ports", proto.name())));
-                }
-                for n in &nets {
-                    for p in &r.ports {
-                        let range = port_range(p).map_err(ctx)?;
-                        out.push(
-                            with_net(n)
-                                .protocol(proto)
-                                .with(Match::DestinationPort(range)),
-                        );
-                    }
-                }
-            }
-            3 => {
-                if !r.ports.is_empty() {
-                    return Err(ctx("icmp rule must not have ports".into()));
-                }
-                for n in &nets {
-                    let mut rule = with_net(n).protocol(Protocol::Icmp);
-                    if let Some(icmp) = r.icmps {
-                        // type 255 = any type (garden/CAPI convention)
-                        if icmp.kind != 255 {
-                            rule = rule.with(Match::Icmp(IcmpType {
-                                kind: icmp.kind,
-                                code: icmp.code.filter(|c| *c != 255),
-                            }));
-                        }
-                    }
-                    out.push(rule);
-                }
-            }
-            other => {
-                return Err(ctx(format!(
-                    "unknown protocol {other} (0 all, 1 tcp, 2 udp, 3 icmp)"
-                )))
-            }
+            out.extend(nets.iter().map(|n| icmp_rule(with_net(n), r.icmps)));
+        }
+        other => {
+            return Err(format!(
+                "unknown protocol {other} (0 all, 1 tcp, 2 udp, 3 icmp)"
+            ))
         }
     }
     Ok(out)
+}
+
+fn icmp_rule(rule: Rule, icmp: Option<IcmpJson>) -> Rule {
+    let rule = rule.protocol(Protocol::Icmp);
+    match icmp {
+        // type 255 = any type (garden/CAPI convention)
+        Some(icmp) if icmp.kind != 255 => rule.with(Match::Icmp(IcmpType {
+            kind: icmp.kind,
+            code: icmp.code.filter(|c| *c != 255),
+        })),
+        _ => rule,
+    }
 }
 
 /// Number of fixed rules at the top of `netout--H` (ASG allows are inserted after them).
@@ -213,81 +216,94 @@ pub struct UpPlan<'a> {
 }
 
 impl UpPlan<'_> {
+    /// The chains in the order they are created (a chain exists before anything jumps or goes
+    /// to it), then the jumps from the built-in chains.
     pub fn batch(&self) -> Batch {
-        let c = self.config;
         let n = ChainNames::for_handle(self.handle);
-        let ip = host(self.ip);
-        let overlay = c.overlay();
+        let marks: Vec<Rule> = self.mappings.iter().map(|m| self.netin_mark(m)).collect();
+        let dnats: Vec<Rule> = self.mappings.iter().map(|m| self.netin_dnat(m)).collect();
+        let chains = [
+            (Table::Mangle, &n.netin, marks),
+            (Table::Nat, &n.netin, dnats),
+            (Table::Nat, &n.masq, self.masq_rules()),
+            (Table::Filter, &n.netout_log, self.netout_log_rules()),
+            (Table::Filter, &n.netout, self.netout_rules()),
+            (Table::Filter, &n.overlay, self.overlay_rules()),
+            (Table::Filter, &n.input, self.input_rules()),
+        ];
         let mut b = Batch::new();
-
-        // mangle + nat: NetIn
-        let mut marks = Vec::new();
-        let mut dnats = Vec::new();
-        for m in self.mappings {
-            marks.push(self.netin_mark(m));
-            dnats.push(self.netin_dnat(m));
+        for (table, chain, rules) in chains {
+            b.push(table, Op::NewChain(chain.clone()));
+            b.append_rules(table, chain, &rules);
         }
-        b.push(Table::Mangle, Op::NewChain(n.netin.clone()));
-        b.append_rules(Table::Mangle, &n.netin, &marks);
-        b.push(Table::Nat, Op::NewChain(n.netin.clone()));
-        b.append_rules(Table::Nat, &n.netin, &dnats);
-        // nat: masquerade what leaves the overlay
-        b.push(Table::Nat, Op::NewChain(n.masq.clone()));
-        b.append_rules(
-            Table::Nat,
-            &n.masq,
-            &[Rule::new(Target::Masquerade).not_destination(overlay)],
-        );
+        for (table, parent, jump) in hooks(self.config, self.handle, self.ip) {
+            b.add_jump(table, &parent, jump, Position::Last);
+        }
+        b
+    }
 
-        // filter: the log chain first (netout rules go to it)
+    /// nat: masquerade what leaves the overlay.
+    fn masq_rules(&self) -> Vec<Rule> {
+        vec![Rule::new(Target::Masquerade).not_destination(self.config.overlay())]
+    }
+
+    /// filter: accepted egress that is logged (logged NetOut rules go to it); UDP rate limited.
+    fn netout_log_rules(&self) -> Vec<Rule> {
+        let c = self.config;
         let udp_rate = Rate::per_second(c.iptables_accepted_udp_logs_per_sec).expect("validated");
-        b.push(Table::Filter, Op::NewChain(n.netout_log.clone()));
-        b.append_rules(
-            Table::Filter,
-            &n.netout_log,
-            &[
-                Rule::new(nflog(c, "OK_", self.handle))
-                    .with(Match::Protocol {
-                        proto: Protocol::Udp,
-                        negate: true,
-                    })
-                    .ctstate(&[CtState::Invalid, CtState::New, CtState::Untracked]),
-                Rule::new(nflog(c, "OK_", self.handle))
-                    .protocol(Protocol::Udp)
-                    .with(Match::Limit {
-                        rate: udp_rate,
-                        burst: c.iptables_accepted_udp_logs_per_sec,
-                    }),
-                Rule::new(Target::Accept),
-            ],
-        );
+        vec![
+            Rule::new(nflog(c, "OK_", self.handle))
+                .with(Match::Protocol {
+                    proto: Protocol::Udp,
+                    negate: true,
+                })
+                .ctstate(&[CtState::Invalid, CtState::New, CtState::Untracked]),
+            Rule::new(nflog(c, "OK_", self.handle))
+                .protocol(Protocol::Udp)
+                .with(Match::Limit {
+                    rate: udp_rate,
+                    burst: c.iptables_accepted_udp_logs_per_sec,
+                }),
+            Rule::new(Target::Accept),
+        ]
+    }
 
-        // filter: netout (ASGs) for egress leaving the overlay
-        let deny = workload_deny_networks(c, self.workload);
+    /// filter: NetOut (ASGs) for egress leaving the overlay: the workload's deny networks first,
+    /// then the allows, then REJECT.
+    fn netout_rules(&self) -> Vec<Rule> {
         let mut netout = vec![
             Rule::new(Target::Accept).ctstate(&[CtState::Related, CtState::Established]),
             Rule::new(Target::Drop)
                 .protocol(Protocol::Tcp)
                 .ctstate(&[CtState::Invalid]),
         ];
-        for d in &deny {
-            netout.push(Rule::new(reject()).destination(*d));
+        for d in workload_deny_networks(self.config, self.workload) {
+            netout.push(Rule::new(reject()).destination(d));
         }
         netout.extend(self.asg.iter().cloned());
-        if c.iptables_asg_logging {
+        if self.config.iptables_asg_logging {
             netout.push(self.deny_log("DENY_"));
         }
         netout.push(Rule::new(reject()));
-        b.push(Table::Filter, Op::NewChain(n.netout.clone()));
-        b.append_rules(Table::Filter, &n.netout, &netout);
+        netout
+    }
 
-        // filter: overlay (c2c): tagged egress only, default deny of ingress
+    /// filter: overlay (c2c): tagged egress only, default deny of ingress but for NetIn and
+    /// what a policy allows.
+    fn overlay_rules(&self) -> Vec<Rule> {
+        let c = self.config;
+        let ip = host(self.ip);
         let vtep = InterfaceName::new(&c.vtep_name).expect("validated at config load");
+        let mark = |value, mask| Match::Mark {
+            value,
+            mask,
+            negate: false,
+        };
         let mut ov = vec![
             // Only through the VXLAN device: a same-cell destination must meet its own chain.
             Rule::new(Target::Accept)
                 .source(ip)
-                .destination(overlay)
+                .destination(c.overlay())
                 .with(Match::OutInterface {
                     name: vtep,
                     negate: false,
@@ -300,30 +316,27 @@ impl UpPlan<'_> {
             Rule::new(Target::Accept)
                 .destination(ip)
                 .ctstate(&[CtState::Related, CtState::Established]),
-            Rule::new(Target::Accept).destination(ip).with(Match::Mark {
-                value: c.ingress_mark(),
-                mask: None,
-                negate: false,
-            }),
+            Rule::new(Target::Accept)
+                .destination(ip)
+                .with(mark(c.ingress_mark(), None)),
             // The policy agent marks the first packet of an allowed connection with this bit
-            // (it decides, this chain enforces: see src/agent/mod.rs).
-            Rule::new(Target::Accept).destination(ip).with(Match::Mark {
-                value: crate::agent::plan::ALLOWED_BIT,
-                mask: Some(crate::agent::plan::ALLOWED_BIT),
-                negate: false,
-            }),
+            // (it decides, this chain enforces: see src/cell/marks.rs).
+            Rule::new(Target::Accept)
+                .destination(ip)
+                .with(mark(ALLOWED_BIT, Some(ALLOWED_BIT))),
         ];
         if c.iptables_c2c_logging {
             ov.push(self.deny_log("DENY_C2C_").destination(ip));
         }
         ov.push(Rule::new(reject()).destination(ip));
-        b.push(Table::Filter, Op::NewChain(n.overlay.clone()));
-        b.append_rules(Table::Filter, &n.overlay, &ov);
+        ov
+    }
 
-        // filter: input (container -> cell): established, DNS, nothing else
+    /// filter: input (container -> cell): established, DNS, nothing else.
+    fn input_rules(&self) -> Vec<Rule> {
         let mut input =
             vec![Rule::new(Target::Accept).ctstate(&[CtState::Related, CtState::Established])];
-        for dns in &c.dns_servers {
+        for dns in &self.config.dns_servers {
             for proto in [Protocol::Tcp, Protocol::Udp] {
                 input.push(
                     Rule::new(Target::Accept)
@@ -334,12 +347,7 @@ impl UpPlan<'_> {
             }
         }
         input.push(Rule::new(reject()));
-        b.push(Table::Filter, Op::NewChain(n.input.clone()));
-        b.append_rules(Table::Filter, &n.input, &input);
-        for (table, parent, jump) in hooks(c, self.handle, self.ip) {
-            b.add_jump(table, &parent, jump, Position::Last);
-        }
-        b
+        input
     }
 
     fn deny_log(&self, prefix: &str) -> Rule {
@@ -503,7 +511,7 @@ mod tests {
             (rule(7, &[], None, false), "unknown protocol"),
         ] {
             let e = convert_netout(&[r], &log, false).unwrap_err();
-            assert!(e.contains(msg), "{e}");
+            assert!(e.to_string().contains(msg), "{e}");
         }
         let mut r = rule(0, &[], None, false);
         r.networks[0].end = "9.0.0.0".parse().unwrap();

@@ -61,7 +61,7 @@ pub struct DaemonConfig {
 }
 
 fn default_vtep_name() -> String {
-    "silk-vtep".into()
+    crate::cell::DEFAULT_VTEP.into()
 }
 fn default_vni() -> u32 {
     1
@@ -88,13 +88,13 @@ fn default_listen_host() -> String {
     "127.0.0.1".into()
 }
 fn default_listen_port() -> u16 {
-    23954
+    super::defaults::DAEMON_PORT
 }
 fn default_debug_port() -> u16 {
     22233
 }
 fn default_data_dir() -> String {
-    "/var/vcap/data/overlay".into()
+    super::defaults::DATA_DIR.into()
 }
 
 impl Validate for DaemonConfig {

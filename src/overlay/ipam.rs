@@ -2,9 +2,11 @@
 //! and interface, like host-local), every change under an exclusive `flock` of the directory's
 //! lock file so concurrent plugin runs never hand out one IP twice.
 
+use crate::cell::files::lock_file;
+use crate::os_error::OsError;
 use ipnet::Ipv4Net;
-use nix::fcntl::{Flock, FlockArg};
-use std::fs::{self, File, OpenOptions};
+use nix::fcntl::Flock;
+use std::fs::{self, File};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
@@ -20,17 +22,19 @@ pub struct Allocation {
 pub enum IpamError {
     /// Every usable address of the subnet is allocated.
     Exhausted(Ipv4Net),
-    Io(String),
+    Io(OsError),
 }
 
 impl std::fmt::Display for IpamError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             IpamError::Exhausted(s) => write!(f, "no IP addresses available in {s}"),
-            IpamError::Io(m) => write!(f, "{m}"),
+            IpamError::Io(e) => write!(f, "{e}"),
         }
     }
 }
+
+impl std::error::Error for IpamError {}
 
 /// Allocations of one network (`<data_dir>/ipam/<network name>`).
 pub struct Ipam {
@@ -40,8 +44,8 @@ pub struct Ipam {
 const LAST: &str = "last_reserved_ip";
 const LOCK: &str = "lock";
 
-fn io(context: &str, e: impl std::fmt::Display) -> IpamError {
-    IpamError::Io(format!("{context}: {e}"))
+fn io(context: &str, e: std::io::Error) -> IpamError {
+    IpamError::Io(OsError::io(context, &e))
 }
 
 impl Ipam {
@@ -52,17 +56,7 @@ impl Ipam {
     }
 
     fn lock(&self) -> Result<Flock<File>, IpamError> {
-        fs::create_dir_all(&self.dir)
-            .map_err(|e| io(&format!("creating {}", self.dir.display()), e))?;
-        let path = self.dir.join(LOCK);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| io(&format!("opening {}", path.display()), e))?;
-        Flock::lock(file, FlockArg::LockExclusive)
-            .map_err(|(_, e)| io(&format!("locking {}", path.display()), e))
+        lock_file(&self.dir.join(LOCK)).map_err(IpamError::Io)
     }
 
     fn read_all(&self) -> Result<Vec<Allocation>, IpamError> {

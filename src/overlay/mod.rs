@@ -4,6 +4,8 @@
 pub mod client;
 pub mod controller;
 pub mod daemon;
+pub mod defaults;
+pub mod info;
 pub mod ipam;
 pub mod plugin;
 pub mod store;

@@ -2,19 +2,23 @@
 //! static neighbours on both ends (no ARP), the MTU from the daemon, and an IP from the cell's
 //! lease kept in the on-disk IPAM. DEL is idempotent and needs neither the daemon nor the netns.
 
-use super::daemon::NetworkInfo;
+use super::defaults;
+use super::info::InfoError;
 use super::ipam::{Ipam, IpamError};
 use crate::cni::plugin::Plugin;
-use crate::cni::{code, CniResult, Env, Error, Interface, IpConfig, NetConf, RouteEntry};
+use crate::cni::{code, CniResult, Env, Interface, IpConfig, NetConf, RouteEntry};
 use crate::netlink::{self, format_mac, Address, Handle, Route, Scope, VethSpec};
+use crate::netns;
+use crate::os_error::OsError;
 use ipnet::Ipv4Net;
 use serde::Deserialize;
 use std::collections::HashSet;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::fmt;
+use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+
+pub use super::info::network_info;
 
 /// The shared host-side address of every container veth.
 pub const HOST_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 0, 1);
@@ -43,14 +47,140 @@ pub struct Attachment {
 }
 
 fn default_data_dir() -> String {
-    "/var/vcap/data/overlay".into()
+    defaults::DATA_DIR.into()
 }
 fn default_daemon_port() -> u16 {
-    23954
+    defaults::DAEMON_PORT
 }
 
-fn plugin_err(msg: &str, details: impl std::fmt::Display) -> Error {
-    Error::new(code::PLUGIN, msg, details.to_string())
+/// The step of ADD, DEL or CHECK that failed: the CNI error message of a plugin failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    DiscoverNetworkInfo,
+    CreateVethPair,
+    SetUpHost,
+    SetUpContainer,
+    Teardown,
+    Check,
+}
+
+impl Step {
+    fn msg(self) -> &'static str {
+        match self {
+            Step::DiscoverNetworkInfo => "discover network info",
+            Step::CreateVethPair => "create veth pair",
+            Step::SetUpHost => "set up host",
+            Step::SetUpContainer => "set up container",
+            Step::Teardown => "teardown failed",
+            Step::Check => "check",
+        }
+    }
+}
+
+/// What the IPAM was asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpamOp {
+    Allocate,
+    Release,
+    List,
+    Gc,
+}
+
+/// A failure of the plugin; [`From<Error> for crate::cni::Error`] turns it into the CNI error
+/// JSON (code, message, details) at the edge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// The network configuration's plugin keys do not decode.
+    Config(String),
+    /// ADD could not ask the daemon for the subnet and MTU (try again later).
+    NetworkInfo(InfoError),
+    /// STATUS: the daemon does not answer.
+    DaemonNotAvailable(InfoError),
+    Ipam(IpamOp, IpamError),
+    /// CHECK of a container the IPAM does not know.
+    UnknownContainer {
+        container_id: String,
+        ifname: String,
+    },
+    Netlink(Step, netlink::Error),
+    Netns(Step, netns::Error),
+    Os(Step, OsError),
+    /// A state that is not as it should be (CHECK), or a daemon answer that makes no sense.
+    Invalid(Step, String),
+}
+
+impl Error {
+    /// The step that failed, for failures of the plumbing.
+    pub fn step(&self) -> Option<Step> {
+        match self {
+            Error::Netlink(s, _) | Error::Netns(s, _) | Error::Os(s, _) | Error::Invalid(s, _) => {
+                Some(*s)
+            }
+            _ => None,
+        }
+    }
+
+    fn code(&self) -> u32 {
+        match self {
+            Error::Config(_) => code::INVALID_CONFIG,
+            Error::NetworkInfo(_) => code::TRY_AGAIN_LATER,
+            Error::DaemonNotAvailable(_) => code::NOT_AVAILABLE,
+            Error::Ipam(_, IpamError::Exhausted(_)) => code::PLUGIN,
+            Error::Ipam(_, IpamError::Io(_)) => code::IO_FAILURE,
+            Error::UnknownContainer { .. } => code::UNKNOWN_CONTAINER,
+            Error::Netlink(..) | Error::Netns(..) | Error::Os(..) | Error::Invalid(..) => {
+                code::PLUGIN
+            }
+        }
+    }
+
+    fn msg(&self) -> &'static str {
+        match self {
+            Error::Config(_) => "invalid overlay configuration",
+            Error::NetworkInfo(_) => Step::DiscoverNetworkInfo.msg(),
+            Error::DaemonNotAvailable(_) => "overlay daemon not available",
+            Error::Ipam(_, IpamError::Exhausted(_)) => "no IP address available",
+            Error::Ipam(op, IpamError::Io(_)) => match op {
+                IpamOp::Allocate => "run ipam",
+                IpamOp::Release => "release IP",
+                IpamOp::List => "read allocations",
+                IpamOp::Gc => "gc",
+            },
+            Error::UnknownContainer { .. } => "no overlay IP for this container",
+            Error::Netlink(s, _) | Error::Netns(s, _) | Error::Os(s, _) | Error::Invalid(s, _) => {
+                s.msg()
+            }
+        }
+    }
+
+    fn details(&self) -> String {
+        match self {
+            Error::Config(d) | Error::Invalid(_, d) => d.clone(),
+            Error::NetworkInfo(e) | Error::DaemonNotAvailable(e) => e.to_string(),
+            Error::Ipam(_, e) => e.to_string(),
+            Error::UnknownContainer {
+                container_id,
+                ifname,
+            } => format!("{container_id} {ifname}"),
+            Error::Netlink(_, e) => e.to_string(),
+            Error::Netns(_, e) => e.to_string(),
+            Error::Os(_, e) => e.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.msg(), self.details())
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<Error> for crate::cni::Error {
+    fn from(e: Error) -> crate::cni::Error {
+        crate::cni::Error::new(e.code(), e.msg(), e.details())
+    }
 }
 
 /// Host veth name for a container IP: `s-` + the four bytes as zero-padded decimals.
@@ -69,39 +199,10 @@ pub fn host_mac(ip: Ipv4Addr) -> [u8; 6] {
     [0xaa, 0xaa, o[0], o[1], o[2], o[3]]
 }
 
-/// Asks the daemon for the subnet and MTU (`GET /` on loopback).
-pub fn network_info(port: u16) -> Result<NetworkInfo, String> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .map_err(|e| format!("connecting to overlay daemon at {addr}: {e}"))?;
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    s.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        .map_err(|e| format!("asking overlay daemon: {e}"))?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)
-        .map_err(|e| format!("reading overlay daemon answer: {e}"))?;
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or("malformed overlay daemon answer")?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return Err(format!(
-            "overlay daemon answered {}",
-            head.lines().next().unwrap_or_default()
-        ));
-    }
-    serde_json::from_str(body).map_err(|e| format!("decoding overlay daemon answer: {e}"))
-}
-
 pub struct OverlayPlugin;
 
 fn decode_conf(raw: &[u8]) -> Result<OverlayConf, Error> {
-    serde_json::from_slice(raw).map_err(|e| {
-        Error::new(
-            code::INVALID_CONFIG,
-            "invalid overlay configuration",
-            e.to_string(),
-        )
-    })
+    serde_json::from_slice(raw).map_err(|e| Error::Config(e.to_string()))
 }
 
 struct Plumbing<'a> {
@@ -111,96 +212,142 @@ struct Plumbing<'a> {
     mtu: u32,
 }
 
-/// Creates and configures both ends. On failure the caller removes the host end.
-fn plumb(h: &mut Handle, p: &Plumbing) -> Result<(), Error> {
+/// Creates the veth pair with its container end inside the netns. Nothing is left on failure.
+fn create_veth_pair(h: &mut Handle, p: &Plumbing) -> Result<(), Error> {
     let netns = std::fs::File::open(p.netns).map_err(|e| {
-        plugin_err(
-            "create veth pair",
-            format!("opening netns {}: {e}", p.netns),
+        Error::Os(
+            Step::CreateVethPair,
+            OsError::io(format!("opening netns {}", p.netns), &e),
         )
     })?;
-    let host_name = host_veth_name(p.ip);
     h.create_veth(&VethSpec {
-        name: host_name.clone(),
+        name: host_veth_name(p.ip),
         peer_name: p.ifname.to_string(),
         mac: Some(host_mac(p.ip)),
         peer_mac: Some(container_mac(p.ip)),
         mtu: Some(p.mtu),
         peer_netns_fd: Some(netns.as_raw_fd()),
     })
-    .map_err(|e| plugin_err("create veth pair", e))?;
-    let setup_host = |h: &mut Handle| -> Result<(), String> {
-        let index = h.link_index(&host_name)?;
-        netlink::disable_ipv6(&host_name)?;
-        h.neighbour_set(index, p.ip, container_mac(p.ip))?;
-        h.add_address(
-            index,
-            &Address {
-                local: HOST_IP,
-                prefix_len: 32,
-                peer: Some(p.ip),
-                scope: Scope::Link,
-            },
-        )?;
-        netlink::sysctl_set(&format!("net.ipv4.conf.{host_name}.rp_filter"), "1")?;
-        h.set_up(index)?;
-        netlink::sysctl_set("net.ipv4.ip_forward", "1")?;
-        Ok(())
-    };
-    setup_host(h).map_err(|e| plugin_err("set up host", e))?;
-    let (ifname, ip) = (p.ifname.to_string(), p.ip);
-    crate::netns::run_in(Path::new(p.netns), move || -> Result<(), String> {
-        let mut c = Handle::new()?;
-        if let Some(lo) = c.link_by_name("lo")? {
-            c.set_up(lo.index)?;
-        }
-        let index = c.link_index(&ifname)?;
-        netlink::disable_ipv6(&ifname)?;
-        c.neighbour_set(index, HOST_IP, host_mac(ip))?;
-        c.add_address(
-            index,
-            &Address {
-                local: ip,
-                prefix_len: 32,
-                peer: Some(HOST_IP),
-                scope: Scope::Universe,
-            },
-        )?;
-        c.set_up(index)?;
-        c.route_add(&Route {
-            dst: Ipv4Net::default(),
-            gateway: Some(HOST_IP),
-            oif: Some(index),
-            src: None,
-            scope: Scope::Universe,
-            onlink: false,
-        })?;
-        Ok(())
-    })
-    .and_then(|r| r)
-    .map_err(|e| plugin_err("set up container", e))
+    .map_err(|e| Error::Netlink(Step::CreateVethPair, e))
 }
 
-fn remove_host_veth(ip: Ipv4Addr) -> Result<(), String> {
-    let mut h = Handle::new()?;
-    if let Some(l) = h.link_by_name(&host_veth_name(ip))? {
+/// The host end: no IPv6, a static neighbour for the container, 169.254.0.1 peer the container's
+/// IP, reverse-path filtering, up; and forwarding on.
+fn set_up_host(h: &mut Handle, p: &Plumbing) -> Result<(), netlink::Error> {
+    let host_name = host_veth_name(p.ip);
+    let index = h.link_index(&host_name)?;
+    netlink::disable_ipv6(&host_name)?;
+    h.neighbour_set(index, p.ip, container_mac(p.ip))?;
+    h.add_address(
+        index,
+        &Address {
+            local: HOST_IP,
+            prefix_len: 32,
+            peer: Some(p.ip),
+            scope: Scope::Link,
+        },
+    )?;
+    netlink::sysctl_set(&format!("net.ipv4.conf.{host_name}.rp_filter"), "1")?;
+    h.set_up(index)?;
+    netlink::sysctl_set("net.ipv4.ip_forward", "1")
+}
+
+/// The container end, inside its netns: lo up, no IPv6, a static neighbour for the host side,
+/// the IP peer 169.254.0.1, up, and the default route through 169.254.0.1.
+fn set_up_container(ifname: &str, ip: Ipv4Addr) -> Result<(), netlink::Error> {
+    let mut c = Handle::new()?;
+    if let Some(lo) = c.link_by_name("lo")? {
+        c.set_up(lo.index)?;
+    }
+    let index = c.link_index(ifname)?;
+    netlink::disable_ipv6(ifname)?;
+    c.neighbour_set(index, HOST_IP, host_mac(ip))?;
+    c.add_address(
+        index,
+        &Address {
+            local: ip,
+            prefix_len: 32,
+            peer: Some(HOST_IP),
+            scope: Scope::Universe,
+        },
+    )?;
+    c.set_up(index)?;
+    c.route_add(&Route {
+        dst: Ipv4Net::default(),
+        gateway: Some(HOST_IP),
+        oif: Some(index),
+        src: None,
+        scope: Scope::Universe,
+        onlink: false,
+    })
+}
+
+/// Creates and configures both ends. On failure after the pair exists the caller removes the
+/// host end (which takes the container end with it).
+fn plumb(h: &mut Handle, p: &Plumbing) -> Result<(), Error> {
+    create_veth_pair(h, p)?;
+    set_up_host(h, p).map_err(|e| Error::Netlink(Step::SetUpHost, e))?;
+    let (ifname, ip) = (p.ifname.to_string(), p.ip);
+    netns::run_in(Path::new(p.netns), move || set_up_container(&ifname, ip))
+        .map_err(|e| Error::Netns(Step::SetUpContainer, e))?
+        .map_err(|e| Error::Netlink(Step::SetUpContainer, e))
+}
+
+/// Deletes a link by name if it is there.
+fn delete_link_named(h: &mut Handle, name: &str) -> Result<(), netlink::Error> {
+    if let Some(l) = h.link_by_name(name)? {
         match h.delete_link(l.index) {
             Ok(()) => {}
             Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e),
         }
     }
     Ok(())
 }
 
-impl Plugin for OverlayPlugin {
-    fn add(&self, env: &Env, conf: &NetConf, raw: &[u8]) -> Result<CniResult, Error> {
+fn remove_host_veth(ip: Ipv4Addr) -> Result<(), netlink::Error> {
+    delete_link_named(&mut Handle::new()?, &host_veth_name(ip))
+}
+
+/// CHECK inside the container: the interface is up with its IP peer 169.254.0.1, and the
+/// default route goes through 169.254.0.1.
+fn check_container(ifname: &str, ip: Ipv4Addr) -> Result<(), Error> {
+    let nl = |e| Error::Netlink(Step::Check, e);
+    let invalid = |m: String| Error::Invalid(Step::Check, m);
+    let mut c = Handle::new().map_err(nl)?;
+    let l = c
+        .link_by_name(ifname)
+        .map_err(nl)?
+        .ok_or_else(|| invalid(format!("{ifname} missing in container")))?;
+    if !l.up {
+        return Err(invalid(format!("{ifname} is down")));
+    }
+    let has_ip = c
+        .addresses(Some(l.index))
+        .map_err(nl)?
+        .iter()
+        .any(|(_, a)| a.local == ip && a.peer == Some(HOST_IP));
+    if !has_ip {
+        return Err(invalid(format!("{ifname} lacks {ip} peer {HOST_IP}")));
+    }
+    let has_default = c
+        .routes()
+        .map_err(nl)?
+        .iter()
+        .any(|r| r.dst.prefix_len() == 0 && r.gateway == Some(HOST_IP));
+    if !has_default {
+        return Err(invalid("default route via 169.254.0.1 missing".into()));
+    }
+    Ok(())
+}
+
+impl OverlayPlugin {
+    fn run_add(&self, env: &Env, conf: &NetConf, raw: &[u8]) -> Result<CniResult, Error> {
         let oc = decode_conf(raw)?;
-        let info = network_info(oc.daemon_port)
-            .map_err(|e| Error::new(code::TRY_AGAIN_LATER, "discover network info", e))?;
+        let info = network_info(oc.daemon_port).map_err(Error::NetworkInfo)?;
         let subnet: Ipv4Net = info.overlay_subnet.parse().map_err(|e| {
-            plugin_err(
-                "discover network info",
+            Error::Invalid(
+                Step::DiscoverNetworkInfo,
                 format!("subnet {}: {e}", info.overlay_subnet),
             )
         })?;
@@ -208,20 +355,19 @@ impl Plugin for OverlayPlugin {
         let ipam = Ipam::new(Path::new(&oc.data_dir), &conf.name);
         let (ip, new) = ipam
             .allocate(subnet, &env.container_id, &env.ifname)
-            .map_err(|e| match e {
-                IpamError::Exhausted(_) => plugin_err("no IP address available", e),
-                IpamError::Io(m) => Error::new(code::IO_FAILURE, "run ipam", m),
-            })?;
-        let mut h = Handle::new().map_err(|e| plugin_err("create veth pair", e))?;
+            .map_err(|e| Error::Ipam(IpamOp::Allocate, e))?;
         let plumbing = Plumbing {
             netns: &env.netns,
             ifname: &env.ifname,
             ip,
             mtu,
         };
-        if let Err(e) = plumb(&mut h, &plumbing) {
+        let plumbed = Handle::new()
+            .map_err(|e| Error::Netlink(Step::CreateVethPair, e))
+            .and_then(|mut h| plumb(&mut h, &plumbing));
+        if let Err(e) = plumbed {
             // Roll back: the host end takes the container end with it; the IP goes back.
-            if !e.msg.contains("create veth pair") {
+            if e.step() != Some(Step::CreateVethPair) {
                 let _ = remove_host_veth(ip);
             }
             if new {
@@ -229,129 +375,65 @@ impl Plugin for OverlayPlugin {
             }
             return Err(e);
         }
-        Ok(CniResult {
-            cni_version: conf.cni_version.clone(),
-            interfaces: vec![
-                Interface {
-                    name: host_veth_name(ip),
-                    mac: format_mac(&host_mac(ip)),
-                    mtu: Some(mtu),
-                    sandbox: String::new(),
-                },
-                Interface {
-                    name: env.ifname.clone(),
-                    mac: format_mac(&container_mac(ip)),
-                    mtu: Some(mtu),
-                    sandbox: env.netns.clone(),
-                },
-            ],
-            ips: vec![IpConfig {
-                version: None,
-                address: format!("{ip}/32"),
-                gateway: Some(HOST_IP.to_string()),
-                interface: Some(1),
-            }],
-            routes: vec![RouteEntry {
-                dst: "0.0.0.0/0".into(),
-                gw: Some(HOST_IP.to_string()),
-            }],
-            dns: conf.dns.clone().unwrap_or_default(),
-        })
+        Ok(add_result(conf, env, ip, mtu))
     }
 
-    fn del(&self, env: &Env, conf: &NetConf, raw: &[u8]) -> Result<(), Error> {
+    fn run_del(&self, env: &Env, conf: &NetConf, raw: &[u8]) -> Result<(), Error> {
         let oc = decode_conf(raw)?;
         let ipam = Ipam::new(Path::new(&oc.data_dir), &conf.name);
         let released = ipam
             .release(&env.container_id, &env.ifname)
-            .map_err(|e| Error::new(code::IO_FAILURE, "release IP", e.to_string()))?;
+            .map_err(|e| Error::Ipam(IpamOp::Release, e))?;
         if !env.netns.is_empty() && Path::new(&env.netns).exists() {
             let ifname = env.ifname.clone();
-            let r = crate::netns::run_in(Path::new(&env.netns), move || -> Result<(), String> {
-                let mut c = Handle::new()?;
-                if let Some(l) = c.link_by_name(&ifname)? {
-                    match c.delete_link(l.index) {
-                        Ok(()) => {}
-                        Err(e) if e.is_not_found() => {}
-                        Err(e) => return Err(e.to_string()),
-                    }
-                }
-                Ok(())
+            let inside = netns::run_in(Path::new(&env.netns), move || {
+                delete_link_named(&mut Handle::new()?, &ifname)
             });
-            match r {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(plugin_err("teardown failed", e)),
+            match inside {
+                Ok(r) => r.map_err(|e| Error::Netlink(Step::Teardown, e))?,
                 // The namespace went away meanwhile (or the path is no longer a namespace):
                 // nothing is left inside.
-                Err(e) if e.contains("No such file") || e.contains("EINVAL") => {}
-                Err(e) => return Err(plugin_err("teardown failed", e)),
+                Err(e) if e.is_gone() => {}
+                Err(e) => return Err(Error::Netns(Step::Teardown, e)),
             }
         }
         for ip in released {
-            remove_host_veth(ip).map_err(|e| plugin_err("teardown failed", e))?;
+            remove_host_veth(ip).map_err(|e| Error::Netlink(Step::Teardown, e))?;
         }
         Ok(())
     }
 
-    fn check(&self, env: &Env, conf: &NetConf, raw: &[u8]) -> Result<(), Error> {
+    fn run_check(&self, env: &Env, conf: &NetConf, raw: &[u8]) -> Result<(), Error> {
         let oc = decode_conf(raw)?;
         let ipam = Ipam::new(Path::new(&oc.data_dir), &conf.name);
         let alloc = ipam
             .allocations()
-            .map_err(|e| Error::new(code::IO_FAILURE, "read allocations", e.to_string()))?
+            .map_err(|e| Error::Ipam(IpamOp::List, e))?
             .into_iter()
             .find(|a| a.container_id == env.container_id && a.ifname == env.ifname)
-            .ok_or_else(|| {
-                Error::new(
-                    code::UNKNOWN_CONTAINER,
-                    "no overlay IP for this container",
-                    format!("{} {}", env.container_id, env.ifname),
-                )
+            .ok_or_else(|| Error::UnknownContainer {
+                container_id: env.container_id.clone(),
+                ifname: env.ifname.clone(),
             })?;
         let ip = alloc.ip;
-        let mut h = Handle::new().map_err(|e| plugin_err("check", e))?;
-        let host = h
-            .link_by_name(&host_veth_name(ip))
-            .map_err(|e| plugin_err("check", e))?
-            .ok_or_else(|| {
-                plugin_err("check", format!("host veth {} missing", host_veth_name(ip)))
-            })?;
+        let nl = |e| Error::Netlink(Step::Check, e);
+        let host_name = host_veth_name(ip);
+        let host = Handle::new()
+            .and_then(|mut h| h.link_by_name(&host_name))
+            .map_err(nl)?
+            .ok_or_else(|| Error::Invalid(Step::Check, format!("host veth {host_name} missing")))?;
         if !host.up {
-            return Err(plugin_err(
-                "check",
+            return Err(Error::Invalid(
+                Step::Check,
                 format!("host veth {} is down", host.name),
             ));
         }
         let ifname = env.ifname.clone();
-        crate::netns::run_in(Path::new(&env.netns), move || -> Result<(), String> {
-            let mut c = Handle::new()?;
-            let l = c
-                .link_by_name(&ifname)?
-                .ok_or_else(|| format!("{ifname} missing in container"))?;
-            if !l.up {
-                return Err(format!("{ifname} is down"));
-            }
-            let has_ip = c
-                .addresses(Some(l.index))?
-                .iter()
-                .any(|(_, a)| a.local == ip && a.peer == Some(HOST_IP));
-            if !has_ip {
-                return Err(format!("{ifname} lacks {ip} peer {HOST_IP}"));
-            }
-            let has_default = c
-                .routes()?
-                .iter()
-                .any(|r| r.dst.prefix_len() == 0 && r.gateway == Some(HOST_IP));
-            if !has_default {
-                return Err("default route via 169.254.0.1 missing".into());
-            }
-            Ok(())
-        })
-        .and_then(|r| r)
-        .map_err(|e| plugin_err("check", e))
+        netns::run_in(Path::new(&env.netns), move || check_container(&ifname, ip))
+            .map_err(|e| Error::Netns(Step::Check, e))?
     }
 
-    fn gc(&self, _env: &Env, conf: &NetConf, raw: &[u8]) -> Result<(), Error> {
+    fn run_gc(&self, conf: &NetConf, raw: &[u8]) -> Result<(), Error> {
         let oc = decode_conf(raw)?;
         let valid: HashSet<(String, String)> = oc
             .valid_attachments
@@ -362,7 +444,7 @@ impl Plugin for OverlayPlugin {
         let ipam = Ipam::new(Path::new(&oc.data_dir), &conf.name);
         let released = ipam
             .release_where(|a| !valid.contains(&(a.container_id.clone(), a.ifname.clone())))
-            .map_err(|e| Error::new(code::IO_FAILURE, "gc", e.to_string()))?;
+            .map_err(|e| Error::Ipam(IpamOp::Gc, e))?;
         for ip in released {
             if let Err(e) = remove_host_veth(ip) {
                 log::warn!("gc: {e}");
@@ -371,11 +453,64 @@ impl Plugin for OverlayPlugin {
         Ok(())
     }
 
-    fn status(&self, _env: &Env, _conf: &NetConf, raw: &[u8]) -> Result<(), Error> {
+    fn run_status(&self, raw: &[u8]) -> Result<(), Error> {
         let oc = decode_conf(raw)?;
         network_info(oc.daemon_port)
             .map(|_| ())
-            .map_err(|e| Error::new(code::NOT_AVAILABLE, "overlay daemon not available", e))
+            .map_err(Error::DaemonNotAvailable)
+    }
+}
+
+fn add_result(conf: &NetConf, env: &Env, ip: Ipv4Addr, mtu: u32) -> CniResult {
+    CniResult {
+        cni_version: conf.cni_version.clone(),
+        interfaces: vec![
+            Interface {
+                name: host_veth_name(ip),
+                mac: format_mac(&host_mac(ip)),
+                mtu: Some(mtu),
+                ..Default::default()
+            },
+            Interface {
+                name: env.ifname.clone(),
+                mac: format_mac(&container_mac(ip)),
+                mtu: Some(mtu),
+                sandbox: env.netns.clone(),
+                ..Default::default()
+            },
+        ],
+        ips: vec![IpConfig {
+            address: format!("{ip}/32"),
+            gateway: Some(HOST_IP.to_string()),
+            interface: Some(1),
+            ..Default::default()
+        }],
+        routes: vec![RouteEntry {
+            dst: "0.0.0.0/0".into(),
+            gw: Some(HOST_IP.to_string()),
+            ..Default::default()
+        }],
+        dns: conf.dns.clone().unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
+/// The CNI edge: typed failures become the spec's error JSON.
+impl Plugin for OverlayPlugin {
+    fn add(&self, env: &Env, conf: &NetConf, raw: &[u8]) -> Result<CniResult, crate::cni::Error> {
+        Ok(self.run_add(env, conf, raw)?)
+    }
+    fn del(&self, env: &Env, conf: &NetConf, raw: &[u8]) -> Result<(), crate::cni::Error> {
+        Ok(self.run_del(env, conf, raw)?)
+    }
+    fn check(&self, env: &Env, conf: &NetConf, raw: &[u8]) -> Result<(), crate::cni::Error> {
+        Ok(self.run_check(env, conf, raw)?)
+    }
+    fn gc(&self, _env: &Env, conf: &NetConf, raw: &[u8]) -> Result<(), crate::cni::Error> {
+        Ok(self.run_gc(conf, raw)?)
+    }
+    fn status(&self, _env: &Env, _conf: &NetConf, raw: &[u8]) -> Result<(), crate::cni::Error> {
+        Ok(self.run_status(raw)?)
     }
 }
 
@@ -394,5 +529,51 @@ mod tests {
         assert_eq!(host_veth_name(ip), "s-010255211040");
         assert_eq!(format_mac(&container_mac(ip)), "ee:ee:0a:ff:d3:28");
         assert_eq!(format_mac(&host_mac(ip)), "aa:aa:0a:ff:d3:28");
+    }
+
+    #[test]
+    fn failures_become_the_cni_codes_and_messages() {
+        let os = OsError::io("writing x", &std::io::Error::from_raw_os_error(28));
+        let subnet: Ipv4Net = "10.255.5.0/29".parse().unwrap();
+        let cases = [
+            (
+                Error::Config("bad".into()),
+                7,
+                "invalid overlay configuration",
+            ),
+            (
+                Error::Ipam(IpamOp::Allocate, IpamError::Exhausted(subnet)),
+                100,
+                "no IP address available",
+            ),
+            (
+                Error::Ipam(IpamOp::Allocate, IpamError::Io(os.clone())),
+                5,
+                "run ipam",
+            ),
+            (
+                Error::Ipam(IpamOp::Release, IpamError::Io(os.clone())),
+                5,
+                "release IP",
+            ),
+            (
+                Error::UnknownContainer {
+                    container_id: "c".into(),
+                    ifname: "eth0".into(),
+                },
+                3,
+                "no overlay IP for this container",
+            ),
+            (Error::Os(Step::CreateVethPair, os), 100, "create veth pair"),
+            (
+                Error::Netns(Step::SetUpContainer, netns::Error::Panicked),
+                100,
+                "set up container",
+            ),
+        ];
+        for (e, code, msg) in cases {
+            let cni: crate::cni::Error = e.into();
+            assert_eq!((cni.code, cni.msg.as_str()), (code, msg));
+        }
     }
 }

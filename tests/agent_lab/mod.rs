@@ -334,12 +334,16 @@ impl Cell {
         );
     }
 
-    /// Adds the container to the cell's metadata store through the networker's store module.
+    /// Adds the container to the cell's metadata store through the cell's store module.
     fn store_add(&self, handle: &str, ip: Ipv4Addr, app: &str) {
         let metadata =
             serde_json::json!({"policy_group_id": app, "space_id": "space-1", "ports": "8080"});
-        netman::networker::container_store::Store::new(&self.store_path())
-            .add(handle, ip, metadata.as_object().unwrap().clone())
+        netman::cell::Store::new(&self.store_path())
+            .add(netman::cell::Container {
+                handle: handle.into(),
+                ip,
+                metadata: metadata.as_object().unwrap().clone(),
+            })
             .unwrap();
     }
 
@@ -352,9 +356,9 @@ impl Cell {
     /// `nft -f -` inside the cell.
     pub fn nft_script(&self, script: &str) -> Result<(), String> {
         let script = script.to_string();
-        run_in(&self.ns.path(), move || {
+        Ok(run_in(&self.ns.path(), move || {
             netman::agent::nft::Nft::new("nft").run(&script)
-        })?
+        })??)
     }
 
     /// Writes an agent config (`patch` may edit it) and starts the agent inside the cell.

@@ -168,7 +168,9 @@ impl Cell {
     }
 
     fn info_at(&self, ns: &Path) -> Result<netman::overlay::daemon::NetworkInfo, String> {
-        netman::netns::run_in(ns, || netman::overlay::plugin::network_info(23954))?
+        Ok(netman::netns::run_in(ns, || {
+            netman::overlay::plugin::network_info(23954)
+        })??)
     }
 
     /// The daemon's `/health` on its debug port (default 22233): status and body.

@@ -1,0 +1,115 @@
+//! `down`: removes everything of a container; absent parts are skipped, so it is idempotent.
+
+use super::{CniCache, Networker};
+use crate::networker::bind_mount;
+use crate::networker::cni_exec::{self, NetworkList, Runtime};
+use crate::networker::rules;
+use crate::networker::Error;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+impl Networker {
+    /// Every step runs; the first error is returned.
+    pub fn down(&self, handle: &str) -> Result<(), Error> {
+        // The rules and the CNI DEL are independent: both run at once (down latency is the
+        // slower of the two, not their sum).
+        let ip = self.store.get(handle).ok().flatten().map(|c| c.ip);
+        let (rules, mut errors) = std::thread::scope(|s| {
+            let rules = s.spawn(|| self.remove_rules_of(handle, ip));
+            let errors = self.down_except_rules(handle);
+            (rules.join(), errors)
+        });
+        match rules {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => errors.insert(0, e),
+            Err(_) => errors.insert(0, Error::Panicked("removing rules")),
+        }
+        for e in &errors {
+            log::error!("down {handle}: {e}");
+        }
+        match errors.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Fast path: delete exactly what up installed, without listing the ruleset; anything else
+    /// (a second down, a crash, changed config) falls back to listing.
+    fn remove_rules_of(&self, handle: &str, ip: Option<Ipv4Addr>) -> Result<(), Error> {
+        let t = Instant::now();
+        let fast = ip.map(|ip| {
+            self.iptables
+                .apply(&rules::removal_batch(&self.config, handle, ip))
+        });
+        let r = match fast {
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) => {
+                log::info!("down {handle}: exact removal failed ({e}); listing instead");
+                self.remove_rules(&[handle.to_string()])
+            }
+            None => self.remove_rules(&[handle.to_string()]),
+        };
+        log::info!("down {handle}: rules took {:?}", t.elapsed());
+        r
+    }
+
+    /// Store entry, CNI DEL, bind mount, ports: every step runs; the errors are returned.
+    fn down_except_rules(&self, handle: &str) -> Vec<Error> {
+        let mut errors: Vec<Error> = Vec::new();
+        let mut note = |r: Result<(), Error>| {
+            if let Err(e) = r {
+                errors.push(e);
+            }
+        };
+        note(self.store.delete(handle).map(|_| ()).map_err(Error::from));
+        let mount = self.mount_path(handle);
+        note(self.cni_del(handle, &mount));
+        note(bind_mount::remove(&mount));
+        note(self.ports.release(handle).map(|_| ()));
+        errors
+    }
+
+    /// CNI DEL with what ADD was given (from its cache), when there is anything to delete; the
+    /// cache goes once DEL succeeded.
+    fn cni_del(&self, handle: &str, mount: &Path) -> Result<(), Error> {
+        let cache = self.read_cache(handle);
+        let mounted = bind_mount::is_mounted(mount);
+        if cache.is_none() && !mounted {
+            return Ok(());
+        }
+        if let Some(list) = cni_exec::load(Path::new(&self.config.cni_config_dir))? {
+            self.cni_del_with(
+                handle,
+                list,
+                cache.unwrap_or_default(),
+                mounted.then_some(mount),
+            )?;
+        }
+        let _ = std::fs::remove_file(self.cache_path(handle));
+        Ok(())
+    }
+
+    fn cni_del_with(
+        &self,
+        handle: &str,
+        list: NetworkList,
+        cache: CniCache,
+        mount: Option<&Path>,
+    ) -> Result<(), Error> {
+        let rt = Runtime {
+            plugin_dir: PathBuf::from(&self.config.cni_plugin_dir),
+            container_id: handle.to_string(),
+            // A netns that is gone (e.g. after a reboot) is passed as empty: plugins then
+            // release what they hold outside it (IPAM) and skip the rest.
+            netns: mount.map(Path::to_path_buf).unwrap_or_default(),
+            ifname: "eth0".into(),
+            metadata: cache.metadata,
+            runtime_config: cache.runtime_config,
+        };
+        let t = Instant::now();
+        let r = list.del(&rt, cache.result.as_ref());
+        log::info!("down {handle}: CNI DEL took {:?}", t.elapsed());
+        Ok(r?)
+    }
+}
