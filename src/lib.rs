@@ -12,6 +12,7 @@ pub mod netns; // network namespace helpers
 pub mod os_error; // a failed system call: context and errno
 pub mod tls; // PEM loading and rustls configs
 
+pub mod db; // the SQL layer: config, dialects, pools, migrations, transactions
 pub mod policy; // policy server: store, auth, external and internal APIs
 
 pub mod cni; // CNI spec types and the plugin side (the runtime side is the networker's)

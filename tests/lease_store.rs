@@ -10,11 +10,11 @@ use ports::free_port;
 mod db;
 mod overlay_common;
 
+use netman::db::DatabaseConfig;
 use netman::http::client::{agent, body_string, ClientTls};
 use netman::overlay::controller::Controller;
 use netman::overlay::store::{LeaseStore, SqlLeaseStore, StoreError};
 use netman::overlay::Lease;
-use netman::policy::store::DatabaseConfig;
 use overlay_common::{certs, wait_until, Proc, CONTROLLER};
 use std::collections::HashSet;
 use std::process::Command;

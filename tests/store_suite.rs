@@ -6,7 +6,8 @@
 mod db;
 
 use netman::api::policy::{Policy, Tag};
-use netman::policy::store::{self, CachedStore, DatabaseConfig, PolicyFilter, Store, StoreError};
+use netman::db::DatabaseConfig;
+use netman::policy::store::{self, CachedStore, PolicyFilter, Store, StoreError};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -452,7 +453,7 @@ pub fn lost_connections_are_replaced(db: &db::TestDb) {
     readers.into_iter().for_each(|t| t.join().unwrap());
     s.create(&[p("a", "b", "tcp", 1, 1)]).unwrap();
     let killed = db.kill_connections();
-    if db.kind() == netman::policy::store::DatabaseType::Sqlite {
+    if db.kind() == netman::db::DatabaseType::Sqlite {
         return; // nothing to lose
     }
     assert!(killed >= 2, "the pool held {killed} connections");

@@ -43,7 +43,7 @@ pub struct ControllerConfig {
 /// Where leases are stored: the project's one `database` section (the policy server's keys):
 /// `type` sqlite (default build), postgres or mysql, `connection_string` or
 /// user/password/host/port/database_name, timeouts, pool limits, TLS.
-pub use crate::policy::store::DatabaseConfig;
+pub use crate::db::DatabaseConfig;
 
 fn default_listen_host() -> String {
     "0.0.0.0".into()

@@ -1,7 +1,6 @@
 //! Where the controller keeps leases: the [`LeaseStore`] trait and its implementation on the
-//! project's SQL store ([`crate::policy::store`]): SQLite by default, PostgreSQL and MySQL/MariaDB
-//! behind the `postgres` and `mysql` cargo features, with the same connection handling, pool,
-//! statement interface and migration machinery as the policy store.
+//! project's SQL layer ([`crate::db`]): SQLite by default, PostgreSQL and MySQL/MariaDB behind the
+//! `postgres` and `mysql` cargo features.
 //!
 //! The table is the reference's `subnets` (§7.1): unique `underlay_ip`, `overlay_subnet` and
 //! `overlay_hwaddr`, `last_renewed_at` in Unix seconds (passed in, no vendor time functions). Its
@@ -10,17 +9,15 @@
 //!
 //! Concurrency with several controllers on one database: inserts only happen if no row holds the
 //! underlay IP, subnet or MAC (`INSERT ... WHERE NOT EXISTS`), and the unique constraints catch the
-//! race two transactions can still run into; the backend retries such a race, and the retry then
-//! sees the committed row and answers [`StoreError::Conflict`], so the controller picks another
-//! subnet (as the reference does).
+//! race two transactions can still run into; [`Db`] retries such a race, and the retry then sees
+//! the committed row and answers [`StoreError::Conflict`], so the controller picks another subnet
+//! (as the reference does).
 
 use super::Lease;
-use crate::policy::store::migrations::{self, Migration};
-use crate::policy::store::sql::{db_error, Cell, Dialect, Error, Tx, Val};
-use crate::policy::store::sqlite::{open_connection, run_write, SqliteTx};
-use crate::policy::store::{DatabaseConfig, DatabaseType, StoreError as DbError};
-use rusqlite::Connection;
-use std::sync::{Arc, Mutex};
+use crate::db::{
+    migrate, Cell, DatabaseConfig, Db, Dialect, Error, Migration, Options, Param, Schema, Tx, Val,
+};
+use std::sync::Arc;
 
 /// A stored lease and when it was last renewed (Unix seconds).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,7 +71,13 @@ pub trait LeaseStore: Send + Sync {
 
 /// The newest schema version of the lease tables this binary knows.
 pub const LEASE_SCHEMA_VERSION: i64 = 1;
-const MIGRATIONS_TABLE: &str = "overlay_migrations";
+
+/// The lease table.
+const SCHEMA: Schema = Schema {
+    table: "overlay_migrations",
+    known: LEASE_SCHEMA_VERSION,
+    migrations: lease_migrations,
+};
 
 fn lease_migrations(dialect: Dialect) -> Vec<Migration> {
     vec![Migration {
@@ -103,108 +106,29 @@ fn lease_migrations(dialect: Dialect) -> Vec<Migration> {
     }]
 }
 
-fn migrate(tx: &mut dyn Tx, dialect: Dialect) -> Result<i64, Error> {
-    migrations::apply(
-        tx,
-        MIGRATIONS_TABLE,
-        LEASE_SCHEMA_VERSION,
-        lease_migrations(dialect),
-    )?;
-    Ok(LEASE_SCHEMA_VERSION)
-}
-
-/// SQLite: one connection behind a mutex (one writer at a time, as SQLite wants; WAL, busy
-/// timeout, BEGIN IMMEDIATE across processes).
-struct SqliteDb {
-    conn: Mutex<Connection>,
-}
-
-enum Db {
-    Sqlite(SqliteDb),
-    #[cfg(feature = "postgres")]
-    Postgres(crate::policy::store::postgres::PgDb),
-    #[cfg(feature = "mysql")]
-    Mysql(crate::policy::store::mysql::MyDb),
-}
-
-impl Db {
-    fn run<T>(
-        &self,
-        write: bool,
-        f: impl Fn(&mut dyn Tx) -> Result<T, Error>,
-    ) -> Result<T, DbError> {
-        match self {
-            Db::Sqlite(db) => {
-                let mut conn = db.conn.lock().unwrap_or_else(|p| p.into_inner());
-                if write {
-                    run_write(&mut conn, f)
-                } else {
-                    f(&mut SqliteTx(&conn)).map_err(|e| match e {
-                        Error::Store(e) => e,
-                        Error::Conflict(m) => DbError::Database(format!("sqlite: {m}")),
-                    })
-                }
-            }
-            #[cfg(feature = "postgres")]
-            Db::Postgres(db) => db.run(write, f),
-            #[cfg(feature = "mysql")]
-            Db::Mysql(db) => db.run(write, f),
-        }
-    }
-}
-
 /// The lease store on SQLite, PostgreSQL or MySQL/MariaDB.
 pub struct SqlLeaseStore {
     db: Db,
-    dialect: Dialect,
 }
 
-/// Opens the configured store: connects (retrying with backoff until
+/// Opens the configured store: checks the config, connects (retrying with backoff until
 /// `database.connect_timeout_seconds`) and migrates.
 pub fn open(config: &DatabaseConfig) -> Result<Arc<dyn LeaseStore>, String> {
-    use crate::config::Validate;
-    config.validate()?;
-    crate::policy::store::open::retry(config, || SqlLeaseStore::open(config))
-        .map(|s| Arc::new(s) as Arc<dyn LeaseStore>)
+    Db::open(config, Options::default(), migrate)
+        .map(|db| Arc::new(SqlLeaseStore { db }) as Arc<dyn LeaseStore>)
         .map_err(|e| e.to_string())
+}
+
+fn migrate(tx: &mut dyn Tx) -> Result<(), Error> {
+    migrate::apply(tx, &SCHEMA).map(|_| ())
 }
 
 impl SqlLeaseStore {
     /// Connects and migrates; one attempt (see [`open`] for retries).
-    pub fn open(config: &DatabaseConfig) -> Result<SqlLeaseStore, DbError> {
-        let (db, dialect) = match config.kind {
-            DatabaseType::Sqlite => {
-                let mut conn = open_connection(&config.connection_string, false)?;
-                run_write(&mut conn, |tx| migrate(tx, Dialect::Sqlite))?;
-                (
-                    Db::Sqlite(SqliteDb {
-                        conn: Mutex::new(conn),
-                    }),
-                    Dialect::Sqlite,
-                )
-            }
-            #[cfg(feature = "postgres")]
-            DatabaseType::Postgres => (
-                Db::Postgres(crate::policy::store::postgres::PgDb::open(config, |tx| {
-                    migrate(tx, Dialect::Postgres)
-                })?),
-                Dialect::Postgres,
-            ),
-            #[cfg(feature = "mysql")]
-            DatabaseType::Mysql => (
-                Db::Mysql(crate::policy::store::mysql::MyDb::open(config, |tx| {
-                    migrate(tx, Dialect::Mysql)
-                })?),
-                Dialect::Mysql,
-            ),
-            #[allow(unreachable_patterns)]
-            other => {
-                return Err(DbError::Database(format!(
-                    "{other} support is not compiled into this binary"
-                )))
-            }
-        };
-        Ok(SqlLeaseStore { db, dialect })
+    pub fn open(config: &DatabaseConfig) -> Result<SqlLeaseStore, Error> {
+        Ok(SqlLeaseStore {
+            db: Db::connect(config, Options::default(), &migrate)?,
+        })
     }
 
     fn run<T>(
@@ -213,22 +137,23 @@ impl SqlLeaseStore {
         write: bool,
         f: impl Fn(&mut dyn Tx) -> Result<T, Error>,
     ) -> StoreResult<T> {
-        self.db
-            .run(write, f)
-            .map_err(|e| StoreError::Other(format!("{context}: {e}")))
+        let result = if write {
+            self.db.write(f)
+        } else {
+            self.db.read(f)
+        };
+        result.map_err(|e| StoreError::Other(format!("{context}: {e}")))
     }
 
     /// Inserts `lease` unless a row holds its underlay IP, subnet or MAC (other than the row of
     /// `except_underlay`, which the caller is replacing). False if nothing was inserted.
     fn insert_unless_taken(&self, tx: &mut dyn Tx, lease: &Lease, now: i64) -> Result<bool, Error> {
-        let d = self.dialect;
-        let sql = format!(
-            "INSERT INTO subnets (underlay_ip, overlay_subnet, overlay_hwaddr, last_renewed_at) \
-             SELECT {s}, {s}, {s}, {i}{dual} WHERE NOT EXISTS (SELECT 1 FROM subnets \
-             WHERE underlay_ip = ? OR overlay_subnet = ? OR overlay_hwaddr = ?)",
-            s = d.text_param(),
-            i = bigint_param(d),
-            dual = d.dual()
+        use Param::{BigInt, Text};
+        let sql = self.db.dialect().insert_unless_exists(
+            "subnets (underlay_ip, overlay_subnet, overlay_hwaddr, last_renewed_at)",
+            &[Text, Text, Text, BigInt],
+            "SELECT 1 FROM subnets \
+             WHERE underlay_ip = ? OR overlay_subnet = ? OR overlay_hwaddr = ?",
         );
         let n = tx.exec(
             &sql,
@@ -246,20 +171,15 @@ impl SqlLeaseStore {
     }
 }
 
-/// A BIGINT parameter in a select list (PostgreSQL cannot infer its type there).
-fn bigint_param(d: Dialect) -> &'static str {
-    match d {
-        Dialect::Postgres => "CAST(? AS BIGINT)",
-        _ => "?",
-    }
-}
-
 const SELECT: &str =
     "SELECT underlay_ip, overlay_subnet, overlay_hwaddr, last_renewed_at FROM subnets";
 
 fn row_to_lease(row: &[Cell]) -> Result<StoredLease, Error> {
     if row.len() != 4 {
-        return Err(db_error(format!("subnets row has {} columns", row.len())));
+        return Err(Error::Database(format!(
+            "subnets row has {} columns",
+            row.len()
+        )));
     }
     Ok(StoredLease {
         lease: Lease {
@@ -337,7 +257,7 @@ impl LeaseStore for SqlLeaseStore {
             // Lock the expired row (a concurrent reclaim of it waits here and then finds it gone).
             let lock = format!(
                 "SELECT id FROM subnets WHERE underlay_ip = ? AND last_renewed_at <= ?{}",
-                self.dialect.for_update()
+                self.db.dialect().for_update()
             );
             if tx
                 .rows(&lock, &[Val::Str(old_underlay_ip), Val::Int(cutoff)])?
@@ -365,7 +285,7 @@ impl LeaseStore for SqlLeaseStore {
             )?;
             if !self.insert_unless_taken(tx, new, now)? {
                 // Only a concurrent insert can get here: retried as a lost race.
-                return Err(Error::Conflict(format!(
+                return Err(Error::LostRace(format!(
                     "lease {} taken concurrently",
                     new.overlay_subnet
                 )));

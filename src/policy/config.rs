@@ -4,8 +4,8 @@
 
 use super::auth::AuthConfig;
 use super::cc::CcConfig;
-use super::store::config::DatabaseConfig;
 use crate::config::{require_ip, require_port, require_readable_file, Validate};
+use crate::db::DatabaseConfig;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]

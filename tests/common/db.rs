@@ -9,7 +9,7 @@
 //! Use from a test file: `#[path = "common/db.rs"] mod db;`.
 #![allow(dead_code)]
 
-use netman::policy::store::{DatabaseConfig, DatabaseType};
+use netman::db::{DatabaseConfig, DatabaseType};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,25 +1,22 @@
-//! Versioned schema migrations, recorded in `netman_migrations`. The caller holds the database's
-//! migration lock (BEGIN IMMEDIATE on SQLite, an advisory lock on PostgreSQL, GET_LOCK on MySQL),
-//! so one migrator runs at a time. Every statement is written to be re-runnable (`IF NOT EXISTS`),
-//! because MySQL commits DDL implicitly and a migrator may die half-way.
+//! The policy tables' migrations, recorded in `netman_migrations` (applied by
+//! [`crate::db::migrate`] under the database's migration lock), and the tag pool they are filled
+//! with.
 
-use super::sql::{db_error, Dialect, Error, Tx, Val};
-use super::StoreError;
-use std::time::{SystemTime, UNIX_EPOCH};
-
-pub(crate) struct Migration {
-    pub version: i64,
-    pub name: &'static str,
-    pub statements: Vec<&'static str>,
-}
+use crate::db::error::context;
+use crate::db::migrate::{self, Migration, Schema};
+use crate::db::{Dialect, Error, Tx};
 
 /// The newest schema version this binary knows.
 pub const KNOWN_VERSION: i64 = 1;
 
-const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS netman_migrations (\
-     version INTEGER NOT NULL PRIMARY KEY, name VARCHAR(255) NOT NULL, applied_at BIGINT NOT NULL)";
+/// The policy tables.
+pub(crate) const SCHEMA: Schema = Schema {
+    table: "netman_migrations",
+    known: KNOWN_VERSION,
+    migrations,
+};
 
-pub(crate) fn migrations(dialect: Dialect) -> Vec<Migration> {
+fn migrations(dialect: Dialect) -> Vec<Migration> {
     vec![Migration {
         version: 1,
         name: "policy tables: groups (tag pool), destinations, policies, policies_info",
@@ -87,90 +84,34 @@ pub(crate) fn migrations(dialect: Dialect) -> Vec<Migration> {
     }]
 }
 
-/// The newest version recorded in the migrations table `table` (created if missing).
-fn version_in(tx: &mut dyn Tx, table: &str) -> Result<i64, Error> {
-    tx.batch(&MIGRATIONS_TABLE.replace("netman_migrations", table))?;
-    let rows = tx.rows(
-        &format!("SELECT COALESCE(MAX(version), 0) FROM {table}"),
-        &[],
-    )?;
-    rows.first()
-        .map(|r| r[0].int())
-        .transpose()
-        .map(|v| v.unwrap_or(0))
-}
-
-/// Applies the migrations newer than the version recorded in `table`, recording each; refuses a
-/// schema newer than `known`. The caller holds the migration lock. Returns the version found.
-pub(crate) fn apply(
-    tx: &mut dyn Tx,
-    table: &str,
-    known: i64,
-    migrations: Vec<Migration>,
-) -> Result<i64, Error> {
-    let found = version_in(tx, table)?;
-    if found > known {
-        return Err(Error::Store(StoreError::SchemaTooNew { found, known }));
-    }
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    for m in migrations.into_iter().filter(|m| m.version > found) {
-        log::info!("store: applying migration {} ({})", m.version, m.name);
-        for s in &m.statements {
-            tx.batch(s)
-                .map_err(|e| context(e, &format!("migration {}", m.version)))?;
-        }
-        tx.exec(
-            &format!("INSERT INTO {table} (version, name, applied_at) VALUES (?, ?, ?)"),
-            &[Val::Int(m.version), Val::Str(m.name), Val::Int(now)],
-        )?;
-    }
-    Ok(found)
-}
-
-/// Applies the missing migrations and fills the tag pool up to 2^(8L)-1 free slots. Returns the
-/// schema version. Refuses a schema newer than [`KNOWN_VERSION`].
-pub(crate) fn migrate_locked(
-    tx: &mut dyn Tx,
-    dialect: Dialect,
-    tag_length: u8,
-) -> Result<i64, Error> {
-    apply(tx, "netman_migrations", KNOWN_VERSION, migrations(dialect))?;
-    if fill_tag_pool(tx, dialect, tag_length)? && dialect == Dialect::Postgres {
+/// Applies the missing migrations and fills the tag pool up to 2^(8L)-1 free slots. Refuses a
+/// schema newer than [`KNOWN_VERSION`]. The caller holds the migration lock.
+pub(crate) fn migrate_locked(tx: &mut dyn Tx, tag_length: u8) -> Result<(), Error> {
+    migrate::apply(tx, &SCHEMA)?;
+    let dialect = tx.dialect();
+    if fill_tag_pool(tx, tag_length)? && dialect == Dialect::Postgres {
         // Statistics for the planner right away, not when autovacuum gets to 65,535 new rows.
         tx.batch("ANALYZE \"groups\"")?;
     }
-    Ok(KNOWN_VERSION)
+    Ok(())
 }
 
 /// Inserts the free slots `max(id)+1 ..= 2^(8L)-1` (all of them on a fresh database). Re-runnable.
 /// Returns whether it inserted any.
-fn fill_tag_pool(tx: &mut dyn Tx, dialect: Dialect, tag_length: u8) -> Result<bool, Error> {
+fn fill_tag_pool(tx: &mut dyn Tx, tag_length: u8) -> Result<bool, Error> {
     let want = (1i64 << (8 * tag_length as i64)) - 1;
-    let rows = tx.rows(
-        &dialect.q("SELECT COALESCE(MAX(id), 0) FROM \"groups\""),
-        &[],
-    )?;
+    let rows = tx.rows("SELECT COALESCE(MAX(id), 0) FROM \"groups\"", &[])?;
     let have = rows.first().map(|r| r[0].int()).transpose()?.unwrap_or(0);
     let mut next = have + 1;
     while next <= want {
         let end = (next + 999).min(want);
         let values: Vec<String> = (next..=end).map(|i| format!("({i})")).collect();
-        tx.batch(&dialect.q(&format!(
+        tx.batch(&format!(
             "INSERT INTO \"groups\" (id) VALUES {}",
             values.join(",")
-        )))
+        ))
         .map_err(|e| context(e, "filling the tag pool"))?;
         next = end + 1;
     }
     Ok(have < want)
-}
-
-fn context(e: Error, what: &str) -> Error {
-    match e {
-        Error::Store(StoreError::Database(m)) => db_error(format!("{what}: {m}")),
-        other => other,
-    }
 }

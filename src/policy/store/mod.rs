@@ -1,21 +1,15 @@
-//! The policy store: one trait, one implementation per database (SQLite embedded default,
-//! PostgreSQL and MySQL/MariaDB behind cargo features). Schema and algorithms follow the original
-//! (`groups` tag pool, `destinations`, `policies`, `policies_info`); see the reference §4.
+//! The policy store: the [`Store`] trait, its one SQL implementation on [`crate::db::Db`] (SQLite
+//! embedded default, PostgreSQL and MySQL/MariaDB behind cargo features), and the read cache in
+//! front. Schema and algorithms follow the original (`groups` tag pool, `destinations`,
+//! `policies`, `policies_info`); see the reference §4.
 
 mod cache;
-pub mod config;
-pub(crate) mod migrations;
-#[cfg(feature = "mysql")]
-pub mod mysql;
-pub(crate) mod open;
-pub(crate) mod pool;
-#[cfg(feature = "postgres")]
-pub mod postgres;
-pub(crate) mod sql;
-pub mod sqlite;
+mod engine;
+mod migrations;
+mod open;
+mod sql_store;
 
 pub use cache::CachedStore;
-pub use config::{DatabaseConfig, DatabaseType};
 pub use migrations::KNOWN_VERSION as SCHEMA_VERSION;
 pub use open::{migrate, open, open_uncached, validate_tag_length};
 
@@ -66,6 +60,16 @@ impl fmt::Display for StoreError {
 }
 
 impl std::error::Error for StoreError {}
+
+impl From<crate::db::Error> for StoreError {
+    fn from(e: crate::db::Error) -> StoreError {
+        use crate::db::Error;
+        match e {
+            Error::Config(m) | Error::Database(m) | Error::LostRace(m) => StoreError::Database(m),
+            Error::SchemaTooNew { found, known } => StoreError::SchemaTooNew { found, known },
+        }
+    }
+}
 
 /// What every backend provides. Policies passed in are validated already; create and delete are
 /// each one transaction (all of the batch or nothing) and move `last_updated`.

@@ -1,33 +1,28 @@
-//! The embedded SQLite store. WAL mode with `synchronous=FULL`: a commit is in the WAL file (and
-//! fsynced) before create/delete return, so an acknowledged write survives SIGKILL and power loss.
+//! SQLite, embedded. WAL mode with `synchronous=FULL`: a commit is in the WAL file (and fsynced)
+//! before a write returns, so an acknowledged write survives SIGKILL and power loss.
 //!
 //! Concurrency: one writer connection behind a mutex (SQLite has one writer anyway; BEGIN
 //! IMMEDIATE takes the write lock up front, so other processes on the same file wait on
-//! `busy_timeout` instead of failing mid-transaction) and a pool of read-only connections,
-//! which WAL lets read a committed snapshot while the writer works. `:memory:` has one connection
-//! for everything (each connection would otherwise see its own database).
+//! `busy_timeout` instead of failing mid-transaction) and, if asked for, a pool of read-only
+//! connections, which WAL lets read a committed snapshot while the writer works. `:memory:` has
+//! one connection for everything (each connection would otherwise see its own database).
 
 use super::config::DatabaseConfig;
-use super::migrations;
+use super::dialect::{Dialect, SQLITE_LOST_RACE};
+use super::error::{Error, TxError};
 use super::pool::{Limits, Pool};
-use super::sql::{db_error, Cell, Dialect, Engine, Error, Tx, Val};
-use super::{PolicyFilter, Store, StoreError};
-use crate::api::policy::{Policy, Tag};
+use super::tx::{Cell, Tx, Val};
 use rusqlite::types::ValueRef;
-use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
-use std::collections::HashMap;
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// Reader connections (bounded by `max_open_connections`): one per concurrent request thread of a
-/// policy server, so a reader descheduled on a busy machine never makes others queue behind it
-/// for a connection. Cheap: each is a file handle and a small page cache.
-const READERS: usize = 16;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const STATEMENT_CACHE: usize = 128;
+/// Write transactions that lost the lock to another process are run again this often.
+const WRITE_ATTEMPTS: u64 = 5;
 
-pub struct SqliteStore {
-    engine: Engine,
+pub(crate) struct SqliteDb {
     path: String,
     writer: Mutex<Connection>,
     readers: Option<Pool<Connection>>,
@@ -37,15 +32,20 @@ fn is_memory(path: &str) -> bool {
     path == ":memory:"
 }
 
-pub(crate) fn sqlite_error(e: rusqlite::Error) -> Error {
+fn is_busy(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code()
+        .is_some_and(|code| SQLITE_LOST_RACE.contains(&code))
+}
+
+fn sqlite_error(e: rusqlite::Error) -> Error {
     if is_busy(&e) {
-        Error::Conflict(e.to_string())
+        Error::LostRace(e.to_string())
     } else {
-        db_error(format!("sqlite: {e}"))
+        Error::Database(format!("sqlite: {e}"))
     }
 }
 
-pub(crate) fn open_connection(path: &str, read_only: bool) -> Result<Connection, StoreError> {
+fn open_connection(path: &str, read_only: bool) -> Result<Connection, Error> {
     let flags = if read_only {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
     } else {
@@ -54,7 +54,7 @@ pub(crate) fn open_connection(path: &str, read_only: bool) -> Result<Connection,
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
     };
     let conn = Connection::open_with_flags(path, flags)
-        .map_err(|e| StoreError::Database(format!("opening sqlite database {path}: {e}")))?;
+        .map_err(|e| Error::Database(format!("opening sqlite database {path}: {e}")))?;
     let setup = || -> rusqlite::Result<()> {
         conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
@@ -70,15 +70,15 @@ pub(crate) fn open_connection(path: &str, read_only: bool) -> Result<Connection,
     };
     // Switching a new file to WAL needs an exclusive lock and SQLite answers BUSY at once, without
     // the busy handler, when another process is doing the same; so the setup retries itself.
-    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    let deadline = Instant::now() + BUSY_TIMEOUT;
     loop {
         match setup() {
             Ok(()) => return Ok(conn),
-            Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+            Err(e) if is_busy(&e) && Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(10));
             }
             Err(e) => {
-                return Err(StoreError::Database(format!(
+                return Err(Error::Database(format!(
                     "setting up sqlite database {path}: {e}"
                 )))
             }
@@ -86,24 +86,20 @@ pub(crate) fn open_connection(path: &str, read_only: bool) -> Result<Connection,
     }
 }
 
-fn is_busy(e: &rusqlite::Error) -> bool {
-    matches!(
-        e.sqlite_error_code(),
-        Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked)
-    )
-}
-
-impl SqliteStore {
-    /// Opens (creating if needed) and migrates the database; one attempt (see `open` for retries).
-    pub fn open(config: &DatabaseConfig, tag_length: u8) -> Result<SqliteStore, StoreError> {
+impl SqliteDb {
+    /// Opens (creating if needed) the file and migrates it in a write transaction (the migration
+    /// lock); `readers` read-only connections beside the writer (0: reads use the writer).
+    pub(crate) fn open(
+        config: &DatabaseConfig,
+        readers: usize,
+        migrate: &dyn Fn(&mut dyn Tx) -> Result<(), Error>,
+    ) -> Result<SqliteDb, Error> {
         let path = config.connection_string.clone();
         let mut writer = open_connection(&path, false)?;
-        run_write(&mut writer, |tx| {
-            migrations::migrate_locked(tx, Dialect::Sqlite, tag_length)
-        })?;
-        let readers = (!is_memory(&path)).then(|| {
+        run_write(&mut writer, migrate)?;
+        let readers = (readers > 0 && !is_memory(&path)).then(|| {
             let p = path.clone();
-            let n = READERS.min(config.max_open_connections as usize).max(1);
+            let n = readers.min(config.max_open_connections as usize).max(1);
             Pool::new(
                 Limits {
                     max_open: n,
@@ -114,8 +110,7 @@ impl SqliteStore {
                 Box::new(move || open_connection(&p, true)),
             )
         });
-        Ok(SqliteStore {
-            engine: Engine::new(Dialect::Sqlite, tag_length),
+        Ok(SqliteDb {
             path,
             writer: Mutex::new(writer),
             readers,
@@ -126,11 +121,17 @@ impl SqliteStore {
         self.writer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write<T>(&self, f: impl Fn(&mut dyn Tx) -> Result<T, Error>) -> Result<T, StoreError> {
+    pub(crate) fn write<T, E: TxError>(
+        &self,
+        f: impl Fn(&mut dyn Tx) -> Result<T, E>,
+    ) -> Result<T, E> {
         run_write(&mut self.writer(), f)
     }
 
-    fn read<T>(&self, f: impl Fn(&mut dyn Tx) -> Result<T, Error>) -> Result<T, StoreError> {
+    pub(crate) fn read<T, E: TxError>(
+        &self,
+        f: impl Fn(&mut dyn Tx) -> Result<T, E>,
+    ) -> Result<T, E> {
         let result = match &self.readers {
             Some(pool) => {
                 let conn = pool.get()?;
@@ -138,21 +139,23 @@ impl SqliteStore {
             }
             None => f(&mut SqliteTx(&self.writer())),
         };
-        result.map_err(|e| match e {
-            Error::Store(e) => e,
-            Error::Conflict(m) => StoreError::Database(format!("sqlite {}: {m}", self.path)),
+        result.map_err(|e| match e.db() {
+            Some(Error::LostRace(m)) => {
+                Error::Database(format!("sqlite {}: {m}", self.path)).into()
+            }
+            _ => e,
         })
     }
 }
 
-/// One write transaction (BEGIN IMMEDIATE), retried while another process holds the lock.
-pub(crate) fn run_write<T>(
+/// One write transaction (BEGIN IMMEDIATE), run again while another process holds the lock.
+fn run_write<T, E: TxError>(
     conn: &mut Connection,
-    f: impl Fn(&mut dyn Tx) -> Result<T, Error>,
-) -> Result<T, StoreError> {
+    f: impl Fn(&mut dyn Tx) -> Result<T, E>,
+) -> Result<T, E> {
     let mut attempt = 0;
     loop {
-        let result = (|| {
+        let result = (|| -> Result<T, E> {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(sqlite_error)?;
@@ -160,13 +163,19 @@ pub(crate) fn run_write<T>(
             tx.commit().map_err(sqlite_error)?;
             Ok(value)
         })();
-        match result {
-            Ok(v) => return Ok(v),
-            Err(Error::Store(e)) => return Err(e),
-            Err(Error::Conflict(m)) if attempt >= 5 => {
-                return Err(StoreError::Database(format!("sqlite: {m}")))
+        let lost = match &result {
+            Err(e) => match e.db() {
+                Some(Error::LostRace(m)) => Some(m.clone()),
+                _ => None,
+            },
+            Ok(_) => None,
+        };
+        match lost {
+            None => return result,
+            Some(m) if attempt >= WRITE_ATTEMPTS => {
+                return Err(Error::Database(format!("sqlite: {m}")).into())
             }
-            Err(Error::Conflict(_)) => {
+            Some(_) => {
                 attempt += 1;
                 std::thread::sleep(Duration::from_millis(20 * attempt));
             }
@@ -174,7 +183,7 @@ pub(crate) fn run_write<T>(
     }
 }
 
-pub(crate) struct SqliteTx<'a>(pub(crate) &'a Connection);
+struct SqliteTx<'a>(&'a Connection);
 
 fn to_sql<'a>(v: &'a Val<'a>) -> &'a dyn rusqlite::ToSql {
     match v {
@@ -184,6 +193,10 @@ fn to_sql<'a>(v: &'a Val<'a>) -> &'a dyn rusqlite::ToSql {
 }
 
 impl Tx for SqliteTx<'_> {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
     fn exec(&mut self, sql: &str, params: &[Val<'_>]) -> Result<u64, Error> {
         let mut stmt = self.0.prepare_cached(sql).map_err(sqlite_error)?;
         let n = stmt
@@ -218,43 +231,5 @@ impl Tx for SqliteTx<'_> {
 
     fn batch(&mut self, sql: &str) -> Result<(), Error> {
         self.0.execute_batch(sql).map_err(sqlite_error)
-    }
-}
-
-impl Store for SqliteStore {
-    fn create(&self, policies: &[Policy]) -> Result<(), StoreError> {
-        self.write(|tx| self.engine.create(tx, policies))
-    }
-
-    fn delete(&self, policies: &[Policy]) -> Result<(), StoreError> {
-        self.write(|tx| self.engine.delete(tx, policies))
-    }
-
-    fn list(&self, filter: &PolicyFilter) -> Result<Vec<Policy>, StoreError> {
-        self.read(|tx| self.engine.list(tx, filter))
-    }
-
-    fn tags(&self) -> Result<Vec<Tag>, StoreError> {
-        self.read(|tx| self.engine.tags(tx))
-    }
-
-    fn create_tag(&self, id: &str, kind: &str) -> Result<Tag, StoreError> {
-        self.write(|tx| self.engine.create_tag(tx, id, kind))
-    }
-
-    fn last_updated(&self) -> Result<i64, StoreError> {
-        self.read(|tx| self.engine.last_updated(tx))
-    }
-
-    fn source_policy_counts(&self, ids: &[String]) -> Result<HashMap<String, usize>, StoreError> {
-        self.read(|tx| self.engine.source_policy_counts(tx, ids))
-    }
-
-    fn count(&self) -> Result<usize, StoreError> {
-        self.read(|tx| self.engine.count(tx))
-    }
-
-    fn check(&self) -> Result<(), StoreError> {
-        self.read(|tx| self.engine.check(tx))
     }
 }

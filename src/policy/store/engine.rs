@@ -1,166 +1,52 @@
-//! The store's algorithms, written once over a tiny SQL interface ([`Tx`]) that each backend
-//! implements for its driver; the [`Dialect`] covers the SQL differences. Create and delete follow
-//! the reference §4.3, tags §4.2.
+//! The policy store's SQL, written once over [`Tx`] for every dialect ([`crate::db::Dialect`]
+//! covers the differences). Create and delete follow the reference §4.3, tags §4.2.
 //!
 //! Concurrency (PostgreSQL and MySQL, READ COMMITTED): every create/delete first updates the one
 //! `policies_info` row, so writers of policies run one at a time. Tag allocation and release
 //! additionally lock the `groups` row they use (`FOR UPDATE`), so a concurrent `create_tag` can never
 //! take a slot that is being released or assigned, and `groups.guid` is UNIQUE: a lost race ends in a
-//! unique-key error, which the backend retries as a [`Error::Conflict`].
-// Parts used only by the PostgreSQL/MySQL backends are unused in a SQLite-only build.
-#![cfg_attr(not(any(feature = "postgres", feature = "mysql")), allow(dead_code))]
+//! unique-key error, which [`crate::db::Db`] retries ([`DbError::LostRace`]).
 
-use super::StoreError;
+use super::{PolicyFilter, StoreError};
 use crate::api::policy::{Destination, Policy, Ports, Source, Tag};
-use std::borrow::Cow;
+use crate::db::{Dialect, Error as DbError, Param, Tx, TxError, Val};
 use std::collections::{BTreeSet, HashMap};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// A statement parameter.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Val<'a> {
-    Int(i64),
-    Str(&'a str),
-}
-
-/// A result cell.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Cell {
-    Null,
-    Int(i64),
-    Str(String),
-}
-
-impl Cell {
-    pub fn int(&self) -> Result<i64, Error> {
-        match self {
-            Cell::Int(i) => Ok(*i),
-            Cell::Str(s) => s
-                .parse()
-                .map_err(|_| db_error(format!("expected an integer, got {s:?}"))),
-            Cell::Null => Err(db_error("expected an integer, got NULL")),
-        }
-    }
-
-    pub fn text(&self) -> Result<String, Error> {
-        match self {
-            Cell::Str(s) => Ok(s.clone()),
-            Cell::Int(i) => Ok(i.to_string()),
-            Cell::Null => Err(db_error("expected text, got NULL")),
-        }
-    }
-
-    /// The text, moved out (no copy).
-    pub fn take_text(&mut self) -> Result<String, Error> {
-        match std::mem::replace(self, Cell::Null) {
-            Cell::Str(s) => Ok(s),
-            other => other.text(),
-        }
-    }
-
-    pub fn opt_text(&self) -> Option<String> {
-        match self {
-            Cell::Str(s) => Some(s.clone()),
-            Cell::Int(i) => Some(i.to_string()),
-            Cell::Null => None,
-        }
-    }
-}
-
-/// What went wrong inside a transaction.
+/// What a policy transaction ends in besides its value: the database's error, or an answer of the
+/// store (tag pool exhausted, tag type conflict).
 #[derive(Debug)]
 pub(crate) enum Error {
-    /// Final: reported to the caller.
+    Db(DbError),
     Store(StoreError),
-    /// A lost race (deadlock, serialization failure, unique/foreign key race): retry the whole
-    /// transaction.
-    Conflict(String),
 }
 
-impl From<StoreError> for Error {
-    fn from(e: StoreError) -> Error {
-        Error::Store(e)
+impl From<DbError> for Error {
+    fn from(e: DbError) -> Error {
+        Error::Db(e)
     }
 }
 
-/// A short random pause before retrying a transaction that lost a race (grows with attempts).
-pub(crate) fn backoff(attempt: u32) {
-    use rand::Rng;
-    let ms = rand::thread_rng().gen_range(1..=5 * attempt.clamp(1, 20) as u64);
-    std::thread::sleep(std::time::Duration::from_millis(ms));
+impl TxError for Error {
+    fn db(&self) -> Option<&DbError> {
+        match self {
+            Error::Db(e) => Some(e),
+            Error::Store(_) => None,
+        }
+    }
 }
 
-pub(crate) fn db_error(msg: impl Into<String>) -> Error {
-    Error::Store(StoreError::Database(msg.into()))
+impl From<Error> for StoreError {
+    fn from(e: Error) -> StoreError {
+        match e {
+            Error::Db(e) => e.into(),
+            Error::Store(e) => e,
+        }
+    }
 }
 
-/// The few operations the algorithms need from a connection or transaction.
-pub(crate) trait Tx {
-    /// Runs a statement with `?` placeholders; returns the affected row count.
-    fn exec(&mut self, sql: &str, params: &[Val<'_>]) -> Result<u64, Error>;
-    /// Runs a query with `?` placeholders; returns all rows.
-    fn rows(&mut self, sql: &str, params: &[Val<'_>]) -> Result<Vec<Vec<Cell>>, Error>;
-    /// Runs a statement without parameters (DDL).
-    fn batch(&mut self, sql: &str) -> Result<(), Error>;
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Dialect {
-    Sqlite,
-    Postgres,
-    Mysql,
-}
-
-impl Dialect {
-    /// Adapts SQL written with `"groups"` and `?` to the dialect (`groups` is reserved in MySQL;
-    /// backticks there, PostgreSQL placeholders are rewritten by its backend).
-    pub fn q<'s>(self, sql: &'s str) -> Cow<'s, str> {
-        match self {
-            Dialect::Mysql => Cow::Owned(sql.replace("\"groups\"", "`groups`")),
-            _ => Cow::Borrowed(sql),
-        }
-    }
-
-    /// Row lock suffix for a SELECT (SQLite serialises writers with BEGIN IMMEDIATE instead).
-    pub fn for_update(self) -> &'static str {
-        match self {
-            Dialect::Sqlite => "",
-            _ => " FOR UPDATE",
-        }
-    }
-
-    /// Index hint for the lowest free slot: MariaDB otherwise walks the primary key past every
-    /// taken slot (or sorts all free ones); PostgreSQL has a partial index, SQLite's guid index is
-    /// ordered by id already.
-    pub fn free_slot_hint(self) -> &'static str {
-        match self {
-            Dialect::Mysql => " FORCE INDEX (idx_groups_free)",
-            _ => "",
-        }
-    }
-
-    /// `FROM DUAL` for `INSERT ... SELECT ... WHERE NOT EXISTS` (MySQL needs a FROM there).
-    pub fn dual(self) -> &'static str {
-        match self {
-            Dialect::Mysql => " FROM DUAL",
-            _ => "",
-        }
-    }
-
-    /// An integer parameter in a select list (PostgreSQL cannot infer its type there).
-    pub fn int_param(self) -> &'static str {
-        match self {
-            Dialect::Postgres => "CAST(? AS INTEGER)",
-            _ => "?",
-        }
-    }
-
-    pub fn text_param(self) -> &'static str {
-        match self {
-            Dialect::Postgres => "CAST(? AS VARCHAR)",
-            _ => "?",
-        }
-    }
+fn lost_race(msg: impl Into<String>) -> Error {
+    Error::Db(DbError::LostRace(msg.into()))
 }
 
 /// The algorithms for one database and tag length.
@@ -197,6 +83,12 @@ fn unique(ids: &[String]) -> Vec<&str> {
         .collect()
 }
 
+/// Whether a row of `table` has `column = id`.
+fn referenced(tx: &mut dyn Tx, table: &str, column: &str, id: i64) -> Result<bool, DbError> {
+    let sql = format!("SELECT 1 FROM {table} WHERE {column} = ? LIMIT 1");
+    Ok(!tx.rows(&sql, &[Val::Int(id)])?.is_empty())
+}
+
 impl Engine {
     pub fn new(dialect: Dialect, tag_length: u8) -> Engine {
         Engine {
@@ -215,12 +107,8 @@ impl Engine {
         format!("{:0width$X}", id, width = 2 * self.tag_length as usize)
     }
 
-    fn q<'s>(&self, sql: &'s str) -> Cow<'s, str> {
-        self.dialect.q(sql)
-    }
-
     /// Moves `last_updated` to now, or one nanosecond past its value if the clock is behind.
-    fn touch(&self, tx: &mut dyn Tx) -> Result<(), Error> {
+    fn touch(&self, tx: &mut dyn Tx) -> Result<(), DbError> {
         let now = now_nanos();
         let n = tx.exec(
             "UPDATE policies_info SET last_updated = CASE WHEN last_updated < ? THEN ? \
@@ -228,18 +116,18 @@ impl Engine {
             &[Val::Int(now), Val::Int(now)],
         )?;
         if n != 1 {
-            return Err(db_error("policies_info row missing"));
+            return Err(DbError::Database("policies_info row missing".into()));
         }
         Ok(())
     }
 
     /// The group row of `guid`, locked: (id, type).
-    fn find_group(&self, tx: &mut dyn Tx, guid: &str) -> Result<Option<(i64, String)>, Error> {
+    fn find_group(&self, tx: &mut dyn Tx, guid: &str) -> Result<Option<(i64, String)>, DbError> {
         let sql = format!(
             "SELECT id, type FROM \"groups\" WHERE guid = ?{}",
             self.dialect.for_update()
         );
-        let rows = tx.rows(&self.q(&sql), &[Val::Str(guid)])?;
+        let rows = tx.rows(&sql, &[Val::Str(guid)])?;
         match rows.first() {
             Some(r) => Ok(Some((r[0].int()?, r[1].opt_text().unwrap_or_default()))),
             None => Ok(None),
@@ -259,23 +147,23 @@ impl Engine {
         }
         let sql = format!(
             "SELECT id FROM \"groups\"{} WHERE guid IS NULL ORDER BY id LIMIT 1{}",
-            self.dialect.free_slot_hint(),
+            self.dialect.force_index("idx_groups_free"),
             self.dialect.for_update()
         );
-        let rows = tx.rows(&self.q(&sql), &[])?;
+        let rows = tx.rows(&sql, &[])?;
         let id = match rows.first() {
             Some(row) => row[0].int()?,
             None => {
                 // A locking read that lost its row to a concurrent allocator may come back empty
                 // although other slots are free: only a plain read decides exhaustion.
                 let any = tx.rows(
-                    &self.q("SELECT id FROM \"groups\" WHERE guid IS NULL AND id <= ? LIMIT 1"),
+                    "SELECT id FROM \"groups\" WHERE guid IS NULL AND id <= ? LIMIT 1",
                     &[Val::Int(self.max_tag())],
                 )?;
                 return Err(if any.is_empty() {
                     Error::Store(StoreError::TagPoolExhausted)
                 } else {
-                    Error::Conflict("free tag slot taken concurrently".into())
+                    lost_race("free tag slot taken concurrently")
                 });
             }
         };
@@ -284,39 +172,32 @@ impl Engine {
             return Err(Error::Store(StoreError::TagPoolExhausted));
         }
         let n = tx.exec(
-            &self.q("UPDATE \"groups\" SET guid = ?, type = ? WHERE id = ? AND guid IS NULL"),
+            "UPDATE \"groups\" SET guid = ?, type = ? WHERE id = ? AND guid IS NULL",
             &[Val::Str(guid), Val::Str(kind), Val::Int(id)],
         )?;
         if n != 1 {
-            return Err(Error::Conflict(format!(
-                "tag slot {id} was taken concurrently"
-            )));
+            return Err(lost_race(format!("tag slot {id} was taken concurrently")));
         }
         Ok(id)
     }
 
-    /// Frees the group's slot when no policy and no destination refers to it any more.
-    fn release(&self, tx: &mut dyn Tx, group: i64) -> Result<(), Error> {
-        let lock = format!(
-            "SELECT id FROM \"groups\" WHERE id = ?{}",
+    /// Locks row `id` of `table` until the transaction ends.
+    fn lock_row(&self, tx: &mut dyn Tx, table: &str, id: i64) -> Result<(), DbError> {
+        let sql = format!(
+            "SELECT id FROM {table} WHERE id = ?{}",
             self.dialect.for_update()
         );
-        tx.rows(&self.q(&lock), &[Val::Int(group)])?;
-        let used = !tx
-            .rows(
-                "SELECT 1 FROM policies WHERE group_id = ? LIMIT 1",
-                &[Val::Int(group)],
-            )?
-            .is_empty()
-            || !tx
-                .rows(
-                    "SELECT 1 FROM destinations WHERE group_id = ? LIMIT 1",
-                    &[Val::Int(group)],
-                )?
-                .is_empty();
+        tx.rows(&sql, &[Val::Int(id)]).map(|_| ())
+    }
+
+    /// Frees the group's slot when no policy and no destination refers to it any more.
+    fn release(&self, tx: &mut dyn Tx, group: i64) -> Result<(), DbError> {
+        self.lock_row(tx, "\"groups\"", group)?;
+        let used = referenced(tx, "policies", "group_id", group)?
+            || referenced(tx, "destinations", "group_id", group)?;
         if !used {
             tx.exec(
-                &self.q("UPDATE \"groups\" SET guid = NULL, type = NULL WHERE id = ?"),
+                "UPDATE \"groups\" SET guid = NULL, type = NULL WHERE id = ?",
                 &[Val::Int(group)],
             )?;
         }
@@ -329,7 +210,7 @@ impl Engine {
         group: i64,
         p: &Policy,
         lock: bool,
-    ) -> Result<Option<i64>, Error> {
+    ) -> Result<Option<i64>, DbError> {
         let sql = format!(
             "SELECT id FROM destinations WHERE group_id = ? AND start_port = ? AND end_port = ? \
              AND protocol = ?{}",
@@ -353,20 +234,17 @@ impl Engine {
             return Ok(());
         }
         self.touch(tx)?;
-        let d = self.dialect;
-        let insert_destination = format!(
-            "INSERT INTO destinations (group_id, port, start_port, end_port, protocol) \
-             SELECT {i}, {i}, {i}, {i}, {s}{dual} WHERE NOT EXISTS (SELECT 1 FROM destinations \
-             WHERE group_id = ? AND start_port = ? AND end_port = ? AND protocol = ?)",
-            i = d.int_param(),
-            s = d.text_param(),
-            dual = d.dual()
+        use Param::{Int, Text};
+        let insert_destination = self.dialect.insert_unless_exists(
+            "destinations (group_id, port, start_port, end_port, protocol)",
+            &[Int, Int, Int, Int, Text],
+            "SELECT 1 FROM destinations \
+             WHERE group_id = ? AND start_port = ? AND end_port = ? AND protocol = ?",
         );
-        let insert_policy = format!(
-            "INSERT INTO policies (group_id, destination_id) SELECT {i}, {i}{dual} \
-             WHERE NOT EXISTS (SELECT 1 FROM policies WHERE group_id = ? AND destination_id = ?)",
-            i = d.int_param(),
-            dual = d.dual()
+        let insert_policy = self.dialect.insert_unless_exists(
+            "policies (group_id, destination_id)",
+            &[Int, Int],
+            "SELECT 1 FROM policies WHERE group_id = ? AND destination_id = ?",
         );
         for p in policies {
             let src = self.allocate(tx, &p.source.id, "app")?;
@@ -393,7 +271,7 @@ impl Engine {
                 ],
             )?;
             let Some(dest) = self.destination_id(tx, dst, p, true)? else {
-                return Err(Error::Conflict("destination removed concurrently".into()));
+                return Err(lost_race("destination removed concurrently"));
             };
             tx.exec(
                 &insert_policy,
@@ -403,18 +281,18 @@ impl Engine {
         Ok(())
     }
 
-    pub fn delete(&self, tx: &mut dyn Tx, policies: &[Policy]) -> Result<(), Error> {
+    pub fn delete(&self, tx: &mut dyn Tx, policies: &[Policy]) -> Result<(), DbError> {
         if policies.is_empty() {
             return Ok(());
         }
         self.touch(tx)?;
-        let find = self.q("SELECT id FROM \"groups\" WHERE guid = ?");
+        let find = "SELECT id FROM \"groups\" WHERE guid = ?";
         for p in policies {
-            let Some(src) = tx.rows(&find, &[Val::Str(&p.source.id)])?.first().cloned() else {
+            let Some(src) = tx.rows(find, &[Val::Str(&p.source.id)])?.first().cloned() else {
                 continue;
             };
             let Some(dst) = tx
-                .rows(&find, &[Val::Str(&p.destination.id)])?
+                .rows(find, &[Val::Str(&p.destination.id)])?
                 .first()
                 .cloned()
             else {
@@ -431,18 +309,8 @@ impl Engine {
             if deleted == 0 {
                 continue;
             }
-            let lock = format!(
-                "SELECT id FROM destinations WHERE id = ?{}",
-                self.dialect.for_update()
-            );
-            tx.rows(&lock, &[Val::Int(dest)])?;
-            let still_used = !tx
-                .rows(
-                    "SELECT 1 FROM policies WHERE destination_id = ? LIMIT 1",
-                    &[Val::Int(dest)],
-                )?
-                .is_empty();
-            if !still_used {
+            self.lock_row(tx, "destinations", dest)?;
+            if !referenced(tx, "policies", "destination_id", dest)? {
                 tx.exec("DELETE FROM destinations WHERE id = ?", &[Val::Int(dest)])?;
             }
             self.release(tx, src)?;
@@ -453,12 +321,8 @@ impl Engine {
         Ok(())
     }
 
-    pub fn list(
-        &self,
-        tx: &mut dyn Tx,
-        filter: &super::PolicyFilter,
-    ) -> Result<Vec<Policy>, Error> {
-        use super::PolicyFilter as F;
+    pub fn list(&self, tx: &mut dyn Tx, filter: &PolicyFilter) -> Result<Vec<Policy>, DbError> {
+        use PolicyFilter as F;
         let mut params: Vec<Val<'_>> = Vec::new();
         let sql = match filter {
             F::All => format!("{LIST_SELECT} ORDER BY p.id"),
@@ -517,7 +381,7 @@ impl Engine {
         };
         // Filtered queries have no ORDER BY (it makes MariaDB walk all policies in id order
         // instead of using the filter's indexes); every list is sorted here, in creation order.
-        let mut rows = tx.rows(&self.q(&sql), &params)?;
+        let mut rows = tx.rows(&sql, &params)?;
         rows.sort_by_key(|r| r[7].int().unwrap_or(0));
         rows.into_iter()
             .map(|mut r| {
@@ -540,9 +404,9 @@ impl Engine {
             .collect()
     }
 
-    pub fn tags(&self, tx: &mut dyn Tx) -> Result<Vec<Tag>, Error> {
+    pub fn tags(&self, tx: &mut dyn Tx) -> Result<Vec<Tag>, DbError> {
         let rows = tx.rows(
-            &self.q("SELECT guid, id, type FROM \"groups\" WHERE guid IS NOT NULL ORDER BY id"),
+            "SELECT guid, id, type FROM \"groups\" WHERE guid IS NOT NULL ORDER BY id",
             &[],
         )?;
         rows.iter()
@@ -565,11 +429,11 @@ impl Engine {
         })
     }
 
-    pub fn last_updated(&self, tx: &mut dyn Tx) -> Result<i64, Error> {
+    pub fn last_updated(&self, tx: &mut dyn Tx) -> Result<i64, DbError> {
         let rows = tx.rows("SELECT last_updated FROM policies_info WHERE id = 1", &[])?;
         match rows.first() {
             Some(r) => r[0].int(),
-            None => Err(db_error("policies_info row missing")),
+            None => Err(DbError::Database("policies_info row missing".into())),
         }
     }
 
@@ -577,7 +441,7 @@ impl Engine {
         &self,
         tx: &mut dyn Tx,
         ids: &[String],
-    ) -> Result<HashMap<String, usize>, Error> {
+    ) -> Result<HashMap<String, usize>, DbError> {
         let mut counts: HashMap<String, usize> = ids.iter().map(|i| (i.clone(), 0)).collect();
         let ids = unique(ids);
         if ids.is_empty() {
@@ -589,18 +453,18 @@ impl Engine {
             placeholders(ids.len())
         );
         let params: Vec<Val<'_>> = ids.iter().map(|s| Val::Str(s)).collect();
-        for r in tx.rows(&self.q(&sql), &params)? {
+        for r in tx.rows(&sql, &params)? {
             counts.insert(r[0].text()?, r[1].int()? as usize);
         }
         Ok(counts)
     }
 
-    pub fn count(&self, tx: &mut dyn Tx) -> Result<usize, Error> {
+    pub fn count(&self, tx: &mut dyn Tx) -> Result<usize, DbError> {
         let rows = tx.rows("SELECT COUNT(*) FROM policies", &[])?;
         Ok(rows.first().map(|r| r[0].int()).transpose()?.unwrap_or(0) as usize)
     }
 
-    pub fn check(&self, tx: &mut dyn Tx) -> Result<(), Error> {
+    pub fn check(&self, tx: &mut dyn Tx) -> Result<(), DbError> {
         tx.rows("SELECT 1", &[])?;
         Ok(())
     }
@@ -619,14 +483,5 @@ mod tests {
         assert_eq!(e1.tag(10), "0A");
         assert_eq!(e2.tag(1), "0001");
         assert_eq!(e2.tag(65535), "FFFF");
-    }
-
-    #[test]
-    fn mysql_quotes_groups_with_backticks() {
-        assert_eq!(
-            Dialect::Mysql.q("SELECT id FROM \"groups\""),
-            "SELECT id FROM `groups`"
-        );
-        assert_eq!(Dialect::Postgres.q("\"groups\""), "\"groups\"");
     }
 }

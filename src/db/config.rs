@@ -1,5 +1,6 @@
-//! The `database` section of the policy server's config. The password (and a connection string,
-//! which may hold one) never appears in Debug or Display output.
+//! The `database` section of the policy server's and the overlay controller's configs: which
+//! database, how to reach it, the pool's limits. The password (and a connection string, which may
+//! hold one) never appears in Debug or Display output.
 
 use crate::config::{require_nonempty, require_positive, require_readable_file, Validate};
 use serde::{Deserialize, Serialize};

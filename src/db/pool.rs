@@ -1,10 +1,10 @@
-//! A small blocking connection pool shared by the backends: at most `max_open` connections, at
+//! A small blocking connection pool shared by the dialects: at most `max_open` connections, at
 //! most `max_idle` kept idle, each replaced after `max_lifetime`. Connections are made outside the
 //! pool's lock, so a slow database never blocks callers that could use an idle connection.
-// Parts used only by the PostgreSQL/MySQL backends are unused in a SQLite-only build.
+// Parts used only by PostgreSQL/MySQL are unused in a SQLite-only build.
 #![cfg_attr(not(any(feature = "postgres", feature = "mysql")), allow(dead_code))]
 
-use super::StoreError;
+use super::error::Error;
 use std::ops::{Deref, DerefMut};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -18,7 +18,7 @@ pub(crate) struct Limits {
     pub wait: Duration,
 }
 
-type Connect<C> = Box<dyn Fn() -> Result<C, StoreError> + Send + Sync>;
+type Connect<C> = Box<dyn Fn() -> Result<C, Error> + Send + Sync>;
 
 pub(crate) struct Pool<C> {
     connect: Connect<C>,
@@ -79,7 +79,7 @@ impl<C> Pool<C> {
         }
     }
 
-    pub fn get(&self) -> Result<Pooled<'_, C>, StoreError> {
+    pub fn get(&self) -> Result<Pooled<'_, C>, Error> {
         let deadline = Instant::now() + self.limits.wait;
         let mut state = self.lock();
         loop {
@@ -116,7 +116,7 @@ impl<C> Pool<C> {
             }
             let now = Instant::now();
             if now >= deadline {
-                return Err(StoreError::Database(format!(
+                return Err(Error::Database(format!(
                     "no database connection free within {:?} (max_open_connections {})",
                     self.limits.wait, self.limits.max_open
                 )));
