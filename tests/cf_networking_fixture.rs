@@ -18,7 +18,7 @@ use cf_networking::{
     build, describe_schema, head_migration_ids, sample_policies, SecurityGroupRow, Shape,
 };
 use netman::api::policy::Policy;
-use netman::policy::store::DatabaseType;
+use netman::db::DatabaseType;
 
 fn server(kind: DatabaseType) -> db::TestDb {
     match kind {

@@ -10,8 +10,8 @@ mod cf_networking;
 
 use cf_networking::{build, sample_policies, SecurityGroupRow, Shape};
 
+use netman::db::DatabaseType;
 use netman::policy::adopt::{detect, Era, Found, Inspect};
-use netman::policy::store::DatabaseType;
 
 impl Inspect for db::RawSql {
     fn kind(&self) -> DatabaseType {
@@ -226,7 +226,7 @@ fn filled_original_with(
 
 /// The store's view after the conversion: every policy with its tags (sorted) and every tag.
 fn netman_view(
-    config: &netman::policy::store::DatabaseConfig,
+    config: &netman::db::DatabaseConfig,
 ) -> (
     Vec<netman::api::policy::Policy>,
     Vec<(String, String, String)>,
@@ -236,7 +236,7 @@ fn netman_view(
 }
 
 fn netman_view_with(
-    config: &netman::policy::store::DatabaseConfig,
+    config: &netman::db::DatabaseConfig,
     tag_length: u8,
 ) -> (
     Vec<netman::api::policy::Policy>,

@@ -4,11 +4,11 @@
 //! (reference §3), for export, and written by import.
 
 use crate::api::security_groups::{SecurityGroup, SecurityGroupsResponse};
+use crate::db::error::database as db_error;
+use crate::db::{Cell, Dialect, Error, Tx, Val};
 use crate::policy::adopt::bridge::TxSql;
 use crate::policy::adopt::detect;
 use crate::policy::adopt::original_schema;
-use crate::policy::store::sql::{db_error, Cell, Dialect, Error, Tx, Val};
-use crate::policy::store::DatabaseType;
 
 /// The internal API's query: groups bound to any of `space_guids` or globally (staging or running
 /// default); `from` an id to start at (0: the start); `limit` the page size (0: no limit).
@@ -19,17 +19,9 @@ pub struct SecurityGroupsQuery {
     pub limit: i64,
 }
 
-fn kind(dialect: Dialect) -> DatabaseType {
-    match dialect {
-        Dialect::Sqlite => DatabaseType::Sqlite,
-        Dialect::Postgres => DatabaseType::Postgres,
-        Dialect::Mysql => DatabaseType::Mysql,
-    }
-}
-
 /// Whether the database has the table.
-pub(crate) fn table_exists(tx: &mut dyn Tx, dialect: Dialect) -> Result<bool, Error> {
-    let tables = detect::tables(&mut TxSql::new(tx, kind(dialect))).map_err(db_error)?;
+pub(crate) fn table_exists(tx: &mut dyn Tx) -> Result<bool, Error> {
+    let tables = detect::tables(&mut TxSql::new(tx)).map_err(db_error)?;
     Ok(tables.contains("security_groups"))
 }
 
@@ -42,7 +34,12 @@ pub(crate) fn create_table(tx: &mut dyn Tx, dialect: Dialect) -> Result<(), Erro
              staging_default BOOLEAN DEFAULT 0, running_default BOOLEAN DEFAULT 0, \
              staging_spaces TEXT, running_spaces TEXT)",
         ),
-        other => tx.batch(original_schema::security_groups_statement(kind(other))),
+        Dialect::Postgres => tx.batch(original_schema::security_groups_statement(
+            crate::db::DatabaseType::Postgres,
+        )),
+        Dialect::Mysql => tx.batch(original_schema::security_groups_statement(
+            crate::db::DatabaseType::Mysql,
+        )),
     }
 }
 
@@ -132,7 +129,7 @@ pub(crate) fn page(
     dialect: Dialect,
     query: &SecurityGroupsQuery,
 ) -> Result<Option<SecurityGroupsResponse>, Error> {
-    if !table_exists(tx, dialect)? {
+    if !table_exists(tx)? {
         return Ok(None);
     }
     let mut sql = format!(
@@ -175,7 +172,7 @@ pub(crate) fn page(
 
 /// Every group ordered by id, `None` when there is no table.
 pub(crate) fn all(tx: &mut dyn Tx, dialect: Dialect) -> Result<Option<Vec<SecurityGroup>>, Error> {
-    if !table_exists(tx, dialect)? {
+    if !table_exists(tx)? {
         return Ok(None);
     }
     let rows = tx.rows(&format!("{} ORDER BY id", select(dialect)), &[])?;

@@ -13,7 +13,7 @@
 
 use crate::db::{quote, RawSql, TestDb};
 use netman::api::policy::{Destination, Policy, Ports, Source};
-use netman::policy::store::DatabaseType;
+use netman::db::DatabaseType;
 
 const HEAD_POSTGRES: &str = include_str!("../fixtures/cf_networking/head_postgres.sql");
 const HEAD_MYSQL: &str = include_str!("../fixtures/cf_networking/head_mysql.sql");

@@ -1,10 +1,9 @@
-//! Detection and conversion on the store's own connections: [`Inspect`] and [`Sql`] over the
-//! SQL layer's transaction type.
+//! Detection and conversion on the SQL layer's own connections: [`Inspect`] and [`Sql`] over
+//! [`Tx`].
 
 use super::convert::Sql;
 use super::detect::Inspect;
-use crate::policy::store::sql::{Cell, Error, Tx};
-use crate::policy::store::DatabaseType;
+use crate::db::{Cell, DatabaseType, Tx};
 
 /// A connection or transaction of the SQL layer, seen as text in and text out.
 pub(crate) struct TxSql<'a> {
@@ -13,15 +12,13 @@ pub(crate) struct TxSql<'a> {
 }
 
 impl<'a> TxSql<'a> {
-    pub(crate) fn new(tx: &'a mut dyn Tx, kind: DatabaseType) -> TxSql<'a> {
+    pub(crate) fn new(tx: &'a mut dyn Tx) -> TxSql<'a> {
+        let kind = match tx.dialect() {
+            crate::db::Dialect::Sqlite => DatabaseType::Sqlite,
+            crate::db::Dialect::Postgres => DatabaseType::Postgres,
+            crate::db::Dialect::Mysql => DatabaseType::Mysql,
+        };
         TxSql { tx, kind }
-    }
-}
-
-fn message(e: Error) -> String {
-    match e {
-        Error::Store(e) => e.to_string(),
-        Error::Conflict(m) => m,
     }
 }
 
@@ -31,7 +28,7 @@ impl Inspect for TxSql<'_> {
     }
 
     fn query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
-        let rows = self.tx.rows(sql, &[]).map_err(message)?;
+        let rows = self.tx.rows(sql, &[]).map_err(|e| e.to_string())?;
         Ok(rows
             .into_iter()
             .map(|r| {
@@ -49,6 +46,6 @@ impl Inspect for TxSql<'_> {
 
 impl Sql for TxSql<'_> {
     fn execute(&mut self, sql: &str) -> Result<(), String> {
-        self.tx.batch(sql).map_err(message)
+        self.tx.batch(sql).map_err(|e| e.to_string())
     }
 }

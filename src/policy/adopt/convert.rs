@@ -13,7 +13,7 @@
 
 use super::detect::{self, Era, Found, Inspect, Original, JOURNAL_TABLE};
 use super::original_schema::{self, ORIGINAL_TABLES};
-use crate::policy::store::DatabaseType;
+use crate::db::DatabaseType;
 use crate::policy::transfer::document::wall_clock_micros;
 use std::time::{SystemTime, UNIX_EPOCH};
 

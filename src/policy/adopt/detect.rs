@@ -4,7 +4,7 @@
 //! half-way (its journal), an empty database, or something else, which is refused with the reason.
 //! Written over [`Inspect`], one text query at a time, so it runs on any connection.
 
-use crate::policy::store::DatabaseType;
+use crate::db::DatabaseType;
 use std::collections::BTreeSet;
 use std::fmt;
 

@@ -3,7 +3,7 @@
 //! the final state rather than the 88 migrations; tests compare it with a database built
 //! migration by migration (`tests/fixtures/cf_networking/`). Every statement is re-runnable.
 
-use crate::policy::store::DatabaseType;
+use crate::db::DatabaseType;
 
 /// The tables of the original's HEAD schema that netman's schema replaces (`security_groups`
 /// is shared: kept as it is, created when missing).

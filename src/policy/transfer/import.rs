@@ -4,8 +4,9 @@
 //! database's.
 
 use super::document::Document;
+use crate::db::error::database as db_error;
+use crate::db::{Dialect, Error, Tx, Val};
 use crate::policy::security_groups;
-use crate::policy::store::sql::{db_error, Dialect, Error, Tx, Val};
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -25,14 +26,14 @@ pub struct Imported {
 /// What the database holds already, if anything (an import refuses it without `--replace`).
 pub(crate) fn existing_data(tx: &mut dyn Tx, dialect: Dialect) -> Result<Option<String>, Error> {
     let count = |tx: &mut dyn Tx, sql: &str| -> Result<i64, Error> {
-        tx.rows(&dialect.q(sql), &[])?
+        tx.rows(sql, &[])?
             .first()
             .map(|r| r[0].int())
             .unwrap_or(Ok(0))
     };
     let policies = count(tx, "SELECT COUNT(*) FROM policies")?;
     let tags = count(tx, "SELECT COUNT(*) FROM \"groups\" WHERE guid IS NOT NULL")?;
-    let groups = if security_groups::table_exists(tx, dialect)? {
+    let groups = if security_groups::table_exists(tx)? {
         count(tx, "SELECT COUNT(*) FROM security_groups")?
     } else {
         0
@@ -87,7 +88,7 @@ pub(crate) fn import(
         tx.exec("DELETE FROM policies", &[])?;
         tx.exec("DELETE FROM destinations", &[])?;
         tx.exec(
-            &dialect.q("UPDATE \"groups\" SET guid = NULL, type = NULL WHERE guid IS NOT NULL"),
+            "UPDATE \"groups\" SET guid = NULL, type = NULL WHERE guid IS NOT NULL",
             &[],
         )?;
     }
@@ -115,7 +116,7 @@ pub(crate) fn import(
     };
     insert_rows(
         tx,
-        &dialect.q("INSERT INTO \"groups\" (id, guid, type)"),
+        "INSERT INTO \"groups\" (id, guid, type)",
         upsert,
         3,
         &tag_rows,
