@@ -3,10 +3,11 @@
 
 use clap::{Parser, Subcommand};
 use netman::daemon::{self, DaemonArgs};
+use netman::policy::adopt::MigrateOptions;
 use netman::policy::app::{self, Components, Settings};
 use netman::policy::config::PolicyServerConfig;
 use netman::policy::external::ExternalSettings;
-use netman::policy::{auth, cc, store};
+use netman::policy::{admin, auth, cc, store};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,24 +25,58 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the database migrations alone (retrying until the database answers or the
-    /// connect timeout passes), then exit.
-    Migrate,
+    /// Bring the database to netman's schema, then exit: create it, apply missing migrations,
+    /// or adopt the original cf-networking policy server's database in place (every policy and
+    /// tag kept). Waits for the database like the server does.
+    Migrate {
+        /// Print what would be done; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Convert netman's schema back to the original's (cf-networking HEAD).
+        #[arg(long)]
+        to_original: bool,
+    },
+    /// Write every policy, tag and security group as one JSON document.
+    Export {
+        /// Write here (atomically) instead of to standard output.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Load an export document into an empty database (of any backend).
+    Import {
+        /// Replace the policies, tags and security groups the database holds.
+        #[arg(long)]
+        replace: bool,
+        /// The document (`-` or none: standard input).
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
 }
 
 fn main() {
     daemon::block_shutdown_signals();
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(admin::hoist_server_flags(std::env::args_os()));
     cli.args.init_logging(SOURCE);
     let config: PolicyServerConfig = daemon::load_config(SOURCE, &cli.args);
 
-    if let Some(Command::Migrate) = cli.command {
-        match store::migrate(&config.database, config.tag_length) {
-            Ok(version) => {
-                println!("{SOURCE}: database schema at version {version}");
-                return;
-            }
-            Err(e) => daemon::fail(SOURCE, format!("migrate: {e}")),
+    if let Some(command) = cli.command {
+        let result = match command {
+            Command::Migrate {
+                dry_run,
+                to_original,
+            } => admin::migrate(
+                &config,
+                MigrateOptions {
+                    dry_run,
+                    to_original,
+                },
+            ),
+            Command::Export { output } => admin::export(&config, output.as_deref()),
+            Command::Import { replace, file } => admin::import(&config, file.as_deref(), replace),
+        };
+        match result {
+            Ok(()) => return,
+            Err(e) => daemon::fail(SOURCE, e),
         }
     }
 

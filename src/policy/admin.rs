@@ -1,7 +1,89 @@
 //! The policy server's one-shot subcommands: `migrate` (netman's migrations, adopting an original
 //! cf-networking database, `--to-original`), `export` and `import`.
 
+use super::adopt::{self, MigrateOptions};
+use super::config::PolicyServerConfig;
+use super::transfer;
 use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::path::Path;
+
+/// `migrate`: prints the report on standard output.
+pub fn migrate(config: &PolicyServerConfig, options: MigrateOptions) -> Result<(), String> {
+    let lines = adopt::migrate(&config.database, config.tag_length, options)
+        .map_err(|e| format!("migrate: {e}"))?;
+    for line in lines {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// `export`: the document to `output` (written to a temporary file beside it, then renamed, so
+/// the name never holds a partial document) or standard output; a summary on standard error.
+pub fn export(config: &PolicyServerConfig, output: Option<&Path>) -> Result<(), String> {
+    let doc = transfer::export(&config.database, config.tag_length)
+        .map_err(|e| format!("export: {e}"))?;
+    let mut bytes = serde_json::to_vec(&doc).map_err(|e| format!("export: {e}"))?;
+    bytes.push(b'\n');
+    match output {
+        Some(path) => {
+            let tmp = path.with_extension("partial");
+            std::fs::write(&tmp, &bytes)
+                .and_then(|_| std::fs::rename(&tmp, path))
+                .map_err(|e| format!("export: writing {}: {e}", path.display()))?;
+        }
+        None => std::io::stdout()
+            .lock()
+            .write_all(&bytes)
+            .map_err(|e| format!("export: writing to standard output: {e}"))?,
+    }
+    eprintln!(
+        "exported {} policies, {} tags{}, last_updated {}",
+        doc.policies.len(),
+        doc.tags.len(),
+        doc.security_groups
+            .as_ref()
+            .map(|g| format!(", {} security groups", g.len()))
+            .unwrap_or_default(),
+        doc.last_updated
+    );
+    Ok(())
+}
+
+/// `import`: the document from `file` (none or `-`: standard input); a summary on standard
+/// output.
+pub fn import(
+    config: &PolicyServerConfig,
+    file: Option<&Path>,
+    replace: bool,
+) -> Result<(), String> {
+    let mut bytes = Vec::new();
+    match file {
+        Some(path) if path != Path::new("-") => {
+            bytes = std::fs::read(path)
+                .map_err(|e| format!("import: reading {}: {e}", path.display()))?
+        }
+        _ => {
+            std::io::stdin()
+                .lock()
+                .read_to_end(&mut bytes)
+                .map_err(|e| format!("import: reading standard input: {e}"))?;
+        }
+    }
+    let done = transfer::import(&config.database, config.tag_length, &bytes, replace)
+        .map_err(|e| format!("import: {e}"))?;
+    println!(
+        "imported {} policies, {} destinations, {} tags{}; last_updated {}",
+        done.policies,
+        done.destinations,
+        done.tags,
+        done.security_groups
+            .map(|n| format!(", {n} security groups"))
+            .unwrap_or_default(),
+        done.last_updated
+    );
+    Ok(())
+}
 
 /// The server's own flags (`--config FILE`, `--log-level L`, `--log-format F`, `--check-config`)
 /// may also be written after a subcommand (`policy-server export --config F`): they are moved in

@@ -1,23 +1,14 @@
 //! The original's `security_groups` table (its migrations 67, 75, 76), which netman keeps as it
-//! is when it adopts a cf-networking database and carries through export and import: read for the
-//! internal API's `GET /networking/:v/internal/security_groups` the way the original selects
-//! (reference §3), for export, and written by import.
+//! is when it adopts a cf-networking database and carries through export and import: read in
+//! full for export, written by import. (Serving it on the internal API, `GET
+//! /networking/:v/internal/security_groups`, belongs to the dynamic-ASG work.)
 
-use crate::api::security_groups::{SecurityGroup, SecurityGroupsResponse};
+use crate::api::security_groups::SecurityGroup;
 use crate::db::error::database as db_error;
 use crate::db::{Cell, Dialect, Error, Tx, Val};
 use crate::policy::adopt::bridge::TxSql;
 use crate::policy::adopt::detect;
 use crate::policy::adopt::original_schema;
-
-/// The internal API's query: groups bound to any of `space_guids` or globally (staging or running
-/// default); `from` an id to start at (0: the start); `limit` the page size (0: no limit).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SecurityGroupsQuery {
-    pub space_guids: Vec<String>,
-    pub from: i64,
-    pub limit: i64,
-}
 
 /// Whether the database has the table.
 pub(crate) fn table_exists(tx: &mut dyn Tx) -> Result<bool, Error> {
@@ -26,8 +17,8 @@ pub(crate) fn table_exists(tx: &mut dyn Tx) -> Result<bool, Error> {
 }
 
 /// Creates the table in the original's shape (SQLite: the same columns) if it is missing.
-pub(crate) fn create_table(tx: &mut dyn Tx, dialect: Dialect) -> Result<(), Error> {
-    match dialect {
+pub(crate) fn create_table(tx: &mut dyn Tx) -> Result<(), Error> {
+    match tx.dialect() {
         Dialect::Sqlite => tx.batch(
             "CREATE TABLE IF NOT EXISTS security_groups (id INTEGER PRIMARY KEY, \
              guid VARCHAR(36) NOT NULL UNIQUE, name VARCHAR(255) NOT NULL, rules TEXT, \
@@ -48,24 +39,6 @@ fn json_text(dialect: Dialect, column: &str) -> String {
     match dialect {
         Dialect::Postgres => format!("CAST({column} AS TEXT)"),
         _ => column.to_string(),
-    }
-}
-
-/// `column` (a JSON array of guids) holds any of `n` parameters.
-fn overlaps(dialect: Dialect, column: &str, n: usize) -> String {
-    match dialect {
-        Dialect::Postgres => format!(
-            "jsonb_exists_any({column}, ARRAY[{}])",
-            vec!["CAST(? AS TEXT)"; n].join(", ")
-        ),
-        Dialect::Mysql => format!(
-            "({})",
-            vec![format!("JSON_CONTAINS({column}, JSON_QUOTE(?))"); n].join(" OR ")
-        ),
-        Dialect::Sqlite => format!(
-            "EXISTS (SELECT 1 FROM json_each({column}) WHERE json_each.value IN ({}))",
-            vec!["?"; n].join(", ")
-        ),
     }
 }
 
@@ -121,57 +94,9 @@ fn row(r: &[Cell]) -> Result<(i64, SecurityGroup), Error> {
     ))
 }
 
-/// One page as the original selects it: the defaults, plus groups bound to the spaces; ordered
-/// by id from `from`; `next` is the id of the first group of the next page (0: none). `None`
-/// when the database has no such table.
-pub(crate) fn page(
-    tx: &mut dyn Tx,
-    dialect: Dialect,
-    query: &SecurityGroupsQuery,
-) -> Result<Option<SecurityGroupsResponse>, Error> {
-    if !table_exists(tx)? {
-        return Ok(None);
-    }
-    let mut sql = format!(
-        "{} WHERE (staging_default = TRUE OR running_default = TRUE",
-        select(dialect)
-    );
-    let mut params: Vec<Val<'_>> = Vec::new();
-    let n = query.space_guids.len();
-    if n > 0 {
-        sql.push_str(&format!(
-            " OR {} OR {}",
-            overlaps(dialect, "staging_spaces", n),
-            overlaps(dialect, "running_spaces", n)
-        ));
-        for _ in 0..2 {
-            params.extend(query.space_guids.iter().map(|s| Val::Str(s)));
-        }
-    }
-    sql.push(')');
-    if query.from > 0 {
-        sql.push_str(" AND id >= ?");
-        params.push(Val::Int(query.from));
-    }
-    sql.push_str(" ORDER BY id");
-    if query.limit > 0 {
-        sql.push_str(&format!(" LIMIT {}", query.limit + 1));
-    }
-    let rows = tx.rows(&sql, &params)?;
-    let mut groups = rows.iter().map(|r| row(r)).collect::<Result<Vec<_>, _>>()?;
-    let mut next = 0;
-    if query.limit > 0 && groups.len() as i64 > query.limit {
-        next = groups[query.limit as usize].0;
-        groups.truncate(query.limit as usize);
-    }
-    Ok(Some(SecurityGroupsResponse {
-        next,
-        security_groups: groups.into_iter().map(|(_, g)| g).collect(),
-    }))
-}
-
 /// Every group ordered by id, `None` when there is no table.
-pub(crate) fn all(tx: &mut dyn Tx, dialect: Dialect) -> Result<Option<Vec<SecurityGroup>>, Error> {
+pub(crate) fn all(tx: &mut dyn Tx) -> Result<Option<Vec<SecurityGroup>>, Error> {
+    let dialect = tx.dialect();
     if !table_exists(tx)? {
         return Ok(None);
     }
@@ -184,12 +109,12 @@ pub(crate) fn all(tx: &mut dyn Tx, dialect: Dialect) -> Result<Option<Vec<Securi
 
 /// Writes `groups` (ids in their order) into the table, creating it if needed, after deleting
 /// what was there.
-pub(crate) fn replace_all(
-    tx: &mut dyn Tx,
-    dialect: Dialect,
-    groups: &[SecurityGroup],
-) -> Result<(), Error> {
-    create_table(tx, dialect)?;
+pub(crate) fn replace_all(tx: &mut dyn Tx, groups: &[SecurityGroup]) -> Result<(), Error> {
+    let dialect = tx.dialect();
+    // On MySQL the caller creates it before the import's transaction (DDL would commit it).
+    if !table_exists(tx)? {
+        create_table(tx)?;
+    }
     tx.exec("DELETE FROM security_groups", &[])?;
     let (json, flag) = match dialect {
         Dialect::Postgres => ("CAST(? AS JSONB)", "(CAST(? AS INTEGER) = 1)"),

@@ -3,8 +3,10 @@
 //! `policy-server migrate --to-original`. See docs/store.md, "Coming from cf-networking".
 
 pub(crate) mod bridge;
+pub mod command;
 pub mod convert;
 pub mod detect;
 pub mod original_schema;
 
+pub use command::{migrate, MigrateOptions};
 pub use detect::{detect, Era, Found, Inspect, Original};

@@ -7,9 +7,11 @@ mod cache;
 mod engine;
 mod migrations;
 mod open;
-mod sql_store;
+pub(crate) mod sql_store;
 
 pub use cache::CachedStore;
+pub(crate) use engine::Engine;
+pub(crate) use migrations::migrate_locked;
 pub use migrations::KNOWN_VERSION as SCHEMA_VERSION;
 pub use open::{migrate, open, open_uncached, validate_tag_length};
 
@@ -65,7 +67,9 @@ impl From<crate::db::Error> for StoreError {
     fn from(e: crate::db::Error) -> StoreError {
         use crate::db::Error;
         match e {
-            Error::Config(m) | Error::Database(m) | Error::LostRace(m) => StoreError::Database(m),
+            Error::Config(m) | Error::Database(m) | Error::LostRace(m) | Error::Refused(m) => {
+                StoreError::Database(m)
+            }
             Error::SchemaTooNew { found, known } => StoreError::SchemaTooNew { found, known },
         }
     }

@@ -24,7 +24,7 @@ pub struct Imported {
 }
 
 /// What the database holds already, if anything (an import refuses it without `--replace`).
-pub(crate) fn existing_data(tx: &mut dyn Tx, dialect: Dialect) -> Result<Option<String>, Error> {
+pub(crate) fn existing_data(tx: &mut dyn Tx) -> Result<Option<String>, Error> {
     let count = |tx: &mut dyn Tx, sql: &str| -> Result<i64, Error> {
         tx.rows(sql, &[])?
             .first()
@@ -72,18 +72,23 @@ fn insert_rows(
 
 /// Loads `doc` (validated against this tag length) into the database. The caller runs this in
 /// one transaction, on a database that holds nothing or, with `replace`, whose data is replaced.
-pub(crate) fn import(
-    tx: &mut dyn Tx,
-    dialect: Dialect,
-    doc: &Document,
-    replace: bool,
-) -> Result<Imported, Error> {
-    if let Some(what) = existing_data(tx, dialect)? {
+pub(crate) fn import(tx: &mut dyn Tx, doc: &Document, replace: bool) -> Result<Imported, Error> {
+    let dialect = tx.dialect();
+    // First, as every policy writer does: writers of the store wait for this transaction.
+    let before: i64 = tx
+        .rows(
+            &format!(
+                "SELECT last_updated FROM policies_info WHERE id = 1{}",
+                dialect.for_update()
+            ),
+            &[],
+        )?
+        .first()
+        .map(|r| r[0].int())
+        .ok_or_else(|| db_error("policies_info row missing"))??;
+    if let Some(what) = existing_data(tx)? {
         if !replace {
-            return Err(db_error(format!(
-                "the database is not empty ({what}); import refuses to mix documents with \
-                 existing data (--replace overwrites it)"
-            )));
+            return Err(super::command::not_empty(&what));
         }
         tx.exec("DELETE FROM policies", &[])?;
         tx.exec("DELETE FROM destinations", &[])?;
@@ -91,12 +96,10 @@ pub(crate) fn import(
             "UPDATE \"groups\" SET guid = NULL, type = NULL WHERE guid IS NOT NULL",
             &[],
         )?;
+        if doc.security_groups.is_none() && security_groups::table_exists(tx)? {
+            tx.exec("DELETE FROM security_groups", &[])?;
+        }
     }
-    let before: i64 = tx
-        .rows("SELECT last_updated FROM policies_info WHERE id = 1", &[])?
-        .first()
-        .map(|r| r[0].int())
-        .ok_or_else(|| db_error("policies_info row missing"))??;
 
     // Tags onto their slots: the pool holds every id up to 2^(8L)-1 already.
     let ids: Vec<i64> = doc
@@ -183,7 +186,7 @@ pub(crate) fn import(
     }
     let security_groups = match &doc.security_groups {
         Some(groups) => {
-            security_groups::replace_all(tx, dialect, groups)?;
+            security_groups::replace_all(tx, groups)?;
             Some(groups.len())
         }
         None => None,

@@ -2,7 +2,10 @@
 //! everything the store holds, `policy-server import` loads it into an empty database of any
 //! backend. See docs/store.md, "Moving to PostgreSQL".
 
+pub mod command;
 pub mod document;
-pub(crate) mod import;
+mod import;
 
+pub use command::{export, import};
 pub use document::Document;
+pub use import::Imported;
