@@ -8,9 +8,12 @@ mod db;
 #[path = "common/cf_networking.rs"]
 mod cf_networking;
 
+#[path = "common/policy_server.rs"]
+mod policy_server;
+
 use cf_networking::{build, sample_policies, SecurityGroupRow, Shape};
 
-use netman::db::DatabaseType;
+use netman::db::{Cell, DatabaseType, Dialect, Error as DbError, Tx, Val};
 use netman::policy::adopt::{detect, Era, Found, Inspect};
 
 impl Inspect for db::RawSql {
@@ -177,6 +180,66 @@ fn the_original_schema_netman_writes_is_the_one_a_fresh_install_leaves() {
     }
 }
 
+/// netman's SQL layer over the test's own connection (autocommit; parameters written inline), so
+/// the conversion engine's "create netman's schema" step runs on the connection the conversion
+/// uses, as `policy-server migrate` runs it.
+impl Tx for db::RawSql {
+    fn dialect(&self) -> Dialect {
+        Dialect::of(self.kind())
+    }
+    fn exec(&mut self, sql: &str, params: &[Val<'_>]) -> Result<u64, DbError> {
+        let sql = inline(self.kind(), sql, params);
+        self.try_exec(&sql).map(|_| 0).map_err(DbError::Database)
+    }
+    fn rows(&mut self, sql: &str, params: &[Val<'_>]) -> Result<Vec<Vec<Cell>>, DbError> {
+        let sql = inline(self.kind(), sql, params);
+        Ok(db::RawSql::rows(self, &sql)
+            .into_iter()
+            .map(|r| {
+                r.into_iter()
+                    .map(|v| match v {
+                        None => Cell::Null,
+                        Some(s) => s.parse().map(Cell::Int).unwrap_or(Cell::Str(s)),
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+    fn batch(&mut self, sql: &str) -> Result<(), DbError> {
+        let sql = inline(self.kind(), sql, &[]);
+        self.try_exec(&sql).map_err(DbError::Database)
+    }
+}
+
+/// `sql` with its `?` parameters written as literals, in the dialect's quoting.
+fn inline(kind: DatabaseType, sql: &str, params: &[Val<'_>]) -> String {
+    let mut out = String::new();
+    let (mut literal, mut next) = (false, params.iter());
+    for c in sql.chars() {
+        if c == '\'' {
+            literal = !literal;
+        }
+        match (c, literal) {
+            ('?', false) => match next.next().expect("a parameter for every ?") {
+                Val::Int(i) => out.push_str(&i.to_string()),
+                Val::Str(s) => out.push_str(&db::quote(kind, s)),
+            },
+            _ => out.push(c),
+        }
+    }
+    if kind == DatabaseType::Mysql {
+        out = Dialect::Mysql.native(&out).into_owned();
+    }
+    out
+}
+
+/// netman's schema on the conversion's own connection.
+fn create_netman(tx: &mut dyn Tx, tag_length: u8) -> Result<i64, String> {
+    netman::policy::store::create_schema(tx, tag_length)
+        .map(|_| netman::policy::store::SCHEMA_VERSION)
+        .map_err(|e| e.to_string())
+}
+
 impl netman::policy::adopt::convert::Sql for db::RawSql {
     fn execute(&mut self, sql: &str) -> Result<(), String> {
         self.try_exec(sql)
@@ -289,9 +352,8 @@ fn the_conversion_engine_adopts_in_place_keeping_every_tag() {
             assert_eq!(cf_networking::describe_schema(&mut o.raw), schema_before);
             assert_eq!(o.listing(), listing);
 
-            let config = db.config.clone();
-            let report = convert::adopt(&mut o.raw, 2, false, &mut |_| {
-                netman::policy::store::migrate(&config, 2).map_err(|e| e.to_string())
+            let report = convert::adopt(&mut o.raw, 2, false, &mut |raw: &mut db::RawSql| {
+                create_netman(raw, 2)
             })
             .unwrap_or_else(|e| panic!("{kind:?} {shape:?}: {e}"));
             eprintln!("{kind:?} {shape:?}:\n{}", report.lines.join("\n"));
@@ -361,6 +423,28 @@ impl Inspect for Dying {
     }
 }
 
+/// Every statement counts against the budget, also those of netman's migrations.
+impl Tx for Dying {
+    fn dialect(&self) -> Dialect {
+        Dialect::Mysql
+    }
+    fn exec(&mut self, sql: &str, params: &[Val<'_>]) -> Result<u64, DbError> {
+        let sql = inline(DatabaseType::Mysql, sql, params);
+        netman::policy::adopt::convert::Sql::execute(self, &sql)
+            .map(|_| 0)
+            .map_err(DbError::Database)
+    }
+    fn rows(&mut self, sql: &str, params: &[Val<'_>]) -> Result<Vec<Vec<Cell>>, DbError> {
+        match &mut self.raw {
+            Some(raw) => Tx::rows(raw, sql, params),
+            None => Err(DbError::Database("connection lost".into())),
+        }
+    }
+    fn batch(&mut self, sql: &str) -> Result<(), DbError> {
+        self.exec(sql, &[]).map(|_| ())
+    }
+}
+
 impl netman::policy::adopt::convert::Sql for Dying {
     fn execute(&mut self, sql: &str) -> Result<(), String> {
         if self.left == 0 {
@@ -382,9 +466,7 @@ fn an_interrupted_mysql_adoption_completes_on_the_next_run_wherever_it_stopped()
         let mut o = filled_original_with(&db, Shape::Head, 1);
         let (listing, tags) = (o.listing(), o.tags());
         let before = o.last_updated_nanos();
-        let config = db.config.clone();
-        let mut create =
-            |_: &mut Dying| netman::policy::store::migrate(&config, 1).map_err(|e| e.to_string());
+        let mut create = |dying: &mut Dying| create_netman(dying, 1);
         let mut dying = Dying {
             raw: Some(db.raw()),
             left: cut,
@@ -399,9 +481,7 @@ fn an_interrupted_mysql_adoption_completes_on_the_next_run_wherever_it_stopped()
             Found::Original(_) | Found::Interrupted { .. } => {}
             other => panic!("cut after {cut} statements left {other:?}"),
         }
-        let mut create = |_: &mut db::RawSql| {
-            netman::policy::store::migrate(&config, 1).map_err(|e| e.to_string())
-        };
+        let mut create = |raw: &mut db::RawSql| create_netman(raw, 1);
         convert::adopt(&mut o.raw, 1, false, &mut create)
             .unwrap_or_else(|e| panic!("rerun after a cut at {cut}: {e}"));
         let (after, after_tags, version) = netman_view_with(&db.config, 1);
@@ -424,9 +504,8 @@ fn switching_back_restores_the_originals_schema_tags_and_policies() {
             let db = server(kind);
             let mut o = filled_original(&db, shape);
             let (listing, tags) = (o.listing(), o.tags());
-            let config = db.config.clone();
-            convert::adopt(&mut o.raw, 2, false, &mut |_| {
-                netman::policy::store::migrate(&config, 2).map_err(|e| e.to_string())
+            convert::adopt(&mut o.raw, 2, false, &mut |raw: &mut db::RawSql| {
+                create_netman(raw, 2)
             })
             .unwrap();
             // netman works on it for a while.
@@ -499,10 +578,260 @@ fn switching_back_restores_the_originals_schema_tags_and_policies() {
                 "{t:?}"
             );
             // And netman can adopt it again.
-            convert::adopt(&mut back.raw, 2, false, &mut |_| {
-                netman::policy::store::migrate(&config, 2).map_err(|e| e.to_string())
+            convert::adopt(&mut back.raw, 2, false, &mut |raw: &mut db::RawSql| {
+                create_netman(raw, 2)
             })
             .unwrap();
         }
+    }
+}
+
+// ------------------------------------------------------------ `policy-server migrate`, end to end
+
+/// The real policy server configured on `db` (not started).
+fn configured(db: &db::TestDb, tag_length: u8) -> policy_server::PolicyServer {
+    let database = db.config_json();
+    policy_server::PolicyServer::configure(|c, _| {
+        c["database"] = database;
+        c["tag_length"] = serde_json::json!(tag_length);
+    })
+}
+
+/// What the started server's internal API lists: (policies sorted, policies_last_updated).
+fn served(ps: &mut policy_server::PolicyServer) -> (Vec<netman::api::policy::Policy>, i64) {
+    ps.spawn();
+    let (status, body) = ps.internal_get("/networking/v1/internal/policies");
+    assert_eq!(status, 200, "{body}");
+    let mut listed: netman::api::policy::PoliciesResponse = serde_json::from_str(&body).unwrap();
+    assert_eq!(listed.total_policies, listed.policies.len());
+    listed.policies.sort();
+    let (status, version) = ps.internal_get("/networking/v1/internal/policies_last_updated");
+    assert_eq!(status, 200, "{version}");
+    ps.kill();
+    (listed.policies, version.trim().parse().unwrap())
+}
+
+fn security_group_rows(dump: &str) -> Vec<&str> {
+    dump.lines()
+        .filter(|l| l.starts_with("security_groups:"))
+        .collect()
+}
+
+#[test]
+fn migrate_adopts_each_original_keeping_every_policy_tag_and_security_group() {
+    for kind in SERVERS {
+        for shape in [
+            Shape::Head,
+            Shape::HeadWithoutSecurityGroups,
+            Shape::NetmanEra,
+        ] {
+            let case = format!("{kind:?} {shape:?}");
+            let db = server(kind);
+            let mut o = filled_original(&db, shape);
+            let (listing, tags) = (o.listing(), o.tags());
+            let before = if shape == Shape::NetmanEra {
+                0
+            } else {
+                o.last_updated_nanos()
+            };
+            let original = cf_networking::dump(&mut o.raw);
+            let mut ps = configured(&db, 2);
+
+            // The server will not start on it, says what to run, and leaves it as it was.
+            let refused = ps.start_refused();
+            assert!(
+                refused.contains("policy-server migrate"),
+                "{case}: {refused}"
+            );
+            assert_eq!(cf_networking::dump(&mut o.raw), original, "{case}");
+
+            let (ok, out, err) = ps.command(&["migrate", "--dry-run"]);
+            assert!(ok, "{case}: {err}");
+            assert!(
+                out.contains("nothing was changed (--dry-run)"),
+                "{case}: {out}"
+            );
+            assert!(
+                out.contains(&format!("{} policies", listing.len())),
+                "{case}: {out}"
+            );
+            assert_eq!(cf_networking::dump(&mut o.raw), original, "{case}: dry run");
+
+            let (ok, out, err) = ps.command(&["migrate"]);
+            assert!(ok, "{case}: {err}");
+            assert!(out.contains("adopted: done"), "{case}: {out}");
+
+            let (served_listing, version) = served(&mut ps);
+            assert_eq!(
+                served_listing, listing,
+                "{case}: the internal API's listing"
+            );
+            assert_eq!(
+                netman_view(&db.config).1,
+                tags,
+                "{case}: every tag and type"
+            );
+            assert!(
+                version > before,
+                "{case}: last_updated {version} <= {before}"
+            );
+            let adopted = cf_networking::dump(&mut o.raw);
+            assert_eq!(
+                security_group_rows(&adopted),
+                security_group_rows(&original),
+                "{case}: security_groups"
+            );
+            if shape == Shape::Head {
+                assert_eq!(security_group_rows(&adopted).len(), 2, "{case}");
+            }
+
+            // Again: nothing to do, nothing changed (not even last_updated).
+            for args in [&["migrate"][..], &["migrate", "--dry-run"][..]] {
+                let (ok, out, err) = ps.command(args);
+                assert!(ok, "{case} {args:?}: {err}");
+                assert!(out.contains("nothing to do"), "{case} {args:?}: {out}");
+                assert_eq!(cf_networking::dump(&mut o.raw), adopted, "{case} {args:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn migrate_refuses_unknown_schemas_and_changes_nothing() {
+    for kind in SERVERS {
+        let leftovers = server(kind);
+        let mut o = build(&leftovers, Shape::Head, 2);
+        o.create(&sample_policies(5, 4));
+        o.raw
+            .exec("CREATE TABLE terminals (guid varchar(36) PRIMARY KEY)");
+        let newer = server(kind);
+        let mut n = build(&newer, Shape::Head, 2);
+        n.create(&sample_policies(5, 4));
+        n.raw
+            .exec("INSERT INTO gorp_migrations (id, applied_at) VALUES ('80', CURRENT_TIMESTAMP)");
+        for (db, raw, expected) in [
+            (&leftovers, &mut o.raw, "terminals"),
+            (&newer, &mut n.raw, "(80)"),
+        ] {
+            let before = cf_networking::dump(raw);
+            let ps = configured(db, 2);
+            for args in [&["migrate"][..], &["migrate", "--dry-run"][..]] {
+                let (ok, _, err) = ps.command(args);
+                assert!(!ok, "{kind:?} {args:?} accepted");
+                assert!(
+                    err.contains(expected) && err.contains("Nothing was changed"),
+                    "{kind:?} {args:?}: {err}"
+                );
+                assert_eq!(cf_networking::dump(raw), before, "{kind:?} {args:?}");
+            }
+            let refused = ps.start_refused();
+            assert!(refused.contains("policy-server migrate"), "{refused}");
+            assert_eq!(cf_networking::dump(raw), before, "{kind:?}: server start");
+        }
+    }
+}
+
+#[test]
+fn an_interrupted_mysql_adoption_stops_the_server_and_migrate_finishes_it() {
+    use netman::policy::adopt::convert;
+    let mut interrupted = 0;
+    for cut in [1, 4, 9, 15, 25] {
+        let db = server(DatabaseType::Mysql);
+        let mut o = filled_original_with(&db, Shape::Head, 1);
+        let (listing, tags) = (o.listing(), o.tags());
+        let before = o.last_updated_nanos();
+        let mut dying = Dying {
+            raw: Some(db.raw()),
+            left: cut,
+        };
+        let mut create = |dying: &mut Dying| create_netman(dying, 1);
+        assert!(
+            convert::adopt(&mut dying, 1, false, &mut create).is_err(),
+            "the adoption has more than {cut} statements"
+        );
+        let mut ps = configured(&db, 1);
+        if let Found::Interrupted { .. } = detect(&mut o.raw).unwrap() {
+            interrupted += 1;
+            let refused = ps.start_refused();
+            assert!(
+                refused.contains("interrupted") && refused.contains("policy-server migrate"),
+                "cut at {cut}: {refused}"
+            );
+        }
+        let (ok, out, err) = ps.command(&["migrate"]);
+        assert!(ok, "cut at {cut}: {err}");
+        assert!(out.contains("adopted: done"), "cut at {cut}: {out}");
+        let (served_listing, version) = served(&mut ps);
+        assert_eq!(served_listing, listing, "cut at {cut}");
+        assert_eq!(netman_view_with(&db.config, 1).1, tags, "cut at {cut}");
+        assert!(version > before, "cut at {cut}");
+    }
+    assert!(
+        interrupted >= 3,
+        "only {interrupted} cuts left a conversion to finish"
+    );
+}
+
+#[test]
+fn migrate_to_original_switches_back_and_migrate_adopts_again() {
+    for kind in SERVERS {
+        let db = server(kind);
+        let mut o = filled_original(&db, Shape::Head);
+        let mut ps = configured(&db, 2);
+        let (ok, _, err) = ps.command(&["migrate"]);
+        assert!(ok, "{kind:?}: {err}");
+        // netman works on it for a while.
+        let store = netman::policy::store::open_uncached(&db.config, 2).unwrap();
+        store
+            .create(&[netman::api::policy::Policy::new(
+                "netman-app",
+                "late-2",
+                "tcp",
+                7,
+                8,
+            )])
+            .unwrap();
+        store.create_tag("netman-router", "router").unwrap();
+        drop(store);
+        let (listing, version) = served(&mut ps);
+        let tags = netman_view(&db.config).1;
+        let security_groups = security_group_rows(&cf_networking::dump(&mut o.raw))
+            .into_iter()
+            .map(str::to_string)
+            .collect::<Vec<_>>();
+
+        let netman = cf_networking::dump(&mut o.raw);
+        let (ok, out, err) = ps.command(&["migrate", "--to-original", "--dry-run"]);
+        assert!(ok, "{kind:?}: {err}");
+        assert!(out.contains("nothing was changed"), "{out}");
+        assert_eq!(cf_networking::dump(&mut o.raw), netman, "{kind:?}: dry run");
+
+        let (ok, out, err) = ps.command(&["migrate", "--to-original"]);
+        assert!(ok, "{kind:?}: {err}");
+        assert!(out.contains("switched back"), "{out}");
+        let fresh_db = server(kind);
+        let mut fresh = build(&fresh_db, Shape::Head, 2);
+        assert_eq!(
+            cf_networking::describe_schema(&mut o.raw),
+            cf_networking::describe_schema(&mut fresh.raw),
+            "{kind:?}: the original's schema"
+        );
+        let mut back = cf_networking::attach(&db, Shape::Head, 2);
+        assert_eq!(back.listing(), listing, "{kind:?}");
+        assert_eq!(back.tags(), tags, "{kind:?}");
+        assert!(back.last_updated_nanos() > version, "{kind:?}");
+        let original = cf_networking::dump(&mut back.raw);
+        assert_eq!(security_group_rows(&original), security_groups, "{kind:?}");
+
+        // Switching back twice is refused, untouched; the server refuses the original again.
+        let (ok, _, err) = ps.command(&["migrate", "--to-original"]);
+        assert!(!ok && err.contains("nothing to convert"), "{kind:?}: {err}");
+        assert_eq!(cf_networking::dump(&mut back.raw), original, "{kind:?}");
+        assert!(ps.start_refused().contains("policy-server migrate"));
+
+        let (ok, _, err) = ps.command(&["migrate"]);
+        assert!(ok, "{kind:?}: {err}");
+        let (again, _) = served(&mut ps);
+        assert_eq!(again, listing, "{kind:?}: adopted again");
     }
 }

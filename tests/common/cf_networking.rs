@@ -773,3 +773,53 @@ pub fn sample_policies(count: usize, apps: usize) -> Vec<Policy> {
         })
         .collect()
 }
+
+/// The whole database, schema and data: [`describe_schema`] and every row of every table
+/// (sorted). Two equal dumps mean nothing was changed.
+pub fn dump(raw: &mut RawSql) -> String {
+    let tables_sql = match raw.kind() {
+        DatabaseType::Postgres => {
+            "SELECT table_name FROM information_schema.tables \
+             WHERE table_schema = 'public' AND table_type = 'BASE TABLE'"
+        }
+        DatabaseType::Mysql => {
+            "SELECT TABLE_NAME FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE = 'BASE TABLE'"
+        }
+        DatabaseType::Sqlite => {
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        }
+    };
+    let mut tables: Vec<String> = raw
+        .rows(tables_sql)
+        .into_iter()
+        .filter_map(|r| r[0].clone())
+        .collect();
+    tables.sort();
+    let quote = if raw.kind() == DatabaseType::Mysql {
+        '`'
+    } else {
+        '"'
+    };
+    let mut out = describe_schema(raw);
+    for t in tables {
+        let mut rows: Vec<String> = raw
+            .rows(&format!("SELECT * FROM {quote}{t}{quote}"))
+            .into_iter()
+            .map(|r| {
+                let fields: Vec<String> = r
+                    .into_iter()
+                    .map(|v| v.unwrap_or_else(|| "NULL".into()))
+                    .collect();
+                format!("{t}: {}", fields.join(" | "))
+            })
+            .collect();
+        rows.sort();
+        out.push_str(&format!("table {t}: {} rows\n", rows.len()));
+        for r in rows {
+            out.push_str(&r);
+            out.push('\n');
+        }
+    }
+    out
+}

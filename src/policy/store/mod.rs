@@ -19,6 +19,13 @@ use crate::api::policy::{Policy, Tag};
 use std::collections::HashMap;
 use std::fmt;
 
+/// Creates or migrates netman's policy tables and fills the tag pool, on a connection whose
+/// caller holds the migration lock: what `policy-server migrate` runs inside a conversion
+/// (public for tests that drive the conversion engine on connections of their own).
+pub fn create_schema(tx: &mut dyn crate::db::Tx, tag_length: u8) -> Result<(), crate::db::Error> {
+    migrations::migrate_locked(tx, tag_length)
+}
+
 /// Which policies a list returns, as the `GET policies` query parameters select them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PolicyFilter {
