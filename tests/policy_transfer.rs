@@ -79,8 +79,15 @@ fn round_trip_sqlite_postgres_mysql_sqlite_ends_byte_identical_in_the_internal_l
         assert!(ok, "hop {hop} import: {err}");
         assert!(out.contains("imported"), "{out}");
         let (listing, v) = served(&mut servers[hop + 1]);
-        assert_eq!(listing, first, "hop {hop}: the internal listing, byte for byte");
-        assert_eq!(tags(&dbs[hop + 1]), first_tags, "hop {hop}: every tag and type");
+        assert_eq!(
+            listing, first,
+            "hop {hop}: the internal listing, byte for byte"
+        );
+        assert_eq!(
+            tags(&dbs[hop + 1]),
+            first_tags,
+            "hop {hop}: every tag and type"
+        );
         assert!(v > version, "hop {hop}: last_updated {v} <= {version}");
         version = v;
     }
@@ -95,7 +102,11 @@ fn bad_documents(good: &str) -> Vec<(&'static str, String, &'static str)> {
         d.to_string()
     };
     vec![
-        ("cut in half", good[..good.len() / 2].to_string(), "cut short"),
+        (
+            "cut in half",
+            good[..good.len() / 2].to_string(),
+            "cut short",
+        ),
         ("empty", String::new(), "not an export document"),
         (
             "a tag given twice",
@@ -142,6 +153,14 @@ fn import_refuses_corrupt_or_partial_documents_and_writes_nothing() {
             netman::db::DatabaseType::Sqlite => String::new(),
             _ => cf_networking::dump(&mut target.raw()),
         };
+        let untouched = |what: &str| match kind {
+            // Not even the file was created.
+            netman::db::DatabaseType::Sqlite => assert!(
+                !std::path::Path::new(&target.config.connection_string).exists(),
+                "{kind:?} {what}"
+            ),
+            _ => assert_eq!(cf_networking::dump(&mut target.raw()), empty, "{what}"),
+        };
         for (what, text, expected) in &bad {
             for args in [&["import"][..], &["import", "--replace"][..]] {
                 let (ok, _, err) = ps.command_with_input(args, Some(text.as_bytes()));
@@ -150,16 +169,16 @@ fn import_refuses_corrupt_or_partial_documents_and_writes_nothing() {
                     err.contains(expected) && err.to_lowercase().contains("nothing was written"),
                     "{kind:?} {what}: {err}"
                 );
-                match kind {
-                    // Not even the file was created.
-                    netman::db::DatabaseType::Sqlite => assert!(
-                        !std::path::Path::new(&target.config.connection_string).exists(),
-                        "{kind:?} {what}"
-                    ),
-                    _ => assert_eq!(cf_networking::dump(&mut target.raw()), empty, "{what}"),
-                }
+                untouched(what);
             }
         }
+        // --dry-run validates a good document and touches no database either.
+        let (ok, out, err) = ps.command_with_input(&["import", "--dry-run"], Some(good.as_bytes()));
+        assert!(
+            ok && out.contains("nothing was written"),
+            "{kind:?}: {out} {err}"
+        );
+        untouched("--dry-run");
 
         // A database with data: refused without --replace, and bad documents change nothing
         // with it either.
@@ -215,7 +234,10 @@ fn security_groups_and_tag_types_of_an_adopted_foundation_travel_to_every_backen
     let exported: Value = serde_json::from_str(&doc).unwrap();
     let groups = exported["security_groups"].clone();
     assert_eq!(groups.as_array().unwrap().len(), 3, "{groups}");
-    assert_eq!(groups[1]["running_space_guids"], json!(["space-1", "space-x"]));
+    assert_eq!(
+        groups[1]["running_space_guids"],
+        json!(["space-1", "space-x"])
+    );
     assert_eq!(groups[0]["staging_default"], json!(true));
     for target in [db::mariadb(), db::sqlite()] {
         let ps = configured(&target);
@@ -227,7 +249,12 @@ fn security_groups_and_tag_types_of_an_adopted_foundation_travel_to_every_backen
         let again: Value = serde_json::from_str(&again).unwrap();
         assert_eq!(again["security_groups"], groups, "{:?}", target.kind());
         assert_eq!(again["tags"], exported["tags"], "{:?}", target.kind());
-        assert_eq!(again["policies"], exported["policies"], "{:?}", target.kind());
+        assert_eq!(
+            again["policies"],
+            exported["policies"],
+            "{:?}",
+            target.kind()
+        );
     }
 }
 

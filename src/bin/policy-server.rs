@@ -47,6 +47,9 @@ enum Command {
         /// Replace the policies, tags and security groups the database holds.
         #[arg(long)]
         replace: bool,
+        /// Validate the document only; touch no database.
+        #[arg(long)]
+        dry_run: bool,
         /// The document (`-` or none: standard input).
         #[arg(value_name = "FILE")]
         file: Option<PathBuf>,
@@ -72,7 +75,11 @@ fn main() {
                 },
             ),
             Command::Export { output } => admin::export(&config, output.as_deref()),
-            Command::Import { replace, file } => admin::import(&config, file.as_deref(), replace),
+            Command::Import {
+                replace,
+                dry_run,
+                file,
+            } => admin::import(&config, file.as_deref(), replace, dry_run),
         };
         match result {
             Ok(()) => return,

@@ -51,11 +51,12 @@ pub fn export(config: &PolicyServerConfig, output: Option<&Path>) -> Result<(), 
 }
 
 /// `import`: the document from `file` (none or `-`: standard input); a summary on standard
-/// output.
+/// output. With `dry_run` the document is only validated (no database is touched).
 pub fn import(
     config: &PolicyServerConfig,
     file: Option<&Path>,
     replace: bool,
+    dry_run: bool,
 ) -> Result<(), String> {
     let mut bytes = Vec::new();
     match file {
@@ -69,6 +70,21 @@ pub fn import(
                 .read_to_end(&mut bytes)
                 .map_err(|e| format!("import: reading standard input: {e}"))?;
         }
+    }
+    if dry_run {
+        let doc = transfer::check(config.tag_length, &bytes).map_err(|e| format!("import: {e}"))?;
+        println!(
+            "the document is valid: {} policies, {} tags{}, last_updated {}; nothing was written \
+             (--dry-run)",
+            doc.policies.len(),
+            doc.tags.len(),
+            doc.security_groups
+                .as_ref()
+                .map(|g| format!(", {} security groups", g.len()))
+                .unwrap_or_default(),
+            doc.last_updated
+        );
+        return Ok(());
     }
     let done = transfer::import(&config.database, config.tag_length, &bytes, replace)
         .map_err(|e| format!("import: {e}"))?;

@@ -97,6 +97,20 @@ fn check_pool(tx: &mut dyn Tx, tag_length: u8) -> Result<(), Error> {
     Ok(())
 }
 
+/// Parses and validates a document as [`import`] does, without touching any database; returns
+/// it for a summary.
+pub fn check(tag_length: u8, bytes: &[u8]) -> Result<Document, String> {
+    validate_tag_length(tag_length).map_err(|e| e.to_string())?;
+    let doc = Document::parse(bytes).map_err(|e| format!("{e}. Nothing was written"))?;
+    doc.validate(tag_length).map_err(|problems| {
+        format!(
+            "the document is refused, nothing was written:\n  {}",
+            problems.join("\n  ")
+        )
+    })?;
+    Ok(doc)
+}
+
 /// Loads an export document into the configured database. The whole document is parsed and
 /// validated before the database is touched; the data goes in as one transaction, into a
 /// database without policies, tags or security groups, or, with `replace`, replacing them.
@@ -106,14 +120,7 @@ pub fn import(
     bytes: &[u8],
     replace: bool,
 ) -> Result<Imported, String> {
-    validate_tag_length(tag_length).map_err(|e| e.to_string())?;
-    let doc = Document::parse(bytes).map_err(|e| format!("{e}. Nothing was written"))?;
-    doc.validate(tag_length).map_err(|problems| {
-        format!(
-            "the document is refused, nothing was written:\n  {}",
-            problems.join("\n  ")
-        )
-    })?;
+    let doc = check(tag_length, bytes)?;
     let db = Db::open(config, Options::default(), |tx| {
         refuse_foreign_schema(tx)?;
         migrate_locked(tx, tag_length)?;

@@ -6,6 +6,6 @@ pub mod command;
 pub mod document;
 mod import;
 
-pub use command::{export, import};
+pub use command::{check, export, import};
 pub use document::Document;
 pub use import::Imported;
