@@ -5,8 +5,9 @@
 #[path = "../tests/overlay_common/mod.rs"]
 mod overlay_common;
 
+use netman::lab::netns::NamedNetns;
 use netman::netlink::Handle;
-use netman::netns::{run_in, NamedNetns};
+use netman::netns::run_in;
 use netman::overlay::vtep::{self, VtepConfig};
 use netman::overlay::{Lease, ParsedLease};
 use overlay_common::*;

@@ -20,6 +20,19 @@ pub fn load<T: DeserializeOwned + Validate>(path: &Path) -> Result<T, String> {
     Ok(config)
 }
 
+/// A list of certificate names: none empty or padded with spaces.
+pub fn require_cert_names(key: &str, names: &[String]) -> Result<(), String> {
+    match names
+        .iter()
+        .find(|n| n.trim().is_empty() || n.trim() != n.as_str())
+    {
+        Some(bad) => Err(format!(
+            "invalid '{key}': {bad:?} is not a certificate name"
+        )),
+        None => Ok(()),
+    }
+}
+
 pub fn require_nonempty(key: &str, value: &str) -> Result<(), String> {
     if value.trim().is_empty() {
         return Err(format!("missing required config '{key}'"));
@@ -51,6 +64,31 @@ pub fn require_positive(key: &str, value: u64) -> Result<(), String> {
         return Err(format!("invalid '{key}': must be greater than 0"));
     }
     Ok(())
+}
+
+/// Defaults written next to their key: `#[serde(default = "config::u16_default::<4103>")]`.
+pub fn u16_default<const N: u16>() -> u16 {
+    N
+}
+pub fn u32_default<const N: u32>() -> u32 {
+    N
+}
+pub fn u64_default<const N: u64>() -> u64 {
+    N
+}
+pub fn bool_default<const B: bool>() -> bool {
+    B
+}
+pub fn u8_default<const N: u8>() -> u8 {
+    N
+}
+/// `0.0.0.0`, the default of listeners other hosts reach.
+pub fn any_host() -> String {
+    "0.0.0.0".into()
+}
+/// `127.0.0.1`, the default of debug and other local-only listeners.
+pub fn loopback() -> String {
+    "127.0.0.1".into()
 }
 
 #[cfg(test)]

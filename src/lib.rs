@@ -26,6 +26,7 @@ pub mod agent; // vxlan-policy-agent
 pub mod networker; // garden-external-networker
 
 pub mod cli; // the netman CLI
+pub mod dns;
 pub mod lab; // netman-lab
 pub mod netmon; // netmon and the overlay watchdog
-pub mod pki; // certificate generation (lab, generate-certs, tests)
+pub mod pki; // certificate generation (lab, generate-certs, tests) // per-cell DNS resolver: internal routes and forwarding

@@ -1,18 +1,88 @@
-//! Prometheus metrics and the loopback debug server every long-running netman binary exposes:
-//! `GET /metrics`, `GET|PUT|POST /log-level`, `GET /health`.
+//! Prometheus metrics: the one way a daemon declares them ([`Registrar`]: every name under the
+//! daemon's prefix, registered where the metric is made), and the shared kinds (HTTP request
+//! metrics, operation timings, uptime). The debug server that serves them is
+//! [`crate::daemon::debug`].
 
-use crate::http::{Request, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Registers a daemon's metrics, each named `<prefix>_<name>`: one line a metric where the
+/// metric is made, e.g. `leases: r.metric("number_leases", "Leases listed by the controller")`.
+pub struct Registrar<'a> {
+    registry: &'a mut Registry,
+    prefix: &'a str,
+}
+
+impl<'a> Registrar<'a> {
+    pub fn new(registry: &'a mut Registry, prefix: &'a str) -> Registrar<'a> {
+        Registrar { registry, prefix }
+    }
+
+    fn name(&self, name: &str) -> String {
+        [self.prefix, name]
+            .iter()
+            .filter(|part| !part.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join("_")
+    }
+
+    /// A new metric of the type the caller wants (gauge, counter, family), registered.
+    pub fn metric<M: Metric + Clone + Default>(&mut self, name: &str, help: &str) -> M {
+        self.register(name, help, M::default())
+    }
+
+    /// Registers `metric` and gives it back.
+    pub fn register<M: Metric + Clone>(&mut self, name: &str, help: &str, metric: M) -> M {
+        let full = self.name(name);
+        self.registry.register(full, help, metric.clone());
+        metric
+    }
+
+    /// Timings of named operations: a histogram family `<prefix>_<name>` by op and outcome.
+    pub fn ops(&mut self, name: &str, help: &str) -> OpMetrics {
+        OpMetrics {
+            latency: self.register(
+                name,
+                help,
+                Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            ),
+        }
+    }
+
+    /// Request counts and latencies of one HTTP server: `<prefix>[_<server>]_http_requests` and
+    /// `..._http_request_duration_seconds`, by route and status.
+    pub fn http(&mut self, server: &str) -> HttpMetrics {
+        let scope = self.name(server);
+        let mut r = Registrar::new(self.registry, &scope);
+        HttpMetrics {
+            requests: r.metric("http_requests", "HTTP requests served, by route and status"),
+            latency: r.register(
+                "http_request_duration_seconds",
+                "HTTP request latency, by route and status",
+                Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            ),
+        }
+    }
+
+    /// `<prefix>_uptime_seconds`, refreshed whenever metrics are scraped.
+    pub fn uptime(&mut self) -> Arc<Uptime> {
+        let gauge = self.metric("uptime_seconds", "Seconds since the process started");
+        Arc::new(Uptime {
+            started: Instant::now(),
+            gauge,
+        })
+    }
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
@@ -39,24 +109,6 @@ pub struct HttpMetrics {
 }
 
 impl HttpMetrics {
-    pub fn register(registry: &mut Registry, prefix: &str) -> HttpMetrics {
-        let m = HttpMetrics {
-            requests: Family::default(),
-            latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
-        };
-        registry.register(
-            format!("{prefix}_http_requests"),
-            "HTTP requests served, by route and status",
-            m.requests.clone(),
-        );
-        registry.register(
-            format!("{prefix}_http_request_duration_seconds"),
-            "HTTP request latency, by route and status",
-            m.latency.clone(),
-        );
-        m
-    }
-
     pub fn observe(&self, route: &str, status: u16, elapsed: Duration) {
         let labels = RouteLabels {
             route: route.to_string(),
@@ -76,14 +128,6 @@ pub struct OpMetrics {
 }
 
 impl OpMetrics {
-    pub fn register(registry: &mut Registry, name: &str, help: &str) -> OpMetrics {
-        let m = OpMetrics {
-            latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
-        };
-        registry.register(name, help, m.latency.clone());
-        m
-    }
-
     /// Runs `f`, recording its duration under `op` with outcome `success` or `error`.
     pub fn time<T, E>(&self, op: &str, f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
         let started = Instant::now();
@@ -106,19 +150,6 @@ pub struct Uptime {
 }
 
 impl Uptime {
-    pub fn register(registry: &mut Registry, prefix: &str) -> Arc<Uptime> {
-        let u = Arc::new(Uptime {
-            started: Instant::now(),
-            gauge: Gauge::default(),
-        });
-        registry.register(
-            format!("{prefix}_uptime_seconds"),
-            "Seconds since the process started",
-            u.gauge.clone(),
-        );
-        u
-    }
-
     pub fn refresh(&self) {
         self.gauge.set(self.started.elapsed().as_secs_f64());
     }
@@ -134,66 +165,4 @@ pub fn encode(registry: &Registry) -> String {
         log::error!("encoding metrics: {e}");
     }
     out
-}
-
-type HealthCheck = dyn Fn() -> Result<(), String> + Send + Sync;
-type Refresh = dyn Fn() + Send + Sync;
-
-/// The handler of the loopback debug port.
-pub struct DebugHandler {
-    registry: Arc<Registry>,
-    health: Box<HealthCheck>,
-    refresh: Box<Refresh>,
-}
-
-impl DebugHandler {
-    pub fn new(
-        registry: Arc<Registry>,
-        health: impl Fn() -> Result<(), String> + Send + Sync + 'static,
-        refresh: impl Fn() + Send + Sync + 'static,
-    ) -> DebugHandler {
-        DebugHandler {
-            registry,
-            health: Box::new(health),
-            refresh: Box::new(refresh),
-        }
-    }
-
-    /// Serves the debug routes; `None` for paths it does not own.
-    pub fn route(&self, req: &Request) -> Option<Response> {
-        Some(match (req.method.as_str(), req.path.as_str()) {
-            ("GET", "/metrics") => {
-                (self.refresh)();
-                Response::new(200)
-                    .with_header("content-type", CONTENT_TYPE)
-                    .with_body(encode(&self.registry).into_bytes())
-            }
-            ("GET", "/health") => match (self.health)() {
-                Ok(()) => Response::json(200, &serde_json::json!({"healthy": true})),
-                Err(e) => Response::error(500, &e),
-            },
-            ("GET", "/log-level") => {
-                Response::text(200, log::max_level().to_string().to_lowercase())
-            }
-            ("PUT" | "POST", "/log-level") => {
-                let text = String::from_utf8_lossy(&req.body);
-                match crate::logging::parse_level(&text) {
-                    Ok(level) => {
-                        log::set_max_level(level);
-                        log::warn!("log level set to {level}");
-                        Response::new(204)
-                    }
-                    Err(e) => Response::error(400, &e),
-                }
-            }
-            _ => return None,
-        })
-    }
-}
-
-impl crate::http::Handler for DebugHandler {
-    fn handle(&self, req: &Request) -> Response {
-        self.route(req)
-            .unwrap_or_else(|| Response::error(404, "not found"))
-    }
 }

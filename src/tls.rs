@@ -45,6 +45,18 @@ pub fn server_config(
     key_file: &Path,
     client_ca: Option<&Path>,
 ) -> Result<Arc<rustls::ServerConfig>, String> {
+    server_config_for_clients(cert_file, key_file, client_ca, &[])
+}
+
+/// [`server_config`] where, when `allowed_clients` is not empty, a client certificate must also
+/// name one of them (as its subject common name or a subject alternative name) and carry the
+/// clientAuth extended key usage; any other certificate from the CA is refused in the handshake.
+pub fn server_config_for_clients(
+    cert_file: &Path,
+    key_file: &Path,
+    client_ca: Option<&Path>,
+    allowed_clients: &[String],
+) -> Result<Arc<rustls::ServerConfig>, String> {
     install_crypto_provider();
     let certs = load_certs(cert_file)?;
     let key = load_key(key_file)?;
@@ -54,7 +66,17 @@ pub fn server_config(
             let verifier = WebPkiClientVerifier::builder(Arc::new(root_store(ca)?))
                 .build()
                 .map_err(|e| format!("client verifier for {}: {e}", ca.display()))?;
-            builder.with_client_cert_verifier(verifier)
+            if allowed_clients.is_empty() {
+                builder.with_client_cert_verifier(verifier)
+            } else {
+                builder.with_client_cert_verifier(Arc::new(AllowList {
+                    inner: verifier,
+                    allowed: allowed_clients.to_vec(),
+                }))
+            }
+        }
+        None if !allowed_clients.is_empty() => {
+            return Err("an allow-list of client certificates needs a client CA".into())
         }
         None => builder.with_no_client_auth(),
     };
@@ -85,4 +107,147 @@ pub fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
                 .map(str::to_string)
         })
         .next()
+}
+
+/// The names a certificate carries and whether it may authenticate a client.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct CertIdentity {
+    pub common_names: Vec<String>,
+    /// DNS names, URIs, e-mail addresses and IP addresses of the subjectAltName extension.
+    pub alt_names: Vec<String>,
+    /// The extendedKeyUsage extension is present and lists clientAuth.
+    pub client_auth: bool,
+}
+
+/// Reads subject names and extended key usage from a DER certificate.
+pub fn cert_identity(cert: &CertificateDer<'_>) -> Result<CertIdentity, String> {
+    use x509_cert::der::asn1::{Ia5StringRef, PrintableStringRef, Utf8StringRef};
+    use x509_cert::der::{oid::ObjectIdentifier, Decode};
+    use x509_cert::ext::pkix::name::GeneralName;
+    use x509_cert::ext::pkix::{ExtendedKeyUsage, SubjectAltName};
+    const CN: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.3");
+    const SAN: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.17");
+    const EKU: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.37");
+    const CLIENT_AUTH: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.2");
+
+    let cert =
+        x509_cert::Certificate::from_der(cert.as_ref()).map_err(|e| format!("certificate: {e}"))?;
+    let tbs = &cert.tbs_certificate;
+    let mut id = CertIdentity::default();
+    for rdn in tbs.subject.0.iter() {
+        for atv in rdn.0.iter().filter(|a| a.oid == CN) {
+            let value = &atv.value;
+            let text = Utf8StringRef::try_from(value)
+                .map(|s| s.as_str().to_string())
+                .or_else(|_| PrintableStringRef::try_from(value).map(|s| s.as_str().to_string()))
+                .or_else(|_| Ia5StringRef::try_from(value).map(|s| s.as_str().to_string()));
+            if let Ok(t) = text {
+                id.common_names.push(t);
+            }
+        }
+    }
+    for ext in tbs.extensions.iter().flatten() {
+        let bytes = ext.extn_value.as_bytes();
+        if ext.extn_id == SAN {
+            let san =
+                SubjectAltName::from_der(bytes).map_err(|e| format!("subjectAltName: {e}"))?;
+            for name in san.0 {
+                match name {
+                    GeneralName::DnsName(n) => id.alt_names.push(n.to_string()),
+                    GeneralName::Rfc822Name(n) => id.alt_names.push(n.to_string()),
+                    GeneralName::UniformResourceIdentifier(n) => id.alt_names.push(n.to_string()),
+                    GeneralName::IpAddress(ip) => {
+                        let b = ip.as_bytes();
+                        let addr = match b.len() {
+                            4 => <[u8; 4]>::try_from(b).ok().map(std::net::IpAddr::from),
+                            16 => <[u8; 16]>::try_from(b).ok().map(std::net::IpAddr::from),
+                            _ => None,
+                        };
+                        id.alt_names.extend(addr.map(|a| a.to_string()));
+                    }
+                    _ => {}
+                }
+            }
+        } else if ext.extn_id == EKU {
+            let eku =
+                ExtendedKeyUsage::from_der(bytes).map_err(|e| format!("extendedKeyUsage: {e}"))?;
+            id.client_auth = eku.0.contains(&CLIENT_AUTH);
+        }
+    }
+    Ok(id)
+}
+
+/// The CA's verification, then the allow-list of client identities.
+#[derive(Debug)]
+struct AllowList {
+    inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    allowed: Vec<String>,
+}
+
+impl AllowList {
+    fn admit(&self, cert: &CertificateDer<'_>) -> Result<(), String> {
+        let id = cert_identity(cert)?;
+        let names = || id.common_names.iter().chain(&id.alt_names);
+        if !names().any(|n| self.allowed.contains(n)) {
+            return Err(format!(
+                "client certificate {:?} is not in the allow-list",
+                names().collect::<Vec<_>>()
+            ));
+        }
+        if !id.client_auth {
+            return Err(format!(
+                "client certificate {:?} lacks the clientAuth extended key usage",
+                id.common_names
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl rustls::server::danger::ClientCertVerifier for AllowList {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        self.admit(end_entity).map_err(|reason| {
+            log::warn!("refused a client: {reason}");
+            rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            )
+        })?;
+        Ok(verified)
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }

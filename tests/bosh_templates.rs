@@ -509,7 +509,8 @@ fn policy_server_pre_start_migrates_on_the_bootstrap_instance() {
 #[test]
 fn agent_pre_start_removes_only_the_agents_nftables_table() {
     let f = Fixture::new();
-    let ns = netman::netns::NamedNetns::create(&format!("nm-bt-{}", std::process::id())).unwrap();
+    let ns =
+        netman::lab::netns::NamedNetns::create(&format!("nm-bt-{}", std::process::id())).unwrap();
     let mut ctx = f.context("vxlan-policy-agent");
     ctx["properties"]["nft_path"] = json!("nft");
     let pre_start = render_job(&f, "vxlan-policy-agent", &ctx)["bin/pre-start"].clone();

@@ -2,9 +2,11 @@
 //! creates (policy-server, overlay-controller, overlay-daemon, vxlan-policy-agent and netmon all in
 //! the same one, talking to each other over its loopback), answers `/health` and `/metrics` on
 //! its debug port, exposes exactly the metric names `docs/metrics.md` lists for it, changes its
-//! log level at runtime, and exits 0 on SIGTERM.
+//! log level at runtime, and exits 0 on SIGTERM. At the default log level each logs its start
+//! with its listen addresses and its stop (RFC 3339 timestamps), and no per-request line.
 
-use netman::netns::{self, NamedNetns};
+use netman::lab::netns::NamedNetns;
+use netman::netns;
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -159,7 +161,7 @@ fn start(
         .arg(binary)
         .arg("--config")
         .arg(&path)
-        .args(["--log-format", "json", "--log-level", "info"])
+        .args(["--log-format", "json"])
         .stdout(Stdio::null())
         .stderr(file)
         .spawn()
@@ -379,12 +381,66 @@ fn every_long_running_binary_serves_health_metrics_and_log_level() {
         "{body}"
     );
     // JSON logs on request: every line each process wrote is a JSON object.
-    for (_, p) in procs.iter_mut().rev() {
+    for (port, p) in procs.iter_mut().rev() {
         p.stop_cleanly();
-        for line in p.log().lines() {
-            let v: serde_json::Value = serde_json::from_str(line)
-                .unwrap_or_else(|e| panic!("{}: log line {line:?} is not JSON: {e}", p.name));
-            assert!(v.is_object(), "{}: {line}", p.name);
-        }
+        let lines: Vec<serde_json::Value> = p
+            .log()
+            .lines()
+            .map(|line| {
+                let v: serde_json::Value = serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("{}: log line {line:?} is not JSON: {e}", p.name));
+                assert!(v.is_object(), "{}: {line}", p.name);
+                v
+            })
+            .collect();
+        check_default_level_lines(p.name, *port, &lines);
     }
+}
+
+/// `2026-12-06T03:50:13.123Z`: digits where the pattern has `d`, the rest as in it.
+fn is_rfc3339_utc_millis(t: &str) -> bool {
+    let pattern = "dddd-dd-ddTdd:dd:dd.dddZ";
+    t.len() == pattern.len()
+        && t.chars()
+            .zip(pattern.chars())
+            .all(|(c, p)| if p == 'd' { c.is_ascii_digit() } else { c == p })
+}
+
+/// Until the test switched it to debug, a process at the default level logged its start with
+/// the debug address, nothing at debug and no request; then its stop.
+fn check_default_level_lines(name: &str, debug_port: u16, lines: &[serde_json::Value]) {
+    let text = |v: &serde_json::Value, key: &str| v[key].as_str().unwrap_or_default().to_string();
+    for v in lines {
+        let t = text(v, "timestamp");
+        assert!(is_rfc3339_utc_millis(&t), "{name}: timestamp {t:?}");
+    }
+    let switched = lines
+        .iter()
+        .position(|v| text(v, "message") == "log level set to DEBUG")
+        .unwrap_or_else(|| panic!("{name}: no line of the level change: {lines:?}"));
+    let before = &lines[..switched];
+    let started = before
+        .iter()
+        .find(|v| text(v, "message").starts_with("started: "))
+        .unwrap_or_else(|| panic!("{name}: no start line at the default level: {before:?}"));
+    assert_eq!(text(started, "level"), "info", "{name}: {started}");
+    assert!(
+        text(started, "message").contains(&format!("127.0.0.1:{debug_port}")),
+        "{name}: the start line names the debug address: {started}"
+    );
+    for v in before {
+        assert_ne!(text(v, "level"), "debug", "{name}: {v}");
+        assert!(
+            !text(v, "message").contains("/networking/"),
+            "{name}: a request logged at the default level: {v}"
+        );
+    }
+    let messages: Vec<String> = lines.iter().map(|v| text(v, "message")).collect();
+    let n = messages.len();
+    assert!(
+        n >= 2
+            && messages[n - 1] == "stopped"
+            && messages[..n - 1].contains(&"SIGTERM: stopping".to_string()),
+        "{name}: the stop is logged: {messages:?}"
+    );
 }

@@ -39,7 +39,7 @@ fn plain_keep_alive_and_pipelined_requests() {
     let server = Server::start("127.0.0.1:0", ServerOptions::default(), echo).unwrap();
     let out = raw(
         server.local_addr(),
-        b"GET /a?q=1 HTTP/1.1\r\nhost: x\r\n\r\nPOST /b HTTP/1.1\r\ncontent-length: 3\r\nconnection: close\r\n\r\nabc",
+        b"GET /a?q=1 HTTP/1.1\r\nhost: x\r\n\r\nPOST /b HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\nconnection: close\r\n\r\nabc",
     );
     assert_eq!(out.matches("HTTP/1.1 200 OK").count(), 2, "{out}");
     assert!(
@@ -54,12 +54,12 @@ fn chunked_bodies_and_expect_continue() {
     let server = Server::start("127.0.0.1:0", ServerOptions::default(), echo).unwrap();
     let out = raw(
         server.local_addr(),
-        b"POST /c HTTP/1.1\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+        b"POST /c HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
     );
     assert!(out.contains(r#""len":5"#), "{out}");
     let out = raw(
         server.local_addr(),
-        b"POST /c HTTP/1.1\r\ncontent-length: 2\r\nexpect: 100-continue\r\nconnection: close\r\n\r\nxy",
+        b"POST /c HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\nexpect: 100-continue\r\nconnection: close\r\n\r\nxy",
     );
     assert!(
         out.starts_with("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200"),
@@ -77,10 +77,18 @@ fn limits_are_enforced() {
     let server = Server::start("127.0.0.1:0", options, echo).unwrap();
     let out = raw(
         server.local_addr(),
-        b"POST / HTTP/1.1\r\ncontent-length: 11\r\n\r\n01234567890",
+        b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 11\r\n\r\n01234567890",
     );
     assert!(out.starts_with("HTTP/1.1 413"), "{out}");
-    let big = format!("GET / HTTP/1.1\r\nx: {}\r\n\r\n", "a".repeat(400));
+    let out = raw(
+        server.local_addr(),
+        b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n6\r\nabcdef\r\n6\r\nabcdef\r\n0\r\n\r\n",
+    );
+    assert!(out.starts_with("HTTP/1.1 413"), "{out}");
+    let big = format!(
+        "GET / HTTP/1.1\r\nhost: x\r\nx: {}\r\n\r\n",
+        "a".repeat(400)
+    );
     assert!(raw(server.local_addr(), big.as_bytes()).starts_with("HTTP/1.1 431"));
     assert!(raw(server.local_addr(), b"NOT HTTP\r\n\r\n").starts_with("HTTP/1.1 400"));
 }
@@ -89,18 +97,24 @@ fn limits_are_enforced() {
 fn idle_connections_are_closed_and_do_not_hold_workers() {
     let options = ServerOptions {
         workers: 1,
-        io_timeout: Duration::from_millis(300),
+        head_timeout: Duration::from_millis(300),
         idle_timeout: Duration::from_millis(300),
         ..ServerOptions::default()
     };
     let server = Server::start("127.0.0.1:0", options, echo).unwrap();
-    // A client that connects and says nothing holds the only worker only until the timeout.
-    let _idle = TcpStream::connect(server.local_addr()).unwrap();
+    let mut idle = TcpStream::connect(server.local_addr()).unwrap();
     let out = raw(
         server.local_addr(),
-        b"GET /x HTTP/1.1\r\nconnection: close\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
     );
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    // The silent connection is closed at its deadline.
+    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 16];
+    assert!(
+        matches!(idle.read(&mut buf), Ok(0)),
+        "closed at the deadline"
+    );
 }
 
 #[test]
@@ -108,7 +122,6 @@ fn full_backlog_answers_503() {
     let options = ServerOptions {
         workers: 1,
         backlog: 1,
-        io_timeout: Duration::from_secs(5),
         ..ServerOptions::default()
     };
     let server = Server::start("127.0.0.1:0", options, |_: &Request| {
@@ -119,7 +132,12 @@ fn full_backlog_answers_503() {
     let addr = server.local_addr();
     let clients: Vec<_> = (0..4)
         .map(|_| {
-            std::thread::spawn(move || raw(addr, b"GET / HTTP/1.1\r\nconnection: close\r\n\r\n"))
+            std::thread::spawn(move || {
+                raw(
+                    addr,
+                    b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+                )
+            })
         })
         .collect();
     let answers: Vec<String> = clients.into_iter().map(|c| c.join().unwrap()).collect();

@@ -1,7 +1,8 @@
 //! The shared iptables layer against the real kernel, inside namespaces created here.
 
 use netman::iptables::*;
-use netman::netns::{self, NamedNetns};
+use netman::lab::netns::NamedNetns;
+use netman::netns;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::Command;

@@ -3,7 +3,7 @@
 #[path = "common/ports.rs"]
 mod ports;
 use netman::http::{Request, Response, Server, ServerOptions};
-use netman::netns::NamedNetns;
+use netman::lab::netns::NamedNetns;
 use ports::free_port;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -192,6 +192,7 @@ fn watchdog_accepts_a_matching_vtep_and_fails_a_mismatch() {
         .args(["--vtep-name", "silk-vtep", "--interval-ms", "50"])
         .arg("--overlay-daemon-url")
         .arg(format!("http://127.0.0.1:{port}/"))
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
@@ -204,7 +205,28 @@ fn watchdog_accepts_a_matching_vtep_and_fails_a_mismatch() {
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    assert!(looping.wait().unwrap().success(), "SIGTERM exits 0");
+    let out = looping.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "SIGTERM exits 0: {log}");
+    // The default level shows the start (what is checked against what) and the stop, and not
+    // the check every 50 ms; each line opens with an RFC 3339 UTC timestamp.
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 3, "{log}");
+    for (line, message) in lines.iter().zip([
+        format!("started: checking silk-vtep against http://127.0.0.1:{port}/ every 50ms"),
+        "SIGTERM: stopping".to_string(),
+        "stopped".to_string(),
+    ]) {
+        let (timestamp, rest) = line.split_once(' ').unwrap();
+        assert!(
+            timestamp.len() == 24 && timestamp.ends_with('Z') && timestamp.as_bytes()[10] == b'T',
+            "{line}"
+        );
+        assert!(
+            rest.starts_with("overlay-watchdog INFO ") && rest.ends_with(&format!(": {message}")),
+            "{line}"
+        );
+    }
 
     *subnet.lock().unwrap() = "10.99.7.0/24".into();
     let (ok, err) = watchdog_once(&ns, port, "silk-vtep");

@@ -1,7 +1,8 @@
 //! The netlink wrapper against the real kernel, inside namespaces this test creates.
 
+use netman::lab::netns::NamedNetns;
 use netman::netlink::{self, Address, Handle, Route, Scope, VethSpec, VxlanSpec};
-use netman::netns::{run_in, NamedNetns};
+use netman::netns::run_in;
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -3,7 +3,7 @@
 
 mod overlay_common;
 
-use netman::netns::NamedNetns;
+use netman::lab::netns::NamedNetns;
 use overlay_common::*;
 use std::time::Duration;
 

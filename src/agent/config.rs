@@ -1,6 +1,9 @@
 //! The agent's JSON configuration: keys, defaults and checks.
 
-use crate::config::{require_nonempty, require_port, require_positive, require_readable_file};
+use crate::config::{
+    bool_default, loopback, require_nonempty, require_port, require_positive,
+    require_readable_file, u16_default, u32_default, u64_default,
+};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -14,71 +17,67 @@ pub struct AgentConfig {
     /// The agent's client certificate and key for mutual TLS.
     pub client_cert_file: String,
     pub client_key_file: String,
-    #[serde(default = "default_client_timeout")]
+    #[serde(default = "u64_default::<5>")]
     pub client_timeout_seconds: u64,
     /// The container metadata store (`store.json`); its version file is `<path>_version`.
     pub cni_datastore_path: String,
-    /// How often `policies_last_updated` is checked.
-    #[serde(default = "default_poll_interval")]
+    /// How often `policies_last_updated` is checked when the server has no watch (and how often
+    /// the local container store is looked at). The first poll comes after a random part of it.
+    #[serde(default = "u64_default::<1>")]
     pub poll_interval_seconds: u64,
+    /// Hold a watch on the policy version (`policies_last_updated?wait=&after=`) instead of
+    /// polling the server; falls back to polling against a server without it.
+    #[serde(default = "bool_default::<true>")]
+    pub policy_watch: bool,
+    /// How long one watch request waits before it is renewed.
+    #[serde(default = "u64_default::<30>")]
+    pub policy_watch_seconds: u64,
     /// Policies are fetched and the plan re-applied at least this often, changed or not.
-    #[serde(default = "default_full_sync_interval")]
+    #[serde(default = "u64_default::<60>")]
     pub full_sync_interval_seconds: u64,
     /// Ceiling of the exponential back-off (with jitter) while the policy server fails.
-    #[serde(default = "default_backoff_max")]
+    #[serde(default = "u64_default::<30>")]
     pub backoff_max_seconds: u64,
-    #[serde(default = "default_host")]
+    #[serde(default = "loopback")]
     pub debug_server_host: String,
-    #[serde(default = "default_debug_port")]
+    #[serde(default = "u16_default::<8721>")]
     pub debug_server_port: u16,
-    #[serde(default = "default_host")]
+    #[serde(default = "loopback")]
     pub force_policy_poll_cycle_host: String,
-    #[serde(default = "default_force_port")]
+    #[serde(default = "u16_default::<8722>")]
     pub force_policy_poll_cycle_port: u16,
     /// Log allowed new container-to-container connections (NFLOG) from the start; toggled at
     /// runtime through the debug server's `/iptables-c2c-logging`.
     #[serde(default)]
     pub iptables_c2c_logging: bool,
     /// Rate limit of logged accepted UDP packets.
-    #[serde(default = "default_udp_logs")]
+    #[serde(default = "u32_default::<100>")]
     pub iptables_accepted_udp_logs_per_sec: u32,
     /// NFLOG group of the c2c log (the kernel's LOG target is silent in namespaces).
-    #[serde(default = "default_nflog_group")]
+    #[serde(default = "u16_default::<2>")]
     pub c2c_nflog_group: u16,
     /// The `nft` executable, used only when libnftables.so.1 cannot be loaded.
     #[serde(default = "default_nft")]
     pub nft_path: String,
 }
 
-fn default_client_timeout() -> u64 {
-    5
-}
-fn default_poll_interval() -> u64 {
-    1
-}
-fn default_full_sync_interval() -> u64 {
-    60
-}
-fn default_backoff_max() -> u64 {
-    30
-}
-fn default_host() -> String {
-    "127.0.0.1".into()
-}
-fn default_debug_port() -> u16 {
-    8721
-}
-fn default_force_port() -> u16 {
-    8722
-}
-fn default_udp_logs() -> u32 {
-    100
-}
-fn default_nflog_group() -> u16 {
-    2
-}
 fn default_nft() -> String {
     "nft".into()
+}
+
+impl AgentConfig {
+    /// The poll loop's settings.
+    pub fn cycle_settings(&self) -> super::cycle::Settings {
+        use std::time::Duration;
+        super::cycle::Settings {
+            poll_interval: Duration::from_secs(self.poll_interval_seconds),
+            full_sync_interval: Duration::from_secs(self.full_sync_interval_seconds),
+            backoff_max: Duration::from_secs(self.backoff_max_seconds),
+            watch: self
+                .policy_watch
+                .then(|| Duration::from_secs(self.policy_watch_seconds)),
+        }
+    }
 }
 
 impl crate::config::Validate for AgentConfig {
@@ -106,6 +105,12 @@ impl crate::config::Validate for AgentConfig {
             ));
         }
         require_positive("poll_interval_seconds", self.poll_interval_seconds)?;
+        if self.policy_watch && !(1..=300).contains(&self.policy_watch_seconds) {
+            return Err(format!(
+                "invalid 'policy_watch_seconds': {} (1-300; the server holds a watch at most 300 s)",
+                self.policy_watch_seconds
+            ));
+        }
         require_positive(
             "full_sync_interval_seconds",
             self.full_sync_interval_seconds,

@@ -2,7 +2,7 @@
 //! poller and the force-poll endpoint share a mutex).
 
 use super::backoff::Backoff;
-use super::client::PolicySource;
+use super::client::{PolicySource, Watched};
 use super::containers::policy_containers;
 use super::metrics::{self as m, AgentMetrics};
 use super::nft::{C2cLogging, Dataplane, Set};
@@ -11,7 +11,8 @@ use super::Error;
 use crate::api::policy::Policy;
 use crate::cell::{Container, Reader};
 use std::collections::BTreeSet;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,23 @@ pub struct Settings {
     pub poll_interval: Duration,
     pub full_sync_interval: Duration,
     pub backoff_max: Duration,
+    /// How long one watch of the policy version waits; `None` polls only.
+    pub watch: Option<Duration>,
+}
+
+/// After a server answered that it has no watch, plain polling for this long before asking again
+/// (it may have been upgraded).
+const UNSUPPORTED_RETRY: Duration = Duration::from_secs(600);
+
+/// Where a poll takes the policy server's version from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Remote {
+    /// Ask the server (`policies_last_updated`).
+    Ask,
+    /// A watch just reported it.
+    Known(i64),
+    /// A watch is running and reported nothing: the last known version still holds.
+    Unchanged,
 }
 
 /// What a cycle did to the kernel.
@@ -39,8 +57,10 @@ struct State {
     containers: Vec<Container>,
     /// The error of the last store read, until a read succeeds.
     store_error: Option<Error>,
-    /// The last fetched policies (planned again while a fetch fails).
+    /// The last fetched policies (planned again while a fetch fails) and the apps they were
+    /// fetched for (a watch names them, so that it wakes only for changes that touch them).
     policies: Vec<Policy>,
+    policies_for: Vec<String>,
     /// What this process installed; `None` until its first apply (the kernel may still hold a
     /// previous run's table, which stays until it is replaced as a whole).
     installed: Option<Plan>,
@@ -77,6 +97,7 @@ impl Agent {
                 containers: Vec::new(),
                 store_error: None,
                 policies: Vec::new(),
+                policies_for: Vec::new(),
                 installed: None,
                 last_updated: None,
                 last_full_sync: None,
@@ -97,15 +118,22 @@ impl Agent {
     /// One poll: a cheap `policies_last_updated`, and a full cycle only when it changed, the
     /// container store changed, a full sync is due, or nothing was installed yet.
     pub fn poll(&self) -> Result<Applied, Error> {
+        self.poll_with(Remote::Ask)
+    }
+
+    fn poll_with(&self, remote: Remote) -> Result<Applied, Error> {
         let mut st = self.lock();
         let store_changed = st.store.changed();
         let full_due = st
             .last_full_sync
             .is_none_or(|t| t.elapsed() >= self.settings.full_sync_interval);
-        let remote = self
-            .metrics
-            .poll
-            .time("last_updated", || self.source.last_updated());
+        let remote = match (remote, st.last_updated) {
+            (Remote::Known(v), _) | (Remote::Unchanged, Some(v)) => Ok(v),
+            (Remote::Ask, _) | (Remote::Unchanged, None) => self
+                .metrics
+                .poll
+                .time("last_updated", || self.source.last_updated()),
+        };
         match remote {
             Ok(remote) => {
                 if st.installed.is_none()
@@ -129,6 +157,30 @@ impl Agent {
                 Err(e)
             }
         }
+    }
+
+    /// Waits (up to `wait`) for the server's version to move from the one last applied.
+    /// `Ok(None)` when nothing was applied yet.
+    fn watch_once(&self, wait: Duration) -> Result<Option<Watched>, Error> {
+        let (after, apps) = {
+            let st = self.lock();
+            let Some(after) = st.last_updated else {
+                return Ok(None);
+            };
+            (after, st.policies_for.clone())
+        };
+        let watched = self
+            .metrics
+            .poll
+            .time("watch", || self.source.watch(after, wait, &apps))?;
+        if let Watched::Unaffected(v) = watched {
+            // The policies of these apps did not change: take the version without a fetch.
+            let mut st = self.lock();
+            if st.last_updated == Some(after) && st.policies_for == apps {
+                st.last_updated = Some(v);
+            }
+        }
+        Ok(Some(watched))
     }
 
     /// A full cycle now, re-reading the store (the networker calls this on container create).
@@ -236,6 +288,7 @@ impl Agent {
         st.installed = Some(plan);
         if fetch_error.is_none() {
             st.policies = policies;
+            st.policies_for = apps;
             st.last_updated = remote;
             st.last_full_sync = Some(Instant::now());
             if st.store_error.is_none() {
@@ -279,7 +332,7 @@ impl Agent {
         self.metrics
             .set_elements(Set::Allowed.name(), plan.allowed.len() - ranges);
         self.metrics.set_elements(Set::AllowedRanges.name(), ranges);
-        log::info!("applied {applied:?}");
+        log::debug!("applied {applied:?}");
         Ok(applied)
     }
 
@@ -325,18 +378,64 @@ impl Agent {
     }
 }
 
-/// Polls until `stop` receives or is dropped: first at once, then every poll interval, backing
-/// off with jitter while cycles fail.
+/// What wakes the poll loop besides its interval.
+enum Event {
+    Stop,
+    /// The watch saw the version move.
+    Changed(i64),
+    /// The server has no watch.
+    Unsupported,
+    /// The watch failed; the next poll finds out more.
+    Failed(String),
+}
+
+/// Polls until `stop` receives or is dropped. The first poll comes after a random part of one
+/// interval (so cells restarting together spread out), then every interval while polling.
+///
+/// With a watch (the default), a background thread holds `policies_last_updated?wait=&after=`
+/// open and the loop fetches as soon as it reports a change; the interval then only looks at the
+/// local container store and the due full sync, without a request to the server. Against a server
+/// without the watch the loop polls the server every interval, as the original agent does, and
+/// asks again for a watch after [`UNSUPPORTED_RETRY`]. Failures back off with jitter.
 pub fn run_poller(agent: Arc<Agent>, stop: Receiver<()>) {
     let interval = agent.settings.poll_interval;
     let mut backoff = Backoff::new(interval, agent.settings.backoff_max);
-    let mut wait = Duration::ZERO;
+    let (events, incoming) = channel();
+    {
+        let events = events.clone();
+        std::thread::spawn(move || {
+            let _ = stop.recv();
+            let _ = events.send(Event::Stop);
+        });
+    }
+    let watching = Arc::new(AtomicBool::new(false));
+    let mut watch_unsupported_until: Option<Instant> = None;
+    let mut wait = jitter(interval);
     loop {
-        match stop.recv_timeout(wait) {
-            Err(RecvTimeoutError::Timeout) => {}
-            _ => return,
-        }
-        match agent.poll() {
+        let remote = match incoming.recv_timeout(wait) {
+            Ok(Event::Stop) | Err(RecvTimeoutError::Disconnected) => {
+                watching.store(false, Ordering::SeqCst);
+                return;
+            }
+            Ok(Event::Changed(v)) => Remote::Known(v),
+            Ok(Event::Unsupported) => {
+                log::warn!(
+                    "the policy server has no watch; polling every {:.1} s",
+                    interval.as_secs_f64()
+                );
+                watch_unsupported_until = Some(Instant::now() + UNSUPPORTED_RETRY);
+                Remote::Ask
+            }
+            Ok(Event::Failed(e)) => {
+                // Every cell's watch fails at once when the server restarts: spread the retries.
+                log::warn!("policy watch failed: {e}");
+                wait = jitter(interval);
+                continue;
+            }
+            Err(RecvTimeoutError::Timeout) if watching.load(Ordering::SeqCst) => Remote::Unchanged,
+            Err(RecvTimeoutError::Timeout) => Remote::Ask,
+        };
+        match agent.poll_with(remote) {
             Ok(_) => {
                 if backoff.failures() > 0 {
                     log::warn!(
@@ -346,6 +445,12 @@ pub fn run_poller(agent: Arc<Agent>, stop: Receiver<()>) {
                 }
                 backoff.reset();
                 wait = interval;
+                let may_watch = watch_unsupported_until.is_none_or(|t| Instant::now() >= t);
+                if let (Some(watch_wait), true) = (agent.settings.watch, may_watch) {
+                    if !watching.swap(true, Ordering::SeqCst) {
+                        spawn_watch(&agent, watch_wait, &watching, events.clone());
+                    }
+                }
             }
             Err(e) => {
                 wait = backoff.next_delay();
@@ -358,6 +463,48 @@ pub fn run_poller(agent: Arc<Agent>, stop: Receiver<()>) {
     }
 }
 
+/// Holds a watch open, renewing it at its timeout, until it reports something; `watching` is
+/// cleared when it ends (or tells it to end).
+fn spawn_watch(
+    agent: &Arc<Agent>,
+    wait: Duration,
+    watching: &Arc<AtomicBool>,
+    events: Sender<Event>,
+) {
+    let agent = Arc::clone(agent);
+    let flag = Arc::clone(watching);
+    let spawned = std::thread::Builder::new()
+        .name("policy-watch".into())
+        .spawn(move || {
+            let event = loop {
+                if !flag.load(Ordering::SeqCst) {
+                    return;
+                }
+                let before = agent.lock().last_updated;
+                match agent.watch_once(wait) {
+                    Ok(Some(Watched::Version(v))) if Some(v) != before => break Event::Changed(v),
+                    Ok(Some(Watched::Version(_) | Watched::Unaffected(_))) => continue,
+                    Ok(Some(Watched::Unsupported)) => break Event::Unsupported,
+                    Ok(None) => break Event::Failed("nothing applied yet".into()),
+                    Err(e) => break Event::Failed(e.to_string()),
+                }
+            };
+            flag.store(false, Ordering::SeqCst);
+            let _ = events.send(event);
+        });
+    if let Err(e) = spawned {
+        log::error!("cannot start the policy watch: {e}");
+        watching.store(false, Ordering::SeqCst);
+    }
+}
+
+/// A random part of `d`, so that many cells do not act in the same instant.
+fn jitter(d: Duration) -> Duration {
+    use rand::Rng;
+    let nanos = d.as_nanos().min(u64::MAX as u128) as u64;
+    Duration::from_nanos(rand::thread_rng().gen_range(0..=nanos))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -368,11 +515,24 @@ mod tests {
         last_updated: Mutex<Result<i64, Error>>,
         policies: Mutex<Result<Vec<Policy>, Error>>,
         fetches: Mutex<Vec<Vec<String>>>,
+        checks: std::sync::atomic::AtomicUsize,
+        /// Watch answers, each waited for; `None`: the server has no watch.
+        watches: Mutex<Option<Receiver<Watched>>>,
     }
 
     impl PolicySource for Arc<Script> {
         fn last_updated(&self) -> Result<i64, Error> {
+            self.checks.fetch_add(1, Ordering::SeqCst);
             self.last_updated.lock().unwrap().clone()
+        }
+        fn watch(&self, _after: i64, wait: Duration, _ids: &[String]) -> Result<Watched, Error> {
+            match &*self.watches.lock().unwrap() {
+                None => Ok(Watched::Unsupported),
+                Some(rx) => rx.recv_timeout(wait).map_err(|e| Error::Request {
+                    url: "script".into(),
+                    message: e.to_string(),
+                }),
+            }
         }
         fn policies(&self, ids: &[String]) -> Result<Vec<Policy>, Error> {
             self.fetches.lock().unwrap().push(ids.to_vec());
@@ -453,6 +613,8 @@ mod tests {
                 last_updated: Mutex::new(Ok(1)),
                 policies: Mutex::new(Ok(vec![policy("A", "B", 80)])),
                 fetches: Mutex::default(),
+                checks: Default::default(),
+                watches: Mutex::new(None),
             });
             let rec = Arc::new(Recorder::default());
             let mut registry = Registry::default();
@@ -468,6 +630,7 @@ mod tests {
                 Settings {
                     poll_interval: Duration::from_millis(10),
                     full_sync_interval: Duration::from_secs(3600),
+                    watch: None,
                     backoff_max: Duration::from_secs(1),
                 },
                 AgentMetrics::register(&mut registry),
@@ -509,6 +672,68 @@ mod tests {
         fn calls(&self) -> Vec<String> {
             std::mem::take(&mut *self.rec.calls.lock().unwrap())
         }
+    }
+
+    fn wait_for(what: &str, cond: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            assert!(Instant::now() < deadline, "never: {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Runs the poll loop on `agent` in a thread: (stop sender, the thread).
+    fn start_loop(agent: Agent) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+        let (stop, stopped) = std::sync::mpsc::channel();
+        let agent = Arc::new(agent);
+        (stop, std::thread::spawn(move || run_poller(agent, stopped)))
+    }
+
+    #[test]
+    fn the_loop_follows_the_watch_without_polling_the_server() {
+        let mut f = Fixture::new();
+        let (tell, watches) = std::sync::mpsc::channel();
+        *f.script.watches.lock().unwrap() = Some(watches);
+        f.agent.settings.watch = Some(Duration::from_secs(5));
+        let (stop, poller) = start_loop(f.agent);
+        let fetches = || f.script.fetches.lock().unwrap().len();
+        wait_for("first sync", || fetches() == 1);
+        // Many intervals pass while the watch holds: no request to the server.
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(f.script.checks.load(Ordering::SeqCst), 1);
+        assert_eq!(fetches(), 1);
+        // The watch reports a change: fetched and applied at once.
+        *f.script.policies.lock().unwrap() = Ok(vec![policy("A", "B", 80), policy("B", "A", 81)]);
+        tell.send(Watched::Version(2)).unwrap();
+        wait_for("fetch after the watch", || fetches() == 2);
+        wait_for("applied", || {
+            f.rec
+                .calls
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|c| c.starts_with("update"))
+        });
+        assert_eq!(f.script.checks.load(Ordering::SeqCst), 1);
+        stop.send(()).unwrap();
+        poller.join().unwrap();
+    }
+
+    #[test]
+    fn against_a_server_without_the_watch_the_loop_polls() {
+        let mut f = Fixture::new();
+        f.agent.settings.watch = Some(Duration::from_secs(5));
+        let (stop, poller) = start_loop(f.agent);
+        wait_for("polls every interval", || {
+            f.script.checks.load(Ordering::SeqCst) >= 5
+        });
+        *f.script.last_updated.lock().unwrap() = Ok(2);
+        *f.script.policies.lock().unwrap() = Ok(vec![policy("A", "B", 80), policy("B", "A", 81)]);
+        wait_for("fetch after a polled change", || {
+            f.script.fetches.lock().unwrap().len() == 2
+        });
+        stop.send(()).unwrap();
+        poller.join().unwrap();
     }
 
     #[test]

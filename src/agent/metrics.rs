@@ -1,6 +1,6 @@
 //! The agent's Prometheus metrics.
 
-use crate::metrics::{OpMetrics, Uptime};
+use crate::metrics::{OpMetrics, Registrar, Uptime};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -39,38 +39,30 @@ pub const DATAPLANE: &str = "dataplane";
 
 impl AgentMetrics {
     pub fn register(registry: &mut Registry) -> AgentMetrics {
-        let m = AgentMetrics {
-            enforce: OpMetrics::register(
-                registry,
-                "vpa_enforce_duration_seconds",
+        let mut r = Registrar::new(registry, "vpa");
+        AgentMetrics {
+            enforce: r.ops(
+                "enforce_duration_seconds",
                 "Time to apply a plan to the agent's nftables table, by op (full, incremental, logging)",
             ),
-            poll: OpMetrics::register(
-                registry,
-                "vpa_poll_duration_seconds",
+            poll: r.ops(
+                "poll_duration_seconds",
                 "Time of policy server calls and whole cycles, by op (last_updated, policies, cycle)",
             ),
-            elements: Family::default(),
-            last_success: Gauge::default(),
-            errors: Family::default(),
-            uptime: Uptime::register(registry, "vpa"),
-        };
-        registry.register(
-            "vpa_nft_elements",
-            "Elements installed in the agent's nftables sets, by set",
-            m.elements.clone(),
-        );
-        registry.register(
-            "vpa_last_success_timestamp_seconds",
-            "Unix time of the last cycle that enforced the current policies",
-            m.last_success.clone(),
-        );
-        registry.register(
-            "vpa_errors",
-            "Errors by kind (policy_server, container_store, dataplane)",
-            m.errors.clone(),
-        );
-        m
+            elements: r.metric(
+                "nft_elements",
+                "Elements installed in the agent's nftables sets, by set",
+            ),
+            last_success: r.metric(
+                "last_success_timestamp_seconds",
+                "Unix time of the last cycle that enforced the current policies",
+            ),
+            errors: r.metric(
+                "errors",
+                "Errors by kind (policy_server, container_store, dataplane)",
+            ),
+            uptime: r.uptime(),
+        }
     }
 
     pub fn error(&self, kind: &str) {

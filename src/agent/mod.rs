@@ -11,6 +11,7 @@
 //! networker's per-container iptables chain, which accepts packets carrying that bit before its
 //! default REJECT.
 
+pub mod app;
 pub mod backoff;
 pub mod client;
 pub mod config;

@@ -1,10 +1,9 @@
 //! The agent's loopback HTTP endpoints: the force-poll port (`/force-policy-poll-cycle`, called
-//! by the networker on container create) and the debug port (metrics, health, log level and
-//! `/iptables-c2c-logging`).
+//! by the networker on container create) and its own route on the debug port,
+//! `/iptables-c2c-logging` (next to the common metrics, health and log level).
 
 use super::cycle::Agent;
 use crate::http::{Handler, Request, Response};
-use crate::metrics::DebugHandler;
 use std::sync::Arc;
 
 pub struct ForcePoll {
@@ -16,7 +15,7 @@ impl Handler for ForcePoll {
         match req.path.as_str() {
             "/force-policy-poll-cycle" => match self.agent.force() {
                 Ok(applied) => {
-                    log::info!("forced policy poll cycle: {applied:?}");
+                    log::debug!("forced policy poll cycle: {applied:?}");
                     Response::new(200)
                 }
                 Err(e) => {
@@ -29,50 +28,37 @@ impl Handler for ForcePoll {
     }
 }
 
-pub struct Debug {
-    pub agent: Arc<Agent>,
-    pub base: DebugHandler,
+/// The agent's routes on the debug port: `/iptables-c2c-logging`; `None` for other paths.
+pub fn debug_routes(agent: Arc<Agent>) -> impl Fn(&Request) -> Option<Response> + Send + Sync {
+    move |req: &Request| (req.path == "/iptables-c2c-logging").then(|| c2c_logging(&agent, req))
 }
 
-impl Handler for Debug {
-    fn handle(&self, req: &Request) -> Response {
-        if req.path == "/iptables-c2c-logging" {
-            return self.c2c_logging(req);
-        }
-        self.base
-            .route(req)
-            .unwrap_or_else(|| Response::error(404, "not found"))
-    }
-}
-
-impl Debug {
-    fn c2c_logging(&self, req: &Request) -> Response {
-        match req.method.as_str() {
-            "GET" => Response::json(
-                200,
-                &serde_json::json!({"enabled": self.agent.logging().enabled}),
-            ),
-            "PUT" | "POST" => {
-                let body: serde_json::Value = match serde_json::from_slice(&req.body) {
-                    Ok(v @ serde_json::Value::Object(_)) => v,
-                    _ => return Response::error(400, "decoding request body as json"),
-                };
-                let enabled = match body.get("enabled") {
-                    None | Some(serde_json::Value::Null) => {
-                        return Response::error(400, "missing required key 'enabled'")
-                    }
-                    Some(serde_json::Value::Bool(b)) => *b,
-                    Some(_) => return Response::error(400, "decoding request body as json"),
-                };
-                match self.agent.set_logging(enabled) {
-                    Ok(()) => {
-                        log::warn!("c2c logging set to {enabled}");
-                        Response::json(200, &serde_json::json!({"enabled": enabled}))
-                    }
-                    Err(e) => Response::error(500, &format!("setting c2c logging: {e}")),
+fn c2c_logging(agent: &Agent, req: &Request) -> Response {
+    match req.method.as_str() {
+        "GET" => Response::json(
+            200,
+            &serde_json::json!({"enabled": agent.logging().enabled}),
+        ),
+        "PUT" | "POST" => {
+            let body: serde_json::Value = match serde_json::from_slice(&req.body) {
+                Ok(v @ serde_json::Value::Object(_)) => v,
+                _ => return Response::error(400, "decoding request body as json"),
+            };
+            let enabled = match body.get("enabled") {
+                None | Some(serde_json::Value::Null) => {
+                    return Response::error(400, "missing required key 'enabled'")
                 }
+                Some(serde_json::Value::Bool(b)) => *b,
+                Some(_) => return Response::error(400, "decoding request body as json"),
+            };
+            match agent.set_logging(enabled) {
+                Ok(()) => {
+                    log::info!("c2c logging set to {enabled}");
+                    Response::json(200, &serde_json::json!({"enabled": enabled}))
+                }
+                Err(e) => Response::error(500, &format!("setting c2c logging: {e}")),
             }
-            _ => Response::error(405, "method not allowed"),
         }
+        _ => Response::error(405, "method not allowed"),
     }
 }

@@ -176,6 +176,13 @@ pub fn parse_tag(tag: &str) -> Option<u32> {
     u32::from_str_radix(tag, 16).ok()
 }
 
+/// Present (value `1`) on every answer of the policy server to a watch of
+/// `policies_last_updated` (`?wait=&after=`); a server that ignores those parameters lacks it.
+pub const WATCH_HEADER: &str = "x-netman-watch";
+/// [`WATCH_HEADER`]'s value when the version moved only by changes that touched none of the ids
+/// the watch named (`id=`): the watcher's policies are unchanged at that version.
+pub const WATCH_UNAFFECTED: &str = "unaffected";
+
 #[cfg(test)]
 mod tests {
     use super::*;

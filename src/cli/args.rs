@@ -1,6 +1,9 @@
-//! Command-line syntax (clap derive) and help texts written like the cf CLI's.
+//! The command line around the verbs (clap derive): the global options, the top-level help
+//! written like the cf CLI's, and the parsers of values several verbs take. Each verb's own
+//! arguments and help are in its file under [`super::verbs`].
 
-use clap::{Args, Parser, Subcommand};
+use super::verbs::Command;
+use clap::{Args, Parser};
 
 pub const HELP: &str = "\
 NAME:
@@ -42,124 +45,6 @@ ENVIRONMENT:
    Use 'netman help COMMAND' or 'netman COMMAND --help' for more about a command.
 ";
 
-pub const HELP_ALLOW: &str = "\
-NAME:
-   allow-access - Allow direct network traffic from one app to another
-
-USAGE:
-   netman allow-access SOURCE_APP DESTINATION_APP [-s DESTINATION_SPACE_NAME [-o DESTINATION_ORG_NAME]] [--protocol (tcp | udp) --port RANGE]
-
-EXAMPLES:
-   netman allow-access frontend backend --protocol tcp --port 8081
-   netman allow-access frontend backend --protocol tcp --port 8080-8090
-   netman allow-access frontend backend -s backend-space -o backend-org --protocol udp --port 5353
-   netman allow-access --app-guids 2ffe4b0f-... 5a1d7c3e-... --port 8080
-
-ALIAS:
-   add-network-policy
-
-OPTIONS:
-   --destination-app      Name of the app to connect to (instead of the DESTINATION_APP argument)
-   -o                     The org of the destination app (Default: targeted org)
-   --port                 Port or range of ports for connection to destination app (Default: 8080)
-   --protocol             Protocol that apps are connected with (Default: tcp)
-   -s                     The space of the destination app (Default: targeted space)
-
-SEE ALSO:
-   list-access, remove-access
-";
-
-pub const HELP_LIST: &str = "\
-NAME:
-   list-access - List direct network traffic policies
-
-USAGE:
-   netman list-access [--app APP | --source SOURCE_APP]
-
-EXAMPLES:
-   netman list-access
-   netman list-access --app frontend
-   netman list-access --json
-
-ALIAS:
-   network-policies
-
-OPTIONS:
-   --app        List only policies where APP is the source or the destination
-   --source     List only policies where SOURCE_APP is the source
-
-SEE ALSO:
-   allow-access, remove-access
-";
-
-pub const HELP_REMOVE: &str = "\
-NAME:
-   remove-access - Remove policy that allows direct network traffic from one app to another
-
-USAGE:
-   netman remove-access SOURCE_APP DESTINATION_APP [-s DESTINATION_SPACE_NAME [-o DESTINATION_ORG_NAME]] --protocol (tcp | udp) --port RANGE
-
-EXAMPLES:
-   netman remove-access frontend backend --protocol tcp --port 8081
-   netman remove-access frontend backend --protocol tcp --port 8080-8090
-
-ALIAS:
-   remove-network-policy, deny-access
-
-OPTIONS:
-   --destination-app      Name of the app (instead of the DESTINATION_APP argument)
-   -o                     The org of the destination app (Default: targeted org)
-   --port                 Port or range of ports that destination app is connected with
-   --protocol             Protocol that apps are connected with
-   -s                     The space of the destination app (Default: targeted space)
-
-SEE ALSO:
-   allow-access, list-access
-";
-
-pub const HELP_TAGS: &str = "\
-NAME:
-   tags - List the tags assigned to apps (admin)
-
-USAGE:
-   netman tags
-
-SEE ALSO:
-   list-access
-";
-
-pub const HELP_WHOAMI: &str = "\
-NAME:
-   whoami - Show who the policy server sees you as (admin)
-
-USAGE:
-   netman whoami
-";
-
-pub const HELP_CLEANUP: &str = "\
-NAME:
-   cleanup - Remove policies of apps that no longer exist (admin)
-
-USAGE:
-   netman cleanup
-
-SEE ALSO:
-   list-access
-";
-
-/// Help text of a command by any of its names.
-pub fn command_help(name: &str) -> Option<&'static str> {
-    Some(match name {
-        "allow-access" | "add-network-policy" => HELP_ALLOW,
-        "list-access" | "network-policies" => HELP_LIST,
-        "remove-access" | "remove-network-policy" | "deny-access" => HELP_REMOVE,
-        "tags" => HELP_TAGS,
-        "whoami" => HELP_WHOAMI,
-        "cleanup" => HELP_CLEANUP,
-        _ => return None,
-    })
-}
-
 #[derive(Debug, Parser)]
 #[command(
     name = "netman",
@@ -190,54 +75,6 @@ pub struct Global {
     pub app_guids: bool,
     #[arg(long, global = true)]
     pub json: bool,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    #[command(name = "allow-access", visible_alias = "add-network-policy", override_help = HELP_ALLOW)]
-    AllowAccess(PolicyArgs),
-    #[command(name = "list-access", visible_alias = "network-policies", override_help = HELP_LIST)]
-    ListAccess(ListArgs),
-    #[command(
-        name = "remove-access",
-        visible_aliases = ["remove-network-policy", "deny-access"],
-        override_help = HELP_REMOVE
-    )]
-    RemoveAccess(PolicyArgs),
-    #[command(override_help = HELP_TAGS)]
-    Tags,
-    #[command(override_help = HELP_WHOAMI)]
-    Whoami,
-    #[command(override_help = HELP_CLEANUP)]
-    Cleanup,
-    /// `netman help [COMMAND]`
-    #[command(hide = true)]
-    Help { command: Option<String> },
-}
-
-#[derive(Debug, Clone, Default, Args)]
-pub struct PolicyArgs {
-    pub source: Option<String>,
-    pub destination: Option<String>,
-    /// The cf CLI 6 form of the destination.
-    #[arg(long = "destination-app", value_name = "DESTINATION_APP")]
-    pub destination_app: Option<String>,
-    #[arg(short = 's', value_name = "DESTINATION_SPACE_NAME")]
-    pub space: Option<String>,
-    #[arg(short = 'o', value_name = "DESTINATION_ORG_NAME")]
-    pub org: Option<String>,
-    #[arg(long)]
-    pub protocol: Option<String>,
-    #[arg(long)]
-    pub port: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, Args)]
-pub struct ListArgs {
-    #[arg(long, value_name = "APP")]
-    pub app: Option<String>,
-    #[arg(long, value_name = "SOURCE_APP")]
-    pub source: Option<String>,
 }
 
 /// A validated port range.

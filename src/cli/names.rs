@@ -95,6 +95,21 @@ impl Cc {
         Ok(out)
     }
 
+    /// Every resource of `kind` (`apps`, `spaces`, `organizations`) among `guids`, asked for
+    /// 100 at a time.
+    fn by_guids(&self, kind: &str, guids: &[&str]) -> Result<Vec<Value>, String> {
+        let mut out = Vec::new();
+        for chunk in guids.chunks(100) {
+            let path = format!(
+                "/v3/{kind}?guids={}&per_page={}",
+                list_value(chunk),
+                chunk.len()
+            );
+            out.extend(self.list(path)?);
+        }
+        Ok(out)
+    }
+
     fn single_guid(&self, path: String) -> Result<Option<String>, String> {
         Ok(self
             .list(path)?
@@ -128,33 +143,26 @@ impl Cc {
     /// Apps by GUID (chunks of 100); unknown GUIDs are absent.
     pub fn apps(&self, guids: &[&str]) -> Result<HashMap<String, AppInfo>, String> {
         let mut out = HashMap::new();
-        for chunk in guids.chunks(100) {
-            let path = format!(
-                "/v3/apps?guids={}&per_page={}",
-                list_value(chunk),
-                chunk.len()
+        for app in self.by_guids("apps", guids)? {
+            let (Some(guid), Some(name)) = (app["guid"].as_str(), app["name"].as_str()) else {
+                continue;
+            };
+            let space = app["relationships"]["space"]["data"]["guid"]
+                .as_str()
+                .or_else(|| {
+                    app["links"]["space"]["href"]
+                        .as_str()
+                        .and_then(|h| h.rsplit('/').next())
+                })
+                .unwrap_or_default();
+            out.insert(
+                guid.to_string(),
+                AppInfo {
+                    guid: guid.to_string(),
+                    name: name.to_string(),
+                    space_guid: space.to_string(),
+                },
             );
-            for app in self.list(path)? {
-                let (Some(guid), Some(name)) = (app["guid"].as_str(), app["name"].as_str()) else {
-                    continue;
-                };
-                let space = app["relationships"]["space"]["data"]["guid"]
-                    .as_str()
-                    .or_else(|| {
-                        app["links"]["space"]["href"]
-                            .as_str()
-                            .and_then(|h| h.rsplit('/').next())
-                    })
-                    .unwrap_or_default();
-                out.insert(
-                    guid.to_string(),
-                    AppInfo {
-                        guid: guid.to_string(),
-                        name: name.to_string(),
-                        space_guid: space.to_string(),
-                    },
-                );
-            }
         }
         Ok(out)
     }
@@ -162,19 +170,12 @@ impl Cc {
     /// Space GUID -> (space name, org GUID).
     pub fn spaces(&self, guids: &[&str]) -> Result<HashMap<String, (String, String)>, String> {
         let mut out = HashMap::new();
-        for chunk in guids.chunks(100) {
-            let path = format!(
-                "/v3/spaces?guids={}&per_page={}",
-                list_value(chunk),
-                chunk.len()
-            );
-            for s in self.list(path)? {
-                if let (Some(guid), Some(name)) = (s["guid"].as_str(), s["name"].as_str()) {
-                    let org = s["relationships"]["organization"]["data"]["guid"]
-                        .as_str()
-                        .unwrap_or_default();
-                    out.insert(guid.to_string(), (name.to_string(), org.to_string()));
-                }
+        for s in self.by_guids("spaces", guids)? {
+            if let (Some(guid), Some(name)) = (s["guid"].as_str(), s["name"].as_str()) {
+                let org = s["relationships"]["organization"]["data"]["guid"]
+                    .as_str()
+                    .unwrap_or_default();
+                out.insert(guid.to_string(), (name.to_string(), org.to_string()));
             }
         }
         Ok(out)
@@ -183,16 +184,9 @@ impl Cc {
     /// Org GUID -> name.
     pub fn orgs(&self, guids: &[&str]) -> Result<HashMap<String, String>, String> {
         let mut out = HashMap::new();
-        for chunk in guids.chunks(100) {
-            let path = format!(
-                "/v3/organizations?guids={}&per_page={}",
-                list_value(chunk),
-                chunk.len()
-            );
-            for o in self.list(path)? {
-                if let (Some(guid), Some(name)) = (o["guid"].as_str(), o["name"].as_str()) {
-                    out.insert(guid.to_string(), name.to_string());
-                }
+        for o in self.by_guids("organizations", guids)? {
+            if let (Some(guid), Some(name)) = (o["guid"].as_str(), o["name"].as_str()) {
+                out.insert(guid.to_string(), name.to_string());
             }
         }
         Ok(out)

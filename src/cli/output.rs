@@ -1,5 +1,7 @@
 //! Human output as the cf CLI prints it: progress lines, `OK` / `FAILED`, aligned tables.
 
+use crate::api::policy::Policy;
+
 /// Renders rows under a header, columns padded to the widest cell plus three spaces (the last
 /// column is not padded).
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
@@ -28,6 +30,16 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
         line(row.iter().map(String::as_str).collect());
     }
     out
+}
+
+/// A policy's row: source and destination as shown (names or GUIDs), protocol, ports.
+pub fn policy_row(source: &str, destination: &str, p: &Policy) -> Vec<String> {
+    vec![
+        source.to_string(),
+        destination.to_string(),
+        p.destination.protocol.clone(),
+        port_text(p.destination.ports.start, p.destination.ports.end),
+    ]
 }
 
 pub fn port_text(start: i64, end: i64) -> String {

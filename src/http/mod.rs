@@ -1,10 +1,18 @@
-//! The one HTTP layer of netman: request and response values, a blocking server
-//! ([`server::Server`]) for plain, TLS and mutual-TLS listeners, and HTTP client construction.
+//! The one HTTP layer of netman: request and response values, a server ([`server::Server`]) for
+//! plain, TLS and mutual-TLS listeners whose open connections wait in a readiness poller and whose
+//! handlers run on blocking workers, and HTTP client construction.
 
 pub mod client;
+mod conn;
+pub mod limits;
+pub mod parse;
+mod poller;
 pub mod server;
+pub mod stats;
+mod worker;
 
 pub use server::{Handler, Server, ServerOptions};
+pub use stats::{ListenerHealth, ServerMetrics};
 
 use rustls::pki_types::CertificateDer;
 use serde::Serialize;
@@ -125,6 +133,80 @@ impl Response {
     }
 }
 
+/// What a handler gives back: an answer now, or a request parked until a [`Signal`] fires or its
+/// time is up. A parked request waits in the poller and holds no worker.
+pub enum Reply {
+    Now(Response),
+    Park(Parked),
+}
+
+impl From<Response> for Reply {
+    fn from(r: Response) -> Reply {
+        Reply::Now(r)
+    }
+}
+
+/// Why a parked request's `respond` is called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// Its signal fired (or it was just parked): answer if there is something new.
+    Signalled,
+    /// Its time is up: answer now.
+    Expired,
+}
+
+/// A request held until something changes. `respond` runs on the poller thread, so it must be
+/// cheap and never block (compare a cached value, format an answer); it returns `None` to keep
+/// waiting (never on [`Wake::Expired`], where `None` is answered 500).
+pub struct Parked {
+    pub until: std::time::Instant,
+    pub signal: Signal,
+    pub respond: Box<dyn FnMut(Wake) -> Option<Response> + Send>,
+}
+
+/// Wakes the pollers holding requests parked on it. Cheap to clone; `notify` from any thread.
+#[derive(Clone, Default)]
+pub struct Signal(std::sync::Arc<SignalState>);
+
+#[derive(Default)]
+struct SignalState {
+    generation: std::sync::atomic::AtomicU64,
+    wakers: std::sync::Mutex<Vec<std::sync::Weak<mio::Waker>>>,
+}
+
+impl Signal {
+    pub fn new() -> Signal {
+        Signal::default()
+    }
+
+    pub fn notify(&self) {
+        self.0
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut wakers = self.0.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        wakers.retain(|w| match w.upgrade() {
+            Some(w) => {
+                let _ = w.wake();
+                true
+            }
+            None => false,
+        });
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.0.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub(crate) fn subscribe(&self, waker: &std::sync::Arc<mio::Waker>) {
+        let mut wakers = self.0.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        wakers.push(std::sync::Arc::downgrade(waker));
+    }
+
+    pub(crate) fn same(&self, other: &Signal) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
 pub fn parse_query(query: &str) -> Vec<(String, String)> {
     query
         .split('&')
@@ -151,13 +233,16 @@ pub fn reason(status: u16) -> &'static str {
         404 => "Not Found",
         405 => "Method Not Allowed",
         406 => "Not Acceptable",
+        408 => "Request Timeout",
         409 => "Conflict",
         411 => "Length Required",
         413 => "Payload Too Large",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
+        501 => "Not Implemented",
         502 => "Bad Gateway",
         503 => "Service Unavailable",
+        505 => "HTTP Version Not Supported",
         _ => "Unknown",
     }
 }

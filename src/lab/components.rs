@@ -1,6 +1,7 @@
 //! The lab's components: their configs, their start in the right namespace, and the containers
 //! created through the garden-external-networker.
 
+use super::netns;
 use super::process::{self, LabProcess};
 use super::topology::{self, cell_ip, cell_name, CONTROL, CONTROL_IP, INTERNET_HOSTS};
 use super::{Container, State};
@@ -36,6 +37,7 @@ pub fn app_names(count: usize) -> Vec<String> {
 
 pub struct Lab {
     pub dir: PathBuf,
+    /// Where the netman binaries are: next to the running `netman-lab`.
     pub bin: PathBuf,
     pub state: State,
 }
@@ -54,6 +56,19 @@ fn s(p: &Path) -> String {
 }
 
 impl Lab {
+    /// The lab in `dir` with `state`, run with the binaries next to this executable.
+    pub fn new(dir: &Path, state: State) -> Result<Lab, String> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let bin = exe
+            .parent()
+            .ok_or_else(|| format!("{} has no directory", exe.display()))?;
+        Ok(Lab {
+            dir: dir.to_path_buf(),
+            bin: bin.to_path_buf(),
+            state,
+        })
+    }
+
     fn logs(&self) -> PathBuf {
         self.dir.join("logs")
     }
@@ -95,30 +110,16 @@ impl Lab {
         let ca = Ca::new("netman lab CA")?;
         ca.write_ca(&dir)?;
         let control = CONTROL_IP.to_string();
-        ca.write_issued(
-            &dir,
-            "policy-server",
-            "policy-server.service.cf.internal",
-            &[
-                "policy-server.service.cf.internal",
-                &control,
-                "127.0.0.1",
-                "localhost",
-            ],
-            Usage::Server,
-        )?;
-        ca.write_issued(
-            &dir,
-            "overlay-controller",
-            "overlay-controller.service.cf.internal",
-            &[
+        for (name, host) in [
+            ("policy-server", "policy-server.service.cf.internal"),
+            (
+                "overlay-controller",
                 "overlay-controller.service.cf.internal",
-                &control,
-                "127.0.0.1",
-                "localhost",
-            ],
-            Usage::Server,
-        )?;
+            ),
+        ] {
+            let names = [host, control.as_str(), "127.0.0.1", "localhost"];
+            ca.write_issued(&dir, name, host, &names, Usage::Server)?;
+        }
         ca.write_issued(
             &dir,
             "policy-agent",
@@ -155,7 +156,7 @@ impl Lab {
         )?;
         self.state.admin_token = token;
         let p = self.start("policy-server", CONTROL, "policy-server", &config)?;
-        let ns = netns_path(CONTROL);
+        let ns = netns::path(CONTROL);
         process::wait_until(&p, Duration::from_secs(30), || {
             http_ok(&ns, &format!("http://127.0.0.1:{POLICY_EXTERNAL_PORT}/"))
         })
@@ -248,7 +249,7 @@ impl Lab {
             "overlay-daemon",
             &daemon_config,
         )?;
-        let nsp = netns_path(&ns);
+        let nsp = netns::path(&ns);
         process::wait_until(&daemon, Duration::from_secs(30), || {
             http_ok(&nsp, &format!("http://127.0.0.1:{DAEMON_PORT}/"))
         })?;
@@ -326,81 +327,23 @@ impl Lab {
     /// Creates one container of `app` on `cell` the way garden does: a namespace with the app's
     /// process in it, then `garden-external-networker --action up`.
     pub fn create_container(&mut self, app: &str, index: usize, cell: usize) -> Result<(), String> {
-        let frontend = app == "frontend";
-        let tcp: &[u16] = if frontend {
-            &BACKEND_TCP_PORTS[..1]
-        } else {
-            &BACKEND_TCP_PORTS
-        };
-        let udp: &[u16] = if frontend { &[] } else { &BACKEND_UDP_PORTS };
+        let ports = AppPorts::of(app);
         let handle = format!("{app}-{index}");
         let ns = format!("{}c-{handle}", topology::PREFIX);
-        crate::netns::run(&["ip", "netns", "add", &ns])?;
+        netns::run(&["ip", "netns", "add", &ns])?;
         topology::ns_exec(&ns, &["ip", "link", "set", "lo", "up"])?;
-        let mut args: Vec<String> = vec![if frontend { "frontend" } else { "backend" }.into()];
-        args.extend(["--name".into(), app.to_string()]);
-        if frontend {
-            args.extend(["--port".into(), tcp[0].to_string()]);
-        } else {
-            let join = |ports: &[u16]| {
-                ports
-                    .iter()
-                    .map(u16::to_string)
-                    .collect::<Vec<_>>()
-                    .join(",")
-            };
-            args.extend([
-                "--tcp-ports".into(),
-                join(tcp),
-                "--udp-ports".into(),
-                join(udp),
-            ]);
-        }
         let proc = process::spawn(
             &format!("app-{handle}"),
             &ns,
             &self.binary("netman-test-app"),
-            &args,
+            &ports.app_args(app),
             &self.logs(),
         )?;
         self.state.processes.push(proc.clone());
         self.state.save(&self.dir)?;
 
-        let stdin = json!({
-            "Pid": proc.pid,
-            "Properties": {
-                "app_id": app, "policy_group_id": app, "space_id": "lab-space", "org_id": "lab-org",
-                "ports": tcp.iter().map(u16::to_string).collect::<Vec<_>>().join(","),
-                "container_workload": "app",
-            },
-            "netin": [{"host_port": 0, "container_port": tcp[0]}],
-            "netout_rules": [
-                // The lab's one security group: the first "internet" host on TCP 80 and ICMP.
-                {"protocol": 1, "networks": [{"start": INTERNET_HOSTS[0].to_string(), "end": INTERNET_HOSTS[0].to_string()}], "ports": [{"start": 80, "end": 80}]},
-                {"protocol": 3, "networks": [{"start": INTERNET_HOSTS[0].to_string(), "end": INTERNET_HOSTS[0].to_string()}], "icmps": {"type": 8, "code": 0}},
-            ],
-        });
-        let out = self.networker(cell, "up", &handle, Some(&stdin))?;
-        let v: Value =
-            serde_json::from_str(&out).map_err(|e| format!("networker output {out:?}: {e}"))?;
-        let props = &v["properties"];
-        let ip = props["garden.network.container-ip"]
-            .as_str()
-            .unwrap_or("")
-            .to_string();
-        let mapped: Vec<Value> = props["garden.network.mapped-ports"]
-            .as_str()
-            .and_then(|m| serde_json::from_str(m).ok())
-            .unwrap_or_default();
-        let mapped_ports = mapped
-            .iter()
-            .filter_map(|m| {
-                Some((
-                    m["HostPort"].as_u64()? as u16,
-                    m["ContainerPort"].as_u64()? as u16,
-                ))
-            })
-            .collect();
+        let out = self.networker(cell, "up", &handle, Some(&up_input(app, proc.pid, &ports)))?;
+        let (ip, mapped_ports) = container_address(&out)?;
         self.state.containers.push(Container {
             app: app.to_string(),
             index,
@@ -452,10 +395,6 @@ impl Lab {
     }
 }
 
-pub fn netns_path(ns: &str) -> PathBuf {
-    PathBuf::from(format!("/run/netns/{ns}"))
-}
-
 fn http_ok(ns: &Path, url: &str) -> bool {
     let url = url.to_string();
     crate::netns::run_in(ns, move || {
@@ -471,10 +410,101 @@ fn tcp_open(ns: &str, addr: &str) -> bool {
     let Ok(addr) = addr.parse::<std::net::SocketAddr>() else {
         return false;
     };
-    crate::netns::run_in(&netns_path(ns), move || {
+    crate::netns::run_in(&netns::path(ns), move || {
         std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
     })
     .unwrap_or(false)
+}
+
+/// The ports an example app serves: a frontend one TCP port, a backend all of them.
+struct AppPorts {
+    frontend: bool,
+    tcp: &'static [u16],
+    udp: &'static [u16],
+}
+
+impl AppPorts {
+    fn of(app: &str) -> AppPorts {
+        let frontend = app == "frontend";
+        AppPorts {
+            frontend,
+            tcp: if frontend {
+                &BACKEND_TCP_PORTS[..1]
+            } else {
+                &BACKEND_TCP_PORTS
+            },
+            udp: if frontend { &[] } else { &BACKEND_UDP_PORTS },
+        }
+    }
+
+    /// `netman-test-app`'s arguments for the app.
+    fn app_args(&self, app: &str) -> Vec<String> {
+        let join = |ports: &[u16]| {
+            ports
+                .iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let mut args: Vec<String> = vec![if self.frontend { "frontend" } else { "backend" }.into()];
+        args.extend(["--name".into(), app.to_string()]);
+        if self.frontend {
+            args.extend(["--port".into(), self.tcp[0].to_string()]);
+        } else {
+            args.extend([
+                "--tcp-ports".into(),
+                join(self.tcp),
+                "--udp-ports".into(),
+                join(self.udp),
+            ]);
+        }
+        args
+    }
+}
+
+/// What garden gives the networker's `up` for an app's container: its process, its properties,
+/// one NetIn mapping, and the lab's one security group.
+fn up_input(app: &str, pid: u32, ports: &AppPorts) -> Value {
+    let internet = INTERNET_HOSTS[0].to_string();
+    json!({
+        "Pid": pid,
+        "Properties": {
+            "app_id": app, "policy_group_id": app, "space_id": "lab-space", "org_id": "lab-org",
+            "ports": ports.tcp.iter().map(u16::to_string).collect::<Vec<_>>().join(","),
+            "container_workload": "app",
+        },
+        "netin": [{"host_port": 0, "container_port": ports.tcp[0]}],
+        "netout_rules": [
+            // The lab's one security group: the first "internet" host on TCP 80 and ICMP.
+            {"protocol": 1, "networks": [{"start": internet, "end": internet}], "ports": [{"start": 80, "end": 80}]},
+            {"protocol": 3, "networks": [{"start": internet, "end": internet}], "icmps": {"type": 8, "code": 0}},
+        ],
+    })
+}
+
+/// The container's IP and mapped ports (host, container) from the networker's `up` answer.
+fn container_address(out: &str) -> Result<(String, Vec<(u16, u16)>), String> {
+    let v: Value =
+        serde_json::from_str(out).map_err(|e| format!("networker output {out:?}: {e}"))?;
+    let props = &v["properties"];
+    let ip = props["garden.network.container-ip"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let mapped: Vec<Value> = props["garden.network.mapped-ports"]
+        .as_str()
+        .and_then(|m| serde_json::from_str(m).ok())
+        .unwrap_or_default();
+    let mapped_ports = mapped
+        .iter()
+        .filter_map(|m| {
+            Some((
+                m["HostPort"].as_u64()? as u16,
+                m["ContainerPort"].as_u64()? as u16,
+            ))
+        })
+        .collect();
+    Ok((ip, mapped_ports))
 }
 
 fn hex_token() -> String {
@@ -501,20 +531,19 @@ impl Lab {
             if let Some(p) = self.state.process(&format!("app-{}", c.handle)) {
                 p.stop(Duration::from_secs(2));
             }
-            let _ = crate::netns::run(&["ip", "netns", "del", &c.namespace]);
+            let _ = netns::run(&["ip", "netns", "del", &c.namespace]);
         }
         for p in self.state.processes.iter().filter(|p| p.namespace == ns) {
             p.stop(Duration::from_secs(5));
         }
         let certs = self.certs();
-        let tls = crate::http::client::ClientTls {
-            ca_cert_file: Some(s(&certs.join("ca.crt"))),
-            client_cert_file: Some(s(&certs.join("overlay-daemon.crt"))),
-            client_key_file: Some(s(&certs.join("overlay-daemon.key"))),
-            skip_verification: false,
-        };
+        let tls = crate::daemon::client_tls(
+            &s(&certs.join("ca.crt")),
+            &s(&certs.join("overlay-daemon.crt")),
+            &s(&certs.join("overlay-daemon.key")),
+        );
         let underlay = cell_ip(cell).to_string();
-        crate::netns::run_in(&netns_path(CONTROL), move || {
+        crate::netns::run_in(&netns::path(CONTROL), move || {
             crate::overlay::client::ControllerClient::new(
                 &format!("https://{CONTROL_IP}:{CONTROLLER_PORT}"),
                 &tls,
@@ -524,7 +553,7 @@ impl Lab {
             .release(&underlay)
             .map_err(|e| format!("releasing the lease of cell {cell}: {e}"))
         })??;
-        crate::netns::run(&["ip", "netns", "del", &ns])?;
+        netns::run(&["ip", "netns", "del", &ns])?;
         self.state.containers.retain(|c| c.cell != cell);
         self.state.processes.retain(|p| {
             p.namespace != ns && !gone.iter().any(|c| p.name == format!("app-{}", c.handle))
@@ -541,7 +570,7 @@ impl Lab {
         let mut subnets = Vec::new();
         for cell in 1..=cells {
             let url = format!("http://127.0.0.1:{DAEMON_PORT}/");
-            let subnet = crate::netns::run_in(&netns_path(&cell_name(cell)), move || {
+            let subnet = crate::netns::run_in(&netns::path(&cell_name(cell)), move || {
                 let agent =
                     crate::http::client::agent(&Default::default(), Duration::from_secs(2))?;
                 let mut resp = agent.get(&url).call().map_err(|e| e.to_string())?;
@@ -557,7 +586,7 @@ impl Lab {
         let deadline = std::time::Instant::now() + timeout;
         for cell in 1..=cells {
             loop {
-                let routes = crate::netns::run(&["ip", "-n", &cell_name(cell), "route", "show"])?;
+                let routes = netns::run(&["ip", "-n", &cell_name(cell), "route", "show"])?;
                 let missing: Vec<&String> = subnets
                     .iter()
                     .enumerate()

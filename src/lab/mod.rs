@@ -3,8 +3,11 @@
 //! containers created through the garden-external-networker exactly as garden would), and an
 //! "internet" host. Everything lives in namespaces the lab creates; `down` removes it all.
 
+pub mod cli;
+pub mod commands;
 pub mod components;
 pub mod forward;
+pub mod netns;
 pub mod process;
 pub mod topology;
 

@@ -2,7 +2,7 @@
 //! N cell hosts and an "internet" host, each a namespace with one veth into the switch. Nothing
 //! is created in the root namespace.
 
-use crate::netns::run;
+use super::netns::run;
 use std::net::Ipv4Addr;
 
 /// Every namespace the lab creates starts with this prefix, so `down` can find them all.
@@ -87,29 +87,15 @@ pub fn create(cells: usize) -> Result<(), String> {
         // Every REJECT is answered at once, not rate limited per destination, so a denied probe
         // is refused rather than timed out (the lab's checks probe many denied flows quickly).
         sysctl(&name, "net.ipv4.icmp_ratelimit", "0")?;
-        ns_exec(
-            &name,
-            &[
-                "ip",
-                "route",
-                "add",
-                INTERNET_NET,
-                "via",
-                &INTERNET_IP.to_string(),
-            ],
-        )?;
+        route_to_internet(&name)?;
     }
-    ns_exec(
-        CONTROL,
-        &[
-            "ip",
-            "route",
-            "add",
-            INTERNET_NET,
-            "via",
-            &INTERNET_IP.to_string(),
-        ],
-    )?;
+    route_to_internet(CONTROL)
+}
+
+/// The route of a host namespace to the "internet" addresses.
+fn route_to_internet(ns: &str) -> Result<(), String> {
+    let via = INTERNET_IP.to_string();
+    ns_exec(ns, &["ip", "route", "add", INTERNET_NET, "via", &via])?;
     Ok(())
 }
 

@@ -2,9 +2,14 @@
 //! overlay device's tx/rx bytes and drops, as Prometheus metrics and a log line (reference §1.3);
 //! and the overlay watchdog, which stops the cell when its VTEP disagrees with its lease.
 
+pub mod app;
 pub mod watchdog;
 
-use crate::config::{require_ip, require_nonempty, require_port, require_positive, Validate};
+use crate::config::{
+    loopback, require_ip, require_nonempty, require_port, require_positive, u16_default,
+    u64_default, Validate,
+};
+use crate::metrics::Registrar;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
@@ -14,14 +19,14 @@ use std::process::Command;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetmonConfig {
-    #[serde(default = "default_interval")]
+    #[serde(default = "u64_default::<30>")]
     pub poll_interval_seconds: u64,
     /// The overlay (VXLAN) device whose counters are reported.
     #[serde(default = "default_interface")]
     pub interface_name: String,
     #[serde(default = "loopback")]
     pub debug_server_host: String,
-    #[serde(default = "default_debug_port")]
+    #[serde(default = "u16_default::<22234>")]
     pub debug_server_port: u16,
     /// `iptables-save`, or the path of another binary with its output format.
     #[serde(default = "default_iptables_save")]
@@ -31,17 +36,8 @@ pub struct NetmonConfig {
     pub sys_class_net: PathBuf,
 }
 
-fn default_interval() -> u64 {
-    30
-}
 fn default_interface() -> String {
     crate::netmon::DEFAULT_VTEP.into()
-}
-fn loopback() -> String {
-    "127.0.0.1".into()
-}
-fn default_debug_port() -> u16 {
-    22234
 }
 fn default_iptables_save() -> String {
     "iptables-save".into()
@@ -154,7 +150,7 @@ pub fn sample(config: &NetmonConfig) -> Result<Sample, String> {
 }
 
 /// The gauges netmon exports (names documented in `docs/metrics.md`).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct NetmonMetrics {
     pub interfaces: Gauge,
     pub iptables_rules: Gauge,
@@ -167,48 +163,25 @@ pub struct NetmonMetrics {
 
 impl NetmonMetrics {
     pub fn register(registry: &mut Registry) -> NetmonMetrics {
-        let m = NetmonMetrics::default();
-        let list: [(&str, &str, &Gauge); 7] = [
-            (
-                "netmon_interfaces",
-                "Network interfaces in the cell's namespace",
-                &m.interfaces,
-            ),
-            (
-                "netmon_iptables_rules",
+        let mut r = Registrar::new(registry, "netmon");
+        NetmonMetrics {
+            interfaces: r.metric("interfaces", "Network interfaces in the cell's namespace"),
+            iptables_rules: r.metric(
+                "iptables_rules",
                 "iptables rules in the filter and nat tables",
-                &m.iptables_rules,
             ),
-            (
-                "netmon_overlay_tx_bytes",
-                "Bytes sent by the overlay device",
-                &m.overlay_tx_bytes,
-            ),
-            (
-                "netmon_overlay_rx_bytes",
-                "Bytes received by the overlay device",
-                &m.overlay_rx_bytes,
-            ),
-            (
-                "netmon_overlay_tx_dropped",
+            overlay_tx_bytes: r.metric("overlay_tx_bytes", "Bytes sent by the overlay device"),
+            overlay_rx_bytes: r.metric("overlay_rx_bytes", "Bytes received by the overlay device"),
+            overlay_tx_dropped: r.metric(
+                "overlay_tx_dropped",
                 "Packets dropped on send by the overlay device",
-                &m.overlay_tx_dropped,
             ),
-            (
-                "netmon_overlay_rx_dropped",
+            overlay_rx_dropped: r.metric(
+                "overlay_rx_dropped",
                 "Packets dropped on receive by the overlay device",
-                &m.overlay_rx_dropped,
             ),
-            (
-                "netmon_sample_errors",
-                "Consecutive failed samples",
-                &m.sample_errors,
-            ),
-        ];
-        for (name, help, gauge) in list {
-            registry.register(name, help, gauge.clone());
+            sample_errors: r.metric("sample_errors", "Consecutive failed samples"),
         }
-        m
     }
 
     pub fn record(&self, s: &Sample) {

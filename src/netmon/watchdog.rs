@@ -3,8 +3,11 @@
 //! yet); a VTEP without an address, or with another one, means the cell is out of sync and must be
 //! recreated.
 
+use crate::daemon::Worker;
 use crate::overlay::info::InfoError;
 use std::net::Ipv4Addr;
+use std::sync::mpsc::{self, Receiver};
+use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -66,6 +69,80 @@ pub fn lease_from_daemon(agent: &ureq::Agent, url: &str) -> Result<String, InfoE
 
 pub const OUT_OF_SYNC_MESSAGE: &str =
     "This cell must be recreated. The overlay is out of sync with the local VTEP";
+
+/// What the watchdog compares and how often.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub vtep_name: String,
+    pub overlay_daemon_url: String,
+    pub interval: Duration,
+}
+
+/// One comparison. `Err`: out of sync (the cell must be recreated) or the device could not be
+/// read; an unreachable overlay daemon is logged and counts as nothing to compare yet.
+pub fn check(agent: &ureq::Agent, settings: &Settings) -> Result<(), String> {
+    let addresses = device_ipv4_addresses(&settings.vtep_name)?;
+    let lease = match lease_from_daemon(agent, &settings.overlay_daemon_url) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            log::warn!("{e}");
+            None
+        }
+    };
+    match judge(lease.as_deref(), addresses.as_deref()) {
+        Verdict::InSync => log::debug!("overlay in sync"),
+        Verdict::NotYet(why) => log::debug!("nothing to compare yet: {why}"),
+        Verdict::OutOfSync(why) => return Err(format!("{OUT_OF_SYNC_MESSAGE}: {why}")),
+    }
+    Ok(())
+}
+
+/// The HTTP client of the overlay daemon's local endpoint.
+pub fn client() -> Result<ureq::Agent, String> {
+    crate::http::client::agent(&Default::default(), Duration::from_secs(2))
+}
+
+/// A watchdog checking every interval on its own thread; the first failed check is fatal.
+pub struct RunningWatchdog {
+    settings: Settings,
+    checker: Worker,
+    fatal: Option<Receiver<String>>,
+}
+
+pub fn start(settings: Settings) -> Result<RunningWatchdog, String> {
+    let agent = client()?;
+    let (fatal_tx, fatal) = mpsc::channel();
+    let checking = settings.clone();
+    let checker = Worker::every(settings.interval, move || match check(&agent, &checking) {
+        Ok(()) => true,
+        Err(e) => {
+            let _ = fatal_tx.send(e);
+            false
+        }
+    });
+    Ok(RunningWatchdog {
+        settings,
+        checker,
+        fatal: Some(fatal),
+    })
+}
+
+impl crate::daemon::Running for RunningWatchdog {
+    fn describe(&self) -> String {
+        format!(
+            "checking {} against {} every {:?}",
+            self.settings.vtep_name, self.settings.overlay_daemon_url, self.settings.interval
+        )
+    }
+
+    fn stop(self) {
+        self.checker.stop();
+    }
+
+    fn fatal(&mut self) -> Option<Receiver<String>> {
+        self.fatal.take()
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -9,7 +9,8 @@ pub mod info;
 pub mod ipam;
 pub mod plugin;
 pub mod store;
-pub mod vtep;
+
+pub use daemon::vtep;
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
@@ -76,6 +77,20 @@ impl Lease {
 pub fn vtep_mac(subnet: Ipv4Net) -> [u8; 6] {
     let o = subnet.network().octets();
     [0xee, 0xee, o[0], o[1], o[2], o[3]]
+}
+
+/// The overlay network of the controller and the daemons unless configured.
+pub const DEFAULT_NETWORK: &str = "10.255.0.0/16";
+
+/// Parses a network CIDR that must be IPv4 and have no host bits; errors name the config key.
+pub fn parse_network(key: &str, text: &str) -> Result<Ipv4Net, String> {
+    let net: Ipv4Net = text
+        .parse()
+        .map_err(|_| format!("invalid '{key}': {text:?} is not an IPv4 CIDR"))?;
+    if net.network() != net.addr() {
+        return Err(format!("invalid '{key}': {text:?} has host bits set"));
+    }
+    Ok(net)
 }
 
 /// Unix seconds now.

@@ -24,6 +24,8 @@ pub enum Usage {
     Client,
     /// Both: for components that serve and call with the same identity.
     Both,
+    /// No extended key usage at all (any purpose), as some older tooling issues.
+    Unrestricted,
 }
 
 impl Ca {
@@ -72,6 +74,7 @@ impl Ca {
                 ExtendedKeyUsagePurpose::ServerAuth,
                 ExtendedKeyUsagePurpose::ClientAuth,
             ],
+            Usage::Unrestricted => Vec::new(),
         };
         let key = KeyPair::generate().map_err(err)?;
         let cert = params.signed_by(&key, &self.issuer).map_err(err)?;

@@ -1,15 +1,19 @@
 //! Wiring of a running policy server: the external listener (plain or TLS), the internal listener
 //! (mutual TLS only), the loopback debug listener (metrics, health, log level), and the periodic
-//! stale-policy cleanup.
+//! stale-policy cleanup. [`start_from_config`] opens what the config names and starts;
+//! [`start`] takes the parts already made (tests, embedding).
 
-use super::auth::Authenticator;
-use super::cc::CloudController;
+use super::auth::{self, Authenticator};
+use super::cc::{self, CloudController};
+use super::config::PolicyServerConfig;
 use super::external::{ExternalApi, ExternalSettings};
 use super::internal::InternalApi;
 use super::metered_store::MeteredStore;
 use super::store::Store;
-use crate::http::{Server, ServerOptions};
-use crate::metrics::{DebugHandler, HttpMetrics, OpMetrics, Uptime};
+use super::watch::{NotifyingStore, VersionWatch, CHECK_INTERVAL};
+use crate::daemon::debug::{self, DebugHandler};
+use crate::http::{ListenerHealth, Server, ServerMetrics, ServerOptions};
+use crate::metrics::{Registrar, Uptime};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::path::PathBuf;
@@ -29,6 +33,26 @@ pub struct Settings {
     pub external: ExternalSettings,
     pub cleanup_interval: Option<Duration>,
     pub http_workers: usize,
+    pub http: HttpSettings,
+}
+
+/// Connection limits of the external and internal listeners, and who may use the internal API.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Open connections per listener (the oldest idle one is closed beyond it).
+    pub max_connections: usize,
+    /// When not empty, only client certificates naming one of these (CN or SAN) and carrying the
+    /// clientAuth usage may use the internal API; otherwise any certificate of the CA may.
+    pub allowed_internal_clients: Vec<String>,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            max_connections: ServerOptions::default().max_connections,
+            allowed_internal_clients: Vec::new(),
+        }
+    }
 }
 
 pub struct Components {
@@ -41,6 +65,7 @@ pub struct RunningServer {
     pub external: Server,
     pub internal: Server,
     pub debug: Server,
+    pub watch: VersionWatch,
     stop: Arc<AtomicBool>,
     cleanup: Option<std::thread::JoinHandle<()>>,
 }
@@ -54,30 +79,133 @@ impl RunningServer {
         self.external.shutdown();
         self.internal.shutdown();
         self.debug.shutdown();
+        self.watch.stop();
+    }
+}
+
+/// The debug port: `/health` checks both listeners and the database; a scrape counts the
+/// policies.
+fn debug_handler(
+    registry: Registry,
+    store: &Arc<dyn Store>,
+    listeners: [ListenerHealth; 2],
+    uptime: Arc<Uptime>,
+    total_policies: Gauge,
+) -> DebugHandler {
+    let health_store = Arc::clone(store);
+    let count_store = Arc::clone(store);
+    DebugHandler::new(
+        Arc::new(registry),
+        move || {
+            for listener in &listeners {
+                listener.check()?;
+            }
+            health_store
+                .check()
+                .map_err(|e| format!("check database failed: {e}"))
+        },
+        move || {
+            uptime.refresh();
+            if let Ok(n) = count_store.count() {
+                total_policies.set(n as i64);
+            }
+        },
+    )
+}
+
+impl crate::daemon::Running for RunningServer {
+    fn describe(&self) -> String {
+        format!(
+            "external {}, internal {}, debug {}",
+            self.external.local_addr(),
+            self.internal.local_addr(),
+            self.debug.local_addr()
+        )
+    }
+
+    fn stop(self) {
+        self.shutdown();
+    }
+}
+
+/// Opens the store (migrating it), builds the authenticator and the Cloud Controller client the
+/// config names, and starts.
+pub fn start_from_config(config: PolicyServerConfig) -> Result<RunningServer, String> {
+    let components = Components {
+        store: super::store::open(&config.database, config.tag_length)
+            .map_err(|e| format!("opening the database: {e}"))?,
+        auth: auth::build(&config.auth).map_err(|e| format!("auth: {e}"))?,
+        cc: cloud_controller(&config)?,
+    };
+    start(settings(&config), components)
+}
+
+fn cloud_controller(
+    config: &PolicyServerConfig,
+) -> Result<Option<Arc<dyn CloudController>>, String> {
+    let (Some(cc_config), Some(uaa)) = (config.cc_config(), config.auth.uaa_client_config()) else {
+        return Ok(None);
+    };
+    let client = cc::HttpCloudController::new(&cc_config, &uaa)
+        .map_err(|e| format!("cloud controller: {e}"))?;
+    Ok(Some(Arc::new(client)))
+}
+
+fn settings(config: &PolicyServerConfig) -> Settings {
+    Settings {
+        external_addr: format!("{}:{}", config.listen_host, config.listen_port),
+        external_tls: config.enable_tls.then(|| {
+            (
+                PathBuf::from(&config.external_cert_file),
+                PathBuf::from(&config.external_key_file),
+            )
+        }),
+        internal_addr: format!(
+            "{}:{}",
+            config.internal_listen_host, config.internal_listen_port
+        ),
+        internal_tls: (
+            PathBuf::from(&config.ca_cert_file),
+            PathBuf::from(&config.server_cert_file),
+            PathBuf::from(&config.server_key_file),
+        ),
+        debug_addr: format!("{}:{}", config.debug_server_host, config.debug_server_port),
+        external: ExternalSettings {
+            max_policies_per_source: config.max_policies_per_app_source,
+            enable_space_developer_self_service: config.enable_space_developer_self_service,
+            allowed_cors_domains: config.allowed_cors_domains.clone(),
+            tls_enabled: config.enable_tls,
+        },
+        cleanup_interval: (config.cleanup_interval_seconds > 0)
+            .then(|| Duration::from_secs(config.cleanup_interval_seconds)),
+        http_workers: config.http_workers,
+        http: config.http_settings(),
     }
 }
 
 pub fn start(settings: Settings, components: Components) -> Result<RunningServer, String> {
     let mut registry = Registry::default();
-    let store_ops = OpMetrics::register(
-        &mut registry,
-        "policy_server_store_operation_duration_seconds",
+    let mut r = Registrar::new(&mut registry, "policy_server");
+    let store_ops = r.ops(
+        "store_operation_duration_seconds",
         "Policy store call latency, by operation and outcome",
     );
     let store: Arc<dyn Store> = Arc::new(MeteredStore::new(components.store, store_ops));
-    let external_metrics = HttpMetrics::register(&mut registry, "policy_server_external");
-    let internal_metrics = HttpMetrics::register(&mut registry, "policy_server_internal");
-    let uptime = Uptime::register(&mut registry, "policy_server");
-    let total_policies: Gauge = Gauge::default();
-    registry.register(
-        "policy_server_total_policies",
-        "Policies in the store",
-        total_policies.clone(),
-    );
+    let external_metrics = r.http("external");
+    let internal_metrics = r.http("internal");
+    let uptime = r.uptime();
+    let total_policies: Gauge = r.metric("total_policies", "Policies in the store");
 
-    let options = |tls| ServerOptions {
+    let external_conns = ServerMetrics::register(&mut registry, "policy_server_external");
+    let internal_conns = ServerMetrics::register(&mut registry, "policy_server_internal");
+    let external_health = ListenerHealth::new();
+    let internal_health = ListenerHealth::new();
+    let options = |tls, health: &ListenerHealth, metrics| ServerOptions {
         workers: settings.http_workers,
+        max_connections: settings.http.max_connections,
         tls,
+        health: health.clone(),
+        metrics,
         ..ServerOptions::default()
     };
 
@@ -86,13 +214,24 @@ pub fn start(settings: Settings, components: Components) -> Result<RunningServer
         None => None,
     };
     let (ca, cert, key) = &settings.internal_tls;
-    let internal_tls = crate::tls::server_config(cert, key, Some(ca))?;
+    let internal_tls = crate::tls::server_config_for_clients(
+        cert,
+        key,
+        Some(ca),
+        &settings.http.allowed_internal_clients,
+    )?;
+    let watch = VersionWatch::start(Arc::clone(&store), CHECK_INTERVAL);
+    let writing_store: Arc<dyn Store> = Arc::new(NotifyingStore {
+        store: Arc::clone(&store),
+        watch: watch.clone(),
+    });
 
     let external = Server::start(
         &settings.external_addr,
-        options(external_tls),
+        options(external_tls, &external_health, external_conns),
         ExternalApi {
-            store: Arc::clone(&store),
+            store: writing_store,
+            listeners: vec![external_health.clone(), internal_health.clone()],
             auth: components.auth,
             cc: components.cc.clone(),
             settings: settings.external.clone(),
@@ -103,38 +242,25 @@ pub fn start(settings: Settings, components: Components) -> Result<RunningServer
     .map_err(|e| format!("external API: {e}"))?;
     let internal = Server::start(
         &settings.internal_addr,
-        options(Some(internal_tls)),
+        options(Some(internal_tls), &internal_health, internal_conns),
         InternalApi {
             store: Arc::clone(&store),
             metrics: internal_metrics,
+            watch: watch.clone(),
         },
     )
     .map_err(|e| format!("internal API: {e}"))?;
 
-    let health_store = Arc::clone(&store);
-    let count_store = Arc::clone(&store);
-    let debug = Server::start(
+    let debug = debug::serve(
         &settings.debug_addr,
-        ServerOptions {
-            workers: 4,
-            ..ServerOptions::default()
-        },
-        DebugHandler::new(
-            Arc::new(registry),
-            move || {
-                health_store
-                    .check()
-                    .map_err(|e| format!("check database failed: {e}"))
-            },
-            move || {
-                uptime.refresh();
-                if let Ok(n) = count_store.count() {
-                    total_policies.set(n as i64);
-                }
-            },
+        debug_handler(
+            registry,
+            &store,
+            [external_health, internal_health],
+            uptime,
+            total_policies,
         ),
-    )
-    .map_err(|e| format!("debug server: {e}"))?;
+    )?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let cleanup = match (settings.cleanup_interval, components.cc) {
@@ -151,6 +277,7 @@ pub fn start(settings: Settings, components: Components) -> Result<RunningServer
         external,
         internal,
         debug,
+        watch,
         stop,
         cleanup,
     })

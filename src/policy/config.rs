@@ -63,6 +63,14 @@ pub struct PolicyServerConfig {
     /// Threads serving connections on each of the external and internal listeners.
     #[serde(default = "default_workers")]
     pub http_workers: usize,
+    /// Open connections per listener; beyond it the oldest idle connection is closed.
+    #[serde(default = "default_max_connections")]
+    pub max_client_connections: usize,
+    /// Client certificate names (subject CN or SAN) allowed on the internal API; empty: any
+    /// certificate signed by `ca_cert_file`. When set, certificates without the clientAuth usage
+    /// are refused too.
+    #[serde(default)]
+    pub allowed_internal_clients: Vec<String>,
 }
 
 fn any_host() -> String {
@@ -92,8 +100,18 @@ fn default_max_policies() -> usize {
 fn default_workers() -> usize {
     64
 }
+fn default_max_connections() -> usize {
+    10_000
+}
 
 impl PolicyServerConfig {
+    pub fn http_settings(&self) -> super::app::HttpSettings {
+        super::app::HttpSettings {
+            max_connections: self.max_client_connections,
+            allowed_internal_clients: self.allowed_internal_clients.clone(),
+        }
+    }
+
     /// The Cloud Controller client's settings, when `cc_url` is set.
     pub fn cc_config(&self) -> Option<CcConfig> {
         if self.cc_url.is_empty() {
@@ -156,6 +174,13 @@ impl Validate for PolicyServerConfig {
         if self.http_workers == 0 || self.http_workers > 4096 {
             return Err("invalid 'http_workers': must be in 1-4096".into());
         }
+        if self.max_client_connections == 0 || self.max_client_connections > 1_000_000 {
+            return Err("invalid 'max_client_connections': must be in 1-1000000".into());
+        }
+        crate::config::require_cert_names(
+            "allowed_internal_clients",
+            &self.allowed_internal_clients,
+        )?;
         Ok(())
     }
 }

@@ -42,6 +42,8 @@ pub struct ExternalApi {
     pub settings: ExternalSettings,
     pub metrics: HttpMetrics,
     pub started: Instant,
+    /// The listeners whose failure `/health` reports.
+    pub listeners: Vec<crate::http::ListenerHealth>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -147,6 +149,10 @@ fn resolve(method: &str, path: &str) -> Resolved {
 }
 
 impl Handler for ExternalApi {
+    fn decorate_refusal(&self, req: &Request, resp: &mut Response) {
+        self.decorate(req, resp);
+    }
+
     fn handle(&self, req: &Request) -> Response {
         let started = Instant::now();
         let (route_name, mut resp) = match resolve(&req.method, &req.path) {
@@ -170,7 +176,7 @@ impl Handler for ExternalApi {
         self.decorate(req, &mut resp);
         let elapsed = started.elapsed();
         self.metrics.observe(route_name, resp.status, elapsed);
-        log::info!(
+        log::debug!(
             "external {} {} -> {} in {:.1} ms request_id={}",
             req.method,
             req.path,
@@ -195,13 +201,17 @@ impl ExternalApi {
                 )
             }
             Route::Health => {
+                if let Some(e) = self.listeners.iter().find_map(|l| l.check().err()) {
+                    log::error!("health: {e}");
+                    return Response::error(500, &e);
+                }
                 return match self.store.check() {
                     Ok(()) => Response::new(200),
                     Err(e) => {
                         log::error!("health: {e}");
                         Response::error(500, "check database failed")
                     }
-                }
+                };
             }
             _ => {}
         }
@@ -250,7 +260,7 @@ impl ExternalApi {
             .or_else(|| header.strip_prefix("bearer "))
             .unwrap_or(header);
         let who = self.auth.authenticate(token).map_err(|e| {
-            log::info!("token rejected: {e}");
+            log::debug!("token rejected: {e}");
             Response::error(401, "failed to verify token with uaa")
         })?;
         let (allowed, self_service) = route.scopes();

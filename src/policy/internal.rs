@@ -1,12 +1,23 @@
 //! The internal API (reference §3), served only over mutual TLS to the cell agents: policies with
 //! tags (optionally `id=` filtered), `policies_last_updated` in nanoseconds, and `PUT tags`.
+//!
+//! `policies_last_updated?wait=<seconds>&after=<version>` is the watch: answered at once when the
+//! version differs from `after`, else parked (holding no worker) until it changes or `wait`
+//! passes, and then answered with the version as the plain endpoint would. Its answers carry
+//! [`WATCH_HEADER`], by which an agent tells this server from one that ignores the parameters.
 
 use super::store::{PolicyFilter, Store, StoreError};
+use super::watch::VersionWatch;
 use crate::api::policy::{PoliciesResponse, TagRequest};
-use crate::http::{Handler, Request, Response};
+use crate::http::{Handler, Parked, Reply, Request, Response, Wake};
 use crate::metrics::HttpMetrics;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+pub use crate::api::policy::{WATCH_HEADER, WATCH_UNAFFECTED};
+use std::collections::HashSet;
+/// The longest a watch may be held; a larger `wait` is cut to this.
+pub const MAX_WATCH_WAIT: Duration = Duration::from_secs(300);
 
 /// Every route of the internal API: (method, path template), compared with `docs/openapi.json`.
 pub const ROUTES: &[(&str, &str)] = &[
@@ -21,34 +32,165 @@ pub const ROUTES: &[(&str, &str)] = &[
 pub struct InternalApi {
     pub store: Arc<dyn Store>,
     pub metrics: HttpMetrics,
+    pub watch: VersionWatch,
 }
 
 impl Handler for InternalApi {
     fn handle(&self, req: &Request) -> Response {
         let started = Instant::now();
         let (route, resp) = self.route(req);
-        let mut resp = resp;
+        finish(&self.metrics, req, route, resp, started)
+    }
+
+    fn reply(&self, req: &Request) -> Reply {
+        let is_watch = req.method == "GET"
+            && req.path.ends_with("/internal/policies_last_updated")
+            && (req.query_param("wait").is_some() || req.query_param("after").is_some());
+        if !is_watch {
+            return Reply::Now(self.handle(req));
+        }
+        let started = Instant::now();
+        match self.watch_request(req) {
+            Ok(reply) => reply,
+            Err(resp) => Reply::Now(finish(
+                &self.metrics,
+                req,
+                "InternalPoliciesWatch",
+                resp.with_header(WATCH_HEADER, "1"),
+                started,
+            )),
+        }
+    }
+
+    fn decorate_refusal(&self, _req: &Request, resp: &mut Response) {
         resp.set_header("strict-transport-security", "max-age=31536000");
-        let elapsed = started.elapsed();
-        self.metrics.observe(route, resp.status, elapsed);
-        let client = req
-            .peer_certificates
-            .as_ref()
-            .and_then(|c| c.first())
-            .and_then(crate::tls::common_name)
-            .unwrap_or_default();
-        log::info!(
-            "internal {} {} -> {} in {:.1} ms client={client}",
-            req.method,
-            req.path,
-            resp.status,
-            elapsed.as_secs_f64() * 1000.0
-        );
-        resp
     }
 }
 
+/// Headers, metrics and the log line every internal answer gets.
+fn finish(
+    metrics: &HttpMetrics,
+    req: &Request,
+    route: &str,
+    mut resp: Response,
+    started: Instant,
+) -> Response {
+    resp.set_header("strict-transport-security", "max-age=31536000");
+    let elapsed = started.elapsed();
+    metrics.observe(route, resp.status, elapsed);
+    let client = req
+        .peer_certificates
+        .as_ref()
+        .and_then(|c| c.first())
+        .and_then(crate::tls::common_name)
+        .unwrap_or_default();
+    log::debug!(
+        "internal {} {} -> {} in {:.1} ms client={client}",
+        req.method,
+        req.path,
+        resp.status,
+        elapsed.as_secs_f64() * 1000.0
+    );
+    resp
+}
+
+/// The version, marked as the watch's; `unaffected` when it moved only by changes that touched
+/// none of the watch's ids (the agent then takes it without fetching).
+fn version_answer(version: i64, unaffected: bool) -> Response {
+    let mark = if unaffected { WATCH_UNAFFECTED } else { "1" };
+    Response::text(200, version.to_string()).with_header(WATCH_HEADER, mark)
+}
+
 impl InternalApi {
+    /// `Err` carries an answer to give at once (the version differs, a bad parameter, a failure).
+    fn watch_request(&self, req: &Request) -> Result<Reply, Response> {
+        let wait = match req.query_param("wait") {
+            None => Duration::ZERO,
+            Some(w) => match w.parse::<u64>() {
+                Ok(s) => Duration::from_secs(s).min(MAX_WATCH_WAIT),
+                Err(_) => {
+                    return Err(Response::error(
+                        400,
+                        "wait must be a whole number of seconds",
+                    ))
+                }
+            },
+        };
+        let after = match req.query_param("after").map(str::parse::<i64>) {
+            None => None,
+            Some(Ok(v)) => Some(v),
+            Some(Err(_)) => {
+                return Err(Response::error(
+                    400,
+                    "after must be a version as policies_last_updated returns it",
+                ))
+            }
+        };
+        let ids: Option<Arc<HashSet<String>>> = req.query_param("id").map(|list| {
+            Arc::new(
+                list.split(',')
+                    .filter(|id| !id.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            )
+        });
+        // Register first: a change between the read below and parking then wakes the request.
+        let watcher = self.watch.watcher();
+        let current = self
+            .watch
+            .refresh()
+            .map_err(|e| failed("policies last updated", e, "database read failed"))?;
+        let Some(after) = after.filter(|_| !wait.is_zero()) else {
+            return Err(version_answer(current, false));
+        };
+        let baseline = if after == current {
+            self.watch.baseline()
+        } else {
+            // Behind: answered now unless every change since `after` is known and none of them
+            // touched the watch's ids.
+            let Some(ids) = &ids else {
+                return Err(version_answer(current, false));
+            };
+            match self.watch.baseline_of(after, current) {
+                Some(since) if !self.watch.look(since, Some(ids)).affected => self.watch.baseline(),
+                _ => return Err(version_answer(current, false)),
+            }
+        };
+        let watch = self.watch.clone();
+        let metrics = self.metrics.clone();
+        let shell = Request {
+            body: Vec::new(),
+            query: Vec::new(),
+            headers: Vec::new(),
+            ..req.clone()
+        };
+        let started = Instant::now();
+        Ok(Reply::Park(Parked {
+            until: Instant::now() + wait,
+            signal: self.watch.signal(),
+            respond: Box::new(move |wake| {
+                let _registered = &watcher;
+                let look = watch.look(baseline, ids.as_deref());
+                let version = look.version.or(watch.current()).unwrap_or(after);
+                let answer = if look.affected && (ids.is_some() || version != after) {
+                    version_answer(version, false)
+                } else if wake == Wake::Expired {
+                    // Nothing that concerns this watch; the version may have moved for others.
+                    version_answer(version, version != after)
+                } else {
+                    return None;
+                };
+                Some(finish(
+                    &metrics,
+                    &shell,
+                    "InternalPoliciesWatch",
+                    answer,
+                    started,
+                ))
+            }),
+        }))
+    }
+
     fn route(&self, req: &Request) -> (&'static str, Response) {
         let segments: Vec<&str> = req.path.trim_matches('/').split('/').collect();
         match (req.method.as_str(), segments.as_slice()) {

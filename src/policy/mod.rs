@@ -15,3 +15,4 @@ pub mod security_groups;
 pub mod store;
 pub mod transfer;
 pub mod validate;
+pub mod watch;

@@ -10,7 +10,8 @@ pub mod policy_api;
 #[path = "../common/policy_server.rs"]
 pub mod policy_server;
 
-use netman::netns::{run_in, NamedNetns};
+use netman::lab::netns::NamedNetns;
+use netman::netns::run_in;
 use std::io::{ErrorKind, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};

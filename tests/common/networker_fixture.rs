@@ -8,7 +8,8 @@
 #[path = "../overlay_common/mod.rs"]
 mod overlay_common;
 
-use netman::netns::{self, NamedNetns};
+use netman::lab::netns::NamedNetns;
+use netman::netns;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};

@@ -97,6 +97,23 @@ pub fn write_tokens_file(dir: &Path) -> PathBuf {
     path
 }
 
+/// A config on free loopback ports with static-token auth and the given `database` section.
+pub fn base_config(certs: &Certs, tokens: &Path, database: &Value) -> Value {
+    let (listen, internal, debug) = (free_port(), free_port(), free_port());
+    json!({
+        "listen_host": "127.0.0.1",
+        "listen_port": listen,
+        "internal_listen_host": "127.0.0.1",
+        "internal_listen_port": internal,
+        "debug_server_port": debug,
+        "ca_cert_file": certs.ca,
+        "server_cert_file": certs.server.0,
+        "server_key_file": certs.server.1,
+        "database": database,
+        "auth": {"mode": "tokens", "tokens_file": tokens},
+    })
+}
+
 pub struct PolicyServer {
     pub dir: tempfile::TempDir,
     pub certs: Certs,
@@ -122,19 +139,9 @@ impl PolicyServer {
         let dir = tempfile::tempdir().unwrap();
         let certs = certs(dir.path());
         let tokens = write_tokens_file(dir.path());
-        let (listen, internal, debug) = (free_port(), free_port(), free_port());
-        let mut config = json!({
-            "listen_host": "127.0.0.1",
-            "listen_port": listen,
-            "internal_listen_host": "127.0.0.1",
-            "internal_listen_port": internal,
-            "debug_server_port": debug,
-            "ca_cert_file": certs.ca,
-            "server_cert_file": certs.server.0,
-            "server_key_file": certs.server.1,
-            "database": {"type": "sqlite", "connection_string": dir.path().join("policies.db")},
-            "auth": {"mode": "tokens", "tokens_file": tokens},
-        });
+        let database =
+            json!({"type": "sqlite", "connection_string": dir.path().join("policies.db")});
+        let mut config = base_config(&certs, &tokens, &database);
         patch(&mut config, dir.path());
         let config_path = dir.path().join("policy-server.json");
         std::fs::write(&config_path, serde_json::to_string_pretty(&config).unwrap()).unwrap();

@@ -2,7 +2,7 @@
 //! controller and daemons running inside them, containers created with the real plugin.
 #![allow(dead_code)]
 
-use netman::netns::{run, NamedNetns};
+use netman::lab::netns::{run, NamedNetns};
 use netman::pki::{Ca, Usage};
 use std::io::Write;
 use std::path::{Path, PathBuf};

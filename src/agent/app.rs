@@ -1,0 +1,106 @@
+//! A running agent: the policy server client, the nftables dataplane and the container store
+//! wired into an [`Agent`], its poller thread, the force-poll port and the debug port.
+
+use super::client::PolicyClient;
+use super::cycle::{run_poller, Agent};
+use super::metrics::AgentMetrics;
+use super::nft::{runner, C2cLogging, Table};
+use super::server::{debug_routes, ForcePoll};
+use super::AgentConfig;
+use crate::cell::Reader as StoreReader;
+use crate::daemon::debug::{self, DebugHandler};
+use crate::daemon::{client_tls, Worker};
+use crate::http::{Server, ServerOptions};
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct RunningAgent {
+    pub debug: Server,
+    pub force: Server,
+    policy_server_url: String,
+    poller: Worker,
+}
+
+pub fn start(config: AgentConfig) -> Result<RunningAgent, String> {
+    let mut registry = Registry::default();
+    let metrics = AgentMetrics::register(&mut registry);
+    let uptime = metrics.uptime.clone();
+    let agent = Arc::new(agent(&config, metrics)?);
+    let health = agent.clone();
+    let debug = debug::serve(
+        &format!("{}:{}", config.debug_server_host, config.debug_server_port),
+        DebugHandler::new(
+            Arc::new(registry),
+            move || health.health(),
+            move || uptime.refresh(),
+        )
+        .with_routes(debug_routes(agent.clone())),
+    )?;
+    let force = Server::start(
+        &format!(
+            "{}:{}",
+            config.force_policy_poll_cycle_host, config.force_policy_poll_cycle_port
+        ),
+        ServerOptions {
+            workers: 4,
+            ..ServerOptions::default()
+        },
+        ForcePoll {
+            agent: agent.clone(),
+        },
+    )
+    .map_err(|e| format!("force-poll server: {e}"))?;
+    Ok(RunningAgent {
+        debug,
+        force,
+        policy_server_url: config.policy_server_url,
+        poller: Worker::spawn(move |stopped| run_poller(agent, stopped)),
+    })
+}
+
+/// The agent over the configured policy server client, nftables table and container store.
+fn agent(config: &AgentConfig, metrics: AgentMetrics) -> Result<Agent, String> {
+    let client = PolicyClient::new(
+        &config.policy_server_url,
+        &client_tls(
+            &config.ca_cert_file,
+            &config.client_cert_file,
+            &config.client_key_file,
+        ),
+        Duration::from_secs(config.client_timeout_seconds),
+    )
+    .map_err(|e| format!("policy server client: {e}"))?;
+    Ok(Agent::new(
+        Box::new(client),
+        Box::new(Table {
+            runner: runner(&config.nft_path),
+        }),
+        StoreReader::new(&config.cni_datastore_path),
+        C2cLogging {
+            enabled: config.iptables_c2c_logging,
+            group: config.c2c_nflog_group,
+            udp_per_sec: config.iptables_accepted_udp_logs_per_sec,
+        },
+        config.cycle_settings(),
+        metrics,
+    ))
+}
+
+impl crate::daemon::Running for RunningAgent {
+    fn describe(&self) -> String {
+        format!(
+            "debug {}, force-poll {}, policy server {}",
+            self.debug.local_addr(),
+            self.force.local_addr(),
+            self.policy_server_url
+        )
+    }
+
+    fn stop(self) {
+        self.poller.stop();
+        self.force.shutdown();
+        self.debug.shutdown();
+        log::info!("the enforced rules stay in place for the next start");
+    }
+}

@@ -1,0 +1,203 @@
+//! What every long-running binary shares: `--config`, `--check-config`, `--log-format`,
+//! `--log-level`; a `start(config) -> Running` per daemon that `main` hands to [`run`], which logs
+//! the start and listen addresses, waits for SIGTERM or SIGINT (or a fatal error of the daemon's
+//! own), stops it and logs the stop; and the loopback debug server ([`debug`]).
+
+pub mod debug;
+
+use crate::logging::LogArgs;
+use clap::{Args, FromArgMatches};
+use nix::sys::signal::{SigSet, Signal};
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DaemonArgs {
+    /// Path to the JSON configuration file.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Validate the configuration, print the result and exit.
+    #[arg(long)]
+    pub check_config: bool,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// A started daemon, as `main` holds it until it is told to stop.
+pub trait Running {
+    /// What it serves where, for the start-up line: `external 0.0.0.0:4002, debug 127.0.0.1:...`.
+    fn describe(&self) -> String;
+    /// Stops serving and waits for its threads; logs what stays behind on purpose.
+    fn stop(self);
+    /// Where the daemon reports an error it cannot go on after (the process then exits 1).
+    fn fatal(&mut self) -> Option<Receiver<String>> {
+        None
+    }
+}
+
+/// The `main` of a daemon without subcommands: its command line is [`DaemonArgs`] (and
+/// `--version`), the rest is [`run`].
+pub fn main<C, R, E>(name: &'static str, about: &'static str, start: impl FnOnce(C) -> Result<R, E>)
+where
+    C: serde::de::DeserializeOwned + crate::config::Validate,
+    R: Running,
+    E: std::fmt::Display,
+{
+    let matches = DaemonArgs::augment_args(clap::Command::new(name))
+        .about(about)
+        .version(env!("CARGO_PKG_VERSION"))
+        .get_matches();
+    let args = DaemonArgs::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    run(name, &args, start);
+}
+
+/// The whole life of a daemon: signals blocked, logging set up, config loaded (or
+/// `--check-config` answered), `start`, then [`serve`]. Any start error exits 1 with a message.
+pub fn run<C, R, E>(source: &'static str, args: &DaemonArgs, start: impl FnOnce(C) -> Result<R, E>)
+where
+    C: serde::de::DeserializeOwned + crate::config::Validate,
+    R: Running,
+    E: std::fmt::Display,
+{
+    block_shutdown_signals();
+    let config = setup(source, args);
+    let running = start(config).unwrap_or_else(|e| fail(source, e));
+    serve(source, running);
+}
+
+/// Logging and the checked config: what a daemon's one-shot subcommands need as well.
+pub fn setup<C>(source: &'static str, args: &DaemonArgs) -> C
+where
+    C: serde::de::DeserializeOwned + crate::config::Validate,
+{
+    args.log.init(source);
+    load_config(source, args)
+}
+
+/// Logs the start, waits for a shutdown signal or a fatal error, and stops (exit 1 on a fatal
+/// error, without stopping: the process ends anyway).
+pub fn serve<R: Running>(source: &str, mut running: R) {
+    log::info!("started: {}", running.describe());
+    match wait(running.fatal()) {
+        Ok(signal) => {
+            log::info!("{signal}: stopping");
+            running.stop();
+            log::info!("stopped");
+        }
+        Err(e) => fail(source, e),
+    }
+}
+
+/// Loads and validates the config, handles `--check-config`, and exits with a clear message on
+/// any error.
+pub fn load_config<T>(source: &str, args: &DaemonArgs) -> T
+where
+    T: serde::de::DeserializeOwned + crate::config::Validate,
+{
+    match crate::config::load::<T>(&args.config) {
+        Ok(c) => {
+            if args.check_config {
+                println!("{source}: config {} is valid", args.config.display());
+                std::process::exit(0);
+            }
+            c
+        }
+        Err(e) => {
+            eprintln!("{source}: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// Blocks SIGTERM and SIGINT in this thread and every thread spawned after it, so that
+/// [`wait_for_shutdown`] receives them. Call first thing in `main`.
+pub fn block_shutdown_signals() {
+    let _ = shutdown_signals().thread_block();
+}
+
+/// Waits until SIGTERM or SIGINT arrives and returns it.
+pub fn wait_for_shutdown() -> Signal {
+    shutdown_signals().wait().unwrap_or(Signal::SIGTERM)
+}
+
+fn shutdown_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    set
+}
+
+/// The first of: a shutdown signal (`Ok`), or an error on `fatal` (`Err`).
+fn wait(fatal: Option<Receiver<String>>) -> Result<Signal, String> {
+    let (tx, rx) = mpsc::channel();
+    let signals = tx.clone();
+    std::thread::spawn(move || {
+        let _ = signals.send(Ok(wait_for_shutdown()));
+    });
+    if let Some(fatal) = fatal {
+        std::thread::spawn(move || {
+            if let Ok(e) = fatal.recv() {
+                let _ = tx.send(Err(e));
+            }
+        });
+    }
+    rx.recv().unwrap_or(Ok(Signal::SIGTERM))
+}
+
+/// A daemon's background thread (a poller, a sampler), stopped through a channel.
+pub struct Worker {
+    stop: Sender<()>,
+    thread: JoinHandle<()>,
+}
+
+impl Worker {
+    /// Runs `work` on a thread; it should return soon after `stopped` receives or disconnects.
+    pub fn spawn(work: impl FnOnce(Receiver<()>) + Send + 'static) -> Worker {
+        let (stop, stopped) = mpsc::channel();
+        Worker {
+            stop,
+            thread: std::thread::spawn(move || work(stopped)),
+        }
+    }
+
+    /// Runs `tick` at once and then every `interval` (from the start of one to the start of
+    /// the next) until stopped, or until `tick` returns `false`.
+    pub fn every(interval: Duration, mut tick: impl FnMut() -> bool + Send + 'static) -> Worker {
+        Worker::spawn(move |stopped| loop {
+            let started = Instant::now();
+            if !tick() {
+                return;
+            }
+            match stopped.recv_timeout(interval.saturating_sub(started.elapsed())) {
+                Err(RecvTimeoutError::Timeout) => {}
+                _ => return,
+            }
+        })
+    }
+
+    /// Tells the thread to stop and waits for it.
+    pub fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.thread.join();
+    }
+}
+
+/// The TLS of a daemon's mutual-TLS client (agent, overlay daemon): trust `ca`, present `cert`
+/// and `key`.
+pub fn client_tls(ca: &str, cert: &str, key: &str) -> crate::http::client::ClientTls {
+    crate::http::client::ClientTls {
+        ca_cert_file: Some(ca.to_string()),
+        client_cert_file: Some(cert.to_string()),
+        client_key_file: Some(key.to_string()),
+        skip_verification: false,
+    }
+}
+
+/// Exits with a message on stderr: the error path of every binary's `main`.
+pub fn fail(source: &str, message: impl std::fmt::Display) -> ! {
+    log::error!("{message}");
+    eprintln!("{source}: {message}");
+    std::process::exit(1)
+}
