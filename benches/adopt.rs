@@ -53,6 +53,12 @@ fn list_all(test_db: &db::TestDb) -> (usize, Duration) {
     (listed.len(), took)
 }
 
+/// `policy-server export` without the file: the document as bytes.
+fn export(test_db: &db::TestDb) -> Vec<u8> {
+    let doc = transfer::export(&test_db.config, 2).expect("export");
+    serde_json::to_vec(&doc).expect("serialise")
+}
+
 fn main() {
     let policies = env("NETMAN_BENCH_POLICIES", 60_000);
     let apps = env("NETMAN_BENCH_APPS", 20_000);
@@ -81,10 +87,7 @@ fn main() {
         let (count, list) = list_all(&test_db);
         assert_eq!(count, policies, "{backend}: policies after adoption");
         eprintln!("{backend}: exporting ...");
-        let (bytes, took) = timed(|| {
-            let doc = transfer::export(&test_db.config, 2).expect("export");
-            serde_json::to_vec(&doc).expect("serialise")
-        });
+        let (bytes, took) = timed(|| export(&test_db));
         rows.push(Row {
             backend,
             what: "export",
@@ -116,10 +119,7 @@ fn main() {
         });
         if backend == "sqlite" {
             eprintln!("{backend}: exporting ...");
-            let (again, took) = timed(|| {
-                let doc = transfer::export(&test_db.config, 2).expect("export");
-                serde_json::to_vec(&doc).expect("serialise")
-            });
+            let (again, took) = timed(|| export(&test_db));
             let parse = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).unwrap();
             let (a, b) = (parse(&again), parse(&bytes));
             assert_eq!(a["policies"], b["policies"], "sqlite's export: policies");

@@ -37,8 +37,14 @@ pub fn export(config: &PolicyServerConfig, output: Option<&Path>) -> Result<(), 
             .write_all(&bytes)
             .map_err(|e| format!("export: writing to standard output: {e}"))?,
     }
-    eprintln!(
-        "exported {} policies, {} tags{}, last_updated {}",
+    eprintln!("exported {}", summary(&doc));
+    Ok(())
+}
+
+/// `N policies, N tags[, N security groups], last_updated V`.
+fn summary(doc: &transfer::Document) -> String {
+    format!(
+        "{} policies, {} tags{}, last_updated {}",
         doc.policies.len(),
         doc.tags.len(),
         doc.security_groups
@@ -46,8 +52,7 @@ pub fn export(config: &PolicyServerConfig, output: Option<&Path>) -> Result<(), 
             .map(|g| format!(", {} security groups", g.len()))
             .unwrap_or_default(),
         doc.last_updated
-    );
-    Ok(())
+    )
 }
 
 /// `import`: the document from `file` (none or `-`: standard input); a summary on standard
@@ -74,15 +79,8 @@ pub fn import(
     if dry_run {
         let doc = transfer::check(config.tag_length, &bytes).map_err(|e| format!("import: {e}"))?;
         println!(
-            "the document is valid: {} policies, {} tags{}, last_updated {}; nothing was written \
-             (--dry-run)",
-            doc.policies.len(),
-            doc.tags.len(),
-            doc.security_groups
-                .as_ref()
-                .map(|g| format!(", {} security groups", g.len()))
-                .unwrap_or_default(),
-            doc.last_updated
+            "the document is valid: {}; nothing was written (--dry-run)",
+            summary(&doc)
         );
         return Ok(());
     }
