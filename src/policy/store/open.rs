@@ -33,8 +33,9 @@ pub fn open_uncached(
     Ok(Arc::new(SqlStore::open(config, tag_length)?))
 }
 
-/// Runs the migrations alone (the `policy-server migrate` subcommand), retrying until the
-/// database answers or `connect_timeout_seconds` pass. Returns the schema version.
+/// Runs netman's migrations alone, retrying until the database answers or
+/// `connect_timeout_seconds` pass; returns the schema version. (`policy-server migrate` also
+/// adopts an original database: [`crate::policy::adopt::migrate`].)
 pub fn migrate(config: &DatabaseConfig, tag_length: u8) -> Result<i64, StoreError> {
     open_uncached(config, tag_length).map(|_| super::migrations::KNOWN_VERSION)
 }
