@@ -268,6 +268,11 @@ fn export_refuses_what_is_not_netmans_schema() {
     assert!(!ok && err.contains("policy-server migrate"), "{err}");
     assert_eq!(cf_networking::dump(&mut o.raw), before);
     let empty = db::sqlite();
-    let (ok, _, err) = configured(&empty).command(&["export"]);
+    let ps = configured(&empty);
+    let (ok, out, err) = ps.command(&["migrate", "--dry-run"]);
+    assert!(ok && out.contains("nothing was changed"), "{out} {err}");
+    let file = std::path::Path::new(&empty.config.connection_string);
+    assert!(!file.exists(), "migrate --dry-run created the SQLite file");
+    let (ok, _, err) = ps.command(&["export"]);
     assert!(!ok && err.contains("no policy tables"), "{err}");
 }

@@ -12,7 +12,7 @@
 use super::bridge::TxSql;
 use super::convert;
 use super::detect::{detect, Found};
-use crate::db::{DatabaseConfig, Db, Error, Options, Tx};
+use crate::db::{DatabaseConfig, DatabaseType, Db, Error, Options, Tx};
 use crate::policy::store::{migrate_locked, validate_tag_length, SCHEMA_VERSION};
 use std::sync::Mutex;
 
@@ -32,6 +32,18 @@ pub fn migrate(
     options: MigrateOptions,
 ) -> Result<Vec<String>, String> {
     validate_tag_length(tag_length).map_err(|e| e.to_string())?;
+    let path = std::path::Path::new(&config.connection_string);
+    if options.dry_run && config.kind == DatabaseType::Sqlite && !path.exists() {
+        // Opening would create the file.
+        return Ok(vec![
+            format!(
+                "{} does not exist: migrate would create it with netman's schema (version \
+                 {SCHEMA_VERSION})",
+                path.display()
+            ),
+            "nothing was changed (--dry-run)".into(),
+        ]);
+    }
     let report = Mutex::new(Vec::new());
     Db::open(config, Options::default(), |tx| {
         let lines = run(tx, tag_length, options).map_err(Error::Refused)?;
