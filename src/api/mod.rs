@@ -1,3 +1,4 @@
 //! Wire types shared by every server and client of netman. One file per API.
 
 pub mod policy;
+pub mod security_groups;

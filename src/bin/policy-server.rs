@@ -1,11 +1,13 @@
 //! policy-server: the external policy API (bearer tokens), the internal API for cell agents
-//! (mutual TLS), and a loopback debug server (metrics, health, log level).
+//! (mutual TLS), and a loopback debug server (metrics, health, log level); its one-shot
+//! subcommands `migrate`, `export` and `import` (docs/store.md).
 
 use clap::{Parser, Subcommand};
 use netman::daemon::{self, DaemonArgs};
-use netman::policy::app;
+use netman::policy::adopt::MigrateOptions;
 use netman::policy::config::PolicyServerConfig;
-use netman::policy::store;
+use netman::policy::{admin, app};
+use std::path::PathBuf;
 
 const SOURCE: &str = "policy-server";
 
@@ -20,24 +22,63 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the database migrations alone (retrying until the database answers or the
-    /// connect timeout passes), then exit.
-    Migrate,
+    /// Bring the database to netman's schema, then exit: create it, apply missing migrations,
+    /// or adopt the original cf-networking policy server's database in place (every policy and
+    /// tag kept). Waits for the database like the server does.
+    Migrate {
+        /// Print what would be done; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Convert netman's schema back to the original's (cf-networking HEAD).
+        #[arg(long)]
+        to_original: bool,
+    },
+    /// Write every policy, tag and security group as one JSON document.
+    Export {
+        /// Write here (atomically) instead of to standard output.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Load an export document into an empty database (of any backend).
+    Import {
+        /// Replace the policies, tags and security groups the database holds.
+        #[arg(long)]
+        replace: bool,
+        /// Validate the document only; touch no database.
+        #[arg(long)]
+        dry_run: bool,
+        /// The document (`-` or none: standard input).
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
 }
 
 fn main() {
     daemon::block_shutdown_signals();
-    let cli = Cli::parse();
-    match cli.command {
-        Some(Command::Migrate) => migrate(&cli.args),
-        None => daemon::run(SOURCE, &cli.args, app::start_from_config),
-    }
-}
-
-fn migrate(args: &DaemonArgs) {
-    let config: PolicyServerConfig = daemon::setup(SOURCE, args);
-    match store::migrate(&config.database, config.tag_pool()) {
-        Ok(version) => println!("{SOURCE}: database schema at version {version}"),
-        Err(e) => daemon::fail(SOURCE, format!("migrate: {e}")),
+    let cli = Cli::parse_from(admin::hoist_server_flags(std::env::args_os()));
+    let Some(command) = cli.command else {
+        return daemon::run(SOURCE, &cli.args, app::start_from_config);
+    };
+    let config: PolicyServerConfig = daemon::setup(SOURCE, &cli.args);
+    let result = match command {
+        Command::Migrate {
+            dry_run,
+            to_original,
+        } => admin::migrate(
+            &config,
+            MigrateOptions {
+                dry_run,
+                to_original,
+            },
+        ),
+        Command::Export { output } => admin::export(&config, output.as_deref()),
+        Command::Import {
+            replace,
+            dry_run,
+            file,
+        } => admin::import(&config, file.as_deref(), replace, dry_run),
+    };
+    if let Err(e) = result {
+        daemon::fail(SOURCE, e);
     }
 }

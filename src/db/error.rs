@@ -18,12 +18,16 @@ pub enum Error {
     /// damaged or foreign file, permission or authentication refused, a database that does not
     /// exist; or start-up was told to stop. Never retried: start-up ends at once.
     Permanent(String),
+    /// The database holds something the caller must not open or change as it is (another
+    /// program's schema, a conversion that stopped half-way), or a maintenance step failed in a
+    /// way running it again will not fix; the message says what to do. Never retried.
+    Refused(String),
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Config(e) => f.write_str(e),
+            Error::Config(e) | Error::Refused(e) => f.write_str(e),
             Error::Permanent(e) => write!(f, "database: {e}"),
             Error::Database(e) | Error::LostRace(e) => write!(f, "database: {e}"),
             Error::SchemaTooNew { found, known } => write!(

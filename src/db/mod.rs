@@ -111,6 +111,30 @@ impl Db {
         }
     }
 
+    /// Runs `f` in one read-only transaction that sees a single snapshot of the database, also
+    /// while others write (an export): SQLite takes the write lock (writers wait), PostgreSQL
+    /// and MySQL read at REPEATABLE READ.
+    pub fn snapshot<T, E: TxError>(&self, f: impl Fn(&mut dyn Tx) -> Result<T, E>) -> Result<T, E> {
+        match self.dialect {
+            Dialect::Sqlite => self.write(f),
+            Dialect::Postgres => self.write(|tx| {
+                tx.batch("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")?;
+                f(tx)
+            }),
+            // `write` has begun its transaction at READ COMMITTED already; here the snapshot is
+            // taken on the plain connection (a failed one is not reused by the pool).
+            Dialect::Mysql => self.read(|tx| {
+                tx.batch("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")?;
+                tx.batch("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")?;
+                let result = f(tx);
+                let end = tx.batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" });
+                let value = result?;
+                end?;
+                Ok(value)
+            }),
+        }
+    }
+
     /// Runs `f` outside a transaction (each statement sees the latest committed data).
     pub fn read<T, E: TxError>(&self, f: impl Fn(&mut dyn Tx) -> Result<T, E>) -> Result<T, E> {
         match &self.backend {

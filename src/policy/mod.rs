@@ -1,5 +1,7 @@
 //! The policy server: store, authentication, and the external and internal APIs.
 
+pub mod admin;
+pub mod adopt;
 pub mod app;
 pub mod auth;
 pub mod authz;
@@ -9,6 +11,8 @@ pub mod config;
 pub mod external;
 pub mod internal;
 pub mod metered_store;
+pub mod security_groups;
 pub mod store;
+pub mod transfer;
 pub mod validate;
 pub mod watch;

@@ -517,3 +517,150 @@ macro_rules! suite {
 }
 #[allow(unused_imports)]
 pub(crate) use suite;
+
+// ---------------------------------------------------------------- Raw SQL
+
+/// A plain connection to one test database, outside any netman code: statements as written
+/// (no `"groups"` rewriting) and every result value as text (`None` for NULL). Fixtures use it to
+/// build databases the way other programs leave them.
+pub enum RawSql {
+    Sqlite(rusqlite::Connection),
+    #[cfg(feature = "postgres")]
+    Postgres(postgres::Client),
+    #[cfg(feature = "mysql")]
+    Mysql(mysql::Conn),
+}
+
+impl TestDb {
+    /// A raw connection to this database.
+    pub fn raw(&self) -> RawSql {
+        match self.config.kind {
+            DatabaseType::Sqlite => {
+                RawSql::Sqlite(rusqlite::Connection::open(&self.config.connection_string).unwrap())
+            }
+            #[cfg(feature = "postgres")]
+            DatabaseType::Postgres => RawSql::Postgres(pg_client(&self.name)),
+            #[cfg(feature = "mysql")]
+            DatabaseType::Mysql => RawSql::Mysql(my_conn(Some(&self.name))),
+            #[allow(unreachable_patterns)]
+            other => panic!("{other:?} is not compiled in"),
+        }
+    }
+}
+
+impl RawSql {
+    pub fn kind(&self) -> DatabaseType {
+        match self {
+            RawSql::Sqlite(_) => DatabaseType::Sqlite,
+            #[cfg(feature = "postgres")]
+            RawSql::Postgres(_) => DatabaseType::Postgres,
+            #[cfg(feature = "mysql")]
+            RawSql::Mysql(_) => DatabaseType::Mysql,
+        }
+    }
+
+    /// Runs statements (several separated by `;` are fine); panics with the SQL on error.
+    pub fn exec(&mut self, sql: &str) {
+        if let Err(e) = self.try_exec(sql) {
+            panic!("{e}\nin SQL: {sql}");
+        }
+    }
+
+    pub fn try_exec(&mut self, sql: &str) -> Result<(), String> {
+        match self {
+            RawSql::Sqlite(c) => c.execute_batch(sql).map_err(|e| e.to_string()),
+            #[cfg(feature = "postgres")]
+            RawSql::Postgres(c) => c.batch_execute(sql).map_err(|e| match e.as_db_error() {
+                Some(db) => db.to_string(),
+                None => e.to_string(),
+            }),
+            #[cfg(feature = "mysql")]
+            RawSql::Mysql(c) => {
+                use mysql::prelude::Queryable;
+                c.query_drop(sql).map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// All rows of a query, every value as text.
+    pub fn rows(&mut self, sql: &str) -> Vec<Vec<Option<String>>> {
+        match self {
+            RawSql::Sqlite(c) => {
+                let mut stmt = c
+                    .prepare(sql)
+                    .unwrap_or_else(|e| panic!("{e}\nin SQL: {sql}"));
+                let n = stmt.column_count();
+                stmt.query_map([], |r| {
+                    (0..n)
+                        .map(|i| {
+                            Ok(match r.get_ref(i)? {
+                                rusqlite::types::ValueRef::Null => None,
+                                rusqlite::types::ValueRef::Integer(v) => Some(v.to_string()),
+                                rusqlite::types::ValueRef::Real(v) => Some(v.to_string()),
+                                rusqlite::types::ValueRef::Text(t)
+                                | rusqlite::types::ValueRef::Blob(t) => {
+                                    Some(String::from_utf8_lossy(t).into_owned())
+                                }
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+            }
+            #[cfg(feature = "postgres")]
+            RawSql::Postgres(c) => c
+                .simple_query(sql)
+                .unwrap_or_else(|e| panic!("{e:?}\nin SQL: {sql}"))
+                .into_iter()
+                .filter_map(|m| match m {
+                    postgres::SimpleQueryMessage::Row(r) => {
+                        Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+                    }
+                    _ => None,
+                })
+                .collect(),
+            #[cfg(feature = "mysql")]
+            RawSql::Mysql(c) => {
+                use mysql::prelude::Queryable;
+                // The text protocol hands every value over as bytes.
+                let rows: Vec<mysql::Row> = c
+                    .query(sql)
+                    .unwrap_or_else(|e| panic!("{e}\nin SQL: {sql}"));
+                rows.into_iter()
+                    .map(|r| {
+                        r.unwrap()
+                            .into_iter()
+                            .map(|v| match v {
+                                mysql::Value::NULL => None,
+                                mysql::Value::Bytes(b) => {
+                                    Some(String::from_utf8_lossy(&b).into_owned())
+                                }
+                                other => Some(other.as_sql(true).trim_matches('\'').to_string()),
+                            })
+                            .collect()
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// The single value of a query (panics when there is none or it is NULL).
+    pub fn value(&mut self, sql: &str) -> String {
+        self.rows(sql)
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next().flatten())
+            .unwrap_or_else(|| panic!("no value from: {sql}"))
+    }
+}
+
+/// `s` as a SQL string literal (single quotes doubled; backslashes too, for MySQL's default mode).
+pub fn quote(kind: DatabaseType, s: &str) -> String {
+    let mut q = s.replace('\'', "''");
+    if kind == DatabaseType::Mysql {
+        q = q.replace('\\', "\\\\");
+    }
+    format!("'{q}'")
+}

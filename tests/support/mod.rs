@@ -11,10 +11,12 @@
 
 pub mod agent_lab;
 pub mod certs;
+pub mod cf_networking;
 pub mod db;
 pub mod dns;
 pub mod fake_cf;
 pub mod networker_fixture;
+pub mod original_wire;
 pub mod overlay;
 pub mod policy_server;
 pub mod ports;

@@ -9,8 +9,8 @@ use super::wait::poll;
 use netman::http::client::{agent, body_string, ClientTls};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 pub const ADMIN_TOKEN: &str = "admin-token";
 pub const WRITE_TOKEN: &str = "write-token";
@@ -89,6 +89,14 @@ pub struct PolicyServer {
 impl PolicyServer {
     /// A server on SQLite with static-token auth; `patch` edits the config before start.
     pub fn start_with(patch: impl FnOnce(&mut Value, &Path)) -> PolicyServer {
+        let mut server = Self::configure(patch);
+        server.spawn();
+        server
+    }
+
+    /// Like [`PolicyServer::start_with`], without starting it: [`PolicyServer::spawn`] starts it,
+    /// [`PolicyServer::command`] runs one of its subcommands on the same config.
+    pub fn configure(patch: impl FnOnce(&mut Value, &Path)) -> PolicyServer {
         let dir = tempfile::tempdir().unwrap();
         let certs = certs(dir.path(), &POLICY_SERVER);
         let tokens = write_tokens_file(dir.path());
@@ -103,7 +111,7 @@ impl PolicyServer {
         } else {
             "http"
         };
-        let mut server = PolicyServer {
+        PolicyServer {
             external: format!("{scheme}://127.0.0.1:{}", config["listen_port"]),
             internal: format!("https://127.0.0.1:{}", config["internal_listen_port"]),
             debug: format!("http://127.0.0.1:{}", config["debug_server_port"]),
@@ -112,9 +120,77 @@ impl PolicyServer {
             certs,
             dir,
             child: None,
-        };
-        server.spawn();
-        server
+        }
+    }
+
+    /// Runs `policy-server <args> --config <its config>` to the end: (success, stdout, stderr).
+    pub fn command(&self, args: &[&str]) -> (bool, String, String) {
+        self.command_with_input(args, None)
+    }
+
+    /// [`PolicyServer::command`] with `input` on standard input.
+    pub fn command_with_input(
+        &self,
+        args: &[&str],
+        input: Option<&[u8]>,
+    ) -> (bool, String, String) {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_policy-server"))
+            .args(args)
+            .arg("--config")
+            .arg(&self.config_path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        if let Some(bytes) = input {
+            stdin.write_all(bytes).unwrap();
+        }
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Starts the server expecting it to refuse: it must exit with a failure within 60 s;
+    /// returns what it wrote on standard error.
+    pub fn start_refused(&self) -> String {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_policy-server"))
+            .arg("--config")
+            .arg(&self.config_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                let mut err = String::new();
+                use std::io::Read;
+                child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut err)
+                    .unwrap();
+                assert!(
+                    !status.success(),
+                    "policy-server exited successfully: {err}"
+                );
+                return err;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("policy-server did not refuse to start within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn start() -> PolicyServer {

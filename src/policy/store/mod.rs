@@ -7,9 +7,11 @@ mod cache;
 mod engine;
 mod migrations;
 mod open;
-mod sql_store;
+pub(crate) mod sql_store;
 
 pub use cache::CachedStore;
+pub(crate) use engine::Engine;
+pub(crate) use migrations::migrate_locked;
 pub use migrations::KNOWN_VERSION as SCHEMA_VERSION;
 pub use open::{migrate, open, open_uncached, validate_tag_length};
 
@@ -42,6 +44,13 @@ impl From<u8> for TagPool {
     fn from(length: u8) -> TagPool {
         TagPool::new(length, DEFAULT_TAG_QUARANTINE)
     }
+}
+
+/// Creates or migrates netman's policy tables and fills the tag pool, on a connection whose
+/// caller holds the migration lock: what `policy-server migrate` runs inside a conversion
+/// (public for tests that drive the conversion engine on connections of their own).
+pub fn create_schema(tx: &mut dyn crate::db::Tx, tag_length: u8) -> Result<(), crate::db::Error> {
+    migrations::migrate_locked(tx, tag_length)
 }
 
 /// Which policies a list returns, as the `GET policies` query parameters select them.
@@ -99,9 +108,11 @@ impl From<crate::db::Error> for StoreError {
     fn from(e: crate::db::Error) -> StoreError {
         use crate::db::Error;
         match e {
-            Error::Config(m) | Error::Database(m) | Error::LostRace(m) | Error::Permanent(m) => {
-                StoreError::Database(m)
-            }
+            Error::Config(m)
+            | Error::Database(m)
+            | Error::LostRace(m)
+            | Error::Permanent(m)
+            | Error::Refused(m) => StoreError::Database(m),
             Error::SchemaTooNew { found, known } => StoreError::SchemaTooNew { found, known },
         }
     }

@@ -35,8 +35,9 @@ pub fn open_uncached(
     Ok(Arc::new(SqlStore::open(config, pool)?))
 }
 
-/// Runs the migrations alone (the `policy-server migrate` subcommand), retrying until the
-/// database answers or `connect_timeout_seconds` pass. Returns the schema version.
+/// Runs netman's migrations alone, retrying until the database answers or
+/// `connect_timeout_seconds` pass; returns the schema version. (`policy-server migrate` also
+/// adopts an original database: [`crate::policy::adopt::migrate`].)
 pub fn migrate(config: &DatabaseConfig, pool: impl Into<TagPool>) -> Result<i64, StoreError> {
     open_uncached(config, pool).map(|_| super::migrations::KNOWN_VERSION)
 }

@@ -5,7 +5,9 @@ use super::engine::Engine;
 use super::migrations;
 use super::{PolicyFilter, Store, StoreError, TagPool};
 use crate::api::policy::{Policy, Tag};
-use crate::db::{DatabaseConfig, Db, Options};
+use crate::db::{DatabaseConfig, Db, Error as DbError, Options, Tx};
+use crate::policy::adopt::bridge::TxSql;
+use crate::policy::adopt::detect::refuse_to_open;
 use std::collections::HashMap;
 
 /// SQLite reader connections (bounded by `max_open_connections`): one per concurrent request
@@ -25,12 +27,23 @@ impl SqlStore {
             sqlite_readers: SQLITE_READERS,
         };
         let db = Db::open(config, options, |tx| {
+            refuse_foreign_schema(tx)?;
             migrations::migrate_locked(tx, pool.length)
         })?;
         Ok(SqlStore {
             engine: Engine::new(db.dialect(), pool),
             db,
         })
+    }
+}
+
+/// Refuses a database holding the original policy server's schema (or a conversion that stopped
+/// half-way) before netman's migrations could write into it: `policy-server migrate` converts it.
+pub(crate) fn refuse_foreign_schema(tx: &mut dyn Tx) -> Result<(), DbError> {
+    match refuse_to_open(&mut TxSql::new(tx)) {
+        Ok(None) => Ok(()),
+        Ok(Some(reason)) => Err(DbError::Refused(reason)),
+        Err(e) => Err(DbError::Database(format!("inspecting the schema: {e}"))),
     }
 }
 
