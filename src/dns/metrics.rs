@@ -1,6 +1,7 @@
 //! Counters of a resolver, as Prometheus families the daemon registers (labels are static
 //! strings, so counting a query allocates nothing).
 
+use crate::metrics::Registrar;
 use hickory_proto::op::ResponseCode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -147,33 +148,20 @@ impl DnsMetrics {
     /// Registers the families as `<prefix>_queries`, `<prefix>_forward_attempts`,
     /// `<prefix>_failures`, `<prefix>_table_routes`, `<prefix>_table_instances`.
     pub fn register(registry: &mut Registry, prefix: &str) -> DnsMetrics {
-        let m = DnsMetrics::default();
-        registry.register(
-            format!("{prefix}_queries"),
-            "DNS queries answered, by transport, kind (internal, forwarded, invalid) and rcode",
-            m.queries.clone(),
-        );
-        registry.register(
-            format!("{prefix}_forward_attempts"),
-            "Queries sent to an upstream resolver, by transport and outcome",
-            m.forwards.clone(),
-        );
-        registry.register(
-            format!("{prefix}_failures"),
-            "Failures inside the resolver, by reason",
-            m.failures.clone(),
-        );
-        registry.register(
-            format!("{prefix}_table_routes"),
-            "Internal route names in the table in force",
-            m.routes.clone(),
-        );
-        registry.register(
-            format!("{prefix}_table_instances"),
-            "Instances in the table in force",
-            m.instances.clone(),
-        );
-        m
+        let mut r = Registrar::new(registry, prefix);
+        DnsMetrics {
+            queries: r.metric(
+                "queries",
+                "DNS queries answered, by transport, kind (internal, forwarded, invalid) and rcode",
+            ),
+            forwards: r.metric(
+                "forward_attempts",
+                "Queries sent to an upstream resolver, by transport and outcome",
+            ),
+            failures: r.metric("failures", "Failures inside the resolver, by reason"),
+            routes: r.metric("table_routes", "Internal route names in the table in force"),
+            instances: r.metric("table_instances", "Instances in the table in force"),
+        }
     }
 
     pub fn query(&self, transport: Transport, kind: Kind, rcode: Option<ResponseCode>) {

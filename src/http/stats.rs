@@ -1,6 +1,7 @@
 //! What a listener reports about itself: Prometheus metrics (open and parked connections, refusals,
 //! closes, caught panics) and a health value that turns bad when the listener cannot serve.
 
+use crate::metrics::Registrar;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -37,38 +38,27 @@ pub struct ServerMetrics {
 
 impl ServerMetrics {
     pub fn register(registry: &mut Registry, prefix: &str) -> ServerMetrics {
-        let m = ServerMetrics::default();
-        registry.register(
-            format!("{prefix}_http_open_connections"),
-            "Open client connections",
-            m.open_connections.clone(),
-        );
-        registry.register(
-            format!("{prefix}_http_parked_requests"),
-            "Requests waiting for a change (watches), holding no worker",
-            m.parked_requests.clone(),
-        );
-        registry.register(
-            format!("{prefix}_http_busy_connections"),
-            "Connections held by a worker",
-            m.busy_connections.clone(),
-        );
-        registry.register(
-            format!("{prefix}_http_refusals"),
-            "Requests the server refused before any handler, by status",
-            m.refusals.clone(),
-        );
-        registry.register(
-            format!("{prefix}_http_closed_connections"),
-            "Connections closed by the server, by reason",
-            m.closed.clone(),
-        );
-        registry.register(
-            format!("{prefix}_http_panics"),
-            "Panics caught while parsing or handling a request (each answered 500)",
-            m.panics.clone(),
-        );
-        m
+        let mut r = Registrar::new(registry, prefix);
+        ServerMetrics {
+            open_connections: r.metric("http_open_connections", "Open client connections"),
+            parked_requests: r.metric(
+                "http_parked_requests",
+                "Requests waiting for a change (watches), holding no worker",
+            ),
+            busy_connections: r.metric("http_busy_connections", "Connections held by a worker"),
+            refusals: r.metric(
+                "http_refusals",
+                "Requests the server refused before any handler, by status",
+            ),
+            closed: r.metric(
+                "http_closed_connections",
+                "Connections closed by the server, by reason",
+            ),
+            panics: r.metric(
+                "http_panics",
+                "Panics caught while parsing or handling a request (each answered 500)",
+            ),
+        }
     }
 
     pub(crate) fn refused(&self, status: u16) {
