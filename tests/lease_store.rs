@@ -122,6 +122,14 @@ pub fn controller_expiry_and_reclaim(db: &db::TestDb) {
         "expired lease reclaimed"
     );
     assert_eq!(c.renew(&a).unwrap_err().status, 409, "old holder conflicts");
+    let mut wrong = b.clone();
+    wrong.overlay_hardware_addr = "ee:ee:00:00:00:00".into();
+    assert_eq!(
+        c.renew(&wrong).unwrap_err().status,
+        409,
+        "mismatching renew"
+    );
+    c.release("10.0.0.2").unwrap();
     c.release("10.0.0.2").unwrap();
     c.renew(&b).unwrap();
     assert_eq!(c.list().unwrap(), vec![b.clone()], "renew acts as acquire");
