@@ -87,13 +87,15 @@ pub fn import(
     let done = transfer::import(&config.database, config.tag_length, &bytes, replace)
         .map_err(|e| format!("import: {e}"))?;
     println!(
-        "imported {} policies, {} destinations, {} tags{}; last_updated {}",
+        "imported {} policies, {} destinations, {} tags{}, {} release times of free tags; \
+         last_updated {}",
         done.policies,
         done.destinations,
         done.tags,
         done.security_groups
             .map(|n| format!(", {n} security groups"))
             .unwrap_or_default(),
+        done.released_tags,
         done.last_updated
     );
     Ok(())

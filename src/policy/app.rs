@@ -91,6 +91,7 @@ fn debug_handler(
     listeners: [ListenerHealth; 2],
     uptime: Arc<Uptime>,
     total_policies: Gauge,
+    quarantined_tags: Gauge,
 ) -> DebugHandler {
     let health_store = Arc::clone(store);
     let count_store = Arc::clone(store);
@@ -108,6 +109,9 @@ fn debug_handler(
             uptime.refresh();
             if let Ok(n) = count_store.count() {
                 total_policies.set(n as i64);
+            }
+            if let Ok(n) = count_store.quarantined_tags() {
+                quarantined_tags.set(n as i64);
             }
         },
     )
@@ -195,6 +199,10 @@ pub fn start(settings: Settings, components: Components) -> Result<RunningServer
     let internal_metrics = r.http("internal");
     let uptime = r.uptime();
     let total_policies: Gauge = r.metric("total_policies", "Policies in the store");
+    let quarantined_tags: Gauge = r.metric(
+        "quarantined_tags",
+        "Released tags resting in quarantine (tag_quarantine_seconds), not handed out again yet",
+    );
 
     let external_conns = ServerMetrics::register(&mut registry, "policy_server_external");
     let internal_conns = ServerMetrics::register(&mut registry, "policy_server_internal");
@@ -259,6 +267,7 @@ pub fn start(settings: Settings, components: Components) -> Result<RunningServer
             [external_health, internal_health],
             uptime,
             total_policies,
+            quarantined_tags,
         ),
     )?;
 

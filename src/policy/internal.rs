@@ -9,7 +9,7 @@
 use super::store::{PolicyFilter, Store, StoreError};
 use super::validate::check_stored_string;
 use super::watch::VersionWatch;
-use crate::api::policy::{PoliciesResponse, TagRequest};
+use crate::api::policy::TagRequest;
 use crate::http::{Handler, Parked, Reply, Request, Response, Wake};
 use crate::metrics::HttpMetrics;
 use std::sync::Arc;
@@ -220,14 +220,10 @@ impl InternalApi {
             Some(ids) => PolicyFilter::Either(ids.split(',').map(str::to_string).collect()),
             None => PolicyFilter::All,
         };
-        match self.store.list(&filter) {
-            Ok(policies) => Response::json(
-                200,
-                &PoliciesResponse {
-                    total_policies: policies.len(),
-                    policies,
-                },
-            ),
+        match self.store.list_rendered(&filter) {
+            Ok(body) => Response::new(200)
+                .with_header("content-type", "application/json")
+                .with_body(body),
             Err(e) => failed("internal policies", e, "database read failed"),
         }
     }

@@ -18,6 +18,14 @@ impl MeteredStore {
     }
 }
 
+fn list_op(filter: &PolicyFilter) -> &'static str {
+    if *filter == PolicyFilter::All {
+        "All"
+    } else {
+        "ByGuids"
+    }
+}
+
 impl Store for MeteredStore {
     fn create(&self, policies: &[Policy]) -> Result<(), StoreError> {
         self.ops.time("Create", || self.inner.create(policies))
@@ -26,12 +34,11 @@ impl Store for MeteredStore {
         self.ops.time("Delete", || self.inner.delete(policies))
     }
     fn list(&self, filter: &PolicyFilter) -> Result<Vec<Policy>, StoreError> {
-        let op = if *filter == PolicyFilter::All {
-            "All"
-        } else {
-            "ByGuids"
-        };
-        self.ops.time(op, || self.inner.list(filter))
+        self.ops.time(list_op(filter), || self.inner.list(filter))
+    }
+    fn list_rendered(&self, filter: &PolicyFilter) -> Result<Vec<u8>, StoreError> {
+        self.ops
+            .time(list_op(filter), || self.inner.list_rendered(filter))
     }
     fn tags(&self) -> Result<Vec<Tag>, StoreError> {
         self.ops.time("Tags", || self.inner.tags())
@@ -49,6 +56,10 @@ impl Store for MeteredStore {
     }
     fn count(&self) -> Result<usize, StoreError> {
         self.ops.time("Count", || self.inner.count())
+    }
+    fn quarantined_tags(&self) -> Result<usize, StoreError> {
+        self.ops
+            .time("QuarantinedTags", || self.inner.quarantined_tags())
     }
     fn check(&self) -> Result<(), StoreError> {
         self.ops.time("CheckDatabase", || self.inner.check())

@@ -458,6 +458,31 @@ impl Engine {
         })
     }
 
+    /// Free slots released less than the quarantine ago: not handed out until it ends.
+    pub fn quarantined(&self, tx: &mut dyn Tx) -> Result<usize, DbError> {
+        let rows = tx.rows(
+            "SELECT COUNT(*) FROM \"groups\" WHERE guid IS NULL AND released_at > ? AND id <= ?",
+            &[
+                Val::Int(now_millis().saturating_sub(self.quarantine_ms)),
+                Val::Int(self.max_tag()),
+            ],
+        )?;
+        Ok(rows.first().map(|r| r[0].int()).unwrap_or(Ok(0))? as usize)
+    }
+
+    /// Free slots that were released at some time, with when (Unix milliseconds), by tag: what
+    /// an export carries so that the quarantine survives a move to another database.
+    pub fn released_tags(&self, tx: &mut dyn Tx) -> Result<Vec<(String, i64)>, DbError> {
+        let rows = tx.rows(
+            "SELECT id, released_at FROM \"groups\" WHERE guid IS NULL AND released_at > 0 \
+             AND id <= ? ORDER BY id",
+            &[Val::Int(self.max_tag())],
+        )?;
+        rows.iter()
+            .map(|r| Ok((self.tag(r[0].int()?), r[1].int()?)))
+            .collect()
+    }
+
     pub fn last_updated(&self, tx: &mut dyn Tx) -> Result<i64, DbError> {
         let rows = tx.rows("SELECT last_updated FROM policies_info WHERE id = 1", &[])?;
         match rows.first() {

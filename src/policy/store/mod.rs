@@ -15,7 +15,7 @@ pub(crate) use migrations::migrate_locked;
 pub use migrations::KNOWN_VERSION as SCHEMA_VERSION;
 pub use open::{migrate, open, open_uncached, validate_tag_length};
 
-use crate::api::policy::{Policy, Tag};
+use crate::api::policy::{PoliciesResponse, Policy, Tag};
 use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
@@ -118,6 +118,15 @@ impl From<crate::db::Error> for StoreError {
     }
 }
 
+/// `policies` as the internal API's answer (a serialised [`PoliciesResponse`]).
+pub fn render_list(policies: Vec<Policy>) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(&PoliciesResponse {
+        total_policies: policies.len(),
+        policies,
+    })
+    .map_err(|e| StoreError::Database(format!("rendering policies: {e}")))
+}
+
 /// What every backend provides. Policies passed in are validated already; create and delete are
 /// each one transaction (all of the batch or nothing) and move `last_updated`.
 pub trait Store: Send + Sync {
@@ -127,6 +136,12 @@ pub trait Store: Send + Sync {
     fn delete(&self, policies: &[Policy]) -> Result<(), StoreError>;
     /// Lists policies with both tags filled.
     fn list(&self, filter: &PolicyFilter) -> Result<Vec<Policy>, StoreError>;
+    /// [`Store::list`] as the internal API answers it, `{"total_policies":N,"policies":[...]}`:
+    /// the bytes of a serialised [`PoliciesResponse`]. The cache keeps every policy rendered, so
+    /// there an answer is a concatenation.
+    fn list_rendered(&self, filter: &PolicyFilter) -> Result<Vec<u8>, StoreError> {
+        render_list(self.list(filter)?)
+    }
     /// Tag assignments ordered by tag.
     fn tags(&self) -> Result<Vec<Tag>, StoreError>;
     /// Returns the tag of (id, type), allocating one if needed.
@@ -136,6 +151,8 @@ pub trait Store: Send + Sync {
     /// For each id, how many policies it is the source of (quota checks).
     fn source_policy_counts(&self, ids: &[String]) -> Result<HashMap<String, usize>, StoreError>;
     fn count(&self) -> Result<usize, StoreError>;
+    /// Released tags still in quarantine (not handed out again until it ends).
+    fn quarantined_tags(&self) -> Result<usize, StoreError>;
     /// A cheap query proving the database answers (`/health`).
     fn check(&self) -> Result<(), StoreError>;
 }

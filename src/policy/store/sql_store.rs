@@ -82,6 +82,10 @@ impl Store for SqlStore {
         Ok(self.db.read(|tx| self.engine.count(tx))?)
     }
 
+    fn quarantined_tags(&self) -> Result<usize, StoreError> {
+        Ok(self.db.read(|tx| self.engine.quarantined(tx))?)
+    }
+
     fn check(&self) -> Result<(), StoreError> {
         Ok(self.db.read(|tx| self.engine.check(tx))?)
     }

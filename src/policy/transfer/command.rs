@@ -1,6 +1,6 @@
 //! `policy-server export` and `policy-server import` on the configured database.
 
-use super::document::{rfc3339, Document, FORMAT, VERSION};
+use super::document::{rfc3339, Document, ReleasedTag, FORMAT, VERSION};
 use super::import::{self, existing_data, Imported};
 use crate::db::{DatabaseConfig, Db, Dialect, Error, Options, Tx};
 use crate::policy::adopt::bridge::TxSql;
@@ -32,6 +32,11 @@ pub fn export(config: &DatabaseConfig, tag_length: u8) -> Result<Document, Strin
                 tags: engine.tags(tx)?,
                 policies: engine.list(tx, &PolicyFilter::All)?,
                 security_groups: security_groups::all(tx)?,
+                released_tags: engine
+                    .released_tags(tx)?
+                    .into_iter()
+                    .map(|(tag, released_at)| ReleasedTag { tag, released_at })
+                    .collect(),
             })
         })
         .map_err(|e| e.to_string())?;

@@ -10,12 +10,17 @@
 //!  "policies": [{"source": {"id": "<guid>", "tag": "0001"},
 //!                "destination": {"id": "<guid>", "tag": "0002", "protocol": "tcp",
 //!                                "ports": {"start": 8080, "end": 8080}}}],
-//!  "security_groups": [{"guid": "…", "name": "dns", "rules": "[…]", …}]}
+//!  "security_groups": [{"guid": "…", "name": "dns", "rules": "[…]", …}],
+//!  "released_tags": [{"tag": "0004", "released_at": 1767323000123}]}
 //! ```
 //!
 //! Sections: `tags` holds every assigned tag (also those no policy uses, such as the ingress
 //! router's), `policies` the internal API's listing in its order, `security_groups` the
-//! original's table when the database has one (absent: no table; `[]`: an empty one). Later
+//! original's table when the database has one (absent: no table; `[]`: an empty one),
+//! `released_tags` every free tag that was released at some time, with when (Unix
+//! milliseconds; absent: none was), so that a tag released shortly before the export stays in
+//! quarantine (`tag_quarantine_seconds`) after the import instead of going to another app at
+//! once while a stale cell may still mark the old app with it (issue 18). Later
 //! kinds of data (internal routes) come as further optional sections; a reader refuses a section
 //! it does not know rather than dropping it, and `version` changes only for an incompatible shape.
 
@@ -47,6 +52,28 @@ pub struct Document {
     pub policies: Vec<Policy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_groups: Option<Vec<SecurityGroup>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub released_tags: Vec<ReleasedTag>,
+}
+
+/// A free tag and when it was released, Unix milliseconds (`groups.released_at`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleasedTag {
+    pub tag: String,
+    pub released_at: i64,
+}
+
+/// Release times may run this far ahead of the importing machine's clock (servers' clocks
+/// differ a little); later ones are refused, as they would keep a tag out of use for longer than
+/// any quarantine.
+const RELEASE_CLOCK_SKEW_MS: i64 = 3600 * 1000;
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 impl Document {
@@ -101,28 +128,19 @@ impl Document {
             problems.push(format!("last_updated {} is negative", self.last_updated));
         }
         let max_tag = (1u32 << (8 * tag_length as u32)) - 1;
-        let width = 2 * tag_length as usize;
         let mut by_id: HashMap<&str, &Tag> = HashMap::new();
         let mut numbers: HashSet<u32> = HashSet::new();
         for (i, t) in self.tags.iter().enumerate() {
             let at = format!("tags[{i}]");
             check_name(&mut problems, &format!("{at}.id"), &t.id, 255);
             check_name(&mut problems, &format!("{at}.type"), &t.kind, 255);
-            let valid_hex = t.tag.len() == width
-                && t.tag
-                    .chars()
-                    .all(|c| c.is_ascii_digit() || ('A'..='F').contains(&c));
-            match u32::from_str_radix(&t.tag, 16) {
-                Ok(n) if valid_hex && (1..=max_tag).contains(&n) => {
+            match parse_tag(&t.tag, tag_length).filter(|n| (1..=max_tag).contains(n)) {
+                Some(n) => {
                     if !numbers.insert(n) {
                         problems.push(format!("{at}.tag {} is given to two ids", t.tag));
                     }
                 }
-                _ => problems.push(format!(
-                    "{at}.tag {:?} is not a tag of length {tag_length} ({width} upper-case hex \
-                     digits, 1 to {max_tag:X})",
-                    t.tag
-                )),
+                None => problems.push(not_a_tag(&format!("{at}.tag"), &t.tag, tag_length)),
             }
             if by_id.insert(t.id.as_str(), t).is_some() {
                 problems.push(format!("{at}.id {:?} has two tags", t.id));
@@ -198,8 +216,62 @@ impl Document {
                 }
             }
         }
+        self.validate_released(tag_length, &numbers, &mut problems);
         problems.into_result()
     }
+
+    /// `released_tags`: well-formed tags, each once, none also assigned in `tags`, released at
+    /// a time after the epoch and not in the future (beyond a clock skew).
+    fn validate_released(&self, tag_length: u8, assigned: &HashSet<u32>, problems: &mut Problems) {
+        let max_tag = (1u32 << (8 * tag_length as u32)) - 1;
+        let latest = now_millis() + RELEASE_CLOCK_SKEW_MS;
+        let mut released: HashSet<u32> = HashSet::new();
+        for (i, r) in self.released_tags.iter().enumerate() {
+            let at = format!("released_tags[{i}]");
+            match parse_tag(&r.tag, tag_length).filter(|n| (1..=max_tag).contains(n)) {
+                Some(n) if assigned.contains(&n) => problems.push(format!(
+                    "{at}.tag {} is also assigned in tags: a tag is either in use or released",
+                    r.tag
+                )),
+                Some(n) if !released.insert(n) => {
+                    problems.push(format!("{at}.tag {} is released twice", r.tag))
+                }
+                Some(_) => {}
+                None => problems.push(not_a_tag(&format!("{at}.tag"), &r.tag, tag_length)),
+            }
+            if r.released_at <= 0 {
+                problems.push(format!(
+                    "{at}.released_at {} is not a time after 1970 (Unix milliseconds)",
+                    r.released_at
+                ));
+            } else if r.released_at > latest {
+                problems.push(format!(
+                    "{at}.released_at {} is more than an hour in the future (Unix \
+                     milliseconds; now is {})",
+                    r.released_at,
+                    latest - RELEASE_CLOCK_SKEW_MS
+                ));
+            }
+        }
+    }
+}
+
+/// The number of a tag of `tag_length` bytes: exactly 2L upper-case hex digits.
+fn parse_tag(tag: &str, tag_length: u8) -> Option<u32> {
+    let valid = tag.len() == 2 * tag_length as usize
+        && tag
+            .chars()
+            .all(|c| c.is_ascii_digit() || ('A'..='F').contains(&c));
+    valid.then(|| u32::from_str_radix(tag, 16).ok()).flatten()
+}
+
+fn not_a_tag(at: &str, tag: &str, tag_length: u8) -> String {
+    let max_tag = (1u32 << (8 * tag_length as u32)) - 1;
+    format!(
+        "{at} {tag:?} is not a tag of length {tag_length} ({} upper-case hex digits, 1 to \
+         {max_tag:X})",
+        2 * tag_length
+    )
 }
 
 fn check_name(problems: &mut Problems, at: &str, value: &str, max: usize) {
@@ -314,6 +386,14 @@ mod tests {
                 rules: "[]".into(),
                 ..Default::default()
             }]),
+            released_tags: vec![released("0004", 1_767_323_000_123)],
+        }
+    }
+
+    fn released(tag: &str, released_at: i64) -> ReleasedTag {
+        ReleasedTag {
+            tag: tag.into(),
+            released_at,
         }
     }
 
@@ -325,8 +405,13 @@ mod tests {
         assert_eq!(Document::parse(&json).unwrap(), doc);
         let mut none = good();
         none.security_groups = None;
+        none.released_tags.clear();
         let json = serde_json::to_string(&none).unwrap();
         assert!(!json.contains("security_groups"));
+        assert!(
+            !json.contains("released_tags"),
+            "absent when none was released"
+        );
     }
 
     #[test]
@@ -345,6 +430,13 @@ mod tests {
         doc.policies
             .push(policy(("a", "0001"), ("b", "0002"), 0, 0));
         doc.security_groups.as_mut().unwrap()[0].rules = "{".into();
+        doc.released_tags.extend([
+            released("0002", 5),
+            released("0004", 6),
+            released("4", 7),
+            released("0005", 0),
+            released("0006", i64::MAX),
+        ]);
         let problems = doc.validate(2).unwrap_err();
         let all = problems.join("\n");
         for expected in [
@@ -357,6 +449,11 @@ mod tests {
             "policies[4] appears twice",
             "policies[5]: missing start port",
             "security_groups[0].rules is not a JSON array",
+            "released_tags[1].tag 0002 is also assigned in tags",
+            "released_tags[2].tag 0004 is released twice",
+            "released_tags[3].tag \"4\" is not a tag",
+            "released_tags[4].released_at 0 is not a time after 1970",
+            "released_tags[5].released_at 9223372036854775807 is more than an hour in the future",
         ] {
             assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
         }

@@ -1,7 +1,7 @@
 //! Writing a validated export document into netman's schema in one transaction: every tag onto
 //! its own pool slot, destinations and policies in the document's order (so the internal API
-//! lists them in that order), security groups, and a version past both the document's and the
-//! database's.
+//! lists them in that order), security groups, the release times of free tags (the quarantine
+//! goes with the data), and a version past both the document's and the database's.
 
 use super::document::Document;
 use crate::db::error::database as db_error;
@@ -20,6 +20,8 @@ pub struct Imported {
     pub destinations: usize,
     pub policies: usize,
     pub security_groups: Option<usize>,
+    /// Free tags whose release time came with the document.
+    pub released_tags: usize,
     pub last_updated: i64,
 }
 
@@ -92,9 +94,12 @@ pub(crate) fn import(tx: &mut dyn Tx, doc: &Document, replace: bool) -> Result<I
         }
         tx.exec("DELETE FROM policies", &[])?;
         tx.exec("DELETE FROM destinations", &[])?;
+        // Tags the document does not give back are released now: cells may still mark with
+        // them, so they rest in quarantine like any other release.
         tx.exec(
-            "UPDATE \"groups\" SET guid = NULL, type = NULL WHERE guid IS NOT NULL",
-            &[],
+            "UPDATE \"groups\" SET guid = NULL, type = NULL, released_at = ? \
+             WHERE guid IS NOT NULL",
+            &[Val::Int(now_nanos() / 1_000_000)],
         )?;
         if doc.security_groups.is_none() && security_groups::table_exists(tx)? {
             tx.exec("DELETE FROM security_groups", &[])?;
@@ -184,6 +189,33 @@ pub(crate) fn import(tx: &mut dyn Tx, doc: &Document, replace: bool) -> Result<I
             ))?;
         }
     }
+    // Release times onto the free slots, keeping the later one where this database released the
+    // slot itself (its cells may still mark with it).
+    let released_rows: Vec<Vec<Val<'_>>> = doc
+        .released_tags
+        .iter()
+        .map(|r| {
+            let id = i64::from_str_radix(&r.tag, 16).map_err(|e| db_error(e.to_string()))?;
+            Ok(vec![Val::Int(id), Val::Int(r.released_at)])
+        })
+        .collect::<Result<_, Error>>()?;
+    let keep_later = match dialect {
+        Dialect::Mysql => {
+            " ON DUPLICATE KEY UPDATE released_at = CASE WHEN VALUES(released_at) > released_at \
+             THEN VALUES(released_at) ELSE released_at END"
+        }
+        _ => {
+            " ON CONFLICT (id) DO UPDATE SET released_at = CASE WHEN excluded.released_at > \
+             \"groups\".released_at THEN excluded.released_at ELSE \"groups\".released_at END"
+        }
+    };
+    insert_rows(
+        tx,
+        "INSERT INTO \"groups\" (id, released_at)",
+        keep_later,
+        2,
+        &released_rows,
+    )?;
     let security_groups = match &doc.security_groups {
         Some(groups) => {
             security_groups::replace_all(tx, groups)?;
@@ -201,6 +233,7 @@ pub(crate) fn import(tx: &mut dyn Tx, doc: &Document, replace: bool) -> Result<I
         destinations: destination_rows.len(),
         policies: policy_rows.len(),
         security_groups,
+        released_tags: released_rows.len(),
         last_updated: version,
     })
 }
