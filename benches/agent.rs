@@ -18,6 +18,7 @@ use nix::sys::socket::{
 };
 use nix::sys::time::TimeVal;
 use rand::Rng;
+use std::collections::BTreeMap;
 use std::net::SocketAddrV4;
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -518,24 +519,52 @@ fn convergence() {
         ms(percentile(&lat, 0.99)),
         ms(percentile(&lat, 1.0))
     );
-    // Idle cost: requests per second each agent sends while nothing changes.
-    let count = |cell: &lab::Cell| -> f64 {
+    // Idle cost: requests each agent sends to the policy server while nothing changes. Only the
+    // ops that are requests count (the `cycle` op is local work around them), by op and outcome.
+    let requests = |cell: &lab::Cell| -> BTreeMap<String, f64> {
         let (_, m) = cell.local_http("GET", 8721, "/metrics", "").unwrap();
         m.lines()
-            .filter(|l| {
-                l.starts_with("vpa_poll_duration_seconds_count") && !l.contains("op=\"cycle\"")
+            .filter(|l| l.starts_with("vpa_poll_duration_seconds_count{"))
+            .filter_map(|l| {
+                let (series, value) = l.rsplit_once(' ')?;
+                let label = |name: &str| {
+                    series
+                        .split(&format!("{name}=\""))
+                        .nth(1)?
+                        .split('"')
+                        .next()
+                        .map(str::to_string)
+                };
+                let op = label("op")?;
+                if !["last_updated", "watch", "policies"].contains(&op.as_str()) {
+                    return None;
+                }
+                Some((format!("{op}/{}", label("outcome")?), value.parse().ok()?))
             })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+            .collect()
     };
-    let before: Vec<f64> = lab.cells.iter().map(count).collect();
-    std::thread::sleep(Duration::from_secs(10));
-    let after: Vec<f64> = lab.cells.iter().map(count).collect();
+    let idle = Duration::from_secs(30);
+    let before: Vec<_> = lab.cells.iter().map(requests).collect();
+    std::thread::sleep(idle);
+    let after: Vec<_> = lab.cells.iter().map(requests).collect();
     for (i, (b0, a0)) in before.iter().zip(after.iter()).enumerate() {
+        let by_op: Vec<String> = a0
+            .iter()
+            .map(|(k, v)| (k, v - b0.get(k).copied().unwrap_or(0.0)))
+            .filter(|(_, d)| *d > 0.0)
+            .map(|(k, d)| format!("{k} {d}"))
+            .collect();
+        let total: f64 = a0.values().sum::<f64>() - b0.values().sum::<f64>();
         println!(
-            "idle: cell {} sent {:.2} requests/s to the policy server",
+            "idle: cell {} sent {:.2} requests/s to the policy server ({total} in {} s: {})",
             i + 1,
-            (a0 - b0) / 10.0
+            total / idle.as_secs_f64(),
+            idle.as_secs(),
+            if by_op.is_empty() {
+                "none".to_string()
+            } else {
+                by_op.join(", ")
+            }
         );
     }
 }

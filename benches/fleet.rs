@@ -5,15 +5,16 @@
 //! overlay daemon renews its lease every 5 s over its own connection. Prints, per N and mode:
 //! errors, the cheap check's p50/p99, convergence (policy created through the external API ->
 //! every affected cell fetched it) p50/p99, requests per idle cell-minute, and the server's RSS and
-//! CPU seconds per cell-minute while idle. Then the hostile-connections figure and the memory of
-//! an idle connection. Asserts nothing.
+//! CPU seconds per cell-minute while idle; and, for watching cells, the wake-up per server (change
+//! posted -> an affected cell's watch answered, its fetch not included). Then the
+//! hostile-connections figure and the memory of an idle connection. Asserts nothing.
 //!
 //! `cargo bench --bench fleet` (SQLite). `NETMAN_FLEET_SIZES=100,500` picks the sizes,
 //! `NETMAN_FLEET_IDLE_SECONDS` the idle window (20), `NETMAN_BENCH_DATABASES=postgres,mysql` adds
 //! two policy servers on one PostgreSQL / MariaDB database (cells split between them, changes
 //! made through the first), `NETMAN_FLEET_SKIP=hostile,lab` skips the hostile part or the lab,
 //! `NETMAN_FLEET_POLICY_SERVER=<binary>` runs another policy server build (a baseline), and
-//! `NETMAN_FLEET_MODES=poll` one mode only.
+//! `NETMAN_FLEET_MODES=poll` one mode only (`none`: no SQLite run).
 //!
 //! Last, the lab (`netman-lab up`, 3 cells, 6 apps; its agents hold the watch): the time from
 //! `netman allow-access` (the CLI, started as a user would) until a connection between the two
@@ -225,6 +226,11 @@ struct Shared {
     /// Per cell: (destination port that identifies a new policy, when it was created).
     expected: Mutex<HashMap<usize, Vec<(i64, Instant)>>>,
     convergence_ms: Mutex<Vec<f64>>,
+    /// An affected cell's watch answered with a change (before its fetch): (server, when the
+    /// change was posted, when the watch answered).
+    wakes: Mutex<Vec<(usize, Instant, Instant)>>,
+    /// Per round: how long the change's POST through the first server took.
+    post_ms: Mutex<Vec<f64>>,
     missed: AtomicU64,
 }
 
@@ -245,10 +251,26 @@ impl Shared {
             self.idle_requests.fetch_add(1, Ordering::Relaxed);
         }
     }
+
+    /// A watch of a cell on `server` answered with a change at `at`: if a change waits for that
+    /// cell, the time since the earliest such change was made.
+    fn woke(&self, cell: usize, server: usize, at: Instant) {
+        let since = self
+            .expected
+            .lock()
+            .unwrap()
+            .get(&cell)
+            .and_then(|list| list.iter().map(|(_, since)| *since).min());
+        if let Some(since) = since {
+            self.wakes.lock().unwrap().push((server, since, at));
+        }
+    }
 }
 
 struct Cell {
     id: usize,
+    /// Which policy server it talks to (an index into the servers started).
+    server: usize,
     mode: Mode,
     base: String,
     agent: ureq::Agent,
@@ -362,6 +384,12 @@ impl Cell {
                         ),
                         Some(Duration::from_secs(WATCH_WAIT + 10)),
                     );
+                    if let Ok((body, Some(mark))) = &answer {
+                        let moved = body.trim().parse::<i64>().is_ok_and(|v| v != version);
+                        if moved && mark != netman::api::policy::WATCH_UNAFFECTED {
+                            shared.woke(self.id, self.server, Instant::now());
+                        }
+                    }
                     match answer {
                         // Moved, but not for this cell's apps: nothing to fetch.
                         Ok((body, Some(mark))) if mark == netman::api::policy::WATCH_UNAFFECTED => {
@@ -468,6 +496,12 @@ struct Row {
     rss_mb: f64,
     cpu_per_cell_min: f64,
     threads: usize,
+    /// The wake-ups of affected watching cells: per server from the change's POST, then the
+    /// second server's from the change's first wake-up on the first (when it was visible).
+    wakeups: Vec<(String, Figure)>,
+    /// p50 and max of the change's POST (the wake-ups are measured from before it).
+    post_p50: f64,
+    post_max: f64,
 }
 
 fn post_policies(external: &str, policies: &[(String, String, i64)]) {
@@ -530,6 +564,7 @@ fn run(label: &str, n: usize, mode: Mode, database: Option<&Value>, idle: Durati
     for id in 0..n {
         let cell = Cell {
             id,
+            server: id % servers.len(),
             mode,
             base: servers[id % servers.len()].internal.clone(),
             agent: mtls(&certs, Duration::from_secs(10)),
@@ -596,6 +631,11 @@ fn run(label: &str, n: usize, mode: Mode, database: Option<&Value>, idle: Durati
             }
         }
         post_policies(&servers[0].external, &batch);
+        shared
+            .post_ms
+            .lock()
+            .unwrap()
+            .push(t0.elapsed().as_secs_f64() * 1000.0);
         let deadline = t0 + Duration::from_secs(10);
         loop {
             let left: usize = shared
@@ -629,6 +669,9 @@ fn run(label: &str, n: usize, mode: Mode, database: Option<&Value>, idle: Durati
     checks.sort_by(f64::total_cmp);
     let mut conv = shared.convergence_ms.lock().unwrap().clone();
     conv.sort_by(f64::total_cmp);
+    let wakeups = wake_figures(&shared.wakes.lock().unwrap());
+    let mut posts = shared.post_ms.lock().unwrap().clone();
+    posts.sort_by(f64::total_cmp);
     let row = Row {
         label: label.to_string(),
         n,
@@ -644,6 +687,9 @@ fn run(label: &str, n: usize, mode: Mode, database: Option<&Value>, idle: Durati
         rss_mb,
         cpu_per_cell_min: cpu_idle / cell_minutes,
         threads,
+        wakeups,
+        post_p50: percentile(&posts, 0.5),
+        post_max: posts.last().copied().unwrap_or(f64::NAN),
     };
     print_row(&row);
     row
@@ -678,6 +724,74 @@ fn print_row(r: &Row) {
     );
     for e in &r.error_samples {
         eprintln!("    error: {e}");
+    }
+}
+
+/// Samples, p50, p99, max.
+type Figure = (usize, f64, f64, f64);
+
+fn figure(mut ms: Vec<f64>) -> Figure {
+    ms.sort_by(f64::total_cmp);
+    let max = ms.last().copied().unwrap_or(f64::NAN);
+    (ms.len(), percentile(&ms, 0.5), percentile(&ms, 0.99), max)
+}
+
+/// Wake-ups per server from the change's POST, and the second server's from the moment the first
+/// server's watchers woke for the same change (the change was committed and visible then).
+fn wake_figures(wakes: &[(usize, Instant, Instant)]) -> Vec<(String, Figure)> {
+    let servers = wakes.iter().map(|w| w.0 + 1).max().unwrap_or(0);
+    let mut out: Vec<(String, Figure)> = (0..servers)
+        .map(|s| {
+            let ms = wakes
+                .iter()
+                .filter(|w| w.0 == s)
+                .map(|(_, since, at)| at.duration_since(*since).as_secs_f64() * 1000.0)
+                .collect();
+            let name = ["a (the change's)", "b (learns by its version check)"]
+                .get(s)
+                .copied()
+                .unwrap_or("?");
+            (format!("{name}, from the POST"), figure(ms))
+        })
+        .collect();
+    if servers > 1 {
+        let visible = |since: Instant| {
+            wakes
+                .iter()
+                .filter(|w| w.0 == 0 && w.1 == since)
+                .map(|w| w.2)
+                .min()
+        };
+        let ms = wakes
+            .iter()
+            .filter(|w| w.0 == 1)
+            .filter_map(|(_, since, at)| {
+                let first = visible(*since)?;
+                Some(at.saturating_duration_since(first).as_secs_f64() * 1000.0)
+            })
+            .collect();
+        out.push(("b, from the change's first wake-up on a".into(), figure(ms)));
+    }
+    out
+}
+
+/// The watch's wake-up alone, per server: from just before the change's POST to the first server
+/// until an affected cell's watch answered (its fetch not included).
+fn print_wakeups(rows: &[Row]) {
+    let rows: Vec<&Row> = rows.iter().filter(|r| r.mode == Mode::Watch).collect();
+    if rows.is_empty() {
+        return;
+    }
+    println!("\nwake-up: change posted through server a -> an affected cell's watch answered (fetch not included)");
+    println!("| database | cells | server, measured | wake-ups | p50 ms | p99 ms | max ms | change POST p50 / max ms |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        for (what, (n, p50, p99, max)) in &r.wakeups {
+            println!(
+                "| {} | {} | {what} | {n} | {p50:.0} | {p99:.0} | {max:.0} | {:.0} / {:.0} |",
+                r.label, r.n, r.post_p50, r.post_max
+            );
+        }
     }
 }
 
@@ -1003,10 +1117,11 @@ fn main() {
     );
     print_header();
     let modes = std::env::var("NETMAN_FLEET_MODES").unwrap_or_else(|_| "poll,watch".into());
+    let mut rows = Vec::new();
     for &n in &sizes {
         for mode in [Mode::Poll, Mode::Watch] {
             if modes.contains(&format!("{mode:?}").to_lowercase()) {
-                run("sqlite", n, mode, None, idle);
+                rows.push(run("sqlite", n, mode, None, idle));
             }
         }
     }
@@ -1023,10 +1138,17 @@ fn main() {
                     }
                 };
                 let label = format!("{backend}, 2 servers");
-                run(&label, n, Mode::Watch, Some(&test_db.config_json()), idle);
+                rows.push(run(
+                    &label,
+                    n,
+                    Mode::Watch,
+                    Some(&test_db.config_json()),
+                    idle,
+                ));
             }
         }
     }
+    print_wakeups(&rows);
     let skip = std::env::var("NETMAN_FLEET_SKIP").unwrap_or_default();
     if !skip.contains("hostile") {
         hostile_connections();

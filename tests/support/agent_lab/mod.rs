@@ -491,6 +491,11 @@ impl Relay {
             let Ok((inbound, _)) = listener.accept() else {
                 return;
             };
+            // The accepted socket inherits the listener's 100 ms receive timeout, which would
+            // end the relay of every request that waits longer (a parked watch) after 100 ms.
+            if inbound.set_read_timeout(None).is_err() {
+                return;
+            }
             // This thread is in the test's namespace, so the outbound socket is too.
             let Ok(outbound) = TcpStream::connect_timeout(&target, Duration::from_secs(2)) else {
                 return; // the server is down: the agent sees the connection closed
