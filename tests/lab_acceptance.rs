@@ -2,13 +2,15 @@
 //! cells with overlay daemons and policy agents, six apps' containers created through the
 //! external networker) in namespaces, driven from outside as a user and an operator would.
 //! One lab serves every scenario, so they run in order in one test; each convergence is timed
-//! and printed.
+//! and printed. The tag-reuse attack of issue 18 runs on a lab of its own (9 apps); the labs'
+//! namespace names are fixed, so the tests take turns.
 
 mod support;
 use ports::free_port;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::process::Command;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use support::ports;
 
@@ -18,6 +20,9 @@ const TCP_PORTS: [u16; 4] = [8080, 9000, 9001, 9002];
 const UDP_PORT: u16 = 9003;
 const CONVERGE: Duration = Duration::from_secs(30);
 
+/// One lab at a time: its namespaces have fixed names.
+static ONE_LAB: Mutex<()> = Mutex::new(());
+
 struct Lab {
     dir: tempfile::TempDir,
     api: String,
@@ -26,6 +31,75 @@ struct Lab {
 }
 
 impl Lab {
+    /// `netman-lab up` with `cells` cells and `apps` example apps.
+    fn up(cells: usize, apps: usize) -> Lab {
+        let dir = tempfile::tempdir().unwrap();
+        let api_port = free_port();
+        let up = Command::new(env!("CARGO_BIN_EXE_netman-lab"))
+            .arg("--dir")
+            .arg(dir.path())
+            .args(["up", "--cells", &cells.to_string()])
+            .args(["--apps", &apps.to_string()])
+            .args(["--api-port", &api_port.to_string()])
+            .output()
+            .unwrap();
+        let mut lab = Lab {
+            dir,
+            api: format!("http://127.0.0.1:{api_port}"),
+            token: String::new(),
+            state: Value::Null,
+        };
+        assert!(
+            up.status.success(),
+            "lab up failed:\n{}{}",
+            String::from_utf8_lossy(&up.stdout),
+            String::from_utf8_lossy(&up.stderr)
+        );
+        lab.token = lab.cmd(&["token"]).unwrap().trim().to_string();
+        lab.reload();
+        lab
+    }
+
+    fn cell(&self, app: &str) -> u64 {
+        self.container(app)["cell"].as_u64().unwrap()
+    }
+
+    /// The app's tag as the policy server has it (`GET .../external/tags`), if it has one.
+    fn tag(&self, app: &str) -> Option<String> {
+        let agent =
+            netman::http::client::agent(&Default::default(), Duration::from_secs(10)).unwrap();
+        let mut resp = agent
+            .get(format!("{}/networking/v1/external/tags", self.api))
+            .header("authorization", format!("Bearer {}", self.token))
+            .call()
+            .unwrap();
+        let body = netman::http::client::body_string(&mut resp, 1 << 20).unwrap();
+        let tags: Value = serde_json::from_str(&body).unwrap();
+        tags["tags"]
+            .as_array()
+            .unwrap_or_else(|| panic!("tags: {body}"))
+            .iter()
+            .find(|t| t["id"] == app)
+            .map(|t| t["tag"].as_str().unwrap().to_string())
+    }
+
+    /// The mark a cell's agent gives the app's packets (its `source_tags` map), if any.
+    fn marked_on_its_cell(&self, app: &str) -> Option<u32> {
+        let ns = format!("netman-lab-cell-{}", self.cell(app));
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .args(["nft", "list", "map", "ip", "netman_vpa", "source_tags"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let ip = self.ip(app);
+        let at = text.find(&format!("{ip} : "))?;
+        let value = text[at + ip.len() + 3..]
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .next()?;
+        u32::from_str_radix(value.trim_start_matches("0x"), 16).ok()
+    }
+
     fn cmd(&self, args: &[&str]) -> Result<String, String> {
         let out = Command::new(env!("CARGO_BIN_EXE_netman-lab"))
             .arg("--dir")
@@ -170,35 +244,8 @@ fn all_flows(apps: &[String]) -> Vec<Flow> {
 
 #[test]
 fn acceptance() {
-    let dir = tempfile::tempdir().unwrap();
-    let api_port = free_port();
-    let up = Command::new(env!("CARGO_BIN_EXE_netman-lab"))
-        .arg("--dir")
-        .arg(dir.path())
-        .args([
-            "up",
-            "--cells",
-            &CELLS.to_string(),
-            "--apps",
-            &APPS.to_string(),
-        ])
-        .args(["--api-port", &api_port.to_string()])
-        .output()
-        .unwrap();
-    let mut lab = Lab {
-        dir,
-        api: format!("http://127.0.0.1:{api_port}"),
-        token: String::new(),
-        state: Value::Null,
-    };
-    assert!(
-        up.status.success(),
-        "lab up failed:\n{}{}",
-        String::from_utf8_lossy(&up.stdout),
-        String::from_utf8_lossy(&up.stderr)
-    );
-    lab.token = lab.cmd(&["token"]).unwrap().trim().to_string();
-    lab.reload();
+    let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = Lab::up(CELLS, APPS);
     let apps = lab.apps();
     assert_eq!(apps.len(), APPS);
     let cells: BTreeSet<u64> = lab
@@ -560,4 +607,65 @@ fn acceptance() {
         );
     }
     assert!(holds(&lab), "flows between the remaining cells hold");
+}
+
+/// Issue 18, item 1, as the issue reproduces it: 3 cells, 9 apps. frontend -> backend is allowed
+/// (frontend gets a tag); frontend's cell loses its agent, so the cell keeps marking frontend's
+/// packets with that tag; the policy is removed (the tag is released) and backend-4 -> backend-2
+/// allowed. Were the released tag handed to backend-4 at once, backend-2's cell would take
+/// frontend's stale mark for backend-4 and let frontend in. The quarantine keeps it out of use.
+#[test]
+fn a_cell_without_its_agent_cannot_pass_its_app_off_as_another_after_a_tag_is_released() {
+    let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = Lab::up(3, 9);
+    assert_eq!(lab.apps().len(), 9);
+    let (frontend_cell, backend_2_cell) = (lab.cell("frontend"), lab.cell("backend-2"));
+    assert!(
+        frontend_cell != backend_2_cell && lab.cell("backend-4") != frontend_cell,
+        "the attack crosses cells"
+    );
+
+    lab.policy("create", "frontend", "backend", "tcp", 8080, 8080);
+    converge("frontend -> backend allowed", || {
+        lab.reaches("frontend", "backend", "tcp", 8080)
+    });
+    let stale = lab.tag("frontend").expect("frontend has a tag");
+    let stale_mark = u32::from_str_radix(&stale, 16).unwrap();
+    assert_eq!(lab.marked_on_its_cell("frontend"), Some(stale_mark));
+
+    lab.cmd(&["kill", &format!("vxlan-policy-agent-{frontend_cell}")])
+        .unwrap();
+    lab.policy("delete", "frontend", "backend", "tcp", 8080, 8080);
+    assert_eq!(lab.tag("frontend"), None, "the tag is released");
+    converge("frontend -> backend refused again", || {
+        !lab.reaches("frontend", "backend", "tcp", 8080)
+    });
+    lab.policy("create", "backend-4", "backend-2", "tcp", 8080, 8080);
+    converge("backend-4 -> backend-2 allowed", || {
+        lab.reaches("backend-4", "backend-2", "tcp", 8080)
+    });
+
+    // The stale cell still marks frontend with the released tag...
+    assert_eq!(
+        lab.marked_on_its_cell("frontend"),
+        Some(stale_mark),
+        "frontend's cell, without its agent, keeps the old mark"
+    );
+    // ...which backend-4 did not get, so backend-2 does not let frontend in.
+    let new = lab.tag("backend-4").expect("backend-4 has a tag");
+    assert_ne!(new, stale, "the released tag went to another app at once");
+    for _ in 0..5 {
+        assert!(
+            !lab.reaches("frontend", "backend-2", "tcp", 8080),
+            "frontend reaches backend-2, which no policy allows"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    lab.cmd(&["start", &format!("vxlan-policy-agent-{frontend_cell}")])
+        .unwrap();
+    converge("frontend's cell forgets the released tag", || {
+        lab.marked_on_its_cell("frontend").is_none()
+    });
+    assert!(!lab.reaches("frontend", "backend-2", "tcp", 8080));
+    assert!(lab.reaches("backend-4", "backend-2", "tcp", 8080));
 }

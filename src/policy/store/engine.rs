@@ -460,8 +460,12 @@ impl Engine {
 
     /// Free slots released less than the quarantine ago: not handed out until it ends.
     pub fn quarantined(&self, tx: &mut dyn Tx) -> Result<usize, DbError> {
+        let sql = format!(
+            "SELECT COUNT(*) FROM \"groups\"{} WHERE guid IS NULL AND released_at > ? AND id <= ?",
+            self.dialect.force_index("idx_groups_free_since")
+        );
         let rows = tx.rows(
-            "SELECT COUNT(*) FROM \"groups\" WHERE guid IS NULL AND released_at > ? AND id <= ?",
+            &sql,
             &[
                 Val::Int(now_millis().saturating_sub(self.quarantine_ms)),
                 Val::Int(self.max_tag()),
