@@ -34,6 +34,9 @@ const DEFAULT_PER_PAGE: usize = 50;
 
 pub struct AsgAdmin {
     pub store: Arc<dyn AsgStore>,
+    /// The syncer copies the groups from the Cloud Controller: changes belong there (a change
+    /// made here would be undone at the next sync), so writes are refused.
+    pub synced_from_cc: bool,
 }
 
 /// An answer in the Cloud Controller's error shape.
@@ -260,6 +263,15 @@ impl AsgAdmin {
         } else {
             req.method.as_str()
         };
+        if self.synced_from_cc && method != "GET" {
+            return cc_error(
+                409,
+                10008,
+                "CF-UnprocessableEntity",
+                "Security groups are synced from the Cloud Controller (asg_syncer): change them \
+                 there",
+            );
+        }
         match (method, segments.as_slice()) {
             ("GET", []) => self.list(version, req),
             ("POST", []) => self.create(version, req),

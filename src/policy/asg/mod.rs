@@ -5,10 +5,12 @@
 
 pub mod admin;
 pub mod cache;
+pub mod cc_source;
 pub mod internal;
 pub mod notify;
 pub mod schema;
 pub mod store;
+pub mod syncer;
 
 pub use cache::AsgCache;
 pub use store::{AsgError, AsgStore, Snapshot, SqlAsgStore, StoredGroup};

@@ -8,6 +8,11 @@ use crate::db::Dialect;
 
 pub const KNOWN_VERSION: i64 = 1;
 
+/// The tables netman adds beside the original's `security_groups`: dropped by `migrate
+/// --to-original` (which keeps `security_groups` itself).
+pub const NETMAN_ONLY_TABLES: [&str; 3] =
+    ["security_groups_info", "asg_syncer_lock", "asg_migrations"];
+
 pub(crate) const SCHEMA: Schema = Schema {
     table: "asg_migrations",
     known: KNOWN_VERSION,
