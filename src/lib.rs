@@ -3,6 +3,7 @@
 //! One module per concern; the binaries in `src/bin/` are thin mains over these.
 
 pub mod api; // wire types shared by servers and clients
+pub mod asg; // application security groups: the rule model and which groups apply
 pub mod config; // JSON config loading and checks
 pub mod daemon; // conventions of every long-running binary
 pub mod http; // the one HTTP layer: server (plain/TLS/mTLS) and clients

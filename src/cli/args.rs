@@ -7,7 +7,7 @@ use clap::{Args, Parser};
 
 pub const HELP: &str = "\
 NAME:
-   netman - Manage container-to-container network policies on a netman policy server
+   netman - Manage container-to-container network policies and security groups on a netman policy server
 
 USAGE:
    netman [global options] command [arguments...] [command options]
@@ -19,6 +19,19 @@ COMMANDS:
    tags                                      List the tags assigned to apps (admin)
    whoami                                    Show who the policy server sees you as (admin)
    cleanup                                   Remove policies of apps that no longer exist (admin)
+
+SECURITY GROUPS (admin):
+   security-groups                           List all security groups
+   security-group                            Show a single security group
+   create-security-group                     Create a security group
+   update-security-group                     Update a security group
+   delete-security-group                     Deletes a security group
+   bind-security-group                       Bind a security group to a particular space, or all existing spaces of an org
+   unbind-security-group                     Unbind a security group from a space
+   bind-running-security-group               Bind a security group to the list of security groups to be used for running applications
+   bind-staging-security-group               Bind a security group to the list of security groups to be used for staging applications globally
+   unbind-running-security-group             Unbind a security group from the set of security groups for running applications globally
+   unbind-staging-security-group             Unbind a security group from the set of security groups for staging applications globally
 
 GLOBAL OPTIONS:
    --api URL                 Policy server or CF API endpoint (Default: NETMAN_API, else the cf CLI target)

@@ -181,6 +181,18 @@ impl Cc {
         Ok(out)
     }
 
+    /// The GUIDs of every space of an org.
+    pub fn org_spaces(&self, org_guid: &str) -> Result<Vec<String>, String> {
+        Ok(self
+            .list(format!(
+                "/v3/spaces?organization_guids={}&per_page=5000",
+                list_value(&[org_guid])
+            ))?
+            .iter()
+            .filter_map(|s| s["guid"].as_str().map(str::to_string))
+            .collect())
+    }
+
     /// Org GUID -> name.
     pub fn orgs(&self, guids: &[&str]) -> Result<HashMap<String, String>, String> {
         let mut out = HashMap::new();

@@ -3,6 +3,12 @@
 //! stale-policy cleanup. [`start_from_config`] opens what the config names and starts;
 //! [`start`] takes the parts already made (tests, embedding).
 
+use super::asg::admin::AsgAdmin;
+use super::asg::cc_source::{HttpAsgSource, SourceConfig};
+use super::asg::internal::AsgInternal;
+use super::asg::notify::{AsgVersion, NotifyingAsgStore};
+use super::asg::syncer::{SyncMetrics, SyncSource};
+use super::asg::{AsgCache, AsgStore, SqlAsgStore};
 use super::auth::{self, Authenticator};
 use super::cc::{self, CloudController};
 use super::config::PolicyServerConfig;
@@ -12,6 +18,7 @@ use super::metered_store::MeteredStore;
 use super::store::Store;
 use super::watch::{NotifyingStore, VersionWatch, CHECK_INTERVAL};
 use crate::daemon::debug::{self, DebugHandler};
+use crate::http::client::ClientTls;
 use crate::http::{ListenerHealth, Server, ServerMetrics, ServerOptions};
 use crate::metrics::{Registrar, Uptime};
 use prometheus_client::metrics::gauge::Gauge;
@@ -57,6 +64,9 @@ impl Default for HttpSettings {
 
 pub struct Components {
     pub store: Arc<dyn Store>,
+    pub asgs: Arc<dyn AsgStore>,
+    /// The Cloud Controller to copy security groups from, when `asg_syncer` is configured.
+    pub asg_source: Option<SyncSource>,
     pub auth: Arc<dyn Authenticator>,
     pub cc: Option<Arc<dyn CloudController>>,
 }
@@ -66,8 +76,10 @@ pub struct RunningServer {
     pub internal: Server,
     pub debug: Server,
     pub watch: VersionWatch,
+    pub asg_watch: VersionWatch,
     stop: Arc<AtomicBool>,
     cleanup: Option<std::thread::JoinHandle<()>>,
+    syncer: Option<(crate::daemon::Worker, Arc<dyn AsgStore>, String)>,
 }
 
 impl RunningServer {
@@ -76,10 +88,18 @@ impl RunningServer {
         if let Some(t) = self.cleanup.take() {
             let _ = t.join();
         }
+        if let Some((worker, store, holder)) = self.syncer.take() {
+            worker.stop();
+            // Another server on the database takes over at its next cycle.
+            if let Err(e) = store.release_sync_lease(&holder) {
+                log::warn!("releasing the security-group syncer lease: {e}");
+            }
+        }
         self.external.shutdown();
         self.internal.shutdown();
         self.debug.shutdown();
         self.watch.stop();
+        self.asg_watch.stop();
     }
 }
 
@@ -135,11 +155,17 @@ impl crate::daemon::Running for RunningServer {
 /// Opens the store (migrating it), builds the authenticator and the Cloud Controller client the
 /// config names, and starts.
 pub fn start_from_config(config: PolicyServerConfig) -> Result<RunningServer, String> {
+    let store = super::store::open(&config.database, config.tag_pool())
+        .map_err(|e| format!("opening the database: {e}"))?;
     let components = Components {
-        store: super::store::open(&config.database, config.tag_pool())
-            .map_err(|e| format!("opening the database: {e}"))?,
+        store,
+        asgs: Arc::new(
+            SqlAsgStore::open(&config.database)
+                .map_err(|e| format!("opening the security groups: {e}"))?,
+        ),
         auth: auth::build(&config.auth).map_err(|e| format!("auth: {e}"))?,
         cc: cloud_controller(&config)?,
+        asg_source: asg_source(&config)?,
     };
     start(settings(&config), components)
 }
@@ -153,6 +179,34 @@ fn cloud_controller(
     let client = cc::HttpCloudController::new(&cc_config, &uaa)
         .map_err(|e| format!("cloud controller: {e}"))?;
     Ok(Some(Arc::new(client)))
+}
+
+fn asg_source(config: &PolicyServerConfig) -> Result<Option<SyncSource>, String> {
+    let (Some(sync), Some(uaa)) = (&config.asg_syncer, config.auth.uaa_client_config()) else {
+        return Ok(None);
+    };
+    let optional = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    let source = HttpAsgSource::new(
+        &SourceConfig {
+            api_url: config.cc_url.clone(),
+            api_tls: ClientTls {
+                ca_cert_file: optional(&config.cc_ca_cert_file),
+                ..ClientTls::default()
+            },
+            internal_url: optional(&sync.cc_internal_url).unwrap_or_else(|| config.cc_url.clone()),
+            internal_tls: ClientTls {
+                ca_cert_file: optional(&sync.cc_internal_ca_cert_file)
+                    .or_else(|| optional(&config.cc_ca_cert_file)),
+                client_cert_file: optional(&sync.cc_internal_client_cert_file),
+                client_key_file: optional(&sync.cc_internal_client_key_file),
+                skip_verification: false,
+            },
+            timeout: Duration::from_secs(30),
+        },
+        &uaa,
+    )
+    .map_err(|e| format!("asg_syncer: {e}"))?;
+    Ok(Some((Box::new(source), sync.clone())))
 }
 
 fn settings(config: &PolicyServerConfig) -> Settings {
@@ -203,6 +257,11 @@ pub fn start(settings: Settings, components: Components) -> Result<RunningServer
         "quarantined_tags",
         "Released tags resting in quarantine (tag_quarantine_seconds), not handed out again yet",
     );
+    let sync_metrics = SyncMetrics::register(&mut r);
+    let asg_ops = r.ops(
+        "asg_store_operation_duration_seconds",
+        "Security group store call latency, by operation and outcome",
+    );
 
     let external_conns = ServerMetrics::register(&mut registry, "policy_server_external");
     let internal_conns = ServerMetrics::register(&mut registry, "policy_server_internal");
@@ -229,6 +288,16 @@ pub fn start(settings: Settings, components: Components) -> Result<RunningServer
         &settings.http.allowed_internal_clients,
     )?;
     let watch = VersionWatch::start(Arc::clone(&store), CHECK_INTERVAL);
+    let asg_watch = VersionWatch::start_source(
+        Arc::new(AsgVersion(Arc::clone(&components.asgs))),
+        CHECK_INTERVAL,
+        "asg-version-watch",
+    );
+    let asgs: Arc<dyn AsgStore> = Arc::new(NotifyingAsgStore {
+        store: Arc::clone(&components.asgs),
+        watch: asg_watch.clone(),
+        ops: asg_ops,
+    });
     let writing_store: Arc<dyn Store> = Arc::new(NotifyingStore {
         store: Arc::clone(&store),
         watch: watch.clone(),
@@ -239,6 +308,10 @@ pub fn start(settings: Settings, components: Components) -> Result<RunningServer
         options(external_tls, &external_health, external_conns),
         ExternalApi {
             store: writing_store,
+            asgs: AsgAdmin {
+                store: Arc::clone(&asgs),
+                synced_from_cc: components.asg_source.is_some(),
+            },
             listeners: vec![external_health.clone(), internal_health.clone()],
             auth: components.auth,
             cc: components.cc.clone(),
@@ -253,6 +326,10 @@ pub fn start(settings: Settings, components: Components) -> Result<RunningServer
         options(Some(internal_tls), &internal_health, internal_conns),
         InternalApi {
             store: Arc::clone(&store),
+            asgs: Arc::new(AsgInternal {
+                cache: AsgCache::new(Arc::clone(&asgs)),
+                watch: asg_watch.clone(),
+            }),
             metrics: internal_metrics,
             watch: watch.clone(),
         },
@@ -282,12 +359,34 @@ pub fn start(settings: Settings, components: Components) -> Result<RunningServer
         _ => None,
     };
 
+    let syncer = components.asg_source.map(|(source, config)| {
+        // pid@host/instance: who holds the lease, for an operator reading the table.
+        let holder = format!(
+            "{}@{}/{}",
+            std::process::id(),
+            std::env::var("HOSTNAME").unwrap_or_default(),
+            uuid::Uuid::new_v4()
+        );
+        let worker = super::asg::syncer::spawn(
+            super::asg::syncer::Syncer {
+                store: Arc::clone(&asgs),
+                source,
+                holder: holder.clone(),
+                config,
+            },
+            sync_metrics,
+        );
+        (worker, Arc::clone(&asgs), holder)
+    });
+
     Ok(RunningServer {
         external,
         internal,
         debug,
         watch,
+        asg_watch,
         stop,
         cleanup,
+        syncer,
     })
 }

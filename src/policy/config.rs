@@ -75,6 +75,10 @@ pub struct PolicyServerConfig {
     /// are refused too.
     #[serde(default)]
     pub allowed_internal_clients: Vec<String>,
+    /// Copy the Cloud Controller's security groups into the store (needs `cc_url`); the admin
+    /// API for security groups is then read-only.
+    #[serde(default)]
+    pub asg_syncer: Option<super::asg::syncer::AsgSyncConfig>,
 }
 
 fn any_host() -> String {
@@ -189,6 +193,14 @@ impl Validate for PolicyServerConfig {
             }
         } else if !self.cc_ca_cert_file.is_empty() {
             return Err("'cc_ca_cert_file' is set but 'cc_url' is not".into());
+        }
+        if let Some(syncer) = &self.asg_syncer {
+            if self.cc_url.is_empty() {
+                return Err(
+                    "'asg_syncer' needs 'cc_url' (the Cloud Controller to copy from)".into(),
+                );
+            }
+            syncer.validate()?;
         }
         if self.max_policies_per_app_source == 0 {
             return Err("invalid 'max_policies_per_app_source': must be greater than 0".into());

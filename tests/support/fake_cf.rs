@@ -96,6 +96,13 @@ pub struct State {
     /// `grant_type=refresh_token` (client `cf`, empty secret, as the cf CLI logs in): refresh
     /// token -> the user access token it yields.
     pub refresh_tokens: Vec<(String, String)>,
+    /// Security groups as `GET /v3/security_groups` lists them (v3 resources).
+    pub security_groups: Vec<Value>,
+    /// `GET /internal/v4/asg_latest_update`'s `last_update`; `None`: 404 (an older CC).
+    pub asg_latest_update: Option<String>,
+    /// Once, after serving this page of `/v3/security_groups`: the groups and the timestamp
+    /// become these (a change between two page reads).
+    pub asg_change_after_page: Option<(usize, Vec<Value>, String)>,
 }
 
 pub struct FakeCf {
@@ -134,6 +141,9 @@ impl FakeCf {
             fail_cc: false,
             requests: Vec::new(),
             refresh_tokens: Vec::new(),
+            security_groups: Vec::new(),
+            asg_latest_update: None,
+            asg_change_after_page: None,
         }));
         let mut options = ServerOptions {
             workers: 8,
@@ -301,6 +311,26 @@ fn handle(state: &Mutex<State>, base: &str, req: &Request) -> Response {
     match (req.method.as_str(), path) {
         ("POST", "/check_token") => check_token(&s, req),
         ("POST", "/oauth/token") => oauth_token(&mut s, req),
+        ("GET", "/internal/v4/asg_latest_update") => match &s.asg_latest_update {
+            Some(t) => Response::json(200, &json!({ "last_update": t })),
+            None => v3_error(404, "CF-NotFound", "Unknown request", 10000),
+        },
+        ("GET", "/v3/security_groups") => {
+            if let Err(resp) = cc_authorized(&s, req) {
+                return resp;
+            }
+            let resp = v3_list(&s, base, req, s.security_groups.clone());
+            let page = number(req, "page", 1).unwrap_or(1);
+            if s.asg_change_after_page
+                .as_ref()
+                .is_some_and(|(p, _, _)| *p == page)
+            {
+                let (_, groups, stamp) = s.asg_change_after_page.take().unwrap();
+                s.security_groups = groups;
+                s.asg_latest_update = Some(stamp);
+            }
+            resp
+        }
         ("GET", _) => {
             if let Err(resp) = cc_authorized(&s, req) {
                 return resp;

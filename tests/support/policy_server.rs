@@ -231,6 +231,12 @@ impl PolicyServer {
         std::fs::read_to_string(self.dir.path().join("policy-server.log")).unwrap_or_default()
     }
 
+    /// The running server's process id.
+    #[allow(dead_code)]
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").pid()
+    }
+
     /// SIGKILL.
     pub fn kill(&mut self) {
         self.child.take();

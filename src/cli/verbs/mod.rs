@@ -6,13 +6,22 @@
 
 pub mod access;
 pub mod allow_access;
+pub mod asg;
+pub mod bind_global_security_group;
+pub mod bind_security_group;
 pub mod cleanup;
+pub mod create_security_group;
+pub mod delete_security_group;
 pub mod list_access;
 pub mod remove_access;
+pub mod security_group;
+pub mod security_groups;
 pub mod tags;
+pub mod update_security_group;
 pub mod whoami;
 
 use super::context::{Ctx, Failure};
+use crate::asg::Lifecycle;
 use clap::Subcommand;
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -32,6 +41,28 @@ pub enum Command {
     Whoami,
     #[command(override_help = cleanup::HELP)]
     Cleanup,
+    #[command(name = "security-groups", override_help = security_groups::HELP)]
+    SecurityGroups,
+    #[command(name = "security-group", override_help = security_group::HELP)]
+    SecurityGroup(security_group::NameArgs),
+    #[command(name = "create-security-group", override_help = create_security_group::HELP)]
+    CreateSecurityGroup(create_security_group::RulesArgs),
+    #[command(name = "update-security-group", override_help = update_security_group::HELP)]
+    UpdateSecurityGroup(create_security_group::RulesArgs),
+    #[command(name = "delete-security-group", override_help = delete_security_group::HELP)]
+    DeleteSecurityGroup(delete_security_group::DeleteArgs),
+    #[command(name = "bind-security-group", override_help = bind_security_group::BIND_HELP)]
+    BindSecurityGroup(bind_security_group::BindArgs),
+    #[command(name = "unbind-security-group", override_help = bind_security_group::UNBIND_HELP)]
+    UnbindSecurityGroup(bind_security_group::UnbindArgs),
+    #[command(name = "bind-running-security-group", override_help = bind_global_security_group::BIND_RUNNING_HELP)]
+    BindRunningSecurityGroup(security_group::NameArgs),
+    #[command(name = "bind-staging-security-group", override_help = bind_global_security_group::BIND_STAGING_HELP)]
+    BindStagingSecurityGroup(security_group::NameArgs),
+    #[command(name = "unbind-running-security-group", override_help = bind_global_security_group::UNBIND_RUNNING_HELP)]
+    UnbindRunningSecurityGroup(security_group::NameArgs),
+    #[command(name = "unbind-staging-security-group", override_help = bind_global_security_group::UNBIND_STAGING_HELP)]
+    UnbindStagingSecurityGroup(security_group::NameArgs),
     /// `netman help [COMMAND]`
     #[command(hide = true)]
     Help { command: Option<String> },
@@ -46,6 +77,25 @@ impl Command {
             Command::Tags => tags::run(ctx),
             Command::Whoami => whoami::run(ctx),
             Command::Cleanup => cleanup::run(ctx),
+            Command::SecurityGroups => security_groups::run(ctx),
+            Command::SecurityGroup(a) => security_group::run(ctx, a),
+            Command::CreateSecurityGroup(a) => create_security_group::run(ctx, a),
+            Command::UpdateSecurityGroup(a) => update_security_group::run(ctx, a),
+            Command::DeleteSecurityGroup(a) => delete_security_group::run(ctx, a),
+            Command::BindSecurityGroup(a) => bind_security_group::bind(ctx, a),
+            Command::UnbindSecurityGroup(a) => bind_security_group::unbind(ctx, a),
+            Command::BindRunningSecurityGroup(a) => {
+                bind_global_security_group::run(ctx, a, Lifecycle::Running, true)
+            }
+            Command::BindStagingSecurityGroup(a) => {
+                bind_global_security_group::run(ctx, a, Lifecycle::Staging, true)
+            }
+            Command::UnbindRunningSecurityGroup(a) => {
+                bind_global_security_group::run(ctx, a, Lifecycle::Running, false)
+            }
+            Command::UnbindStagingSecurityGroup(a) => {
+                bind_global_security_group::run(ctx, a, Lifecycle::Staging, false)
+            }
             Command::Help { command } => show_help(ctx, command.as_deref()),
         }
     }
@@ -60,6 +110,17 @@ pub fn help(name: &str) -> Option<&'static str> {
         "tags" => tags::HELP,
         "whoami" => whoami::HELP,
         "cleanup" => cleanup::HELP,
+        "security-groups" => security_groups::HELP,
+        "security-group" => security_group::HELP,
+        "create-security-group" => create_security_group::HELP,
+        "update-security-group" => update_security_group::HELP,
+        "delete-security-group" => delete_security_group::HELP,
+        "bind-security-group" => bind_security_group::BIND_HELP,
+        "unbind-security-group" => bind_security_group::UNBIND_HELP,
+        "bind-running-security-group" => bind_global_security_group::BIND_RUNNING_HELP,
+        "bind-staging-security-group" => bind_global_security_group::BIND_STAGING_HELP,
+        "unbind-running-security-group" => bind_global_security_group::UNBIND_RUNNING_HELP,
+        "unbind-staging-security-group" => bind_global_security_group::UNBIND_STAGING_HELP,
         _ => return None,
     })
 }

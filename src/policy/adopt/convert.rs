@@ -634,6 +634,7 @@ impl<S: Sql> Run<'_, S> {
             Direction::ToOriginal => {
                 let mut t = detect::NETMAN_TABLES.to_vec();
                 t.push("netman_migrations");
+                t.extend(crate::policy::asg::schema::NETMAN_ONLY_TABLES);
                 t
             }
         };
