@@ -1,0 +1,443 @@
+//! Dynamic ASGs on the cell (issue 14): the real networker (garden's plugin, CNI `bridge` +
+//! `host-local`) and the real vxlan-policy-agent inside cell namespaces, containers sending real
+//! packets to an "internet" namespace, the security groups served over the internal API's wire
+//! (mutual TLS) by a policy server whose groups the test changes.
+
+mod support;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use support::agent_lab::Relay;
+use support::networker_fixture::{
+    tcp_probe, udp_probe, Cell, Container, Plugin, NET_A, NET_B, NET_C,
+};
+use support::original_wire::{rsa_pki, FakeOriginalServer, RsaPki};
+use support::{wait_for, Proc};
+
+const FORCE_PORT: u16 = 8722;
+const RELAY_PORT: u16 = 4003;
+
+/// One cell: the networker's fixture, a relay to the policy server and the agent.
+struct AsgCell {
+    net: Cell,
+    _relay: Relay,
+    agent: Option<Proc>,
+    agent_config: PathBuf,
+}
+
+impl AsgCell {
+    /// A cell whose agent has `enable_asg_syncing` as given; `patch` edits the agent config.
+    fn new(
+        pki: &RsaPki,
+        server: std::net::SocketAddr,
+        syncing: bool,
+        patch: impl FnOnce(&mut Value),
+    ) -> AsgCell {
+        let net = Cell::with_config(Plugin::Bridge, |c| {
+            c["policy_agent_asg_url"] = json!(format!("http://127.0.0.1:{FORCE_PORT}"));
+            c["policy_agent_timeout_seconds"] = json!(10);
+        });
+        let relay = Relay::start(&net.cell.path(), RELAY_PORT, server);
+        let mut config = json!({
+            "policy_server_url": format!("https://127.0.0.1:{RELAY_PORT}"),
+            "ca_cert_file": pki.ca,
+            "client_cert_file": pki.client.0,
+            "client_key_file": pki.client.1,
+            "cni_datastore_path": net.path("store.json"),
+            "client_timeout_seconds": 2,
+            "poll_interval_seconds": 1,
+            "enable_asg_syncing": syncing,
+            "asg_poll_interval_seconds": 1,
+            "overlay_network": Plugin::Bridge.overlay_network(),
+            "deny_networks": {"always": [format!("{NET_C}/32")]},
+        });
+        patch(&mut config);
+        let agent_config = net.path("vpa.json");
+        std::fs::write(&agent_config, config.to_string()).unwrap();
+        let mut cell = AsgCell {
+            net,
+            _relay: relay,
+            agent: None,
+            agent_config,
+        };
+        cell.start_agent();
+        cell
+    }
+
+    fn start_agent(&mut self) {
+        let log = self.net.path("vpa.log");
+        let args = [
+            "--config",
+            self.agent_config.to_str().unwrap(),
+            "--log-level",
+            "info",
+        ];
+        self.agent = Some(Proc::spawn_in(
+            &self.net.cell,
+            env!("CARGO_BIN_EXE_vxlan-policy-agent"),
+            &args,
+            &log,
+        ));
+        let up = support::poll(Duration::from_secs(20), Duration::from_millis(50), || {
+            self.net
+                .cell
+                .exec(&[
+                    "curl",
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "http://127.0.0.1:8721/metrics",
+                ])
+                .is_ok()
+        });
+        assert!(up.is_some(), "agent did not come up: {}", self.agent_log());
+    }
+
+    fn agent_log(&self) -> String {
+        std::fs::read_to_string(self.net.path("vpa.log")).unwrap_or_default()
+    }
+
+    /// A container of `space` with `workload` (`app`, `task`, `staging`) brought up by the
+    /// networker; `netout` = garden's static rules.
+    fn up(&self, handle: &str, space: &str, workload: &str, netout: Value) -> Container {
+        self.up_with_ip(handle, space, workload, netout).0
+    }
+
+    /// `up`, and the container's IP.
+    fn up_with_ip(
+        &self,
+        handle: &str,
+        space: &str,
+        workload: &str,
+        netout: Value,
+    ) -> (Container, String) {
+        let c = Container::start();
+        let input = json!({
+            "Pid": c.pid(),
+            "Properties": {"app_id": "app-1", "space_id": space, "policy_group_id": "app-1",
+                           "container_workload": workload},
+            "netin": [],
+            "netout_rules": netout,
+        });
+        let out = self
+            .net
+            .up(handle, &input)
+            .unwrap_or_else(|e| panic!("up {handle}: {e}\nagent: {}", self.agent_log()));
+        let ip = out["properties"]["garden.network.container-ip"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        (c, ip)
+    }
+
+    fn http(&self, path: &str) -> (u16, String) {
+        let out = self
+            .net
+            .cell
+            .exec(&[
+                "curl",
+                "-s",
+                "-w",
+                "\n%{http_code}",
+                &format!("http://127.0.0.1:{FORCE_PORT}{path}"),
+            ])
+            .unwrap();
+        let (body, code) = out.trim_end().rsplit_once('\n').unwrap_or(("", out.trim()));
+        (code.parse().unwrap(), body.to_string())
+    }
+
+    fn asg_table(&self) -> String {
+        self.net
+            .cell
+            .exec(&["nft", "list", "table", "ip", "netman_asg"])
+            .unwrap_or_default()
+    }
+}
+
+/// A group in the internal API's shape.
+fn group(guid: &str, rules: Value, running: &[&str], staging: &[&str]) -> Value {
+    json!({"guid": guid, "name": format!("name-{guid}"), "rules": rules.to_string(),
+           "staging_default": false, "running_default": false,
+           "running_space_guids": running, "staging_space_guids": staging})
+}
+
+fn global(guid: &str, rules: Value, running: bool, staging: bool) -> Value {
+    let mut g = group(guid, rules, &[], &[]);
+    g["running_default"] = json!(running);
+    g["staging_default"] = json!(staging);
+    g
+}
+
+fn set_groups(server: &FakeOriginalServer, groups: &[Value]) {
+    server.state.lock().unwrap().security_groups = groups.to_vec();
+}
+
+fn tcp(ns: &Path, host: &str, port: u16) -> bool {
+    tcp_probe(ns, &format!("{host}:{port}")).is_ok()
+}
+
+/// Waits until `probe` gives `want` (within 10 s), naming `what`.
+fn eventually(what: &str, want: bool, probe: impl FnMut() -> bool, cell: &AsgCell) -> Duration {
+    wait_for(Duration::from_secs(10), want, probe).unwrap_or_else(|_| {
+        panic!(
+            "{what}: never {want}\nagent log:\n{}\ntable:\n{}",
+            cell.agent_log(),
+            cell.asg_table()
+        )
+    })
+}
+
+#[test]
+fn bind_edit_unbind_delete_and_global_groups_are_enforced_for_running_and_staging() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = rsa_pki(dir.path());
+    let server = FakeOriginalServer::start(&pki);
+    let mut cell = AsgCell::new(&pki, server.addr, true, |_| {});
+    cell.net.internet_tcp(&[80, 443, 8080]);
+    cell.net.internet_udp(&[53]);
+
+    // Nothing bound: the app can reach nothing outside, and the networker made no NetOut chain.
+    let app = cell.up("app1", "space-1", "app", json!([]));
+    let stager = cell.up("stage1", "space-1", "staging", json!([]));
+    let (a, s) = (app.ns.path(), stager.ns.path());
+    assert!(!tcp(&a, NET_A, 80));
+    assert!(
+        !cell.net.iptables_save().contains("netout--app1"),
+        "{}",
+        cell.net.iptables_save()
+    );
+
+    // Bound to the space for running: "80, 443" allows both ports, only to that host.
+    set_groups(
+        &server,
+        &[group(
+            "web",
+            json!([{"protocol": "tcp", "destination": NET_A, "ports": "80, 443"}]),
+            &["space-1"],
+            &[],
+        )],
+    );
+    eventually("bind: 80", true, || tcp(&a, NET_A, 80), &cell);
+    assert!(tcp(&a, NET_A, 443), "the second port of \"80, 443\"");
+    assert!(!tcp(&a, NET_A, 8080));
+    assert!(!tcp(&a, NET_B, 80));
+    assert!(
+        !tcp(&s, NET_A, 80),
+        "a running group does not apply to staging"
+    );
+
+    // Edited: a range of hosts and another port; the old rule is gone.
+    set_groups(
+        &server,
+        &[group(
+            "web",
+            json!([{"protocol": "tcp", "destination": format!("{NET_A}-{NET_B}"), "ports": "8080"}]),
+            &["space-1"],
+            &[],
+        )],
+    );
+    eventually("edit: new range", true, || tcp(&a, NET_B, 8080), &cell);
+    assert!(tcp(&a, NET_A, 8080));
+    assert!(!tcp(&a, NET_A, 80), "the edited-away port");
+
+    // Globally enabled for staging: the stager can, the app still only what its space has.
+    set_groups(
+        &server,
+        &[
+            group(
+                "web",
+                json!([{"protocol": "tcp", "destination": format!("{NET_A}-{NET_B}"), "ports": "8080"}]),
+                &["space-1"],
+                &[],
+            ),
+            global(
+                "stage",
+                json!([{"protocol": "tcp", "destination": format!("{NET_A},{NET_B}"), "ports": "443"}]),
+                false,
+                true,
+            ),
+        ],
+    );
+    eventually("global staging", true, || tcp(&s, NET_B, 443), &cell);
+    assert!(tcp(&s, NET_A, 443), "comma list");
+    assert!(!tcp(&a, NET_B, 443));
+
+    // Unbound from the space: new connections refused again; deleting the global group too.
+    set_groups(
+        &server,
+        &[global(
+            "stage",
+            json!([{"protocol": "tcp", "destination": format!("{NET_A},{NET_B}"), "ports": "443"}]),
+            false,
+            true,
+        )],
+    );
+    eventually("unbind", false, || tcp(&a, NET_A, 8080), &cell);
+    set_groups(&server, &[]);
+    eventually("delete", false, || tcp(&s, NET_A, 443), &cell);
+
+    // Global for running, protocol all to everything: the deny network still wins.
+    set_groups(
+        &server,
+        &[global(
+            "open",
+            json!([{"protocol": "all", "destination": "0.0.0.0/0"}]),
+            true,
+            false,
+        )],
+    );
+    eventually("global running", true, || tcp(&a, NET_B, 80), &cell);
+    assert!(
+        udp_probe(&a, &format!("{NET_A}:53")).is_ok(),
+        "all includes udp"
+    );
+    assert!(!tcp(&a, NET_C, 80), "deny_networks beat allows");
+    assert!(!tcp(&s, NET_B, 80), "running only");
+
+    // A task counts as running; a container made after the change holds its rules at once.
+    let (task, ip) = cell.up_with_ip("task1", "space-9", "task", json!([]));
+    assert!(
+        tcp(&task.ns.path(), NET_A, 80),
+        "first connection of a new container"
+    );
+    assert!(
+        cell.asg_table().contains(&format!("{ip} : jump rs_r")),
+        "{}",
+        cell.asg_table()
+    );
+
+    // down leaves no egress entry behind, and no chain of the container.
+    cell.net.down("task1").unwrap();
+    assert!(
+        !cell.asg_table().contains(&format!("{ip} :")),
+        "{}",
+        cell.asg_table()
+    );
+    assert!(!cell.net.iptables_save().contains("task1"));
+}
+
+#[test]
+fn icmp_types_udp_and_logged_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = rsa_pki(dir.path());
+    let server = FakeOriginalServer::start(&pki);
+    let mut cell = AsgCell::new(&pki, server.addr, true, |_| {});
+    cell.net.internet_udp(&[53]);
+    let app = cell.up("app1", "space-1", "app", json!([]));
+    let a = app.ns.path();
+    let ping = |host: &str| support::networker_fixture::ping(&app.ns, host);
+    assert!(!ping(NET_A));
+
+    // ICMP echo request only (type 8 code 0): ping works; an unrelated type does not open it.
+    set_groups(
+        &server,
+        &[group(
+            "icmp",
+            json!([{"protocol": "icmp", "destination": NET_A, "type": 8, "code": 0},
+                   {"protocol": "icmp", "destination": NET_B, "type": 13, "code": -1},
+                   {"protocol": "udp", "destination": NET_A, "ports": "53", "log": true}]),
+            &["space-1"],
+            &[],
+        )],
+    );
+    eventually("icmp 8/0", true, || ping(NET_A), &cell);
+    assert!(!ping(NET_B), "type 13 does not allow echo");
+    assert!(udp_probe(&a, &format!("{NET_A}:53")).is_ok());
+    assert!(udp_probe(&a, &format!("{NET_B}:53")).is_err());
+    // The logged rule names its group and index in the NFLOG prefix.
+    let table = cell.asg_table();
+    assert!(table.contains("log prefix \"ASG_OK icmp 2\""), "{table}");
+
+    // Type any (-1): every ICMP type.
+    set_groups(
+        &server,
+        &[group(
+            "icmp",
+            json!([{"protocol": "icmp", "destination": NET_B, "type": -1, "code": -1}]),
+            &["space-1"],
+            &[],
+        )],
+    );
+    eventually("icmp any", true, || ping(NET_B), &cell);
+    assert!(!ping(NET_A));
+}
+
+#[test]
+fn with_syncing_disabled_the_agent_answers_405_and_the_networker_keeps_the_static_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = rsa_pki(dir.path());
+    let server = FakeOriginalServer::start(&pki);
+    set_groups(
+        &server,
+        &[global(
+            "open",
+            json!([{"protocol": "all", "destination": "0.0.0.0/0"}]),
+            true,
+            true,
+        )],
+    );
+    let mut cell = AsgCell::new(&pki, server.addr, false, |_| {});
+    cell.net.internet_tcp(&[80]);
+    assert_eq!(
+        cell.http("/force-asgs-for-container?container=x"),
+        (
+            405,
+            "ASG syncing has been disabled administratively".to_string()
+        )
+    );
+    assert_eq!(cell.http("/force-orphaned-asgs-cleanup?container=x").0, 405);
+    let rule = json!({"protocol": 1, "networks": [{"start": NET_A, "end": NET_A}], "ports": [{"start": 80, "end": 80}]});
+    let app = cell.up("app1", "space-1", "app", json!([rule]));
+    let a = app.ns.path();
+    assert!(tcp(&a, NET_A, 80), "the static rule");
+    assert!(
+        !tcp(&a, NET_B, 80),
+        "the group is not enforced: syncing is off"
+    );
+    assert!(cell.net.iptables_save().contains("netout--app1"));
+    assert_eq!(cell.asg_table(), "", "no ASG table with syncing off");
+    cell.net.down("app1").unwrap();
+}
+
+#[test]
+fn force_endpoints_answer_as_the_original_and_a_failed_agent_fails_the_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = rsa_pki(dir.path());
+    let server = FakeOriginalServer::start(&pki);
+    let mut cell = AsgCell::new(&pki, server.addr, true, |_| {});
+    assert_eq!(cell.http("/force-asgs-for-container").0, 400);
+    assert_eq!(
+        cell.http("/force-asgs-for-container?container=").1,
+        "no container specified"
+    );
+    let (status, body) = cell.http("/force-asgs-for-container?container=ghost");
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body.starts_with("failed to update asgs for container ghost: "),
+        "{body}"
+    );
+    let app = cell.up("app1", "space-1", "app", json!([]));
+    assert_eq!(
+        cell.http("/force-asgs-for-container?container=app1"),
+        (200, "updated container app1".into())
+    );
+    cell.net.down("app1").unwrap();
+    drop(app);
+    assert_eq!(
+        cell.http("/force-orphaned-asgs-cleanup?container=app1"),
+        (200, "cleaned up ASGs for container app1".into())
+    );
+
+    // No agent listening while the networker expects one: the up fails and leaves nothing.
+    cell.agent.take();
+    let c = Container::start();
+    let input = json!({"Pid": c.pid(), "Properties": {"space_id": "space-1", "container_workload": "app"}, "netin": [], "netout_rules": []});
+    let err = cell.net.up("app2", &input).unwrap_err();
+    assert!(err.contains("asg sync"), "{err}");
+    assert_eq!(cell.net.store(), json!({}));
+    assert!(
+        cell.net.leftover_files().is_empty(),
+        "{:?}",
+        cell.net.leftover_files()
+    );
+}
