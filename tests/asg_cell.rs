@@ -441,3 +441,129 @@ fn force_endpoints_answer_as_the_original_and_a_failed_agent_fails_the_up() {
         cell.net.leftover_files()
     );
 }
+
+/// `n` groups of 10 tcp rules each, globally enabled for running, to distinct hosts of
+/// 10.`base`.0.0/16 (none of them the test's internet hosts).
+fn many_groups(prefix: &str, base: u8, n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            let rules: Vec<Value> = (0..10)
+                .map(|r| {
+                    let host = format!("10.{base}.{}.{}", i / 250, (i % 250) + 1);
+                    json!({"protocol": "tcp", "destination": host, "ports": format!("{}", 1000 + r * 7 + i % 5)})
+                })
+                .collect();
+            global(&format!("{prefix}{i}"), json!(rules), true, false)
+        })
+        .collect()
+}
+
+#[test]
+fn an_agent_killed_mid_apply_leaves_the_old_or_the_new_complete_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = rsa_pki(dir.path());
+    let server = FakeOriginalServer::start(&pki);
+    let mut old = many_groups("old", 20, 1500);
+    old.push(global(
+        "a",
+        json!([{"protocol": "tcp", "destination": NET_A, "ports": "80"}]),
+        true,
+        false,
+    ));
+    let mut new = many_groups("new", 21, 1500);
+    new.push(global(
+        "b",
+        json!([{"protocol": "tcp", "destination": NET_B, "ports": "80"}]),
+        true,
+        false,
+    ));
+    set_groups(&server, &old);
+    let mut cell = AsgCell::new(&pki, server.addr, true, |_| {});
+    cell.net.internet_tcp(&[80]);
+    let app = cell.up("app1", "space-1", "app", json!([]));
+    let a = app.ns.path();
+    let listing = |cell: &AsgCell| cell.asg_table();
+    let settle = |cell: &AsgCell, want: &str| {
+        wait_for(Duration::from_secs(20), true, || listing(cell) == want).is_ok()
+    };
+    eventually("old state", true, || tcp(&a, NET_A, 80), &cell);
+    let l_old = listing(&cell);
+    set_groups(&server, &new);
+    let change = eventually("new state", true, || tcp(&a, NET_B, 80), &cell);
+    std::thread::sleep(Duration::from_millis(300));
+    let l_new = listing(&cell);
+    assert_ne!(l_old, l_new);
+    assert!(l_new.len() > 100_000, "a big table: {} bytes", l_new.len());
+
+    let (mut saw_old, mut saw_new) = (0, 0);
+    let rounds = 10u32;
+    for round in 0..rounds {
+        // From the old state, switch the server to the new one and kill the agent while it
+        // fetches, compiles or applies (incremental on even rounds, a fresh start on odd ones).
+        set_groups(&server, &old);
+        assert!(
+            settle(&cell, &l_old),
+            "round {round}: back to the old state"
+        );
+        if round % 2 == 1 {
+            cell.agent.take();
+        }
+        set_groups(&server, &new);
+        if round % 2 == 1 {
+            cell.start_agent();
+        }
+        // Kill points spread over the time a change takes (and a little past it).
+        std::thread::sleep(change * 6 * round / (5 * (rounds - 1)));
+        cell.agent.take();
+        let now = listing(&cell);
+        if now == l_old {
+            saw_old += 1;
+        } else if now == l_new {
+            saw_new += 1;
+        } else {
+            panic!("round {round}: the table is neither the old nor the new state");
+        }
+        // Either way the container's traffic follows exactly one of them.
+        assert_ne!(tcp(&a, NET_A, 80), tcp(&a, NET_B, 80), "round {round}");
+        cell.start_agent();
+    }
+    eprintln!(
+        "killed mid-change: old state kept {saw_old} times, new state complete {saw_new} times"
+    );
+}
+
+#[test]
+fn a_bind_and_an_unbind_reach_two_cells() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = rsa_pki(dir.path());
+    let server = FakeOriginalServer::start(&pki);
+    let mut cells: Vec<AsgCell> = (0..2)
+        .map(|_| AsgCell::new(&pki, server.addr, true, |_| {}))
+        .collect();
+    for c in &mut cells {
+        c.net.internet_tcp(&[443]);
+    }
+    let apps: Vec<Container> = cells
+        .iter()
+        .map(|c| c.up("app1", "space-7", "app", json!([])))
+        .collect();
+    let bound = json!([{"protocol": "tcp", "destination": "198.51.100.0/24", "ports": "443"}]);
+    set_groups(&server, &[group("g", bound.clone(), &["space-7"], &[])]);
+    for (c, app) in cells.iter().zip(&apps) {
+        eventually(
+            "bind on every cell",
+            true,
+            || tcp(&app.ns.path(), NET_A, 443),
+            c,
+        );
+    }
+    set_groups(&server, &[group("g", bound, &["space-8"], &[])]);
+    for (c, app) in cells.iter().zip(&apps) {
+        eventually(
+            "unbind on every cell",
+            false,
+            || tcp(&app.ns.path(), NET_A, 443),
+            c,
+        );
+    }
+}

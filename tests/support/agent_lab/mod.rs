@@ -491,6 +491,9 @@ impl Relay {
             let Ok((inbound, _)) = listener.accept() else {
                 return;
             };
+            // Accepted sockets inherit the listener's 100 ms receive timeout: without this, a
+            // request whose answer takes longer to come was cut.
+            let _ = inbound.set_read_timeout(None);
             // This thread is in the test's namespace, so the outbound socket is too.
             let Ok(outbound) = TcpStream::connect_timeout(&target, Duration::from_secs(2)) else {
                 return; // the server is down: the agent sees the connection closed
