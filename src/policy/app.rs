@@ -3,6 +3,9 @@
 //! stale-policy cleanup. [`start_from_config`] opens what the config names and starts;
 //! [`start`] takes the parts already made (tests, embedding).
 
+use super::asg::internal::AsgInternal;
+use super::asg::notify::{AsgVersion, NotifyingAsgStore};
+use super::asg::{AsgCache, AsgStore, SqlAsgStore};
 use super::auth::{self, Authenticator};
 use super::cc::{self, CloudController};
 use super::config::PolicyServerConfig;
@@ -57,6 +60,7 @@ impl Default for HttpSettings {
 
 pub struct Components {
     pub store: Arc<dyn Store>,
+    pub asgs: Arc<dyn AsgStore>,
     pub auth: Arc<dyn Authenticator>,
     pub cc: Option<Arc<dyn CloudController>>,
 }
@@ -66,6 +70,7 @@ pub struct RunningServer {
     pub internal: Server,
     pub debug: Server,
     pub watch: VersionWatch,
+    pub asg_watch: VersionWatch,
     stop: Arc<AtomicBool>,
     cleanup: Option<std::thread::JoinHandle<()>>,
 }
@@ -80,6 +85,7 @@ impl RunningServer {
         self.internal.shutdown();
         self.debug.shutdown();
         self.watch.stop();
+        self.asg_watch.stop();
     }
 }
 
@@ -131,9 +137,14 @@ impl crate::daemon::Running for RunningServer {
 /// Opens the store (migrating it), builds the authenticator and the Cloud Controller client the
 /// config names, and starts.
 pub fn start_from_config(config: PolicyServerConfig) -> Result<RunningServer, String> {
+    let store = super::store::open(&config.database, config.tag_pool())
+        .map_err(|e| format!("opening the database: {e}"))?;
     let components = Components {
-        store: super::store::open(&config.database, config.tag_pool())
-            .map_err(|e| format!("opening the database: {e}"))?,
+        store,
+        asgs: Arc::new(
+            SqlAsgStore::open(&config.database)
+                .map_err(|e| format!("opening the security groups: {e}"))?,
+        ),
         auth: auth::build(&config.auth).map_err(|e| format!("auth: {e}"))?,
         cc: cloud_controller(&config)?,
     };
@@ -195,6 +206,10 @@ pub fn start(settings: Settings, components: Components) -> Result<RunningServer
     let internal_metrics = r.http("internal");
     let uptime = r.uptime();
     let total_policies: Gauge = r.metric("total_policies", "Policies in the store");
+    let asg_ops = r.ops(
+        "asg_store_operation_duration_seconds",
+        "Security group store call latency, by operation and outcome",
+    );
 
     let external_conns = ServerMetrics::register(&mut registry, "policy_server_external");
     let internal_conns = ServerMetrics::register(&mut registry, "policy_server_internal");
@@ -221,6 +236,16 @@ pub fn start(settings: Settings, components: Components) -> Result<RunningServer
         &settings.http.allowed_internal_clients,
     )?;
     let watch = VersionWatch::start(Arc::clone(&store), CHECK_INTERVAL);
+    let asg_watch = VersionWatch::start_source(
+        Arc::new(AsgVersion(Arc::clone(&components.asgs))),
+        CHECK_INTERVAL,
+        "asg-version-watch",
+    );
+    let asgs: Arc<dyn AsgStore> = Arc::new(NotifyingAsgStore {
+        store: Arc::clone(&components.asgs),
+        watch: asg_watch.clone(),
+        ops: asg_ops,
+    });
     let writing_store: Arc<dyn Store> = Arc::new(NotifyingStore {
         store: Arc::clone(&store),
         watch: watch.clone(),
@@ -245,6 +270,10 @@ pub fn start(settings: Settings, components: Components) -> Result<RunningServer
         options(Some(internal_tls), &internal_health, internal_conns),
         InternalApi {
             store: Arc::clone(&store),
+            asgs: Arc::new(AsgInternal {
+                cache: AsgCache::new(Arc::clone(&asgs)),
+                watch: asg_watch.clone(),
+            }),
             metrics: internal_metrics,
             watch: watch.clone(),
         },
@@ -278,6 +307,7 @@ pub fn start(settings: Settings, components: Components) -> Result<RunningServer
         internal,
         debug,
         watch,
+        asg_watch,
         stop,
         cleanup,
     })

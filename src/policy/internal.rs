@@ -6,7 +6,7 @@
 //! passes, and then answered with the version as the plain endpoint would. Its answers carry
 //! [`WATCH_HEADER`], by which an agent tells this server from one that ignores the parameters.
 
-use super::store::{PolicyFilter, Store, StoreError};
+use super::store::{PolicyFilter, Store};
 use super::validate::check_stored_string;
 use super::watch::VersionWatch;
 use crate::api::policy::{PoliciesResponse, TagRequest};
@@ -28,10 +28,16 @@ pub const ROUTES: &[(&str, &str)] = &[
         "/networking/{version}/internal/policies_last_updated",
     ),
     ("PUT", "/networking/v1/internal/tags"),
+    ("GET", "/networking/{version}/internal/security_groups"),
+    (
+        "GET",
+        "/networking/{version}/internal/security_groups_last_updated",
+    ),
 ];
 
 pub struct InternalApi {
     pub store: Arc<dyn Store>,
+    pub asgs: Arc<super::asg::internal::AsgInternal>,
     pub metrics: HttpMetrics,
     pub watch: VersionWatch,
 }
@@ -44,19 +50,23 @@ impl Handler for InternalApi {
     }
 
     fn reply(&self, req: &Request) -> Reply {
-        let is_watch = req.method == "GET"
-            && req.path.ends_with("/internal/policies_last_updated")
-            && (req.query_param("wait").is_some() || req.query_param("after").is_some());
-        if !is_watch {
+        let asking = req.query_param("wait").is_some() || req.query_param("after").is_some();
+        let (watch, route, by_ids) = if req.method != "GET" || !asking {
             return Reply::Now(self.handle(req));
-        }
+        } else if req.path.ends_with("/internal/policies_last_updated") {
+            (&self.watch, "InternalPoliciesWatch", true)
+        } else if req.path.ends_with("/internal/security_groups_last_updated") {
+            (&self.asgs.watch, "InternalSecurityGroupsWatch", false)
+        } else {
+            return Reply::Now(self.handle(req));
+        };
         let started = Instant::now();
-        match self.watch_request(req) {
+        match self.watch_request(watch, route, by_ids, req) {
             Ok(reply) => reply,
             Err(resp) => Reply::Now(finish(
                 &self.metrics,
                 req,
-                "InternalPoliciesWatch",
+                route,
                 resp.with_header(WATCH_HEADER, "1"),
                 started,
             )),
@@ -104,7 +114,13 @@ fn version_answer(version: i64, unaffected: bool) -> Response {
 
 impl InternalApi {
     /// `Err` carries an answer to give at once (the version differs, a bad parameter, a failure).
-    fn watch_request(&self, req: &Request) -> Result<Reply, Response> {
+    fn watch_request(
+        &self,
+        watch: &VersionWatch,
+        route: &'static str,
+        by_ids: bool,
+        req: &Request,
+    ) -> Result<Reply, Response> {
         let wait = match req.query_param("wait") {
             None => Duration::ZERO,
             Some(w) => match w.parse::<u64>() {
@@ -123,41 +139,41 @@ impl InternalApi {
             Some(Err(_)) => {
                 return Err(Response::error(
                     400,
-                    "after must be a version as policies_last_updated returns it",
+                    "after must be a version as the plain endpoint returns it",
                 ))
             }
         };
-        let ids: Option<Arc<HashSet<String>>> = req.query_param("id").map(|list| {
-            Arc::new(
-                list.split(',')
-                    .filter(|id| !id.is_empty())
-                    .map(str::to_string)
-                    .collect(),
-            )
-        });
+        let ids: Option<Arc<HashSet<String>>> =
+            req.query_param("id").filter(|_| by_ids).map(|list| {
+                Arc::new(
+                    list.split(',')
+                        .filter(|id| !id.is_empty())
+                        .map(str::to_string)
+                        .collect(),
+                )
+            });
         // Register first: a change between the read below and parking then wakes the request.
-        let watcher = self.watch.watcher();
-        let current = self
-            .watch
+        let watcher = watch.watcher();
+        let current = watch
             .refresh()
-            .map_err(|e| failed("policies last updated", e, "database read failed"))?;
+            .map_err(|e| failed(route, e, "database read failed"))?;
         let Some(after) = after.filter(|_| !wait.is_zero()) else {
             return Err(version_answer(current, false));
         };
         let baseline = if after == current {
-            self.watch.baseline()
+            watch.baseline()
         } else {
             // Behind: answered now unless every change since `after` is known and none of them
             // touched the watch's ids.
             let Some(ids) = &ids else {
                 return Err(version_answer(current, false));
             };
-            match self.watch.baseline_of(after, current) {
-                Some(since) if !self.watch.look(since, Some(ids)).affected => self.watch.baseline(),
+            match watch.baseline_of(after, current) {
+                Some(since) if !watch.look(since, Some(ids)).affected => watch.baseline(),
                 _ => return Err(version_answer(current, false)),
             }
         };
-        let watch = self.watch.clone();
+        let watch = watch.clone();
         let metrics = self.metrics.clone();
         let shell = Request {
             body: Vec::new(),
@@ -168,7 +184,7 @@ impl InternalApi {
         let started = Instant::now();
         Ok(Reply::Park(Parked {
             until: Instant::now() + wait,
-            signal: self.watch.signal(),
+            signal: watch.signal(),
             respond: Box::new(move |wake| {
                 let _registered = &watcher;
                 let look = watch.look(baseline, ids.as_deref());
@@ -181,13 +197,7 @@ impl InternalApi {
                 } else {
                     return None;
                 };
-                Some(finish(
-                    &metrics,
-                    &shell,
-                    "InternalPoliciesWatch",
-                    answer,
-                    started,
-                ))
+                Some(finish(&metrics, &shell, route, answer, started))
             }),
         }))
     }
@@ -206,7 +216,18 @@ impl InternalApi {
                 },
             ),
             ("PUT", ["networking", "v1", "internal", "tags"]) => ("CreateTags", self.put_tag(req)),
+            ("GET", ["networking", _, "internal", "security_groups"]) => {
+                ("InternalSecurityGroups", self.asgs.list(req))
+            }
+            ("GET", ["networking", _, "internal", "security_groups_last_updated"]) => (
+                "InternalSecurityGroupsLastUpdated",
+                self.asgs.last_updated(),
+            ),
             (_, ["networking", _, "internal", "policies" | "policies_last_updated"])
+            | (
+                _,
+                ["networking", _, "internal", "security_groups" | "security_groups_last_updated"],
+            )
             | (_, ["networking", "v1", "internal", "tags"]) => (
                 "MethodNotAllowed",
                 Response::error(405, "method not allowed"),
@@ -252,7 +273,7 @@ impl InternalApi {
     }
 }
 
-fn failed(what: &str, e: StoreError, message: &str) -> Response {
+fn failed(what: &str, e: impl std::fmt::Display, message: &str) -> Response {
     log::error!("{what}: {e}");
     Response::error(500, message)
 }

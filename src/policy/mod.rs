@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod adopt;
 pub mod app;
+pub mod asg;
 pub mod auth;
 pub mod authz;
 pub mod cc;

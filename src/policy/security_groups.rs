@@ -16,15 +16,16 @@ pub(crate) fn table_exists(tx: &mut dyn Tx) -> Result<bool, Error> {
     Ok(tables.contains("security_groups"))
 }
 
+/// The table on SQLite: the original's columns.
+pub(crate) const SQLITE_TABLE: &str = "CREATE TABLE IF NOT EXISTS security_groups (\
+     id INTEGER PRIMARY KEY, guid VARCHAR(36) NOT NULL UNIQUE, name VARCHAR(255) NOT NULL, \
+     rules TEXT, staging_default BOOLEAN DEFAULT 0, running_default BOOLEAN DEFAULT 0, \
+     staging_spaces TEXT, running_spaces TEXT)";
+
 /// Creates the table in the original's shape (SQLite: the same columns) if it is missing.
 pub(crate) fn create_table(tx: &mut dyn Tx) -> Result<(), Error> {
     match tx.dialect() {
-        Dialect::Sqlite => tx.batch(
-            "CREATE TABLE IF NOT EXISTS security_groups (id INTEGER PRIMARY KEY, \
-             guid VARCHAR(36) NOT NULL UNIQUE, name VARCHAR(255) NOT NULL, rules TEXT, \
-             staging_default BOOLEAN DEFAULT 0, running_default BOOLEAN DEFAULT 0, \
-             staging_spaces TEXT, running_spaces TEXT)",
-        ),
+        Dialect::Sqlite => tx.batch(SQLITE_TABLE),
         Dialect::Postgres => tx.batch(original_schema::security_groups_statement(
             crate::db::DatabaseType::Postgres,
         )),
@@ -35,14 +36,14 @@ pub(crate) fn create_table(tx: &mut dyn Tx) -> Result<(), Error> {
 }
 
 /// A JSON column as text.
-fn json_text(dialect: Dialect, column: &str) -> String {
+pub(crate) fn json_text(dialect: Dialect, column: &str) -> String {
     match dialect {
         Dialect::Postgres => format!("CAST({column} AS TEXT)"),
         _ => column.to_string(),
     }
 }
 
-fn select(dialect: Dialect) -> String {
+pub(crate) fn select(dialect: Dialect) -> String {
     format!(
         "SELECT id, guid, name, rules, staging_default, running_default, {}, {} \
          FROM security_groups",
@@ -63,7 +64,7 @@ fn spaces(cell: &Cell, guid: &str, column: &str) -> Result<Vec<String>, Error> {
 }
 
 /// One row as the API shows it; a damaged row is an error, never an empty group.
-fn row(r: &[Cell]) -> Result<(i64, SecurityGroup), Error> {
+pub(crate) fn row(r: &[Cell]) -> Result<(i64, SecurityGroup), Error> {
     let guid = r[1].text()?;
     let rules = match &r[3] {
         Cell::Null => {
@@ -148,6 +149,11 @@ pub(crate) fn replace_all(tx: &mut dyn Tx, groups: &[SecurityGroup]) -> Result<(
             "SELECT setval(pg_get_serial_sequence('security_groups', 'id'), \
              (SELECT COALESCE(MAX(id), 0) + 1 FROM security_groups), false)",
         )?;
+    }
+    // Cells that read the groups before the import see the version move and read again.
+    let tables = detect::tables(&mut TxSql::new(tx)).map_err(db_error)?;
+    if tables.contains("security_groups_info") {
+        crate::policy::asg::store::bump(tx)?;
     }
     Ok(())
 }

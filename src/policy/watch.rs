@@ -47,8 +47,21 @@ pub struct VersionWatch {
     inner: Arc<Inner>,
 }
 
+/// Where a watch reads its version: the policies' `last_updated`, or another table's version.
+pub trait VersionSource: Send + Sync {
+    fn version(&self) -> Result<i64, String>;
+}
+
+struct PolicyVersion(Arc<dyn Store>);
+
+impl VersionSource for PolicyVersion {
+    fn version(&self) -> Result<i64, String> {
+        self.0.last_updated().map_err(|e| e.to_string())
+    }
+}
+
 struct Inner {
-    store: Arc<dyn Store>,
+    store: Arc<dyn VersionSource>,
     signal: Signal,
     state: Mutex<State>,
     wake: Condvar,
@@ -154,7 +167,7 @@ impl Inner {
     }
 
     fn check(&self) {
-        match self.store.last_updated() {
+        match self.store.version() {
             Ok(v) => self.record(v),
             Err(e) => {
                 let mut st = self.lock();
@@ -200,6 +213,19 @@ impl Inner {
 impl VersionWatch {
     /// Starts the checker thread (idle while nobody watches).
     pub fn start(store: Arc<dyn Store>, interval: Duration) -> VersionWatch {
+        VersionWatch::start_source(
+            Arc::new(PolicyVersion(store)),
+            interval,
+            "policy-version-watch",
+        )
+    }
+
+    /// A watch over any version (the security groups' has its own).
+    pub fn start_source(
+        store: Arc<dyn VersionSource>,
+        interval: Duration,
+        name: &str,
+    ) -> VersionWatch {
         let inner = Arc::new(Inner {
             store,
             signal: Signal::new(),
@@ -209,10 +235,10 @@ impl VersionWatch {
         });
         let thread_inner = Arc::clone(&inner);
         let spawned = std::thread::Builder::new()
-            .name("policy-version-watch".into())
+            .name(name.into())
             .spawn(move || thread_inner.run());
         if let Err(e) = spawned {
-            log::error!("cannot start the policy version watch: {e}");
+            log::error!("cannot start the version watch {name}: {e}");
         }
         VersionWatch { inner }
     }
@@ -259,7 +285,7 @@ impl VersionWatch {
     /// A write through this server ended: log its version with the ids it touched (`None` when
     /// it failed) and wake the watchers.
     pub fn local_write_done(&self, ids: Option<HashSet<String>>) {
-        let version = self.inner.store.last_updated();
+        let version = self.inner.store.version();
         let moved = {
             let mut st = self.inner.lock();
             st.local_writes = st.local_writes.saturating_sub(1);
@@ -282,8 +308,8 @@ impl VersionWatch {
     }
 
     /// Reads the version from the database now (a new watch request starts from the truth).
-    pub fn refresh(&self) -> Result<i64, StoreError> {
-        let v = self.inner.store.last_updated()?;
+    pub fn refresh(&self) -> Result<i64, String> {
+        let v = self.inner.store.version()?;
         self.inner.record(v);
         Ok(v)
     }
