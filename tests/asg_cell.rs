@@ -391,3 +391,100 @@ fn a_bind_and_an_unbind_reach_two_cells() {
         );
     }
 }
+
+/// The agent's count of security-group fetches (`vpa_asg_poll_duration_seconds_count{op="groups"}`).
+fn fetches(cell: &AsgCell) -> u64 {
+    let metrics = cell
+        .net
+        .cell
+        .exec(&["curl", "-s", "http://127.0.0.1:8721/metrics"])
+        .unwrap();
+    metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("vpa_asg_poll_duration_seconds_count") && l.contains("op=\"groups\"")
+        })
+        .and_then(|l| l.split_whitespace().last())
+        .map(|v| v.parse::<f64>().unwrap() as u64)
+        .unwrap_or(0)
+}
+
+/// The real policy server (its internal API over mutual TLS, SQLite), its groups written as its
+/// syncer writes them (one replacing transaction, the version moved): the agents check the
+/// version every second and fetch only after it moved.
+#[test]
+fn with_the_real_policy_server_cells_fetch_only_after_a_change() {
+    use netman::policy::asg::store::{AsgStore, SqlAsgStore, SyncMark};
+    let server = support::policy_server::PolicyServer::start();
+    let db: netman::db::DatabaseConfig =
+        serde_json::from_value(server.config["database"].clone()).unwrap();
+    let store = SqlAsgStore::open(&db).unwrap();
+    let write = |groups: &[Value]| {
+        let groups: Vec<netman::api::security_groups::SecurityGroup> = groups
+            .iter()
+            .map(|g| serde_json::from_value(g.clone()).unwrap())
+            .collect();
+        store.replace(&groups, &SyncMark::default()).unwrap();
+    };
+    let internal: std::net::SocketAddr = server
+        .internal
+        .trim_start_matches("https://")
+        .parse()
+        .unwrap();
+    let mut cells: Vec<AsgCell> = (0..2)
+        .map(|_| {
+            AsgCell::new(&server.certs, internal, true, |c| {
+                // Only the version check may trigger a fetch.
+                c["asg_poll_interval_seconds"] = json!(3600);
+            })
+        })
+        .collect();
+    for c in &mut cells {
+        c.net.internet_tcp(&[5432]);
+    }
+    let apps: Vec<Container> = cells
+        .iter()
+        .map(|c| c.up("app1", "space-1", "app", json!([])))
+        .collect();
+    for (c, app) in cells.iter().zip(&apps) {
+        assert!(!tcp(&app.ns.path(), NET_A, 5432), "nothing bound yet");
+        let _ = c;
+    }
+    let db_group = group(
+        "db",
+        json!([{"protocol": "tcp", "destination": NET_A, "ports": "5432"}]),
+        &["space-1"],
+        &[],
+    );
+    write(&[db_group.clone()]);
+    for (c, app) in cells.iter().zip(&apps) {
+        eventually(
+            "bound through the real server",
+            true,
+            || tcp(&app.ns.path(), NET_A, 5432),
+            c,
+        );
+    }
+    // Idle: version checks only, no fetch.
+    let before: Vec<u64> = cells.iter().map(fetches).collect();
+    assert!(before.iter().all(|n| *n >= 1), "{before:?}");
+    std::thread::sleep(Duration::from_secs(3));
+    let idle: Vec<u64> = cells.iter().map(fetches).collect();
+    assert_eq!(before, idle, "no fetch without a change");
+    // Unbound: refused on both cells, after one more fetch each.
+    let mut unbound = db_group.clone();
+    unbound["running_space_guids"] = json!([]);
+    write(&[unbound]);
+    for (c, app) in cells.iter().zip(&apps) {
+        eventually(
+            "unbound through the real server",
+            false,
+            || tcp(&app.ns.path(), NET_A, 5432),
+            c,
+        );
+    }
+    let after: Vec<u64> = cells.iter().map(fetches).collect();
+    for (a, b) in after.iter().zip(&before) {
+        assert!(*a > *b, "fetched after the change: {after:?} vs {before:?}");
+    }
+}

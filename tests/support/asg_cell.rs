@@ -5,6 +5,30 @@
 use super::agent_lab::Relay;
 use super::networker_fixture::{tcp_probe, Cell, Container, Plugin, NET_C};
 use super::original_wire::{FakeOriginalServer, RsaPki};
+
+/// The agent's trust and identity towards the internal API.
+pub struct AgentTls {
+    pub ca: PathBuf,
+    pub client: (PathBuf, PathBuf),
+}
+
+impl From<&RsaPki> for AgentTls {
+    fn from(p: &RsaPki) -> AgentTls {
+        AgentTls {
+            ca: p.ca.clone(),
+            client: p.client.clone(),
+        }
+    }
+}
+
+impl From<&super::Certs> for AgentTls {
+    fn from(c: &super::Certs) -> AgentTls {
+        AgentTls {
+            ca: c.ca.clone(),
+            client: c.client.clone(),
+        }
+    }
+}
 use super::{wait_for, Proc};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -24,11 +48,12 @@ pub struct AsgCell {
 impl AsgCell {
     /// A cell whose agent has `enable_asg_syncing` as given; `patch` edits the agent config.
     pub fn new(
-        pki: &RsaPki,
+        tls: impl Into<AgentTls>,
         server: std::net::SocketAddr,
         syncing: bool,
         patch: impl FnOnce(&mut Value),
     ) -> AsgCell {
+        let tls: AgentTls = tls.into();
         let net = Cell::with_config(Plugin::Bridge, |c| {
             c["policy_agent_asg_url"] = json!(format!("http://127.0.0.1:{FORCE_PORT}"));
             c["policy_agent_timeout_seconds"] = json!(10);
@@ -36,9 +61,9 @@ impl AsgCell {
         let relay = Relay::start(&net.cell.path(), RELAY_PORT, server);
         let mut config = json!({
             "policy_server_url": format!("https://127.0.0.1:{RELAY_PORT}"),
-            "ca_cert_file": pki.ca,
-            "client_cert_file": pki.client.0,
-            "client_key_file": pki.client.1,
+            "ca_cert_file": tls.ca,
+            "client_cert_file": tls.client.0,
+            "client_key_file": tls.client.1,
             "cni_datastore_path": net.path("store.json"),
             "client_timeout_seconds": 2,
             "poll_interval_seconds": 1,
