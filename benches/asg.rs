@@ -15,6 +15,7 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use netman::agent::asg::compile::{compile_with, Cache};
 use netman::agent::asg::objects::{render_diff, render_full};
 use netman::agent::asg::{compile, DenyNetworks, Settings};
 use netman::agent::libnft::LibNft;
@@ -144,8 +145,9 @@ fn compile_and_apply() {
         let mut bind_t = Vec::new();
         let mut elements = 0;
         for _ in 0..3 {
+            let mut cache = Cache::default();
             let t = Instant::now();
-            let c = compile(&gs, &conts, &settings());
+            let c = compile_with(&mut cache, &gs, &conts, &settings());
             let compiled = t.elapsed();
             nft.run(&render_full(&c.objects)).unwrap();
             scratch.push(ms(t.elapsed()));
@@ -165,7 +167,7 @@ fn compile_and_apply() {
                 .replacen("\"ports\":\"", "\"ports\":\"4242,", 1);
             assert_ne!(edited[0].rules, gs[0].rules, "{}", gs[0].rules);
             let t = Instant::now();
-            let c2 = compile(&edited, &conts, &settings());
+            let c2 = compile_with(&mut cache, &edited, &conts, &settings());
             nft.run(&render_diff(&c.objects, &c2.objects).unwrap())
                 .unwrap();
             edit.push(ms(t.elapsed()));
@@ -178,7 +180,7 @@ fn compile_and_apply() {
                 .running_space_guids
                 .push("space-3".into());
             let t = Instant::now();
-            let c3 = compile(&bound, &conts, &settings());
+            let c3 = compile_with(&mut cache, &bound, &conts, &settings());
             nft.run(&render_diff(&c2.objects, &c3.objects).unwrap())
                 .unwrap();
             bind_t.push(ms(t.elapsed()));

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 pub const FAMILY: &str = "ip";
 pub const TABLE: &str = "netman_asg";
@@ -38,12 +39,18 @@ pub struct Objects {
     /// name -> (declaration suffix, e.g. `{ type filter hook forward priority -5; policy accept; }`
     /// or empty, rules in order).
     pub chains: BTreeMap<String, (String, Vec<String>)>,
-    pub sets: BTreeMap<String, SetObj>,
+    /// Shared with the compilation cache: an unchanged layer's sets are the same allocation,
+    /// so comparing them is a pointer comparison.
+    pub sets: BTreeMap<String, Arc<SetObj>>,
 }
 
 impl Objects {
     pub fn chain(&mut self, name: &str, rules: Vec<String>) {
         self.chains.insert(name.into(), (String::new(), rules));
+    }
+
+    pub fn set(&mut self, name: &str, set: SetObj) {
+        self.sets.insert(name.into(), Arc::new(set));
     }
 
     pub fn element_count(&self) -> usize {
@@ -130,7 +137,13 @@ pub fn render_delete() -> String {
 /// (chains flushed first so no rule names a set being deleted; chains deleted last, once no
 /// element or rule jumps to them).
 pub fn render_diff(old: &Objects, new: &Objects) -> Option<String> {
-    if old == new {
+    let equal_sets = old.sets.len() == new.sets.len()
+        && old
+            .sets
+            .iter()
+            .zip(&new.sets)
+            .all(|((n1, a), (n2, b))| n1 == n2 && (Arc::ptr_eq(a, b) || a == b));
+    if equal_sets && old.chains == new.chains {
         return None;
     }
     let mut out = String::new();
@@ -153,11 +166,15 @@ pub fn render_diff(old: &Objects, new: &Objects) -> Option<String> {
             Some(_) => {}
         }
     }
-    let empty = SetObj::default();
+    let empty = Arc::new(SetObj::default());
+    let same = |a: &Arc<SetObj>, b: &Arc<SetObj>| Arc::ptr_eq(a, b) || a == b;
     for (name, s) in &new.sets {
         let Some(o) = old.sets.get(name) else {
             continue;
         };
+        if same(o, s) {
+            continue;
+        }
         let gone = o
             .elements
             .iter()
@@ -167,6 +184,9 @@ pub fn render_diff(old: &Objects, new: &Objects) -> Option<String> {
     }
     for (name, s) in &new.sets {
         let o = old.sets.get(name).unwrap_or(&empty);
+        if same(o, s) {
+            continue;
+        }
         let added = s
             .elements
             .iter()
@@ -220,7 +240,7 @@ mod tests {
         o.chain("ok", vec!["accept".into()]);
         let mut m = SetObj::new("type ipv4_addr : verdict;");
         m.elements.insert("10.255.0.2".into(), "jump ok".into());
-        o.sets.insert("containers".into(), m);
+        o.set("containers", m);
         o
     }
 
@@ -245,11 +265,8 @@ mod tests {
         assert_eq!(render_diff(&old, &old), None);
         let mut new = old.clone();
         new.chain("set1", vec!["ip daddr @deny reject".into()]);
-        new.sets.insert(
-            "deny".into(),
-            SetObj::new("type ipv4_addr; flags interval;"),
-        );
-        let c = new.sets.get_mut("containers").unwrap();
+        new.set("deny", SetObj::new("type ipv4_addr; flags interval;"));
+        let c = Arc::make_mut(new.sets.get_mut("containers").unwrap());
         c.elements.insert("10.255.0.2".into(), "jump set1".into());
         c.elements.insert("10.255.0.3".into(), "jump ok".into());
         assert_eq!(

@@ -5,7 +5,7 @@
 //! run the same cycle synchronously. One cycle at a time.
 
 use super::client::AsgSource;
-use super::compile::{compile, Compiled, LoggedRule, Settings, SPACE_KEY};
+use super::compile::{compile_with, Cache, Compiled, LoggedRule, Settings, SPACE_KEY};
 use super::objects::{render_delete, render_diff, render_full};
 use crate::agent::nft::Runner;
 use crate::agent::Error;
@@ -73,6 +73,7 @@ struct State {
     last_full: Option<Instant>,
     installed: Option<Compiled>,
     skipped: Vec<String>,
+    cache: Cache,
 }
 
 pub struct AsgAgent {
@@ -115,6 +116,7 @@ impl AsgAgent {
                 last_full: None,
                 installed: None,
                 skipped: Vec::new(),
+                cache: Cache::default(),
             }),
         }
     }
@@ -271,8 +273,9 @@ impl AsgAgent {
         if !fetched && !store_changed && st.installed.is_some() {
             return Ok(Applied::Nothing);
         }
-        let groups = st.groups.as_deref().unwrap_or(&[]);
-        let compiled = compile(groups, &st.containers, &self.settings);
+        let groups = st.groups.take().unwrap_or_default();
+        let compiled = compile_with(&mut st.cache, &groups, &st.containers, &self.settings);
+        st.groups = Some(groups);
         if compiled.skipped != st.skipped {
             for s in &compiled.skipped {
                 log::warn!("security groups: left out: {s}");
