@@ -30,9 +30,8 @@ use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use support::asg_cell::{global, group, set_groups, tcp, AsgCell};
+use support::asg_cell::{global, group, tcp, AsgCell};
 use support::networker_fixture::NET_A;
-use support::original_wire::{rsa_pki, FakeOriginalServer};
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
@@ -395,23 +394,47 @@ fn connection_rate() {
     );
 }
 
+/// The real policy server (SQLite) and a way to write its groups as its syncer does.
+struct RealServer {
+    server: support::policy_server::PolicyServer,
+    store: netman::policy::asg::store::SqlAsgStore,
+}
+
+impl RealServer {
+    fn start() -> RealServer {
+        let server = support::policy_server::PolicyServer::start();
+        let db: netman::db::DatabaseConfig =
+            serde_json::from_value(server.config["database"].clone()).unwrap();
+        let store = netman::policy::asg::store::SqlAsgStore::open(&db).unwrap();
+        RealServer { server, store }
+    }
+
+    fn internal(&self) -> std::net::SocketAddr {
+        self.server.internal.trim_start_matches("https://").parse().unwrap()
+    }
+
+    fn set(&self, groups: &[serde_json::Value]) {
+        use netman::policy::asg::store::{AsgStore, SyncMark};
+        let groups: Vec<SecurityGroup> = groups
+            .iter()
+            .map(|g| serde_json::from_value(g.clone()).unwrap())
+            .collect();
+        self.store.replace(&groups, &SyncMark::default()).unwrap();
+    }
+}
+
 fn up_down() {
     const N: usize = 30;
     println!("== container up + down (garden-external-networker, CNI bridge + host-local, {N} each, interleaved)");
-    let dir = tempfile::tempdir().unwrap();
-    let pki = rsa_pki(dir.path());
-    let server = FakeOriginalServer::start(&pki);
-    set_groups(
-        &server,
-        &[global(
-            "dns",
-            json!([{"protocol": "udp", "destination": "0.0.0.0/0", "ports": "53"}]),
-            true,
-            true,
-        )],
-    );
-    let agent_cell = AsgCell::new(&pki, server.addr, true, |_| {});
-    let static_cell = AsgCell::new(&pki, server.addr, false, |_| {});
+    let real = RealServer::start();
+    real.set(&[global(
+        "dns",
+        json!([{"protocol": "udp", "destination": "0.0.0.0/0", "ports": "53"}]),
+        true,
+        true,
+    )]);
+    let agent_cell = AsgCell::new(&real.server.certs, real.internal(), true, |_| {});
+    let static_cell = AsgCell::new(&real.server.certs, real.internal(), false, |_| {});
     let rule = json!([{"protocol": 2, "networks": [{"start": "0.0.0.0", "end": "255.255.255.255"}], "ports": [{"start": 53, "end": 53}]}]);
     let (mut agent_t, mut static_t) = (Vec::new(), Vec::new());
     for i in 0..N {
@@ -436,12 +459,14 @@ fn up_down() {
 
 fn propagation() {
     const N: usize = 20;
-    println!("== propagation: change on the policy server -> first allowed / first refused connection, 2 cells, {N} changes (fake original server: no version route, agents re-fetch every asg_poll_interval_seconds = 1)");
-    let dir = tempfile::tempdir().unwrap();
-    let pki = rsa_pki(dir.path());
-    let server = FakeOriginalServer::start(&pki);
+    println!("== propagation: a change written to the real policy server's store -> first allowed / first refused connection on 2 cells, {N} changes (agents check the version every poll_interval_seconds = 1)");
+    let real = RealServer::start();
     let mut cells: Vec<AsgCell> = (0..2)
-        .map(|_| AsgCell::new(&pki, server.addr, true, |_| {}))
+        .map(|_| {
+            AsgCell::new(&real.server.certs, real.internal(), true, |c| {
+                c["asg_poll_interval_seconds"] = json!(3600);
+            })
+        })
         .collect();
     for c in &mut cells {
         c.net.internet_tcp(&[443]);
@@ -462,13 +487,13 @@ fn propagation() {
     };
     for _ in 0..N {
         let t = Instant::now();
-        set_groups(&server, &[group("g", rules.clone(), &["space-1"], &[])]);
+        real.set(&[group("g", rules.clone(), &["space-1"], &[])]);
         for app in &apps {
             let _ = first(true, &app.ns.path());
             allow_t.push(ms(t.elapsed()));
         }
         let t = Instant::now();
-        set_groups(&server, &[]);
+        real.set(&[]);
         for app in &apps {
             let _ = first(false, &app.ns.path());
             refuse_t.push(ms(t.elapsed()));
