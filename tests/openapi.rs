@@ -228,6 +228,29 @@ fn answers_match_the_documented_schemas() {
             Some(ADMIN_TOKEN),
             None,
         ),
+        (
+            "POST",
+            "/networking/{version}/external/security_groups",
+            "/networking/v1/external/security_groups".into(),
+            Some(ADMIN_TOKEN),
+            Some(
+                r#"{"name":"dns","rules":[{"protocol":"udp","destination":"0.0.0.0/0","ports":"53"},{"protocol":"icmp","destination":"10.0.0.1","type":-1,"code":-1}],"globally_enabled":{"running":true}}"#.into(),
+            ),
+        ),
+        (
+            "POST",
+            "/networking/{version}/external/security_groups",
+            "/networking/v1/external/security_groups".into(),
+            Some(ADMIN_TOKEN),
+            Some(r#"{"name":"bad","rules":[{"protocol":"tcp","destination":"1.1.1.1"}]}"#.into()),
+        ),
+        (
+            "GET",
+            "/networking/{version}/external/security_groups",
+            "/networking/v1/external/security_groups".into(),
+            Some(ADMIN_TOKEN),
+            None,
+        ),
         ("GET", "/health", "/health".into(), None, None),
     ];
     for (method, doc_path, path, token, body) in calls {
@@ -257,6 +280,16 @@ fn answers_match_the_documented_schemas() {
         "internal policies",
     )
     .unwrap();
+    let (status, answer) = s.internal_get("/networking/v1/internal/security_groups?space_guids=s");
+    let schema = response_schema(
+        &doc,
+        "GET",
+        "/networking/{version}/internal/security_groups",
+        status,
+    );
+    let groups: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(groups["security_groups"].as_array().map(Vec::len), Some(1));
+    check(&doc, schema, &groups, "internal security groups").unwrap();
     let mut r = s
         .internal_client()
         .put(format!("{}/networking/v1/internal/tags", s.internal))

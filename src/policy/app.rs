@@ -3,6 +3,7 @@
 //! stale-policy cleanup. [`start_from_config`] opens what the config names and starts;
 //! [`start`] takes the parts already made (tests, embedding).
 
+use super::asg::admin::AsgAdmin;
 use super::asg::internal::AsgInternal;
 use super::asg::notify::{AsgVersion, NotifyingAsgStore};
 use super::asg::{AsgCache, AsgStore, SqlAsgStore};
@@ -256,6 +257,9 @@ pub fn start(settings: Settings, components: Components) -> Result<RunningServer
         options(external_tls, &external_health, external_conns),
         ExternalApi {
             store: writing_store,
+            asgs: AsgAdmin {
+                store: Arc::clone(&asgs),
+            },
             listeners: vec![external_health.clone(), internal_health.clone()],
             auth: components.auth,
             cc: components.cc.clone(),

@@ -25,6 +25,19 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/networking/{version}/external/policies/cleanup"),
     ("GET", "/networking/{version}/external/tags"),
     ("GET", "/networking/{version}/external/whoami"),
+    ("GET", "/networking/{version}/external/security_groups"),
+    ("POST", "/networking/{version}/external/security_groups"),
+    ("GET", "/networking/{version}/external/security_groups/{guid}"),
+    ("PATCH", "/networking/{version}/external/security_groups/{guid}"),
+    ("DELETE", "/networking/{version}/external/security_groups/{guid}"),
+    (
+        "POST",
+        "/networking/{version}/external/security_groups/{guid}/relationships/{lifecycle}_spaces",
+    ),
+    (
+        "DELETE",
+        "/networking/{version}/external/security_groups/{guid}/relationships/{lifecycle}_spaces/{space_guid}",
+    ),
 ];
 
 #[derive(Debug, Clone)]
@@ -37,6 +50,7 @@ pub struct ExternalSettings {
 
 pub struct ExternalApi {
     pub store: Arc<dyn Store>,
+    pub asgs: super::asg::admin::AsgAdmin,
     pub auth: Arc<dyn Authenticator>,
     pub cc: Option<Arc<dyn CloudController>>,
     pub settings: ExternalSettings,
@@ -56,6 +70,7 @@ enum Route {
     Cleanup,
     TagsIndex,
     WhoAmI,
+    SecurityGroups,
 }
 
 impl Route {
@@ -69,6 +84,7 @@ impl Route {
             Route::Cleanup => "Cleanup",
             Route::TagsIndex => "TagsIndex",
             Route::WhoAmI => "WhoAmI",
+            Route::SecurityGroups => "SecurityGroups",
         }
     }
 
@@ -118,6 +134,13 @@ fn resolve(method: &str, path: &str) -> Resolved {
     let Some((version, tail)) = rest.split_once("/external/") else {
         return Resolved::NotFound;
     };
+    if tail == "security_groups" || tail.starts_with("security_groups/") {
+        return match (method, ApiVersion::parse(version)) {
+            ("OPTIONS", _) => Resolved::WrongMethod("GET, POST, PATCH, DELETE"),
+            (_, Some(v)) => Resolved::Found(Route::SecurityGroups, Some(v)),
+            (_, None) => Resolved::BadVersion(version.to_string()),
+        };
+    }
     let (route_get, route_post, allowed): (Option<Route>, Option<Route>, &'static str) = match tail
     {
         "policies" => (
@@ -245,6 +268,17 @@ impl ExternalApi {
                     who.user_name.clone()
                 };
                 Response::json(200, &WhoAmI { subject })
+            }
+            Route::SecurityGroups => {
+                let rest = req
+                    .path
+                    .split_once("/external/security_groups")
+                    .map_or("", |(_, rest)| rest);
+                let segment = match version {
+                    ApiVersion::V0 => "v0",
+                    ApiVersion::V1 => "v1",
+                };
+                self.asgs.serve(segment, rest, req)
             }
             Route::Uptime | Route::Health => unreachable!("answered above"),
         }

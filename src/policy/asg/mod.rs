@@ -3,6 +3,7 @@
 //! the admin API shaped like Cloud Controller v3 ([`admin`]), and the optional Cloud Controller
 //! syncer ([`syncer`]).
 
+pub mod admin;
 pub mod cache;
 pub mod internal;
 pub mod notify;
