@@ -82,6 +82,7 @@ fn baseline(cell: &Cell, k: &Container, iters: usize) {
                     mappings: &mappings,
                     asg: Vec::new(),
                     workload: Some("app"),
+                    agent_egress: false,
                 };
                 let t = Instant::now();
                 n.iptables.apply(&plan.batch()).unwrap();

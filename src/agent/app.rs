@@ -1,6 +1,9 @@
 //! A running agent: the policy server client, the nftables dataplane and the container store
 //! wired into an [`Agent`], its poller thread, the force-poll port and the debug port.
 
+use super::asg::client::AsgClient;
+use super::asg::sync::Timing;
+use super::asg::{AsgAgent, AsgMetrics};
 use super::client::PolicyClient;
 use super::cycle::{run_poller, Agent};
 use super::metrics::AgentMetrics;
@@ -20,6 +23,7 @@ pub struct RunningAgent {
     pub force: Server,
     policy_server_url: String,
     poller: Worker,
+    asg_poller: Option<Worker>,
 }
 
 pub fn start(config: AgentConfig) -> Result<RunningAgent, String> {
@@ -27,13 +31,18 @@ pub fn start(config: AgentConfig) -> Result<RunningAgent, String> {
     let metrics = AgentMetrics::register(&mut registry);
     let uptime = metrics.uptime.clone();
     let agent = Arc::new(agent(&config, metrics)?);
+    let asg = asg_agent(&config, &mut registry)?;
+    let asg_health = asg.clone();
     let health = agent.clone();
     let scraped = agent.clone();
     let debug = debug::serve(
         &format!("{}:{}", config.debug_server_host, config.debug_server_port),
         DebugHandler::new(
             Arc::new(registry),
-            move || health.health(),
+            move || {
+                health.health()?;
+                asg_health.as_ref().map_or(Ok(()), |a| a.health())
+            },
             move || {
                 uptime.refresh();
                 scraped.refresh_staleness();
@@ -52,6 +61,7 @@ pub fn start(config: AgentConfig) -> Result<RunningAgent, String> {
         },
         ForcePoll {
             agent: agent.clone(),
+            asg: asg.clone(),
         },
     )
     .map_err(|e| format!("force-poll server: {e}"))?;
@@ -60,7 +70,53 @@ pub fn start(config: AgentConfig) -> Result<RunningAgent, String> {
         force,
         policy_server_url: config.policy_server_url,
         poller: Worker::spawn(move |stopped| run_poller(agent, stopped)),
+        asg_poller: asg.map(|asg| {
+            Worker::every(
+                Duration::from_secs(config.poll_interval_seconds),
+                move || {
+                    if let Err(e) = asg.poll() {
+                        log::warn!("ASG cycle failed ({e}); the enforced rules stay");
+                    }
+                    true
+                },
+            )
+        }),
     })
+}
+
+/// The ASG side when `enable_asg_syncing` is on; with it off, a table left by an earlier run is
+/// removed (it would refuse egress that the networker's own chains now decide).
+fn asg_agent(
+    config: &AgentConfig,
+    registry: &mut Registry,
+) -> Result<Option<Arc<AsgAgent>>, String> {
+    let runner = runner(&config.nft_path);
+    let Some(settings) = config.asg_settings() else {
+        if let Err(e) = AsgAgent::remove_table(runner.as_ref()) {
+            log::warn!("removing the ASG table: {e}");
+        }
+        return Ok(None);
+    };
+    let client = AsgClient::new(
+        &config.policy_server_url,
+        &client_tls(
+            &config.ca_cert_file,
+            &config.client_cert_file,
+            &config.client_key_file,
+        ),
+        Duration::from_secs(config.client_timeout_seconds),
+    )
+    .map_err(|e| format!("security groups client: {e}"))?;
+    Ok(Some(Arc::new(AsgAgent::new(
+        Box::new(client),
+        runner,
+        StoreReader::new(&config.cni_datastore_path),
+        settings,
+        Timing {
+            full_sync: Duration::from_secs(config.asg_poll_interval_seconds),
+        },
+        AsgMetrics::register(registry),
+    ))))
 }
 
 /// The agent over the configured policy server client, nftables table and container store.
@@ -103,6 +159,9 @@ impl crate::daemon::Running for RunningAgent {
 
     fn stop(self) {
         self.poller.stop();
+        if let Some(p) = self.asg_poller {
+            p.stop();
+        }
         self.force.shutdown();
         self.debug.shutdown();
         log::info!("the enforced rules stay in place for the next start");

@@ -62,6 +62,31 @@ pub struct AgentConfig {
     /// NFLOG group of the c2c log (the kernel's LOG target is silent in namespaces).
     #[serde(default = "u16_default::<2>")]
     pub c2c_nflog_group: u16,
+    /// Dynamic ASGs: the agent enforces the security groups of every container of the cell in
+    /// its table `ip netman_asg`, and the networker asks it at `up` (off: 405, the networker's
+    /// static `netout_rules` path).
+    #[serde(default)]
+    pub enable_asg_syncing: bool,
+    /// Security groups are re-fetched and the ASG table rewritten at least this often (the only
+    /// trigger against a policy server without the version check).
+    #[serde(default = "u64_default::<60>")]
+    pub asg_poll_interval_seconds: u64,
+    /// The container network (required with `enable_asg_syncing`): egress is traffic from it to
+    /// anywhere else.
+    #[serde(default)]
+    pub overlay_network: Option<ipnet::Ipv4Net>,
+    /// Networks no security group can open, by lifecycle (as the networker's).
+    #[serde(default)]
+    pub deny_networks: super::asg::DenyNetworks,
+    /// Log every allowed new egress connection, not only those of `log: true` rules.
+    #[serde(default)]
+    pub iptables_asg_logging: bool,
+    /// Rate limit of the logs of denied egress (0: not logged).
+    #[serde(default = "u32_default::<1>")]
+    pub iptables_denied_logs_per_sec: u32,
+    /// NFLOG group of the ASG logs.
+    #[serde(default = "u16_default::<1>")]
+    pub asg_nflog_group: u16,
     /// The `nft` executable, used only when libnftables.so.1 cannot be loaded.
     #[serde(default = "default_nft")]
     pub nft_path: String,
@@ -72,6 +97,19 @@ fn default_nft() -> String {
 }
 
 impl AgentConfig {
+    /// What the ASG compilation needs; `None` with syncing off.
+    pub fn asg_settings(&self) -> Option<super::asg::Settings> {
+        let overlay = self.overlay_network.filter(|_| self.enable_asg_syncing)?;
+        Some(super::asg::Settings {
+            overlay,
+            deny: self.deny_networks.clone(),
+            log_all: self.iptables_asg_logging,
+            nflog_group: self.asg_nflog_group,
+            denied_logs_per_sec: self.iptables_denied_logs_per_sec,
+            accepted_udp_logs_per_sec: self.iptables_accepted_udp_logs_per_sec,
+        })
+    }
+
     /// The poll loop's settings.
     pub fn cycle_settings(&self) -> super::cycle::Settings {
         use std::time::Duration;
@@ -149,6 +187,15 @@ impl crate::config::Validate for AgentConfig {
             self.iptables_accepted_udp_logs_per_sec as u64,
         )?;
         require_nonempty("nft_path", &self.nft_path)?;
+        if self.enable_asg_syncing {
+            if self.overlay_network.is_none() {
+                return Err(
+                    "missing required config 'overlay_network' (needed with 'enable_asg_syncing')"
+                        .into(),
+                );
+            }
+            require_positive("asg_poll_interval_seconds", self.asg_poll_interval_seconds)?;
+        }
         Ok(())
     }
 }

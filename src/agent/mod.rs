@@ -12,6 +12,7 @@
 //! default REJECT.
 
 pub mod app;
+pub mod asg;
 pub mod backoff;
 pub mod client;
 pub mod config;

@@ -8,10 +8,15 @@ use std::sync::Arc;
 
 pub struct ForcePoll {
     pub agent: Arc<Agent>,
+    /// The ASG side; `None` when `enable_asg_syncing` is off (its routes answer 405).
+    pub asg: Option<Arc<super::asg::AsgAgent>>,
 }
 
 impl Handler for ForcePoll {
     fn handle(&self, req: &Request) -> Response {
+        if let Some(r) = super::asg::endpoints::route(self.asg.as_deref(), req) {
+            return r;
+        }
         match req.path.as_str() {
             "/force-policy-poll-cycle" => match self.agent.force() {
                 Ok(applied) => {

@@ -24,6 +24,10 @@ pub const HIGH_MASK: u32 = !TAG_MASK;
 /// "A policy allows this packet": set by the agent, accepted by the networker's chain.
 pub const ALLOWED_BIT: u32 = 0x0100_0000;
 
+/// "An application security group allows this new egress connection": set by the agent's ASG
+/// table, accepted by the networker's cell guard (bit 25: out of reach of remote cells too).
+pub const ASG_ALLOWED_BIT: u32 = 0x0200_0000;
+
 /// The networker's default mark of NetIn traffic (silk's `ingress_tag`). It also has
 /// [`ALLOWED_BIT`] set, so "allowed by a policy" is `mark & HIGH_MASK == ALLOWED_BIT`.
 pub const DEFAULT_INGRESS_MARK: u32 = 0xFFFF_0000;

@@ -55,6 +55,12 @@ pub struct Config {
     pub policy_agent_force_poll_url: Option<String>,
     #[serde(default = "default_force_poll_timeout")]
     pub policy_agent_timeout_seconds: u64,
+    /// The agent's force port, e.g. `http://127.0.0.1:8722`, when it may own egress (dynamic
+    /// ASGs): `up` asks `/force-asgs-for-container` (200: the agent enforces this container's
+    /// ASGs and no NetOut chain is made; 405: the static `netout_rules` path; anything else fails
+    /// the `up`), `down` calls `/force-orphaned-asgs-cleanup`. None: always the static path.
+    #[serde(default)]
+    pub policy_agent_asg_url: Option<String>,
     #[serde(default)]
     pub deny_networks: DenyNetworks,
     /// The overlay's VXLAN device: only tagged traffic may leave a container through it.
@@ -228,6 +234,13 @@ impl Validate for Config {
             if !url.starts_with("http://") {
                 return Err(format!(
                     "invalid 'policy_agent_force_poll_url': {url:?} must be an http:// URL"
+                ));
+            }
+        }
+        if let Some(url) = &self.policy_agent_asg_url {
+            if !url.starts_with("http://") {
+                return Err(format!(
+                    "invalid 'policy_agent_asg_url': {url:?} must be an http:// URL"
                 ));
             }
         }

@@ -64,6 +64,12 @@ pub enum Error {
         status: Option<u16>,
         message: String,
     },
+    /// The policy agent could not install (or clean up) the container's ASGs.
+    AsgSync {
+        url: String,
+        status: Option<u16>,
+        message: String,
+    },
     /// A worker thread panicked (`what` it was doing).
     Panicked(&'static str),
 }
@@ -130,6 +136,12 @@ impl fmt::Display for Error {
             Error::ForcePoll { url, message, .. } => {
                 write!(f, "policy agent force poll {url}: {message}")
             }
+            Error::AsgSync {
+                url,
+                status: Some(status),
+                message,
+            } => write!(f, "asg sync returned {status} with message: {message} ({url})"),
+            Error::AsgSync { url, message, .. } => write!(f, "asg sync {url}: {message}"),
             Error::Panicked(what) => write!(f, "{what}: thread panicked"),
         }
     }

@@ -13,6 +13,7 @@
 //! so they always come before the guard's.
 
 use super::config::Config;
+use crate::cell::marks::ASG_ALLOWED_BIT;
 use crate::iptables::{
     Batch, Chain, CtState, InterfaceName, Locked, Match, Op, Position, RejectWith, Rule, Table,
     Target,
@@ -59,6 +60,16 @@ fn parts(config: &Config) -> [Part; 2] {
             parent: Chain::forward(),
             rules: vec![
                 replies(),
+                // New egress a security group allows: the policy agent's ASG table marks it
+                // (and refuses the rest itself) when it owns the container's egress.
+                Rule::new(Target::Accept)
+                    .source(overlay)
+                    .not_destination(overlay)
+                    .with(Match::Mark {
+                        value: ASG_ALLOWED_BIT,
+                        mask: Some(ASG_ALLOWED_BIT),
+                        negate: false,
+                    }),
                 Rule::new(reject()).source(overlay),
                 Rule::new(reject()).destination(overlay),
             ],
@@ -129,6 +140,7 @@ mod tests {
                 "-C netman--input -s 10.255.0.0/16 -j REJECT --reject-with icmp-port-unreachable",
                 "-C FORWARD -j netman--forward",
                 "-C netman--forward -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN",
+                "-C netman--forward -s 10.255.0.0/16 ! -d 10.255.0.0/16 -m mark --mark 0x2000000/0x2000000 -j ACCEPT",
                 "-C netman--forward -s 10.255.0.0/16 -j REJECT --reject-with icmp-port-unreachable",
                 "-C netman--forward -d 10.255.0.0/16 -j REJECT --reject-with icmp-port-unreachable",
             ]

@@ -149,12 +149,18 @@ pub fn hook_position(table: Table) -> Position {
     }
 }
 
-/// The jumps from built-in chains into the container's chains, in the order `up` adds them.
-pub fn hooks(config: &Config, handle: &str, ip: Ipv4Addr) -> Vec<(Table, Chain, Rule)> {
+/// The jumps from built-in chains into the container's chains, in the order `up` adds them
+/// (without the NetOut jump when the policy agent owns the container's egress).
+pub fn hooks(
+    config: &Config,
+    handle: &str,
+    ip: Ipv4Addr,
+    agent_egress: bool,
+) -> Vec<(Table, Chain, Rule)> {
     let n = ChainNames::for_handle(handle);
     let ip = host(ip);
     let overlay = config.overlay();
-    vec![
+    let hooks = vec![
         (
             Table::Mangle,
             Chain::prerouting(),
@@ -187,22 +193,36 @@ pub fn hooks(config: &Config, handle: &str, ip: Ipv4Addr) -> Vec<(Table, Chain, 
             Chain::input(),
             Rule::new(Target::Jump(n.input.clone())).source(ip),
         ),
-    ]
+    ];
+    hooks
+        .into_iter()
+        .filter(|(_, _, r)| !(agent_egress && r.target == Target::Jump(n.netout.clone())))
+        .collect()
+}
+
+/// The filter chains of a container: without `netout--H` and its log chain when the agent owns
+/// its egress.
+pub fn filter_chains(n: &ChainNames, agent_egress: bool) -> Vec<Chain> {
+    let mut chains = n.filter();
+    if agent_egress {
+        chains.retain(|c| *c != n.netout && *c != n.netout_log);
+    }
+    chains
 }
 
 /// Removal of everything `up` installed, without listing first: exact jump deletions, then
 /// flush and delete of the chains. Fails (and the caller falls back to listing) when the rules
 /// are not exactly as installed.
-pub fn removal_batch(config: &Config, handle: &str, ip: Ipv4Addr) -> Batch {
+pub fn removal_batch(config: &Config, handle: &str, ip: Ipv4Addr, agent_egress: bool) -> Batch {
     let n = ChainNames::for_handle(handle);
     let mut b = Batch::new();
-    for (table, parent, jump) in hooks(config, handle, ip) {
+    for (table, parent, jump) in hooks(config, handle, ip, agent_egress) {
         b.push(table, Op::Delete(parent, jump));
     }
     for (table, chains) in [
         (Table::Mangle, n.mangle()),
         (Table::Nat, n.nat()),
-        (Table::Filter, n.filter()),
+        (Table::Filter, filter_chains(&n, agent_egress)),
     ] {
         for c in &chains {
             b.push(table, Op::Flush(c.clone()));
@@ -222,6 +242,8 @@ pub struct UpPlan<'a> {
     pub mappings: &'a [PortMapping],
     pub asg: Vec<Rule>,
     pub workload: Option<&'a str>,
+    /// The policy agent enforces this container's ASGs (no NetOut chains).
+    pub agent_egress: bool,
 }
 
 impl UpPlan<'_> {
@@ -241,11 +263,15 @@ impl UpPlan<'_> {
             (Table::Filter, &n.input, self.input_rules()),
         ];
         let mut b = Batch::new();
+        let netout = [&n.netout, &n.netout_log];
         for (table, chain, rules) in chains {
+            if self.agent_egress && netout.contains(&chain) {
+                continue;
+            }
             b.push(table, Op::NewChain(chain.clone()));
             b.append_rules(table, chain, &rules);
         }
-        for (table, parent, jump) in hooks(self.config, self.handle, self.ip) {
+        for (table, parent, jump) in hooks(self.config, self.handle, self.ip, self.agent_egress) {
             b.add_jump(table, &parent, jump, hook_position(table));
         }
         b
@@ -470,44 +496,51 @@ mod tests {
             host_port: 61000,
             container_port: 8080,
         }];
-        let plan = UpPlan {
-            config: &config,
-            handle: "h",
-            ip,
-            mappings: &mappings,
-            asg: vec![],
-            workload: None,
-        };
-        let up = plan.batch();
-        let down = removal_batch(&config, "h", ip);
-        for t in [Table::Mangle, Table::Nat, Table::Filter] {
-            let builtin_adds: Vec<String> = crate::iptables::render::table_text(&up, t)
-                .unwrap()
-                .lines()
-                .filter_map(|l| {
-                    let inserted = l.strip_prefix("-I ").map(|l| l.replacen(" 1 ", " ", 1));
-                    inserted.or_else(|| l.strip_prefix("-A ").map(str::to_string))
-                })
-                .filter(|l| l.chars().next().is_some_and(|c| c.is_ascii_uppercase()))
-                .collect();
-            let deletes: Vec<String> = crate::iptables::render::table_text(&down, t)
-                .unwrap()
-                .lines()
-                .filter_map(|l| l.strip_prefix("-D "))
-                .map(str::to_string)
-                .collect();
-            assert_eq!(builtin_adds, deletes, "{t}");
-            let created = up
-                .ops(t)
-                .iter()
-                .filter(|o| matches!(o, Op::NewChain(_)))
-                .count();
-            let deleted = down
-                .ops(t)
-                .iter()
-                .filter(|o| matches!(o, Op::DeleteChain(_)))
-                .count();
-            assert_eq!(created, deleted, "{t}");
+        for agent_egress in [false, true] {
+            let plan = UpPlan {
+                config: &config,
+                handle: "h",
+                ip,
+                mappings: &mappings,
+                asg: vec![],
+                workload: None,
+                agent_egress,
+            };
+            let up = plan.batch();
+            let down = removal_batch(&config, "h", ip, agent_egress);
+            if agent_egress {
+                let text = crate::iptables::render::table_text(&up, Table::Filter).unwrap();
+                assert!(!text.contains("netout--"), "{text}");
+            }
+            for t in [Table::Mangle, Table::Nat, Table::Filter] {
+                let builtin_adds: Vec<String> = crate::iptables::render::table_text(&up, t)
+                    .unwrap()
+                    .lines()
+                    .filter_map(|l| {
+                        let inserted = l.strip_prefix("-I ").map(|l| l.replacen(" 1 ", " ", 1));
+                        inserted.or_else(|| l.strip_prefix("-A ").map(str::to_string))
+                    })
+                    .filter(|l| l.chars().next().is_some_and(|c| c.is_ascii_uppercase()))
+                    .collect();
+                let deletes: Vec<String> = crate::iptables::render::table_text(&down, t)
+                    .unwrap()
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("-D "))
+                    .map(str::to_string)
+                    .collect();
+                assert_eq!(builtin_adds, deletes, "{t}");
+                let created = up
+                    .ops(t)
+                    .iter()
+                    .filter(|o| matches!(o, Op::NewChain(_)))
+                    .count();
+                let deleted = down
+                    .ops(t)
+                    .iter()
+                    .filter(|o| matches!(o, Op::DeleteChain(_)))
+                    .count();
+                assert_eq!(created, deleted, "{t}");
+            }
         }
     }
 

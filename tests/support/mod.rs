@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod agent_lab;
+pub mod asg_cell;
 pub mod certs;
 pub mod cf_networking;
 pub mod db;

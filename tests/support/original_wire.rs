@@ -303,7 +303,7 @@ pub fn go_field<'a>(object: &'a serde_json::Value, field: &str) -> Option<&'a se
 
 /// The original policy server's internal API, as a fake for netman's agent: mutual TLS the way
 /// the Go server configures it (TLS 1.2, `TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256` only, client
-/// certificate required and verified), its three routes with their answers (§3), Go's 404 for
+/// certificate required and verified), its four routes with their answers (§3), Go's 404 for
 /// every other path (no watch, nothing netman-specific), and a record of the requests.
 pub struct FakeOriginalServer {
     pub addr: std::net::SocketAddr,
@@ -319,6 +319,9 @@ pub struct OriginalState {
     pub tags: Vec<(String, String)>,
     pub last_updated: i64,
     pub requests: Vec<String>,
+    /// Security groups in the internal API's shape (`rules` a JSON string); the id of each is
+    /// its position + 1.
+    pub security_groups: Vec<serde_json::Value>,
 }
 
 impl OriginalState {
@@ -342,6 +345,51 @@ impl OriginalState {
             .as_micros() as i64
             * 1000;
         self.last_updated = now.max(self.last_updated + 1000);
+    }
+
+    /// `GET .../internal/security_groups?space_guids=&limit=&from=` as §3 selects and pages:
+    /// defaults and groups bound to a listed space, by id, `next` = the id of the first left out.
+    fn security_groups_page(&self, query: &str) -> Result<serde_json::Value, String> {
+        let param = |name: &str| {
+            query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+        };
+        let number = |name: &str| -> Result<usize, String> {
+            param(name)
+                .map(|v| v.parse::<usize>().map_err(|e| format!("{name}: {e}")))
+                .unwrap_or(Ok(0))
+        };
+        let (limit, from) = (number("limit")?, number("from")?);
+        let spaces: Vec<&str> = param("space_guids")
+            .map(|v| v.split(',').collect())
+            .unwrap_or_default();
+        let bound = |g: &serde_json::Value, key: &str| {
+            g[key]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|s| spaces.contains(&s.as_str().unwrap_or(""))))
+        };
+        let selected: Vec<(usize, &serde_json::Value)> = self
+            .security_groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (i + 1, g))
+            .filter(|(id, _)| *id >= from)
+            .filter(|(_, g)| {
+                spaces.is_empty()
+                    || g["staging_default"] == true
+                    || g["running_default"] == true
+                    || bound(g, "staging_space_guids")
+                    || bound(g, "running_space_guids")
+            })
+            .collect();
+        let (page, next) = if limit > 0 && selected.len() > limit {
+            (&selected[..limit], selected[limit].0)
+        } else {
+            (&selected[..], 0)
+        };
+        let groups: Vec<&serde_json::Value> = page.iter().map(|(_, g)| *g).collect();
+        Ok(serde_json::json!({"next": next, "security_groups": groups}))
     }
 
     fn listing(&mut self, ids: Option<&str>) -> serde_json::Value {
@@ -485,6 +533,16 @@ fn serve_connection(
                 "application/json",
                 st.listing(id.as_deref()).to_string(),
             ),
+            ("GET", ["networking", _, "internal", "security_groups"]) => {
+                match st.security_groups_page(query) {
+                    Ok(v) => (200, "application/json", v.to_string()),
+                    Err(e) => (
+                        500,
+                        "application/json",
+                        serde_json::json!({"error": e}).to_string(),
+                    ),
+                }
+            }
             ("GET", ["networking", _, "internal", "policies_last_updated"]) => {
                 (200, "application/json", st.last_updated.to_string())
             }

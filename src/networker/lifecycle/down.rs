@@ -15,8 +15,9 @@ impl Networker {
         // The rules and the CNI DEL are independent: both run at once (down latency is the
         // slower of the two, not their sum).
         let ip = self.store.get(handle).ok().flatten().map(|c| c.ip);
+        let agent_egress = self.read_cache(handle).is_some_and(|c| c.agent_egress);
         let (rules, mut errors) = std::thread::scope(|s| {
-            let rules = s.spawn(|| self.remove_rules_of(handle, ip));
+            let rules = s.spawn(|| self.remove_rules_of(handle, ip, agent_egress));
             let errors = self.down_except_rules(handle);
             (rules.join(), errors)
         });
@@ -36,11 +37,20 @@ impl Networker {
 
     /// Fast path: delete exactly what up installed, without listing the ruleset; anything else
     /// (a second down, a crash, changed config) falls back to listing.
-    fn remove_rules_of(&self, handle: &str, ip: Option<Ipv4Addr>) -> Result<(), Error> {
+    fn remove_rules_of(
+        &self,
+        handle: &str,
+        ip: Option<Ipv4Addr>,
+        agent_egress: bool,
+    ) -> Result<(), Error> {
         let t = Instant::now();
         let fast = ip.map(|ip| {
-            self.iptables
-                .apply(&rules::removal_batch(&self.config, handle, ip))
+            self.iptables.apply(&rules::removal_batch(
+                &self.config,
+                handle,
+                ip,
+                agent_egress,
+            ))
         });
         let r = match fast {
             Some(Ok(())) => Ok(()),
@@ -63,6 +73,8 @@ impl Networker {
             }
         };
         note(self.store.delete(handle).map(|_| ()).map_err(Error::from));
+        // After the store entry: the agent drops the container's egress entry.
+        note(self.agent_egress_cleanup(handle));
         let mount = self.mount_path(handle);
         note(self.cni_del(handle, &mount));
         note(bind_mount::remove(&mount));

@@ -2,6 +2,7 @@
 //! netman-era `net-in`/`net-out`/`bulk-net-out`, and `reconcile`; and what they share: the cache
 //! of CNI ADD results, rule removal, the agent's force poll.
 
+mod agent_egress;
 mod down;
 mod netman_era;
 mod reconcile;
@@ -39,6 +40,9 @@ struct CniCache {
     runtime_config: Option<RuntimeConfig>,
     #[serde(default)]
     result: Option<CniResult>,
+    /// The policy agent owns the container's egress (it has no NetOut chains).
+    #[serde(default)]
+    agent_egress: bool,
 }
 
 impl Networker {

@@ -1,6 +1,7 @@
 //! `up`: every input checked before anything changes, then the steps in order (bind mount, host
 //! ports, CNI ADD, rules, store entry), each recorded so a failure undoes what this call did.
 
+use super::agent_egress::Egress;
 use super::{CniCache, Networker};
 use crate::cell::{Container, WORKLOAD_KEY};
 use crate::cni::CniResult;
@@ -24,6 +25,8 @@ enum Undo {
     Cni(Box<(NetworkList, Runtime)>),
     Rules,
     Store,
+    /// The agent was asked to own the container's egress: tell it the container is gone.
+    AgentEgress,
 }
 
 /// What `up` checked before changing anything.
@@ -106,8 +109,35 @@ impl Networker {
                 port_mappings: mappings.clone(),
             }),
         };
-        let result = self.cni_add(handle, checked.list, rt, undo)?;
+        let (result, mut cache) = self.cni_add(handle, checked.list, rt, undo)?;
         let (ip, iface) = result.first_ipv4().ok_or(Error::NoIpv4)?;
+        let container = Container {
+            handle: handle.to_string(),
+            ip,
+            metadata: checked.metadata,
+        };
+
+        // Dynamic ASGs: the agent reads the container from the store, so it goes in first.
+        // Until the agent answers, the container cannot send: the agent's table refuses unknown
+        // sources and the cell guard refuses what no container chain decided.
+        let mut stored = false;
+        let egress = if self.config.policy_agent_asg_url.is_some() {
+            undo.push(Undo::AgentEgress);
+            self.store.add(container.clone())?;
+            undo.push(Undo::Store);
+            stored = true;
+            let t = Instant::now();
+            let egress = self.agent_egress(handle)?;
+            log::info!("up {handle}: egress by {egress:?} ({:?})", t.elapsed());
+            egress
+        } else {
+            Egress::Static
+        };
+        let agent_egress = egress == Egress::Agent;
+        if agent_egress {
+            cache.agent_egress = true;
+            self.write_cache(handle, &cache)?;
+        }
 
         undo.push(Undo::Rules);
         let plan = UpPlan {
@@ -115,19 +145,22 @@ impl Networker {
             handle,
             ip,
             mappings: &mappings,
-            asg: checked.asg,
+            asg: if agent_egress {
+                Vec::new()
+            } else {
+                checked.asg
+            },
             workload: input.properties.get(WORKLOAD_KEY).map(String::as_str),
+            agent_egress,
         };
         let t = Instant::now();
         self.iptables.apply(&plan.batch())?;
         log::info!("up {handle}: rules took {:?}", t.elapsed());
 
-        self.store.add(Container {
-            handle: handle.to_string(),
-            ip,
-            metadata: checked.metadata,
-        })?;
-        undo.push(Undo::Store);
+        if !stored {
+            self.store.add(container)?;
+            undo.push(Undo::Store);
+        }
         self.force_poll()?;
         Ok(self.up_output(ip, iface, &mappings, &result))
     }
@@ -151,7 +184,7 @@ impl Networker {
         list: NetworkList,
         rt: Runtime,
         undo: &mut Vec<Undo>,
-    ) -> Result<CniResult, Error> {
+    ) -> Result<(CniResult, CniCache), Error> {
         undo.push(Undo::Cni(Box::new((list.clone(), rt.clone()))));
         let t = Instant::now();
         let result = list.add(&rt)?;
@@ -160,9 +193,10 @@ impl Networker {
             metadata: rt.metadata,
             runtime_config: rt.runtime_config,
             result: Some(result.clone()),
+            agent_egress: false,
         };
         self.write_cache(handle, &cache)?;
-        Ok(result)
+        Ok((result, cache))
     }
 
     fn up_output(
@@ -202,6 +236,7 @@ impl Networker {
         for step in undo.into_iter().rev() {
             let r = match step {
                 Undo::Store => self.store.delete(handle).map(|_| ()).map_err(Error::from),
+                Undo::AgentEgress => self.agent_egress_cleanup(handle),
                 Undo::Rules => self.remove_rules(&[handle.to_string()]),
                 Undo::Cni(b) => {
                     let (list, rt) = *b;

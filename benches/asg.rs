@@ -1,0 +1,526 @@
+//! Dynamic ASG figures (issue 14). Run as root: `cargo bench --bench asg` (its own namespaces).
+//!
+//! 1. Compile + apply from scratch on one cell, 100 containers in 20 spaces, N groups of 10 rules
+//!    (20% globally enabled for running, 80% bound to the cell's spaces: every group applies on
+//!    the cell, the worst case); then one group edited and one group bound, on top.
+//! 2. New outbound TCP connections/s through the cell with 13,500 groups, relative to 1 group
+//!    (two clients in the same table, interleaved rounds, every 4-tuple new).
+//! 3. Container up + down (garden's networker, CNI bridge) with the agent owning egress, and
+//!    with the static path, in the same run.
+//! 4. Propagation from a change on the policy server to the first allowed / first refused
+//!    connection on two cells (agents polling every second, as configured in the lab).
+//!
+//! `NETMAN_ASG_BENCH=compile,rate,updown,propagation` picks parts (default: all).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use netman::agent::asg::compile::{compile_with, Cache};
+use netman::agent::asg::objects::{render_diff, render_full};
+use netman::agent::asg::{compile, DenyNetworks, Settings};
+use netman::agent::libnft::LibNft;
+use netman::api::security_groups::SecurityGroup;
+use netman::cell::Container;
+use netman::lab::netns::NamedNetns;
+use nix::sys::socket::{
+    bind, connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn,
+};
+use serde_json::json;
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use support::asg_cell::{global, group, tcp, AsgCell};
+use support::networker_fixture::NET_A;
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1]
+}
+
+fn settings() -> Settings {
+    Settings {
+        overlay: "10.255.0.0/16".parse().unwrap(),
+        deny: DenyNetworks {
+            always: vec!["169.254.0.0/16".parse().unwrap()],
+            running: vec!["10.0.0.0/8".parse().unwrap()],
+            staging: vec![],
+        },
+        log_all: false,
+        nflog_group: 1,
+        denied_logs_per_sec: 1,
+        accepted_udp_logs_per_sec: 100,
+    }
+}
+
+/// `n` groups of 10 rules: distinct /32 destinations in 100.64.0.0/10, ports from a pool of 200
+/// (some ranges), one rule in ten UDP; group i is global when i % 5 == 0, else bound to space
+/// i % 20.
+fn groups(n: usize) -> Vec<SecurityGroup> {
+    (0..n)
+        .map(|i| {
+            let rules: Vec<serde_json::Value> = (0..10)
+                .map(|r| {
+                    let k = (i * 10 + r) as u32;
+                    let host = Ipv4Addr::from(u32::from(Ipv4Addr::new(100, 64, 0, 0)) + k);
+                    let port = 1000 + (k * 7919) % 200;
+                    let ports = if r == 9 {
+                        format!("{port}-{}", port + 50)
+                    } else {
+                        format!("{port}, {}", port + 1)
+                    };
+                    let proto = if r == 3 { "udp" } else { "tcp" };
+                    json!({"protocol": proto, "destination": host.to_string(), "ports": ports})
+                })
+                .collect();
+            let global = i % 5 == 0;
+            SecurityGroup {
+                guid: format!("g{i:05}"),
+                name: format!("group-{i}"),
+                rules: serde_json::to_string(&rules).unwrap(),
+                running_default: global,
+                staging_default: false,
+                running_space_guids: if global {
+                    vec![]
+                } else {
+                    vec![format!("space-{}", i % 20)]
+                },
+                staging_space_guids: vec![],
+            }
+        })
+        .collect()
+}
+
+fn containers(n: usize) -> Vec<Container> {
+    (0..n)
+        .map(|i| {
+            let mut c = Container::for_app(
+                &format!("c{i}"),
+                Ipv4Addr::new(10, 255, 1 + (i / 200) as u8, (i % 200) as u8 + 2),
+                &format!("app-{i}"),
+            );
+            c.metadata
+                .insert("space_id".into(), json!(format!("space-{}", i % 20)));
+            c.metadata.insert("container_workload".into(), json!("app"));
+            c
+        })
+        .collect()
+}
+
+fn ns(name: &str) -> NamedNetns {
+    NamedNetns::create(&support::unique(name)).unwrap()
+}
+
+fn libnft_in(ns: &NamedNetns) -> LibNft {
+    netman::netns::run_in(&ns.path(), LibNft::open)
+        .unwrap()
+        .unwrap()
+}
+
+fn compile_and_apply() {
+    println!("== compile + apply, one cell, 100 containers in 20 spaces, groups of 10 rules (all apply on the cell)");
+    let cell = ns("asgb");
+    let nft = libnft_in(&cell);
+    let conts = containers(100);
+    for n in [1_000usize, 13_500] {
+        let mut gs = groups(n);
+        let mut spare = groups(1).remove(0);
+        spare.guid = "spare".into();
+        spare.running_default = false;
+        spare.running_space_guids = vec!["elsewhere".into()];
+        gs.push(spare);
+        let mut scratch = Vec::new();
+        let mut compile_t = Vec::new();
+        let mut edit = Vec::new();
+        let mut bind_t = Vec::new();
+        let mut elements = 0;
+        for _ in 0..3 {
+            let mut cache = Cache::default();
+            let t = Instant::now();
+            let c = compile_with(&mut cache, &gs, &conts, &settings());
+            let compiled = t.elapsed();
+            nft.run(&render_full(&c.objects)).unwrap();
+            scratch.push(ms(t.elapsed()));
+            compile_t.push(ms(compiled));
+            elements = c.objects.element_count();
+            assert!(
+                c.skipped.is_empty(),
+                "{:?}",
+                &c.skipped[..c.skipped.len().min(3)]
+            );
+
+            // One group edited: another destination and port.
+            let mut edited = gs.clone();
+            edited[0].rules = edited[0].rules.replacen("100.64.0.0", "100.127.255.1", 1);
+            edited[0].rules = edited[0]
+                .rules
+                .replacen("\"ports\":\"", "\"ports\":\"4242,", 1);
+            assert_ne!(edited[0].rules, gs[0].rules, "{}", gs[0].rules);
+            let t = Instant::now();
+            let c2 = compile_with(&mut cache, &edited, &conts, &settings());
+            nft.run(&render_diff(&c.objects, &c2.objects).unwrap())
+                .unwrap();
+            edit.push(ms(t.elapsed()));
+
+            // One group bound to a space of the cell.
+            let mut bound = edited.clone();
+            bound
+                .last_mut()
+                .unwrap()
+                .running_space_guids
+                .push("space-3".into());
+            let t = Instant::now();
+            let c3 = compile_with(&mut cache, &bound, &conts, &settings());
+            nft.run(&render_diff(&c2.objects, &c3.objects).unwrap())
+                .unwrap();
+            bind_t.push(ms(t.elapsed()));
+        }
+        println!(
+            "{n} groups ({elements} set elements): from scratch {:.0} ms (compile {:.0} ms); one edit {:.1} ms; one bind {:.1} ms  (medians of 3)",
+            median(scratch),
+            median(compile_t),
+            median(edit),
+            median(bind_t)
+        );
+    }
+}
+
+fn sh(ns: &NamedNetns, args: &[&str]) {
+    ns.exec(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+}
+
+/// `n` sequential connect+close from the calling thread's namespace with source ports
+/// `first..`; (successes, elapsed).
+fn connects(to: SocketAddrV4, first: u16, n: usize) -> (usize, Duration) {
+    let started = Instant::now();
+    let mut ok = 0;
+    for i in 0..n {
+        let fd = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        setsockopt(&fd, sockopt::ReuseAddr, &true).unwrap();
+        let local = SockaddrIn::from(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, first + i as u16));
+        bind(fd.as_raw_fd(), &local).unwrap();
+        if connect(fd.as_raw_fd(), &SockaddrIn::from(to)).is_ok() {
+            ok += 1;
+        }
+    }
+    (ok, started.elapsed())
+}
+
+fn connection_rate() {
+    const PER_SAMPLE: usize = 1500;
+    const ROUNDS: usize = 11;
+    println!("== new outbound TCP connections/s through the cell ({PER_SAMPLE} sequential connect+close per sample, every 4-tuple new, {ROUNDS} interleaved rounds)");
+    let cell = ns("asgr");
+    let internet = ns("asgi");
+    cell.sysctl("net.ipv4.ip_forward", "1").unwrap();
+    sh(
+        &cell,
+        &[
+            "ip",
+            "link",
+            "add",
+            "wan0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &internet.name,
+        ],
+    );
+    sh(
+        &cell,
+        &["ip", "addr", "add", "198.51.100.1/24", "dev", "wan0"],
+    );
+    sh(&cell, &["ip", "link", "set", "wan0", "up"]);
+    sh(
+        &internet,
+        &["ip", "addr", "add", "198.51.100.2/24", "dev", "eth0"],
+    );
+    sh(&internet, &["ip", "link", "set", "eth0", "up"]);
+    sh(
+        &internet,
+        &["ip", "route", "add", "10.255.0.0/16", "via", "198.51.100.1"],
+    );
+    // Two clients: the baseline (staging: 1 global group + 1 space group) and the big one
+    // (running: 13,500 groups, the allowing rule in its space's layer, so both take the same
+    // lookups: deny set, global layer, space layer).
+    let clients: Vec<(NamedNetns, Ipv4Addr)> = [2u8, 3]
+        .iter()
+        .map(|k| {
+            let c = ns("asgk");
+            let ip = Ipv4Addr::new(10, 255, 1, *k);
+            let host_if = format!("k{k}");
+            sh(
+                &cell,
+                &[
+                    "ip", "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns",
+                    &c.name,
+                ],
+            );
+            sh(
+                &cell,
+                &["ip", "addr", "add", "169.254.0.1/32", "dev", &host_if],
+            );
+            sh(&cell, &["ip", "link", "set", &host_if, "up"]);
+            sh(
+                &cell,
+                &["ip", "route", "add", &format!("{ip}/32"), "dev", &host_if],
+            );
+            sh(
+                &c,
+                &["ip", "addr", "add", &format!("{ip}/32"), "dev", "eth0"],
+            );
+            sh(&c, &["ip", "link", "set", "eth0", "up"]);
+            sh(
+                &c,
+                &[
+                    "ip",
+                    "route",
+                    "add",
+                    "169.254.0.1",
+                    "dev",
+                    "eth0",
+                    "scope",
+                    "link",
+                ],
+            );
+            sh(
+                &c,
+                &[
+                    "ip",
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    "169.254.0.1",
+                    "dev",
+                    "eth0",
+                    "src",
+                    &ip.to_string(),
+                ],
+            );
+            (c, ip)
+        })
+        .collect();
+    let server = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 2), 8080);
+    let listener = netman::netns::run_in(&internet.path(), move || TcpListener::bind(server))
+        .unwrap()
+        .unwrap();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            drop(s)
+        }
+    });
+
+    let allow =
+        json!([{"protocol": "tcp", "destination": "198.51.100.2", "ports": "8080"}]).to_string();
+    let mut gs = groups(13_500);
+    let mut stage_global = groups(1).remove(0);
+    stage_global.guid = "sg".into();
+    stage_global.running_default = false;
+    stage_global.staging_default = true;
+    stage_global.running_space_guids.clear();
+    let mut stage_space = stage_global.clone();
+    stage_space.guid = "ss".into();
+    stage_space.staging_default = false;
+    stage_space.staging_space_guids = vec!["space-b".into()];
+    stage_space.rules = allow.clone();
+    let mut run_space = stage_space.clone();
+    run_space.guid = "rs".into();
+    run_space.staging_space_guids.clear();
+    run_space.running_space_guids = vec!["space-3".into()];
+    gs.extend([stage_global, stage_space, run_space]);
+    let mut baseline = Container::for_app("base", clients[0].1, "a");
+    baseline
+        .metadata
+        .insert("space_id".into(), json!("space-b"));
+    baseline
+        .metadata
+        .insert("container_workload".into(), json!("staging"));
+    let mut big = Container::for_app("big", clients[1].1, "b");
+    big.metadata.insert("space_id".into(), json!("space-3"));
+    big.metadata
+        .insert("container_workload".into(), json!("app"));
+    let c = compile(&gs, &[baseline, big], &settings());
+    libnft_in(&cell).run(&render_full(&c.objects)).unwrap();
+
+    let mut next_port = [1024u32; 2];
+    let mut sample = |which: usize| -> f64 {
+        let first = next_port[which];
+        next_port[which] += PER_SAMPLE as u32 + 1;
+        assert!(next_port[which] < 65536);
+        let (ok, took) = netman::netns::run_in(&clients[which].0.path(), move || {
+            connects(server, first as u16, PER_SAMPLE + 1)
+        })
+        .unwrap();
+        assert_eq!(ok, PER_SAMPLE + 1, "every connection is allowed");
+        PER_SAMPLE as f64 / took.as_secs_f64()
+    };
+    let (mut base, mut many, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let (b, m) = if round % 2 == 0 {
+            let b = sample(0);
+            (b, sample(1))
+        } else {
+            let m = sample(1);
+            (sample(0), m)
+        };
+        base.push(b);
+        many.push(m);
+        ratios.push(m / b);
+    }
+    println!(
+        "1 group: {:.0}/s; 13,500 groups: {:.0}/s; ratio (median of per-round ratios) {:.2}",
+        median(base),
+        median(many),
+        median(ratios)
+    );
+}
+
+/// The real policy server (SQLite) and a way to write its groups as its syncer does.
+struct RealServer {
+    server: support::policy_server::PolicyServer,
+    store: netman::policy::asg::store::SqlAsgStore,
+}
+
+impl RealServer {
+    fn start() -> RealServer {
+        let server = support::policy_server::PolicyServer::start();
+        let db: netman::db::DatabaseConfig =
+            serde_json::from_value(server.config["database"].clone()).unwrap();
+        let store = netman::policy::asg::store::SqlAsgStore::open(&db).unwrap();
+        RealServer { server, store }
+    }
+
+    fn internal(&self) -> std::net::SocketAddr {
+        self.server.internal.trim_start_matches("https://").parse().unwrap()
+    }
+
+    fn set(&self, groups: &[serde_json::Value]) {
+        use netman::policy::asg::store::{AsgStore, SyncMark};
+        let groups: Vec<SecurityGroup> = groups
+            .iter()
+            .map(|g| serde_json::from_value(g.clone()).unwrap())
+            .collect();
+        self.store.replace(&groups, &SyncMark::default()).unwrap();
+    }
+}
+
+fn up_down() {
+    const N: usize = 30;
+    println!("== container up + down (garden-external-networker, CNI bridge + host-local, {N} each, interleaved)");
+    let real = RealServer::start();
+    real.set(&[global(
+        "dns",
+        json!([{"protocol": "udp", "destination": "0.0.0.0/0", "ports": "53"}]),
+        true,
+        true,
+    )]);
+    let agent_cell = AsgCell::new(&real.server.certs, real.internal(), true, |_| {});
+    let static_cell = AsgCell::new(&real.server.certs, real.internal(), false, |_| {});
+    let rule = json!([{"protocol": 2, "networks": [{"start": "0.0.0.0", "end": "255.255.255.255"}], "ports": [{"start": 53, "end": 53}]}]);
+    let (mut agent_t, mut static_t) = (Vec::new(), Vec::new());
+    for i in 0..N {
+        for (cell, times) in [(&agent_cell, &mut agent_t), (&static_cell, &mut static_t)] {
+            let handle = format!("h{i}");
+            let t = Instant::now();
+            let c = cell.up(&handle, "space-1", "app", rule.clone());
+            cell.net.down(&handle).unwrap();
+            times.push(ms(t.elapsed()));
+            drop(c);
+        }
+    }
+    println!(
+        "agent owns egress: median {:.1} ms, p99 {:.1} ms; static netout path: median {:.1} ms, p99 {:.1} ms; ratio of medians {:.2}",
+        median(agent_t.clone()),
+        percentile(agent_t.clone(), 0.99),
+        median(static_t.clone()),
+        percentile(static_t.clone(), 0.99),
+        median(agent_t) / median(static_t)
+    );
+}
+
+fn propagation() {
+    const N: usize = 20;
+    println!("== propagation: a change written to the real policy server's store -> first allowed / first refused connection on 2 cells, {N} changes (agents check the version every poll_interval_seconds = 1)");
+    let real = RealServer::start();
+    let mut cells: Vec<AsgCell> = (0..2)
+        .map(|_| {
+            AsgCell::new(&real.server.certs, real.internal(), true, |c| {
+                c["asg_poll_interval_seconds"] = json!(3600);
+            })
+        })
+        .collect();
+    for c in &mut cells {
+        c.net.internet_tcp(&[443]);
+    }
+    let apps: Vec<_> = cells
+        .iter()
+        .map(|c| c.up("app", "space-1", "app", json!([])))
+        .collect();
+    let rules = json!([{"protocol": "tcp", "destination": NET_A, "ports": "443"}]);
+    let (mut allow_t, mut refuse_t) = (Vec::new(), Vec::new());
+    let first = |want: bool, path: &Path| -> f64 {
+        let t = Instant::now();
+        while tcp(path, NET_A, 443) != want {
+            assert!(t.elapsed() < Duration::from_secs(30), "never {want}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        ms(t.elapsed())
+    };
+    for _ in 0..N {
+        let t = Instant::now();
+        real.set(&[group("g", rules.clone(), &["space-1"], &[])]);
+        for app in &apps {
+            let _ = first(true, &app.ns.path());
+            allow_t.push(ms(t.elapsed()));
+        }
+        let t = Instant::now();
+        real.set(&[]);
+        for app in &apps {
+            let _ = first(false, &app.ns.path());
+            refuse_t.push(ms(t.elapsed()));
+        }
+    }
+    println!(
+        "first allowed: p50 {:.0} ms, p99 {:.0} ms; first refused: p50 {:.0} ms, p99 {:.0} ms",
+        median(allow_t.clone()),
+        percentile(allow_t, 0.99),
+        median(refuse_t.clone()),
+        percentile(refuse_t, 0.99)
+    );
+}
+
+fn main() {
+    let parts = std::env::var("NETMAN_ASG_BENCH")
+        .unwrap_or_else(|_| "compile,rate,updown,propagation".into());
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    for part in parts.split(',') {
+        match part {
+            "compile" => compile_and_apply(),
+            "rate" => connection_rate(),
+            "updown" => up_down(),
+            "propagation" => propagation(),
+            other => panic!("unknown part {other}"),
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! The ASG loop: fetch the security groups only after a change (the version check; every
+//! `asg_poll_interval_seconds` against a server without one), re-read the container store only
+//! when its version moved, compile, and apply the difference to `ip netman_asg` in one
+//! transaction. The force endpoints (`/force-asgs-for-container`, `/force-orphaned-asgs-cleanup`)
+//! run the same cycle synchronously. One cycle at a time.
+
+use super::client::AsgSource;
+use super::compile::{compile_with, Cache, Compiled, LoggedRule, Settings, SPACE_KEY};
+use super::objects::{render_delete, render_diff, render_full};
+use crate::agent::nft::Runner;
+use crate::agent::Error;
+use crate::api::security_groups::SecurityGroup;
+use crate::cell::{Container, Reader};
+use crate::metrics::{OpMetrics, Registrar};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::collections::BTreeSet;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+#[derive(Clone)]
+pub struct AsgMetrics {
+    /// op = full | incremental
+    pub enforce: OpMetrics,
+    /// op = version | groups | cycle
+    pub poll: OpMetrics,
+    pub elements: Gauge,
+    pub groups: Gauge,
+    pub errors: Counter,
+}
+
+impl AsgMetrics {
+    pub fn register(registry: &mut Registry) -> AsgMetrics {
+        let mut r = Registrar::new(registry, "vpa_asg");
+        AsgMetrics {
+            enforce: r.ops(
+                "enforce_duration_seconds",
+                "Time to apply the ASG table, by op (full, incremental)",
+            ),
+            poll: r.ops(
+                "poll_duration_seconds",
+                "Time of security group requests and whole ASG cycles, by op (version, groups, cycle)",
+            ),
+            elements: r.metric("nft_elements", "Elements in the ASG table's sets and maps"),
+            groups: r.metric("security_groups", "Security groups last fetched"),
+            errors: r.metric("errors", "Failed ASG cycles (policy server, store or dataplane)"),
+        }
+    }
+}
+
+/// What a cycle did to the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    Nothing,
+    Full(usize),
+    Incremental,
+}
+
+pub struct Timing {
+    /// Full re-fetch and rewrite at least this often (drift repair; the only trigger against a
+    /// server without a version).
+    pub full_sync: Duration,
+}
+
+struct State {
+    store: Reader,
+    containers: Vec<Container>,
+    groups: Option<Vec<SecurityGroup>>,
+    /// The spaces the groups were fetched for.
+    fetched_for: BTreeSet<String>,
+    version: Option<i64>,
+    last_full: Option<Instant>,
+    installed: Option<Compiled>,
+    skipped: Vec<String>,
+    cache: Cache,
+}
+
+pub struct AsgAgent {
+    source: Box<dyn AsgSource>,
+    runner: Box<dyn Runner>,
+    settings: Settings,
+    timing: Timing,
+    metrics: AsgMetrics,
+    state: Mutex<State>,
+}
+
+/// Why a forced cycle is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    Tick,
+    Force,
+}
+
+impl AsgAgent {
+    pub fn new(
+        source: Box<dyn AsgSource>,
+        runner: Box<dyn Runner>,
+        store: Reader,
+        settings: Settings,
+        timing: Timing,
+        metrics: AsgMetrics,
+    ) -> AsgAgent {
+        AsgAgent {
+            source,
+            runner,
+            settings,
+            timing,
+            metrics,
+            state: Mutex::new(State {
+                store,
+                containers: Vec::new(),
+                groups: None,
+                fetched_for: BTreeSet::new(),
+                version: None,
+                last_full: None,
+                installed: None,
+                skipped: Vec::new(),
+                cache: Cache::default(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Removes the ASG table (syncing disabled): no leftover of an earlier run refuses egress.
+    pub fn remove_table(runner: &dyn Runner) -> Result<(), Error> {
+        Ok(runner.run(&render_delete())?)
+    }
+
+    /// One tick of the loop.
+    pub fn poll(&self) -> Result<Applied, Error> {
+        let mut st = self.lock();
+        self.cycle(&mut st, Trigger::Tick)
+    }
+
+    /// `/force-asgs-for-container`: the container's rules hold when this returns `Ok`.
+    pub fn force_container(&self, handle: &str) -> Result<(), Error> {
+        let mut st = self.lock();
+        self.cycle(&mut st, Trigger::Force)?;
+        if !st.containers.iter().any(|c| c.handle == handle) {
+            return Err(Error::Decode {
+                what: "container store",
+                message: format!("container {handle} is not in the container store"),
+            });
+        }
+        Ok(())
+    }
+
+    /// `/force-orphaned-asgs-cleanup`: the container's entry is gone when this returns `Ok`
+    /// (the networker removed it from the store first).
+    pub fn cleanup_container(&self, handle: &str) -> Result<(), Error> {
+        let mut st = self.lock();
+        self.cycle(&mut st, Trigger::Force)?;
+        if st.containers.iter().any(|c| c.handle == handle) {
+            return Err(Error::Decode {
+                what: "container store",
+                message: format!("container {handle} is still in the container store"),
+            });
+        }
+        Ok(())
+    }
+
+    /// The rule a log prefix names, from the compiled state in force.
+    pub fn logged_rule(&self, prefix: &str) -> Option<LoggedRule> {
+        let st = self.lock();
+        st.installed
+            .as_ref()
+            .and_then(|c| c.logged.get(prefix.trim_end()).cloned())
+    }
+
+    /// Every log prefix of the table in force and the rule it names.
+    pub fn logged_rules(&self) -> Vec<(String, LoggedRule)> {
+        let st = self.lock();
+        st.installed
+            .as_ref()
+            .map(|c| {
+                c.logged
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The rule-set chain each container IP points at (tests and diagnostics).
+    pub fn container_chains(&self) -> Vec<(std::net::Ipv4Addr, String)> {
+        let st = self.lock();
+        st.installed
+            .as_ref()
+            .map(|c| c.containers.iter().map(|(k, v)| (*k, v.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn health(&self) -> Result<(), String> {
+        match self.lock().installed {
+            Some(_) => Ok(()),
+            None => Err("no security groups enforced yet".into()),
+        }
+    }
+
+    fn cycle(&self, st: &mut State, trigger: Trigger) -> Result<Applied, Error> {
+        let r = self
+            .metrics
+            .poll
+            .time("cycle", || self.cycle_inner(st, trigger));
+        if r.is_err() {
+            self.metrics.errors.inc();
+        }
+        r
+    }
+
+    fn cycle_inner(&self, st: &mut State, trigger: Trigger) -> Result<Applied, Error> {
+        let store_changed = match st.store.read_if_changed(trigger == Trigger::Force) {
+            Ok(Some(all)) => {
+                st.containers = all.iter().cloned().collect();
+                true
+            }
+            Ok(None) => false,
+            Err(e) => return Err(e.into()),
+        };
+        let spaces: BTreeSet<String> = st
+            .containers
+            .iter()
+            .filter_map(|c| c.metadata.get(SPACE_KEY).and_then(|v| v.as_str()))
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        let full_due = st
+            .last_full
+            .is_none_or(|t| t.elapsed() >= self.timing.full_sync);
+        let version = self.metrics.poll.time("version", || self.source.version());
+        let must_fetch = st.groups.is_none()
+            || full_due
+            || !spaces.is_subset(&st.fetched_for)
+            || match &version {
+                Ok(Some(v)) => st.version != Some(*v),
+                // No version on the server: a forced cycle fetches, as the original's does.
+                Ok(None) => trigger == Trigger::Force,
+                Err(_) => false,
+            };
+        let mut fetched = false;
+        if must_fetch {
+            let groups = match &version {
+                Err(e) => Err(e.clone()),
+                Ok(_) => self
+                    .metrics
+                    .poll
+                    .time("groups", || self.source.groups(Some(&spaces))),
+            };
+            match groups {
+                Ok(g) => {
+                    self.metrics.groups.set(g.len() as i64);
+                    st.groups = Some(g);
+                    st.fetched_for = spaces;
+                    st.version = version.as_ref().ok().copied().flatten();
+                    fetched = true;
+                }
+                // Containers that come or go are still applied with the groups last fetched
+                // (a re-sync that fails must not fail a container's creation), unless the
+                // new container's space was never fetched: then its rules are unknown.
+                Err(e) if st.groups.is_some() && spaces.is_subset(&st.fetched_for) => {
+                    log::warn!("security groups: {e}; applying the groups last fetched");
+                    self.metrics.errors.inc();
+                }
+                Err(e) => return Err(e),
+            }
+        } else if let Err(e) = &version {
+            log::debug!("security groups version: {e}");
+        }
+        if !fetched && !store_changed && st.installed.is_some() {
+            return Ok(Applied::Nothing);
+        }
+        let groups = st.groups.take().unwrap_or_default();
+        let compiled = compile_with(&mut st.cache, &groups, &st.containers, &self.settings);
+        st.groups = Some(groups);
+        if compiled.skipped != st.skipped {
+            for s in &compiled.skipped {
+                log::warn!("security groups: left out: {s}");
+            }
+            st.skipped = compiled.skipped.clone();
+        }
+        let rebuild = fetched && full_due;
+        let applied = self.apply(st.installed.as_ref(), &compiled, rebuild)?;
+        if fetched && full_due {
+            st.last_full = Some(Instant::now());
+        }
+        self.metrics
+            .elements
+            .set(compiled.objects.element_count() as i64);
+        st.installed = Some(compiled);
+        Ok(applied)
+    }
+
+    fn apply(
+        &self,
+        installed: Option<&Compiled>,
+        new: &Compiled,
+        rebuild: bool,
+    ) -> Result<Applied, Error> {
+        let full = || -> Result<Applied, Error> {
+            self.metrics
+                .enforce
+                .time("full", || self.runner.run(&render_full(&new.objects)))?;
+            Ok(Applied::Full(new.objects.element_count()))
+        };
+        match installed {
+            Some(old) if !rebuild => match render_diff(&old.objects, &new.objects) {
+                None => Ok(Applied::Nothing),
+                Some(script) => match self
+                    .metrics
+                    .enforce
+                    .time("incremental", || self.runner.run(&script))
+                {
+                    Ok(()) => Ok(Applied::Incremental),
+                    Err(e) => {
+                        log::error!("incremental ASG update failed, rebuilding the table: {e}");
+                        full()
+                    }
+                },
+            },
+            _ => full(),
+        }
+    }
+}
