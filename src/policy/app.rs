@@ -34,6 +34,7 @@ pub struct Settings {
     pub cleanup_interval: Option<Duration>,
     pub http_workers: usize,
     pub http: HttpSettings,
+    pub sd_cell_expiry: Duration,
 }
 
 /// Connection limits of the external and internal listeners, and who may use the internal API.
@@ -59,6 +60,7 @@ pub struct Components {
     pub store: Arc<dyn Store>,
     pub auth: Arc<dyn Authenticator>,
     pub cc: Option<Arc<dyn CloudController>>,
+    pub sd: Arc<super::sd::SdStore>,
 }
 
 pub struct RunningServer {
@@ -66,6 +68,7 @@ pub struct RunningServer {
     pub internal: Server,
     pub debug: Server,
     pub watch: VersionWatch,
+    sd: crate::daemon::Worker,
     stop: Arc<AtomicBool>,
     cleanup: Option<std::thread::JoinHandle<()>>,
 }
@@ -80,6 +83,7 @@ impl RunningServer {
         self.internal.shutdown();
         self.debug.shutdown();
         self.watch.stop();
+        self.sd.stop();
     }
 }
 
@@ -136,6 +140,11 @@ pub fn start_from_config(config: PolicyServerConfig) -> Result<RunningServer, St
             .map_err(|e| format!("opening the database: {e}"))?,
         auth: auth::build(&config.auth).map_err(|e| format!("auth: {e}"))?,
         cc: cloud_controller(&config)?,
+        // After the policy store: a database it refuses is refused before these tables are made.
+        sd: Arc::new(
+            super::sd::SdStore::open(&config.database)
+                .map_err(|e| format!("opening the service discovery tables: {e}"))?,
+        ),
     };
     start(settings(&config), components)
 }
@@ -180,6 +189,7 @@ fn settings(config: &PolicyServerConfig) -> Settings {
             .then(|| Duration::from_secs(config.cleanup_interval_seconds)),
         http_workers: config.http_workers,
         http: config.http_settings(),
+        sd_cell_expiry: Duration::from_secs(config.service_discovery_cell_expiry_seconds),
     }
 }
 
@@ -226,6 +236,12 @@ pub fn start(settings: Settings, components: Components) -> Result<RunningServer
         watch: watch.clone(),
     });
 
+    let sd = super::sd::Registry::new(components.sd, settings.sd_cell_expiry);
+    if let Err(e) = sd.refresh() {
+        log::error!("service discovery: first table: {e}");
+    }
+    let sd_worker = sd.spawn();
+
     let external = Server::start(
         &settings.external_addr,
         options(external_tls, &external_health, external_conns),
@@ -237,6 +253,7 @@ pub fn start(settings: Settings, components: Components) -> Result<RunningServer
             settings: settings.external.clone(),
             metrics: external_metrics,
             started: Instant::now(),
+            sd: Arc::clone(&sd),
         },
     )
     .map_err(|e| format!("external API: {e}"))?;
@@ -247,6 +264,7 @@ pub fn start(settings: Settings, components: Components) -> Result<RunningServer
             store: Arc::clone(&store),
             metrics: internal_metrics,
             watch: watch.clone(),
+            sd,
         },
     )
     .map_err(|e| format!("internal API: {e}"))?;
@@ -278,6 +296,7 @@ pub fn start(settings: Settings, components: Components) -> Result<RunningServer
         internal,
         debug,
         watch,
+        sd: sd_worker,
         stop,
         cleanup,
     })

@@ -5,6 +5,7 @@ use super::auth::{Authenticator, Identity, SCOPE_ADMIN, SCOPE_WRITE};
 use super::authz::{Denied, Guard};
 use super::cc::CloudController;
 use super::cleanup;
+use super::sd::external::SdRoute;
 use super::store::{PolicyFilter, Store};
 use super::validate::{parse_policies, ApiVersion};
 use crate::api::policy::{PoliciesResponse, Policy, PolicyV0, TagsResponse, WhoAmI};
@@ -25,6 +26,18 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/networking/{version}/external/policies/cleanup"),
     ("GET", "/networking/{version}/external/tags"),
     ("GET", "/networking/{version}/external/whoami"),
+    ("GET", "/networking/{version}/external/internal_routes"),
+    ("POST", "/networking/{version}/external/internal_routes"),
+    (
+        "POST",
+        "/networking/{version}/external/internal_routes/delete",
+    ),
+    ("GET", "/networking/{version}/external/internal_domains"),
+    ("POST", "/networking/{version}/external/internal_domains"),
+    (
+        "POST",
+        "/networking/{version}/external/internal_domains/delete",
+    ),
 ];
 
 #[derive(Debug, Clone)]
@@ -44,6 +57,8 @@ pub struct ExternalApi {
     pub started: Instant,
     /// The listeners whose failure `/health` reports.
     pub listeners: Vec<crate::http::ListenerHealth>,
+    /// Internal routes and domains (service discovery).
+    pub sd: Arc<super::sd::Registry>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -56,6 +71,7 @@ enum Route {
     Cleanup,
     TagsIndex,
     WhoAmI,
+    Sd(SdRoute),
 }
 
 impl Route {
@@ -69,6 +85,7 @@ impl Route {
             Route::Cleanup => "Cleanup",
             Route::TagsIndex => "TagsIndex",
             Route::WhoAmI => "WhoAmI",
+            Route::Sd(r) => r.name(),
         }
     }
 
@@ -79,6 +96,7 @@ impl Route {
         const WRITE: &[&str] = &[SCOPE_ADMIN, SCOPE_WRITE];
         match self {
             Route::PoliciesIndex | Route::CreatePolicies | Route::DeletePolicies => (WRITE, true),
+            Route::Sd(r) => r.scopes(),
             _ => (ADMIN, false),
         }
     }
@@ -129,7 +147,10 @@ fn resolve(method: &str, path: &str) -> Resolved {
         "policies/cleanup" => (None, Some(Route::Cleanup), "POST"),
         "tags" => (Some(Route::TagsIndex), None, "GET"),
         "whoami" => (Some(Route::WhoAmI), None, "GET"),
-        _ => return Resolved::NotFound,
+        _ => match SdRoute::resolve(tail) {
+            Some((get, post, allowed)) => (get.map(Route::Sd), post.map(Route::Sd), allowed),
+            None => return Resolved::NotFound,
+        },
     };
     if method == "OPTIONS" {
         return Resolved::WrongMethod(allowed);
@@ -246,6 +267,7 @@ impl ExternalApi {
                 };
                 Response::json(200, &WhoAmI { subject })
             }
+            Route::Sd(r) => super::sd::external::serve(&self.sd, &self.guard(), r, &who, req),
             Route::Uptime | Route::Health => unreachable!("answered above"),
         }
     }

@@ -28,12 +28,19 @@ pub const ROUTES: &[(&str, &str)] = &[
         "/networking/{version}/internal/policies_last_updated",
     ),
     ("PUT", "/networking/v1/internal/tags"),
+    (
+        "PUT",
+        "/networking/v1/internal/service_discovery/cells/{cell_id}",
+    ),
+    ("GET", "/networking/v1/internal/service_discovery/table"),
 ];
 
 pub struct InternalApi {
     pub store: Arc<dyn Store>,
     pub metrics: HttpMetrics,
     pub watch: VersionWatch,
+    /// Cell registrations and the resolver table (service discovery).
+    pub sd: Arc<super::sd::Registry>,
 }
 
 impl Handler for InternalApi {
@@ -44,6 +51,9 @@ impl Handler for InternalApi {
     }
 
     fn reply(&self, req: &Request) -> Reply {
+        if let Some(reply) = self.service_discovery(req) {
+            return reply;
+        }
         let is_watch = req.method == "GET"
             && req.path.ends_with("/internal/policies_last_updated")
             && (req.query_param("wait").is_some() || req.query_param("after").is_some());
@@ -103,6 +113,15 @@ fn version_answer(version: i64, unaffected: bool) -> Response {
 }
 
 impl InternalApi {
+    fn service_discovery(&self, req: &Request) -> Option<Reply> {
+        let started = Instant::now();
+        let (route, reply) = super::sd::internal::reply(&self.sd, req)?;
+        Some(match reply {
+            Reply::Now(resp) => Reply::Now(finish(&self.metrics, req, route, resp, started)),
+            parked => parked,
+        })
+    }
+
     /// `Err` carries an answer to give at once (the version differs, a bad parameter, a failure).
     fn watch_request(&self, req: &Request) -> Result<Reply, Response> {
         let wait = match req.query_param("wait") {
