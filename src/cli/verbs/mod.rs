@@ -7,9 +7,13 @@
 pub mod access;
 pub mod allow_access;
 pub mod cleanup;
+pub mod internal_routes;
 pub mod list_access;
+pub mod map_route;
 pub mod remove_access;
+pub mod routes;
 pub mod tags;
+pub mod unmap_route;
 pub mod whoami;
 
 use super::context::{Ctx, Failure};
@@ -32,6 +36,12 @@ pub enum Command {
     Whoami,
     #[command(override_help = cleanup::HELP)]
     Cleanup,
+    #[command(name = "map-route", override_help = map_route::HELP)]
+    MapRoute(internal_routes::RouteArgs),
+    #[command(name = "unmap-route", override_help = unmap_route::HELP)]
+    UnmapRoute(internal_routes::RouteArgs),
+    #[command(override_help = routes::HELP)]
+    Routes,
     /// `netman help [COMMAND]`
     #[command(hide = true)]
     Help { command: Option<String> },
@@ -46,6 +56,9 @@ impl Command {
             Command::Tags => tags::run(ctx),
             Command::Whoami => whoami::run(ctx),
             Command::Cleanup => cleanup::run(ctx),
+            Command::MapRoute(a) => map_route::run(ctx, a),
+            Command::UnmapRoute(a) => unmap_route::run(ctx, a),
+            Command::Routes => routes::run(ctx),
             Command::Help { command } => show_help(ctx, command.as_deref()),
         }
     }
@@ -60,6 +73,9 @@ pub fn help(name: &str) -> Option<&'static str> {
         "tags" => tags::HELP,
         "whoami" => whoami::HELP,
         "cleanup" => cleanup::HELP,
+        "map-route" => map_route::HELP,
+        "unmap-route" => unmap_route::HELP,
+        "routes" => routes::HELP,
         _ => return None,
     })
 }
