@@ -26,8 +26,10 @@ fn i(app: &str, index: u32, ip: [u8; 4]) -> Instance {
     }
 }
 
-/// name -> sorted (app, index, ip) of the table.
-fn table(s: &SdStore) -> Vec<(String, Vec<(String, u32, Ipv4Addr)>)> {
+/// One name of the table and its sorted (app, index, ip).
+type Named = (String, Vec<(String, u32, Ipv4Addr)>);
+
+fn table(s: &SdStore) -> Vec<Named> {
     let (_, t) = s.table().unwrap();
     t.routes
         .into_iter()
