@@ -134,10 +134,24 @@ impl Registrar {
                 }
                 match stopped.recv_timeout(CHECK_INTERVAL) {
                     Err(RecvTimeoutError::Timeout) => {}
-                    _ => return,
+                    _ => return self.last_report(&mut reader, pending),
                 }
             }
         })
+    }
+
+    /// On stop: what changed since the last report is still sent (a cell taken out stops its
+    /// containers first), once, without retrying.
+    fn last_report(&self, reader: &mut Reader, pending: Option<Vec<Instance>>) {
+        let latest = match reader.read_if_changed(false) {
+            Ok(Some(containers)) => Some(report(&containers).0),
+            _ => pending,
+        };
+        if let Some(instances) = latest {
+            if let Err(e) = self.send(&instances) {
+                log::error!("last report of the cell's instances: {e}");
+            }
+        }
     }
 }
 
