@@ -377,12 +377,11 @@ impl ContainerNs {
     }
 }
 
-/// Asks `name` A over UDP from inside `ns`: the rcode and the sorted addresses, or the error
-/// (timeout, bad packet).
-pub fn lookup(
-    ns: &Path,
-    name: &str,
-) -> Result<(hickory_proto::op::ResponseCode, Vec<Ipv4Addr>), String> {
+/// The rcode and the sorted addresses of an answer, or why there was none (timeout, bad packet).
+pub type Answer = Result<(hickory_proto::op::ResponseCode, Vec<Ipv4Addr>), String>;
+
+/// Asks `name` A over UDP from inside `ns` (timeout 2 s).
+pub fn lookup(ns: &Path, name: &str) -> Answer {
     let name = name.to_string();
     run_in(ns, move || {
         let q = super::dns::query(&name, hickory_proto::rr::RecordType::A, None);
