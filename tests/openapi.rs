@@ -145,6 +145,8 @@ fn response_schema<'a>(doc: &'a Value, method: &str, path: &str, status: u16) ->
 
 #[test]
 fn answers_match_the_documented_schemas() {
+    const ROUTE: &str =
+        r#"{"routes":[{"app_guid":"a","host":"backend","domain":"apps.internal"}]}"#;
     let doc = doc();
     let s = PolicyServer::start();
     let body = v1_body(&[("a", "b", "tcp", 8080, 8080), ("a", "c", "udp", 1, 9)]);
@@ -251,6 +253,62 @@ fn answers_match_the_documented_schemas() {
             Some(ADMIN_TOKEN),
             None,
         ),
+        (
+            "POST",
+            "/networking/{version}/external/internal_routes",
+            "/networking/v1/external/internal_routes".into(),
+            Some(ADMIN_TOKEN),
+            Some(ROUTE.into()),
+        ),
+        (
+            "POST",
+            "/networking/{version}/external/internal_routes",
+            "/networking/v1/external/internal_routes".into(),
+            Some(ADMIN_TOKEN),
+            Some(ROUTE.replace("backend", "no_pe")),
+        ),
+        (
+            "GET",
+            "/networking/{version}/external/internal_routes",
+            "/networking/v1/external/internal_routes".into(),
+            Some(ADMIN_TOKEN),
+            None,
+        ),
+        (
+            "POST",
+            "/networking/{version}/external/internal_domains",
+            "/networking/v1/external/internal_domains".into(),
+            Some(ADMIN_TOKEN),
+            Some(r#"{"domains":["other.internal"]}"#.into()),
+        ),
+        (
+            "GET",
+            "/networking/{version}/external/internal_domains",
+            "/networking/v1/external/internal_domains".into(),
+            Some(WRITE_TOKEN),
+            None,
+        ),
+        (
+            "POST",
+            "/networking/{version}/external/internal_domains/delete",
+            "/networking/v1/external/internal_domains/delete".into(),
+            Some(ADMIN_TOKEN),
+            Some(r#"{"domains":["apps.internal"]}"#.into()),
+        ),
+        (
+            "POST",
+            "/networking/{version}/external/internal_domains/delete",
+            "/networking/v1/external/internal_domains/delete".into(),
+            Some(WRITE_TOKEN),
+            Some(r#"{"domains":["other.internal"]}"#.into()),
+        ),
+        (
+            "POST",
+            "/networking/{version}/external/internal_routes/delete",
+            "/networking/v1/external/internal_routes/delete".into(),
+            Some(ADMIN_TOKEN),
+            Some(ROUTE.replace("backend", "gone")),
+        ),
         ("GET", "/health", "/health".into(), None, None),
     ];
     for (method, doc_path, path, token, body) in calls {
@@ -305,6 +363,41 @@ fn answers_match_the_documented_schemas() {
         "put tags",
     )
     .unwrap();
+
+    let cell = "/networking/v1/internal/service_discovery/cells/{cell_id}";
+    for body in [
+        r#"{"instances":[{"app_guid":"a","index":0,"ip":"10.255.0.2"}]}"#,
+        r#"{"instances":[{"app_guid":"a","index":-1,"ip":"10.255.0.2"}]}"#,
+    ] {
+        let mut r = s
+            .internal_client()
+            .put(format!(
+                "{}/networking/v1/internal/service_discovery/cells/cell-1",
+                s.internal
+            ))
+            .send(body.as_bytes())
+            .unwrap();
+        let status = r.status().as_u16();
+        let answer = netman::http::client::body_string(&mut r, 1 << 20).unwrap();
+        let schema = response_schema(&doc, "PUT", cell, status);
+        check(
+            &doc,
+            schema,
+            &serde_json::from_str(&answer).unwrap(),
+            "cell",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let table = "/networking/v1/internal/service_discovery/table";
+    let (status, answer) = s.internal_get(table);
+    assert_eq!(status, 200, "{answer}");
+    check(
+        &doc,
+        response_schema(&doc, "GET", table, status),
+        &serde_json::from_str(&answer).unwrap(),
+        "table",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[test]

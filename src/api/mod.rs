@@ -1,4 +1,5 @@
 //! Wire types shared by every server and client of netman. One file per API.
 
 pub mod policy;
+pub mod sd;
 pub mod security_groups;

@@ -7,7 +7,7 @@ use clap::{Args, Parser};
 
 pub const HELP: &str = "\
 NAME:
-   netman - Manage container-to-container network policies and security groups on a netman policy server
+   netman - Manage container-to-container network policies, security groups and internal routes on a netman policy server
 
 USAGE:
    netman [global options] command [arguments...] [command options]
@@ -19,6 +19,9 @@ COMMANDS:
    tags                                      List the tags assigned to apps (admin)
    whoami                                    Show who the policy server sees you as (admin)
    cleanup                                   Remove policies of apps that no longer exist (admin)
+   map-route                                 Map an internal route (HOSTNAME.apps.internal) to an app
+   unmap-route                               Remove an internal route from an app
+   routes                                    List internal routes
 
 SECURITY GROUPS (admin):
    security-groups                           List all security groups

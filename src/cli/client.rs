@@ -4,6 +4,7 @@ use super::target::Target;
 use crate::api::policy::{
     ErrorBody, PoliciesRequest, PoliciesResponse, Policy, TagsResponse, WhoAmI,
 };
+use crate::api::sd::{InternalRoute, RoutesRequest, RoutesResponse};
 use crate::http::client::{agent, body_string};
 use serde::de::DeserializeOwned;
 use std::time::Duration;
@@ -165,5 +166,26 @@ impl PolicyClient {
 
     pub fn cleanup(&self) -> Result<PoliciesResponse, ApiError> {
         self.call("/policies/cleanup", Some(String::new()))
+    }
+
+    pub fn internal_routes(&self) -> Result<RoutesResponse, ApiError> {
+        self.call("/internal_routes", None)
+    }
+
+    pub fn map_routes(&self, routes: &[InternalRoute]) -> Result<(), ApiError> {
+        self.write_routes("/internal_routes", routes)
+    }
+
+    pub fn unmap_routes(&self, routes: &[InternalRoute]) -> Result<(), ApiError> {
+        self.write_routes("/internal_routes/delete", routes)
+    }
+
+    fn write_routes(&self, path: &str, routes: &[InternalRoute]) -> Result<(), ApiError> {
+        let body = serde_json::to_string(&RoutesRequest {
+            routes: routes.to_vec(),
+        })
+        .map_err(|e| ApiError::BadResponse(e.to_string()))?;
+        let _: serde_json::Value = self.call(path, Some(body))?;
+        Ok(())
     }
 }

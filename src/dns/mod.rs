@@ -9,7 +9,9 @@
 //! - [`forward`]: the upstream resolvers, over UDP and TCP.
 //! - [`server`]: the synchronous UDP/TCP server loops.
 //! - [`metrics`]: counters the daemon registers.
+//! - [`daemon`]: `netman-dns`, the daemon on every cell around all of these.
 
+pub mod daemon;
 pub mod forward;
 pub mod metrics;
 pub mod query;

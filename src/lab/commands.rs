@@ -41,7 +41,7 @@ fn build(lab: &mut Lab, cells: usize, apps: usize, api_port: u16) -> Result<(), 
     lab.start_forwarder(api_port)?;
     lab.start_overlay_controller()?;
     for cell in 1..=cells {
-        println!("starting cell {cell}: overlay daemon, policy agent, netmon...");
+        println!("starting cell {cell}: overlay daemon, policy agent, netmon, netman-dns...");
         lab.start_cell(cell)?;
     }
     lab.wait_for_overlay(Duration::from_secs(30))?;
@@ -86,10 +86,12 @@ fn print_summary(state: &State, dir: &Path) {
     if let Some(b) = backend {
         println!(
             "\nTry:
-  netman-lab exec frontend -- curl -s http://127.0.0.1:8080/proxy/{ip}:8080     # refused: no policy
   export NETMAN_API={api} NETMAN_TOKEN=$(netman-lab token)
+  netman map-route backend apps.internal --hostname backend
+  netman-lab exec frontend -- getent hosts backend.apps.internal     # {ip}: the name resolves
+  netman-lab exec frontend -- curl -sS http://backend.apps.internal:8080   # refused: no policy
   netman allow-access frontend backend --protocol tcp --port 8080
-  netman-lab exec frontend -- curl -s http://127.0.0.1:8080/proxy/{ip}:8080     # answers
+  netman-lab exec frontend -- curl -sS http://backend.apps.internal:8080   # answers
   netman remove-access frontend backend --protocol tcp --port 8080
   netman-lab down",
             ip = b.ip

@@ -92,6 +92,17 @@ impl Lab {
         binary: &str,
         config: &Path,
     ) -> Result<LabProcess, String> {
+        self.start_process(name, ns, binary, config)
+    }
+
+    /// Starts `binary --config config` in namespace `ns` and records it in the state.
+    pub(super) fn start_process(
+        &mut self,
+        name: &str,
+        ns: &str,
+        binary: &str,
+        config: &Path,
+    ) -> Result<LabProcess, String> {
         let args = vec![
             "--config".to_string(),
             s(config),
@@ -282,6 +293,7 @@ impl Lab {
             &json!({"interface_name": VTEP, "poll_interval_seconds": 5}),
         )?;
         self.start(&format!("netmon-{cell}"), &ns, "netmon", &netmon_config)?;
+        self.start_dns(cell)?;
 
         self.write_cni_config(cell)?;
         Ok(())
@@ -320,6 +332,7 @@ impl Lab {
             "instance_address": cell_ip(cell).to_string(),
             "policy_agent_force_poll_url": format!("http://127.0.0.1:{AGENT_FORCE_PORT}/force-policy-poll-cycle"),
             "search_domains": ["apps.internal"],
+            "dns_servers": [super::dns::RESOLVER_IP],
         });
         write_json(&dir.join("garden-external-networker.json"), &networker)
     }
@@ -332,6 +345,7 @@ impl Lab {
         let ns = format!("{}c-{handle}", topology::PREFIX);
         netns::run(&["ip", "netns", "add", &ns])?;
         topology::ns_exec(&ns, &["ip", "link", "set", "lo", "up"])?;
+        super::dns::write_resolv_conf(&ns)?;
         let proc = process::spawn(
             &format!("app-{handle}"),
             &ns,
@@ -342,7 +356,12 @@ impl Lab {
         self.state.processes.push(proc.clone());
         self.state.save(&self.dir)?;
 
-        let out = self.networker(cell, "up", &handle, Some(&up_input(app, proc.pid, &ports)))?;
+        let out = self.networker(
+            cell,
+            "up",
+            &handle,
+            Some(&up_input(app, index, proc.pid, &ports)),
+        )?;
         let (ip, mapped_ports) = container_address(&out)?;
         self.state.containers.push(Container {
             app: app.to_string(),
@@ -406,7 +425,7 @@ fn http_ok(ns: &Path, url: &str) -> bool {
     .unwrap_or(false)
 }
 
-fn tcp_open(ns: &str, addr: &str) -> bool {
+pub(super) fn tcp_open(ns: &str, addr: &str) -> bool {
     let Ok(addr) = addr.parse::<std::net::SocketAddr>() else {
         return false;
     };
@@ -464,7 +483,7 @@ impl AppPorts {
 
 /// What garden gives the networker's `up` for an app's container: its process, its properties,
 /// one NetIn mapping, and the lab's one security group.
-fn up_input(app: &str, pid: u32, ports: &AppPorts) -> Value {
+fn up_input(app: &str, index: usize, pid: u32, ports: &AppPorts) -> Value {
     let internet = INTERNET_HOSTS[0].to_string();
     json!({
         "Pid": pid,
@@ -472,6 +491,7 @@ fn up_input(app: &str, pid: u32, ports: &AppPorts) -> Value {
             "app_id": app, "policy_group_id": app, "space_id": "lab-space", "org_id": "lab-org",
             "ports": ports.tcp.iter().map(u16::to_string).collect::<Vec<_>>().join(","),
             "container_workload": "app",
+            "instance_index": index.to_string(),
         },
         "netin": [{"host_port": 0, "container_port": ports.tcp[0]}],
         "netout_rules": [
@@ -532,6 +552,7 @@ impl Lab {
                 p.stop(Duration::from_secs(2));
             }
             let _ = netns::run(&["ip", "netns", "del", &c.namespace]);
+            let _ = std::fs::remove_dir_all(std::path::Path::new("/etc/netns").join(&c.namespace));
         }
         for p in self.state.processes.iter().filter(|p| p.namespace == ns) {
             p.stop(Duration::from_secs(5));

@@ -1,11 +1,12 @@
 //! netman-lab: the whole system on one machine. An underlay of network namespaces, a control host
 //! (policy server on SQLite, overlay controller), N cells (overlay daemon, policy agent, netmon,
-//! containers created through the garden-external-networker exactly as garden would), and an
+//! netman-dns, containers created through the garden-external-networker exactly as garden would), and an
 //! "internet" host. Everything lives in namespaces the lab creates; `down` removes it all.
 
 pub mod cli;
 pub mod commands;
 pub mod components;
+pub mod dns;
 pub mod forward;
 pub mod netns;
 pub mod process;
@@ -100,7 +101,8 @@ pub fn down(dir: &Path) -> Vec<String> {
             }
         }
     }
-    let problems = topology::destroy();
+    let mut problems = topology::destroy();
+    problems.extend(dns::remove_resolv_confs());
     if dir.exists() {
         if let Err(e) = std::fs::remove_dir_all(dir) {
             return [problems, vec![format!("removing {}: {e}", dir.display())]].concat();

@@ -263,6 +263,21 @@ impl Handle {
         )
     }
 
+    /// Creates a dummy device (a local address of its own that no other device owns).
+    pub fn create_dummy(&mut self, name: &str) -> Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        msg.attributes
+            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+                InfoKind::Dummy,
+            )]));
+        self.request(
+            &format!("create dummy {name}"),
+            RouteNetlinkMessage::NewLink(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+    }
+
     /// Creates a VXLAN device.
     pub fn create_vxlan(&mut self, spec: &VxlanSpec) -> Result<()> {
         let mut data = vec![

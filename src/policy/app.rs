@@ -41,6 +41,7 @@ pub struct Settings {
     pub cleanup_interval: Option<Duration>,
     pub http_workers: usize,
     pub http: HttpSettings,
+    pub sd_cell_expiry: Duration,
 }
 
 /// Connection limits of the external and internal listeners, and who may use the internal API.
@@ -69,6 +70,7 @@ pub struct Components {
     pub asg_source: Option<SyncSource>,
     pub auth: Arc<dyn Authenticator>,
     pub cc: Option<Arc<dyn CloudController>>,
+    pub sd: Arc<super::sd::SdStore>,
 }
 
 pub struct RunningServer {
@@ -77,6 +79,7 @@ pub struct RunningServer {
     pub debug: Server,
     pub watch: VersionWatch,
     pub asg_watch: VersionWatch,
+    sd: crate::daemon::Worker,
     stop: Arc<AtomicBool>,
     cleanup: Option<std::thread::JoinHandle<()>>,
     syncer: Option<(crate::daemon::Worker, Arc<dyn AsgStore>, String)>,
@@ -100,6 +103,7 @@ impl RunningServer {
         self.debug.shutdown();
         self.watch.stop();
         self.asg_watch.stop();
+        self.sd.stop();
     }
 }
 
@@ -166,6 +170,11 @@ pub fn start_from_config(config: PolicyServerConfig) -> Result<RunningServer, St
         auth: auth::build(&config.auth).map_err(|e| format!("auth: {e}"))?,
         cc: cloud_controller(&config)?,
         asg_source: asg_source(&config)?,
+        // After the policy store: a database it refuses is refused before these tables are made.
+        sd: Arc::new(
+            super::sd::SdStore::open(&config.database)
+                .map_err(|e| format!("opening the service discovery tables: {e}"))?,
+        ),
     };
     start(settings(&config), components)
 }
@@ -238,6 +247,7 @@ fn settings(config: &PolicyServerConfig) -> Settings {
             .then(|| Duration::from_secs(config.cleanup_interval_seconds)),
         http_workers: config.http_workers,
         http: config.http_settings(),
+        sd_cell_expiry: Duration::from_secs(config.service_discovery_cell_expiry_seconds),
     }
 }
 
@@ -303,6 +313,12 @@ pub fn start(settings: Settings, components: Components) -> Result<RunningServer
         watch: watch.clone(),
     });
 
+    let sd = super::sd::Registry::new(components.sd, settings.sd_cell_expiry);
+    if let Err(e) = sd.refresh() {
+        log::error!("service discovery: first table: {e}");
+    }
+    let sd_worker = sd.spawn();
+
     let external = Server::start(
         &settings.external_addr,
         options(external_tls, &external_health, external_conns),
@@ -318,6 +334,7 @@ pub fn start(settings: Settings, components: Components) -> Result<RunningServer
             settings: settings.external.clone(),
             metrics: external_metrics,
             started: Instant::now(),
+            sd: Arc::clone(&sd),
         },
     )
     .map_err(|e| format!("external API: {e}"))?;
@@ -332,6 +349,7 @@ pub fn start(settings: Settings, components: Components) -> Result<RunningServer
             }),
             metrics: internal_metrics,
             watch: watch.clone(),
+            sd,
         },
     )
     .map_err(|e| format!("internal API: {e}"))?;
@@ -385,6 +403,7 @@ pub fn start(settings: Settings, components: Components) -> Result<RunningServer
         debug,
         watch,
         asg_watch,
+        sd: sd_worker,
         stop,
         cleanup,
         syncer,

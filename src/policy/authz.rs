@@ -30,6 +30,29 @@ pub struct Guard<'a> {
 impl Guard<'_> {
     /// Space-developer check for create and delete.
     pub fn check_access(&self, who: &Identity, policies: &[Policy]) -> Result<(), Denied> {
+        let guids: Vec<String> = policies
+            .iter()
+            .flat_map(|p| [p.source.id.clone(), p.destination.id.clone()])
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        self.space_developer_of(who, &guids, false)
+    }
+
+    /// An admin, or a space developer of the space of every app in `guids`; an app the Cloud
+    /// Controller does not know is refused (internal routes).
+    pub fn check_apps(&self, who: &Identity, guids: &[String]) -> Result<(), Denied> {
+        self.space_developer_of(who, guids, true)
+    }
+
+    /// `all_known`: an app the Cloud Controller does not list is refused (policies keep the
+    /// original's behaviour, which passes such apps over).
+    fn space_developer_of(
+        &self,
+        who: &Identity,
+        guids: &[String],
+        all_known: bool,
+    ) -> Result<(), Denied> {
         if who.is_admin() {
             return Ok(());
         }
@@ -37,17 +60,14 @@ impl Guard<'_> {
             // Without a Cloud Controller nobody but an admin can be shown to own the apps.
             return Err(Denied::NotAccessible);
         };
-        let guids: Vec<String> = policies
-            .iter()
-            .flat_map(|p| [p.source.id.clone(), p.destination.id.clone()])
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
         let failed = |detail: String| Denied::Failed {
             message: "check access failed",
             detail,
         };
-        let spaces = cc.app_spaces(&guids).map_err(|e| failed(e.0))?;
+        let spaces = cc.app_spaces(guids).map_err(|e| failed(e.0))?;
+        if all_known && guids.iter().any(|g| !spaces.contains_key(g)) {
+            return Err(Denied::NotAccessible);
+        }
         let distinct: BTreeSet<&String> = spaces.values().collect();
         for space in distinct {
             if !cc
@@ -58,6 +78,34 @@ impl Guard<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Those of `guids` whose app is in one of the caller's spaces (all of them for an admin).
+    pub fn visible_apps(
+        &self,
+        who: &Identity,
+        guids: &[String],
+    ) -> Result<BTreeSet<String>, Denied> {
+        if who.is_admin() {
+            return Ok(guids.iter().cloned().collect());
+        }
+        let Some(cc) = self.cc else {
+            return Ok(BTreeSet::new());
+        };
+        if guids.is_empty() {
+            return Ok(BTreeSet::new());
+        }
+        let failed = |detail: String| Denied::Failed {
+            message: "filter failed",
+            detail,
+        };
+        let app_spaces = cc.app_spaces(guids).map_err(|e| failed(e.0))?;
+        let user_spaces = cc.user_spaces(&who.subject).map_err(|e| failed(e.0))?;
+        Ok(guids
+            .iter()
+            .filter(|g| app_spaces.get(*g).is_some_and(|s| user_spaces.contains(s)))
+            .cloned()
+            .collect())
     }
 
     /// Per-source quota for non-admin creates: existing policies of each source plus the new ones.

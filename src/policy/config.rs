@@ -79,6 +79,14 @@ pub struct PolicyServerConfig {
     /// API for security groups is then read-only.
     #[serde(default)]
     pub asg_syncer: Option<super::asg::syncer::AsgSyncConfig>,
+    /// Service discovery: a cell that sent no refresh for this long is forgotten with its app
+    /// instances (docs/service-discovery.md).
+    #[serde(default = "default_sd_cell_expiry")]
+    pub service_discovery_cell_expiry_seconds: u64,
+}
+
+fn default_sd_cell_expiry() -> u64 {
+    super::sd::registry::DEFAULT_CELL_EXPIRY.as_secs()
 }
 
 fn any_host() -> String {
@@ -210,6 +218,12 @@ impl Validate for PolicyServerConfig {
         }
         if self.max_client_connections == 0 || self.max_client_connections > 1_000_000 {
             return Err("invalid 'max_client_connections': must be in 1-1000000".into());
+        }
+        if !(1..=86_400).contains(&self.service_discovery_cell_expiry_seconds) {
+            return Err(format!(
+                "invalid 'service_discovery_cell_expiry_seconds': {} (1 to 86400)",
+                self.service_discovery_cell_expiry_seconds
+            ));
         }
         crate::config::require_cert_names(
             "allowed_internal_clients",

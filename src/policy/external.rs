@@ -5,6 +5,7 @@ use super::auth::{Authenticator, Identity, SCOPE_ADMIN, SCOPE_WRITE};
 use super::authz::{Denied, Guard};
 use super::cc::CloudController;
 use super::cleanup;
+use super::sd::external::SdRoute;
 use super::store::{PolicyFilter, Store};
 use super::validate::{parse_policies, ApiVersion};
 use crate::api::policy::{PoliciesResponse, Policy, PolicyV0, TagsResponse, WhoAmI};
@@ -38,6 +39,18 @@ pub const ROUTES: &[(&str, &str)] = &[
         "DELETE",
         "/networking/{version}/external/security_groups/{guid}/relationships/{lifecycle}_spaces/{space_guid}",
     ),
+    ("GET", "/networking/{version}/external/internal_routes"),
+    ("POST", "/networking/{version}/external/internal_routes"),
+    (
+        "POST",
+        "/networking/{version}/external/internal_routes/delete",
+    ),
+    ("GET", "/networking/{version}/external/internal_domains"),
+    ("POST", "/networking/{version}/external/internal_domains"),
+    (
+        "POST",
+        "/networking/{version}/external/internal_domains/delete",
+    ),
 ];
 
 #[derive(Debug, Clone)]
@@ -58,6 +71,8 @@ pub struct ExternalApi {
     pub started: Instant,
     /// The listeners whose failure `/health` reports.
     pub listeners: Vec<crate::http::ListenerHealth>,
+    /// Internal routes and domains (service discovery).
+    pub sd: Arc<super::sd::Registry>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -71,6 +86,7 @@ enum Route {
     TagsIndex,
     WhoAmI,
     SecurityGroups,
+    Sd(SdRoute),
 }
 
 impl Route {
@@ -85,6 +101,7 @@ impl Route {
             Route::TagsIndex => "TagsIndex",
             Route::WhoAmI => "WhoAmI",
             Route::SecurityGroups => "SecurityGroups",
+            Route::Sd(r) => r.name(),
         }
     }
 
@@ -95,6 +112,7 @@ impl Route {
         const WRITE: &[&str] = &[SCOPE_ADMIN, SCOPE_WRITE];
         match self {
             Route::PoliciesIndex | Route::CreatePolicies | Route::DeletePolicies => (WRITE, true),
+            Route::Sd(r) => r.scopes(),
             _ => (ADMIN, false),
         }
     }
@@ -152,7 +170,10 @@ fn resolve(method: &str, path: &str) -> Resolved {
         "policies/cleanup" => (None, Some(Route::Cleanup), "POST"),
         "tags" => (Some(Route::TagsIndex), None, "GET"),
         "whoami" => (Some(Route::WhoAmI), None, "GET"),
-        _ => return Resolved::NotFound,
+        _ => match SdRoute::resolve(tail) {
+            Some((get, post, allowed)) => (get.map(Route::Sd), post.map(Route::Sd), allowed),
+            None => return Resolved::NotFound,
+        },
     };
     if method == "OPTIONS" {
         return Resolved::WrongMethod(allowed);
@@ -280,6 +301,7 @@ impl ExternalApi {
                 };
                 self.asgs.serve(segment, rest, req)
             }
+            Route::Sd(r) => super::sd::external::serve(&self.sd, &self.guard(), r, &who, req),
             Route::Uptime | Route::Health => unreachable!("answered above"),
         }
     }

@@ -33,6 +33,11 @@ pub const ROUTES: &[(&str, &str)] = &[
         "GET",
         "/networking/{version}/internal/security_groups_last_updated",
     ),
+    (
+        "PUT",
+        "/networking/v1/internal/service_discovery/cells/{cell_id}",
+    ),
+    ("GET", "/networking/v1/internal/service_discovery/table"),
 ];
 
 pub struct InternalApi {
@@ -40,6 +45,8 @@ pub struct InternalApi {
     pub asgs: Arc<super::asg::internal::AsgInternal>,
     pub metrics: HttpMetrics,
     pub watch: VersionWatch,
+    /// Cell registrations and the resolver table (service discovery).
+    pub sd: Arc<super::sd::Registry>,
 }
 
 impl Handler for InternalApi {
@@ -50,6 +57,9 @@ impl Handler for InternalApi {
     }
 
     fn reply(&self, req: &Request) -> Reply {
+        if let Some(reply) = self.service_discovery(req) {
+            return reply;
+        }
         let asking = req.query_param("wait").is_some() || req.query_param("after").is_some();
         let (watch, route, by_ids) = if req.method != "GET" || !asking {
             return Reply::Now(self.handle(req));
@@ -113,6 +123,15 @@ fn version_answer(version: i64, unaffected: bool) -> Response {
 }
 
 impl InternalApi {
+    fn service_discovery(&self, req: &Request) -> Option<Reply> {
+        let started = Instant::now();
+        let (route, reply) = super::sd::internal::reply(&self.sd, req)?;
+        Some(match reply {
+            Reply::Now(resp) => Reply::Now(finish(&self.metrics, req, route, resp, started)),
+            parked => parked,
+        })
+    }
+
     /// `Err` carries an answer to give at once (the version differs, a bad parameter, a failure).
     fn watch_request(
         &self,

@@ -12,6 +12,7 @@ pub mod config;
 pub mod external;
 pub mod internal;
 pub mod metered_store;
+pub mod sd;
 pub mod security_groups;
 pub mod store;
 pub mod transfer;

@@ -22,6 +22,7 @@ pub mod overlay;
 pub mod policy_server;
 pub mod ports;
 pub mod proc;
+pub mod sd;
 pub mod wait;
 
 // Not every test uses every helper.

@@ -12,11 +12,15 @@ pub mod bind_security_group;
 pub mod cleanup;
 pub mod create_security_group;
 pub mod delete_security_group;
+pub mod internal_routes;
 pub mod list_access;
+pub mod map_route;
 pub mod remove_access;
 pub mod security_group;
 pub mod security_groups;
 pub mod tags;
+pub mod routes;
+pub mod unmap_route;
 pub mod update_security_group;
 pub mod whoami;
 
@@ -63,6 +67,12 @@ pub enum Command {
     UnbindRunningSecurityGroup(security_group::NameArgs),
     #[command(name = "unbind-staging-security-group", override_help = bind_global_security_group::UNBIND_STAGING_HELP)]
     UnbindStagingSecurityGroup(security_group::NameArgs),
+    #[command(name = "map-route", override_help = map_route::HELP)]
+    MapRoute(internal_routes::RouteArgs),
+    #[command(name = "unmap-route", override_help = unmap_route::HELP)]
+    UnmapRoute(internal_routes::RouteArgs),
+    #[command(override_help = routes::HELP)]
+    Routes,
     /// `netman help [COMMAND]`
     #[command(hide = true)]
     Help { command: Option<String> },
@@ -96,6 +106,9 @@ impl Command {
             Command::UnbindStagingSecurityGroup(a) => {
                 bind_global_security_group::run(ctx, a, Lifecycle::Staging, false)
             }
+            Command::MapRoute(a) => map_route::run(ctx, a),
+            Command::UnmapRoute(a) => unmap_route::run(ctx, a),
+            Command::Routes => routes::run(ctx),
             Command::Help { command } => show_help(ctx, command.as_deref()),
         }
     }
@@ -121,6 +134,9 @@ pub fn help(name: &str) -> Option<&'static str> {
         "bind-staging-security-group" => bind_global_security_group::BIND_STAGING_HELP,
         "unbind-running-security-group" => bind_global_security_group::UNBIND_RUNNING_HELP,
         "unbind-staging-security-group" => bind_global_security_group::UNBIND_STAGING_HELP,
+        "map-route" => map_route::HELP,
+        "unmap-route" => unmap_route::HELP,
+        "routes" => routes::HELP,
         _ => return None,
     })
 }
