@@ -20,6 +20,7 @@ pub struct RunningAgent {
     pub force: Server,
     policy_server_url: String,
     poller: Worker,
+    flow_reader: Option<Worker>,
 }
 
 pub fn start(config: AgentConfig) -> Result<RunningAgent, String> {
@@ -27,8 +28,10 @@ pub fn start(config: AgentConfig) -> Result<RunningAgent, String> {
     let metrics = AgentMetrics::register(&mut registry);
     let uptime = metrics.uptime.clone();
     let agent = Arc::new(agent(&config, metrics)?);
+    let (flows, flow_reader) = super::flow_wiring::start(&config, &agent, &mut registry)?;
     let health = agent.clone();
     let scraped = agent.clone();
+    let scraped_flows = flows.clone();
     let debug = debug::serve(
         &format!("{}:{}", config.debug_server_host, config.debug_server_port),
         DebugHandler::new(
@@ -37,9 +40,16 @@ pub fn start(config: AgentConfig) -> Result<RunningAgent, String> {
             move || {
                 uptime.refresh();
                 scraped.refresh_staleness();
+                if let Some(f) = &scraped_flows {
+                    f.refresh_counters();
+                }
             },
         )
-        .with_routes(debug_routes(agent.clone())),
+        .with_routes(super::flow_wiring::routes(
+            debug_routes(agent.clone()),
+            agent.clone(),
+            flows,
+        )),
     )?;
     let force = Server::start(
         &format!(
@@ -60,6 +70,7 @@ pub fn start(config: AgentConfig) -> Result<RunningAgent, String> {
         force,
         policy_server_url: config.policy_server_url,
         poller: Worker::spawn(move |stopped| run_poller(agent, stopped)),
+        flow_reader,
     })
 }
 
@@ -103,6 +114,9 @@ impl crate::daemon::Running for RunningAgent {
 
     fn stop(self) {
         self.poller.stop();
+        if let Some(reader) = self.flow_reader {
+            reader.stop();
+        }
         self.force.shutdown();
         self.debug.shutdown();
         log::info!("the enforced rules stay in place for the next start");
