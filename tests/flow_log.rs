@@ -423,3 +423,66 @@ fn egress_allowed_and_denied_name_the_netout_rule_or_the_deny() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(lines(&file).len(), 3);
 }
+
+/// The connections one policy counted on cell 2, from the agent's `/counters`.
+fn policy_count(lab: &mut Lab, src: &str, port: u64) -> u64 {
+    let (status, body) = http(lab, 2, "GET", "/counters", "");
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    v["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["source"] == src && p["ports"]["start"] == port)
+        .unwrap_or_else(|| panic!("no policy {src} port {port} in {body}"))["connections"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn counters_move_for_the_matching_policy_only() {
+    let api = PolicyApi::start();
+    let mut lab = c2c_lab(&api, |_| {});
+    api.allow(&[(A, B, "tcp", 20000, 20999), (C, B, "tcp", 9090, 9090)]);
+    let _s1 = TcpServer::start(lab.container("b"), 8080);
+    let _s2 = TcpServer::start(lab.container("b"), 20500);
+    let b = ip(&lab, "b");
+    wait_connect(&lab, "a", "b", 8080, Conn::Ok);
+    wait_connect(&lab, "a", "b", 20500, Conn::Ok);
+    let (_, before_metrics) = http(&mut lab, 2, "GET", "/metrics", "");
+    let allowed_total = r#"vpa_flow_connections_total{verdict="allowed",kind="c2c"} "#;
+    let denied_total = r#"vpa_flow_connections_total{verdict="denied",kind="c2c"} "#;
+    let before = (
+        policy_count(&mut lab, A, 8080),
+        policy_count(&mut lab, A, 20000),
+        policy_count(&mut lab, C, 9090),
+    );
+    for _ in 0..3 {
+        assert_eq!(tcp_connect(lab.container("a"), b, 8080), Conn::Ok);
+    }
+    assert_eq!(tcp_connect(lab.container("a"), b, 20500), Conn::Ok);
+    assert_eq!(tcp_connect(lab.container("c"), b, 8080), Conn::Refused);
+    let after = (
+        policy_count(&mut lab, A, 8080),
+        policy_count(&mut lab, A, 20000),
+        policy_count(&mut lab, C, 9090),
+    );
+    assert_eq!(
+        (after.0 - before.0, after.1 - before.1, after.2 - before.2),
+        (3, 1, 0)
+    );
+    let (_, metrics) = http(&mut lab, 2, "GET", "/metrics", "");
+    assert_eq!(
+        metric(&metrics, allowed_total) - metric(&before_metrics, allowed_total),
+        4.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, denied_total) - metric(&before_metrics, denied_total),
+        1.0
+    );
+    // Cell 1 enforces none of these (its app is only a source): no policy listed.
+    let (_, body) = http(&mut lab, 1, "GET", "/counters", "");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["policies"], json!([]), "{body}");
+}

@@ -77,7 +77,7 @@ struct State {
 }
 
 /// Told the containers and policies of every applied cycle (the flow log names apps with them).
-pub type Observer = Box<dyn Fn(&[Container], &[Policy]) + Send + Sync>;
+pub type Observer = Box<dyn Fn(&[Container], &[Policy], &Plan) + Send + Sync>;
 
 pub struct Agent {
     observers: Mutex<Vec<Observer>>,
@@ -312,8 +312,8 @@ impl Agent {
         // A rewrite repairs drift only from fresh policies; while fetching fails the full sync
         // stays due, and rewriting on every retry would redo the whole table for nothing.
         let applied = self.apply(st, &plan, rebuild && fetch_error.is_none())?;
+        self.notify(&st.containers, &policies, &plan);
         st.installed = Some(plan);
-        self.notify(&st.containers, &policies);
         if fetch_error.is_none() {
             st.policies = policies;
             st.policies_for = apps;
@@ -381,14 +381,14 @@ impl Agent {
             .push(observer);
     }
 
-    fn notify(&self, containers: &[Container], policies: &[Policy]) {
+    fn notify(&self, containers: &[Container], policies: &[Policy], plan: &Plan) {
         for o in self
             .observers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
         {
-            o(containers, policies);
+            o(containers, policies, plan);
         }
     }
 

@@ -28,8 +28,8 @@ pub fn start(
         FlowMetrics::register(registry),
     )?;
     let observer = flows.clone();
-    agent.observe(Box::new(move |containers, policies| {
-        observer.observe(containers, policies)
+    agent.observe(Box::new(move |containers, policies, plan| {
+        observer.observe(containers, policies, plan)
     }));
     log::info!("flow log to {file}");
     Ok((Some(flows), Some(reader)))

@@ -5,8 +5,12 @@
 //! ([`super::flow_table`]) and its switches: denied c2c logging, egress logging and audit mode,
 //! each changed at run time on the debug port.
 
-use super::flow_table::{self, FlowRules, AUDIT_DROPPED, DENIED_DROPPED};
+use super::flow_table::{
+    self, Count, Counters, FlowRules, AUDIT_DROPPED, C2C_ALLOWED, C2C_AUDIT, C2C_DENIED,
+    DENIED_DROPPED,
+};
 use super::nft::Runner;
+use super::plan::{Plan, EXPAND_RANGES_UP_TO};
 use crate::api::policy::Policy;
 use crate::cell::marks::TAG_MASK;
 use crate::cell::Container;
@@ -68,8 +72,16 @@ pub struct KindLabels {
     pub kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerdictLabels {
+    pub verdict: String,
+    pub kind: String,
+}
+
 #[derive(Clone)]
 pub struct FlowMetrics {
+    /// New connections by verdict and kind (the flow table's counters; bounded labels).
+    pub connections: Family<VerdictLabels, Counter>,
     /// Lines written, by kind.
     pub events: Family<KindLabels, Counter>,
     /// Connections the rate limit left unlogged, by kind (from the flow table's counters).
@@ -87,6 +99,10 @@ impl FlowMetrics {
     pub fn register(registry: &mut Registry) -> FlowMetrics {
         let mut r = crate::metrics::Registrar::new(registry, "vpa_flow");
         FlowMetrics {
+            connections: r.metric(
+                "connections",
+                "New c2c connections to this cell's containers, by verdict (allowed, denied, audit) and kind",
+            ),
             events: r.metric("events", "Flow log lines written, by kind"),
             rate_limited: r.metric(
                 "rate_limited",
@@ -121,8 +137,10 @@ struct TableState {
     containers: Vec<Container>,
     local: BTreeSet<Ipv4Addr>,
     audit_ips: BTreeSet<Ipv4Addr>,
-    /// Last read values of the table's counters (a restart of the table starts them at 0).
+    /// Last read values of the table's named counters (a restart of the table starts them at 0).
     counters: HashMap<String, u64>,
+    /// The agent's plan whose elements the counted sets hold.
+    counted: Plan,
 }
 
 pub struct Flows {
@@ -178,6 +196,7 @@ impl Flows {
                 local: BTreeSet::new(),
                 audit_ips: BTreeSet::new(),
                 counters: HashMap::new(),
+                counted: Plan::default(),
             }),
             runner,
             nft_path: nft_path.to_string(),
@@ -308,7 +327,7 @@ impl Flows {
 
     /// After every agent cycle: the containers and policies the names come from, and the flow
     /// table's sets.
-    pub fn observe(&self, containers: &[Container], policies: &[Policy]) {
+    pub fn observe(&self, containers: &[Container], policies: &[Policy], plan: &Plan) {
         self.identities
             .store(Arc::new(Identities::new(containers, policies)));
         let mut st = self.lock();
@@ -318,6 +337,14 @@ impl Flows {
         }
         if let Err(e) = self.sync_sets(&mut st) {
             log::error!("flow table: {e}");
+        }
+        let counted = flow_table::render_counted(&st.counted, plan);
+        if !counted.is_empty() {
+            match self.runner.run(&counted) {
+                Ok(()) => st.counted = plan.clone(),
+                // Rebuilt from nothing next time: the sets may hold part of the old plan.
+                Err(e) => log::error!("flow table counters: {e}"),
+            }
         }
     }
 
@@ -377,32 +404,124 @@ impl Flows {
         Ok(())
     }
 
-    /// Before a scrape: adds what the table's rate-limit counters moved since the last read.
-    pub fn refresh_counters(&self) {
+    fn read_counters(&self) -> Option<Counters> {
         let out = std::process::Command::new(&self.nft_path)
-            .args(["-j", "list", "counters", "table", "ip", flow_table::TABLE])
-            .output();
-        let Ok(out) = out else { return };
+            .args(["-j", "list", "table", "ip", flow_table::TABLE])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| flow_table::parse_counters(&String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// Before a scrape: adds what the table's named counters moved since the last read.
+    pub fn refresh_counters(&self) {
+        let Some(counters) = self.read_counters() else {
+            return;
+        };
         let mut st = self.lock();
-        for (name, packets) in flow_table::parse_counters(&String::from_utf8_lossy(&out.stdout)) {
-            let kind = match name.as_str() {
-                DENIED_DROPPED => Kind::C2cDenied,
-                AUDIT_DROPPED => Kind::C2cAudit,
-                _ => continue,
-            };
-            let last = st.counters.insert(name, packets).unwrap_or(0);
-            let moved = if packets >= last {
-                packets - last
+        for (name, n) in counters.named {
+            let last = st.counters.insert(name.clone(), n.packets).unwrap_or(0);
+            let moved = if n.packets >= last {
+                n.packets - last
             } else {
-                packets
+                n.packets
             };
-            self.metrics
-                .rate_limited
-                .get_or_create(&KindLabels {
-                    kind: kind.label().into(),
-                })
-                .inc_by(moved);
+            let verdict = |verdict: &str| VerdictLabels {
+                verdict: verdict.into(),
+                kind: "c2c".into(),
+            };
+            let kind = |kind: Kind| KindLabels {
+                kind: kind.label().into(),
+            };
+            let m = &self.metrics;
+            match name.as_str() {
+                C2C_ALLOWED => m
+                    .connections
+                    .get_or_create(&verdict("allowed"))
+                    .inc_by(moved),
+                C2C_DENIED => m
+                    .connections
+                    .get_or_create(&verdict("denied"))
+                    .inc_by(moved),
+                C2C_AUDIT => m.connections.get_or_create(&verdict("audit")).inc_by(moved),
+                DENIED_DROPPED => m
+                    .rate_limited
+                    .get_or_create(&kind(Kind::C2cDenied))
+                    .inc_by(moved),
+                AUDIT_DROPPED => m
+                    .rate_limited
+                    .get_or_create(&kind(Kind::C2cAudit))
+                    .inc_by(moved),
+                _ => 0,
+            };
         }
+    }
+
+    /// Per policy: the new connections it allowed on this cell since the agent started (every
+    /// fetched policy is listed, so one nothing uses shows 0), and the totals by verdict.
+    pub fn counters_json(&self) -> Option<serde_json::Value> {
+        let counters = self.read_counters()?;
+        let ids = self.identities.load();
+        let policies: Vec<serde_json::Value> = ids
+            .policies()
+            .iter()
+            .filter_map(|p| {
+                let tag = p
+                    .source
+                    .tag
+                    .as_deref()
+                    .and_then(crate::api::policy::parse_tag)?;
+                let dst = p.destination.id.as_str();
+                let (start, end) = (p.destination.ports.start, p.destination.ports.end);
+                let end = if end == 0 { start } else { end };
+                let wide = end - start + 1 > i64::from(EXPAND_RANGES_UP_TO);
+                let proto = p.destination.protocol.as_str();
+                let mut total = Count::default();
+                let mut add = |n: &Count| {
+                    total.packets += n.packets;
+                    total.bytes += n.bytes;
+                };
+                for (a, n) in &counters.allowed {
+                    let fits = a.mark == tag
+                        && a.proto.to_string() == proto
+                        && (start..=end).contains(&i64::from(a.port))
+                        && ids.app_at(a.daddr) == Some(dst);
+                    if fits {
+                        add(n);
+                    }
+                }
+                for (k, n) in &counters.ranges {
+                    if wide
+                        && k.mark == tag
+                        && k.proto.to_string() == proto
+                        && ids.app_at(k.daddr) == Some(dst)
+                    {
+                        add(n);
+                    }
+                }
+                // Policies of local sources to remote destinations are enforced on the other cell.
+                let enforced_here = ids.has_app(dst);
+                enforced_here.then(|| {
+                    serde_json::json!({
+                        "source": p.source.id, "destination": dst, "protocol": proto,
+                        "ports": {"start": start, "end": end},
+                        "connections": total.packets, "bytes": total.bytes,
+                    })
+                })
+            })
+            .collect();
+        let named: serde_json::Map<String, serde_json::Value> = counters
+            .named
+            .iter()
+            .map(|(name, n)| {
+                (
+                    name.clone(),
+                    serde_json::json!({"connections": n.packets, "bytes": n.bytes}),
+                )
+            })
+            .collect();
+        Some(serde_json::json!({"policies": policies, "totals": named}))
     }
 
     /// The debug port's flow routes: `/flow-logging` and `/audit`.
@@ -412,6 +531,11 @@ impl Flows {
         c2c_allowed: &dyn Fn(Option<bool>) -> Result<bool, String>,
     ) -> Option<Response> {
         match req.path.as_str() {
+            "/counters" => Some(match (req.method.as_str(), self.counters_json()) {
+                ("GET", Some(json)) => Response::json(200, &json),
+                ("GET", None) => Response::error(500, "reading the flow table's counters failed"),
+                _ => Response::error(405, "method not allowed"),
+            }),
             "/flow-logging" => Some(self.logging_route(req, c2c_allowed)),
             "/audit" => Some(self.audit_route(req)),
             _ => None,

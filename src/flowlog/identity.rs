@@ -45,6 +45,20 @@ impl Identities {
         }
     }
 
+    pub fn policies(&self) -> &[Policy] {
+        &self.policies
+    }
+
+    /// The app of the local container at `ip`.
+    pub fn app_at(&self, ip: Ipv4Addr) -> Option<&str> {
+        self.by_ip.get(&ip)?.app()
+    }
+
+    /// Whether a container of `app` runs on this cell.
+    pub fn has_app(&self, app: &str) -> bool {
+        self.by_ip.values().any(|c| c.app() == Some(app))
+    }
+
     pub fn by_handle(&self, handle: &str) -> Option<&Container> {
         self.by_ip.get(self.by_handle.get(handle)?)
     }
