@@ -486,3 +486,104 @@ fn counters_move_for_the_matching_policy_only() {
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["policies"], json!([]), "{body}");
 }
+
+/// `netman` run inside cell 2 (where the agent's debug port is), the policy server's external
+/// API relayed to the cell's loopback; apps by GUID (no Cloud Controller).
+fn netman_in_cell(lab: &Lab, api_port: u16, args: &[&str]) -> (i32, String, String) {
+    let home = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.cells[1].ns.name])
+        .arg(env!("CARGO_BIN_EXE_netman"))
+        .args(args)
+        .env_clear()
+        .env("HOME", home.path())
+        .env("NETMAN_API", format!("http://127.0.0.1:{api_port}"))
+        .env("NETMAN_TOKEN", support::policy_server::ADMIN_TOKEN)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn explain_names_the_allowing_policy_or_says_no_policy_with_the_ports_allowed_instead() {
+    let api = PolicyApi::start();
+    let lab = c2c_lab(&api, |_| {});
+    let external: std::net::SocketAddr = api
+        .external_url()
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let _relay = lab::Relay::start(&lab.cells[1].ns.path(), 4555, external);
+    wait_until("cell 2's first sync", Duration::from_secs(10), || {
+        let (_, body) = lab.cells[1]
+            .local_http("GET", DEBUG, "/counters", "")
+            .unwrap();
+        body.contains(r#""source":"app-A""#)
+    });
+    let debug = "http://127.0.0.1:8721";
+
+    let (code, out, err) = netman_in_cell(
+        &lab,
+        4555,
+        &["explain", A, B, "--port", "8080", "--cell-debug", debug],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("ALLOWED by policy app-A -> app-B tcp 8080\n"),
+        "{out}"
+    );
+    let b = ip(&lab, "b");
+    assert!(
+        out.contains(&format!(
+            "Cell enforces:\n   {b} (b): {b} . tcp . 8080 . 0x"
+        )) && out.contains(" element present"),
+        "{out}"
+    );
+
+    let (code, out, err) = netman_in_cell(
+        &lab,
+        4555,
+        &["explain", A, B, "--port", "9090", "--cell-debug", debug],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("DENIED: no policy allows app-A to reach app-B on tcp 9090 (default deny)\nAllowed instead: tcp 8080\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains(" . tcp . 9090 . 0x") && out.contains(" element missing"),
+        "{out}"
+    );
+
+    let (code, out, _) = netman_in_cell(&lab, 4555, &["explain", C, B]);
+    assert_eq!(code, 0);
+    assert!(out.contains("DENIED: no policy allows app-C to reach app-B (default deny)\nNo policy from app-C to app-B at all.\n"), "{out}");
+
+    let (code, out, _) = netman_in_cell(
+        &lab,
+        4555,
+        &["--json", "explain", A, B, "--protocol", "udp"],
+    );
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["allowed"], false);
+    assert_eq!(v["policies"], json!([]));
+    assert_eq!(
+        v["allowed_instead"][0]["destination"]["ports"],
+        json!({"start": 8080, "end": 8080})
+    );
+
+    // Bad input: a clear error, nothing asked.
+    let (code, _, err) = netman_in_cell(&lab, 4555, &["explain", A, B, "--port", "0"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("Port is not valid") || err.contains("port"),
+        "{err}"
+    );
+    let (code, _, err) = netman_in_cell(&lab, 4555, &["explain", A]);
+    assert_eq!(code, 1, "{err}");
+}

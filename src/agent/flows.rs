@@ -531,6 +531,7 @@ impl Flows {
         c2c_allowed: &dyn Fn(Option<bool>) -> Result<bool, String>,
     ) -> Option<Response> {
         match req.path.as_str() {
+            "/enforced" if req.method == "GET" => Some(self.enforced_route(req)),
             "/counters" => Some(match (req.method.as_str(), self.counters_json()) {
                 ("GET", Some(json)) => Response::json(200, &json),
                 ("GET", None) => Response::error(500, "reading the flow table's counters failed"),
@@ -594,6 +595,74 @@ impl Flows {
             }
             _ => Response::error(405, "method not allowed"),
         }
+    }
+
+    /// `GET /enforced?source=&destination=&protocol=&port=`: for each container of the
+    /// destination app on this cell, whether the agent's table holds the element that allows the
+    /// source's tag on that port (asked of the kernel, not of the plan).
+    fn enforced_route(&self, req: &Request) -> Response {
+        let param = |name: &str| req.query_param(name).filter(|v| !v.is_empty());
+        let (Some(source), Some(destination), Some(protocol), Some(port)) = (
+            param("source"),
+            param("destination"),
+            param("protocol"),
+            param("port"),
+        ) else {
+            return Response::error(400, "source, destination, protocol and port are required");
+        };
+        let Some(proto) = super::plan::Proto::parse(protocol) else {
+            return Response::error(400, &format!("invalid protocol {protocol:?} (tcp or udp)"));
+        };
+        let Some(port) = port.parse::<u16>().ok().filter(|p| *p > 0) else {
+            return Response::error(400, &format!("invalid port {port:?}"));
+        };
+        let ids = self.identities.load();
+        let tag = ids.tag_of(source);
+        let ranges = self.lock().counted.ranges.clone();
+        let containers: Vec<serde_json::Value> = ids
+            .containers_of(destination)
+            .map(|c| {
+                let Some(tag) = tag else {
+                    return serde_json::json!({"ip": c.ip, "handle": c.handle, "present": false,
+                        "element": null, "why": "the source app's tag is unknown on this cell (no policy names it)"});
+                };
+                let single = format!("{} . {proto} . {port} . 0x{tag:08x}", c.ip);
+                if self.kernel_has(super::nft::Set::Allowed.name(), &single) {
+                    return serde_json::json!({"ip": c.ip, "handle": c.handle, "present": true,
+                        "set": "allowed", "element": single});
+                }
+                let key = super::plan::RangeKey { daddr: c.ip, proto, mark: tag };
+                let range = format!("{} . {proto} . 0x{tag:08x}", c.ip);
+                let covers = ranges
+                    .get(&key)
+                    .is_some_and(|r| r.ranges().iter().any(|(s, e)| (*s..=*e).contains(&port)));
+                if covers && self.kernel_has(super::nft::Set::AllowedRanges.name(), &range) {
+                    return serde_json::json!({"ip": c.ip, "handle": c.handle, "present": true,
+                        "set": "allowed_ranges", "element": range});
+                }
+                serde_json::json!({"ip": c.ip, "handle": c.handle, "present": false,
+                    "set": "allowed", "element": single})
+            })
+            .collect();
+        Response::json(
+            200,
+            &serde_json::json!({
+                "source": source, "destination": destination,
+                "source_tag": tag.map(|t| format!("{t:04x}")),
+                "containers": containers,
+            }),
+        )
+    }
+
+    /// Whether the agent's table holds `element` in `set` (`nft get element`).
+    fn kernel_has(&self, set: &str, element: &str) -> bool {
+        std::process::Command::new(&self.nft_path)
+            .args(["get", "element", "ip", super::nft::TABLE, set])
+            .arg(format!("{{ {element} }}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
     }
 
     fn audit_route(&self, req: &Request) -> Response {

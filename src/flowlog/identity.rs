@@ -54,6 +54,25 @@ impl Identities {
         self.by_ip.get(&ip)?.app()
     }
 
+    /// This cell's containers of `app`, by IP.
+    pub fn containers_of<'a>(&'a self, app: &'a str) -> impl Iterator<Item = &'a Container> + 'a {
+        let mut list: Vec<&Container> = self
+            .by_ip
+            .values()
+            .filter(|c| c.app() == Some(app))
+            .collect();
+        list.sort_by_key(|c| c.ip);
+        list.into_iter()
+    }
+
+    /// The tag of `app` as the fetched policies give it.
+    pub fn tag_of(&self, app: &str) -> Option<u32> {
+        self.app_of_tag
+            .iter()
+            .find(|(_, a)| *a == app)
+            .map(|(t, _)| *t)
+    }
+
     /// Whether a container of `app` runs on this cell.
     pub fn has_app(&self, app: &str) -> bool {
         self.by_ip.values().any(|c| c.app() == Some(app))

@@ -7,6 +7,7 @@
 pub mod access;
 pub mod allow_access;
 pub mod cleanup;
+pub mod explain;
 pub mod list_access;
 pub mod remove_access;
 pub mod tags;
@@ -26,6 +27,8 @@ pub enum Command {
         override_help = remove_access::HELP
     )]
     RemoveAccess(access::PolicyArgs),
+    #[command(override_help = explain::HELP)]
+    Explain(explain::ExplainArgs),
     #[command(override_help = tags::HELP)]
     Tags,
     #[command(override_help = whoami::HELP)]
@@ -43,6 +46,7 @@ impl Command {
             Command::AllowAccess(a) => allow_access::run(ctx, a),
             Command::RemoveAccess(a) => remove_access::run(ctx, a),
             Command::ListAccess(a) => list_access::run(ctx, a),
+            Command::Explain(a) => explain::run(ctx, a),
             Command::Tags => tags::run(ctx),
             Command::Whoami => whoami::run(ctx),
             Command::Cleanup => cleanup::run(ctx),
@@ -57,6 +61,7 @@ pub fn help(name: &str) -> Option<&'static str> {
         "allow-access" | "add-network-policy" => allow_access::HELP,
         "list-access" | "network-policies" => list_access::HELP,
         "remove-access" | "remove-network-policy" | "deny-access" => remove_access::HELP,
+        "explain" => explain::HELP,
         "tags" => tags::HELP,
         "whoami" => whoami::HELP,
         "cleanup" => cleanup::HELP,
