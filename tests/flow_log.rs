@@ -167,6 +167,21 @@ fn c2c_allowed_denied_audit_and_switched_off() {
     // Cell 1 saw nothing to log: its container sent, it decided nothing.
     assert!(lines(&flow_file(&mut lab, 1)).is_empty());
 
+    // C is no policy's source: its packets carry no tag, and the networker refuses them on the
+    // source cell (here, the lab has no cell guard, cell 1 refuses them too). Cell 2 logs it.
+    let line = next_line(&log, || {
+        assert_eq!(tcp_connect(lab.container("c"), a, 8080), Conn::Refused)
+    });
+    assert_eq!(
+        line,
+        json!({
+            "cell": "cell-2", "verdict": "denied", "direction": "c2c_egress", "protocol": "tcp",
+            "src": {"ip": c, "app": C, "space": "space-1", "handle": "c"},
+            "dst": {"ip": a, "port": 8080, "app": null, "space": null},
+            "rule": {"kind": "default_deny"}
+        })
+    );
+
     // Audit mode for B: what would be denied passes and is logged as audit.
     let (status, body) = http(&mut lab, 2, "PUT", "/audit", r#"{"apps":["app-B"]}"#);
     assert_eq!(

@@ -23,10 +23,14 @@
 //!     ct state new meta mark & 0xffff0000 == 0x01000000 counter name "c2c_allowed" jump count_allowed
 //!     ct state new meta mark & 0xffff0000 == 0 ip daddr @audit_dsts jump audit_c2c
 //!     ct state new meta mark & 0xffff0000 == 0 ip daddr @local_dsts counter name "c2c_denied" [jump log_denied_c2c]
+//!     ct state new meta mark 0 ip saddr @local_dsts meta oifkind "vxlan" counter name "c2c_denied_at_source" [jump log_denied_at_source]
 //!   }
 //!   }
 //! }
 //! ```
+//! The last rule: a container whose app is no policy's source sends untagged packets, which the
+//! networker refuses on this (the source) cell before they reach the overlay device; logged here
+//! since no destination cell sees them.
 //! "Would be denied" is exactly what the networker's chain rejects: a new connection to a local
 //! container without the policy bit and without the ingress mark of NetIn (the high half of the
 //! mark is 0). The table is replaced whole only at start; set and chain changes afterwards keep
@@ -35,7 +39,10 @@
 
 use super::plan::{Allow, Plan, RangeKey};
 use crate::cell::marks::{ALLOWED_BIT, HIGH_MASK};
-use crate::flowlog::kind::{C2C_AUDIT as AUDIT_PREFIX, C2C_DENIED as DENIED_PREFIX};
+use crate::flowlog::kind::{
+    C2C_AUDIT as AUDIT_PREFIX, C2C_DENIED as DENIED_PREFIX,
+    C2C_DENIED_AT_SOURCE as AT_SOURCE_PREFIX,
+};
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
@@ -47,6 +54,8 @@ pub const AUDIT_DROPPED: &str = "audit_log_dropped";
 pub const C2C_ALLOWED: &str = "c2c_allowed";
 pub const C2C_DENIED: &str = "c2c_denied";
 pub const C2C_AUDIT: &str = "c2c_audit";
+pub const C2C_DENIED_AT_SOURCE: &str = "c2c_denied_at_source";
+pub const AT_SOURCE_DROPPED: &str = "denied_at_source_log_dropped";
 pub const ALLOWED_COUNTED: &str = "allowed_counted";
 pub const RANGES_COUNTED: &str = "ranges_counted";
 
@@ -77,6 +86,15 @@ fn forward_rules(out: &mut String, rules: &FlowRules) {
     let _ = writeln!(
         out,
         "add rule ip {TABLE} forward {candidate} ip daddr @local_dsts counter name \"{C2C_DENIED}\"{log}"
+    );
+    let log = if rules.denied {
+        " jump log_denied_at_source"
+    } else {
+        ""
+    };
+    let _ = writeln!(
+        out,
+        "add rule ip {TABLE} forward ct state new meta mark 0 ip saddr @local_dsts meta oifkind \"vxlan\" counter name \"{C2C_DENIED_AT_SOURCE}\"{log}"
     );
 }
 
@@ -174,8 +192,10 @@ pub fn render_full(
         C2C_ALLOWED,
         C2C_DENIED,
         C2C_AUDIT,
+        C2C_DENIED_AT_SOURCE,
         DENIED_DROPPED,
         AUDIT_DROPPED,
+        AT_SOURCE_DROPPED,
     ] {
         let _ = writeln!(out, "add counter ip {TABLE} {counter}");
     }
@@ -209,6 +229,15 @@ pub fn render_full(
     let _ = writeln!(
         out,
         "add rule ip {TABLE} log_denied_c2c counter name \"{DENIED_DROPPED}\""
+    );
+    let _ = writeln!(out, "add chain ip {TABLE} log_denied_at_source");
+    let _ = writeln!(
+        out,
+        "add rule ip {TABLE} log_denied_at_source {limit} log prefix \"{AT_SOURCE_PREFIX}\" group {group} return"
+    );
+    let _ = writeln!(
+        out,
+        "add rule ip {TABLE} log_denied_at_source counter name \"{AT_SOURCE_DROPPED}\""
     );
     let _ = writeln!(
         out,
@@ -340,14 +369,19 @@ mod tests {
             "flush chain ip netman_flows forward\n\
              add rule ip netman_flows forward ct state new meta mark & 0xffff0000 == 0x01000000 counter name \"c2c_allowed\" jump count_allowed\n\
              add rule ip netman_flows forward ct state new meta mark & 0xffff0000 == 0 ip daddr @audit_dsts jump audit_c2c\n\
-             add rule ip netman_flows forward ct state new meta mark & 0xffff0000 == 0 ip daddr @local_dsts counter name \"c2c_denied\" jump log_denied_c2c\n"
+             add rule ip netman_flows forward ct state new meta mark & 0xffff0000 == 0 ip daddr @local_dsts counter name \"c2c_denied\" jump log_denied_c2c\n\
+             add rule ip netman_flows forward ct state new meta mark 0 ip saddr @local_dsts meta oifkind \"vxlan\" counter name \"c2c_denied_at_source\" jump log_denied_at_source\n"
         );
         let off = render_chain(&FlowRules {
             denied: false,
             ..on
         });
         assert!(
-            off.ends_with("@local_dsts counter name \"c2c_denied\"\n"),
+            off.contains("@local_dsts counter name \"c2c_denied\"\n"),
+            "{off}"
+        );
+        assert!(
+            off.ends_with("counter name \"c2c_denied_at_source\"\n"),
             "{off}"
         );
         let full = render_full(

@@ -6,8 +6,8 @@
 //! each changed at run time on the debug port.
 
 use super::flow_table::{
-    self, Count, Counters, FlowRules, AUDIT_DROPPED, C2C_ALLOWED, C2C_AUDIT, C2C_DENIED,
-    DENIED_DROPPED,
+    self, Count, Counters, FlowRules, AT_SOURCE_DROPPED, AUDIT_DROPPED, C2C_ALLOWED, C2C_AUDIT,
+    C2C_DENIED, C2C_DENIED_AT_SOURCE, DENIED_DROPPED,
 };
 use super::nft::Runner;
 use super::plan::{Plan, EXPAND_RANGES_UP_TO};
@@ -271,7 +271,7 @@ impl Flows {
         };
         let protocol = protocol_name(ip.protocol);
         let (src, dst, rule) = match prefix.kind.direction() {
-            Direction::C2cIngress => {
+            Direction::C2cIngress | Direction::C2cEgress => {
                 let tag = Some(l.mark & TAG_MASK).filter(|t| *t != 0);
                 let src = ids.endpoint(ip.src, sport, tag);
                 let dst = ids.endpoint(ip.dst, dport, None);
@@ -427,9 +427,9 @@ impl Flows {
             } else {
                 n.packets
             };
-            let verdict = |verdict: &str| VerdictLabels {
+            let verdict = |verdict: &str, kind: &str| VerdictLabels {
                 verdict: verdict.into(),
-                kind: "c2c".into(),
+                kind: kind.into(),
             };
             let kind = |kind: Kind| KindLabels {
                 kind: kind.label().into(),
@@ -438,13 +438,20 @@ impl Flows {
             match name.as_str() {
                 C2C_ALLOWED => m
                     .connections
-                    .get_or_create(&verdict("allowed"))
+                    .get_or_create(&verdict("allowed", "c2c"))
                     .inc_by(moved),
                 C2C_DENIED => m
                     .connections
-                    .get_or_create(&verdict("denied"))
+                    .get_or_create(&verdict("denied", "c2c"))
                     .inc_by(moved),
-                C2C_AUDIT => m.connections.get_or_create(&verdict("audit")).inc_by(moved),
+                C2C_AUDIT => m
+                    .connections
+                    .get_or_create(&verdict("audit", "c2c"))
+                    .inc_by(moved),
+                C2C_DENIED_AT_SOURCE => m
+                    .connections
+                    .get_or_create(&verdict("denied", "c2c_at_source"))
+                    .inc_by(moved),
                 DENIED_DROPPED => m
                     .rate_limited
                     .get_or_create(&kind(Kind::C2cDenied))
@@ -452,6 +459,10 @@ impl Flows {
                 AUDIT_DROPPED => m
                     .rate_limited
                     .get_or_create(&kind(Kind::C2cAudit))
+                    .inc_by(moved),
+                AT_SOURCE_DROPPED => m
+                    .rate_limited
+                    .get_or_create(&kind(Kind::C2cDeniedAtSource))
                     .inc_by(moved),
                 _ => 0,
             };

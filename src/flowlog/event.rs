@@ -18,6 +18,8 @@ pub enum Verdict {
 pub enum Direction {
     /// Container to container, seen on the destination's cell.
     C2cIngress,
+    /// Container to container, refused on the source's cell (the source app has no tag).
+    C2cEgress,
     /// A container to a destination outside the overlay.
     Egress,
 }

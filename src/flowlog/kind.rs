@@ -8,6 +8,9 @@ use super::event::{Direction, Verdict};
 pub const C2C_ALLOWED: &str = "OK_C2C ";
 /// Denied c2c connections (the flow table).
 pub const C2C_DENIED: &str = "DENY_C2C ";
+/// Denied on the source cell: a container whose app is no policy's source (so its packets
+/// carry no tag) sending to another cell (the flow table).
+pub const C2C_DENIED_AT_SOURCE: &str = "DENY_C2C_SRC ";
 /// Audit mode: would have been denied, passed (the flow table).
 pub const C2C_AUDIT: &str = "AUDIT_C2C ";
 /// The networker's NetOut logging: `OK_<handle>` (a logged allow rule) and `DENY_<handle>`
@@ -21,6 +24,7 @@ pub const EGRESS_DENY_NETWORK: &str = "DENYNET_";
 pub enum Kind {
     C2cAllowed,
     C2cDenied,
+    C2cDeniedAtSource,
     C2cAudit,
     EgressAllowed,
     EgressDenied,
@@ -31,6 +35,7 @@ impl Kind {
         match self {
             Kind::C2cAllowed => "c2c_allowed",
             Kind::C2cDenied => "c2c_denied",
+            Kind::C2cDeniedAtSource => "c2c_denied_at_source",
             Kind::C2cAudit => "c2c_audit",
             Kind::EgressAllowed => "egress_allowed",
             Kind::EgressDenied => "egress_denied",
@@ -40,7 +45,7 @@ impl Kind {
     pub fn verdict(self) -> Verdict {
         match self {
             Kind::C2cAllowed | Kind::EgressAllowed => Verdict::Allowed,
-            Kind::C2cDenied | Kind::EgressDenied => Verdict::Denied,
+            Kind::C2cDenied | Kind::C2cDeniedAtSource | Kind::EgressDenied => Verdict::Denied,
             Kind::C2cAudit => Verdict::Audit,
         }
     }
@@ -48,6 +53,7 @@ impl Kind {
     pub fn direction(self) -> Direction {
         match self {
             Kind::C2cAllowed | Kind::C2cDenied | Kind::C2cAudit => Direction::C2cIngress,
+            Kind::C2cDeniedAtSource => Direction::C2cEgress,
             Kind::EgressAllowed | Kind::EgressDenied => Direction::Egress,
         }
     }
@@ -78,6 +84,7 @@ pub fn classify(prefix: &str) -> Option<Prefix> {
     match prefix {
         C2C_ALLOWED => Some(c2c(Kind::C2cAllowed)),
         C2C_DENIED => Some(c2c(Kind::C2cDenied)),
+        C2C_DENIED_AT_SOURCE => Some(c2c(Kind::C2cDeniedAtSource)),
         C2C_AUDIT => Some(c2c(Kind::C2cAudit)),
         // The networker's own c2c deny log (`DENY_C2C_<handle>`): the flow table logs those.
         p if p.starts_with("DENY_C2C_") => None,
@@ -104,6 +111,10 @@ mod tests {
         assert_eq!(classify("OK_C2C ").unwrap().kind, Kind::C2cAllowed);
         assert_eq!(classify("DENY_C2C ").unwrap().kind, Kind::C2cDenied);
         assert_eq!(classify("AUDIT_C2C ").unwrap().kind, Kind::C2cAudit);
+        assert_eq!(
+            classify("DENY_C2C_SRC ").unwrap().kind,
+            Kind::C2cDeniedAtSource
+        );
         let p = classify("OK_h-1").unwrap();
         assert_eq!(
             (p.kind, p.handle.as_deref()),
