@@ -22,6 +22,7 @@ pub mod netlink; // synchronous rtnetlink wrapper
 pub mod overlay; // lease controller, per-cell daemon, overlay CNI plugin
 
 pub mod cell; // the cell contract: mark layout, container store
+pub mod flowlog; // NFLOG reading and flow log lines (run by the agent)
 
 pub mod agent; // vxlan-policy-agent
 pub mod networker; // garden-external-networker

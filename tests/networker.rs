@@ -155,6 +155,8 @@ fn deny_logging_rules_when_asked() {
             "--dport 8000 -g netout--logged--log",
             // deny networks of an app: always + running, not staging
             "-A netout--logged -d 198.51.100.0/30 -j REJECT --reject-with icmp-port-unreachable",
+            // the flow log's "deny network" rule
+            "-A netout--logged -d 198.51.100.0/30 -m limit --limit 1/sec --limit-burst 1 -j NFLOG --nflog-prefix DENYNET_logged --nflog-group 7",
             "-A netout--logged -d 172.16.0.0/12 -j REJECT",
         ] {
             assert!(save.contains(want), "missing {want:?} in\n{save}");

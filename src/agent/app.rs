@@ -24,6 +24,7 @@ pub struct RunningAgent {
     policy_server_url: String,
     poller: Worker,
     asg_poller: Option<Worker>,
+    flow_reader: Option<Worker>,
 }
 
 pub fn start(config: AgentConfig) -> Result<RunningAgent, String> {
@@ -33,8 +34,10 @@ pub fn start(config: AgentConfig) -> Result<RunningAgent, String> {
     let agent = Arc::new(agent(&config, metrics)?);
     let asg = asg_agent(&config, &mut registry)?;
     let asg_health = asg.clone();
+    let (flows, flow_reader) = super::flow_wiring::start(&config, &agent, &mut registry)?;
     let health = agent.clone();
     let scraped = agent.clone();
+    let scraped_flows = flows.clone();
     let debug = debug::serve(
         &format!("{}:{}", config.debug_server_host, config.debug_server_port),
         DebugHandler::new(
@@ -46,9 +49,16 @@ pub fn start(config: AgentConfig) -> Result<RunningAgent, String> {
             move || {
                 uptime.refresh();
                 scraped.refresh_staleness();
+                if let Some(f) = &scraped_flows {
+                    f.refresh_counters();
+                }
             },
         )
-        .with_routes(debug_routes(agent.clone())),
+        .with_routes(super::flow_wiring::routes(
+            debug_routes(agent.clone()),
+            agent.clone(),
+            flows,
+        )),
     )?;
     let force = Server::start(
         &format!(
@@ -81,6 +91,7 @@ pub fn start(config: AgentConfig) -> Result<RunningAgent, String> {
                 },
             )
         }),
+        flow_reader,
     })
 }
 
@@ -161,6 +172,9 @@ impl crate::daemon::Running for RunningAgent {
         self.poller.stop();
         if let Some(p) = self.asg_poller {
             p.stop();
+        }
+        if let Some(reader) = self.flow_reader {
+            reader.stop();
         }
         self.force.shutdown();
         self.debug.shutdown();

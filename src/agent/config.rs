@@ -81,12 +81,42 @@ pub struct AgentConfig {
     /// Log every allowed new egress connection, not only those of `log: true` rules.
     #[serde(default)]
     pub iptables_asg_logging: bool,
-    /// Rate limit of the logs of denied egress (0: not logged).
+    /// Rate limit of the logs of denied egress, and of denied and audit flow-log lines (0: denied
+    /// egress not logged; the flow log needs at least 1).
     #[serde(default = "u32_default::<1>")]
     pub iptables_denied_logs_per_sec: u32,
     /// NFLOG group of the ASG logs.
     #[serde(default = "u16_default::<1>")]
     pub asg_nflog_group: u16,
+    /// The flow log (docs/flows.md): one JSON line per logged connection; off when unset.
+    #[serde(default)]
+    pub flow_log_file: Option<String>,
+    /// The file is rotated at this size; this many old files are kept.
+    #[serde(default = "u64_default::<104857600>")]
+    pub flow_log_max_bytes: u64,
+    #[serde(default = "u64_default::<5>")]
+    pub flow_log_keep_files: u64,
+    /// The cell's name in flow log lines (default: the host name).
+    #[serde(default)]
+    pub flow_log_cell: Option<String>,
+    /// Log denied c2c connections (toggle at runtime: `/flow-logging`).
+    #[serde(default = "bool_default::<true>")]
+    pub flow_log_c2c_denied: bool,
+    /// Write the networker's NetOut log events (toggle at runtime: `/flow-logging`).
+    #[serde(default = "bool_default::<true>")]
+    pub flow_log_egress: bool,
+    /// The networker's NFLOG group (its `nflog_group`).
+    #[serde(default = "u16_default::<1>")]
+    pub egress_nflog_group: u16,
+    /// Where the networker keeps each container's NetOut rules (its `cni_cache_dir`).
+    #[serde(default = "default_netout_cache_dir")]
+    pub netout_cache_dir: String,
+    /// Audit mode from the start (toggle at runtime: `/audit`): would-be-denied c2c
+    /// connections to every container of the cell, or to those of these apps, pass and are logged.
+    #[serde(default)]
+    pub audit_cell: bool,
+    #[serde(default)]
+    pub audit_apps: Vec<String>,
     /// The `nft` executable, used only when libnftables.so.1 cannot be loaded.
     #[serde(default = "default_nft")]
     pub nft_path: String,
@@ -94,6 +124,10 @@ pub struct AgentConfig {
 
 fn default_nft() -> String {
     "nft".into()
+}
+
+fn default_netout_cache_dir() -> String {
+    "/var/vcap/data/garden-cni/cni-cache".into()
 }
 
 impl AgentConfig {
@@ -196,7 +230,85 @@ impl crate::config::Validate for AgentConfig {
             }
             require_positive("asg_poll_interval_seconds", self.asg_poll_interval_seconds)?;
         }
+        self.validate_flow_log()
+    }
+}
+
+impl AgentConfig {
+    fn validate_flow_log(&self) -> Result<(), String> {
+        let Some(file) = &self.flow_log_file else {
+            if self.audit_cell || !self.audit_apps.is_empty() {
+                return Err("invalid 'audit_cell'/'audit_apps': audit mode needs 'flow_log_file' (it logs what it lets pass)".into());
+            }
+            return Ok(());
+        };
+        require_nonempty("flow_log_file", file)?;
+        let dir = std::path::Path::new(file)
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        if !dir.is_dir() {
+            return Err(format!(
+                "invalid 'flow_log_file': directory {} does not exist",
+                dir.display()
+            ));
+        }
+        if self.flow_log_max_bytes < 4096 {
+            return Err(format!(
+                "invalid 'flow_log_max_bytes': {} (at least 4096)",
+                self.flow_log_max_bytes
+            ));
+        }
+        if self.flow_log_keep_files > 1000 {
+            return Err(format!(
+                "invalid 'flow_log_keep_files': {} (at most 1000)",
+                self.flow_log_keep_files
+            ));
+        }
+        require_positive(
+            "iptables_denied_logs_per_sec",
+            self.iptables_denied_logs_per_sec as u64,
+        )?;
+        if let Some(cell) = &self.flow_log_cell {
+            require_nonempty("flow_log_cell", cell)?;
+        }
+        if let Some(bad) = self
+            .audit_apps
+            .iter()
+            .find(|a| a.is_empty() || a.len() > 255)
+        {
+            return Err(format!("invalid 'audit_apps': {bad:?} is not an app guid"));
+        }
         Ok(())
+    }
+
+    /// The flow log's settings; `None` when it is off.
+    pub fn flow_settings(&self) -> Option<super::flows::FlowSettings> {
+        let file = self.flow_log_file.as_ref()?;
+        let cell = self.flow_log_cell.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "unknown".into())
+        });
+        let mut groups = vec![self.c2c_nflog_group, self.egress_nflog_group];
+        groups.dedup();
+        Some(super::flows::FlowSettings {
+            file: file.into(),
+            max_bytes: self.flow_log_max_bytes,
+            keep: self.flow_log_keep_files as usize,
+            cell,
+            groups,
+            rules: super::flow_table::FlowRules {
+                denied: self.flow_log_c2c_denied,
+                group: self.c2c_nflog_group,
+                per_sec: self.iptables_denied_logs_per_sec,
+            },
+            egress: self.flow_log_egress,
+            audit: super::flows::Audit {
+                cell: self.audit_cell,
+                apps: self.audit_apps.iter().cloned().collect(),
+            },
+        })
     }
 }
 

@@ -76,7 +76,11 @@ struct State {
     skipped: Vec<Skipped>,
 }
 
+/// Told the containers and policies of every applied cycle (the flow log names apps with them).
+pub type Observer = Box<dyn Fn(&[Container], &[Policy], &Plan) + Send + Sync>;
+
 pub struct Agent {
+    observers: Mutex<Vec<Observer>>,
     source: Box<dyn PolicySource>,
     dataplane: Box<dyn Dataplane>,
     metrics: AgentMetrics,
@@ -94,6 +98,7 @@ impl Agent {
         metrics: AgentMetrics,
     ) -> Agent {
         Agent {
+            observers: Mutex::new(Vec::new()),
             source,
             dataplane,
             metrics,
@@ -307,6 +312,7 @@ impl Agent {
         // A rewrite repairs drift only from fresh policies; while fetching fails the full sync
         // stays due, and rewriting on every retry would redo the whole table for nothing.
         let applied = self.apply(st, &plan, rebuild && fetch_error.is_none())?;
+        self.notify(&st.containers, &policies, &plan);
         st.installed = Some(plan);
         if fetch_error.is_none() {
             st.policies = policies;
@@ -365,6 +371,25 @@ impl Agent {
             .time("full", || self.dataplane.replace(plan, &st.logging))
             .inspect_err(|_| self.metrics.error(m::DATAPLANE))?;
         Ok(Applied::Full(plan.element_count()))
+    }
+
+    /// Calls `observer` after every applied cycle.
+    pub fn observe(&self, observer: Observer) {
+        self.observers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(observer);
+    }
+
+    fn notify(&self, containers: &[Container], policies: &[Policy], plan: &Plan) {
+        for o in self
+            .observers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            o(containers, policies, plan);
+        }
     }
 
     pub fn logging(&self) -> C2cLogging {

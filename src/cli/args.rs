@@ -16,6 +16,7 @@ COMMANDS:
    allow-access, add-network-policy          Allow direct network traffic from one app to another
    list-access, network-policies             List direct network traffic policies
    remove-access, remove-network-policy      Remove policy that allows direct network traffic from one app to another
+   explain                                   Explain whether an app may reach another, and which policy decides
    tags                                      List the tags assigned to apps (admin)
    whoami                                    Show who the policy server sees you as (admin)
    cleanup                                   Remove policies of apps that no longer exist (admin)
@@ -94,7 +95,7 @@ pub struct Global {
 }
 
 /// A validated port range.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct PortRange {
     pub start: i64,
     pub end: i64,

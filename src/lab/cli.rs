@@ -49,6 +49,21 @@ enum Command {
     },
     /// Print the lab's admin token (for `netman --token` or curl).
     Token,
+    /// Print the cells' flow logs merged: who reached whom, allowed or denied, and by which rule.
+    Flows {
+        /// Only flows from or to this app.
+        #[arg(long)]
+        app: Option<String>,
+        /// Only denied flows (and audit: would be denied).
+        #[arg(long)]
+        denied: bool,
+        /// Keep printing new flows.
+        #[arg(long)]
+        follow: bool,
+        /// The JSON lines themselves, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Kill a lab process with SIGKILL (fault drills): `netman-lab kill policy-server`.
     Kill { process: String },
     /// Start a stopped or killed lab process again with its recorded command.
@@ -88,6 +103,12 @@ pub fn main() {
         Command::Down => commands::down(dir),
         Command::Exec { container, command } => commands::exec(dir, &container, &command),
         Command::Token => commands::token(dir),
+        Command::Flows {
+            app,
+            denied,
+            follow,
+            json,
+        } => super::flows::run(dir, &super::flows::Filter { app, denied }, follow, json),
         Command::Kill { process } => commands::control(dir, &process, Action::Kill),
         Command::Start { process } => commands::control(dir, &process, Action::Start),
         Command::Restart { process } => commands::control(dir, &process, Action::Restart),

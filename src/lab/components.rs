@@ -274,6 +274,10 @@ impl Lab {
                 "client_cert_file": s(&certs.join("policy-agent.crt")),
                 "client_key_file": s(&certs.join("policy-agent.key")),
                 "cni_datastore_path": s(&dir.join("container-metadata/store.json")),
+                "flow_log_file": s(&dir.join("flows.log")),
+                "flow_log_cell": format!("cell-{cell}"),
+                "iptables_c2c_logging": true,
+                "netout_cache_dir": s(&dir.join("cni-cache")),
             }),
         )?;
         std::fs::create_dir_all(dir.join("container-metadata")).map_err(|e| e.to_string())?;
@@ -333,6 +337,7 @@ impl Lab {
             "policy_agent_force_poll_url": format!("http://127.0.0.1:{AGENT_FORCE_PORT}/force-policy-poll-cycle"),
             "search_domains": ["apps.internal"],
             "dns_servers": [super::dns::RESOLVER_IP],
+            "iptables_asg_logging": true,
         });
         write_json(&dir.join("garden-external-networker.json"), &networker)
     }

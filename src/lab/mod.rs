@@ -7,6 +7,7 @@ pub mod cli;
 pub mod commands;
 pub mod components;
 pub mod dns;
+pub mod flows;
 pub mod forward;
 pub mod netns;
 pub mod process;

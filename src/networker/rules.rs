@@ -313,6 +313,10 @@ impl UpPlan<'_> {
                 .ctstate(&[CtState::Invalid]),
         ];
         for d in workload_deny_networks(self.config, self.workload) {
+            if self.config.iptables_asg_logging {
+                // Its own prefix: the flow log names "deny network" as the deciding rule.
+                netout.push(self.deny_log("DENYNET_").destination(d));
+            }
             netout.push(Rule::new(reject()).destination(d));
         }
         netout.extend(self.asg.iter().cloned());

@@ -66,7 +66,7 @@ pub fn run(ctx: &mut Ctx, a: PolicyArgs, change: Change) -> Result<(), Failure> 
         wanted.destination,
         c.user_name()
     ));
-    let (source_guid, destination_guid) = guids(&c, &a, &wanted)?;
+    let (source_guid, destination_guid) = guids(&c, &a, &wanted.source, &wanted.destination)?;
     let policy = Policy::new(
         &source_guid,
         &destination_guid,
@@ -155,14 +155,19 @@ fn check(a: &PolicyArgs, change: Change) -> Result<Wanted, Failure> {
 
 /// The GUIDs of the source and destination apps: as given with `--app-guids` (or without a
 /// CC), else resolved by name in the targeted space (the destination in `-s`/`-o` if given).
-fn guids(c: &Connection, a: &PolicyArgs, wanted: &Wanted) -> Result<(String, String), Failure> {
+pub fn guids(
+    c: &Connection,
+    a: &PolicyArgs,
+    source: &str,
+    destination: &str,
+) -> Result<(String, String), Failure> {
     let Some(cc) = &c.cc else {
-        return Ok((wanted.source.clone(), wanted.destination.clone()));
+        return Ok((source.to_string(), destination.to_string()));
     };
     let space = c.target_space(cc)?;
-    let source = cc
-        .app_guid(&wanted.source, &space)?
-        .ok_or_else(|| format!("resolving source app: {} not found", wanted.source))?;
+    let source_guid = cc
+        .app_guid(source, &space)?
+        .ok_or_else(|| format!("resolving source app: {source} not found"))?;
     let destination_space = match &a.space {
         None => space,
         Some(space_name) => {
@@ -173,13 +178,8 @@ fn guids(c: &Connection, a: &PolicyArgs, wanted: &Wanted) -> Result<(String, Str
             cc.space_guid(space_name, &org)?
         }
     };
-    let destination = cc
-        .app_guid(&wanted.destination, &destination_space)?
-        .ok_or_else(|| {
-            format!(
-                "resolving destination app: {} not found",
-                wanted.destination
-            )
-        })?;
-    Ok((source, destination))
+    let destination_guid = cc
+        .app_guid(destination, &destination_space)?
+        .ok_or_else(|| format!("resolving destination app: {destination} not found"))?;
+    Ok((source_guid, destination_guid))
 }

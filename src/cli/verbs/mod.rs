@@ -12,6 +12,7 @@ pub mod bind_security_group;
 pub mod cleanup;
 pub mod create_security_group;
 pub mod delete_security_group;
+pub mod explain;
 pub mod internal_routes;
 pub mod list_access;
 pub mod map_route;
@@ -39,6 +40,8 @@ pub enum Command {
         override_help = remove_access::HELP
     )]
     RemoveAccess(access::PolicyArgs),
+    #[command(override_help = explain::HELP)]
+    Explain(explain::ExplainArgs),
     #[command(override_help = tags::HELP)]
     Tags,
     #[command(override_help = whoami::HELP)]
@@ -84,6 +87,7 @@ impl Command {
             Command::AllowAccess(a) => allow_access::run(ctx, a),
             Command::RemoveAccess(a) => remove_access::run(ctx, a),
             Command::ListAccess(a) => list_access::run(ctx, a),
+            Command::Explain(a) => explain::run(ctx, a),
             Command::Tags => tags::run(ctx),
             Command::Whoami => whoami::run(ctx),
             Command::Cleanup => cleanup::run(ctx),
@@ -120,6 +124,7 @@ pub fn help(name: &str) -> Option<&'static str> {
         "allow-access" | "add-network-policy" => allow_access::HELP,
         "list-access" | "network-policies" => list_access::HELP,
         "remove-access" | "remove-network-policy" | "deny-access" => remove_access::HELP,
+        "explain" => explain::HELP,
         "tags" => tags::HELP,
         "whoami" => whoami::HELP,
         "cleanup" => cleanup::HELP,

@@ -30,6 +30,11 @@ impl PolicyApi {
         SocketAddr::from(([127, 0, 0, 1], port))
     }
 
+    /// The external API's base URL.
+    pub fn external_url(&self) -> &str {
+        &self.server.external
+    }
+
     /// Creates policies (source, destination, protocol, start, end) as an admin.
     pub fn allow(&self, policies: &[(&str, &str, &str, i64, i64)]) {
         self.post("/networking/v1/external/policies", "create", policies);

@@ -1,0 +1,70 @@
+//! Starting the flow log with the agent, and its routes beside the agent's own on the debug
+//! port (`/health` says whether audit mode is on).
+
+use super::cycle::Agent;
+use super::flows::{FlowMetrics, Flows};
+use super::nft::runner;
+use super::AgentConfig;
+use crate::daemon::Worker;
+use crate::flowlog::egress::StaticNetout;
+use crate::http::{Request, Response};
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+
+pub fn start(
+    config: &AgentConfig,
+    agent: &Arc<Agent>,
+    registry: &mut Registry,
+) -> Result<(Option<Arc<Flows>>, Option<Worker>), String> {
+    let Some(settings) = config.flow_settings() else {
+        return Ok((None, None));
+    };
+    let file = settings.file.display().to_string();
+    let (flows, reader) = Flows::start(
+        settings,
+        Box::new(StaticNetout::new(&config.netout_cache_dir)),
+        runner(&config.nft_path),
+        &config.nft_path,
+        FlowMetrics::register(registry),
+    )?;
+    let observer = flows.clone();
+    agent.observe(Box::new(move |containers, policies, plan| {
+        observer.observe(containers, policies, plan)
+    }));
+    log::info!("flow log to {file}");
+    Ok((Some(flows), Some(reader)))
+}
+
+pub fn routes(
+    agent_routes: impl Fn(&Request) -> Option<Response> + Send + Sync + 'static,
+    agent: Arc<Agent>,
+    flows: Option<Arc<Flows>>,
+) -> impl Fn(&Request) -> Option<Response> + Send + Sync + 'static {
+    move |req: &Request| {
+        if let Some(r) = agent_routes(req) {
+            return Some(r);
+        }
+        let flows = flows.as_ref()?;
+        if req.path == "/health" && req.method == "GET" {
+            let audit = flows.audit();
+            if !audit.is_on() {
+                return None;
+            }
+            return Some(match agent.health() {
+                Ok(()) => {
+                    Response::json(200, &serde_json::json!({"healthy": true, "audit": audit}))
+                }
+                Err(e) => Response::json(500, &serde_json::json!({"error": e, "audit": audit})),
+            });
+        }
+        let c2c_allowed = |set: Option<bool>| -> Result<bool, String> {
+            if let Some(on) = set {
+                agent
+                    .set_logging(on)
+                    .map_err(|e| format!("setting c2c logging: {e}"))?;
+            }
+            Ok(agent.logging().enabled)
+        };
+        flows.route(req, &c2c_allowed)
+    }
+}

@@ -1,0 +1,146 @@
+//! The egress rule that allowed a logged connection. The lookup is an interface
+//! ([`EgressRules`]): today's implementation reads the container's static NetOut rules (garden's
+//! `netout_rules`, kept by the networker in its CNI cache) and names the first that matches, as
+//! iptables does; the dynamic security groups plug in as another implementation.
+
+use super::event::Rule;
+use super::packet::Ipv4Packet;
+use crate::networker::protocol::NetOutRule;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+pub trait EgressRules: Send + Sync {
+    /// The rule that allowed `packet` leaving container `handle`.
+    fn allowing(&self, handle: &str, packet: &Ipv4Packet) -> Rule;
+    /// The cell's containers changed: forget what was read about them.
+    fn refresh(&self) {}
+}
+
+/// The static NetOut rules of each container, read from the networker's CNI cache
+/// (`<cni_cache_dir>/<handle>.json`, `runtime_config.netOutRules`) once per container.
+pub struct StaticNetout {
+    dir: PathBuf,
+    cache: Mutex<HashMap<String, Arc<Vec<NetOutRule>>>>,
+}
+
+impl StaticNetout {
+    pub fn new(dir: impl Into<PathBuf>) -> StaticNetout {
+        StaticNetout {
+            dir: dir.into(),
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn rules(&self, handle: &str) -> Option<Arc<Vec<NetOutRule>>> {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = cache.get(handle) {
+            return Some(r.clone());
+        }
+        if handle.contains('/') || handle.starts_with('.') {
+            return None;
+        }
+        let bytes = std::fs::read(self.dir.join(format!("{handle}.json"))).ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+        let rules = v.get("runtime_config")?.get("netOutRules")?.clone();
+        let rules: Vec<NetOutRule> = serde_json::from_value(rules).ok()?;
+        let rules = Arc::new(rules);
+        cache.insert(handle.to_string(), rules.clone());
+        Some(rules)
+    }
+}
+
+impl EgressRules for StaticNetout {
+    fn allowing(&self, handle: &str, packet: &Ipv4Packet) -> Rule {
+        let found = self
+            .rules(handle)
+            .and_then(|rules| rules.iter().position(|r| matches(r, packet)));
+        match found {
+            Some(index) => Rule::Netout { index },
+            None => Rule::Unknown,
+        }
+    }
+
+    fn refresh(&self) {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+/// Whether NetOut rule `r` allows `p` (garden's numbering: 0 all, 1 tcp, 2 udp, 3 icmp).
+pub fn matches(r: &NetOutRule, p: &Ipv4Packet) -> bool {
+    let in_networks = r.networks.is_empty()
+        || r.networks
+            .iter()
+            .any(|n| (n.start..=n.end).contains(&p.dst));
+    let protocol = match r.protocol {
+        0 => true,
+        1 => p.protocol == 6,
+        2 => p.protocol == 17,
+        3 => p.protocol == 1,
+        _ => false,
+    };
+    let ports = match (r.protocol, p.ports) {
+        (1 | 2, Some((_, dport))) => r.ports.iter().any(|x| (x.start..=x.end).contains(&dport)),
+        (1 | 2, None) => false,
+        _ => true,
+    };
+    in_networks && protocol && ports
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(json: &str) -> NetOutRule {
+        serde_json::from_str(json).unwrap()
+    }
+
+    fn tcp(dst: &str, port: u16) -> Ipv4Packet {
+        Ipv4Packet {
+            protocol: 6,
+            src: "10.255.1.2".parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            ports: Some((40000, port)),
+            len: 60,
+        }
+    }
+
+    #[test]
+    fn the_first_matching_netout_rule_of_the_container_decides() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("h1.json"),
+            r#"{"runtime_config":{"netOutRules":[
+                {"protocol":2,"networks":[{"start":"10.0.0.0","end":"10.0.0.255"}],"ports":[{"start":53,"end":53}]},
+                {"protocol":1,"networks":[{"start":"10.0.0.0","end":"10.0.0.255"}],"ports":[{"start":80,"end":90}],"log":true},
+                {"protocol":0,"networks":[{"start":"10.0.0.0","end":"10.0.0.255"}]}
+            ]}}"#,
+        )
+        .unwrap();
+        let rules = StaticNetout::new(dir.path());
+        assert_eq!(
+            rules.allowing("h1", &tcp("10.0.0.7", 85)),
+            Rule::Netout { index: 1 }
+        );
+        assert_eq!(
+            rules.allowing("h1", &tcp("10.0.0.7", 443)),
+            Rule::Netout { index: 2 }
+        );
+        assert_eq!(rules.allowing("h1", &tcp("10.0.1.7", 85)), Rule::Unknown);
+        assert_eq!(rules.allowing("nope", &tcp("10.0.0.7", 85)), Rule::Unknown);
+        assert_eq!(rules.allowing("../h1", &tcp("10.0.0.7", 85)), Rule::Unknown);
+    }
+
+    #[test]
+    fn icmp_and_all_rules_need_no_ports() {
+        let all = rule(r#"{"protocol":0}"#);
+        let icmp = rule(r#"{"protocol":3,"icmps":{"type":8,"code":0}}"#);
+        let ping = Ipv4Packet {
+            protocol: 1,
+            ports: None,
+            ..tcp("1.1.1.1", 0)
+        };
+        assert!(matches(&all, &ping) && matches(&icmp, &ping));
+        assert!(!matches(&icmp, &tcp("1.1.1.1", 80)));
+    }
+}

@@ -1,0 +1,131 @@
+//! What an NFLOG prefix says: which rule logged the packet. The prefixes are the cell's
+//! contract between the rules that log (agent table, flow table, the networker's NetOut chains)
+//! and this reader.
+
+use super::event::{Direction, Verdict};
+
+/// Allowed c2c connections (the agent's table, when c2c logging is on).
+pub const C2C_ALLOWED: &str = "OK_C2C ";
+/// Denied c2c connections (the flow table).
+pub const C2C_DENIED: &str = "DENY_C2C ";
+/// Denied on the source cell: a container whose app is no policy's source (so its packets
+/// carry no tag) sending to another cell (the flow table).
+pub const C2C_DENIED_AT_SOURCE: &str = "DENY_C2C_SRC ";
+/// Audit mode: would have been denied, passed (the flow table).
+pub const C2C_AUDIT: &str = "AUDIT_C2C ";
+/// The networker's NetOut logging: `OK_<handle>` (a logged allow rule) and `DENY_<handle>`
+/// (before the final reject; `DENYNET_<handle>` before a deny network's reject).
+pub const EGRESS_ALLOWED: &str = "OK_";
+pub const EGRESS_DENIED: &str = "DENY_";
+pub const EGRESS_DENY_NETWORK: &str = "DENYNET_";
+
+/// The kinds of event that can be switched on and off separately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    C2cAllowed,
+    C2cDenied,
+    C2cDeniedAtSource,
+    C2cAudit,
+    EgressAllowed,
+    EgressDenied,
+}
+
+impl Kind {
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::C2cAllowed => "c2c_allowed",
+            Kind::C2cDenied => "c2c_denied",
+            Kind::C2cDeniedAtSource => "c2c_denied_at_source",
+            Kind::C2cAudit => "c2c_audit",
+            Kind::EgressAllowed => "egress_allowed",
+            Kind::EgressDenied => "egress_denied",
+        }
+    }
+
+    pub fn verdict(self) -> Verdict {
+        match self {
+            Kind::C2cAllowed | Kind::EgressAllowed => Verdict::Allowed,
+            Kind::C2cDenied | Kind::C2cDeniedAtSource | Kind::EgressDenied => Verdict::Denied,
+            Kind::C2cAudit => Verdict::Audit,
+        }
+    }
+
+    pub fn direction(self) -> Direction {
+        match self {
+            Kind::C2cAllowed | Kind::C2cDenied | Kind::C2cAudit => Direction::C2cIngress,
+            Kind::C2cDeniedAtSource => Direction::C2cEgress,
+            Kind::EgressAllowed | Kind::EgressDenied => Direction::Egress,
+        }
+    }
+}
+
+/// A prefix read: the kind, the container handle for the networker's egress prefixes, and
+/// whether a deny network decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prefix {
+    pub kind: Kind,
+    pub handle: Option<String>,
+    pub deny_network: bool,
+}
+
+pub fn classify(prefix: &str) -> Option<Prefix> {
+    let c2c = |kind| Prefix {
+        kind,
+        handle: None,
+        deny_network: false,
+    };
+    let egress = |kind, handle: &str, deny_network| {
+        (!handle.is_empty()).then(|| Prefix {
+            kind,
+            handle: Some(handle.to_string()),
+            deny_network,
+        })
+    };
+    match prefix {
+        C2C_ALLOWED => Some(c2c(Kind::C2cAllowed)),
+        C2C_DENIED => Some(c2c(Kind::C2cDenied)),
+        C2C_DENIED_AT_SOURCE => Some(c2c(Kind::C2cDeniedAtSource)),
+        C2C_AUDIT => Some(c2c(Kind::C2cAudit)),
+        // The networker's own c2c deny log (`DENY_C2C_<handle>`): the flow table logs those.
+        p if p.starts_with("DENY_C2C_") => None,
+        p => {
+            if let Some(h) = p.strip_prefix(EGRESS_DENY_NETWORK) {
+                egress(Kind::EgressDenied, h, true)
+            } else if let Some(h) = p.strip_prefix(EGRESS_DENIED) {
+                egress(Kind::EgressDenied, h, false)
+            } else if let Some(h) = p.strip_prefix(EGRESS_ALLOWED) {
+                egress(Kind::EgressAllowed, h, false)
+            } else {
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_prefix_of_the_cell_is_read() {
+        assert_eq!(classify("OK_C2C ").unwrap().kind, Kind::C2cAllowed);
+        assert_eq!(classify("DENY_C2C ").unwrap().kind, Kind::C2cDenied);
+        assert_eq!(classify("AUDIT_C2C ").unwrap().kind, Kind::C2cAudit);
+        assert_eq!(
+            classify("DENY_C2C_SRC ").unwrap().kind,
+            Kind::C2cDeniedAtSource
+        );
+        let p = classify("OK_h-1").unwrap();
+        assert_eq!(
+            (p.kind, p.handle.as_deref()),
+            (Kind::EgressAllowed, Some("h-1"))
+        );
+        let p = classify("DENY_h-1").unwrap();
+        assert_eq!((p.kind, p.deny_network), (Kind::EgressDenied, false));
+        let p = classify("DENYNET_h-1").unwrap();
+        assert_eq!((p.kind, p.deny_network), (Kind::EgressDenied, true));
+        assert_eq!(classify("DENY_C2C_h-1"), None);
+        assert_eq!(classify("OK_"), None);
+        assert_eq!(classify("something else"), None);
+    }
+}
