@@ -461,7 +461,7 @@ fn connection_rate() {
 }
 
 fn convergence() {
-    println!("== convergence: policy created -> first accepted connection (defaults: poll 1 s), 100 policies");
+    println!("== convergence: policy created -> first accepted connection (agent defaults: the watch; polls every 1 s only without it), 100 policies");
     let api = PolicyApi::start();
     let mut lab = Lab::new(2);
     lab.cell(1).add_container("a", "app-A");
