@@ -1,5 +1,6 @@
 //! The internal API (reference §3), served only over mutual TLS to the cell agents: policies with
-//! tags (optionally `id=` filtered), `policies_last_updated` in nanoseconds, and `PUT tags`.
+//! tags (optionally `id=` filtered), `policies_last_updated` in nanoseconds, `PUT tags`, and the
+//! security groups with their version and watch (answered by [`super::asg::internal`]).
 //!
 //! `policies_last_updated?wait=<seconds>&after=<version>` is the watch: answered at once when the
 //! version differs from `after`, else parked (holding no worker) until it changes or `wait`
