@@ -490,7 +490,8 @@ fn propagation() {
         ms(t.elapsed())
     };
     let api = "/networking/v1/external/security_groups";
-    let token = Some(support::policy_server::ADMIN_TOKEN);
+    let admin = support::policy_server::ADMIN_TOKEN;
+    let token = Some(admin);
     let (status, body) = real.server.post(
         api,
         token,
@@ -519,7 +520,7 @@ fn propagation() {
             .server
             .client()
             .delete(format!("{}{spaces}/space-1", real.server.external))
-            .header("authorization", format!("Bearer {}", token.unwrap()))
+            .header("authorization", format!("Bearer {admin}"))
             .call()
             .unwrap();
         assert_eq!(resp.status().as_u16(), 204, "unbind");
