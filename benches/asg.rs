@@ -30,7 +30,7 @@ use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use support::asg_cell::{global, group, tcp, AsgCell};
+use support::asg_cell::{global, tcp, AsgCell};
 use support::networker_fixture::NET_A;
 
 fn ms(d: Duration) -> f64 {
@@ -410,7 +410,11 @@ impl RealServer {
     }
 
     fn internal(&self) -> std::net::SocketAddr {
-        self.server.internal.trim_start_matches("https://").parse().unwrap()
+        self.server
+            .internal
+            .trim_start_matches("https://")
+            .parse()
+            .unwrap()
     }
 
     fn set(&self, groups: &[serde_json::Value]) {
@@ -459,7 +463,7 @@ fn up_down() {
 
 fn propagation() {
     const N: usize = 20;
-    println!("== propagation: a change written to the real policy server's store -> first allowed / first refused connection on 2 cells, {N} changes (agents check the version every poll_interval_seconds = 1)");
+    println!("== propagation: bind / unbind through the real policy server's admin API -> first allowed / first refused connection on 2 cells, {N} of each (agents check the version every poll_interval_seconds = 1)");
     let real = RealServer::start();
     let mut cells: Vec<AsgCell> = (0..2)
         .map(|_| {
@@ -485,15 +489,41 @@ fn propagation() {
         }
         ms(t.elapsed())
     };
+    let api = "/networking/v1/external/security_groups";
+    let admin = support::policy_server::ADMIN_TOKEN;
+    let token = Some(admin);
+    let (status, body) = real.server.post(
+        api,
+        token,
+        &json!({"name": "db", "rules": rules}).to_string(),
+    );
+    assert_eq!(status, 201, "{body}");
+    let guid = serde_json::from_str::<serde_json::Value>(&body).unwrap()["guid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let spaces = format!("{api}/{guid}/relationships/running_spaces");
     for _ in 0..N {
         let t = Instant::now();
-        real.set(&[group("g", rules.clone(), &["space-1"], &[])]);
+        let (status, body) = real.server.post(
+            &spaces,
+            token,
+            &json!({"data": [{"guid": "space-1"}]}).to_string(),
+        );
+        assert_eq!(status, 200, "bind: {body}");
         for app in &apps {
             let _ = first(true, &app.ns.path());
             allow_t.push(ms(t.elapsed()));
         }
         let t = Instant::now();
-        real.set(&[]);
+        let resp = real
+            .server
+            .client()
+            .delete(format!("{}{spaces}/space-1", real.server.external))
+            .header("authorization", format!("Bearer {admin}"))
+            .call()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 204, "unbind");
         for app in &apps {
             let _ = first(false, &app.ns.path());
             refuse_t.push(ms(t.elapsed()));

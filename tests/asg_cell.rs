@@ -446,9 +446,8 @@ fn with_the_real_policy_server_cells_fetch_only_after_a_change() {
         .iter()
         .map(|c| c.up("app1", "space-1", "app", json!([])))
         .collect();
-    for (c, app) in cells.iter().zip(&apps) {
+    for app in &apps {
         assert!(!tcp(&app.ns.path(), NET_A, 5432), "nothing bound yet");
-        let _ = c;
     }
     let db_group = group(
         "db",
@@ -456,7 +455,7 @@ fn with_the_real_policy_server_cells_fetch_only_after_a_change() {
         &["space-1"],
         &[],
     );
-    write(&[db_group.clone()]);
+    write(std::slice::from_ref(&db_group));
     for (c, app) in cells.iter().zip(&apps) {
         eventually(
             "bound through the real server",

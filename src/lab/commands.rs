@@ -38,6 +38,7 @@ fn build(lab: &mut Lab, cells: usize, apps: usize, api_port: u16) -> Result<(), 
     lab.write_certs()?;
     println!("starting the policy server and the overlay controller...");
     lab.start_policy_server()?;
+    lab.create_security_group()?;
     lab.start_forwarder(api_port)?;
     lab.start_overlay_controller()?;
     for cell in 1..=cells {
@@ -93,6 +94,10 @@ fn print_summary(state: &State, dir: &Path) {
   netman allow-access frontend backend --protocol tcp --port 8080
   netman-lab exec frontend -- curl -sS http://backend.apps.internal:8080   # answers
   netman remove-access frontend backend --protocol tcp --port 8080
+  netman-lab exec backend -- busybox ping -c1 -W1 203.0.113.20                # refused: no security group
+  curl -s -H \"Authorization: Bearer $NETMAN_TOKEN\" $NETMAN_API/networking/v1/external/security_groups \\
+    -d '{{\"name\":\"ping\",\"rules\":[{{\"protocol\":\"icmp\",\"destination\":\"203.0.113.20\",\"type\":8,\"code\":0}}],\"relationships\":{{\"running_spaces\":{{\"data\":[{{\"guid\":\"lab-space\"}}]}}}}}}'
+  netman-lab exec backend -- busybox ping -c1 -W1 203.0.113.20                # answers within a second
   netman-lab down",
             ip = b.ip
         );

@@ -173,6 +173,43 @@ impl Lab {
         })
     }
 
+    /// The lab's one security group, through the policy server's admin API: the first "internet"
+    /// host on TCP 80 and ICMP echo, bound to the apps' space for running. The agents enforce it
+    /// (dynamic ASGs); groups created, bound or unbound later reach the cells within a second.
+    pub fn create_security_group(&self) -> Result<(), String> {
+        let internet = INTERNET_HOSTS[0].to_string();
+        let body = json!({
+            "name": "lab-internet",
+            "rules": [
+                {"protocol": "tcp", "destination": internet, "ports": "80"},
+                {"protocol": "icmp", "destination": internet, "type": 8, "code": 0},
+            ],
+            "relationships": {"running_spaces": {"data": [{"guid": LAB_SPACE}]}},
+        })
+        .to_string();
+        let url = format!(
+            "http://127.0.0.1:{POLICY_EXTERNAL_PORT}/networking/v1/external/security_groups"
+        );
+        let token = self.state.admin_token.clone();
+        crate::netns::run_in(&netns::path(CONTROL), move || {
+            let agent = crate::http::client::agent(&Default::default(), Duration::from_secs(10))?;
+            let mut resp = agent
+                .post(&url)
+                .header("authorization", format!("Bearer {token}"))
+                .header("content-type", "application/json")
+                .send(body.as_bytes())
+                .map_err(|e| format!("POST {url}: {e}"))?;
+            match resp.status().as_u16() {
+                201 => Ok(()),
+                status => Err(format!(
+                    "POST {url}: {status}: {}",
+                    crate::http::client::body_string(&mut resp, 4096).unwrap_or_default()
+                )),
+            }
+        })
+        .map_err(|e| e.to_string())?
+    }
+
     /// Forwards `127.0.0.1:<api_port>` of the machine to the policy server's external API.
     pub fn start_forwarder(&mut self, api_port: u16) -> Result<(), String> {
         let args = vec![
@@ -278,6 +315,8 @@ impl Lab {
                 "flow_log_cell": format!("cell-{cell}"),
                 "iptables_c2c_logging": true,
                 "netout_cache_dir": s(&dir.join("cni-cache")),
+                "enable_asg_syncing": true,
+                "overlay_network": OVERLAY_NETWORK,
             }),
         )?;
         std::fs::create_dir_all(dir.join("container-metadata")).map_err(|e| e.to_string())?;
@@ -335,6 +374,7 @@ impl Lab {
             "overlay_network": OVERLAY_NETWORK,
             "instance_address": cell_ip(cell).to_string(),
             "policy_agent_force_poll_url": format!("http://127.0.0.1:{AGENT_FORCE_PORT}/force-policy-poll-cycle"),
+            "policy_agent_asg_url": format!("http://127.0.0.1:{AGENT_FORCE_PORT}"),
             "search_domains": ["apps.internal"],
             "dns_servers": [super::dns::RESOLVER_IP],
             "iptables_asg_logging": true,
@@ -486,14 +526,18 @@ impl AppPorts {
     }
 }
 
+/// The space of every lab app (security groups are bound to it).
+pub const LAB_SPACE: &str = "lab-space";
+
 /// What garden gives the networker's `up` for an app's container: its process, its properties,
-/// one NetIn mapping, and the lab's one security group.
+/// one NetIn mapping, and the static NetOut rules garden would pass (unused: the agent owns
+/// egress in the lab, from the policy server's security groups).
 fn up_input(app: &str, index: usize, pid: u32, ports: &AppPorts) -> Value {
     let internet = INTERNET_HOSTS[0].to_string();
     json!({
         "Pid": pid,
         "Properties": {
-            "app_id": app, "policy_group_id": app, "space_id": "lab-space", "org_id": "lab-org",
+            "app_id": app, "policy_group_id": app, "space_id": LAB_SPACE, "org_id": "lab-org",
             "ports": ports.tcp.iter().map(u16::to_string).collect::<Vec<_>>().join(","),
             "container_workload": "app",
             "instance_index": index.to_string(),

@@ -161,6 +161,9 @@ struct Source<'a> {
 /// (so a connection any `log: true` rule allows is logged, under the first such rule).
 type Verdict = (u8, String);
 
+/// A tcp/udp/icmp rule's part in a layer: (port start, port end, destinations, verdict).
+type PortedRule = (u32, u32, Vec<(u32, u32)>, Verdict);
+
 /// A compiled layer: its chains (log chains included), sets and logged rules.
 #[derive(Debug, Default)]
 struct LayerOut {
@@ -292,7 +295,7 @@ impl Builder<'_> {
         let mut out = LayerOut::default();
         let mut all: Vec<(u32, u32, Verdict, String)> = Vec::new();
         // proto -> (port start, port end, destinations, verdict)
-        let mut ported: BTreeMap<&str, Vec<(u32, u32, Vec<(u32, u32)>, Verdict)>> = BTreeMap::new();
+        let mut ported: BTreeMap<&str, Vec<PortedRule>> = BTreeMap::new();
         let mut exact = SetObj::new("type ipv4_addr . inet_proto . inet_service : verdict;");
         for src in sources {
             let v = self.verdict(&mut out, src);
@@ -387,9 +390,7 @@ impl Builder<'_> {
 /// Port space -> segments split at every rule's boundaries, each with the destinations (and
 /// verdicts) of the rules covering it. Uncovered segments are left out.
 #[allow(clippy::type_complexity)]
-fn port_classes(
-    rules: &[(u32, u32, Vec<(u32, u32)>, Verdict)],
-) -> Vec<(u32, u32, Vec<(u32, u32, Verdict, String)>)> {
+fn port_classes(rules: &[PortedRule]) -> Vec<(u32, u32, Vec<(u32, u32, Verdict, String)>)> {
     let mut bounds: BTreeSet<u32> = BTreeSet::new();
     for (s, e, _, _) in rules {
         bounds.insert(*s);
