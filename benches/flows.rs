@@ -65,7 +65,8 @@ fn agent_cpu(config: &Path) -> f64 {
             continue;
         };
         let cmdline = String::from_utf8_lossy(&cmdline);
-        if !cmdline.contains("vxlan-policy-agent") || !cmdline.contains(&*config.to_string_lossy()) {
+        if !cmdline.contains("vxlan-policy-agent") || !cmdline.contains(&*config.to_string_lossy())
+        {
             continue;
         }
         let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
@@ -100,7 +101,12 @@ impl Variant {
 fn set(lab: &Lab, v: Variant) {
     match v {
         Variant::Off => {
-            http(lab, "PUT", "/flow-logging", r#"{"c2c_allowed":false,"c2c_denied":false}"#);
+            http(
+                lab,
+                "PUT",
+                "/flow-logging",
+                r#"{"c2c_allowed":false,"c2c_denied":false}"#,
+            );
             lab.cells[1]
                 .nft(&["flush", "chain", "ip", "netman_flows", "forward"])
                 .unwrap();
@@ -173,8 +179,7 @@ fn main() {
             );
             let cpu = agent_cpu(&config);
             let p = path.clone();
-            let (ok, took) =
-                netman::netns::run_in(&p, move || connect_n(to, PER_SAMPLE)).unwrap();
+            let (ok, took) = netman::netns::run_in(&p, move || connect_n(to, PER_SAMPLE)).unwrap();
             assert_eq!(ok, PER_SAMPLE, "{}: connections failed", v.name());
             rates[i].push(ok as f64 / took.as_secs_f64());
             if matches!(v, Variant::OnLoggingAllowed) {
@@ -205,6 +210,9 @@ fn main() {
         cpu_logged / events_logged.max(1.0) * 1e6,
         cpu_logged
     );
-    let lines = std::fs::read_to_string(&files[1]).unwrap_or_default().lines().count();
+    let lines = std::fs::read_to_string(&files[1])
+        .unwrap_or_default()
+        .lines()
+        .count();
     println!("(cell 2's flow log: {lines} lines)");
 }

@@ -223,26 +223,12 @@ impl Flows {
             }
             match socket.read() {
                 Ok(Read::Data(bytes)) => {
-                    let (logged, unreadable) = parse_datagram(bytes);
-                    for _ in 0..unreadable {
-                        FlowMetrics::count(&self.metrics.errors, "unreadable");
-                    }
-                    for l in logged {
-                        let Some(event) = self.event(&l) else {
-                            continue;
-                        };
-                        let line = serde_json::to_string(&event).expect("serialisable");
-                        match sink.write_line(&line) {
-                            Ok(()) => FlowMetrics::count(&self.metrics.events, label(&l)),
-                            Err(e) => {
-                                FlowMetrics::count(&self.metrics.errors, "write");
-                                log::warn!("{e}");
-                            }
-                        }
-                    }
-                    if let Err(e) = sink.flush() {
-                        FlowMetrics::count(&self.metrics.errors, "write");
-                        log::warn!("{e}");
+                    // Hostile input must not stop the flow log: a panic costs this datagram.
+                    let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        self.write_datagram(bytes, sink)
+                    }));
+                    if handled.is_err() {
+                        FlowMetrics::count(&self.metrics.errors, "panic");
                     }
                 }
                 Ok(Read::Idle) => {}
@@ -253,6 +239,30 @@ impl Flows {
                     std::thread::sleep(Duration::from_millis(200));
                 }
             }
+        }
+    }
+
+    fn write_datagram(&self, bytes: &[u8], sink: &mut FileSink) {
+        let (logged, unreadable) = parse_datagram(bytes);
+        for _ in 0..unreadable {
+            FlowMetrics::count(&self.metrics.errors, "unreadable");
+        }
+        for l in logged {
+            let Some(event) = self.event(&l) else {
+                continue;
+            };
+            let line = serde_json::to_string(&event).expect("serialisable");
+            match sink.write_line(&line) {
+                Ok(()) => FlowMetrics::count(&self.metrics.events, label(&l)),
+                Err(e) => {
+                    FlowMetrics::count(&self.metrics.errors, "write");
+                    log::warn!("{e}");
+                }
+            }
+        }
+        if let Err(e) = sink.flush() {
+            FlowMetrics::count(&self.metrics.errors, "write");
+            log::warn!("{e}");
         }
     }
 

@@ -5,10 +5,30 @@
 
 use super::event::Rule;
 use super::packet::Ipv4Packet;
-use crate::networker::protocol::NetOutRule;
+use serde::Deserialize;
 use std::collections::HashMap;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+
+/// The part of garden's NetOut rule (as the networker keeps it in its CNI cache) that decides
+/// which rule a packet meets. Read here rather than through the networker's type: the agent side
+/// depends only on the stored format (`networker` and `agent` share only `cell`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct NetOutRule {
+    #[serde(default)]
+    pub protocol: u8,
+    #[serde(default)]
+    pub networks: Vec<Range<Ipv4Addr>>,
+    #[serde(default)]
+    pub ports: Vec<Range<u16>>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct Range<T> {
+    pub start: T,
+    pub end: T,
+}
 
 pub trait EgressRules: Send + Sync {
     /// The rule that allowed `packet` leaving container `handle`.
