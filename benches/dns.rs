@@ -10,7 +10,6 @@
 //! Targets: at least 20,000 queries/s on the 2-core machine; up and down under 1 s (p99).
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 use hickory_proto::op::{Message, Query};
