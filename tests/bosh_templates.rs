@@ -114,6 +114,13 @@ impl Fixture {
                 "client_cert": self.cert("overlay-daemon.crt"),
                 "client_key": self.cert("overlay-daemon.key"),
             }),
+            "netman-dns" => json!({
+                "ca_cert": self.cert("ca.crt"),
+                "client_cert": self.cert("policy-agent.crt"),
+                "client_key": self.cert("policy-agent.key"),
+                "cni_datastore_path": format!("{data}/store.json"),
+                "snapshot_file": format!("{data}/table-snapshot"),
+            }),
             "garden-cni" | "netmon" => json!({}),
             other => panic!("job {other} has no test context: add one to tests/bosh_templates.rs"),
         };
@@ -183,6 +190,7 @@ fn bin(job_binary: &str) -> &'static str {
         "overlay-controller" => env!("CARGO_BIN_EXE_overlay-controller"),
         "overlay-daemon" => env!("CARGO_BIN_EXE_overlay-daemon"),
         "netmon" => env!("CARGO_BIN_EXE_netmon"),
+        "netman-dns" => env!("CARGO_BIN_EXE_netman-dns"),
         "overlay-watchdog" => env!("CARGO_BIN_EXE_overlay-watchdog"),
         "garden-external-networker" => env!("CARGO_BIN_EXE_garden-external-networker"),
         other => panic!("no binary {other}"),
@@ -263,7 +271,7 @@ fn every_template_renders_and_every_config_passes_check_config() {
         }
         match job.as_str() {
             "policy-server" | "vxlan-policy-agent" | "overlay-controller" | "overlay-daemon"
-            | "netmon" => {
+            | "netmon" | "netman-dns" => {
                 check_config(bin(&job), &rendered[&format!("config/{job}.json")]);
             }
             "garden-cni" => {
@@ -298,6 +306,7 @@ fn every_template_renders_and_every_config_passes_check_config() {
         checked,
         [
             "garden-cni",
+            "netman-dns",
             "netmon",
             "overlay-controller",
             "overlay-daemon",

@@ -293,6 +293,17 @@ impl SdStore {
     /// Forgets the cells not refreshed since `cutoff_ms`, with their instances. Returns the
     /// cells removed.
     pub fn expire(&self, cutoff_ms: i64) -> Result<Vec<String>, SdError> {
+        // A read first: the periodic sweep takes no write lock while every cell is fresh.
+        let stale = self.db.read(|tx| {
+            tx.rows(
+                "SELECT COUNT(*) FROM sd_cells WHERE refreshed_at < ?",
+                &[Val::Int(cutoff_ms)],
+            )?[0][0]
+                .int()
+        })?;
+        if stale == 0 {
+            return Ok(Vec::new());
+        }
         self.db.write(|tx| {
             let gone = tx
                 .rows(
