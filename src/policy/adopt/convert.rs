@@ -426,6 +426,14 @@ impl<S: Sql> Run<'_, S> {
         self.db.execute(sql)
     }
 
+    /// Rows of `table`, 0 when the table does not exist.
+    fn count_if_present(&mut self, table: &str) -> Result<i64, String> {
+        if !detect::tables(self.db)?.contains(table) {
+            return Ok(0);
+        }
+        one_int(self.db, &format!("SELECT COUNT(*) FROM {table}"))
+    }
+
     fn done(&self, step: &str) -> bool {
         self.done.iter().any(|d| d == step)
     }
@@ -635,9 +643,18 @@ impl<S: Sql> Run<'_, S> {
                 let mut t = detect::NETMAN_TABLES.to_vec();
                 t.push("netman_migrations");
                 t.extend(crate::policy::asg::schema::NETMAN_ONLY_TABLES);
+                t.extend(crate::policy::sd::store::TABLES);
                 t
             }
         };
+        if self.direction == Direction::ToOriginal {
+            let routes = self.count_if_present("internal_routes")?;
+            if routes > 0 {
+                self.report.line(format!(
+                    "dropped {routes} internal routes: the original's database has no place for them"
+                ));
+            }
+        }
         // Referencing tables first.
         let order = ["policies", "destinations"];
         let mut sorted: Vec<&str> = order

@@ -13,6 +13,16 @@ use std::fmt;
 use std::net::Ipv4Addr;
 
 pub const KNOWN_VERSION: i64 = 1;
+/// Every table of this module (what `migrate --to-original` drops: the original keeps internal
+/// routes in the Cloud Controller, not in this database).
+pub const TABLES: [&str; 6] = [
+    "internal_routes",
+    "internal_domains",
+    "sd_instances",
+    "sd_cells",
+    "sd_info",
+    "sd_migrations",
+];
 
 const SCHEMA: Schema = Schema {
     table: "sd_migrations",
