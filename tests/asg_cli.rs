@@ -3,47 +3,11 @@
 //! a fake one; `--json` for scripts; a bad rules file refused before anything is sent.
 
 mod support;
+use support::cli::{netman, ok};
 use support::fake_cf::FakeCf;
 use support::policy_server::{PolicyServer, ADMIN_TOKEN, WRITE_TOKEN};
 
 use serde_json::{json, Value};
-use std::process::Command;
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Debug for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {}\n--- stdout\n{}--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-fn netman(args: &[&str], env: &[(&str, &str)]) -> Run {
-    let home = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_netman"));
-    cmd.env_clear().env("HOME", home.path()).args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn ok(r: Run) -> Run {
-    assert_eq!(r.code, 0, "{r:?}");
-    r
-}
 
 /// The cells' view of one space: (guid, running_default, staging_default, running, staging).
 fn cells(server: &PolicyServer, space: &str) -> Vec<Value> {
@@ -57,15 +21,9 @@ fn cells(server: &PolicyServer, space: &str) -> Vec<Value> {
 }
 
 fn rules_file(dir: &std::path::Path, rules: Value) -> String {
-    let path = dir.join(format!("rules-{}.json", rand_suffix()));
+    let path = dir.join(format!("{}.json", support::unique("rules-")));
     std::fs::write(&path, rules.to_string()).unwrap();
     path.to_string_lossy().into_owned()
-}
-
-fn rand_suffix() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::SeqCst)
 }
 
 #[test]

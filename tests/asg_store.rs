@@ -61,6 +61,18 @@ pub fn writes_move_the_version_and_keep_names_unique(db: &db::TestDb) {
     let v2 = s.version().unwrap();
     assert!(v2 > v1);
     assert_eq!(s.get("guid-a").unwrap(), edited);
+    let unchanged = s
+        .modify("guid-a", &|g| {
+            unbind(g, Lifecycle::Running, "space-never-bound");
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(unchanged, edited);
+    assert_eq!(
+        s.version().unwrap(),
+        v2,
+        "an edit that changes nothing leaves the version (no cell refetches for it)"
+    );
     assert_eq!(
         s.modify("guid-a", &|g| {
             g.name = "b".into();

@@ -476,6 +476,24 @@ fn properties_links_and_bad_values() {
     )
     .unwrap_err();
     assert!(err.contains("vxlan_network \"nope\""), "{err}");
+
+    // The agent's staleness bound follows the linked server's tag quarantine; a quarantine of 0
+    // (the original's reuse at once) has no bound to give and keeps the agent's default.
+    for (quarantine, stale_after) in [(600, 600), (0, 3600)] {
+        let mut ctx = f.context("vxlan-policy-agent");
+        ctx["links"] = json!({"policy_server": {"properties":
+            {"internal_listen_port": 4003, "tag_quarantine_seconds": quarantine}}});
+        let r = render_job(&f, "vxlan-policy-agent", &ctx);
+        let v: Value = serde_json::from_str(&read(&r["config/vxlan-policy-agent.json"])).unwrap();
+        assert_eq!(
+            v["policy_stale_after_seconds"], stale_after,
+            "quarantine {quarantine}"
+        );
+        check_config(
+            bin("vxlan-policy-agent"),
+            &r["config/vxlan-policy-agent.json"],
+        );
+    }
 }
 
 #[test]

@@ -3,47 +3,15 @@
 //! temporary HOME.
 
 mod support;
+use support::cli::{netman, Run};
 use support::{fake_cf, policy_server};
 
 use fake_cf::{FakeCf, CLIENT_ID, CLIENT_SECRET};
 use policy_server::*;
 use serde_json::{json, Value};
 use std::path::Path;
-use std::process::Command;
 
 const V1: &str = "/networking/v1/external/policies";
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Debug for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {}\n--- stdout\n{}--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-/// Runs `netman` with only the given environment (and an empty HOME unless given).
-fn netman(args: &[&str], env: &[(&str, &str)]) -> Run {
-    let home = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_netman"));
-    cmd.env_clear().env("HOME", home.path()).args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 /// `netman` against `server` with a token, apps by GUID.
 fn as_user(server: &PolicyServer, token: &str, args: &[&str]) -> Run {

@@ -2,26 +2,12 @@
 //! by app name through the fake Cloud Controller.
 
 mod support;
+use support::cli::netman;
 use support::{fake_cf, policy_server};
 
 use fake_cf::FakeCf;
 use policy_server::*;
 use serde_json::{json, Value};
-use std::process::{Command, Output};
-
-fn netman(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let home = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_netman"));
-    cmd.env_clear().env("HOME", home.path()).args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 fn stored(server: &PolicyServer) -> Value {
     let (status, body) = server.get("/networking/v1/external/internal_routes", Some(ADMIN_TOKEN));
@@ -46,9 +32,9 @@ fn map_list_and_unmap_by_guid() {
         ],
         &env,
     );
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(out.code == 0, "{}", out.stderr);
     assert_eq!(
-        text(&out.stdout),
+        out.stdout,
         "Mapping route backend.apps.internal to app guid-b as admin...\nOK\n"
     );
     netman(
@@ -61,13 +47,13 @@ fn map_list_and_unmap_by_guid() {
                {"app_guid": "guid-c", "host": "backend", "domain": "apps.internal"}])
     );
     let out = netman(&["routes"], &env);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(out.code == 0, "{}", out.stderr);
     assert_eq!(
-        text(&out.stdout),
+        out.stdout,
         "Getting internal routes as admin...\n\nhost      domain          apps\nbackend   apps.internal   guid-b, guid-c\n"
     );
     let out = netman(&["routes", "--json"], &env);
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(v["total_routes"], 2);
 
     // Bad input: refused before any request, nothing changes.
@@ -94,23 +80,19 @@ fn map_list_and_unmap_by_guid() {
         (vec!["map-route", "guid-b"], "DOMAIN"),
     ] {
         let out = netman(&args, &env);
-        assert_eq!(out.status.code(), Some(1), "{args:?}");
-        assert!(
-            text(&out.stderr).contains(message),
-            "{args:?}: {}",
-            text(&out.stderr)
-        );
+        assert_eq!(out.code, 1, "{args:?}");
+        assert!(out.stderr.contains(message), "{args:?}: {}", out.stderr);
     }
     // The server's refusal is shown as it is.
     let out = netman(
         &["map-route", "guid-b", "nope.internal", "--hostname", "x"],
         &env,
     );
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.code, 1);
     assert!(
-        text(&out.stderr).contains("is not an internal domain"),
+        out.stderr.contains("is not an internal domain"),
         "{}",
-        text(&out.stderr)
+        out.stderr
     );
     assert_eq!(stored(&server).as_array().unwrap().len(), 2);
 
@@ -124,7 +106,7 @@ fn map_list_and_unmap_by_guid() {
         ],
         &env,
     );
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(out.code == 0, "{}", out.stderr);
     assert_eq!(
         stored(&server),
         json!([{"app_guid": "guid-c", "host": "backend", "domain": "apps.internal"}])
@@ -150,25 +132,25 @@ fn apps_are_named_through_the_cloud_controller() {
         &["map-route", "backend", "apps.internal", "--hostname", "be"],
         &env,
     );
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(out.code == 0, "{}", out.stderr);
     assert_eq!(
         stored(&server),
         json!([{"app_guid": "guid-backend", "host": "be", "domain": "apps.internal"}])
     );
     let out = netman(&["routes"], &env);
     assert!(
-        text(&out.stdout).contains("be     apps.internal   backend"),
+        out.stdout.contains("be     apps.internal   backend"),
         "{}",
-        text(&out.stdout)
+        out.stdout
     );
     let out = netman(
         &["map-route", "missing", "apps.internal", "--hostname", "m"],
         &env,
     );
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.code, 1);
     assert!(
-        text(&out.stderr).contains("App 'missing' not found."),
+        out.stderr.contains("App 'missing' not found."),
         "{}",
-        text(&out.stderr)
+        out.stderr
     );
 }

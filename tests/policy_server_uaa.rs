@@ -250,11 +250,13 @@ fn cleanup_removes_policies_of_deleted_apps() {
 fn periodic_cleanup_runs_by_itself() {
     let cf = world();
     let s = server(&cf, |c| c["cleanup_interval_seconds"] = json!(1));
-    s.post(
+    let (status, _) = s.post(
         V1,
         Some("admin-tok"),
         &v1_body(&[("a1", "b1", "tcp", 1, 1)]),
     );
+    assert_eq!(status, 200);
+    assert_eq!(sources(&s.get(V1, Some("admin-tok")).1), vec!["a1->b1"]);
     cf.remove_app("b1");
     let cleaned = || sources(&s.get(V1, Some("admin-tok")).1).is_empty();
     wait_until(

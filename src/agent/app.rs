@@ -35,16 +35,20 @@ pub fn start(config: AgentConfig) -> Result<RunningAgent, String> {
     let asg = asg_agent(&config, &mut registry)?;
     let asg_health = asg.clone();
     let (flows, flow_reader) = super::flow_wiring::start(&config, &agent, &mut registry)?;
-    let health = agent.clone();
+    let health_agent = agent.clone();
+    let health: Arc<dyn Fn() -> Result<(), String> + Send + Sync> = Arc::new(move || {
+        health_agent.health()?;
+        asg_health.as_ref().map_or(Ok(()), |a| a.health())
+    });
     let scraped = agent.clone();
     let scraped_flows = flows.clone();
     let debug = debug::serve(
         &format!("{}:{}", config.debug_server_host, config.debug_server_port),
         DebugHandler::new(
             Arc::new(registry),
-            move || {
-                health.health()?;
-                asg_health.as_ref().map_or(Ok(()), |a| a.health())
+            {
+                let health = health.clone();
+                move || health()
             },
             move || {
                 uptime.refresh();
@@ -58,6 +62,7 @@ pub fn start(config: AgentConfig) -> Result<RunningAgent, String> {
             debug_routes(agent.clone()),
             agent.clone(),
             flows,
+            health,
         )),
     )?;
     let force = Server::start(

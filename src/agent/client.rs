@@ -4,6 +4,7 @@ use super::Error;
 use crate::api::policy::{PoliciesResponse, Policy};
 use crate::api::policy::{WATCH_HEADER, WATCH_UNAFFECTED};
 use crate::http::client::{agent, body_string, ClientTls};
+use crate::policy::auth::form_encode;
 use std::time::Duration;
 
 /// What a watch of the policy version found.
@@ -51,23 +52,30 @@ impl PolicyClient {
 
     fn get(&self, path_and_query: &str) -> Result<String, Error> {
         let url = format!("{}{path_and_query}", self.base);
-        let request = |message: String| Error::Request {
-            url: url.clone(),
-            message,
-        };
-        let mut resp = self
-            .agent
-            .get(&url)
-            .call()
-            .map_err(|e| request(e.to_string()))?;
-        let status = resp.status().as_u16();
-        let body = body_string(&mut resp, BODY_LIMIT).map_err(request)?;
+        let (status, body) = get_any_status(&self.agent, &url, BODY_LIMIT)?;
         if status != 200 {
             let body: String = body.chars().take(300).collect();
             return Err(Error::Status { url, status, body });
         }
         Ok(body)
     }
+}
+
+/// `GET url` on the internal API: the status and the body (read up to `limit` bytes), whatever
+/// the status; a failed request or read is an [`Error::Request`] naming the URL.
+pub(crate) fn get_any_status(
+    agent: &ureq::Agent,
+    url: &str,
+    limit: u64,
+) -> Result<(u16, String), Error> {
+    let request = |message: String| Error::Request {
+        url: url.to_string(),
+        message,
+    };
+    let mut resp = agent.get(url).call().map_err(|e| request(e.to_string()))?;
+    let status = resp.status().as_u16();
+    let body = body_string(&mut resp, limit).map_err(request)?;
+    Ok((status, body))
 }
 
 /// The longest `id=` value one request carries.
@@ -79,7 +87,8 @@ fn id_batches(ids: &[String], max: usize) -> Vec<String> {
     let mut batches = Vec::new();
     let mut current = String::new();
     for id in ids {
-        let id = encode(id);
+        // Unreserved characters only: the server splits `id` on literal commas.
+        let id = form_encode(id);
         if !current.is_empty() && current.len() + 1 + id.len() > max {
             batches.push(std::mem::take(&mut current));
         }
@@ -92,19 +101,6 @@ fn id_batches(ids: &[String], max: usize) -> Vec<String> {
         batches.push(current);
     }
     batches
-}
-
-/// Percent-encodes everything but unreserved characters (the server splits `id` on literal commas).
-fn encode(id: &str) -> String {
-    let mut out = String::with_capacity(id.len());
-    for b in id.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 impl PolicySource for PolicyClient {
@@ -213,7 +209,10 @@ mod tests {
 
     #[test]
     fn ids_are_percent_encoded_but_guids_stay_readable() {
-        assert_eq!(super::encode("4a2d-b5_c.~"), "4a2d-b5_c.~");
-        assert_eq!(super::encode("a,b&c d"), "a%2Cb%26c%20d");
+        assert_eq!(
+            crate::policy::auth::form_encode("4a2d-b5_c.~"),
+            "4a2d-b5_c.~"
+        );
+        assert_eq!(crate::policy::auth::form_encode("a,b&c d"), "a%2Cb%26c%20d");
     }
 }

@@ -1,7 +1,6 @@
 //! The agent's loop: decide when to fetch, plan, apply, record. One cycle runs at a time (the
 //! poller and the force-poll endpoint share a mutex).
 
-use super::backoff::Backoff;
 use super::client::{PolicySource, Watched};
 use super::containers::policy_containers;
 use super::metrics::{self as m, AgentMetrics};
@@ -10,6 +9,7 @@ use super::plan::{plan, Diff, Plan, Skipped};
 use super::Error;
 use crate::api::policy::Policy;
 use crate::cell::{Container, Reader};
+use crate::daemon::backoff::Backoff;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};

@@ -39,6 +39,7 @@ pub fn routes(
     agent_routes: impl Fn(&Request) -> Option<Response> + Send + Sync + 'static,
     agent: Arc<Agent>,
     flows: Option<Arc<Flows>>,
+    health: Arc<dyn Fn() -> Result<(), String> + Send + Sync>,
 ) -> impl Fn(&Request) -> Option<Response> + Send + Sync + 'static {
     move |req: &Request| {
         if let Some(r) = agent_routes(req) {
@@ -50,7 +51,8 @@ pub fn routes(
             if !audit.is_on() {
                 return None;
             }
-            return Some(match agent.health() {
+            // The agent's whole health (security groups included), with the audit state.
+            return Some(match health() {
                 Ok(()) => {
                     Response::json(200, &serde_json::json!({"healthy": true, "audit": audit}))
                 }

@@ -114,7 +114,7 @@ impl FlowMetrics {
             ),
             errors: r.metric(
                 "errors",
-                "Flow log errors, by kind (unreadable, overrun, write)",
+                "Flow log errors, by kind (unreadable, overrun, write, unrecognised prefix)",
             ),
             audit: r.metric(
                 "audit_mode",
@@ -268,7 +268,12 @@ impl Flows {
 
     /// The line for one logged packet; `None` for a prefix of no flow kind or a kind that is off.
     pub fn event(&self, l: &Logged) -> Option<FlowEvent> {
-        let prefix = classify(&l.prefix)?;
+        let Some(prefix) = classify(&l.prefix) else {
+            // E.g. the ASG table's `ASG_OK`/`ASG_DENY` lines, which the flow log does not name
+            // yet: counted, so that their absence from the log is visible.
+            FlowMetrics::count(&self.metrics.errors, "unrecognised");
+            return None;
+        };
         let ip = l.ip?;
         if prefix.kind.direction() == Direction::Egress && !self.egress.load(Ordering::Relaxed) {
             FlowMetrics::count(&self.metrics.suppressed, prefix.kind.label());

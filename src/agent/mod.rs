@@ -13,7 +13,6 @@
 
 pub mod app;
 pub mod asg;
-pub mod backoff;
 pub mod client;
 pub mod config;
 pub mod containers;

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 const BODY_LIMIT: u64 = 64 * 1024 * 1024;
-const MAX_PAGES: usize = 1000;
+pub(crate) const MAX_PAGES: usize = 1000;
 
 pub struct Cc {
     agent: ureq::Agent,

@@ -3,6 +3,7 @@
 //! the start and listen addresses, waits for SIGTERM or SIGINT (or a fatal error of the daemon's
 //! own), stops it and logs the stop; and the loopback debug server ([`debug`]).
 
+pub mod backoff;
 pub mod debug;
 
 use crate::logging::LogArgs;

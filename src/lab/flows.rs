@@ -54,7 +54,11 @@ fn rule(r: &Value) -> String {
             )
         }
         "netout" => format!("netout rule {}", r["index"]),
-        "security_group" => format!("security group {} rule {}", r["guid"], r["index"]),
+        "security_group" => format!(
+            "security group {} rule {}",
+            r["guid"].as_str().unwrap_or("?"),
+            r["index"]
+        ),
         "deny_network" => "deny network".into(),
         "default_deny" => "default deny (no policy)".into(),
         other => other.replace('_', " "),

@@ -13,6 +13,7 @@ pub mod agent_lab;
 pub mod asg_cell;
 pub mod certs;
 pub mod cf_networking;
+pub mod cli;
 pub mod db;
 pub mod dns;
 pub mod fake_cf;

@@ -2,9 +2,11 @@
 //! `GET /networking/v1/internal/security_groups?space_guids=..&limit=..&from=..` page by page,
 //! and the cheap version check that says whether anything changed since the last fetch.
 
+use crate::agent::client::get_any_status;
 use crate::agent::Error;
 use crate::api::security_groups::{SecurityGroup, SecurityGroupsResponse};
-use crate::http::client::{agent, body_string, ClientTls};
+use crate::http::client::{agent, ClientTls};
+use crate::policy::auth::form_encode;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -40,19 +42,7 @@ impl AsgClient {
     }
 
     fn get(&self, path: &str) -> Result<(u16, String), Error> {
-        let url = format!("{}{path}", self.base);
-        let request = |message: String| Error::Request {
-            url: url.clone(),
-            message,
-        };
-        let mut resp = self
-            .agent
-            .get(&url)
-            .call()
-            .map_err(|e| request(e.to_string()))?;
-        let status = resp.status().as_u16();
-        let body = body_string(&mut resp, BODY_LIMIT).map_err(request)?;
-        Ok((status, body))
+        get_any_status(&self.agent, &format!("{}{path}", self.base), BODY_LIMIT)
     }
 }
 
@@ -66,19 +56,11 @@ fn status_error(url: String, status: u16, body: &str) -> Error {
 
 /// The query naming the spaces, or `None` when they do not fit (ask for everything).
 fn spaces_query(spaces: &BTreeSet<String>) -> Option<String> {
-    let mut q = String::new();
-    for s in spaces {
-        if !q.is_empty() {
-            q.push(',');
-        }
-        for b in s.bytes() {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-                q.push(b as char);
-            } else {
-                q.push_str(&format!("%{b:02X}"));
-            }
-        }
-    }
+    let q = spaces
+        .iter()
+        .map(|s| form_encode(s))
+        .collect::<Vec<_>>()
+        .join(",");
     (q.len() <= MAX_SPACES_QUERY).then_some(q)
 }
 

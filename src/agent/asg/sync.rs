@@ -283,7 +283,15 @@ impl AsgAgent {
             st.skipped = compiled.skipped.clone();
         }
         let rebuild = fetched && full_due;
-        let applied = self.apply(st.installed.as_ref(), &compiled, rebuild)?;
+        let applied = match self.apply(st.installed.as_ref(), &compiled, rebuild) {
+            Ok(applied) => applied,
+            Err(e) => {
+                // The next cycle must try again (a refetch and a full rewrite), not find the
+                // version unchanged and the store read, and do nothing until the full sync.
+                st.last_full = None;
+                return Err(e);
+            }
+        };
         if fetched && full_due {
             st.last_full = Some(Instant::now());
         }

@@ -85,8 +85,7 @@ impl AsgApi {
     /// Every group, following the pages.
     pub fn all(&self) -> Result<Vec<V3SecurityGroup>, String> {
         let mut out = Vec::new();
-        let mut page = 1;
-        loop {
+        for page in 1..=crate::cli::names::MAX_PAGES {
             let v = self.expect("GET", &format!("?per_page=5000&page={page}"), None)?;
             let list: V3List<V3SecurityGroup> = serde_json::from_value(v)
                 .map_err(|e| format!("unexpected response from the policy server: {e}"))?;
@@ -94,8 +93,8 @@ impl AsgApi {
             if list.pagination.next.is_none() {
                 return Ok(out);
             }
-            page += 1;
         }
+        Err("the policy server returned too many pages of security groups".into())
     }
 
     pub fn by_name(&self, name: &str) -> Result<Option<V3SecurityGroup>, String> {

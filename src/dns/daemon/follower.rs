@@ -4,6 +4,7 @@
 //! error or an unreachable registry keep the table in force (no blackout) and are retried.
 
 use crate::api::sd::{InternalRoutes, TABLE_PATH, VERSION_HEADER};
+use crate::daemon::backoff::Backoff;
 use crate::daemon::Worker;
 use crate::dns::{snapshot, DnsMetrics, SharedTable};
 use prometheus_client::metrics::counter::Counter;
@@ -12,9 +13,10 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// After a failure, the next attempt waits this long (doubling up to [`MAX_BACKOFF`]).
+/// After a failure the next attempt waits about this long, doubling (with jitter, so a fleet of
+/// cells does not retry a recovering registry in step) up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -90,7 +92,7 @@ impl Follower {
         self.metrics.tables_received.inc();
         self.metrics.table_version.set(version);
         self.dns.table(table.route_count(), table.instance_count());
-        if let Err(e) = snapshot::save_table(&self.snapshot, &table) {
+        if let Err(e) = snapshot::save(&self.snapshot, routes) {
             log::error!("saving the snapshot {}: {e}", self.snapshot.display());
         }
         log::debug!(
@@ -103,15 +105,25 @@ impl Follower {
 
     pub fn spawn(self) -> Worker {
         Worker::spawn(move |stopped| {
-            let mut backoff = FIRST_BACKOFF;
+            let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
             let mut failing = false;
+            // A version whose table was refused: the watch waits past it instead of downloading
+            // the same refused table again after every back-off.
+            let mut refused: Option<i64> = None;
             loop {
-                let have = self.version.load(Ordering::SeqCst);
+                let have = self
+                    .version
+                    .load(Ordering::SeqCst)
+                    .max(refused.unwrap_or(-1));
                 let result = self.fetch((have >= 0).then_some(have)).and_then(|fetched| {
                     self.metrics.last_contact.set(unix_now());
                     match fetched {
                         Fetched::Unchanged => Ok(()),
-                        Fetched::Table(v, t) => self.install(v, &t),
+                        Fetched::Table(v, t) => {
+                            let installed = self.install(v, &t);
+                            refused = installed.is_err().then_some(v);
+                            installed
+                        }
                     }
                 });
                 let pause = match result {
@@ -120,7 +132,7 @@ impl Follower {
                             log::info!("registry answers again");
                         }
                         failing = false;
-                        backoff = FIRST_BACKOFF;
+                        backoff.reset();
                         Duration::ZERO
                     }
                     Err(e) => {
@@ -129,13 +141,10 @@ impl Follower {
                             log::error!("following the registry: {e}; serving the last table");
                         }
                         failing = true;
-                        let pause = backoff;
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
-                        pause
+                        backoff.next_delay()
                     }
                 };
-                let started = Instant::now();
-                match stopped.recv_timeout(pause.saturating_sub(started.elapsed())) {
+                match stopped.recv_timeout(pause) {
                     Err(RecvTimeoutError::Timeout) => {}
                     _ => return,
                 }

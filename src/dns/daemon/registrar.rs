@@ -6,6 +6,7 @@
 
 use crate::api::sd::{CellRegistration, Instance, CELLS_PATH};
 use crate::cell::{Container, Containers, Reader, APP_KEY};
+use crate::daemon::backoff::Backoff;
 use crate::daemon::Worker;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -94,20 +95,32 @@ impl Registrar {
             let mut last_sent: Option<Instant> = None;
             let mut failing = false;
             let mut retry_at = Instant::now();
+            // Retries every 250-500 ms (jittered, not growing): a registry back from a restart
+            // must hear from every cell before the cell's entries expire.
+            let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_millis(500));
+            // The last report read from a sound store: re-sent when the store cannot be read, so
+            // a damaged store neither empties the cell's entries nor lets them expire.
+            let mut last_good: Option<Vec<Instance>> = None;
             loop {
                 let due = last_sent.is_none_or(|t| t.elapsed() >= self.refresh);
                 match reader.read_if_changed(due && pending.is_none()) {
                     Ok(Some(containers)) => {
                         let (instances, left_out) = report(&containers);
                         self.metrics.unregistered_containers.set(left_out as i64);
+                        last_good = Some(instances.clone());
                         pending = Some(instances);
                     }
                     Ok(None) => {}
                     Err(e) => {
                         if !failing {
-                            log::error!("reading the container store: {e}");
+                            log::error!(
+                                "reading the container store: {e}; reporting the last sound read"
+                            );
                         }
                         failing = true;
+                        if due && pending.is_none() {
+                            pending = last_good.clone();
+                        }
                     }
                 }
                 if let Some(instances) = pending.as_ref().filter(|_| Instant::now() >= retry_at) {
@@ -119,6 +132,7 @@ impl Registrar {
                                 log::info!("registry reachable again; cell reported");
                             }
                             failing = false;
+                            backoff.reset();
                             pending = None;
                             last_sent = Some(Instant::now());
                         }
@@ -128,7 +142,7 @@ impl Registrar {
                                 log::error!("reporting the cell's instances: {e}; retrying");
                             }
                             failing = true;
-                            retry_at = Instant::now() + Duration::from_millis(500);
+                            retry_at = Instant::now() + backoff.next_delay();
                         }
                     }
                 }

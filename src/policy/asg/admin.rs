@@ -383,7 +383,11 @@ impl AsgAdmin {
         let total = matching.len();
         let pages = total.div_ceil(per_page).max(1);
         let mut resources = Vec::new();
-        for g in matching.iter().skip((page - 1) * per_page).take(per_page) {
+        for g in matching
+            .iter()
+            .skip((page - 1).saturating_mul(per_page))
+            .take(per_page)
+        {
             match resource(version, &g.group) {
                 Ok(r) => resources.push(r),
                 Err(resp) => return resp,

@@ -176,6 +176,16 @@ pub(crate) fn bump(tx: &mut dyn Tx) -> Result<(), DbError> {
     Ok(())
 }
 
+/// Puts back the version read before [`bump`] (which ran first to lock the row), for a write
+/// that turned out to change nothing.
+fn restore_version(tx: &mut dyn Tx, version: i64) -> Result<(), DbError> {
+    tx.exec(
+        "UPDATE security_groups_info SET version = ? WHERE id = 1",
+        &[Val::Int(version)],
+    )?;
+    Ok(())
+}
+
 fn version(tx: &mut dyn Tx) -> Result<i64, DbError> {
     let rows = tx.rows("SELECT version FROM security_groups_info WHERE id = 1", &[])?;
     match rows.first() {
@@ -321,6 +331,7 @@ impl AsgStore for SqlAsgStore {
 
     fn modify(&self, guid: &str, edit: Edit<'_>) -> Result<StoredGroup, AsgError> {
         self.db.write(|tx| {
+            let version_before = version(tx)?;
             bump(tx)?;
             let Some(mut stored) = find(tx, guid)? else {
                 return Err(AsgError::NotFound(guid.to_string()));
@@ -330,6 +341,12 @@ impl AsgStore for SqlAsgStore {
             stored.group.guid = before.guid.clone();
             if stored.group.name != before.name && name_taken(tx, &stored.group.name, guid)? {
                 return Err(AsgError::NameTaken(stored.group.name.clone()));
+            }
+            if stored.group == before {
+                // Nothing changed (an unbind of an unbound space, a PATCH to the same values):
+                // the version stays, so no cell refetches and recompiles for it.
+                restore_version(tx, version_before)?;
+                return Ok(stored);
             }
             update(tx, stored.id, &stored.group)?;
             Ok(stored)
@@ -386,10 +403,7 @@ impl AsgStore for SqlAsgStore {
                 done.deleted += 1;
             }
             if !done.changed() {
-                tx.exec(
-                    "UPDATE security_groups_info SET version = ? WHERE id = 1",
-                    &[Val::Int(before)],
-                )?;
+                restore_version(tx, before)?;
             }
             tx.exec(
                 "UPDATE security_groups_info SET cc_last_update = ?, cc_synced_at = ? WHERE id = 1",

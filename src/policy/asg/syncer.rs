@@ -185,7 +185,8 @@ pub fn rfc3339_seconds(text: &str) -> Option<i64> {
     }
     let offset = match rest {
         "Z" | "z" => 0,
-        o if o.len() == 6 && matches!(&o[..1], "+" | "-") && &o[3..4] == ":" => {
+        // ASCII first: the slices below would cut a multi-byte character.
+        o if o.len() == 6 && o.is_ascii() && matches!(&o[..1], "+" | "-") && &o[3..4] == ":" => {
             let sign = if &o[..1] == "-" { -1 } else { 1 };
             sign * (num_of(&o[1..3])? * 3600 + num_of(&o[4..6])? * 60)
         }
@@ -452,6 +453,21 @@ pub fn spawn(syncer: Syncer, metrics: SyncMetrics) -> crate::daemon::Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The Cloud Controller's timestamp is outside input: no text panics the parser.
+        #[test]
+        fn rfc3339_never_panics(text in "\\PC{0,40}", tail in "\\PC{0,8}") {
+            let _ = rfc3339_seconds(&text);
+            let _ = rfc3339_seconds(&format!("2022-10-03T14:38:21{tail}"));
+        }
+    }
+
+    #[test]
+    fn rfc3339_multibyte_offset_is_refused() {
+        assert_eq!(rfc3339_seconds("2022-10-03T14:38:21\u{e9}0:00"), None);
+    }
 
     #[test]
     fn rfc3339_times() {
