@@ -115,9 +115,18 @@ fn names_resolve_across_cells_follow_up_and_down_and_outlive_the_registry() {
     // And it follows changes again after the restart.
     let b3 = cell1.up("backend-guid", 3);
     let with_b3 = sorted(vec![b0.ip, b2.ip, b3.ip]);
-    wait_until("b3 after the registry's restart", WITHIN, || {
-        answer(&here, "backend.apps.internal") == Some(with_b3.clone())
-    });
+    if let Err(last) =
+        support::wait_for(WITHIN, Ok((ResponseCode::NoError, with_b3.clone())), || {
+            lookup(&here, "backend.apps.internal")
+        })
+    {
+        panic!(
+            "b3 not resolved within {WITHIN:?} after the registry's restart: last answer {last:?}\n\
+             cell 1 log:\n{}\nregistry log:\n{}",
+            cell1.log(),
+            registry.log()
+        );
+    }
 
     // A cell that stops reporting (its resolver killed) is removed after the expiry (3 s), not
     // before.

@@ -220,6 +220,7 @@ impl Cell {
                 &format!("10.98.{n}.2"),
             ])
             .unwrap();
+        let bridge_mac = format!("02:00:00:00:{n:02x}:01");
         for args in [
             vec![
                 "ip",
@@ -238,7 +239,19 @@ impl Cell {
                 "via",
                 &format!("10.98.{n}.1"),
             ],
-            vec!["ip", "link", "add", "br0", "type", "bridge"],
+            // A fixed MAC: otherwise the bridge takes its lowest port's MAC, which changes when
+            // a container joins, and the other containers' ARP entries for the gateway (and so
+            // the resolver behind it) go stale for many seconds.
+            vec![
+                "ip",
+                "link",
+                "add",
+                "br0",
+                "address",
+                &bridge_mac,
+                "type",
+                "bridge",
+            ],
             vec![
                 "ip",
                 "addr",
