@@ -34,7 +34,8 @@ pub fn start(config: AgentConfig) -> Result<RunningAgent, String> {
     let agent = Arc::new(agent(&config, metrics)?);
     let asg = asg_agent(&config, &mut registry)?;
     let asg_health = asg.clone();
-    let (flows, flow_reader) = super::flow_wiring::start(&config, &agent, &mut registry)?;
+    let (flows, flow_reader) =
+        super::flow_wiring::start(&config, &agent, asg.clone(), &mut registry)?;
     let health_agent = agent.clone();
     let health: Arc<dyn Fn() -> Result<(), String> + Send + Sync> = Arc::new(move || {
         health_agent.health()?;

@@ -85,7 +85,7 @@ pub struct AgentConfig {
     /// egress not logged; the flow log needs at least 1).
     #[serde(default = "u32_default::<1>")]
     pub iptables_denied_logs_per_sec: u32,
-    /// NFLOG group of the ASG logs.
+    /// NFLOG group of the ASG logs (the flow log reads it too).
     #[serde(default = "u16_default::<1>")]
     pub asg_nflog_group: u16,
     /// The flow log (docs/flows.md): one JSON line per logged connection; off when unset.
@@ -291,6 +291,10 @@ impl AgentConfig {
                 .unwrap_or_else(|_| "unknown".into())
         });
         let mut groups = vec![self.c2c_nflog_group, self.egress_nflog_group];
+        if self.enable_asg_syncing {
+            groups.push(self.asg_nflog_group);
+        }
+        groups.sort_unstable();
         groups.dedup();
         Some(super::flows::FlowSettings {
             file: file.into(),

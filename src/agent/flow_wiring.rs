@@ -1,28 +1,37 @@
 //! Starting the flow log with the agent, and its routes beside the agent's own on the debug
 //! port (`/health` says whether audit mode is on).
 
+use super::asg::flow_rules::AsgFlowRules;
+use super::asg::AsgAgent;
 use super::cycle::Agent;
 use super::flows::{FlowMetrics, Flows};
 use super::nft::runner;
 use super::AgentConfig;
 use crate::daemon::Worker;
-use crate::flowlog::egress::StaticNetout;
+use crate::flowlog::egress::{EgressRules, StaticNetout};
 use crate::http::{Request, Response};
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
 
+/// `asg`: the ASG side when `enable_asg_syncing` is on (its log prefixes name its rules).
 pub fn start(
     config: &AgentConfig,
     agent: &Arc<Agent>,
+    asg: Option<Arc<AsgAgent>>,
     registry: &mut Registry,
 ) -> Result<(Option<Arc<Flows>>, Option<Worker>), String> {
     let Some(settings) = config.flow_settings() else {
         return Ok((None, None));
     };
     let file = settings.file.display().to_string();
+    let netout = StaticNetout::new(&config.netout_cache_dir);
+    let egress_rules: Box<dyn EgressRules> = match asg {
+        Some(asg) => Box::new(AsgFlowRules::new(asg, netout)),
+        None => Box::new(netout),
+    };
     let (flows, reader) = Flows::start(
         settings,
-        Box::new(StaticNetout::new(&config.netout_cache_dir)),
+        egress_rules,
         runner(&config.nft_path),
         &config.nft_path,
         FlowMetrics::register(registry),

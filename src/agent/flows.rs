@@ -18,7 +18,7 @@ use crate::daemon::Worker;
 use crate::flowlog::egress::EgressRules;
 use crate::flowlog::event::{protocol_name, Direction, Endpoint, FlowEvent, Rule};
 use crate::flowlog::identity::{fill, Identities};
-use crate::flowlog::kind::{classify, Kind};
+use crate::flowlog::kind::{classify, Kind, Origin};
 use crate::flowlog::packet::{parse_datagram, Logged};
 use crate::flowlog::sink::FileSink;
 use crate::flowlog::socket::{NflogSocket, Read};
@@ -269,8 +269,7 @@ impl Flows {
     /// The line for one logged packet; `None` for a prefix of no flow kind or a kind that is off.
     pub fn event(&self, l: &Logged) -> Option<FlowEvent> {
         let Some(prefix) = classify(&l.prefix) else {
-            // E.g. the ASG table's `ASG_OK`/`ASG_DENY` lines, which the flow log does not name
-            // yet: counted, so that their absence from the log is visible.
+            // Counted, so that a rule logging with a prefix nobody reads is visible.
             FlowMetrics::count(&self.metrics.errors, "unrecognised");
             return None;
         };
@@ -301,27 +300,43 @@ impl Flows {
                 (src, dst, rule)
             }
             Direction::Egress => {
-                let handle = prefix.handle.as_deref().unwrap_or_default();
-                let mut src = Endpoint {
-                    ip: Some(ip.src),
-                    port: sport,
-                    ..Endpoint::default()
-                };
-                match ids.by_handle(handle) {
-                    Some(c) => fill(&mut src, c),
-                    None => src.handle = Some(handle.to_string()),
-                }
                 let dst = Endpoint {
                     ip: Some(ip.dst),
                     port: dport,
                     ..Endpoint::default()
                 };
-                let rule = match (prefix.kind, prefix.deny_network) {
-                    (Kind::EgressAllowed, _) => self.egress_rules.allowing(handle, &ip),
-                    (_, true) => Rule::DenyNetwork,
-                    _ => Rule::DefaultDeny,
-                };
-                (src, dst, rule)
+                match &prefix.origin {
+                    Origin::Netout {
+                        handle,
+                        deny_network,
+                    } => {
+                        let mut src = Endpoint {
+                            ip: Some(ip.src),
+                            port: sport,
+                            ..Endpoint::default()
+                        };
+                        match ids.by_handle(handle) {
+                            Some(c) => fill(&mut src, c),
+                            None => src.handle = Some(handle.to_string()),
+                        }
+                        let rule = match (prefix.kind, deny_network) {
+                            (Kind::EgressAllowed, _) => self.egress_rules.allowing(handle, &ip),
+                            (_, true) => Rule::DenyNetwork,
+                            _ => Rule::DefaultDeny,
+                        };
+                        (src, dst, rule)
+                    }
+                    _ => {
+                        // The ASG table logs by source address: the container is found by it.
+                        let verdict = self.egress_rules.security_group(&l.prefix, &ip);
+                        let Some((_, rule)) = verdict.filter(|(v, _)| *v == prefix.kind.verdict())
+                        else {
+                            FlowMetrics::count(&self.metrics.errors, "unrecognised");
+                            return None;
+                        };
+                        (ids.endpoint(ip.src, sport, None), dst, rule)
+                    }
+                }
             }
         };
         Some(FlowEvent {

@@ -133,6 +133,55 @@ pub fn parse_rules_lenient(json: &str) -> Result<(Vec<Rule>, Vec<RuleError>), Ru
     parse_rule_values(&value).map_err(|m| document(m.to_string()))
 }
 
+/// `parse_rules_lenient`, each good rule with its 0-based index in the array (the index a log
+/// prefix and a flow log line name).
+pub fn parse_rules_indexed(json: &str) -> Result<(Vec<(usize, Rule)>, Vec<RuleError>), RuleError> {
+    let (good, bad) = parse_rules_lenient(json)?;
+    let bad_at: std::collections::BTreeSet<usize> = bad.iter().filter_map(|e| e.index).collect();
+    let indices = (0..).filter(|i| !bad_at.contains(i));
+    Ok((indices.zip(good).collect(), bad))
+}
+
+impl IcmpSelector {
+    fn admits(self, value: Option<u8>) -> bool {
+        match self {
+            IcmpSelector::Any => true,
+            IcmpSelector::Exactly(want) => value == Some(want),
+        }
+    }
+}
+
+impl Rule {
+    /// Whether this rule allows a packet to `dst` of IP protocol `protocol`, with destination
+    /// port `dport` (TCP/UDP) or ICMP `(type, code)`.
+    pub fn allows(
+        &self,
+        dst: Ipv4Addr,
+        protocol: u8,
+        dport: Option<u16>,
+        icmp: Option<(u8, u8)>,
+    ) -> bool {
+        let to = self
+            .destinations
+            .iter()
+            .any(|d| (d.start..=d.end).contains(&dst));
+        let in_ports = |ports: &[PortRange]| {
+            dport.is_some_and(|p| ports.iter().any(|r| (r.start..=r.end).contains(&p)))
+        };
+        let traffic = match &self.traffic {
+            Traffic::Tcp(ports) => protocol == 6 && in_ports(ports),
+            Traffic::Udp(ports) => protocol == 17 && in_ports(ports),
+            Traffic::Icmp { icmp_type, code } => {
+                protocol == 1
+                    && icmp_type.admits(icmp.map(|(t, _)| t))
+                    && code.admits(icmp.map(|(_, c)| c))
+            }
+            Traffic::All => true,
+        };
+        to && traffic
+    }
+}
+
 /// Parses an already decoded rule array (the admin API's body holds it as JSON, not as text).
 pub fn parse_rule_values(value: &Value) -> Result<(Vec<Rule>, Vec<RuleError>), &'static str> {
     let items = value
@@ -545,5 +594,45 @@ mod tests {
         assert_eq!(rules.len(), 2);
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].index, Some(1));
+    }
+
+    #[test]
+    fn a_rule_allows_what_its_protocol_destinations_ports_and_icmp_selectors_admit() {
+        let web = one(
+            r#"{"protocol":"tcp","destination":"10.0.0.0/24, 10.2.0.1","ports":"80, 8000-8010"}"#,
+        )
+        .unwrap();
+        assert!(web.allows(ip("10.0.0.9"), 6, Some(80), None));
+        assert!(web.allows(ip("10.2.0.1"), 6, Some(8005), None));
+        assert!(
+            !web.allows(ip("10.2.0.2"), 6, Some(80), None),
+            "destination"
+        );
+        assert!(!web.allows(ip("10.0.0.9"), 6, Some(81), None), "port");
+        assert!(!web.allows(ip("10.0.0.9"), 17, Some(80), None), "protocol");
+        assert!(!web.allows(ip("10.0.0.9"), 6, None, None), "no port read");
+        let echo =
+            one(r#"{"protocol":"icmp","destination":"10.0.0.1","type":8,"code":-1}"#).unwrap();
+        assert!(echo.allows(ip("10.0.0.1"), 1, None, Some((8, 3))));
+        assert!(!echo.allows(ip("10.0.0.1"), 1, None, Some((0, 0))));
+        assert!(!echo.allows(ip("10.0.0.1"), 1, None, None));
+        let exact =
+            one(r#"{"protocol":"icmp","destination":"10.0.0.1","type":3,"code":4}"#).unwrap();
+        assert!(exact.allows(ip("10.0.0.1"), 1, None, Some((3, 4))));
+        assert!(!exact.allows(ip("10.0.0.1"), 1, None, Some((3, 3))));
+        let all = one(r#"{"protocol":"all","destination":"0.0.0.0-255.255.255.255"}"#).unwrap();
+        assert!(all.allows(ip("1.2.3.4"), 132, None, None));
+    }
+
+    #[test]
+    fn indexed_parsing_keeps_each_good_rule_at_its_place_in_the_array() {
+        let (rules, errors) = parse_rules_indexed(
+            r#"[{"protocol":"bogus"},{"protocol":"all","destination":"1.1.1.1"},
+                {"protocol":"tcp"},{"protocol":"icmp","destination":"1.1.1.1","type":0,"code":0}]"#,
+        )
+        .unwrap();
+        let at: Vec<usize> = rules.iter().map(|(i, _)| *i).collect();
+        assert_eq!(at, [1, 3]);
+        assert_eq!(errors.len(), 2);
     }
 }

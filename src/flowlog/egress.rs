@@ -1,9 +1,10 @@
-//! The egress rule that allowed a logged connection. The lookup is an interface
-//! ([`EgressRules`]): today's implementation reads the container's static NetOut rules (garden's
+//! The egress rule that decided a logged connection. The lookup is an interface
+//! ([`EgressRules`]): [`StaticNetout`] reads the container's static NetOut rules (garden's
 //! `netout_rules`, kept by the networker in its CNI cache) and names the first that matches, as
-//! iptables does; the dynamic security groups plug in as another implementation.
+//! iptables does; with dynamic security groups the agent adds the rules its ASG table names in
+//! its log prefixes (`crate::agent::asg::flow_rules`).
 
-use super::event::Rule;
+use super::event::{Rule, Verdict};
 use super::packet::Ipv4Packet;
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -22,6 +23,17 @@ pub struct NetOutRule {
     pub networks: Vec<Range<Ipv4Addr>>,
     #[serde(default)]
     pub ports: Vec<Range<u16>>,
+    /// ICMP type and code of a protocol 3 rule (type 255: any; no code or 255: any code).
+    #[serde(default)]
+    pub icmps: Option<Icmps>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct Icmps {
+    #[serde(rename = "type")]
+    pub kind: u8,
+    #[serde(default)]
+    pub code: Option<u8>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -33,6 +45,11 @@ pub struct Range<T> {
 pub trait EgressRules: Send + Sync {
     /// The rule that allowed `packet` leaving container `handle`.
     fn allowing(&self, handle: &str, packet: &Ipv4Packet) -> Rule;
+    /// The verdict and rule a log prefix of the ASG table names (`ASG_OK ...`, `ASG_DENY ...`)
+    /// for `packet`; `None` when no ASG table is enforced or the prefix names nothing it knows.
+    fn security_group(&self, _prefix: &str, _packet: &Ipv4Packet) -> Option<(Verdict, Rule)> {
+        None
+    }
     /// The cell's containers changed: forget what was read about them.
     fn refresh(&self) {}
 }
@@ -104,7 +121,14 @@ pub fn matches(r: &NetOutRule, p: &Ipv4Packet) -> bool {
         (1 | 2, None) => false,
         _ => true,
     };
-    in_networks && protocol && ports
+    // As the networker renders it: `--icmp-type T` or `T/C`; 255 means any.
+    let icmp = match (r.protocol, r.icmps) {
+        (3, Some(Icmps { kind, code })) if kind != 255 => p.icmp.is_some_and(|(t, c)| {
+            t == kind && code.filter(|c| *c != 255).is_none_or(|code| code == c)
+        }),
+        _ => true,
+    };
+    in_networks && protocol && ports && icmp
 }
 
 #[cfg(test)]
@@ -121,6 +145,7 @@ mod tests {
             src: "10.255.1.2".parse().unwrap(),
             dst: dst.parse().unwrap(),
             ports: Some((40000, port)),
+            icmp: None,
             len: 60,
         }
     }
@@ -151,16 +176,57 @@ mod tests {
         assert_eq!(rules.allowing("../h1", &tcp("10.0.0.7", 85)), Rule::Unknown);
     }
 
+    fn icmp(kind: u8, code: u8) -> Ipv4Packet {
+        Ipv4Packet {
+            protocol: 1,
+            ports: None,
+            icmp: Some((kind, code)),
+            ..tcp("1.1.1.1", 0)
+        }
+    }
+
     #[test]
     fn icmp_and_all_rules_need_no_ports() {
         let all = rule(r#"{"protocol":0}"#);
-        let icmp = rule(r#"{"protocol":3,"icmps":{"type":8,"code":0}}"#);
-        let ping = Ipv4Packet {
-            protocol: 1,
-            ports: None,
-            ..tcp("1.1.1.1", 0)
+        let echo = rule(r#"{"protocol":3,"icmps":{"type":8,"code":0}}"#);
+        let ping = icmp(8, 0);
+        assert!(matches(&all, &ping) && matches(&echo, &ping));
+        assert!(!matches(&echo, &tcp("1.1.1.1", 80)));
+    }
+
+    #[test]
+    fn an_icmp_event_is_matched_to_the_rule_that_allows_its_type_and_code() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("h1.json"),
+            r#"{"runtime_config":{"netOutRules":[
+                {"protocol":3,"networks":[{"start":"1.1.1.1","end":"1.1.1.1"}],"icmps":{"type":8,"code":1}},
+                {"protocol":3,"networks":[{"start":"1.1.1.1","end":"1.1.1.1"}],"icmps":{"type":13,"code":0}},
+                {"protocol":3,"networks":[{"start":"1.1.1.1","end":"1.1.1.1"}],"icmps":{"type":8}},
+                {"protocol":3,"networks":[{"start":"1.1.1.1","end":"1.1.1.1"}],"icmps":{"type":255,"code":255}}
+            ]}}"#,
+        )
+        .unwrap();
+        let rules = StaticNetout::new(dir.path());
+        let index = |kind, code| match rules.allowing("h1", &icmp(kind, code)) {
+            Rule::Netout { index } => Some(index),
+            _ => None,
         };
-        assert!(matches(&all, &ping) && matches(&icmp, &ping));
-        assert!(!matches(&icmp, &tcp("1.1.1.1", 80)));
+        assert_eq!(index(8, 1), Some(0), "type and code");
+        assert_eq!(index(8, 0), Some(2), "type 8, any code");
+        assert_eq!(index(13, 0), Some(1));
+        assert_eq!(index(13, 1), Some(3), "only the any-type rule");
+        assert_eq!(index(0, 0), Some(3));
+        let code_any = rule(r#"{"protocol":3,"icmps":{"type":3,"code":255}}"#);
+        assert!(matches(&code_any, &icmp(3, 9)) && !matches(&code_any, &icmp(4, 9)));
+        let no_header = Ipv4Packet {
+            icmp: None,
+            ..icmp(8, 0)
+        };
+        assert!(!matches(
+            &rule(r#"{"protocol":3,"icmps":{"type":8}}"#),
+            &no_header
+        ));
+        assert!(matches(&rule(r#"{"protocol":3}"#), &no_header));
     }
 }

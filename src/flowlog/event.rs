@@ -37,10 +37,18 @@ pub enum Rule {
     },
     /// A static NetOut rule of the container (index into garden's `netout_rules`).
     Netout { index: usize },
-    /// A security group rule (the dynamic ASG work plugs in here).
-    SecurityGroup { guid: String, index: usize },
+    /// A rule of a security group (dynamic ASGs): `index` into the group's rule array.
+    SecurityGroup {
+        guid: String,
+        name: String,
+        index: usize,
+        protocol: String,
+        description: String,
+    },
     /// A deny network of the container's workload.
     DenyNetwork,
+    /// Refused by the ASG table: the source address is no container the agent knows.
+    UnknownSource,
     /// Nothing allowed it.
     DefaultDeny,
     /// Allowed, but the rule is no longer known here (policies or rules changed since).

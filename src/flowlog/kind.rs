@@ -18,6 +18,10 @@ pub const C2C_AUDIT: &str = "AUDIT_C2C ";
 pub const EGRESS_ALLOWED: &str = "OK_";
 pub const EGRESS_DENIED: &str = "DENY_";
 pub const EGRESS_DENY_NETWORK: &str = "DENYNET_";
+/// The agent's ASG table (dynamic security groups): `ASG_OK`, `ASG_OK <group> <index>`,
+/// `ASG_DENY <why>` (`crate::agent::asg::LogPrefix`, which the agent reads back).
+pub const ASG_ALLOWED: &str = "ASG_OK";
+pub const ASG_DENIED: &str = "ASG_DENY";
 
 /// The kinds of event that can be switched on and off separately.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -59,29 +63,55 @@ impl Kind {
     }
 }
 
-/// A prefix read: the kind, the container handle for the networker's egress prefixes, and
-/// whether a deny network decided.
+/// A prefix read: the kind, and which rules logged it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Prefix {
     pub kind: Kind,
-    pub handle: Option<String>,
-    pub deny_network: bool,
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The agent's table or the flow table.
+    C2c,
+    /// The networker's NetOut chain of container `handle`; `deny_network`: before a deny
+    /// network's reject.
+    Netout { handle: String, deny_network: bool },
+    /// The agent's ASG table: the rest of the prefix names the rule (read by
+    /// [`super::egress::EgressRules::security_group`]).
+    SecurityGroup,
+}
+
+/// Whether `prefix` is `word` alone or `word` and more words.
+fn first_word_is(prefix: &str, word: &str) -> bool {
+    prefix
+        .strip_prefix(word)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(' '))
 }
 
 pub fn classify(prefix: &str) -> Option<Prefix> {
     let c2c = |kind| Prefix {
         kind,
-        handle: None,
-        deny_network: false,
+        origin: Origin::C2c,
     };
     let egress = |kind, handle: &str, deny_network| {
         (!handle.is_empty()).then(|| Prefix {
             kind,
-            handle: Some(handle.to_string()),
-            deny_network,
+            origin: Origin::Netout {
+                handle: handle.to_string(),
+                deny_network,
+            },
+        })
+    };
+    let asg = |kind| {
+        Some(Prefix {
+            kind,
+            origin: Origin::SecurityGroup,
         })
     };
     match prefix {
+        p if first_word_is(p, ASG_ALLOWED) => asg(Kind::EgressAllowed),
+        p if first_word_is(p, ASG_DENIED) => asg(Kind::EgressDenied),
         C2C_ALLOWED => Some(c2c(Kind::C2cAllowed)),
         C2C_DENIED => Some(c2c(Kind::C2cDenied)),
         C2C_DENIED_AT_SOURCE => Some(c2c(Kind::C2cDeniedAtSource)),
@@ -115,15 +145,42 @@ mod tests {
             classify("DENY_C2C_SRC ").unwrap().kind,
             Kind::C2cDeniedAtSource
         );
+        let netout = |handle: &str, deny_network| Origin::Netout {
+            handle: handle.into(),
+            deny_network,
+        };
         let p = classify("OK_h-1").unwrap();
         assert_eq!(
-            (p.kind, p.handle.as_deref()),
-            (Kind::EgressAllowed, Some("h-1"))
+            (p.kind, p.origin),
+            (Kind::EgressAllowed, netout("h-1", false))
         );
         let p = classify("DENY_h-1").unwrap();
-        assert_eq!((p.kind, p.deny_network), (Kind::EgressDenied, false));
+        assert_eq!(
+            (p.kind, p.origin),
+            (Kind::EgressDenied, netout("h-1", false))
+        );
         let p = classify("DENYNET_h-1").unwrap();
-        assert_eq!((p.kind, p.deny_network), (Kind::EgressDenied, true));
+        assert_eq!(
+            (p.kind, p.origin),
+            (Kind::EgressDenied, netout("h-1", true))
+        );
+        for (prefix, kind) in [
+            ("ASG_OK", Kind::EgressAllowed),
+            ("ASG_OK g-1 3", Kind::EgressAllowed),
+            ("ASG_DENY default", Kind::EgressDenied),
+            ("ASG_DENY deny_networks", Kind::EgressDenied),
+        ] {
+            let p = classify(prefix).unwrap();
+            assert_eq!(
+                (p.kind, p.origin),
+                (kind, Origin::SecurityGroup),
+                "{prefix}"
+            );
+        }
+        // A container handle that happens to start like the ASG words stays the networker's.
+        let p = classify("OK_ASG_OKx").unwrap();
+        assert_eq!(p.origin, netout("ASG_OKx", false));
+        assert_eq!(classify("ASG_OKAY"), None);
         assert_eq!(classify("DENY_C2C_h-1"), None);
         assert_eq!(classify("OK_"), None);
         assert_eq!(classify("something else"), None);

@@ -29,11 +29,14 @@ pub struct Ipv4Packet {
     pub dst: Ipv4Addr,
     /// TCP/UDP/SCTP ports; `None` for other protocols or a truncated header.
     pub ports: Option<(u16, u16)>,
+    /// ICMP type and code; `None` for other protocols or a truncated header.
+    pub icmp: Option<(u8, u8)>,
     /// The packet's total length (IPv4 header field).
     pub len: u16,
 }
 
-/// Reads an IPv4 header and, for TCP, UDP and SCTP, the ports after it.
+/// Reads an IPv4 header and, for TCP, UDP and SCTP, the ports after it (for ICMP, the type and
+/// code).
 pub fn ipv4(payload: &[u8]) -> Option<Ipv4Packet> {
     let first = *payload.first()?;
     if first >> 4 != 4 || payload.len() < 20 {
@@ -63,11 +66,16 @@ pub fn ipv4(payload: &[u8]) -> Option<Ipv4Packet> {
         }),
         _ => None,
     };
+    let icmp = match protocol {
+        1 if fragment_offset == 0 => payload.get(ihl..ihl + 2).map(|t| (t[0], t[1])),
+        _ => None,
+    };
     Some(Ipv4Packet {
         protocol,
         src: addr(12),
         dst: addr(16),
         ports,
+        icmp,
         len,
     })
 }
@@ -182,6 +190,7 @@ mod tests {
                         src: "10.255.1.2".parse().unwrap(),
                         dst: "10.255.2.3".parse().unwrap(),
                         ports: Some((40000, 8080)),
+                        icmp: None,
                         len: 40,
                     }),
                 },
@@ -203,6 +212,12 @@ mod tests {
         frag[7] = 1; // a later fragment: no L4 header
         assert_eq!(ipv4(&frag).unwrap().ports, None);
         assert_eq!(ipv4(&frag[..22]).unwrap().ports, None);
+        // An echo request: type 8, code 0; cut before the code, none.
+        let mut ping = tcp_packet([1, 1, 1, 1], [2, 2, 2, 2], 0x0800, 0);
+        ping[9] = 1;
+        let read = ipv4(&ping).unwrap();
+        assert_eq!((read.icmp, read.ports), (Some((8, 0)), None));
+        assert_eq!(ipv4(&ping[..21]).unwrap().icmp, None);
     }
 
     #[test]

@@ -55,11 +55,14 @@ fn rule(r: &Value) -> String {
         }
         "netout" => format!("netout rule {}", r["index"]),
         "security_group" => format!(
-            "security group {} rule {}",
+            "security group {} ({}) rule {} {}",
+            r["name"].as_str().unwrap_or("?"),
             r["guid"].as_str().unwrap_or("?"),
-            r["index"]
+            r["index"],
+            r["protocol"].as_str().unwrap_or("?")
         ),
         "deny_network" => "deny network".into(),
+        "unknown_source" => "refused: source is no known container".into(),
         "default_deny" => "default deny (no policy)".into(),
         other => other.replace('_', " "),
     }
@@ -195,6 +198,14 @@ mod tests {
         allowed["rule"] = json!({"kind": "policy", "source": "frontend", "destination": "backend",
             "protocol": "tcp", "ports": {"start": 8080, "end": 8080}});
         assert!(readable(&allowed).ends_with("policy frontend -> backend tcp 8080"));
+        let mut egress = allowed.clone();
+        egress["rule"] = json!({"kind": "security_group", "guid": "g-1", "name": "dns",
+            "index": 2, "protocol": "udp", "description": ""});
+        assert!(
+            readable(&egress).ends_with("security group dns (g-1) rule 2 udp"),
+            "{}",
+            readable(&egress)
+        );
         let f = Filter {
             app: Some("backend".into()),
             denied: true,

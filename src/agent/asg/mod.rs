@@ -4,11 +4,13 @@
 //! `ip netman_asg` ([`compile`]). Every change (a group edited, bound or unbound, a container
 //! created or removed) is one transaction of element changes ([`objects`]); the loop fetches the
 //! groups only after the policy server's version moved ([`sync`], [`client`]). The force
-//! endpoints answer as the original's ([`endpoints`]).
+//! endpoints answer as the original's ([`endpoints`]); the flow log names the rules the table's
+//! log prefixes point at ([`flow_rules`]).
 
 pub mod client;
 pub mod compile;
 pub mod endpoints;
+pub mod flow_rules;
 pub mod objects;
 pub mod prefix;
 pub mod segments;

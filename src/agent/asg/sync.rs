@@ -12,11 +12,13 @@ use crate::agent::Error;
 use crate::api::security_groups::SecurityGroup;
 use crate::cell::{Container, Reader};
 use crate::metrics::{OpMetrics, Registrar};
+use arc_swap::ArcSwap;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use std::collections::BTreeSet;
-use std::sync::{Mutex, MutexGuard};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 #[derive(Clone)]
@@ -76,6 +78,16 @@ struct State {
     cache: Cache,
 }
 
+/// What the flow log reads of the table in force, published after each apply (the flow log's
+/// reader never waits for a cycle, which holds the state across its requests): the log prefixes,
+/// and the groups and containers compiled (`ASG_OK` alone names no rule: the reader finds it).
+#[derive(Debug, Default)]
+pub struct Enforced {
+    pub logged: BTreeMap<String, LoggedRule>,
+    pub groups: Vec<SecurityGroup>,
+    pub containers: HashMap<Ipv4Addr, Container>,
+}
+
 pub struct AsgAgent {
     source: Box<dyn AsgSource>,
     runner: Box<dyn Runner>,
@@ -83,6 +95,7 @@ pub struct AsgAgent {
     timing: Timing,
     metrics: AsgMetrics,
     state: Mutex<State>,
+    enforced: ArcSwap<Enforced>,
 }
 
 /// Why a forced cycle is asked for.
@@ -118,6 +131,7 @@ impl AsgAgent {
                 skipped: Vec::new(),
                 cache: Cache::default(),
             }),
+            enforced: ArcSwap::from_pointee(Enforced::default()),
         }
     }
 
@@ -169,6 +183,11 @@ impl AsgAgent {
         st.installed
             .as_ref()
             .and_then(|c| c.logged.get(prefix.trim_end()).cloned())
+    }
+
+    /// The table in force as the flow log reads it.
+    pub fn enforced(&self) -> Arc<Enforced> {
+        self.enforced.load_full()
     }
 
     /// Every log prefix of the table in force and the rule it names.
@@ -298,6 +317,12 @@ impl AsgAgent {
         self.metrics
             .elements
             .set(compiled.objects.element_count() as i64);
+        // Also when the table did not change: a group's name or description may have.
+        self.enforced.store(Arc::new(Enforced {
+            logged: compiled.logged.clone(),
+            groups: st.groups.clone().unwrap_or_default(),
+            containers: st.containers.iter().map(|c| (c.ip, c.clone())).collect(),
+        }));
         st.installed = Some(compiled);
         Ok(applied)
     }
