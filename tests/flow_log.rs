@@ -361,9 +361,9 @@ fn install_netout(lab: &mut Lab, handle: &str, cache: &std::path::Path) {
     std::fs::write(cache.join(format!("{handle}.json")), entry.to_string()).unwrap();
 }
 
-#[test]
-fn egress_allowed_and_denied_name_the_netout_rule_or_the_deny() {
-    let api = PolicyApi::start();
+/// Cell 1: container "eg" (app A) with the networker's NetOut chains and CNI cache entry, its
+/// agent with the flow log on (synced once); cell 2's underlay address is "outside".
+fn egress_lab(api: &PolicyApi) -> (Lab, PathBuf) {
     let mut lab = Lab::new(2);
     lab.cell(1).add_container("eg", A);
     let cache = lab.cell(1).dir.path().join("cni-cache");
@@ -378,6 +378,18 @@ fn egress_allowed_and_denied_name_the_netout_rule_or_the_deny() {
         c["netout_cache_dir"] = json!(cache);
     });
     cell.wait_agent_up();
+    // The agent names apps once it has synced the store.
+    wait_until("the agent's first sync", Duration::from_secs(10), || {
+        let (_, m) = http(&mut lab, 1, "GET", "/metrics", "");
+        metric(&m, "vpa_last_success_timestamp_seconds ") > 0.0
+    });
+    (lab, file)
+}
+
+#[test]
+fn egress_allowed_and_denied_name_the_netout_rule_or_the_deny() {
+    let api = PolicyApi::start();
+    let (mut lab, file) = egress_lab(&api);
     // A server outside the overlay: cell 2's underlay address.
     let listener = netman::netns::run_in(&lab.cell(2).ns.path(), || {
         std::net::TcpListener::bind(("192.168.77.2", 9000))
@@ -386,11 +398,6 @@ fn egress_allowed_and_denied_name_the_netout_rule_or_the_deny() {
     .unwrap();
     let eg = ip(&lab, "eg");
     let outside: Ipv4Addr = "192.168.77.2".parse().unwrap();
-    // The agent names apps once it has synced the store.
-    wait_until("the agent's first sync", Duration::from_secs(10), || {
-        let (_, m) = http(&mut lab, 1, "GET", "/metrics", "");
-        metric(&m, "vpa_last_success_timestamp_seconds ") > 0.0
-    });
 
     assert_eq!(tcp_connect(lab.container("eg"), outside, 9000), Conn::Ok);
     drop(listener);
@@ -438,6 +445,50 @@ fn egress_allowed_and_denied_name_the_netout_rule_or_the_deny() {
     );
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(lines(&file).len(), 3);
+}
+
+/// The packet counter of the first rule of `iptables-save -c` output that `is_rule` picks.
+fn packets(save: &str, is_rule: impl Fn(&str) -> bool) -> u64 {
+    save.lines()
+        .find(|l| is_rule(l))
+        .and_then(|l| l.strip_prefix('[')?.split(':').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no such rule in {save}"))
+}
+
+#[test]
+fn the_networkers_denied_egress_log_limit_counts_what_it_left_out() {
+    let api = PolicyApi::start();
+    let (mut lab, file) = egress_lab(&api);
+    let outside: Ipv4Addr = "192.168.77.2".parse().unwrap();
+    // The networker's deny log: 1/s, burst 1; a flood of refused connections.
+    for _ in 0..50 {
+        assert_eq!(
+            tcp_connect(lab.container("eg"), outside, 9001),
+            Conn::Refused
+        );
+    }
+    // The chain's own counters are the truth: its limited log rule and the reject after it.
+    let save = lab
+        .cell(1)
+        .ns
+        .exec(&["iptables-save", "-c", "-t", "filter"])
+        .unwrap();
+    let logged = packets(&save, |l| l.contains("--nflog-prefix DENY_eg"));
+    let rejected = packets(&save, |l| l.contains("-A netout--eg -j REJECT"));
+    assert!(rejected >= 50 && logged >= 1 && logged < rejected, "{save}");
+    // Every logged packet becomes a line; the rest is counted as left out by the limit.
+    wait_until(
+        "every logged packet written",
+        Duration::from_secs(10),
+        || lines(&file).len() as u64 == logged,
+    );
+    let (_, metrics) = http(&mut lab, 1, "GET", "/metrics", "");
+    let dropped = metric(
+        &metrics,
+        r#"vpa_flow_rate_limited_total{kind="egress_denied"} "#,
+    );
+    assert_eq!(dropped as u64, rejected - logged, "{metrics}");
+    assert_eq!(lines(&file).len() as u64, logged, "{:?}", lines(&file));
 }
 
 /// The connections one policy counted on cell 2, from the agent's `/counters`.

@@ -308,6 +308,7 @@ impl AgentConfig {
                 per_sec: self.iptables_denied_logs_per_sec,
             },
             egress: self.flow_log_egress,
+            netout_limits: !self.enable_asg_syncing,
             audit: super::flows::Audit {
                 cell: self.audit_cell,
                 apps: self.audit_apps.iter().cloned().collect(),

@@ -30,7 +30,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -65,6 +65,9 @@ pub struct FlowSettings {
     pub rules: FlowRules,
     pub egress: bool,
     pub audit: Audit,
+    /// Count what the networker's denied-egress log limit left out (its static NetOut chains:
+    /// not with dynamic ASGs) from its rules' counters ([`super::netout_limits`]).
+    pub netout_limits: bool,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -141,6 +144,8 @@ struct TableState {
     counters: HashMap<String, u64>,
     /// The agent's plan whose elements the counted sets hold.
     counted: Plan,
+    /// Last read unlogged counts of the networker's limited deny logs.
+    netout_unlogged: BTreeMap<super::netout_limits::PairKey, u64>,
 }
 
 pub struct Flows {
@@ -151,6 +156,7 @@ pub struct Flows {
     table: Mutex<TableState>,
     runner: Box<dyn Runner>,
     nft_path: String,
+    netout_limits: bool,
     pub metrics: FlowMetrics,
 }
 
@@ -197,11 +203,16 @@ impl Flows {
                 audit_ips: BTreeSet::new(),
                 counters: HashMap::new(),
                 counted: Plan::default(),
+                netout_unlogged: BTreeMap::new(),
             }),
             runner,
             nft_path: nft_path.to_string(),
+            netout_limits: settings.netout_limits,
             metrics,
         });
+        if flows.netout_limits {
+            flows.refresh_netout_limits(false);
+        }
         let reader = flows.clone();
         let worker = Worker::spawn(move |stopped| reader.read_loop(socket, &mut sink, stopped));
         Ok((flows, worker))
@@ -444,8 +455,53 @@ impl Flows {
             .then(|| flow_table::parse_counters(&String::from_utf8_lossy(&out.stdout)))
     }
 
+    /// Adds to `vpa_flow_rate_limited_total{kind="egress_denied"}` what the networker's deny-log
+    /// limits left unlogged since the last read (a chain made again starts from 0); the first
+    /// read, at start, is the baseline (what was left out before the agent started is not new).
+    fn refresh_netout_limits(&self, count: bool) {
+        let out = std::process::Command::new("iptables-save")
+            .args(["-c", "-t", "filter"])
+            .output();
+        let save = match out {
+            Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+            Ok(o) => {
+                log::debug!(
+                    "iptables-save: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
+                return;
+            }
+            Err(e) => {
+                log::debug!("iptables-save: {e}");
+                return;
+            }
+        };
+        let now = super::netout_limits::unlogged(&save);
+        let mut st = self.lock();
+        let moved: u64 = now
+            .iter()
+            .map(|(k, n)| match st.netout_unlogged.get(k) {
+                Some(last) if n >= last => n - last,
+                _ => *n,
+            })
+            .sum();
+        st.netout_unlogged = now;
+        if !count {
+            return;
+        }
+        self.metrics
+            .rate_limited
+            .get_or_create(&KindLabels {
+                kind: Kind::EgressDenied.label().into(),
+            })
+            .inc_by(moved);
+    }
+
     /// Before a scrape: adds what the table's named counters moved since the last read.
     pub fn refresh_counters(&self) {
+        if self.netout_limits {
+            self.refresh_netout_limits(true);
+        }
         let Some(counters) = self.read_counters() else {
             return;
         };
