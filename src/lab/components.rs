@@ -174,15 +174,17 @@ impl Lab {
     }
 
     /// The lab's one security group, through the policy server's admin API: the first "internet"
-    /// host on TCP 80 and ICMP echo, bound to the apps' space for running. The agents enforce it
-    /// (dynamic ASGs); groups created, bound or unbound later reach the cells within a second.
+    /// host on TCP 80 and ICMP echo (logged), bound to the apps' space for running. The agents
+    /// enforce it (dynamic ASGs); groups created, bound or unbound later reach the cells within a
+    /// second.
     pub fn create_security_group(&self) -> Result<(), String> {
         let internet = INTERNET_HOSTS[0].to_string();
         let body = json!({
             "name": "lab-internet",
             "rules": [
                 {"protocol": "tcp", "destination": internet, "ports": "80"},
-                {"protocol": "icmp", "destination": internet, "type": 8, "code": 0},
+                // Logged: each allowed ping is a flow log line naming this group and rule 1.
+                {"protocol": "icmp", "destination": internet, "type": 8, "code": 0, "log": true},
             ],
             "relationships": {"running_spaces": {"data": [{"guid": LAB_SPACE}]}},
         })

@@ -37,7 +37,7 @@ fn endpoint(e: &Value) -> String {
     }
 }
 
-fn rule(r: &Value) -> String {
+fn rule(r: &Value, egress: bool) -> String {
     match r["kind"].as_str().unwrap_or("?") {
         "policy" => {
             let (s, e) = (&r["ports"]["start"], &r["ports"]["end"]);
@@ -63,6 +63,7 @@ fn rule(r: &Value) -> String {
         ),
         "deny_network" => "deny network".into(),
         "unknown_source" => "refused: source is no known container".into(),
+        "default_deny" if egress => "default deny (no rule allows it)".into(),
         "default_deny" => "default deny (no policy)".into(),
         other => other.replace('_', " "),
     }
@@ -84,7 +85,7 @@ pub fn readable(v: &Value) -> String {
         v["protocol"].as_str().unwrap_or("?"),
         endpoint(&v["src"]),
         endpoint(&v["dst"]),
-        rule(&v["rule"])
+        rule(&v["rule"], v["direction"] == "egress")
     )
 }
 
@@ -201,11 +202,14 @@ mod tests {
         let mut egress = allowed.clone();
         egress["rule"] = json!({"kind": "security_group", "guid": "g-1", "name": "dns",
             "index": 2, "protocol": "udp", "description": ""});
+        egress["direction"] = json!("egress");
         assert!(
             readable(&egress).ends_with("security group dns (g-1) rule 2 udp"),
             "{}",
             readable(&egress)
         );
+        egress["rule"] = json!({"kind": "default_deny"});
+        assert!(readable(&egress).ends_with("default deny (no rule allows it)"));
         let f = Filter {
             app: Some("backend".into()),
             denied: true,
