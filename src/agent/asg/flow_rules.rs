@@ -26,6 +26,7 @@ pub struct AsgFlowRules {
 
 impl AsgFlowRules {
     pub fn new(asg: Arc<AsgAgent>, netout: StaticNetout) -> AsgFlowRules {
+        asg.publish_enforced();
         AsgFlowRules {
             asg,
             netout,

@@ -18,6 +18,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -95,6 +96,9 @@ pub struct AsgAgent {
     timing: Timing,
     metrics: AsgMetrics,
     state: Mutex<State>,
+    /// Published only once the flow log asks ([`AsgAgent::publish_enforced`]): the copy costs a
+    /// cycle time on a large fleet.
+    publish: AtomicBool,
     enforced: ArcSwap<Enforced>,
 }
 
@@ -131,6 +135,7 @@ impl AsgAgent {
                 skipped: Vec::new(),
                 cache: Cache::default(),
             }),
+            publish: AtomicBool::new(false),
             enforced: ArcSwap::from_pointee(Enforced::default()),
         }
     }
@@ -183,6 +188,23 @@ impl AsgAgent {
         st.installed
             .as_ref()
             .and_then(|c| c.logged.get(prefix.trim_end()).cloned())
+    }
+
+    /// From now on, every cycle publishes the table in force for [`AsgAgent::enforced`].
+    pub fn publish_enforced(&self) {
+        let st = self.lock();
+        self.publish.store(true, Ordering::Relaxed);
+        if let Some(c) = &st.installed {
+            self.publish_from(&st, c);
+        }
+    }
+
+    fn publish_from(&self, st: &State, compiled: &Compiled) {
+        self.enforced.store(Arc::new(Enforced {
+            logged: compiled.logged.clone(),
+            groups: st.groups.clone().unwrap_or_default(),
+            containers: st.containers.iter().map(|c| (c.ip, c.clone())).collect(),
+        }));
     }
 
     /// The table in force as the flow log reads it.
@@ -318,11 +340,9 @@ impl AsgAgent {
             .elements
             .set(compiled.objects.element_count() as i64);
         // Also when the table did not change: a group's name or description may have.
-        self.enforced.store(Arc::new(Enforced {
-            logged: compiled.logged.clone(),
-            groups: st.groups.clone().unwrap_or_default(),
-            containers: st.containers.iter().map(|c| (c.ip, c.clone())).collect(),
-        }));
+        if self.publish.load(Ordering::Relaxed) {
+            self.publish_from(st, &compiled);
+        }
         st.installed = Some(compiled);
         Ok(applied)
     }
