@@ -133,9 +133,12 @@ pub fn parse_rules_lenient(json: &str) -> Result<(Vec<Rule>, Vec<RuleError>), Ru
     parse_rule_values(&value).map_err(|m| document(m.to_string()))
 }
 
+/// Good rules, each with its 0-based index in the array, and the bad ones.
+pub type IndexedRules = (Vec<(usize, Rule)>, Vec<RuleError>);
+
 /// `parse_rules_lenient`, each good rule with its 0-based index in the array (the index a log
 /// prefix and a flow log line name).
-pub fn parse_rules_indexed(json: &str) -> Result<(Vec<(usize, Rule)>, Vec<RuleError>), RuleError> {
+pub fn parse_rules_indexed(json: &str) -> Result<IndexedRules, RuleError> {
     let (good, bad) = parse_rules_lenient(json)?;
     let bad_at: std::collections::BTreeSet<usize> = bad.iter().filter_map(|e| e.index).collect();
     let indices = (0..).filter(|i| !bad_at.contains(i));
