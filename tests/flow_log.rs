@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
+use support::flow_lines::{lines, next_line, wait_lines};
 use support::wait::{poll, wait_until};
 
 const A: &str = "app-A";
@@ -24,52 +25,6 @@ const DEBUG: u16 = 8721;
 
 fn flow_file(lab: &mut Lab, cell: u8) -> PathBuf {
     lab.cell(cell).dir.path().join("flows.log")
-}
-
-/// The flow log's lines, parsed; the time and the source port (ephemeral) checked and removed.
-fn lines(path: &PathBuf) -> Vec<Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines()
-        .map(|l| {
-            let mut v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
-            let time = v.as_object_mut().unwrap().remove("time").unwrap();
-            assert!(time.as_str().unwrap().ends_with('Z'), "{time}");
-            let port = v["src"].as_object_mut().unwrap().remove("port").unwrap();
-            assert!(port.as_u64().is_some_and(|p| p > 0), "{port}");
-            v
-        })
-        .collect()
-}
-
-fn wait_lines(path: &PathBuf, n: usize) -> Vec<Value> {
-    let came = poll(Duration::from_secs(10), Duration::from_millis(50), || {
-        lines(path).len() >= n
-    });
-    let got = lines(path);
-    assert!(
-        came.is_some(),
-        "fewer than {n} lines in {}: {got:?}",
-        path.display()
-    );
-    got
-}
-
-/// The one line that `action` produces (any earlier ones, e.g. from before the agent's first
-/// sync, are skipped).
-fn next_line(path: &PathBuf, action: impl FnOnce()) -> Value {
-    std::thread::sleep(Duration::from_millis(300));
-    let n = lines(path).len();
-    action();
-    let got = wait_lines(path, n + 1);
-    std::thread::sleep(Duration::from_millis(300));
-    let got_now = lines(path);
-    assert_eq!(
-        got_now.len(),
-        n + 1,
-        "one line expected: {:?}",
-        &got_now[n..]
-    );
-    got[n].clone()
 }
 
 fn http(lab: &mut Lab, cell: u8, method: &str, path: &str, body: &str) -> (u16, String) {

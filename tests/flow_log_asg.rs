@@ -6,46 +6,13 @@
 
 mod support;
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 use support::asg_cell::*;
+use support::flow_lines::{lines, next_line};
 use support::networker_fixture::{ping, NET_A, NET_B, NET_C};
 use support::original_wire::{rsa_pki, FakeOriginalServer};
-use support::wait::{poll, wait_until};
-
-/// The flow log's lines, parsed; the time and the ephemeral source port checked and removed.
-fn lines(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines()
-        .map(|l| {
-            let mut v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
-            let time = v.as_object_mut().unwrap().remove("time").unwrap();
-            assert!(time.as_str().unwrap().ends_with('Z'), "{time}");
-            let port = v["src"].as_object_mut().unwrap().remove("port").unwrap();
-            let icmp = v["protocol"] == "icmp";
-            assert!(
-                port.as_u64().is_some_and(|p| p > 0) || (icmp && port.is_null()),
-                "{port}"
-            );
-            v
-        })
-        .collect()
-}
-
-/// The one line `action` produces.
-fn next_line(path: &Path, action: impl FnOnce()) -> Value {
-    let n = lines(path).len();
-    action();
-    let came = poll(Duration::from_secs(10), Duration::from_millis(50), || {
-        lines(path).len() > n
-    });
-    assert!(came.is_some(), "no line after {n}: {:?}", lines(path));
-    // A second line would come in the same NFLOG batch (at most 10 ms later).
-    std::thread::sleep(Duration::from_millis(300));
-    let got = lines(path);
-    assert_eq!(got.len(), n + 1, "one line expected: {:?}", &got[n..]);
-    got[n].clone()
-}
+use support::wait::wait_until;
 
 fn metrics(cell: &AsgCell) -> String {
     cell.net

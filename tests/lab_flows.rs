@@ -5,113 +5,39 @@
 
 mod support;
 use serde_json::Value;
-use std::process::Command;
 use std::time::Duration;
-use support::{free_port, wait_until};
+use support::lab_cli::Lab;
+use support::wait_until;
 
-struct Lab {
-    dir: tempfile::TempDir,
-    api: String,
-    token: String,
+/// `netman-lab flows --json` with `filter`, parsed.
+fn flows(lab: &Lab, filter: &[&str]) -> Vec<Value> {
+    let mut args = vec!["flows", "--json"];
+    args.extend_from_slice(filter);
+    let (ok, out) = lab.lab(&args);
+    assert!(ok, "{out}");
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
 }
 
-fn run(cmd: &mut Command) -> (bool, String) {
-    let out = cmd.output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
-}
-
-impl Lab {
-    fn lab(&self, args: &[&str]) -> (bool, String) {
-        run(Command::new(env!("CARGO_BIN_EXE_netman-lab"))
-            .arg("--dir")
-            .arg(self.dir.path())
-            .args(args))
-    }
-
-    fn netman(&self, args: &[&str]) -> (bool, String) {
-        run(Command::new(env!("CARGO_BIN_EXE_netman"))
-            .env("NETMAN_API", &self.api)
-            .env("NETMAN_TOKEN", &self.token)
-            .args(args))
-    }
-
-    fn exec(&self, container: &str, command: &[&str]) -> (bool, String) {
-        let mut args = vec!["exec", container, "--"];
-        args.extend_from_slice(command);
-        self.lab(&args)
-    }
-
-    fn ip(&self, app: &str) -> String {
-        let state: Value = serde_json::from_str(
-            &std::fs::read_to_string(self.dir.path().join("state.json")).unwrap(),
-        )
-        .unwrap();
-        state["containers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["app"] == app)
-            .unwrap()["ip"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    }
-
-    /// `netman-lab flows --json` with `filter`, parsed.
-    fn flows(&self, filter: &[&str]) -> Vec<Value> {
-        let mut args = vec!["flows", "--json"];
-        args.extend_from_slice(filter);
-        let (ok, out) = self.lab(&args);
-        assert!(ok, "{out}");
-        out.lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-            .collect()
-    }
-
-    /// Waits until `netman-lab flows --json <filter>` has a line `wanted` accepts.
-    fn wait_line(&self, what: &str, filter: &[&str], wanted: impl Fn(&Value) -> bool) -> Value {
-        wait_until(what, Duration::from_secs(10), || {
-            self.flows(filter).iter().any(&wanted)
-        });
-        self.flows(filter).into_iter().find(wanted).unwrap()
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = self.lab(&["down"]);
-    }
+/// Waits until `netman-lab flows --json <filter>` has a line `wanted` accepts.
+fn wait_line(lab: &Lab, what: &str, filter: &[&str], wanted: impl Fn(&Value) -> bool) -> Value {
+    wait_until(what, Duration::from_secs(10), || {
+        flows(lab, filter).iter().any(&wanted)
+    });
+    flows(lab, filter).into_iter().find(wanted).unwrap()
 }
 
 #[test]
 fn flows_show_the_refused_and_the_allowed_requests_and_egress_verdicts() {
-    let port = free_port();
-    let mut lab = Lab {
-        dir: tempfile::tempdir().unwrap(),
-        api: format!("http://127.0.0.1:{port}"),
-        token: String::new(),
-    };
-    let (ok, out) = lab.lab(&[
-        "up",
-        "--cells",
-        "2",
-        "--apps",
-        "2",
-        "--api-port",
-        &port.to_string(),
-    ]);
-    assert!(ok, "{out}");
-    lab.token = lab.lab(&["token"]).1.trim().to_string();
+    let lab = Lab::up(2, 2);
     let backend = lab.ip("backend");
     let url = format!("http://{backend}:8080");
 
     // Refused before allow-access: the denied line names both ends and default deny.
     let (ok, out) = lab.exec("frontend", &["curl", "-sS", "-m", "3", &url]);
     assert!(!ok, "reached backend without a policy: {out}");
-    let line = lab.wait_line("the refused request", &["--denied"], |v| {
+    let line = wait_line(&lab, "the refused request", &["--denied"], |v| {
         v["src"]["app"] == "frontend" && v["dst"]["ip"] == backend.as_str()
     });
     assert_eq!(line["verdict"], "denied", "{line}");
@@ -137,7 +63,7 @@ fn flows_show_the_refused_and_the_allowed_requests_and_egress_verdicts() {
     wait_until("frontend reaches backend", Duration::from_secs(10), || {
         lab.exec("frontend", &["curl", "-sS", "-m", "3", &url]).0
     });
-    let line = lab.wait_line("the allowed request", &["--app", "backend"], |v| {
+    let line = wait_line(&lab, "the allowed request", &["--app", "backend"], |v| {
         v["verdict"] == "allowed" && v["src"]["app"] == "frontend"
     });
     assert_eq!(line["dst"]["app"], "backend", "{line}");
@@ -164,9 +90,12 @@ fn flows_show_the_refused_and_the_allowed_requests_and_egress_verdicts() {
         &["busybox", "ping", "-c1", "-W1", "203.0.113.20"],
     );
     assert!(!ok, "ping to 203.0.113.20 passed without a group");
-    let line = lab.wait_line("the refused ping", &["--denied", "--app", "backend"], |v| {
-        v["direction"] == "egress" && v["dst"]["ip"] == "203.0.113.20"
-    });
+    let line = wait_line(
+        &lab,
+        "the refused ping",
+        &["--denied", "--app", "backend"],
+        |v| v["direction"] == "egress" && v["dst"]["ip"] == "203.0.113.20",
+    );
     assert_eq!(line["rule"]["kind"], "default_deny", "{line}");
     assert_eq!(line["protocol"], "icmp", "{line}");
     let (ok, out) = lab.exec(
@@ -174,7 +103,7 @@ fn flows_show_the_refused_and_the_allowed_requests_and_egress_verdicts() {
         &["busybox", "ping", "-c1", "-W1", "203.0.113.10"],
     );
     assert!(ok, "{out}");
-    let line = lab.wait_line("the allowed ping", &["--app", "backend"], |v| {
+    let line = wait_line(&lab, "the allowed ping", &["--app", "backend"], |v| {
         v["direction"] == "egress" && v["verdict"] == "allowed"
     });
     assert_eq!(line["rule"]["kind"], "security_group", "{line}");

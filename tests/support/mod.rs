@@ -17,6 +17,8 @@ pub mod cli;
 pub mod db;
 pub mod dns;
 pub mod fake_cf;
+pub mod flow_lines;
+pub mod lab_cli;
 pub mod networker_fixture;
 pub mod original_wire;
 pub mod overlay;
