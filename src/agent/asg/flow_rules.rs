@@ -122,3 +122,178 @@ impl EgressRules for AsgFlowRules {
         self.netout.refresh();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::asg::client::AsgSource;
+    use crate::agent::asg::sync::Timing;
+    use crate::agent::asg::{AsgMetrics, DenyNetworks, Settings};
+    use crate::agent::nft::Runner;
+    use crate::agent::Error;
+    use crate::cell::{Container, Reader, Store};
+    use serde_json::json;
+    use std::collections::BTreeSet;
+
+    struct Groups(Vec<SecurityGroup>);
+
+    impl AsgSource for Groups {
+        fn version(&self) -> Result<Option<i64>, Error> {
+            Ok(Some(1))
+        }
+        fn groups(&self, _: Option<&BTreeSet<String>>) -> Result<Vec<SecurityGroup>, Error> {
+            Ok(self.0.clone())
+        }
+    }
+
+    /// The table is not what is tried here: only what the compiled state says of it.
+    struct NoKernel;
+
+    impl Runner for NoKernel {
+        fn run(&self, _: &str) -> Result<(), crate::agent::nft::Error> {
+            Ok(())
+        }
+    }
+
+    fn group(guid: &str, rules: serde_json::Value, global: bool, spaces: &[&str]) -> SecurityGroup {
+        SecurityGroup {
+            guid: guid.into(),
+            name: format!("name-{guid}"),
+            rules: rules.to_string(),
+            staging_default: false,
+            running_default: global,
+            staging_space_guids: vec![],
+            running_space_guids: spaces.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn packet(
+        src: &str,
+        dst: &str,
+        protocol: u8,
+        dport: u16,
+        icmp: Option<(u8, u8)>,
+    ) -> Ipv4Packet {
+        Ipv4Packet {
+            protocol,
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            ports: (protocol != 1).then_some((40000, dport)),
+            icmp,
+            len: 60,
+        }
+    }
+
+    fn sg(guid: &str, index: usize, protocol: &str, description: &str) -> Rule {
+        Rule::SecurityGroup {
+            guid: guid.into(),
+            name: format!("name-{guid}"),
+            index,
+            protocol: protocol.into(),
+            description: description.into(),
+        }
+    }
+
+    #[test]
+    fn prefixes_name_the_rule_in_force_and_asg_ok_alone_the_first_rule_that_allows() {
+        let dir = tempfile::tempdir().unwrap();
+        let store_path = dir.path().join("store.json");
+        let mut app = Container::for_app("app1", "10.255.0.2".parse().unwrap(), "app-1");
+        app.metadata.insert("space_id".into(), json!("space-1"));
+        app.metadata
+            .insert("container_workload".into(), json!("app"));
+        Store::new(&store_path).add(app).unwrap();
+        let groups = vec![
+            group(
+                "s",
+                json!([{"protocol": "bogus"},
+                       {"protocol": "tcp", "destination": "1.1.1.0/24", "ports": "443", "log": true, "description": "d"},
+                       {"protocol": "tcp", "destination": "1.1.1.0/24", "ports": "80"},
+                       {"protocol": "icmp", "destination": "2.2.2.2", "type": 8, "code": -1}]),
+                false,
+                &["space-1"],
+            ),
+            group(
+                "g",
+                json!([{"protocol": "tcp", "destination": "1.1.1.1", "ports": "80"}]),
+                true,
+                &[],
+            ),
+        ];
+        let asg = Arc::new(AsgAgent::new(
+            Box::new(Groups(groups)),
+            Box::new(NoKernel),
+            Reader::new(&store_path),
+            Settings {
+                overlay: "10.255.0.0/16".parse().unwrap(),
+                deny: DenyNetworks::default(),
+                log_all: true,
+                nflog_group: 1,
+                denied_logs_per_sec: 1,
+                accepted_udp_logs_per_sec: 100,
+            },
+            Timing {
+                full_sync: std::time::Duration::from_secs(60),
+            },
+            AsgMetrics::register(&mut prometheus_client::registry::Registry::default()),
+        ));
+        let rules = AsgFlowRules::new(asg.clone(), StaticNetout::new(dir.path()));
+        let web = packet("10.255.0.2", "1.1.1.1", 6, 443, None);
+        // Nothing enforced yet: a rule prefix names no known rule.
+        assert_eq!(
+            rules.security_group("ASG_OK s 1", &web),
+            Some((Verdict::Allowed, Rule::Unknown))
+        );
+        asg.poll().unwrap();
+
+        // A logged rule by its prefix: the index counts the rule the cell could not read.
+        assert_eq!(
+            rules.security_group("ASG_OK s 1", &web),
+            Some((Verdict::Allowed, sg("s", 1, "tcp", "d")))
+        );
+        assert_eq!(
+            rules.security_group("ASG_OK s 7", &web),
+            Some((Verdict::Allowed, Rule::Unknown)),
+            "a rule no longer in force"
+        );
+        // `ASG_OK` alone: the globally enabled groups first, then the space's.
+        let allowed = |p: &Ipv4Packet| rules.security_group("ASG_OK", p).map(|(_, r)| r);
+        assert_eq!(
+            allowed(&packet("10.255.0.2", "1.1.1.1", 6, 80, None)),
+            Some(sg("g", 0, "tcp", ""))
+        );
+        assert_eq!(
+            allowed(&packet("10.255.0.2", "1.1.1.2", 6, 80, None)),
+            Some(sg("s", 2, "tcp", ""))
+        );
+        assert_eq!(
+            allowed(&packet("10.255.0.2", "2.2.2.2", 1, 0, Some((8, 3)))),
+            Some(sg("s", 3, "icmp", ""))
+        );
+        assert_eq!(
+            allowed(&packet("10.255.0.2", "2.2.2.2", 1, 0, Some((0, 0)))),
+            Some(Rule::Unknown),
+            "no rule allows an echo reply type"
+        );
+        assert_eq!(
+            allowed(&packet("10.255.0.9", "1.1.1.1", 6, 80, None)),
+            Some(Rule::Unknown),
+            "not a container of the cell"
+        );
+        // Denials need no lookup.
+        for (prefix, rule) in [
+            ("ASG_DENY deny_networks", Rule::DenyNetwork),
+            ("ASG_DENY default ", Rule::DefaultDeny),
+            ("ASG_DENY unknown_source", Rule::UnknownSource),
+        ] {
+            assert_eq!(
+                rules.security_group(prefix, &web),
+                Some((Verdict::Denied, rule))
+            );
+        }
+        // Not the ASG table's words: nothing (the flow log counts it as unrecognised).
+        for prefix in ["ASG_OK s x", "ASG_DENY", "ASG_DENY other", "OK_app1"] {
+            assert_eq!(rules.security_group(prefix, &web), None, "{prefix}");
+        }
+    }
+}
