@@ -465,14 +465,16 @@ impl Flows {
         let save = match out {
             Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
             Ok(o) => {
-                log::debug!(
-                    "iptables-save: {}",
+                log::warn!(
+                    "reading the networker's rule counters: iptables-save: {}",
                     String::from_utf8_lossy(&o.stderr).trim()
                 );
+                FlowMetrics::count(&self.metrics.errors, "netout_counters");
                 return;
             }
             Err(e) => {
-                log::debug!("iptables-save: {e}");
+                log::warn!("reading the networker's rule counters: iptables-save: {e}");
+                FlowMetrics::count(&self.metrics.errors, "netout_counters");
                 return;
             }
         };

@@ -79,9 +79,10 @@ struct State {
     cache: Cache,
 }
 
-/// What the flow log reads of the table in force, published after each apply (the flow log's
-/// reader never waits for a cycle, which holds the state across its requests): the log prefixes,
-/// and the groups and containers compiled (`ASG_OK` alone names no rule: the reader finds it).
+/// What the flow log reads of the table in force, published after each cycle that compiled,
+/// once the flow log asked (its reader never waits for a cycle, which holds the state across its
+/// requests): the log prefixes, and the groups and containers compiled (`ASG_OK` alone names no
+/// rule: the reader finds it).
 #[derive(Debug, Default)]
 pub struct Enforced {
     pub logged: BTreeMap<String, LoggedRule>,
