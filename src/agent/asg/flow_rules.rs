@@ -34,12 +34,18 @@ impl AsgFlowRules {
         }
     }
 
-    fn rules_of(&self, group: &SecurityGroup) -> Arc<Vec<(usize, AsgRule)>> {
+    fn rules_of(&self, enforced: &Enforced, group: &SecurityGroup) -> Arc<Vec<(usize, AsgRule)>> {
         let mut parsed = self.parsed.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((text, rules)) = parsed.get(&group.guid) {
             if *text == group.rules {
                 return rules.clone();
             }
+        }
+        // Groups deleted since are forgotten now and then, so the cache stays the groups' size.
+        if parsed.len() > enforced.groups.len() + 64 {
+            let live: std::collections::HashSet<&str> =
+                enforced.groups.iter().map(|g| g.guid.as_str()).collect();
+            parsed.retain(|guid, _| live.contains(guid.as_str()));
         }
         let rules = Arc::new(
             parse_rules_indexed(&group.rules)
@@ -72,7 +78,7 @@ impl AsgFlowRules {
             });
         let dport = p.ports.map(|(_, d)| d);
         global.into_iter().chain(bound).find_map(|g| {
-            let rules = self.rules_of(g);
+            let rules = self.rules_of(enforced, g);
             let (index, rule) = rules
                 .iter()
                 .find(|(_, r)| r.allows(p.dst, p.protocol, dport, p.icmp))?;
