@@ -80,6 +80,50 @@ pub struct Rule {
     pub description: String,
 }
 
+/// The first packet of a new connection, as far as a rule looks at it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    Tcp(u16),
+    Udp(u16),
+    Icmp {
+        icmp_type: u8,
+        code: u8,
+    },
+    /// Any other IP protocol (by number).
+    Other(u8),
+}
+
+impl Rule {
+    /// Whether this rule allows a new connection to `dst` whose first packet is `probe`.
+    /// ICMP type "any" matches every type and code (iptables' `--icmp-type any`).
+    pub fn allows(&self, dst: Ipv4Addr, probe: Probe) -> bool {
+        let in_ports =
+            |ports: &[PortRange], p: u16| ports.iter().any(|r| r.start <= p && p <= r.end);
+        self.destinations
+            .iter()
+            .any(|d| d.start <= dst && dst <= d.end)
+            && match (&self.traffic, probe) {
+                (Traffic::All, _) => true,
+                (Traffic::Tcp(ports), Probe::Tcp(p)) | (Traffic::Udp(ports), Probe::Udp(p)) => {
+                    in_ports(ports, p)
+                }
+                (
+                    Traffic::Icmp { icmp_type, code },
+                    Probe::Icmp {
+                        icmp_type: t,
+                        code: c,
+                    },
+                ) => match icmp_type {
+                    IcmpSelector::Any => true,
+                    IcmpSelector::Exactly(x) => {
+                        *x == t && (*code == IcmpSelector::Any || *code == IcmpSelector::Exactly(c))
+                    }
+                },
+                _ => false,
+            }
+    }
+}
+
 /// A rule refused: which rule (0-based index in the array), which field, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleError {
@@ -143,46 +187,6 @@ pub fn parse_rules_indexed(json: &str) -> Result<IndexedRules, RuleError> {
     let bad_at: std::collections::BTreeSet<usize> = bad.iter().filter_map(|e| e.index).collect();
     let indices = (0..).filter(|i| !bad_at.contains(i));
     Ok((indices.zip(good).collect(), bad))
-}
-
-impl IcmpSelector {
-    fn admits(self, value: Option<u8>) -> bool {
-        match self {
-            IcmpSelector::Any => true,
-            IcmpSelector::Exactly(want) => value == Some(want),
-        }
-    }
-}
-
-impl Rule {
-    /// Whether this rule allows a packet to `dst` of IP protocol `protocol`, with destination
-    /// port `dport` (TCP/UDP) or ICMP `(type, code)`.
-    pub fn allows(
-        &self,
-        dst: Ipv4Addr,
-        protocol: u8,
-        dport: Option<u16>,
-        icmp: Option<(u8, u8)>,
-    ) -> bool {
-        let to = self
-            .destinations
-            .iter()
-            .any(|d| (d.start..=d.end).contains(&dst));
-        let in_ports = |ports: &[PortRange]| {
-            dport.is_some_and(|p| ports.iter().any(|r| (r.start..=r.end).contains(&p)))
-        };
-        let traffic = match &self.traffic {
-            Traffic::Tcp(ports) => protocol == 6 && in_ports(ports),
-            Traffic::Udp(ports) => protocol == 17 && in_ports(ports),
-            Traffic::Icmp { icmp_type, code } => {
-                protocol == 1
-                    && icmp_type.admits(icmp.map(|(t, _)| t))
-                    && code.admits(icmp.map(|(_, c)| c))
-            }
-            Traffic::All => true,
-        };
-        to && traffic
-    }
 }
 
 /// Parses an already decoded rule array (the admin API's body holds it as JSON, not as text).
@@ -605,26 +609,26 @@ mod tests {
             r#"{"protocol":"tcp","destination":"10.0.0.0/24, 10.2.0.1","ports":"80, 8000-8010"}"#,
         )
         .unwrap();
-        assert!(web.allows(ip("10.0.0.9"), 6, Some(80), None));
-        assert!(web.allows(ip("10.2.0.1"), 6, Some(8005), None));
-        assert!(
-            !web.allows(ip("10.2.0.2"), 6, Some(80), None),
-            "destination"
-        );
-        assert!(!web.allows(ip("10.0.0.9"), 6, Some(81), None), "port");
-        assert!(!web.allows(ip("10.0.0.9"), 17, Some(80), None), "protocol");
-        assert!(!web.allows(ip("10.0.0.9"), 6, None, None), "no port read");
+        assert!(web.allows(ip("10.0.0.9"), Probe::Tcp(80)));
+        assert!(web.allows(ip("10.2.0.1"), Probe::Tcp(8005)));
+        assert!(!web.allows(ip("10.2.0.2"), Probe::Tcp(80)), "destination");
+        assert!(!web.allows(ip("10.0.0.9"), Probe::Tcp(81)), "port");
+        assert!(!web.allows(ip("10.0.0.9"), Probe::Udp(80)), "protocol");
+        let icmp = |icmp_type, code| Probe::Icmp { icmp_type, code };
         let echo =
             one(r#"{"protocol":"icmp","destination":"10.0.0.1","type":8,"code":-1}"#).unwrap();
-        assert!(echo.allows(ip("10.0.0.1"), 1, None, Some((8, 3))));
-        assert!(!echo.allows(ip("10.0.0.1"), 1, None, Some((0, 0))));
-        assert!(!echo.allows(ip("10.0.0.1"), 1, None, None));
+        assert!(echo.allows(ip("10.0.0.1"), icmp(8, 3)));
+        assert!(!echo.allows(ip("10.0.0.1"), icmp(0, 0)));
+        assert!(
+            !echo.allows(ip("10.0.0.1"), Probe::Other(1)),
+            "no ICMP header read"
+        );
         let exact =
             one(r#"{"protocol":"icmp","destination":"10.0.0.1","type":3,"code":4}"#).unwrap();
-        assert!(exact.allows(ip("10.0.0.1"), 1, None, Some((3, 4))));
-        assert!(!exact.allows(ip("10.0.0.1"), 1, None, Some((3, 3))));
+        assert!(exact.allows(ip("10.0.0.1"), icmp(3, 4)));
+        assert!(!exact.allows(ip("10.0.0.1"), icmp(3, 3)));
         let all = one(r#"{"protocol":"all","destination":"0.0.0.0-255.255.255.255"}"#).unwrap();
-        assert!(all.allows(ip("1.2.3.4"), 132, None, None));
+        assert!(all.allows(ip("1.2.3.4"), Probe::Other(132)));
     }
 
     #[test]

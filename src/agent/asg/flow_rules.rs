@@ -7,7 +7,8 @@ use super::compile::{LoggedRule, SPACE_KEY};
 use super::prefix::LogPrefix;
 use super::sync::{AsgAgent, Enforced};
 use crate::api::security_groups::SecurityGroup;
-use crate::asg::{parse_rules_indexed, Lifecycle, Rule as AsgRule};
+use crate::asg::rule::{parse_rules_indexed, Probe};
+use crate::asg::{Lifecycle, Rule as AsgRule};
 use crate::flowlog::egress::{EgressRules, StaticNetout};
 use crate::flowlog::event::{Rule, Verdict};
 use crate::flowlog::packet::Ipv4Packet;
@@ -76,12 +77,15 @@ impl AsgFlowRules {
                 Lifecycle::Running => g.running_default,
                 Lifecycle::Staging => g.staging_default,
             });
-        let dport = p.ports.map(|(_, d)| d);
+        let probe = match (p.protocol, p.ports, p.icmp) {
+            (6, Some((_, port)), _) => Probe::Tcp(port),
+            (17, Some((_, port)), _) => Probe::Udp(port),
+            (1, _, Some((icmp_type, code))) => Probe::Icmp { icmp_type, code },
+            (other, _, _) => Probe::Other(other),
+        };
         global.into_iter().chain(bound).find_map(|g| {
             let rules = self.rules_of(enforced, g);
-            let (index, rule) = rules
-                .iter()
-                .find(|(_, r)| r.allows(p.dst, p.protocol, dport, p.icmp))?;
+            let (index, rule) = rules.iter().find(|(_, r)| r.allows(p.dst, probe))?;
             Some(LoggedRule {
                 group_guid: g.guid.clone(),
                 group_name: g.name.clone(),
