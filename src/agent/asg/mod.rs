@@ -10,11 +10,12 @@
 pub mod client;
 pub mod compile;
 pub mod endpoints;
-pub mod flow_rules;
 pub mod objects;
 pub mod prefix;
 pub mod segments;
 pub mod sync;
+
+pub mod flow_rules;
 
 pub use compile::{compile, Compiled, DenyNetworks, LoggedRule, Settings};
 pub use prefix::LogPrefix;
