@@ -74,12 +74,18 @@ impl<'a> Registrar<'a> {
         }
     }
 
-    /// `<prefix>_uptime_seconds`, refreshed whenever metrics are scraped.
+    /// `<prefix>_uptime_seconds` and `<prefix>_worker_panics`, refreshed whenever metrics are
+    /// scraped.
     pub fn uptime(&mut self) -> Arc<Uptime> {
         let gauge = self.metric("uptime_seconds", "Seconds since the process started");
+        let panics = self.metric(
+            "worker_panics",
+            "Panics caught in background loops since the process started (each loop went on)",
+        );
         Arc::new(Uptime {
             started: Instant::now(),
             gauge,
+            panics,
         })
     }
 }
@@ -147,11 +153,14 @@ impl OpMetrics {
 pub struct Uptime {
     started: Instant,
     gauge: Gauge<f64, AtomicU64>,
+    panics: Gauge,
 }
 
 impl Uptime {
     pub fn refresh(&self) {
         self.gauge.set(self.started.elapsed().as_secs_f64());
+        self.panics
+            .set(crate::daemon::worker_panics().min(i64::MAX as u64) as i64);
     }
 
     pub fn elapsed(&self) -> Duration {

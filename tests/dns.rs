@@ -121,7 +121,7 @@ impl Net {
         let running = run_in(&self.cell.path(), move || {
             let forwarder = Forwarder::new(upstreams, timeout, m.clone()).unwrap();
             let handler = Arc::new(wrap(Resolver::new(t, forwarder)));
-            let (udp, tcp) = server::bind(resolver_addr()).unwrap();
+            let (udp, tcp) = bind_again(resolver_addr());
             server::start(udp, tcp, handler, &config, m).unwrap()
         })
         .unwrap();
@@ -998,5 +998,24 @@ mod fuzz {
             }
         });
         assert_eq!(cell.metrics.failures(Failure::Panic), 0);
+    }
+}
+
+/// Binds the resolver's address, waiting out a few "in use" answers: a test that restarts a
+/// resolver closes its sockets at once, but a process another test thread is forking at that
+/// moment holds copies of them until its exec (close-on-exec), longer on a loaded machine.
+fn bind_again(addr: SocketAddr) -> (std::net::UdpSocket, std::net::TcpListener) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match server::bind(addr) {
+            Ok(sockets) => return sockets,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => panic!("{e}"),
+        }
     }
 }

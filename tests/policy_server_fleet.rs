@@ -219,6 +219,75 @@ fn two_servers_on_one_database_wake_each_others_watchers() {
     }
 }
 
+#[test]
+fn the_second_server_wakes_only_the_watches_a_change_touches_and_all_when_its_log_is_missing() {
+    let a = PolicyServer::start();
+    let db = a.config["database"].clone();
+    let file = db["connection_string"].as_str().unwrap().to_string();
+    let b = PolicyServer::start_with(|c, _| c["database"] = db);
+    let v0 = version(&b);
+    let mine = watch_ids(&b, v0, 5, "app-a");
+    let theirs = watch_ids(&b, v0, 30, "app-x");
+    wait_parked(&b, 2);
+    let (status, _) = a.post(
+        "/networking/v1/external/policies",
+        Some(ADMIN_TOKEN),
+        &v1_body(&[("app-x", "app-y", "tcp", 80, 80)]),
+    );
+    assert_eq!(status, 200);
+    let v1 = version(&a);
+    let (status, mark, body, _) = theirs.join().unwrap();
+    assert_eq!(
+        (status, mark.as_deref(), body.trim()),
+        (200, Some("1"), v1.to_string().as_str())
+    );
+    assert!(
+        !mine.is_finished(),
+        "a change of other apps made through the other server woke the watch"
+    );
+    let (status, mark, body, _) = mine.join().unwrap();
+    assert_eq!(
+        (status, mark.as_deref(), body.trim()),
+        (200, Some("unaffected"), v1.to_string().as_str())
+    );
+
+    // A move of the version the change log does not explain (a writer without it, e.g. the
+    // original's policy server on the same database): every watch wakes.
+    let watches: Vec<_> = ["app-a", "app-q"]
+        .iter()
+        .map(|id| watch_ids(&b, v1, 30, id))
+        .collect();
+    wait_parked(&b, 2);
+    let conn = rusqlite::Connection::open(&file).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    conn.execute(
+        "UPDATE policies_info SET last_updated = last_updated + 1000 WHERE id = 1",
+        [],
+    )
+    .unwrap();
+    let v2 = v1 + 1000;
+    for w in watches {
+        let (status, mark, body, _) = w.join().unwrap();
+        assert_eq!(
+            (status, mark.as_deref(), body.trim()),
+            (200, Some("1"), v2.to_string().as_str())
+        );
+    }
+    // And after it, the log links again: only the touched watch wakes.
+    let mine = watch_ids(&b, v2, 5, "app-a");
+    let theirs = watch_ids(&b, v2, 30, "app-y");
+    wait_parked(&b, 2);
+    let (status, _) = a.post(
+        "/networking/v1/external/policies",
+        Some(ADMIN_TOKEN),
+        &v1_body(&[("app-x", "app-y", "udp", 53, 53)]),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(theirs.join().unwrap().1.as_deref(), Some("1"));
+    assert!(!mine.is_finished(), "an untouched watch woke");
+    assert_eq!(mine.join().unwrap().1.as_deref(), Some("unaffected"));
+}
+
 fn plain_raw(addr: &str, bytes: &[u8]) -> String {
     let mut conn = std::net::TcpStream::connect(addr).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(10)))

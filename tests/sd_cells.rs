@@ -196,3 +196,40 @@ fn a_restarted_resolver_answers_from_its_snapshot_while_the_registry_is_down() {
         answer(&c.path(), "app.apps.internal") == Some(vec![c.ip])
     });
 }
+
+#[test]
+fn a_damaged_container_store_neither_empties_nor_expires_the_cells_entries() {
+    let registry = Registry::start(2);
+    let cell = Cell::start(&registry, 4, 1);
+    let c = cell.up("app-guid", 0);
+    registry.map_route("app-guid", "app");
+    wait_until("app resolves", WITHIN, || {
+        answer(&c.path(), "app.apps.internal") == Some(vec![c.ip])
+    });
+    let store = cell.dir.path().join("store.json");
+    let sound = std::fs::read(&store).unwrap();
+    std::fs::write(&store, b"{\"damaged").unwrap();
+    // Three expiries: the registrar keeps reporting what it last read soundly.
+    let until = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < until {
+        assert_eq!(
+            answer(&c.path(), "app.apps.internal"),
+            Some(vec![c.ip]),
+            "the cell's entry went while its store was damaged: {}",
+            registry.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        cell.log().contains("reporting the last sound read"),
+        "{}",
+        cell.log()
+    );
+    // Mended: the cell's changes are reported again.
+    std::fs::write(&store, sound).unwrap();
+    let d = cell.up("app-guid", 1);
+    let both = sorted(vec![c.ip, d.ip]);
+    wait_until("the new instance", WITHIN, || {
+        answer(&c.path(), "app.apps.internal") == Some(both.clone())
+    });
+}

@@ -379,7 +379,7 @@ pub fn quarantine_migration_keeps_existing_tags(db: &db::TestDb) {
              ALTER TABLE \"groups\" DROP COLUMN released_at",
         ),
     }
-    db.exec("DELETE FROM netman_migrations WHERE version = 2");
+    db.exec("DELETE FROM netman_migrations WHERE version >= 2");
     let s = open(&db.config, 2);
     assert_eq!(
         db.query_i64("SELECT MAX(version) FROM netman_migrations"),
@@ -437,10 +437,45 @@ pub fn failing_batch_leaves_nothing(db: &db::TestDb) {
         s.last_updated().unwrap(),
     );
     assert_eq!(before, after, "nothing of the failed batch remains");
+    assert!(
+        s.changes_since(before.2).unwrap().is_empty(),
+        "the failed batch was logged as a change"
+    );
     // The batch without its last policy fits exactly.
     s.create(&batch[..126]).unwrap();
     assert_eq!(s.count().unwrap(), 127);
     assert_eq!(s.tags().unwrap().len(), 254);
+}
+
+/// Every move of the version is logged with the app ids it touched, each change linking to the
+/// one before, and a reader can follow the chain from any version it knew.
+pub fn changes_are_logged_with_their_ids(db: &db::TestDb) {
+    let s = open(&db.config, 2);
+    let v0 = s.last_updated().unwrap();
+    s.create(&[p("a", "b", "tcp", 1, 1), p("c", "b", "udp", 2, 3)])
+        .unwrap();
+    let v1 = s.last_updated().unwrap();
+    s.delete(&[p("a", "b", "tcp", 1, 1)]).unwrap();
+    let v2 = s.last_updated().unwrap();
+    let ids = |list: &[&str]| Some(list.iter().map(|s| s.to_string()).collect());
+    let log = s.changes_since(v0).unwrap();
+    assert_eq!(
+        log,
+        vec![
+            store::LoggedChange {
+                version: v1,
+                prev: v0,
+                ids: ids(&["a", "b", "c"]),
+            },
+            store::LoggedChange {
+                version: v2,
+                prev: v1,
+                ids: ids(&["a", "b"]),
+            },
+        ]
+    );
+    assert_eq!(s.changes_since(v1).unwrap(), log[1..]);
+    assert!(s.changes_since(v2).unwrap().is_empty());
 }
 
 pub fn last_updated_moves(db: &db::TestDb) {
@@ -673,6 +708,7 @@ db::suite!(
     quarantine_migration_keeps_existing_tags,
     failing_batch_leaves_nothing,
     last_updated_moves,
+    changes_are_logged_with_their_ids,
     concurrent_writers,
     lost_connections_are_replaced,
     migrations_idempotent_and_concurrent,

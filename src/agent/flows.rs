@@ -445,9 +445,16 @@ impl Flows {
         Ok(())
     }
 
-    fn read_counters(&self) -> Option<Counters> {
+    /// The flow table's counters: with `elements`, every counted set element's too (the whole
+    /// table listed); without, only the named counters (a scrape need not list every element).
+    fn read_counters(&self, elements: bool) -> Option<Counters> {
+        let args: &[&str] = if elements {
+            &["-j", "list", "table", "ip", flow_table::TABLE]
+        } else {
+            &["-j", "list", "counters", "table", "ip", flow_table::TABLE]
+        };
         let out = std::process::Command::new(&self.nft_path)
-            .args(["-j", "list", "table", "ip", flow_table::TABLE])
+            .args(args)
             .output()
             .ok()?;
         out.status
@@ -504,7 +511,7 @@ impl Flows {
         if self.netout_limits {
             self.refresh_netout_limits(true);
         }
-        let Some(counters) = self.read_counters() else {
+        let Some(counters) = self.read_counters(false) else {
             return;
         };
         let mut st = self.lock();
@@ -560,7 +567,7 @@ impl Flows {
     /// Per policy: the new connections it allowed on this cell since the agent started (every
     /// fetched policy is listed, so one nothing uses shows 0), and the totals by verdict.
     pub fn counters_json(&self) -> Option<serde_json::Value> {
-        let counters = self.read_counters()?;
+        let counters = self.read_counters(true)?;
         let ids = self.identities.load();
         let policies: Vec<serde_json::Value> = ids
             .policies()

@@ -9,7 +9,9 @@ pub mod debug;
 use crate::logging::LogArgs;
 use clap::{Args, FromArgMatches};
 use nix::sys::signal::{SigSet, Signal};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -181,6 +183,24 @@ fn wait(fatal: Option<Receiver<String>>) -> Result<Signal, String> {
     rx.recv().unwrap_or(Ok(Signal::SIGTERM))
 }
 
+/// How long a panicked [`Worker::spawn_guarded`] loop waits before it runs again.
+pub const RESTART_DELAY: Duration = Duration::from_secs(1);
+
+static WORKER_PANICS: AtomicU64 = AtomicU64::new(0);
+
+/// Panics caught in background loops of this process since it started.
+pub fn worker_panics() -> u64 {
+    WORKER_PANICS.load(Ordering::Relaxed)
+}
+
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into())
+}
+
 /// A daemon's background thread (a poller, a sampler), stopped through a channel.
 pub struct Worker {
     stop: Sender<()>,
@@ -197,13 +217,44 @@ impl Worker {
         }
     }
 
+    /// Runs `work` on a thread like [`Worker::spawn`], and again after [`RESTART_DELAY`]
+    /// whenever it panics: a bug met on one input must not end the loop for the life of the
+    /// process (the panic is logged, and counted in [`worker_panics`]).
+    pub fn spawn_guarded(
+        name: &'static str,
+        mut work: impl FnMut(&Receiver<()>) + Send + 'static,
+    ) -> Worker {
+        Worker::spawn(move |stopped| loop {
+            match catch_unwind(AssertUnwindSafe(|| work(&stopped))) {
+                Ok(()) => return,
+                Err(panic) => {
+                    WORKER_PANICS.fetch_add(1, Ordering::Relaxed);
+                    log::error!(
+                        "{name} panicked ({}); restarting it in {RESTART_DELAY:?}",
+                        panic_text(&panic)
+                    );
+                    match stopped.recv_timeout(RESTART_DELAY) {
+                        Err(RecvTimeoutError::Timeout) => {}
+                        _ => return,
+                    }
+                }
+            }
+        })
+    }
+
     /// Runs `tick` at once and then every `interval` (from the start of one to the start of
-    /// the next) until stopped, or until `tick` returns `false`.
+    /// the next) until stopped, or until `tick` returns `false`. A tick that panics is logged
+    /// and counted, and the next one runs as usual.
     pub fn every(interval: Duration, mut tick: impl FnMut() -> bool + Send + 'static) -> Worker {
         Worker::spawn(move |stopped| loop {
             let started = Instant::now();
-            if !tick() {
-                return;
+            match catch_unwind(AssertUnwindSafe(&mut tick)) {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(panic) => {
+                    WORKER_PANICS.fetch_add(1, Ordering::Relaxed);
+                    log::error!("a periodic task panicked ({})", panic_text(&panic));
+                }
             }
             match stopped.recv_timeout(interval.saturating_sub(started.elapsed())) {
                 Err(RecvTimeoutError::Timeout) => {}
@@ -235,4 +286,52 @@ pub fn fail(source: &str, message: impl std::fmt::Display) -> ! {
     log::error!("{message}");
     eprintln!("{source}: {message}");
     std::process::exit(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+
+    fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_guarded_loop_that_panics_runs_again_and_still_stops() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&runs);
+        let before = worker_panics();
+        let worker = Worker::spawn_guarded("test loop", move |stopped| {
+            if counted.fetch_add(1, Ordering::SeqCst) == 0 {
+                panic!("first run");
+            }
+            let _ = stopped.recv();
+        });
+        wait_for("the loop ran again after its panic", || {
+            runs.load(Ordering::SeqCst) >= 2
+        });
+        assert!(worker_panics() > before);
+        worker.stop();
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_periodic_task_that_panics_keeps_its_schedule() {
+        let ticks = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&ticks);
+        let worker = Worker::every(Duration::from_millis(10), move || {
+            if counted.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+                panic!("every other tick");
+            }
+            true
+        });
+        wait_for("ticks after panics", || ticks.load(Ordering::SeqCst) >= 5);
+        worker.stop();
+    }
 }

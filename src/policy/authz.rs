@@ -86,6 +86,16 @@ impl Guard<'_> {
         who: &Identity,
         guids: &[String],
     ) -> Result<BTreeSet<String>, Denied> {
+        self.visible(who, guids, "filter failed")
+    }
+
+    /// [`Guard::visible_apps`], failing with `message`.
+    fn visible(
+        &self,
+        who: &Identity,
+        guids: &[String],
+        message: &'static str,
+    ) -> Result<BTreeSet<String>, Denied> {
         if who.is_admin() {
             return Ok(guids.iter().cloned().collect());
         }
@@ -95,10 +105,7 @@ impl Guard<'_> {
         if guids.is_empty() {
             return Ok(BTreeSet::new());
         }
-        let failed = |detail: String| Denied::Failed {
-            message: "filter failed",
-            detail,
-        };
+        let failed = |detail: String| Denied::Failed { message, detail };
         let app_spaces = cc.app_spaces(guids).map_err(|e| failed(e.0))?;
         let user_spaces = cc.user_spaces(&who.subject).map_err(|e| failed(e.0))?;
         Ok(guids
@@ -139,35 +146,19 @@ impl Guard<'_> {
         who: &Identity,
         policies: Vec<Policy>,
     ) -> Result<Vec<Policy>, Denied> {
-        if who.is_admin() {
+        if who.is_admin() || policies.is_empty() {
             return Ok(policies);
         }
-        let Some(cc) = self.cc else {
-            return Ok(Vec::new());
-        };
-        if policies.is_empty() {
-            return Ok(policies);
-        }
-        let failed = |detail: String| Denied::Failed {
-            message: "filter policies failed",
-            detail,
-        };
         let guids: Vec<String> = policies
             .iter()
             .flat_map(|p| [p.source.id.clone(), p.destination.id.clone()])
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let app_spaces = cc.app_spaces(&guids).map_err(|e| failed(e.0))?;
-        let user_spaces = cc.user_spaces(&who.subject).map_err(|e| failed(e.0))?;
-        let visible = |guid: &str| {
-            app_spaces
-                .get(guid)
-                .is_some_and(|space| user_spaces.contains(space))
-        };
+        let visible = self.visible(who, &guids, "filter policies failed")?;
         Ok(policies
             .into_iter()
-            .filter(|p| visible(&p.source.id) && visible(&p.destination.id))
+            .filter(|p| visible.contains(&p.source.id) && visible.contains(&p.destination.id))
             .collect())
     }
 }

@@ -1,7 +1,7 @@
 //! A store wrapper that records the duration and outcome of every store call (metric
 //! `policy_server_store_operation_duration_seconds{op,outcome}`), with the original's op names.
 
-use super::store::{PolicyFilter, Store, StoreError};
+use super::store::{LoggedChange, PolicyFilter, Store, StoreError};
 use crate::api::policy::{Policy, Tag};
 use crate::metrics::OpMetrics;
 use std::collections::HashMap;
@@ -49,6 +49,10 @@ impl Store for MeteredStore {
     }
     fn last_updated(&self) -> Result<i64, StoreError> {
         self.ops.time("LastUpdated", || self.inner.last_updated())
+    }
+    fn changes_since(&self, after: i64) -> Result<Vec<LoggedChange>, StoreError> {
+        self.ops
+            .time("ChangesSince", || self.inner.changes_since(after))
     }
     fn source_policy_counts(&self, ids: &[String]) -> Result<HashMap<String, usize>, StoreError> {
         self.ops

@@ -7,13 +7,17 @@
 //! is answered only for changes that touch them: a policy between two apps wakes the cells of
 //! those apps, not the whole fleet. A change made through another server
 //! on the same database is seen by a version check: one `SELECT` of `last_updated` every
-//! [`CHECK_INTERVAL`], made only while at least one request is parked. That bounds the wake-up
-//! delay across servers to one interval plus one query on every backend (PostgreSQL, MySQL and
-//! SQLite alike), at a cost of 40 primary-key reads a second per server with watchers and none
-//! without; PostgreSQL `LISTEN/NOTIFY` would save those reads but has no MySQL counterpart and
-//! needs a dedicated connection per server, so the check was chosen (figures in docs/fleet.md).
+//! [`CHECK_INTERVAL`], made only while at least one request is parked. When it moved, the server
+//! reads the ids of the changes from the store's change log ([`VersionSource::changes_since`],
+//! `policy_changes`), so there too only the affected watches wake; a log that does not link the
+//! old version to the new one (pruned, or a writer without it) wakes them all. That bounds the
+//! wake-up delay across servers to one interval plus two queries on every backend (PostgreSQL,
+//! MySQL and SQLite alike), at a cost of 40 primary-key reads a second per server with watchers
+//! and none without; PostgreSQL `LISTEN/NOTIFY` would save those reads but has no MySQL
+//! counterpart and needs a dedicated connection per server, so the check was chosen (figures in
+//! docs/fleet.md).
 
-use super::store::{PolicyFilter, Store, StoreError};
+use super::store::{LoggedChange, PolicyFilter, Store, StoreError};
 use crate::api::policy::{Policy, Tag};
 use crate::http::Signal;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -52,6 +56,11 @@ pub struct VersionWatch {
 /// Where a watch reads its version: the policies' `last_updated`, or another table's version.
 pub trait VersionSource: Send + Sync {
     fn version(&self) -> Result<i64, String>;
+    /// The logged changes after `after`, oldest first, if the source keeps a log.
+    fn changes_since(&self, after: i64) -> Result<Vec<LoggedChange>, String> {
+        let _ = after;
+        Ok(Vec::new())
+    }
 }
 
 struct PolicyVersion(Arc<dyn Store>);
@@ -60,6 +69,25 @@ impl VersionSource for PolicyVersion {
     fn version(&self) -> Result<i64, String> {
         self.0.last_updated().map_err(|e| e.to_string())
     }
+    fn changes_since(&self, after: i64) -> Result<Vec<LoggedChange>, String> {
+        self.0.changes_since(after).map_err(|e| e.to_string())
+    }
+}
+
+/// The changes of `log` that lead from version `from` to `to`, if the log holds every one of
+/// them (each starts where the one before ended).
+fn linked(from: i64, to: i64, log: &[LoggedChange]) -> Option<&[LoggedChange]> {
+    let mut at = from;
+    for (i, c) in log.iter().enumerate() {
+        if c.prev != at {
+            return None;
+        }
+        at = c.version;
+        if at == to {
+            return Some(&log[..=i]);
+        }
+    }
+    None
 }
 
 struct Inner {
@@ -144,9 +172,10 @@ impl Inner {
     }
 
     /// Records a version read from the database; a move nobody here logged came through another
-    /// server (ids unknown) and wakes the watchers.
+    /// server: its changes are read from the log (so only their watchers wake), or logged with
+    /// ids unknown (waking every watcher) when the log does not link the two versions.
     fn record(&self, version: i64) {
-        let moved = {
+        let from = {
             let mut st = self.lock();
             let known = st.changes.iter().any(|c| c.version == version);
             let moved = st.version.is_some_and(|v| v != version) && !known;
@@ -157,15 +186,37 @@ impl Inner {
             if st.version.is_none() && st.changes.is_empty() {
                 st.origin = Some(version);
             }
-            st.version = Some(version);
-            if moved {
-                st.log(version, None);
+            if !moved {
+                st.version = Some(version);
+                return;
             }
-            moved
+            st.version
         };
-        if moved {
-            self.signal.notify();
+        let log = from
+            .map(|from| self.store.changes_since(from))
+            .transpose()
+            .unwrap_or_else(|e| {
+                log::debug!("reading the policy change log: {e}");
+                None
+            })
+            .unwrap_or_default();
+        {
+            let mut st = self.lock();
+            if st.version != from {
+                // Recorded meanwhile (a local write or another check): theirs is newer.
+                return;
+            }
+            match from.and_then(|from| linked(from, version, &log)) {
+                Some(changes) => {
+                    for c in changes {
+                        st.log(c.version, c.ids.clone().map(Arc::new));
+                    }
+                }
+                None => st.log(version, None),
+            }
+            st.version = Some(version);
         }
+        self.signal.notify();
     }
 
     fn check(&self) {
@@ -285,9 +336,18 @@ impl VersionWatch {
     }
 
     /// A write through this server ended: log its version with the ids it touched (`None` when
-    /// it failed) and wake the watchers.
+    /// it failed) and wake the watchers. When the change log links the version last recorded to
+    /// the new one, every change in between is logged from it, so a change another server made
+    /// just before this write wakes its own watchers too.
     pub fn local_write_done(&self, ids: Option<HashSet<String>>) {
         let version = self.inner.store.version();
+        let from = self.inner.lock().version;
+        let log = match (&version, from) {
+            (Ok(v), Some(from)) if ids.is_some() && *v != from => {
+                self.inner.store.changes_since(from).unwrap_or_default()
+            }
+            _ => Vec::new(),
+        };
         let moved = {
             let mut st = self.inner.lock();
             st.local_writes = st.local_writes.saturating_sub(1);
@@ -296,8 +356,18 @@ impl VersionWatch {
                     if st.version != Some(v)
                         || st.changes.back().is_some_and(|c| c.version == v) =>
                 {
+                    let changes = from
+                        .filter(|f| st.version == Some(*f))
+                        .and_then(|f| linked(f, v, &log));
+                    match changes {
+                        Some(changes) => {
+                            for c in changes {
+                                st.log(c.version, c.ids.clone().map(Arc::new));
+                            }
+                        }
+                        None => st.log(v, Some(Arc::new(ids))),
+                    }
                     st.version = Some(v);
-                    st.log(v, Some(Arc::new(ids)));
                     true
                 }
                 _ => false,
@@ -393,6 +463,9 @@ impl Store for NotifyingStore {
     fn last_updated(&self) -> Result<i64, StoreError> {
         self.store.last_updated()
     }
+    fn changes_since(&self, after: i64) -> Result<Vec<LoggedChange>, StoreError> {
+        self.store.changes_since(after)
+    }
     fn source_policy_counts(&self, ids: &[String]) -> Result<HashMap<String, usize>, StoreError> {
         self.store.source_policy_counts(ids)
     }
@@ -404,5 +477,32 @@ impl Store for NotifyingStore {
     }
     fn check(&self) -> Result<(), StoreError> {
         self.store.check()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(prev: i64, version: i64) -> LoggedChange {
+        LoggedChange {
+            version,
+            prev,
+            ids: None,
+        }
+    }
+
+    #[test]
+    fn only_a_log_that_links_both_versions_is_used() {
+        let log = [change(10, 20), change(20, 30), change(30, 40)];
+        assert_eq!(linked(10, 30, &log), Some(&log[..2]));
+        assert_eq!(linked(10, 40, &log), Some(&log[..]));
+        // Starting elsewhere, a gap, or not reaching the version: not used.
+        assert_eq!(linked(15, 30, &log), None);
+        assert_eq!(linked(10, 30, &[change(10, 20), change(25, 30)]), None);
+        assert_eq!(linked(10, 50, &log), None);
+        assert_eq!(linked(10, 20, &[]), None);
+        // A version the log passes without stopping at: not used either.
+        assert_eq!(linked(10, 25, &log), None);
     }
 }

@@ -104,7 +104,7 @@ impl Follower {
     }
 
     pub fn spawn(self) -> Worker {
-        Worker::spawn(move |stopped| {
+        Worker::spawn_guarded("netman-dns table follower", move |stopped| {
             let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
             let mut failing = false;
             // A version whose table was refused: the watch waits past it instead of downloading

@@ -89,7 +89,7 @@ impl Registrar {
     }
 
     pub fn spawn(self) -> Worker {
-        Worker::spawn(move |stopped| {
+        Worker::spawn_guarded("netman-dns registrar", move |stopped| {
             let mut reader = Reader::new(&self.store);
             let mut pending: Option<Vec<Instance>> = None;
             let mut last_sent: Option<Instant> = None;

@@ -373,7 +373,7 @@ impl<S: Sql> Run<'_, S> {
                 "netman's schema (netman_migrations) with its full tag pool",
             ),
             Direction::ToOriginal => (
-                "groups, destinations, policies, policies_info, netman_migrations \
+                "groups, destinations, policies, policies_info, policy_changes, netman_migrations \
                  (security_groups is kept)",
                 "the original's schema at HEAD: tables as a fresh install leaves them, \
                  gorp_migrations recording migrations 1 to 79, an empty gorp_lock, \
@@ -642,6 +642,7 @@ impl<S: Sql> Run<'_, S> {
             Direction::ToOriginal => {
                 let mut t = detect::NETMAN_TABLES.to_vec();
                 t.push("netman_migrations");
+                t.push(crate::policy::store::CHANGE_LOG_TABLE);
                 t.extend(crate::policy::asg::schema::NETMAN_ONLY_TABLES);
                 t.extend(crate::policy::sd::store::TABLES);
                 t

@@ -94,7 +94,7 @@ impl Registry {
     pub fn spawn(self: &Arc<Self>) -> Worker {
         let registry = Arc::clone(self);
         let sweep_every = (registry.expiry / 10).clamp(CHECK_INTERVAL, Duration::from_secs(5));
-        Worker::spawn(move |stopped| {
+        Worker::spawn_guarded("service discovery registry", move |stopped| {
             let mut last_sweep = Instant::now();
             let mut failing = false;
             loop {

@@ -304,6 +304,10 @@ impl Store for CachedStore {
         self.shared.store.last_updated()
     }
 
+    fn changes_since(&self, after: i64) -> Result<Vec<super::LoggedChange>, StoreError> {
+        self.shared.store.changes_since(after)
+    }
+
     fn source_policy_counts(&self, ids: &[String]) -> Result<HashMap<String, usize>, StoreError> {
         self.shared.store.source_policy_counts(ids)
     }

@@ -8,7 +8,7 @@
 //! take a slot that is being released or assigned, and `groups.guid` is UNIQUE: a lost race ends in a
 //! unique-key error, which [`crate::db::Db`] retries ([`DbError::LostRace`]).
 
-use super::{PolicyFilter, StoreError, TagPool};
+use super::{LoggedChange, PolicyFilter, StoreError, TagPool};
 use crate::api::policy::{Destination, Policy, Ports, Source, Tag};
 use crate::db::{Dialect, Error as DbError, Param, Tx, TxError, Val};
 use std::collections::{BTreeSet, HashMap};
@@ -72,6 +72,30 @@ fn since_epoch() -> std::time::Duration {
         .unwrap_or_default()
 }
 
+/// How long a change stays in `policy_changes`: a server that has not looked for longer wakes all
+/// of its watches once instead.
+const CHANGE_LOG_NANOS: i64 = 10 * 60 * 1_000_000_000;
+/// Changes read at once; a server further behind wakes all of its watches.
+const MAX_CHANGES_READ: usize = 1000;
+/// Ids logged with one change at most (in JSON bytes); a larger batch is logged as unknown, and
+/// the servers reading it wake all of their watches.
+const MAX_LOGGED_IDS: usize = 1 << 20;
+
+/// The app ids a batch touches as `policy_changes.ids` stores them: a JSON array, or `""` when
+/// too large to log.
+fn logged_ids(policies: &[Policy]) -> String {
+    let ids: BTreeSet<&str> = policies
+        .iter()
+        .flat_map(|p| [p.source.id.as_str(), p.destination.id.as_str()])
+        .collect();
+    let json = serde_json::to_string(&ids).unwrap_or_default();
+    if json.len() > MAX_LOGGED_IDS {
+        String::new()
+    } else {
+        json
+    }
+}
+
 fn now_nanos() -> i64 {
     since_epoch().as_nanos() as i64
 }
@@ -118,18 +142,52 @@ impl Engine {
         format!("{:0width$X}", id, width = 2 * self.tag_length as usize)
     }
 
-    /// Moves `last_updated` to now, or one nanosecond past its value if the clock is behind.
-    fn touch(&self, tx: &mut dyn Tx) -> Result<(), DbError> {
-        let now = now_nanos();
-        let n = tx.exec(
-            "UPDATE policies_info SET last_updated = CASE WHEN last_updated < ? THEN ? \
-             ELSE last_updated + 1 END WHERE id = 1",
-            &[Val::Int(now), Val::Int(now)],
-        )?;
-        if n != 1 {
+    /// Moves `last_updated` to now, or one nanosecond past its value if the clock is behind, and
+    /// logs the move with the app ids of `policies` in `policy_changes` (pruned to
+    /// [`CHANGE_LOG_NANOS`]). The locked read of the version serialises writers of policies.
+    fn touch(&self, tx: &mut dyn Tx, policies: &[Policy]) -> Result<(), DbError> {
+        let sql = format!(
+            "SELECT last_updated FROM policies_info WHERE id = 1{}",
+            self.dialect.for_update()
+        );
+        let Some(row) = tx.rows(&sql, &[])?.into_iter().next() else {
             return Err(DbError::Database("policies_info row missing".into()));
-        }
+        };
+        let prev = row[0].int()?;
+        let version = now_nanos().max(prev.saturating_add(1));
+        tx.exec(
+            "UPDATE policies_info SET last_updated = ? WHERE id = 1",
+            &[Val::Int(version)],
+        )?;
+        let ids = logged_ids(policies);
+        tx.exec(
+            "INSERT INTO policy_changes (version, prev_version, ids) VALUES (?, ?, ?)",
+            &[Val::Int(version), Val::Int(prev), Val::Str(&ids)],
+        )?;
+        tx.exec(
+            "DELETE FROM policy_changes WHERE version < ?",
+            &[Val::Int(version.saturating_sub(CHANGE_LOG_NANOS))],
+        )?;
         Ok(())
+    }
+
+    /// The logged changes after version `after`, oldest first, at most [`MAX_CHANGES_READ`].
+    pub fn changes_since(&self, tx: &mut dyn Tx, after: i64) -> Result<Vec<LoggedChange>, DbError> {
+        let sql = format!(
+            "SELECT version, prev_version, ids FROM policy_changes WHERE version > ? \
+             ORDER BY version LIMIT {MAX_CHANGES_READ}"
+        );
+        tx.rows(&sql, &[Val::Int(after)])?
+            .iter()
+            .map(|r| {
+                let ids = r[2].text()?;
+                Ok(LoggedChange {
+                    version: r[0].int()?,
+                    prev: r[1].int()?,
+                    ids: serde_json::from_str(&ids).ok(),
+                })
+            })
+            .collect()
     }
 
     /// The group row of `guid`, locked: (id, type).
@@ -262,7 +320,7 @@ impl Engine {
         if policies.is_empty() {
             return Ok(());
         }
-        self.touch(tx)?;
+        self.touch(tx, policies)?;
         use Param::{Int, Text};
         let insert_destination = self.dialect.insert_unless_exists(
             "destinations (group_id, port, start_port, end_port, protocol)",
@@ -314,7 +372,7 @@ impl Engine {
         if policies.is_empty() {
             return Ok(());
         }
-        self.touch(tx)?;
+        self.touch(tx, policies)?;
         let find = "SELECT id FROM \"groups\" WHERE guid = ?";
         for p in policies {
             let Some(src) = tx.rows(find, &[Val::Str(&p.source.id)])?.first().cloned() else {

@@ -7,7 +7,7 @@ use crate::db::migrate::{self, Migration, Schema};
 use crate::db::{Dialect, Error, Tx};
 
 /// The newest schema version this binary knows.
-pub const KNOWN_VERSION: i64 = 2;
+pub const KNOWN_VERSION: i64 = 3;
 
 /// The policy tables.
 pub(crate) const SCHEMA: Schema = Schema {
@@ -17,7 +17,31 @@ pub(crate) const SCHEMA: Schema = Schema {
 };
 
 fn migrations(dialect: Dialect) -> Vec<Migration> {
-    vec![tables(dialect), tag_quarantine(dialect)]
+    vec![
+        tables(dialect),
+        tag_quarantine(dialect),
+        change_log(dialect),
+    ]
+}
+
+/// The table of recent policy changes with the app ids each touched
+/// ([`super::engine::Engine::changes_since`]): another policy server on the same database reads
+/// it when the version moves, so it wakes only the watches of those apps.
+fn change_log(dialect: Dialect) -> Migration {
+    Migration {
+        version: 3,
+        name: "policy change log: policy_changes",
+        statements: match dialect {
+            Dialect::Sqlite | Dialect::Postgres => vec![
+                "CREATE TABLE IF NOT EXISTS policy_changes (version BIGINT NOT NULL PRIMARY KEY, \
+                 prev_version BIGINT NOT NULL, ids TEXT NOT NULL)",
+            ],
+            Dialect::Mysql => vec![
+                "CREATE TABLE IF NOT EXISTS policy_changes (version BIGINT NOT NULL PRIMARY KEY, \
+                 prev_version BIGINT NOT NULL, ids MEDIUMTEXT NOT NULL) ENGINE=InnoDB",
+            ],
+        },
+    }
 }
 
 /// When each free tag slot was released (Unix milliseconds; 0: never used, or released before

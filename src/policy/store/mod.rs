@@ -127,6 +127,18 @@ pub fn render_list(policies: Vec<Policy>) -> Result<Vec<u8>, StoreError> {
     .map_err(|e| StoreError::Database(format!("rendering policies: {e}")))
 }
 
+/// The table of recent policy changes (netman's own; the original has none).
+pub const CHANGE_LOG_TABLE: &str = "policy_changes";
+
+/// One move of `last_updated` as `policy_changes` logged it: from `prev` to `version`, touching
+/// the app ids `ids` (`None`: not known, every watch is affected).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedChange {
+    pub version: i64,
+    pub prev: i64,
+    pub ids: Option<std::collections::HashSet<String>>,
+}
+
 /// What every backend provides. Policies passed in are validated already; create and delete are
 /// each one transaction (all of the batch or nothing) and move `last_updated`.
 pub trait Store: Send + Sync {
@@ -148,6 +160,12 @@ pub trait Store: Send + Sync {
     fn create_tag(&self, id: &str, kind: &str) -> Result<Tag, StoreError>;
     /// `policies_info.last_updated` as Unix nanoseconds.
     fn last_updated(&self) -> Result<i64, StoreError>;
+    /// The logged changes after version `after`, oldest first (possibly not all of them: the
+    /// caller checks that they link up). A store without a log has none.
+    fn changes_since(&self, after: i64) -> Result<Vec<LoggedChange>, StoreError> {
+        let _ = after;
+        Ok(Vec::new())
+    }
     /// For each id, how many policies it is the source of (quota checks).
     fn source_policy_counts(&self, ids: &[String]) -> Result<HashMap<String, usize>, StoreError>;
     fn count(&self) -> Result<usize, StoreError>;

@@ -3,7 +3,7 @@
 
 use super::engine::Engine;
 use super::migrations;
-use super::{PolicyFilter, Store, StoreError, TagPool};
+use super::{LoggedChange, PolicyFilter, Store, StoreError, TagPool};
 use crate::api::policy::{Policy, Tag};
 use crate::db::{DatabaseConfig, Db, Error as DbError, Options, Tx};
 use crate::policy::adopt::bridge::TxSql;
@@ -70,6 +70,10 @@ impl Store for SqlStore {
 
     fn last_updated(&self) -> Result<i64, StoreError> {
         Ok(self.db.read(|tx| self.engine.last_updated(tx))?)
+    }
+
+    fn changes_since(&self, after: i64) -> Result<Vec<LoggedChange>, StoreError> {
+        Ok(self.db.read(|tx| self.engine.changes_since(tx, after))?)
     }
 
     fn source_policy_counts(&self, ids: &[String]) -> Result<HashMap<String, usize>, StoreError> {
