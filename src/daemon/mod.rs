@@ -326,7 +326,7 @@ mod tests {
         let ticks = Arc::new(AtomicUsize::new(0));
         let counted = Arc::clone(&ticks);
         let worker = Worker::every(Duration::from_millis(10), move || {
-            if counted.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+            if counted.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
                 panic!("every other tick");
             }
             true
