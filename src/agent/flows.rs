@@ -18,7 +18,7 @@ use crate::daemon::Worker;
 use crate::flowlog::egress::EgressRules;
 use crate::flowlog::event::{protocol_name, Direction, Endpoint, FlowEvent, Rule};
 use crate::flowlog::identity::{fill, Identities};
-use crate::flowlog::kind::{classify, Kind, Origin};
+use crate::flowlog::kind::{classify, is_left_out, Kind, Origin};
 use crate::flowlog::packet::{parse_datagram, Logged};
 use crate::flowlog::sink::FileSink;
 use crate::flowlog::socket::{NflogSocket, Read};
@@ -281,7 +281,9 @@ impl Flows {
     pub fn event(&self, l: &Logged) -> Option<FlowEvent> {
         let Some(prefix) = classify(&l.prefix) else {
             // Counted, so that a rule logging with a prefix nobody reads is visible.
-            FlowMetrics::count(&self.metrics.errors, "unrecognised");
+            if !is_left_out(&l.prefix) {
+                FlowMetrics::count(&self.metrics.errors, "unrecognised");
+            }
             return None;
         };
         let ip = l.ip?;

@@ -82,6 +82,16 @@ pub enum Origin {
     SecurityGroup,
 }
 
+/// The networker's own c2c deny log (`DENY_C2C_<handle>`, its `iptables_c2c_logging`): read
+/// and left out on purpose, since the flow table logs those connections itself.
+pub const NETWORKER_C2C_DENIED: &str = "DENY_C2C_";
+
+/// Whether a prefix [`classify`] does not read is one the flow log leaves out on purpose (not an
+/// unrecognised prefix).
+pub fn is_left_out(prefix: &str) -> bool {
+    prefix.starts_with(NETWORKER_C2C_DENIED) && classify(prefix).is_none()
+}
+
 /// Whether `prefix` is `word` alone or `word` and more words.
 fn first_word_is(prefix: &str, word: &str) -> bool {
     prefix
@@ -116,8 +126,7 @@ pub fn classify(prefix: &str) -> Option<Prefix> {
         C2C_DENIED => Some(c2c(Kind::C2cDenied)),
         C2C_DENIED_AT_SOURCE => Some(c2c(Kind::C2cDeniedAtSource)),
         C2C_AUDIT => Some(c2c(Kind::C2cAudit)),
-        // The networker's own c2c deny log (`DENY_C2C_<handle>`): the flow table logs those.
-        p if p.starts_with("DENY_C2C_") => None,
+        p if p.starts_with(NETWORKER_C2C_DENIED) => None,
         p => {
             if let Some(h) = p.strip_prefix(EGRESS_DENY_NETWORK) {
                 egress(Kind::EgressDenied, h, true)
@@ -182,6 +191,8 @@ mod tests {
         assert_eq!(p.origin, netout("ASG_OKx", false));
         assert_eq!(classify("ASG_OKAY"), None);
         assert_eq!(classify("DENY_C2C_h-1"), None);
+        assert!(is_left_out("DENY_C2C_h-1"));
+        assert!(!is_left_out("DENY_C2C_SRC ") && !is_left_out("something else"));
         assert_eq!(classify("OK_"), None);
         assert_eq!(classify("something else"), None);
     }
