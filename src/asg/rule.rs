@@ -80,6 +80,50 @@ pub struct Rule {
     pub description: String,
 }
 
+/// The first packet of a new connection, as far as a rule looks at it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    Tcp(u16),
+    Udp(u16),
+    Icmp {
+        icmp_type: u8,
+        code: u8,
+    },
+    /// Any other IP protocol (by number).
+    Other(u8),
+}
+
+impl Rule {
+    /// Whether this rule allows a new connection to `dst` whose first packet is `probe`.
+    /// ICMP type "any" matches every type and code (iptables' `--icmp-type any`).
+    pub fn allows(&self, dst: Ipv4Addr, probe: Probe) -> bool {
+        let in_ports =
+            |ports: &[PortRange], p: u16| ports.iter().any(|r| r.start <= p && p <= r.end);
+        self.destinations
+            .iter()
+            .any(|d| d.start <= dst && dst <= d.end)
+            && match (&self.traffic, probe) {
+                (Traffic::All, _) => true,
+                (Traffic::Tcp(ports), Probe::Tcp(p)) | (Traffic::Udp(ports), Probe::Udp(p)) => {
+                    in_ports(ports, p)
+                }
+                (
+                    Traffic::Icmp { icmp_type, code },
+                    Probe::Icmp {
+                        icmp_type: t,
+                        code: c,
+                    },
+                ) => match icmp_type {
+                    IcmpSelector::Any => true,
+                    IcmpSelector::Exactly(x) => {
+                        *x == t && (*code == IcmpSelector::Any || *code == IcmpSelector::Exactly(c))
+                    }
+                },
+                _ => false,
+            }
+    }
+}
+
 /// A rule refused: which rule (0-based index in the array), which field, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleError {
