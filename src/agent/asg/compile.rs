@@ -30,8 +30,9 @@
 //!   chain log_<h> { [udp: limit] log prefix "ASG_OK <group> <index>" group G; meta mark set ... accept }
 //! }
 //! ```
-//! Every lookup is a hash (containers) or a single-field interval lookup (ports, destinations),
-//! so a new connection costs a fixed number of lookups, each logarithmic at worst, however many
+//! Every lookup is a hash (containers, hosts), a single-field interval lookup (ports,
+//! destinations) or a small class's at most [`INLINE_UP_TO`] comparisons, so a new connection
+//! costs a fixed number of lookups, each logarithmic at worst, however many
 //! groups, rules or containers the cell has. The table only decides "refuse" (nftables' reject is
 //! final) or "allowed" (the bit [`ASG_ALLOWED_BIT`], which the networker's cell guard accepts):
 //! an nftables accept does not override iptables' decisions.
@@ -227,6 +228,9 @@ struct Version {
     parsed: Arc<Parsed>,
 }
 
+/// (protocol index in [`HOST_L4`], address).
+type HostKey = (usize, u32);
+
 /// A class chain of the host part: how many hosts point at it, its rules and its map.
 #[derive(Debug)]
 struct HostClass {
@@ -243,7 +247,7 @@ struct HostPart {
     /// Member group versions.
     members: HashMap<u64, Arc<Parsed>>,
     /// (protocol, address) -> each member's port ranges to it.
-    ports: HashMap<(usize, u32), BTreeMap<u64, Vec<(u32, u32)>>>,
+    ports: HashMap<HostKey, BTreeMap<u64, Vec<(u32, u32)>>>,
     class_of: HashMap<(usize, u32), String>,
     classes: BTreeMap<String, HostClass>,
     /// address -> class chain, per protocol (`<layer>_tcph`, `<layer>_udph`).

@@ -58,7 +58,7 @@ fn num(s: &str) -> u32 {
 }
 
 /// The value of the element whose key covers `x` (intervals of one field).
-fn lookup<'a>(set: &'a SetObj, x: u32, parse: fn(&str) -> u32) -> Option<&'a String> {
+fn lookup(set: &SetObj, x: u32, parse: fn(&str) -> u32) -> Option<&String> {
     let hits: Vec<&String> = set
         .elements
         .iter()
