@@ -250,6 +250,8 @@ struct HostPart {
     ports: HashMap<HostKey, BTreeMap<u64, Vec<(u32, u32)>>>,
     class_of: HashMap<(usize, u32), String>,
     classes: BTreeMap<String, HostClass>,
+    /// Port list -> its class's name.
+    names: HashMap<Vec<(u32, u32)>, String>,
     /// address -> class chain, per protocol (`<layer>_tcph`, `<layer>_udph`).
     maps: [Arc<SetObj>; 2],
 }
@@ -304,12 +306,17 @@ impl HostPart {
         self.members = members;
         for key in touched {
             let class = self.ports.get(&key).map(|by_member| {
-                let ranges: Vec<(u32, u32, u8, String)> = by_member
-                    .values()
-                    .flatten()
-                    .map(|(a, b)| (*a, *b, 1, self.verdict.clone()))
-                    .collect();
-                class_objects("th dport", segment(&ranges))
+                let ports = union(by_member.values().flatten().copied().collect());
+                // Most hosts share a handful of port lists: hash those once.
+                match self.names.get(&ports) {
+                    Some(name) if self.classes.contains_key(name) => (name.clone(), None),
+                    _ => {
+                        let inner = ports.iter().map(|(a, b)| (*a, *b, self.verdict.clone()));
+                        let (name, rules, map) = class_objects("th dport", inner.collect());
+                        self.names.insert(ports, name.clone());
+                        (name, Some((rules, map)))
+                    }
+                }
             });
             let old = self.class_of.get(&key).cloned();
             if old.as_ref() == class.as_ref().map(|c| &c.0) {
@@ -326,20 +333,34 @@ impl HostPart {
                     self.classes.remove(&old);
                 }
             }
-            if let Some((name, rules, set)) = class {
+            if let Some((name, objects)) = class {
                 map.elements.insert(addr, format!("jump {name}"));
-                self.classes
-                    .entry(name.clone())
-                    .or_insert(HostClass {
+                let c = self.classes.entry(name.clone()).or_insert_with(|| {
+                    let (rules, set) = objects.expect("a new class comes with its objects");
+                    HostClass {
                         users: 0,
                         rules,
                         map: set.map(|(n, s)| (n, Arc::new(s))),
-                    })
-                    .users += 1;
+                    }
+                });
+                c.users += 1;
                 self.class_of.insert(key, name);
             }
         }
     }
+}
+
+/// Sorted, disjoint, adjacent ranges joined.
+fn union(mut ranges: Vec<(u32, u32)>) -> Vec<(u32, u32)> {
+    ranges.sort_unstable();
+    let mut out: Vec<(u32, u32)> = Vec::with_capacity(ranges.len());
+    for (a, b) in ranges {
+        match out.last_mut() {
+            Some(last) if a as u64 <= last.1 as u64 + 1 => last.1 = last.1.max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    out
 }
 
 /// A layer between compilations: its rules other than host rules compiled as a whole (with a
