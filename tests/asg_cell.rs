@@ -266,14 +266,15 @@ fn force_endpoints_answer_as_the_original_and_a_failed_agent_fails_the_up() {
     );
 }
 
-/// `n` groups of 10 tcp rules each, globally enabled for running, to distinct hosts of
-/// 10.`base`.0.0/16 (none of them the test's internet hosts).
+/// `n` groups of 10 tcp rules each, globally enabled for running, each rule to a host of its
+/// own in 10.`base`.0.0/16 (none of them the test's internet hosts).
 fn many_groups(prefix: &str, base: u8, n: usize) -> Vec<Value> {
     (0..n)
         .map(|i| {
             let rules: Vec<Value> = (0..10)
                 .map(|r| {
-                    let host = format!("10.{base}.{}.{}", i / 250, (i % 250) + 1);
+                    let k = i * 10 + r;
+                    let host = format!("10.{base}.{}.{}", k / 250, (k % 250) + 1);
                     json!({"protocol": "tcp", "destination": host, "ports": format!("{}", 1000 + r * 7 + i % 5)})
                 })
                 .collect();

@@ -6,7 +6,7 @@ pub mod rule;
 pub mod select;
 
 pub use rule::{
-    parse_rules, parse_rules_lenient, Destination, IcmpSelector, PortRange, Rule, RuleError,
+    parse_rules, parse_rules_lenient, Destination, IcmpSelector, PortRange, Probe, Rule, RuleError,
     Traffic,
 };
 pub use select::{applies, effective_rules, groups_for, Lifecycle};

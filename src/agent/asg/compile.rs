@@ -16,24 +16,38 @@
 //!   }
 //!   chain g_r {                                         # a layer: one group set's rules
 //!     ip daddr vmap @g_r_all                            # protocol all: destination -> verdict
-//!     meta l4proto tcp th dport vmap @g_r_tcp           # port segment -> jump g_r_t<start>_<end>
-//!     meta l4proto udp th dport vmap @g_r_udp
+//!     meta l4proto tcp th dport vmap @g_r_tcp           # port-first: port segment -> jump cd_<h>
+//!     meta l4proto tcp ip daddr vmap @g_r_tcph          # destination-first, single addresses (hash)
+//!     meta l4proto tcp ip daddr vmap @g_r_tcpd          #   and wider segments: -> jump cp_<h>
+//!     meta l4proto udp th dport vmap @g_r_udp           # the same for udp
+//!     meta l4proto udp ip daddr vmap @g_r_udph
+//!     meta l4proto udp ip daddr vmap @g_r_udpd
 //!     meta l4proto icmp th sport vmap @g_r_icmp         # (type << 8 | code) segment
-//!     ip daddr . meta l4proto . th dport vmap @g_r_exact   # small unlogged tcp/udp rules, expanded (hash)
 //!   }
-//!   chain g_r_t443_443 { ip daddr vmap @g_r_t443_443_m }   # destination -> jump ok | log_<h>
+//!   chain cd_<h> { ip daddr vmap @cd_<h>_m }           # a class: destination -> jump ok | log_<h>
+//!   chain cp_<h> { th dport 80 jump ok; th dport 443 jump ok }   # a small class: rules, no map
 //!   chain ok { meta mark set meta mark | 0x02000000 accept }
 //!   chain log_<h> { [udp: limit] log prefix "ASG_OK <group> <index>" group G; meta mark set ... accept }
 //! }
 //! ```
-//! Every lookup is a hash (containers) or a single-field interval lookup (ports, destinations),
-//! so a new connection costs a fixed number of lookups, each logarithmic at worst, however many
+//! Every lookup is a hash (containers, hosts), a single-field interval lookup (ports,
+//! destinations) or a small class's at most [`INLINE_UP_TO`] comparisons, so a new connection
+//! costs a fixed number of lookups, each logarithmic at worst, however many
 //! groups, rules or containers the cell has. The table only decides "refuse" (nftables' reject is
 //! final) or "allowed" (the bit [`ASG_ALLOWED_BIT`], which the networker's cell guard accepts):
 //! an nftables accept does not override iptables' decisions.
 //!
-//! Names are stable across changes (a layer is named after its space and lifecycle, a port class
-//! after its port segment), so an edit, a bind or a new container is a handful of element changes.
+//! A rule is kept once where the structure allows: it goes to the port-first or the
+//! destination-first maps, whichever repeats it in fewer classes (a port range to one host is
+//! one destination element, one port to many networks one port element), segments with equal
+//! classes share one class chain (named after its content), and plain tcp/udp allows to single
+//! addresses (most real rules) are hash elements (address -> class of its ports), kept apart and
+//! changed group by group, so an edit costs what it changes. Logged and ICMP rules stay
+//! port-first, which is looked up first, so a connection a logged rule allows is logged. Nothing
+//! is expanded into per-port elements.
+//!
+//! Names are stable across changes (a layer is named after its space and lifecycle, a class
+//! after its content), so an edit, a bind or a new container is a handful of element changes.
 //! A [`Cache`] keeps each group's parsed rules and each layer's compiled sets between runs: a
 //! change recompiles only the layers whose groups changed, and the sets of the others are the same
 //! allocations (compared by pointer).
@@ -47,7 +61,8 @@ use crate::cell::marks::ASG_ALLOWED_BIT;
 use crate::cell::Container;
 use ipnet::Ipv4Net;
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
@@ -123,31 +138,63 @@ fn lc_suffix(lc: Lifecycle) -> &'static str {
     }
 }
 
-/// One group's rules as parsed: (index in the group's array, rule), and what was refused.
+/// Protocols of host rules: 0 tcp, 1 udp.
+const HOST_L4: [&str; 2] = ["tcp", "udp"];
+
+/// A plain tcp/udp allow to one address: (protocol index in [`HOST_L4`], address, port ranges).
+type HostRule = (usize, u32, Vec<(u32, u32)>);
+
+/// One group's rules as parsed: host rules (plain tcp/udp allows whose destinations are all
+/// single addresses, the bulk of real groups) apart, as they are applied group by group; the
+/// others as (index in the group's array, rule); and what was refused.
 #[derive(Debug, Default)]
 struct Parsed {
     rules: Vec<(usize, Rule)>,
+    hosts: Vec<HostRule>,
     errors: Vec<String>,
 }
 
 fn parse_group(g: &SecurityGroup) -> Parsed {
-    match parse_rules_lenient(&g.rules) {
-        Ok((good, bad)) => {
-            let bad_idx: BTreeSet<usize> = bad.iter().filter_map(|e| e.index).collect();
-            let indices = (0..).filter(|i| !bad_idx.contains(i));
-            Parsed {
-                rules: indices.zip(good).collect(),
-                errors: bad
-                    .iter()
-                    .map(|e| format!("security group {} ({}): {e}", g.guid, g.name))
-                    .collect(),
+    let (good, bad) = match parse_rules_lenient(&g.rules) {
+        Ok(r) => r,
+        Err(e) => {
+            return Parsed {
+                errors: vec![format!("security group {} ({}): {e}", g.guid, g.name)],
+                ..Parsed::default()
             }
         }
-        Err(e) => Parsed {
-            rules: Vec::new(),
-            errors: vec![format!("security group {} ({}): {e}", g.guid, g.name)],
-        },
+    };
+    let bad_idx: BTreeSet<usize> = bad.iter().filter_map(|e| e.index).collect();
+    let indices = (0..).filter(|i| !bad_idx.contains(i));
+    let mut parsed = Parsed {
+        errors: bad
+            .iter()
+            .map(|e| format!("security group {} ({}): {e}", g.guid, g.name))
+            .collect(),
+        ..Parsed::default()
+    };
+    for (index, rule) in indices.zip(good) {
+        let ports = match &rule.traffic {
+            Traffic::Tcp(p) => Some((0, p)),
+            Traffic::Udp(p) => Some((1, p)),
+            _ => None,
+        };
+        match ports {
+            Some((l4, ports))
+                if !rule.log && rule.destinations.iter().all(|d| d.start == d.end) =>
+            {
+                let ports: Vec<(u32, u32)> = ports
+                    .iter()
+                    .map(|p| (p.start as u32, p.end as u32))
+                    .collect();
+                for d in &rule.destinations {
+                    parsed.hosts.push((l4, v4(d.start), ports.clone()));
+                }
+            }
+            _ => parsed.rules.push((index, rule)),
+        }
     }
+    parsed
 }
 
 /// One rule of a group, with where it came from.
@@ -161,7 +208,8 @@ struct Source<'a> {
 /// (so a connection any `log: true` rule allows is logged, under the first such rule).
 type Verdict = (u8, String);
 
-/// A tcp/udp/icmp rule's part in a layer: (port start, port end, destinations, verdict).
+/// A tcp/udp/icmp rule's part on one axis of a layer: (start, end on the outer field, ranges on
+/// the inner field, verdict); port-first: (port start, port end, destinations, verdict).
 type PortedRule = (u32, u32, Vec<(u32, u32)>, Verdict);
 
 /// A compiled layer: its chains (log chains included), sets and logged rules.
@@ -172,12 +220,165 @@ struct LayerOut {
     logged: Vec<(String, LoggedRule)>,
 }
 
-/// What one compilation keeps for the next: parsed groups (by guid and rules text) and compiled
-/// layers (by name, with a fingerprint of their groups).
+/// A parsed group and its version: a number given to each distinct (guid, rules text).
+#[derive(Debug)]
+struct Version {
+    rules: String,
+    id: u64,
+    parsed: Arc<Parsed>,
+}
+
+/// (protocol index in [`HOST_L4`], address).
+type HostKey = (usize, u32);
+
+/// A class chain of the host part: how many hosts point at it, its rules and its map.
+#[derive(Debug)]
+struct HostClass {
+    users: usize,
+    rules: Vec<String>,
+    map: Option<(String, Arc<SetObj>)>,
+}
+
+/// A layer's host rules, kept between compilations and changed group by group: an edit costs
+/// the hosts the changed groups name, not the layer.
+#[derive(Debug, Default)]
+struct HostPart {
+    verdict: String,
+    /// Member group versions.
+    members: HashMap<u64, Arc<Parsed>>,
+    /// (protocol, address) -> each member's port ranges to it.
+    ports: HashMap<HostKey, BTreeMap<u64, Vec<(u32, u32)>>>,
+    class_of: HashMap<(usize, u32), String>,
+    classes: BTreeMap<String, HostClass>,
+    /// Port list -> its class's name.
+    names: HashMap<Vec<(u32, u32)>, String>,
+    /// address -> class chain, per protocol (`<layer>_tcph`, `<layer>_udph`).
+    maps: [Arc<SetObj>; 2],
+}
+
+impl HostPart {
+    fn new(verdict: &str) -> HostPart {
+        let map = || {
+            Arc::new(SetObj {
+                decl: "type ipv4_addr : verdict;".into(),
+                elements: super::objects::Elements::sharded(),
+            })
+        };
+        HostPart {
+            verdict: verdict.to_string(),
+            maps: [map(), map()],
+            ..HostPart::default()
+        }
+    }
+
+    /// Brings the part to `members` (group version -> parsed group).
+    fn update(&mut self, members: HashMap<u64, Arc<Parsed>>) {
+        let mut touched: BTreeSet<(usize, u32)> = BTreeSet::new();
+        for (id, p) in &self.members {
+            if members.contains_key(id) {
+                continue;
+            }
+            for (l4, host, _) in &p.hosts {
+                if let Some(by_member) = self.ports.get_mut(&(*l4, *host)) {
+                    by_member.remove(id);
+                    if by_member.is_empty() {
+                        self.ports.remove(&(*l4, *host));
+                    }
+                }
+                touched.insert((*l4, *host));
+            }
+        }
+        for (id, p) in &members {
+            if self.members.contains_key(id) {
+                continue;
+            }
+            for (l4, host, ports) in &p.hosts {
+                let mine = self
+                    .ports
+                    .entry((*l4, *host))
+                    .or_default()
+                    .entry(*id)
+                    .or_default();
+                mine.extend(ports.iter().copied());
+                touched.insert((*l4, *host));
+            }
+        }
+        self.members = members;
+        for key in touched {
+            let class = self.ports.get(&key).map(|by_member| {
+                let ports = union(by_member.values().flatten().copied().collect());
+                // Most hosts share a handful of port lists: hash those once.
+                match self.names.get(&ports) {
+                    Some(name) if self.classes.contains_key(name) => (name.clone(), None),
+                    _ => {
+                        let inner = ports.iter().map(|(a, b)| (*a, *b, self.verdict.clone()));
+                        let (name, rules, map) = class_objects("th dport", inner.collect());
+                        self.names.insert(ports, name.clone());
+                        (name, Some((rules, map)))
+                    }
+                }
+            });
+            let old = self.class_of.get(&key).cloned();
+            if old.as_ref() == class.as_ref().map(|c| &c.0) {
+                continue;
+            }
+            let addr = Ipv4Addr::from(key.1).to_string();
+            let map = Arc::make_mut(&mut self.maps[key.0]);
+            if let Some(old) = old {
+                self.class_of.remove(&key);
+                map.elements.remove(&addr);
+                let c = self.classes.get_mut(&old).expect("a class in use");
+                c.users -= 1;
+                if c.users == 0 {
+                    self.classes.remove(&old);
+                }
+            }
+            if let Some((name, objects)) = class {
+                map.elements.insert(addr, format!("jump {name}"));
+                let c = self.classes.entry(name.clone()).or_insert_with(|| {
+                    let (rules, set) = objects.expect("a new class comes with its objects");
+                    HostClass {
+                        users: 0,
+                        rules,
+                        map: set.map(|(n, s)| (n, Arc::new(s))),
+                    }
+                });
+                c.users += 1;
+                self.class_of.insert(key, name);
+            }
+        }
+    }
+}
+
+/// Sorted, disjoint, adjacent ranges joined.
+fn union(mut ranges: Vec<(u32, u32)>) -> Vec<(u32, u32)> {
+    ranges.sort_unstable();
+    let mut out: Vec<(u32, u32)> = Vec::with_capacity(ranges.len());
+    for (a, b) in ranges {
+        match out.last_mut() {
+            Some(last) if a as u64 <= last.1 as u64 + 1 => last.1 = last.1.max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    out
+}
+
+/// A layer between compilations: its rules other than host rules compiled as a whole (with a
+/// fingerprint of the groups that have such rules), and its host part.
+#[derive(Debug)]
+struct LayerState {
+    rest_fp: u64,
+    rest: Arc<LayerOut>,
+    hosts: HostPart,
+}
+
+/// What one compilation keeps for the next: parsed groups (by guid, with their rules text) and
+/// layers (by name).
 #[derive(Debug, Default)]
 pub struct Cache {
-    parsed: HashMap<(String, u64), Arc<Parsed>>,
-    layers: HashMap<String, (u64, Arc<LayerOut>)>,
+    parsed: HashMap<String, Version>,
+    next_id: u64,
+    layers: HashMap<String, LayerState>,
 }
 
 fn v4(a: Ipv4Addr) -> u32 {
@@ -200,35 +401,65 @@ fn port_key(s: u32, e: u32) -> String {
     }
 }
 
-/// Rules this small become exact (destination, protocol, port) elements of a hash map.
-const EXPAND_UP_TO: u64 = 64;
+/// Into how many segments the cuts `bounds` (sorted; every range's start and end + 1) split
+/// `[s, e]`.
+fn span(bounds: &[u64], s: u32, e: u32) -> u64 {
+    let lo = bounds.partition_point(|b| *b <= s as u64);
+    let hi = bounds.partition_point(|b| *b <= e as u64);
+    (hi - lo) as u64 + 1
+}
 
-/// Adds the rule's (address, protocol, port) elements to `exact` when there are at most
-/// [`EXPAND_UP_TO`] of them; false (nothing added) otherwise.
-fn expand(
-    exact: &mut SetObj,
-    proto: &str,
-    dests: &[(u32, u32)],
-    ports: &[crate::asg::PortRange],
-    verdict: &str,
-) -> bool {
-    let addresses: u64 = dests.iter().map(|(s, e)| (e - s) as u64 + 1).sum();
-    let port_count: u64 = ports.iter().map(|p| (p.end - p.start) as u64 + 1).sum();
-    if addresses.saturating_mul(port_count) > EXPAND_UP_TO {
-        return false;
-    }
-    let name = if proto == "t" { "tcp" } else { "udp" };
-    for (s, e) in dests {
-        for a in *s..=*e {
-            for p in ports {
-                for port in p.start..=p.end {
-                    let key = format!("{} . {name} . {port}", Ipv4Addr::from(a));
-                    exact.elements.insert(key, verdict.to_string());
-                }
+fn cuts<'a>(ranges: impl Iterator<Item = &'a (u32, u32)>) -> Vec<u64> {
+    let mut b: Vec<u64> = ranges
+        .flat_map(|(s, e)| [*s as u64, *e as u64 + 1])
+        .collect();
+    b.sort_unstable();
+    b.dedup();
+    b
+}
+
+/// A tcp/udp/icmp rule of a layer, as ranges.
+struct Ranged {
+    dests: Vec<(u32, u32)>,
+    /// Ports, or ICMP (type << 8 | code) ranges.
+    ports: Vec<(u32, u32)>,
+    verdict: Verdict,
+    /// Logged rules (and ICMP) stay in the port-first maps, which are looked up first, so a
+    /// connection a logged rule allows is logged.
+    port_first: bool,
+}
+
+/// Splits a protocol's rules between the port-first maps (port segment -> class of
+/// destinations) and the destination-first maps (destination segment -> class of ports): each
+/// rule goes where it is repeated in fewer elements (a port range or list to one host is one
+/// destination element; one port to many networks is one port element); ties go to the
+/// destinations, whose classes are shared by equal port lists.
+fn split_axes(rules: &[Ranged]) -> (Vec<PortedRule>, Vec<PortedRule>) {
+    let port_cuts = cuts(rules.iter().flat_map(|r| r.ports.iter()));
+    let dest_cuts = cuts(rules.iter().flat_map(|r| r.dests.iter()));
+    let (mut by_port, mut by_dest) = (Vec::new(), Vec::new());
+    for r in rules {
+        let n = |v: &Vec<(u32, u32)>| v.len() as u64;
+        let on_ports: u64 = r
+            .ports
+            .iter()
+            .map(|(s, e)| span(&port_cuts, *s, *e))
+            .sum::<u64>()
+            * n(&r.dests);
+        // Destination-first classes are shared by every equal port list (the inner elements
+        // are paid once), so a rule costs its destination segments there.
+        let on_dests: u64 = r.dests.iter().map(|(s, e)| span(&dest_cuts, *s, *e)).sum();
+        if r.port_first || on_ports < on_dests {
+            for (s, e) in &r.ports {
+                by_port.push((*s, *e, r.dests.clone(), r.verdict.clone()));
+            }
+        } else {
+            for (s, e) in &r.dests {
+                by_dest.push((*s, *e, r.ports.clone(), r.verdict.clone()));
             }
         }
     }
-    true
+    (by_port, by_dest)
 }
 
 fn reject() -> &'static str {
@@ -283,20 +514,25 @@ impl Builder<'_> {
                 ));
             }
             (0, format!("jump {chain}"))
-        } else if self.settings.log_all {
+        } else {
+            self.plain()
+        }
+    }
+
+    /// The verdict of a rule that is not logged itself.
+    fn plain(&self) -> Verdict {
+        if self.settings.log_all {
             (1, "jump ok_log".into())
         } else {
             (1, "jump ok".into())
         }
     }
 
-    /// One layer (the rules of one set of groups): its chain, its maps, its port classes.
+    /// One layer (the rules of one set of groups): its chain, its maps, its classes.
     fn layer(&self, name: &str, sources: &[Source]) -> LayerOut {
         let mut out = LayerOut::default();
         let mut all: Vec<(u32, u32, Verdict, String)> = Vec::new();
-        // proto -> (port start, port end, destinations, verdict)
-        let mut ported: BTreeMap<&str, Vec<PortedRule>> = BTreeMap::new();
-        let mut exact = SetObj::new("type ipv4_addr . inet_proto . inet_service : verdict;");
+        let mut ranged: BTreeMap<&str, Vec<Ranged>> = BTreeMap::new();
         for src in sources {
             let v = self.verdict(&mut out, src);
             let dests: Vec<(u32, u32)> = src
@@ -312,22 +548,16 @@ impl Builder<'_> {
                     }
                 }
                 Traffic::Tcp(ports) | Traffic::Udp(ports) => {
-                    let proto = if matches!(src.rule.traffic, Traffic::Tcp(_)) {
-                        "t"
-                    } else {
-                        "u"
-                    };
-                    if !src.rule.log && expand(&mut exact, proto, &dests, ports, &v.1) {
-                        continue;
-                    }
-                    for p in ports {
-                        ported.entry(proto).or_default().push((
-                            p.start as u32,
-                            p.end as u32,
-                            dests.clone(),
-                            v.clone(),
-                        ));
-                    }
+                    let l4 = src.rule.traffic.protocol();
+                    ranged.entry(l4).or_default().push(Ranged {
+                        dests,
+                        ports: ports
+                            .iter()
+                            .map(|p| (p.start as u32, p.end as u32))
+                            .collect(),
+                        verdict: v,
+                        port_first: src.rule.log,
+                    });
                 }
                 Traffic::Icmp { icmp_type, code } => {
                     let (s, e) = match (icmp_type, code) {
@@ -341,10 +571,12 @@ impl Builder<'_> {
                         // Any type: every type and code (iptables' `--icmp-type any`).
                         (IcmpSelector::Any, _) => (0, 0xffff),
                     };
-                    ported
-                        .entry("i")
-                        .or_default()
-                        .push((s, e, dests.clone(), v.clone()));
+                    ranged.entry("icmp").or_default().push(Ranged {
+                        dests,
+                        ports: vec![(s, e)],
+                        verdict: v,
+                        port_first: true,
+                    });
                 }
             }
         }
@@ -354,56 +586,157 @@ impl Builder<'_> {
         }
         out.sets.push((format!("{name}_all"), Arc::new(all_map)));
         let mut rules = vec![format!("ip daddr vmap @{name}_all")];
-        for (proto, l4, field) in [
-            ("t", "tcp", "th dport"),
-            ("u", "udp", "th dport"),
-            ("i", "icmp", "th sport"),
+        let mut seen = HashSet::new();
+        for (l4, field) in [
+            ("tcp", "th dport"),
+            ("udp", "th dport"),
+            ("icmp", "th sport"),
         ] {
-            let mut port_map = SetObj::new("type inet_service : verdict; flags interval;");
-            for (ps, pe, class) in port_classes(ported.get(proto).map(Vec::as_slice).unwrap_or(&[]))
-            {
-                let chain = format!("{name}_{proto}{ps}_{pe}");
-                let mut dest_map = SetObj::new("type ipv4_addr : verdict; flags interval;");
-                for (s, e, v) in segment(&class) {
-                    dest_map.elements.insert(ip_key(s, e), v);
-                }
-                out.sets.push((format!("{chain}_m"), Arc::new(dest_map)));
-                out.chains
-                    .push((chain.clone(), vec![format!("ip daddr vmap @{chain}_m")]));
-                port_map
-                    .elements
-                    .insert(port_key(ps, pe), format!("jump {chain}"));
-            }
+            let (by_port, by_dest) = split_axes(ranged.get(l4).map(Vec::as_slice).unwrap_or(&[]));
+            let port_map = classes(
+                &mut out,
+                &mut seen,
+                &by_port,
+                (port_key, "type inet_service : verdict; flags interval;"),
+                "ip daddr",
+            );
             out.sets.push((format!("{name}_{l4}"), Arc::new(port_map)));
             rules.push(format!("meta l4proto {l4} {field} vmap @{name}_{l4}"));
+            if l4 != "icmp" {
+                // The host part's map (plain allows to single addresses, a hash: a third of an
+                // interval element's cost to load), then the wider destinations.
+                rules.push(format!("meta l4proto {l4} ip daddr vmap @{name}_{l4}h"));
+                let dest_map = classes(
+                    &mut out,
+                    &mut seen,
+                    &by_dest,
+                    (ip_key, "type ipv4_addr : verdict; flags interval;"),
+                    field,
+                );
+                out.sets.push((format!("{name}_{l4}d"), Arc::new(dest_map)));
+                rules.push(format!("meta l4proto {l4} ip daddr vmap @{name}_{l4}d"));
+            }
         }
-        // Checked after the interval maps, so a logged rule (never in here) decides first.
-        out.sets.push((format!("{name}_exact"), Arc::new(exact)));
-        rules.push(format!(
-            "ip daddr . meta l4proto . th dport vmap @{name}_exact"
-        ));
         out.chains.push((name.to_string(), rules));
         out
     }
 }
 
-/// Port space -> segments split at every rule's boundaries, each with the destinations (and
+type Key = fn(u32, u32) -> String;
+
+/// A class this small is a chain of one rule per segment (`th dport 80 jump ok`) instead of a
+/// chain and a map: an nftables set costs far more to create than a rule (thousands of sets
+/// take seconds), and a few comparisons cost no more than a lookup.
+const INLINE_UP_TO: usize = 4;
+
+/// A class's name: `c` + the field it decides on (`d`estination, `p`ort) + 128 bits of the
+/// SHA-256 of its content, so equal classes of every layer share one chain, and a class's
+/// name never names other content.
+fn class_name(field: char, content: &str) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, content.as_bytes());
+    let mut name = format!("c{field}_");
+    for b in &d.as_ref()[..16] {
+        let _ = write!(name, "{b:02x}");
+    }
+    name
+}
+
+/// A class deciding `inner` (segments of `field`, `ip daddr` or `th dport`): its chain's name
+/// and rules, and its map (name and elements) unless the rules hold the segments.
+fn class_objects(
+    field: &str,
+    inner: Vec<(u32, u32, String)>,
+) -> (String, Vec<String>, Option<(String, SetObj)>) {
+    let (tag, key, decl): (char, Key, &str) = if field == "ip daddr" {
+        ('d', ip_key, "type ipv4_addr : verdict; flags interval;")
+    } else {
+        (
+            'p',
+            port_key,
+            "type inet_service : verdict; flags interval;",
+        )
+    };
+    let mut content = String::from(field);
+    for (a, b, v) in &inner {
+        let _ = write!(content, ";{a}-{b}:{v}");
+    }
+    let chain = class_name(tag, &content);
+    if inner.len() <= INLINE_UP_TO {
+        let rules = inner
+            .into_iter()
+            .map(|(a, b, v)| format!("{field} {} {v}", key(a, b)))
+            .collect();
+        (chain, rules, None)
+    } else {
+        let mut map = SetObj::new(decl);
+        for (a, b, v) in inner {
+            map.elements.insert(key(a, b), v);
+        }
+        let rules = vec![format!("{field} vmap @{chain}_m")];
+        (chain.clone(), rules, Some((format!("{chain}_m"), map)))
+    }
+}
+
+/// The class chain deciding `inner`, created in `out` unless `seen` already has it.
+fn class(
+    out: &mut LayerOut,
+    seen: &mut HashSet<String>,
+    field: &str,
+    inner: Vec<(u32, u32, String)>,
+) -> String {
+    let (chain, rules, map) = class_objects(field, inner);
+    if seen.insert(chain.clone()) {
+        if let Some((name, map)) = map {
+            out.sets.push((name, Arc::new(map)));
+        }
+        out.chains.push((chain.clone(), rules));
+    }
+    chain
+}
+
+/// Outer segments -> class chains that decide on the inner field; segments with equal classes
+/// share one chain (also across layers: see [`class_name`]). Returns the outer map.
+fn classes(
+    out: &mut LayerOut,
+    seen: &mut HashSet<String>,
+    rules: &[PortedRule],
+    (outer_key, outer_decl): (Key, &str),
+    inner_field: &str,
+) -> SetObj {
+    let mut outer: Vec<(u32, u32, String)> = Vec::new();
+    for (s, e, members) in axis_classes(rules) {
+        let chain = class(out, seen, inner_field, segment(&members));
+        match outer.last_mut() {
+            Some(last) if last.1 as u64 + 1 == s as u64 && last.2 == chain => last.1 = e,
+            _ => outer.push((s, e, chain)),
+        }
+    }
+    let mut map = SetObj::new(outer_decl);
+    for (s, e, chain) in outer {
+        map.elements
+            .insert(outer_key(s, e), format!("jump {chain}"));
+    }
+    map
+}
+
+/// One axis -> segments split at every rule's boundaries, each with the inner ranges (and
 /// verdicts) of the rules covering it. Uncovered segments are left out.
 #[allow(clippy::type_complexity)]
-fn port_classes(rules: &[PortedRule]) -> Vec<(u32, u32, Vec<(u32, u32, Verdict, String)>)> {
-    let mut bounds: BTreeSet<u32> = BTreeSet::new();
-    for (s, e, _, _) in rules {
-        bounds.insert(*s);
-        bounds.insert(e + 1);
-    }
-    let bounds: Vec<u32> = bounds.into_iter().collect();
+fn axis_classes(rules: &[PortedRule]) -> Vec<(u32, u32, Vec<(u32, u32, Verdict, String)>)> {
+    let bounds = cuts(
+        rules
+            .iter()
+            .map(|(s, e, _, _)| (*s, *e))
+            .collect::<Vec<_>>()
+            .iter(),
+    );
     let mut by_start: Vec<usize> = (0..rules.len()).collect();
     by_start.sort_by_key(|i| rules[*i].0);
     let mut active: BTreeSet<usize> = BTreeSet::new();
     let mut next = 0;
     let mut out = Vec::new();
     for w in bounds.windows(2) {
-        let (s, e) = (w[0], w[1] - 1);
+        let (s, e) = (w[0] as u32, (w[1] - 1) as u32);
         while next < by_start.len() && rules[by_start[next]].0 <= s {
             active.insert(by_start[next]);
             next += 1;
@@ -414,9 +747,9 @@ fn port_classes(rules: &[PortedRule]) -> Vec<(u32, u32, Vec<(u32, u32, Verdict, 
         }
         let mut class = Vec::new();
         for i in &active {
-            let (_, _, dests, v) = &rules[*i];
-            for (ds, de) in dests {
-                class.push((*ds, *de, v.clone(), v.1.clone()));
+            let (_, _, inner, v) = &rules[*i];
+            for (a, b) in inner {
+                class.push((*a, *b, v.clone(), v.1.clone()));
             }
         }
         out.push((s, e, class));
@@ -450,15 +783,28 @@ fn mix(h: u64, x: u64) -> u64 {
 }
 
 /// Puts a layer's chains, sets and logged rules into the table.
-fn merge(out: &mut Compiled, layer: &LayerOut) {
-    for (name, rules) in &layer.chains {
+fn merge(out: &mut Compiled, name: &str, layer: &LayerState) {
+    let rest = &layer.rest;
+    for (name, rules) in &rest.chains {
         out.objects.chain(name, rules.clone());
     }
-    for (name, set) in &layer.sets {
+    for (name, set) in &rest.sets {
         out.objects.sets.insert(name.clone(), Arc::clone(set));
     }
-    for (prefix, rule) in &layer.logged {
+    for (prefix, rule) in &rest.logged {
         out.logged.insert(prefix.clone(), rule.clone());
+    }
+    let hosts = &layer.hosts;
+    for (chain, class) in &hosts.classes {
+        out.objects.chain(chain, class.rules.clone());
+        if let Some((set, map)) = &class.map {
+            out.objects.sets.insert(set.clone(), Arc::clone(map));
+        }
+    }
+    for (l4, map) in HOST_L4.iter().zip(&hosts.maps) {
+        out.objects
+            .sets
+            .insert(format!("{name}_{l4}h"), Arc::clone(map));
     }
 }
 
@@ -472,51 +818,75 @@ pub fn compile_with(
 ) -> Compiled {
     let b = Builder { settings };
     let mut out = Compiled::default();
-    let rule_hashes: Vec<u64> = groups.iter().map(|g| hash64(&g.rules)).collect();
     let mut parsed_now = HashMap::with_capacity(groups.len());
-    let parsed: Vec<Arc<Parsed>> = groups
+    let versions: Vec<(u64, Arc<Parsed>)> = groups
         .iter()
-        .zip(&rule_hashes)
-        .map(|(g, h)| {
-            let key = (g.guid.clone(), *h);
-            let p = match cache.parsed.get(&key) {
-                Some(p) => Arc::clone(p),
-                None => Arc::new(parse_group(g)),
+        .map(|g| {
+            let v = match cache.parsed.remove(&g.guid) {
+                Some(v) if v.rules == g.rules => v,
+                _ => {
+                    cache.next_id += 1;
+                    Version {
+                        rules: g.rules.clone(),
+                        id: cache.next_id,
+                        parsed: Arc::new(parse_group(g)),
+                    }
+                }
             };
-            parsed_now.insert(key, Arc::clone(&p));
-            p
+            let r = (v.id, Arc::clone(&v.parsed));
+            parsed_now.insert(g.guid.clone(), v);
+            r
         })
         .collect();
     cache.parsed = parsed_now;
-    for p in &parsed {
+    for (_, p) in &versions {
         out.skipped.extend(p.errors.iter().cloned());
     }
-    let mut layers_now: HashMap<String, (u64, Arc<LayerOut>)> = HashMap::new();
+    let verdict = b.plain().1;
+    let mut layers_now: HashMap<String, LayerState> = HashMap::new();
     let mut layer = |out: &mut Compiled, name: &str, members: &[usize]| {
-        let mut fp = hash64(name);
+        let mut rest_fp = hash64(name);
         for &i in members {
-            fp = mix(fp, hash64(&groups[i].guid));
-            fp = mix(fp, rule_hashes[i]);
-            fp = mix(fp, hash64(&groups[i].name));
-        }
-        let compiled = match cache.layers.get(name) {
-            Some((f, o)) if *f == fp => Arc::clone(o),
-            _ => {
-                let sources: Vec<Source> = members
-                    .iter()
-                    .flat_map(|&i| {
-                        parsed[i].rules.iter().map(move |(index, rule)| Source {
-                            group: &groups[i],
-                            index: *index,
-                            rule,
-                        })
-                    })
-                    .collect();
-                Arc::new(b.layer(name, &sources))
+            if !versions[i].1.rules.is_empty() {
+                rest_fp = mix(rest_fp, versions[i].0);
+                rest_fp = mix(rest_fp, hash64(&groups[i].name));
             }
+        }
+        let previous = cache.layers.remove(name);
+        let (rest, hosts) = match previous {
+            Some(l) if l.hosts.verdict == verdict => {
+                let rest = (l.rest_fp == rest_fp).then_some(l.rest);
+                (rest, l.hosts)
+            }
+            _ => (None, HostPart::new(&verdict)),
         };
-        merge(out, &compiled);
-        layers_now.insert(name.to_string(), (fp, compiled));
+        let rest = rest.unwrap_or_else(|| {
+            let sources: Vec<Source> = members
+                .iter()
+                .flat_map(|&i| {
+                    versions[i].1.rules.iter().map(move |(index, rule)| Source {
+                        group: &groups[i],
+                        index: *index,
+                        rule,
+                    })
+                })
+                .collect();
+            Arc::new(b.layer(name, &sources))
+        });
+        let mut hosts = hosts;
+        hosts.update(
+            members
+                .iter()
+                .map(|&i| (versions[i].0, Arc::clone(&versions[i].1)))
+                .collect(),
+        );
+        let state = LayerState {
+            rest_fp,
+            rest,
+            hosts,
+        };
+        merge(out, name, &state);
+        layers_now.insert(name.to_string(), state);
     };
 
     let ov = settings.overlay;
@@ -668,7 +1038,10 @@ fn is_default(g: &SecurityGroup, lc: Lifecycle) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::eval::{decide, Outcome};
     use super::*;
+    use crate::asg::Probe;
+    use proptest::prelude::*;
     use serde_json::json;
 
     fn settings() -> Settings {
@@ -706,7 +1079,7 @@ mod tests {
     }
 
     #[test]
-    fn containers_point_at_their_space_and_lifecycle_and_small_rules_are_exact() {
+    fn containers_point_at_their_space_and_lifecycle_and_a_host_is_one_element() {
         let groups = [
             group(
                 "g",
@@ -731,15 +1104,25 @@ mod tests {
         let chains: Vec<&str> = c.containers.values().map(String::as_str).collect();
         let sp = format!("rs_s{:016x}_r", hash64("sp"));
         assert_eq!(chains, [sp.as_str(), "rs_r", "rs_s", "rs_none"]);
-        let exact = &c.objects.sets["g_r_exact"].elements;
-        assert_eq!(exact.len(), 2);
-        assert!(exact.contains_key("1.2.3.4 . tcp . 443"));
-        // The logged rule stays an interval rule and names itself.
+        // A host with a port list: one hash element, pointing at the class of its ports.
+        let hosts = &c.objects.sets["g_r_tcph"].elements;
+        assert_eq!(hosts.len(), 1);
+        let class = hosts["1.2.3.4"].strip_prefix("jump ").unwrap();
+        // A small class is a chain of rules, no map.
+        assert_eq!(
+            c.objects.chains[class].1,
+            ["th dport 80 jump ok", "th dport 443 jump ok"]
+        );
+        // The logged rule stays port-first and names itself.
         assert!(c.logged.contains_key("ASG_OK s 0"));
         let layer = format!("s{:016x}_r", hash64("sp"));
-        let udp = &c.objects.sets[&format!("{layer}_u53_53_m")].elements;
+        let class = c.objects.sets[&format!("{layer}_udp")].elements["53"]
+            .strip_prefix("jump ")
+            .unwrap()
+            .to_string();
+        let udp = &c.objects.chains[&class].1;
         assert!(
-            udp["10.0.0.0-10.255.255.255"].starts_with("jump log_"),
+            udp[0].starts_with("ip daddr 10.0.0.0-10.255.255.255 jump log_"),
             "{udp:?}"
         );
         // Deny networks come before the layers in every rule set.
@@ -782,14 +1165,268 @@ mod tests {
             &first.objects.sets["g_r_all"],
             &second.objects.sets["g_r_all"]
         ));
-        let layer = format!("s{:016x}_r", hash64("sp"));
-        assert!(!first
+        // One port range to a network: one destination element, pointing at the class of
+        // its ports.
+        let tcp = format!("s{:016x}_r_tcpd", hash64("sp"));
+        let ports = |c: &Compiled| {
+            let class = &c.objects.sets[&tcp].elements["10.0.0.0-10.255.255.255"];
+            c.objects.chains[class.strip_prefix("jump ").unwrap()]
+                .1
+                .clone()
+        };
+        assert_eq!(ports(&first), ["th dport 1-1000 jump ok"]);
+        assert_eq!(ports(&second), ["th dport 1-2000 jump ok"]);
+    }
+
+    #[test]
+    fn a_port_range_or_list_to_one_host_is_one_element() {
+        // The bench's rule shapes, and a single port.
+        let rules = json!([
+            {"protocol": "tcp", "destination": "100.64.0.1", "ports": "1000, 1001"},
+            {"protocol": "tcp", "destination": "100.64.0.2", "ports": "1000-1050"},
+            {"protocol": "tcp", "destination": "100.64.0.3", "ports": "443"},
+            {"protocol": "udp", "destination": "100.64.0.4", "ports": "53, 54"},
+        ]);
+        let groups = [group("g", rules, true, &[])];
+        let c = compile(
+            &groups,
+            &[container("10.255.0.2", "sp", "app")],
+            &settings(),
+        );
+        let sets = &c.objects.sets;
+        let elements = |m: &str| sets[m].elements.len();
+        assert_eq!(elements("g_r_tcph"), 3, "{:?}", sets["g_r_tcph"]);
+        assert_eq!(elements("g_r_udph"), 1);
+        assert_eq!(elements("g_r_tcp") + elements("g_r_tcpd"), 0);
+        // Four hosts; the four classes (1000-1001, 1000-1050, 443, 53-54) are one rule each.
+        let others = elements("containers") + elements("deny_r") + elements("deny_s");
+        assert_eq!(c.objects.element_count() - others, 4);
+        let classes: Vec<&Vec<String>> = c
             .objects
-            .sets
-            .contains_key(&format!("{layer}_t1_2000_m")));
-        assert!(second
+            .chains
+            .iter()
+            .filter(|(n, _)| n.starts_with("cp_"))
+            .map(|(_, (_, rules))| rules)
+            .collect();
+        assert_eq!(classes.len(), 4);
+        assert!(classes.contains(&&vec!["th dport 1000-1050 jump ok".to_string()]));
+        // Many such ranges: one destination element each, classes shared by equal port ranges.
+        let groups: Vec<SecurityGroup> = (0..200u32)
+            .map(|i| {
+                let rule = json!([{"protocol": "tcp", "destination": format!("100.64.{}.{}", i / 200, i % 200),
+                    "ports": format!("{}-{}", 1000 + i % 20, 1050 + i % 20)}]);
+                group(&format!("g{i}"), rule, true, &[])
+            })
+            .collect();
+        let c = compile(
+            &groups,
+            &[container("10.255.0.2", "sp", "app")],
+            &settings(),
+        );
+        assert_eq!(c.objects.sets["g_r_tcph"].elements.len(), 200);
+        let classes = c
             .objects
-            .sets
-            .contains_key(&format!("{layer}_t1_2000_m")));
+            .chains
+            .keys()
+            .filter(|n| n.starts_with("cp_"))
+            .count();
+        assert_eq!(classes, 20);
+        assert!(
+            c.objects.element_count() < 260,
+            "{}",
+            c.objects.element_count()
+        );
+    }
+
+    fn dest() -> impl Strategy<Value = String> {
+        prop_oneof![
+            (0u8..40).prop_map(|x| format!("10.1.0.{x}")),
+            (0u8..40, 26u8..=32).prop_map(|(x, m)| format!("10.1.0.{x}/{m}")),
+            (0u8..40, 0u8..12).prop_map(|(x, n)| format!("10.1.0.{x}-10.1.0.{}", x + n)),
+            Just("0.0.0.0/0".to_string()),
+            Just("10.1.0.0-10.1.0.255".to_string()),
+        ]
+    }
+
+    fn ports() -> impl Strategy<Value = String> {
+        let one = prop_oneof![
+            4 => (1u16..40).prop_map(|p| p.to_string()),
+            3 => (1u16..40, 0u16..15).prop_map(|(p, n)| format!("{p}-{}", p + n)),
+            1 => Just("1-65535".to_string()),
+        ];
+        proptest::collection::vec(one, 1..4).prop_map(|v| v.join(", "))
+    }
+
+    fn rule() -> impl Strategy<Value = serde_json::Value> {
+        let dests = proptest::collection::vec(dest(), 1..4).prop_map(|v| v.join(","));
+        (
+            0u8..4,
+            dests,
+            ports(),
+            prop_oneof![Just(-1i32), Just(0), Just(3), Just(8)],
+            prop_oneof![Just(-1i32), Just(0), Just(1)],
+            proptest::bool::weighted(0.2),
+        )
+            .prop_map(|(proto, d, p, t, c, log)| match proto {
+                0 => json!({"protocol": "tcp", "destination": d, "ports": p, "log": log}),
+                1 => json!({"protocol": "udp", "destination": d, "ports": p, "log": log}),
+                2 => {
+                    json!({"protocol": "icmp", "destination": d, "type": t, "code": c, "log": log})
+                }
+                _ => json!({"protocol": "all", "destination": d, "log": log}),
+            })
+    }
+
+    fn spaces() -> impl Strategy<Value = Vec<String>> {
+        proptest::sample::subsequence(vec!["s0".to_string(), "s1".to_string()], 0..=2)
+    }
+
+    fn groups() -> impl Strategy<Value = Vec<SecurityGroup>> {
+        let one = (
+            proptest::collection::vec(rule(), 1..5),
+            proptest::bool::weighted(0.3),
+            proptest::bool::weighted(0.3),
+            spaces(),
+            spaces(),
+        );
+        proptest::collection::vec(one, 1..8).prop_map(|gs| {
+            gs.into_iter()
+                .enumerate()
+                .map(|(i, (rules, rd, sd, rs, ss))| SecurityGroup {
+                    guid: format!("g{i}"),
+                    name: format!("group {i}"),
+                    rules: serde_json::Value::Array(rules).to_string(),
+                    running_default: rd,
+                    staging_default: sd,
+                    running_space_guids: rs,
+                    staging_space_guids: ss,
+                })
+                .collect()
+        })
+    }
+
+    fn probe() -> impl Strategy<Value = (Ipv4Addr, Probe)> {
+        let dst = prop_oneof![
+            9 => (0u8..48).prop_map(|x| Ipv4Addr::new(10, 1, 0, x)),
+            1 => Just(Ipv4Addr::new(8, 8, 8, 8)),
+        ];
+        let p = prop_oneof![
+            (0u16..48).prop_map(Probe::Tcp),
+            (0u16..48).prop_map(Probe::Udp),
+            (0u8..10, 0u8..3).prop_map(|(t, c)| Probe::Icmp {
+                icmp_type: t,
+                code: c
+            }),
+            Just(Probe::Other(47)),
+        ];
+        (dst, p)
+    }
+
+    /// The rule model's decision: deny networks first, then any rule of the groups that apply.
+    fn model(
+        groups: &[SecurityGroup],
+        s: &Settings,
+        c: &Container,
+        dst: Ipv4Addr,
+        p: Probe,
+    ) -> bool {
+        let meta = |k: &str| {
+            c.metadata
+                .get(k)
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_string()
+        };
+        let Some(lc) = Lifecycle::of_workload(&meta(crate::cell::WORKLOAD_KEY)) else {
+            return false;
+        };
+        let extra = match lc {
+            Lifecycle::Running => &s.deny.running,
+            Lifecycle::Staging => &s.deny.staging,
+        };
+        if s.deny.always.iter().chain(extra).any(|n| n.contains(&dst)) {
+            return false;
+        }
+        crate::asg::groups_for(groups, &meta(SPACE_KEY), lc).any(|g| {
+            let (rules, _) = parse_rules_lenient(&g.rules).unwrap();
+            rules.iter().any(|r| r.allows(dst, p))
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// For random groups, containers and connections, the compiled table (read as the kernel
+        /// evaluates it) decides exactly as the rule model; a logged allow names a logged rule
+        /// that allows the connection.
+        #[test]
+        fn the_compiled_table_decides_as_the_rule_model(
+            gs in groups(),
+            log_all in any::<bool>(),
+            probes in proptest::collection::vec(probe(), 40),
+        ) {
+            let mut s = settings();
+            s.log_all = log_all;
+            s.deny.always = vec!["10.1.0.30/31".parse().unwrap()];
+            s.deny.running = vec!["10.1.0.12/32".parse().unwrap()];
+            let cs = [
+                container("10.255.0.2", "s0", "app"),
+                container("10.255.0.3", "s1", "staging"),
+                container("10.255.0.4", "s1", "task"),
+                container("10.255.0.5", "", "app"),
+                container("10.255.0.6", "s0", "weird"),
+                container("10.255.0.7", "s2", "staging"),
+            ];
+            let compiled = compile(&gs, &cs, &s);
+            prop_assert!(compiled.skipped.is_empty(), "{:?}", compiled.skipped);
+            for c in &cs {
+                for (dst, p) in &probes {
+                    let want = model(&gs, &s, c, *dst, *p);
+                    let got = decide(&compiled.objects, c.ip, *dst, *p);
+                    prop_assert_eq!(
+                        matches!(got, Outcome::Allowed(_)), want,
+                        "container {} -> {} {:?}: {:?}", c.ip, dst, p, got
+                    );
+                    if let Outcome::Allowed(logs) = got {
+                        for prefix in logs {
+                            let Some(r) = compiled.logged.get(&prefix) else {
+                                prop_assert!(log_all && prefix == "ASG_OK", "{}", prefix);
+                                continue;
+                            };
+                            let g = gs.iter().find(|g| g.guid == r.group_guid).unwrap();
+                            let rule: Vec<serde_json::Value> = serde_json::from_str(&g.rules).unwrap();
+                            let (parsed, _) = parse_rules_lenient(&serde_json::Value::Array(vec![rule[r.index].clone()]).to_string()).unwrap();
+                            prop_assert!(parsed[0].log && parsed[0].allows(*dst, *p), "{} names {:?}", prefix, parsed[0]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Compiling with a cache after edits gives the same table as compiling from scratch.
+    #[test]
+    fn the_cache_gives_what_compiling_from_scratch_gives() {
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(100));
+        runner
+            .run(&(groups(), groups()), |(a, b)| {
+                let cs = [
+                    container("10.255.0.2", "s0", "app"),
+                    container("10.255.0.3", "s1", "staging"),
+                ];
+                // One group edited and another bound or made global, then everything else.
+                let mut edited = a.clone();
+                edited[0].rules = b[0].rules.clone();
+                let last = edited.len() - 1;
+                edited[last].running_default = !edited[last].running_default;
+                edited[last].staging_space_guids.push("s1".into());
+                let mut cache = Cache::default();
+                for gs in [&a, &edited, &b, &a] {
+                    let cached = compile_with(&mut cache, gs, &cs, &settings());
+                    prop_assert_eq!(cached, compile(gs, &cs, &settings()));
+                }
+                Ok(())
+            })
+            .unwrap();
     }
 }

@@ -10,6 +10,8 @@
 pub mod client;
 pub mod compile;
 pub mod endpoints;
+#[cfg(test)]
+mod eval;
 pub mod objects;
 pub mod prefix;
 pub mod segments;

@@ -10,20 +10,142 @@ use std::sync::Arc;
 pub const FAMILY: &str = "ip";
 pub const TABLE: &str = "netman_asg";
 
-/// A set (no values) or a map: its declaration body and its elements, key -> value (`""` for a
-/// set).
+/// A set's elements, key -> value (`""` for a set), in shards by the key's hash: a version made
+/// from another by a few changes shares every other shard with it, so copying it for a change
+/// and comparing the two versions skip the shared shards (a large map's edit costs the change,
+/// not the map).
+#[derive(Debug, Clone, Default)]
+pub struct Elements {
+    shards: Vec<Arc<BTreeMap<String, String>>>,
+}
+
+/// Shards of a sharded map ([`Elements::sharded`]).
+const SHARDS: usize = 64;
+
+impl Elements {
+    /// Elements for a map that is large and changed a few at a time.
+    pub fn sharded() -> Elements {
+        Elements {
+            shards: (0..SHARDS).map(|_| Arc::default()).collect(),
+        }
+    }
+
+    fn shard(&self, key: &str) -> usize {
+        match self.shards.len() {
+            0 | 1 => 0,
+            n => (super::compile::hash64(key) % n as u64) as usize,
+        }
+    }
+
+    pub fn insert(&mut self, key: String, value: String) -> Option<String> {
+        if self.shards.is_empty() {
+            self.shards.push(Arc::default());
+        }
+        let i = self.shard(&key);
+        Arc::make_mut(&mut self.shards[i]).insert(key, value)
+    }
+
+    pub fn remove(&mut self, key: &str) -> Option<String> {
+        let i = self.shard(key);
+        match self.shards.get(i) {
+            Some(s) if s.contains_key(key) => Arc::make_mut(&mut self.shards[i]).remove(key),
+            _ => None,
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&String> {
+        self.shards.get(self.shard(key))?.get(key)
+    }
+
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.shards.iter().all(|s| s.is_empty())
+    }
+
+    /// In order within a shard (one shard unless [`Elements::sharded`]).
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.shards.iter().flat_map(|s| s.iter())
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.iter().map(|(k, _)| k)
+    }
+
+    /// From `old` to `self`: the keys gone or changed, and the elements new or changed.
+    #[allow(clippy::type_complexity)]
+    pub fn changes<'a>(
+        &'a self,
+        old: &'a Elements,
+    ) -> (Vec<&'a String>, Vec<(&'a String, &'a String)>) {
+        let (mut gone, mut added) = (Vec::new(), Vec::new());
+        let mut one = |o: &'a BTreeMap<String, String>, n: &'a BTreeMap<String, String>| {
+            gone.extend(
+                o.iter()
+                    .filter(|(k, v)| n.get(*k) != Some(*v))
+                    .map(|(k, _)| k),
+            );
+            added.extend(n.iter().filter(|(k, v)| o.get(*k) != Some(*v)));
+        };
+        if self.shards.len() == old.shards.len() {
+            for (o, n) in old.shards.iter().zip(&self.shards) {
+                if !Arc::ptr_eq(o, n) {
+                    one(o, n);
+                }
+            }
+        } else {
+            gone.extend(
+                old.iter()
+                    .filter(|(k, v)| self.get(k) != Some(*v))
+                    .map(|(k, _)| k),
+            );
+            added.extend(self.iter().filter(|(k, v)| old.get(k) != Some(*v)));
+        }
+        (gone, added)
+    }
+}
+
+impl PartialEq for Elements {
+    fn eq(&self, other: &Elements) -> bool {
+        if self.shards.len() == other.shards.len() {
+            self.shards
+                .iter()
+                .zip(&other.shards)
+                .all(|(a, b)| Arc::ptr_eq(a, b) || a == b)
+        } else {
+            self.len() == other.len() && self.iter().all(|(k, v)| other.get(k) == Some(v))
+        }
+    }
+}
+
+impl Eq for Elements {}
+
+impl std::ops::Index<&str> for Elements {
+    type Output = String;
+    fn index(&self, key: &str) -> &String {
+        self.get(key).unwrap_or_else(|| panic!("no element {key}"))
+    }
+}
+
+/// A set (no values) or a map: its declaration body and its elements.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SetObj {
     /// `type ipv4_addr : verdict; flags interval;`
     pub decl: String,
-    pub elements: BTreeMap<String, String>,
+    pub elements: Elements,
 }
 
 impl SetObj {
     pub fn new(decl: &str) -> SetObj {
         SetObj {
             decl: decl.into(),
-            elements: BTreeMap::new(),
+            elements: Elements::default(),
         }
     }
 
@@ -175,24 +297,26 @@ pub fn render_diff(old: &Objects, new: &Objects) -> Option<String> {
         if same(o, s) {
             continue;
         }
-        let gone = o
-            .elements
-            .iter()
-            .filter(|(k, v)| s.elements.get(*k) != Some(*v))
-            .map(|(k, _)| (k, None));
-        elements(&mut out, "delete", name, gone);
+        let (gone, _) = s.elements.changes(&o.elements);
+        elements(
+            &mut out,
+            "delete",
+            name,
+            gone.into_iter().map(|k| (k, None)),
+        );
     }
     for (name, s) in &new.sets {
         let o = old.sets.get(name).unwrap_or(&empty);
         if same(o, s) {
             continue;
         }
-        let added = s
-            .elements
-            .iter()
-            .filter(|(k, v)| o.elements.get(*k) != Some(*v))
-            .map(|(k, v)| (k, Some(v)));
-        elements(&mut out, "add", name, added);
+        let (_, added) = s.elements.changes(&o.elements);
+        elements(
+            &mut out,
+            "add",
+            name,
+            added.into_iter().map(|(k, v)| (k, Some(v))),
+        );
     }
     for (name, (_, rules)) in &new.chains {
         match old.chains.get(name) {

@@ -1,0 +1,200 @@
+//! A reader of the compiled table, for tests: walks the chains, maps and sets of [`Objects`] the
+//! way the kernel evaluates them (only the statement forms the compiler writes; anything else
+//! panics, so a new form cannot pass unread), and says what happens to a new connection.
+
+use super::objects::{Objects, SetObj};
+use crate::asg::Probe;
+use std::net::Ipv4Addr;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The allowed bit is set; the log prefixes written on the way.
+    Allowed(Vec<String>),
+    Refused,
+}
+
+enum Step {
+    Done(Outcome),
+    Continue,
+}
+
+struct Packet {
+    dst: Ipv4Addr,
+    probe: Probe,
+    logs: Vec<String>,
+}
+
+impl Packet {
+    fn l4(&self) -> &'static str {
+        match self.probe {
+            Probe::Tcp(_) => "tcp",
+            Probe::Udp(_) => "udp",
+            Probe::Icmp { .. } => "icmp",
+            Probe::Other(_) => "other",
+        }
+    }
+
+    fn dport(&self) -> Option<u32> {
+        match self.probe {
+            Probe::Tcp(p) | Probe::Udp(p) => Some(p as u32),
+            _ => None,
+        }
+    }
+}
+
+fn in_range(key: &str, x: u32, parse: fn(&str) -> u32) -> bool {
+    match key.split_once('-') {
+        Some((a, b)) => parse(a) <= x && x <= parse(b),
+        None => parse(key) == x,
+    }
+}
+
+fn addr(s: &str) -> u32 {
+    u32::from(s.parse::<Ipv4Addr>().unwrap_or_else(|e| panic!("{s}: {e}")))
+}
+
+fn num(s: &str) -> u32 {
+    s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+}
+
+/// The value of the element whose key covers `x` (intervals of one field).
+fn lookup(set: &SetObj, x: u32, parse: fn(&str) -> u32) -> Option<&String> {
+    let hits: Vec<&String> = set
+        .elements
+        .iter()
+        .filter(|(k, _)| in_range(k, x, parse))
+        .map(|(_, v)| v)
+        .collect();
+    assert!(hits.len() <= 1, "overlapping elements for {x} in {set:?}");
+    hits.first().copied()
+}
+
+fn quoted(rule: &str) -> String {
+    rule.split('"').nth(1).expect("a log prefix").to_string()
+}
+
+fn chain(o: &Objects, name: &str, p: &mut Packet) -> Step {
+    let (_, rules) = o
+        .chains
+        .get(name)
+        .unwrap_or_else(|| panic!("no chain {name}"));
+    for rule in rules {
+        if let Step::Done(out) = statement(o, rule, p) {
+            return Step::Done(out);
+        }
+    }
+    Step::Continue
+}
+
+fn set<'a>(o: &'a Objects, name: &str) -> &'a SetObj {
+    o.sets.get(name).unwrap_or_else(|| panic!("no set {name}"))
+}
+
+fn verdict(o: &Objects, value: Option<&String>, p: &mut Packet) -> Step {
+    match value {
+        None => Step::Continue,
+        Some(v) => match v.strip_prefix("jump ") {
+            Some(target) => chain(o, target, p),
+            None => panic!("verdict {v}"),
+        },
+    }
+}
+
+fn statement(o: &Objects, rule: &str, p: &mut Packet) -> Step {
+    if let Some((selector, map)) = rule.split_once(" vmap @") {
+        let m = set(o, map);
+        let value = match selector {
+            "ip daddr" => lookup(m, u32::from(p.dst), addr),
+            "th dport" => lookup(m, p.dport().expect("a port"), num),
+            "ip daddr . meta l4proto . th dport" => match p.dport() {
+                Some(port) => m.elements.get(&format!("{} . {} . {port}", p.dst, p.l4())),
+                None => None,
+            },
+            _ => {
+                let rest = selector
+                    .strip_prefix("meta l4proto ")
+                    .unwrap_or_else(|| panic!("selector {selector}"));
+                let (l4, field) = rest.split_once(' ').expect("protocol and field");
+                if l4 != p.l4() {
+                    return Step::Continue;
+                }
+                match (field, p.probe) {
+                    ("th dport", _) => lookup(m, p.dport().expect("a port"), num),
+                    ("ip daddr", _) => lookup(m, u32::from(p.dst), addr),
+                    ("th sport", Probe::Icmp { icmp_type, code }) => {
+                        lookup(m, (icmp_type as u32) << 8 | code as u32, num)
+                    }
+                    _ => panic!("selector {selector}"),
+                }
+            }
+        };
+        return verdict(o, value, p);
+    }
+    if let Some(rest) = rule.strip_prefix("ip daddr @") {
+        let (name, action) = rest.split_once(' ').expect("a set and an action");
+        if lookup(set(o, name), u32::from(p.dst), addr).is_none() {
+            return Step::Continue;
+        }
+        return statement(o, action, p);
+    }
+    // A small class: `ip daddr A[-B] jump X` / `th dport N[-M] jump X`.
+    let words: Vec<&str> = rule.split(' ').collect();
+    if let [a, b, key, "jump", target] = words.as_slice() {
+        let hit = match (*a, *b) {
+            ("ip", "daddr") => in_range(key, u32::from(p.dst), addr),
+            ("th", "dport") => in_range(key, p.dport().expect("a port"), num),
+            _ => panic!("statement not understood: {rule}"),
+        };
+        return if hit {
+            chain(o, target, p)
+        } else {
+            Step::Continue
+        };
+    }
+    if let Some(target) = rule.strip_prefix("jump ") {
+        return chain(o, target, p);
+    }
+    if rule.starts_with("meta mark set meta mark | 0x") && rule.ends_with(" accept") {
+        return Step::Done(Outcome::Allowed(std::mem::take(&mut p.logs)));
+    }
+    if rule.starts_with("reject") {
+        return Step::Done(Outcome::Refused);
+    }
+    let logs = |p: &mut Packet| {
+        p.logs.push(quoted(rule));
+        Step::Continue
+    };
+    if rule.starts_with("meta l4proto udp limit rate ") {
+        return if p.l4() == "udp" {
+            logs(p)
+        } else {
+            Step::Continue
+        };
+    }
+    if rule.starts_with("meta l4proto != udp log prefix ") {
+        return if p.l4() != "udp" {
+            logs(p)
+        } else {
+            Step::Continue
+        };
+    }
+    if rule.starts_with("limit rate ") && rule.contains(" log prefix ") {
+        return logs(p);
+    }
+    panic!("statement not understood: {rule}")
+}
+
+/// What the table does to a new connection from container `src` to `dst` (the forward chain's
+/// egress rules: the container's rule set, an unknown source refused).
+pub fn decide(o: &Objects, src: Ipv4Addr, dst: Ipv4Addr, probe: Probe) -> Outcome {
+    let mut p = Packet {
+        dst,
+        probe,
+        logs: Vec::new(),
+    };
+    let containers = set(o, "containers");
+    match verdict(o, containers.elements.get(&src.to_string()), &mut p) {
+        Step::Done(out) => out,
+        Step::Continue => Outcome::Refused,
+    }
+}
