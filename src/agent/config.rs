@@ -157,6 +157,19 @@ impl AgentConfig {
             stale_after: Duration::from_secs(self.policy_stale_after_seconds),
         }
     }
+
+    /// The ASG loop's settings: the container store looked at every poll interval, the
+    /// security-groups version watched as the policy version is (`policy_watch`), the first
+    /// cycle at once (the table is installed at start).
+    pub fn asg_loop_settings(&self) -> super::watch_loop::LoopSettings {
+        let cycle = self.cycle_settings();
+        super::watch_loop::LoopSettings {
+            interval: cycle.poll_interval,
+            backoff_max: cycle.backoff_max,
+            watch: cycle.watch,
+            first: std::time::Duration::ZERO,
+        }
+    }
 }
 
 impl crate::config::Validate for AgentConfig {

@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod nft;
 pub mod plan;
 pub mod server;
+pub mod watch_loop;
 
 pub use config::AgentConfig;
 pub use cycle::Agent;
