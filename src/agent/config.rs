@@ -25,8 +25,9 @@ pub struct AgentConfig {
     /// the local container store is looked at). The first poll comes after a random part of it.
     #[serde(default = "u64_default::<1>")]
     pub poll_interval_seconds: u64,
-    /// Hold a watch on the policy version (`policies_last_updated?wait=&after=`) instead of
-    /// polling the server; falls back to polling against a server without it.
+    /// Hold a watch on the policy version (`policies_last_updated?wait=&after=`), and with
+    /// ASGs on the security-groups version, instead of polling the server; falls back to
+    /// polling against a server without them.
     #[serde(default = "bool_default::<true>")]
     pub policy_watch: bool,
     /// How long one watch request waits before it is renewed.
