@@ -355,3 +355,77 @@ fn only_admins_may_use_it() {
     let (_, list) = api.admin("GET", BASE, None);
     assert_eq!(list["pagination"]["total_results"], 0);
 }
+
+/// A cell's parked watch (`security_groups_last_updated?wait=&after=`) is answered by each change
+/// made through the admin API (bind, global enable, unbind) with the new version, marked as the
+/// watch's; with nothing changed it is answered with the same version when its wait runs out.
+#[test]
+fn parked_watches_are_answered_by_admin_changes_and_unchanged_when_their_wait_runs_out() {
+    use netman::api::policy::WATCH_HEADER;
+    const PATH: &str = "/networking/v1/internal/security_groups_last_updated";
+    let server = PolicyServer::start();
+    let api = Admin { server: &server };
+    let (status, created) = api.admin("POST", BASE, Some(json!({"name": "web", "rules": rules()})));
+    assert_eq!(status, 201, "{created}");
+    let guid = created["guid"].as_str().unwrap().to_string();
+    let watch = |wait: u64, after: i64| {
+        let client = server.internal_client();
+        let url = format!("{}{PATH}?wait={wait}&after={after}", server.internal);
+        std::thread::spawn(move || {
+            let mut resp = client.get(&url).call().unwrap();
+            let mark = resp
+                .headers()
+                .get(WATCH_HEADER)
+                .map(|v| v.to_str().unwrap().to_string());
+            let body = resp.body_mut().read_to_string().unwrap();
+            (resp.status().as_u16(), mark, body.parse::<i64>().unwrap())
+        })
+    };
+    let changes: [(&str, String, Option<Value>); 3] = [
+        (
+            "POST",
+            format!("{BASE}/{guid}/relationships/running_spaces"),
+            Some(json!({"data": [{"guid": "space-1"}]})),
+        ),
+        (
+            "PATCH",
+            format!("{BASE}/{guid}"),
+            Some(json!({"globally_enabled": {"staging": true}})),
+        ),
+        (
+            "DELETE",
+            format!("{BASE}/{guid}/relationships/running_spaces/space-1"),
+            None,
+        ),
+    ];
+    let mut version = api.version();
+    for (method, path, body) in changes {
+        let parked_before = server.parked_watches();
+        let answer = watch(25, version);
+        support::wait_until(
+            "the watch to park",
+            std::time::Duration::from_secs(10),
+            || server.parked_watches() > parked_before,
+        );
+        let (status, resp) = api.admin(method, &path, body);
+        assert!(status < 300, "{method} {path}: {status} {resp}");
+        let (status, mark, answered) = answer.join().unwrap();
+        assert_eq!(
+            (status, mark.as_deref()),
+            (200, Some("1")),
+            "{method} {path}"
+        );
+        assert!(
+            answered > version,
+            "{method} {path}: {answered} after {version}"
+        );
+        assert_eq!(answered, api.version(), "{method} {path}");
+        version = answered;
+    }
+    // Nothing changes: the same version when the wait runs out.
+    let (status, mark, answered) = watch(1, version).join().unwrap();
+    assert_eq!(
+        (status, mark.as_deref(), answered),
+        (200, Some("1"), version)
+    );
+}

@@ -393,8 +393,14 @@ fn a_bind_and_an_unbind_reach_two_cells() {
     }
 }
 
-/// The agent's count of security-group fetches (`vpa_asg_poll_duration_seconds_count{op="groups"}`).
+/// The agent's count of security-group fetches (`vpa_asg_poll_duration_seconds_count{op="groups"}`,
+/// every outcome).
 fn fetches(cell: &AsgCell) -> u64 {
+    poll_count(cell, "groups")
+}
+
+/// `vpa_asg_poll_duration_seconds_count{op}` of the cell's agent.
+fn poll_count(cell: &AsgCell, op: &str) -> u64 {
     let metrics = cell
         .net
         .cell
@@ -402,41 +408,54 @@ fn fetches(cell: &AsgCell) -> u64 {
         .unwrap();
     metrics
         .lines()
-        .find(|l| {
-            l.starts_with("vpa_asg_poll_duration_seconds_count") && l.contains("op=\"groups\"")
+        .filter(|l| {
+            l.starts_with("vpa_asg_poll_duration_seconds_count")
+                && l.contains(&format!("op=\"{op}\""))
         })
-        .and_then(|l| l.split_whitespace().last())
+        .filter_map(|l| l.split_whitespace().last())
         .map(|v| v.parse::<f64>().unwrap() as u64)
-        .unwrap_or(0)
+        .sum()
 }
 
-/// The real policy server (its internal API over mutual TLS, SQLite), its groups written as its
-/// syncer writes them (one replacing transaction, the version moved): the agents check the
-/// version every second and fetch only after it moved.
-#[test]
-fn with_the_real_policy_server_cells_fetch_only_after_a_change() {
+/// The real policy server (its internal API over mutual TLS, SQLite), a way to write its groups
+/// as its syncer does from another process (one replacing transaction, the version moved), and
+/// its internal address.
+fn real_server() -> (
+    support::policy_server::PolicyServer,
+    impl Fn(&[Value]),
+    std::net::SocketAddr,
+) {
     use netman::policy::asg::store::{AsgStore, SqlAsgStore, SyncMark};
     let server = support::policy_server::PolicyServer::start();
     let db: netman::db::DatabaseConfig =
         serde_json::from_value(server.config["database"].clone()).unwrap();
     let store = SqlAsgStore::open(&db).unwrap();
-    let write = |groups: &[Value]| {
+    let write = move |groups: &[Value]| {
         let groups: Vec<netman::api::security_groups::SecurityGroup> = groups
             .iter()
             .map(|g| serde_json::from_value(g.clone()).unwrap())
             .collect();
         store.replace(&groups, &SyncMark::default()).unwrap();
     };
-    let internal: std::net::SocketAddr = server
+    let internal = server
         .internal
         .trim_start_matches("https://")
         .parse()
         .unwrap();
+    (server, write, internal)
+}
+
+/// Without the watch (`policy_watch: false`) the agents check the version every second and
+/// fetch only after it moved.
+#[test]
+fn with_the_real_policy_server_cells_fetch_only_after_a_change() {
+    let (_server, write, internal) = real_server();
     let mut cells: Vec<AsgCell> = (0..2)
         .map(|_| {
-            AsgCell::new(&server.certs, internal, true, |c| {
+            AsgCell::new(&_server.certs, internal, true, |c| {
                 // Only the version check may trigger a fetch.
                 c["asg_poll_interval_seconds"] = json!(3600);
+                c["policy_watch"] = json!(false);
             })
         })
         .collect();
@@ -487,4 +506,94 @@ fn with_the_real_policy_server_cells_fetch_only_after_a_change() {
     for (a, b) in after.iter().zip(&before) {
         assert!(*a > *b, "fetched after the change: {after:?} vs {before:?}");
     }
+}
+
+/// With the watch (the default) a change reaches the cells at once: their poll interval and
+/// full sync are an hour, so only the held `security_groups_last_updated?wait=&after=` can bring
+/// it. A bind through the admin API (the server wakes its own watches) and an unbind written to
+/// the database by another process (seen by the server's version check) each reach both cells,
+/// with one fetch each and no version polling.
+#[test]
+fn with_the_watch_a_change_reaches_the_cells_without_waiting_for_their_poll_interval() {
+    use support::policy_server::ADMIN_TOKEN;
+    let (server, write, internal) = real_server();
+    let mut cells: Vec<AsgCell> = (0..2)
+        .map(|_| {
+            AsgCell::new(&server.certs, internal, true, |c| {
+                c["poll_interval_seconds"] = json!(3600);
+                c["asg_poll_interval_seconds"] = json!(3600);
+                c["policy_watch_seconds"] = json!(300);
+            })
+        })
+        .collect();
+    for c in &mut cells {
+        c.net.internet_tcp(&[443]);
+    }
+    let apps: Vec<Container> = cells
+        .iter()
+        .map(|c| c.up("app1", "space-1", "app", json!([])))
+        .collect();
+    for app in &apps {
+        assert!(!tcp(&app.ns.path(), NET_A, 443), "nothing bound yet");
+    }
+    let before: Vec<u64> = cells.iter().map(fetches).collect();
+    let checks_before: Vec<u64> = cells.iter().map(version_checks).collect();
+
+    let api = "/networking/v1/external/security_groups";
+    let rules = json!([{"protocol": "tcp", "destination": NET_A, "ports": "443"}]);
+    let (status, body) = server.post(
+        api,
+        Some(ADMIN_TOKEN),
+        &json!({"name": "web", "rules": rules}).to_string(),
+    );
+    assert_eq!(status, 201, "{body}");
+    let guid = serde_json::from_str::<Value>(&body).unwrap()["guid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, body) = server.post(
+        &format!("{api}/{guid}/relationships/running_spaces"),
+        Some(ADMIN_TOKEN),
+        &json!({"data": [{"guid": "space-1"}]}).to_string(),
+    );
+    assert_eq!(status, 200, "bind: {body}");
+    for (c, app) in cells.iter().zip(&apps) {
+        eventually(
+            "a bind through the admin API, through the watch",
+            true,
+            || tcp(&app.ns.path(), NET_A, 443),
+            c,
+        );
+    }
+
+    let mut unbound = group("web", rules, &[], &[]);
+    unbound["guid"] = json!(guid);
+    write(&[unbound]);
+    for (c, app) in cells.iter().zip(&apps) {
+        eventually(
+            "an unbind by another process, through the watch",
+            false,
+            || tcp(&app.ns.path(), NET_A, 443),
+            c,
+        );
+    }
+    let after: Vec<u64> = cells.iter().map(fetches).collect();
+    let checks_after: Vec<u64> = cells.iter().map(version_checks).collect();
+    for (c, (a, b)) in cells.iter().zip(after.iter().zip(&before)) {
+        // The bind and the unbind at least; the create, the bind and the unbind at most.
+        assert!(
+            *a >= *b + 2 && *a <= *b + 3,
+            "fetches {after:?} vs {before:?}\n{}",
+            c.agent_log()
+        );
+    }
+    assert_eq!(
+        checks_after, checks_before,
+        "the loop asked no version meanwhile: the watch told it"
+    );
+}
+
+/// The agent's count of plain version requests (`vpa_asg_poll_duration_seconds_count{op="version"}`).
+fn version_checks(cell: &AsgCell) -> u64 {
+    poll_count(cell, "version")
 }

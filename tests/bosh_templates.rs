@@ -661,3 +661,152 @@ fn overlay_daemon_drain_waits_for_the_container_store_to_empty() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The dynamic-ASG properties: the agent's and the syncer's keys render with the binaries'
+/// defaults, the agent's link tells garden-cni's networker to ask it at `up`, and the syncer
+/// without a Cloud Controller is refused at render time.
+#[test]
+fn asg_properties_have_the_binaries_defaults_and_reach_the_networker() {
+    use netman::agent::AgentConfig;
+    use netman::policy::asg::syncer::AsgSyncConfig;
+    use netman::policy::config::PolicyServerConfig;
+    let f = Fixture::new();
+
+    // The agent: off by default, every ASG key the binary's default.
+    let r = render_job(&f, "vxlan-policy-agent", &f.context("vxlan-policy-agent"));
+    let path = &r["config/vxlan-policy-agent.json"];
+    let rendered: AgentConfig = netman::config::load(path).unwrap();
+    let defaults: AgentConfig = serde_json::from_value(json!({
+        "policy_server_url": "https://x", "ca_cert_file": "a", "client_cert_file": "b",
+        "client_key_file": "c", "cni_datastore_path": "d"}))
+    .unwrap();
+    assert!(!rendered.enable_asg_syncing);
+    assert_eq!(
+        (
+            rendered.enable_asg_syncing,
+            rendered.asg_poll_interval_seconds,
+            rendered.asg_nflog_group,
+            rendered.iptables_asg_logging,
+            rendered.iptables_denied_logs_per_sec,
+            &rendered.deny_networks,
+        ),
+        (
+            defaults.enable_asg_syncing,
+            defaults.asg_poll_interval_seconds,
+            defaults.asg_nflog_group,
+            defaults.iptables_asg_logging,
+            defaults.iptables_denied_logs_per_sec,
+            &defaults.deny_networks,
+        )
+    );
+
+    // On, with the overlay link's network and deny networks: the binary accepts it.
+    let mut ctx = f.context("vxlan-policy-agent");
+    let p = &mut ctx["properties"];
+    p["enable_asg_syncing"] = json!(true);
+    p["asg_poll_interval_seconds"] = json!(120);
+    p["asg_nflog_group"] = json!(7);
+    p["deny_networks"] = json!({"always": ["169.254.0.0/16"], "running": ["10.0.0.0/8"]});
+    ctx["links"] = json!({"overlay_network": {"properties": {"network": "10.240.0.0/12"}}});
+    let r = render_job(&f, "vxlan-policy-agent", &ctx);
+    let path = &r["config/vxlan-policy-agent.json"];
+    check_config(bin("vxlan-policy-agent"), path);
+    let on: AgentConfig = netman::config::load(path).unwrap();
+    assert!(on.enable_asg_syncing);
+    assert_eq!(on.asg_poll_interval_seconds, 120);
+    assert_eq!(on.asg_nflog_group, 7);
+    assert_eq!(on.overlay_network.unwrap().to_string(), "10.240.0.0/12");
+    assert_eq!(on.deny_networks.always[0].to_string(), "169.254.0.0/16");
+    assert_eq!(on.deny_networks.running[0].to_string(), "10.0.0.0/8");
+    assert!(on.deny_networks.staging.is_empty());
+
+    // garden-cni: the agent's link (its switch and port) decides whether `up` asks the agent.
+    let asg_url = |links: Value, props: Value| -> Option<String> {
+        let mut ctx = f.context("garden-cni");
+        ctx["links"] = links;
+        for (k, v) in props.as_object().unwrap() {
+            ctx["properties"][k] = v.clone();
+        }
+        let r = render_job(&f, "garden-cni", &ctx);
+        let adapter = &r["config/adapter.json"];
+        check_config(bin("garden-external-networker"), adapter);
+        let c: netman::networker::Config = netman::config::load(adapter).unwrap();
+        c.policy_agent_asg_url
+    };
+    assert_eq!(asg_url(json!({}), json!({})), None);
+    let agent_link = |on: bool| {
+        json!({"vxlan_policy_agent": {"properties":
+            {"enable_asg_syncing": on, "force_policy_poll_cycle_port": 9722}}})
+    };
+    assert_eq!(
+        asg_url(agent_link(true), json!({})).as_deref(),
+        Some("http://127.0.0.1:9722")
+    );
+    assert_eq!(
+        asg_url(agent_link(false), json!({"enable_asg_syncing": true})),
+        None,
+        "the link wins"
+    );
+    assert_eq!(
+        asg_url(json!({}), json!({"enable_asg_syncing": true})).as_deref(),
+        Some("http://127.0.0.1:8722")
+    );
+    let mut ctx = f.context("garden-cni");
+    ctx["properties"]["enable_asg_syncing"] = json!(true);
+    ctx["properties"]["policy_agent_force_poll_port"] = json!(0);
+    let err = render("garden-cni", "adapter.json.erb", &ctx, f.tmp.path()).unwrap_err();
+    assert!(
+        err.contains("enable_asg_syncing needs the agent's port"),
+        "{err}"
+    );
+
+    // The policy server's syncer: off by default; on, every key the binary's default.
+    let r = render_job(&f, "policy-server", &f.context("policy-server"));
+    let ps: PolicyServerConfig = netman::config::load(&r["config/policy-server.json"]).unwrap();
+    assert_eq!(ps.asg_syncer, None);
+    let mut ctx = f.context("policy-server");
+    ctx["properties"]["asg_syncer"] = json!({"enabled": true});
+    let err = render(
+        "policy-server",
+        "policy-server.json.erb",
+        &ctx,
+        f.tmp.path(),
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("asg_syncer.enabled needs cc_hostname"),
+        "{err}"
+    );
+    ctx["properties"]["cc_hostname"] = json!("cc.example");
+    let r = render_job(&f, "policy-server", &ctx);
+    let path = &r["config/policy-server.json"];
+    check_config(bin("policy-server"), path);
+    let ps: PolicyServerConfig = netman::config::load(path).unwrap();
+    let defaults: AsgSyncConfig = serde_json::from_value(json!({})).unwrap();
+    assert_eq!(ps.asg_syncer.as_ref(), Some(&defaults));
+    assert_eq!(ps.cc_url, "http://cc.example:9022");
+
+    // With the internal listener's URL, CA and client certificate.
+    let p = &mut ctx["properties"]["asg_syncer"];
+    p["cc_internal_url"] = json!("https://cc-internal.example:9023");
+    p["cc_internal_ca_cert"] = json!(f.cert("ca.crt"));
+    p["cc_internal_client_cert"] = json!(f.cert("policy-server.crt"));
+    p["cc_internal_client_key"] = json!(f.cert("policy-server.key"));
+    p["poll_interval_seconds"] = json!(20);
+    let r = render_job(&f, "policy-server", &ctx);
+    let path = &r["config/policy-server.json"];
+    check_config(bin("policy-server"), path);
+    let s = netman::config::load::<PolicyServerConfig>(path)
+        .unwrap()
+        .asg_syncer
+        .unwrap();
+    assert_eq!(s.cc_internal_url, "https://cc-internal.example:9023");
+    assert_eq!(s.poll_interval_seconds, 20);
+    for (file, pem) in [
+        (&s.cc_internal_ca_cert_file, "ca.crt"),
+        (&s.cc_internal_client_cert_file, "policy-server.crt"),
+        (&s.cc_internal_client_key_file, "policy-server.key"),
+    ] {
+        assert_eq!(read(Path::new(file)).trim(), f.cert(pem).trim(), "{file}");
+    }
+}

@@ -73,17 +73,7 @@ fn agent_tls(s: &PolicyServer) -> ClientTls {
 }
 
 fn parked(s: &PolicyServer) -> u64 {
-    let mut resp = s
-        .client()
-        .get(format!("{}/metrics", s.debug))
-        .call()
-        .unwrap();
-    let text = body_string(&mut resp, 1 << 20).unwrap();
-    text.lines()
-        .find(|l| l.starts_with("policy_server_internal_http_parked_requests "))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    s.parked_watches()
 }
 
 fn wait_parked(s: &PolicyServer, n: u64) {

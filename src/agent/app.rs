@@ -9,6 +9,7 @@ use super::cycle::{run_poller, Agent};
 use super::metrics::AgentMetrics;
 use super::nft::{runner, C2cLogging, Table};
 use super::server::{debug_routes, ForcePoll};
+use super::watch_loop;
 use super::AgentConfig;
 use crate::cell::Reader as StoreReader;
 use crate::daemon::debug::{self, DebugHandler};
@@ -81,22 +82,14 @@ pub fn start(config: AgentConfig) -> Result<RunningAgent, String> {
         },
     )
     .map_err(|e| format!("force-poll server: {e}"))?;
+    let asg_loop = config.asg_loop_settings();
     Ok(RunningAgent {
         debug,
         force,
         policy_server_url: config.policy_server_url,
         poller: Worker::spawn(move |stopped| run_poller(agent, stopped)),
-        asg_poller: asg.map(|asg| {
-            Worker::every(
-                Duration::from_secs(config.poll_interval_seconds),
-                move || {
-                    if let Err(e) = asg.poll() {
-                        log::warn!("ASG cycle failed ({e}); the enforced rules stay");
-                    }
-                    true
-                },
-            )
-        }),
+        asg_poller: asg
+            .map(|asg| Worker::spawn(move |stopped| watch_loop::run(asg, asg_loop, stopped))),
         flow_reader,
     })
 }

@@ -144,48 +144,63 @@ impl PolicySource for PolicyClient {
             url.push_str("&id=");
             url.push_str(ids);
         }
-        let mut resp = self
-            .agent
-            .get(&url)
-            .config()
-            .timeout_global(Some(wait + self.timeout))
-            .build()
-            .call()
-            .map_err(|e| Error::Request {
-                url: url.clone(),
-                message: e.to_string(),
-            })?;
-        let status = resp.status().as_u16();
-        let mark = resp
-            .headers()
-            .get(WATCH_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let marked = mark.is_some();
-        let body = body_string(&mut resp, 4096).map_err(|message| Error::Request {
-            url: url.clone(),
-            message,
-        })?;
-        match status {
-            // A server without the endpoint's parameters: not found, refused, or ignored.
-            404 | 405 | 501 => return Ok(Watched::Unsupported),
-            400 if !marked => return Ok(Watched::Unsupported),
-            200 if !marked => return Ok(Watched::Unsupported),
-            200 => {}
-            _ => {
-                let body: String = body.chars().take(300).collect();
-                return Err(Error::Status { url, status, body });
-            }
-        }
-        let version = body.trim().parse().map_err(|_| Error::Decode {
-            what: "policies_last_updated",
-            message: format!("not an integer: {:?}", body.trim()),
-        })?;
-        Ok(match mark.as_deref() {
-            Some(WATCH_UNAFFECTED) => Watched::Unaffected(version),
-            _ => Watched::Version(version),
-        })
+        get_watch(
+            &self.agent,
+            url,
+            wait + self.timeout,
+            "policies_last_updated",
+        )
     }
+}
+
+/// One watch request (`...?wait=&after=`), given up after `timeout`. A server without the watch
+/// (not found, refused, or the parameters ignored: no [`WATCH_HEADER`]) is
+/// [`Watched::Unsupported`].
+pub(crate) fn get_watch(
+    agent: &ureq::Agent,
+    url: String,
+    timeout: Duration,
+    what: &'static str,
+) -> Result<Watched, Error> {
+    let mut resp = agent
+        .get(&url)
+        .config()
+        .timeout_global(Some(timeout))
+        .build()
+        .call()
+        .map_err(|e| Error::Request {
+            url: url.clone(),
+            message: e.to_string(),
+        })?;
+    let status = resp.status().as_u16();
+    let mark = resp
+        .headers()
+        .get(WATCH_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let marked = mark.is_some();
+    let body = body_string(&mut resp, 4096).map_err(|message| Error::Request {
+        url: url.clone(),
+        message,
+    })?;
+    match status {
+        404 | 405 | 501 => return Ok(Watched::Unsupported),
+        400 if !marked => return Ok(Watched::Unsupported),
+        200 if !marked => return Ok(Watched::Unsupported),
+        200 => {}
+        _ => {
+            let body: String = body.chars().take(300).collect();
+            return Err(Error::Status { url, status, body });
+        }
+    }
+    let version = body.trim().parse().map_err(|_| Error::Decode {
+        what,
+        message: format!("not an integer: {:?}", body.trim()),
+    })?;
+    Ok(match mark.as_deref() {
+        Some(WATCH_UNAFFECTED) => Watched::Unaffected(version),
+        _ => Watched::Version(version),
+    })
 }
 
 #[cfg(test)]

@@ -25,8 +25,9 @@ pub struct AgentConfig {
     /// the local container store is looked at). The first poll comes after a random part of it.
     #[serde(default = "u64_default::<1>")]
     pub poll_interval_seconds: u64,
-    /// Hold a watch on the policy version (`policies_last_updated?wait=&after=`) instead of
-    /// polling the server; falls back to polling against a server without it.
+    /// Hold a watch on the policy version (`policies_last_updated?wait=&after=`), and with
+    /// ASGs on the security-groups version, instead of polling the server; falls back to
+    /// polling against a server without them.
     #[serde(default = "bool_default::<true>")]
     pub policy_watch: bool,
     /// How long one watch request waits before it is renewed.
@@ -155,6 +156,19 @@ impl AgentConfig {
                 .policy_watch
                 .then(|| Duration::from_secs(self.policy_watch_seconds)),
             stale_after: Duration::from_secs(self.policy_stale_after_seconds),
+        }
+    }
+
+    /// The ASG loop's settings: the container store looked at every poll interval, the
+    /// security-groups version watched as the policy version is (`policy_watch`), the first
+    /// cycle at once (the table is installed at start).
+    pub fn asg_loop_settings(&self) -> super::watch_loop::LoopSettings {
+        let cycle = self.cycle_settings();
+        super::watch_loop::LoopSettings {
+            interval: cycle.poll_interval,
+            backoff_max: cycle.backoff_max,
+            watch: cycle.watch,
+            first: std::time::Duration::ZERO,
         }
     }
 }

@@ -6,13 +6,12 @@ use super::containers::policy_containers;
 use super::metrics::{self as m, AgentMetrics};
 use super::nft::{C2cLogging, Dataplane, Set};
 use super::plan::{plan, Diff, Plan, Skipped};
+use super::watch_loop::{self, jitter, LoopSettings, Remote, Watchable};
 use super::Error;
 use crate::api::policy::Policy;
 use crate::cell::{Container, Reader};
-use crate::daemon::backoff::Backoff;
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -26,21 +25,6 @@ pub struct Settings {
     /// After this long without a confirmed sync the cell reports itself stale (`/health` fails,
     /// `vpa_policies_stale` is 1). It keeps enforcing the last rules: see docs/agent.md.
     pub stale_after: Duration,
-}
-
-/// After a server answered that it has no watch, plain polling for this long before asking again
-/// (it may have been upgraded).
-const UNSUPPORTED_RETRY: Duration = Duration::from_secs(600);
-
-/// Where a poll takes the policy server's version from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Remote {
-    /// Ask the server (`policies_last_updated`).
-    Ask,
-    /// A watch just reported it.
-    Known(i64),
-    /// A watch is running and reported nothing: the last known version still holds.
-    Unchanged,
 }
 
 /// What a cycle did to the kernel.
@@ -459,131 +443,34 @@ impl Agent {
     }
 }
 
-/// What wakes the poll loop besides its interval.
-enum Event {
-    Stop,
-    /// The watch saw the version move.
-    Changed(i64),
-    /// The server has no watch.
-    Unsupported,
-    /// The watch failed; the next poll finds out more.
-    Failed(String),
+impl Watchable for Agent {
+    const WHAT: &'static str = "policy";
+
+    fn poll_with(&self, remote: Remote) -> Result<(), Error> {
+        Agent::poll_with(self, remote).map(|_| ())
+    }
+
+    fn watch_once(&self, wait: Duration) -> Result<Option<Watched>, Error> {
+        Agent::watch_once(self, wait)
+    }
+
+    fn known_version(&self) -> Option<i64> {
+        self.lock().last_updated
+    }
 }
 
-/// Polls until `stop` receives or is dropped. The first poll comes after a random part of one
-/// interval (so cells restarting together spread out), then every interval while polling.
-///
-/// With a watch (the default), a background thread holds `policies_last_updated?wait=&after=`
-/// open and the loop fetches as soon as it reports a change; the interval then only looks at the
-/// local container store and the due full sync, without a request to the server. Against a server
-/// without the watch the loop polls the server every interval, as the original agent does, and
-/// asks again for a watch after [`UNSUPPORTED_RETRY`]. Failures back off with jitter.
+/// Polls until `stop` receives or is dropped ([`watch_loop::run`]). The first poll comes after
+/// a random part of one interval (so cells restarting together spread out), then every interval
+/// while polling; with a watch (the default) the interval only looks at the local container
+/// store and the due full sync.
 pub fn run_poller(agent: Arc<Agent>, stop: Receiver<()>) {
-    let interval = agent.settings.poll_interval;
-    let mut backoff = Backoff::new(interval, agent.settings.backoff_max);
-    let (events, incoming) = channel();
-    {
-        let events = events.clone();
-        std::thread::spawn(move || {
-            let _ = stop.recv();
-            let _ = events.send(Event::Stop);
-        });
-    }
-    let watching = Arc::new(AtomicBool::new(false));
-    let mut watch_unsupported_until: Option<Instant> = None;
-    let mut wait = jitter(interval);
-    loop {
-        let remote = match incoming.recv_timeout(wait) {
-            Ok(Event::Stop) | Err(RecvTimeoutError::Disconnected) => {
-                watching.store(false, Ordering::SeqCst);
-                return;
-            }
-            Ok(Event::Changed(v)) => Remote::Known(v),
-            Ok(Event::Unsupported) => {
-                log::warn!(
-                    "the policy server has no watch; polling every {:.1} s",
-                    interval.as_secs_f64()
-                );
-                watch_unsupported_until = Some(Instant::now() + UNSUPPORTED_RETRY);
-                Remote::Ask
-            }
-            Ok(Event::Failed(e)) => {
-                // Every cell's watch fails at once when the server restarts: spread the retries.
-                log::warn!("policy watch failed: {e}");
-                wait = jitter(interval);
-                continue;
-            }
-            Err(RecvTimeoutError::Timeout) if watching.load(Ordering::SeqCst) => Remote::Unchanged,
-            Err(RecvTimeoutError::Timeout) => Remote::Ask,
-        };
-        match agent.poll_with(remote) {
-            Ok(_) => {
-                if backoff.failures() > 0 {
-                    log::warn!(
-                        "policy cycle recovered after {} failures",
-                        backoff.failures()
-                    );
-                }
-                backoff.reset();
-                wait = interval;
-                let may_watch = watch_unsupported_until.is_none_or(|t| Instant::now() >= t);
-                if let (Some(watch_wait), true) = (agent.settings.watch, may_watch) {
-                    if !watching.swap(true, Ordering::SeqCst) {
-                        spawn_watch(&agent, watch_wait, &watching, events.clone());
-                    }
-                }
-            }
-            Err(e) => {
-                wait = backoff.next_delay();
-                log::warn!(
-                    "policy cycle failed ({e}); the last enforced rules stay; retrying in {:.1} s",
-                    wait.as_secs_f64()
-                );
-            }
-        }
-    }
-}
-
-/// Holds a watch open, renewing it at its timeout, until it reports something; `watching` is
-/// cleared when it ends (or tells it to end).
-fn spawn_watch(
-    agent: &Arc<Agent>,
-    wait: Duration,
-    watching: &Arc<AtomicBool>,
-    events: Sender<Event>,
-) {
-    let agent = Arc::clone(agent);
-    let flag = Arc::clone(watching);
-    let spawned = std::thread::Builder::new()
-        .name("policy-watch".into())
-        .spawn(move || {
-            let event = loop {
-                if !flag.load(Ordering::SeqCst) {
-                    return;
-                }
-                let before = agent.lock().last_updated;
-                match agent.watch_once(wait) {
-                    Ok(Some(Watched::Version(v))) if Some(v) != before => break Event::Changed(v),
-                    Ok(Some(Watched::Version(_) | Watched::Unaffected(_))) => continue,
-                    Ok(Some(Watched::Unsupported)) => break Event::Unsupported,
-                    Ok(None) => break Event::Failed("nothing applied yet".into()),
-                    Err(e) => break Event::Failed(e.to_string()),
-                }
-            };
-            flag.store(false, Ordering::SeqCst);
-            let _ = events.send(event);
-        });
-    if let Err(e) = spawned {
-        log::error!("cannot start the policy watch: {e}");
-        watching.store(false, Ordering::SeqCst);
-    }
-}
-
-/// A random part of `d`, so that many cells do not act in the same instant.
-fn jitter(d: Duration) -> Duration {
-    use rand::Rng;
-    let nanos = d.as_nanos().min(u64::MAX as u128) as u64;
-    Duration::from_nanos(rand::thread_rng().gen_range(0..=nanos))
+    let settings = LoopSettings {
+        interval: agent.settings.poll_interval,
+        backoff_max: agent.settings.backoff_max,
+        watch: agent.settings.watch,
+        first: jitter(agent.settings.poll_interval),
+    };
+    watch_loop::run(agent, settings, stop)
 }
 
 #[cfg(test)]
@@ -591,6 +478,7 @@ mod tests {
     use super::*;
     use crate::agent::nft::{self, C2cLogging};
     use prometheus_client::registry::Registry;
+    use std::sync::atomic::Ordering;
 
     struct Script {
         last_updated: Mutex<Result<i64, Error>>,

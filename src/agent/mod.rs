@@ -27,6 +27,7 @@ pub mod netout_limits;
 pub mod nft;
 pub mod plan;
 pub mod server;
+pub mod watch_loop;
 
 pub use config::AgentConfig;
 pub use cycle::Agent;

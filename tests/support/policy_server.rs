@@ -247,6 +247,21 @@ impl PolicyServer {
         self.child.take().unwrap().terminate()
     }
 
+    /// Requests parked on the internal API (watches), from the debug server's metrics.
+    pub fn parked_watches(&self) -> u64 {
+        let mut resp = self
+            .client()
+            .get(format!("{}/metrics", self.debug))
+            .call()
+            .unwrap();
+        let text = body_string(&mut resp, 1 << 20).unwrap();
+        text.lines()
+            .find(|l| l.starts_with("policy_server_internal_http_parked_requests "))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
     pub fn client(&self) -> ureq::Agent {
         agent(
             &ClientTls {

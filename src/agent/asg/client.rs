@@ -2,7 +2,7 @@
 //! `GET /networking/v1/internal/security_groups?space_guids=..&limit=..&from=..` page by page,
 //! and the cheap version check that says whether anything changed since the last fetch.
 
-use crate::agent::client::get_any_status;
+use crate::agent::client::{get_any_status, get_watch, Watched};
 use crate::agent::Error;
 use crate::api::security_groups::{SecurityGroup, SecurityGroupsResponse};
 use crate::http::client::{agent, ClientTls};
@@ -17,11 +17,18 @@ pub trait AsgSource: Send + Sync {
     fn version(&self) -> Result<Option<i64>, Error>;
     /// Every group that applies to any of `spaces` (all groups when `spaces` is `None`).
     fn groups(&self, spaces: Option<&BTreeSet<String>>) -> Result<Vec<SecurityGroup>, Error>;
+    /// Waits up to `wait` for the version to move from `after` (the watch,
+    /// `security_groups_last_updated?wait=&after=`); `Unsupported` on a server without it.
+    fn watch(&self, after: i64, wait: Duration) -> Result<Watched, Error> {
+        let _ = (after, wait);
+        Ok(Watched::Unsupported)
+    }
 }
 
 pub struct AsgClient {
     agent: ureq::Agent,
     base: String,
+    timeout: Duration,
 }
 
 /// Groups per page asked for (`limit`; the original agent sends `per_page`, which the server
@@ -38,6 +45,7 @@ impl AsgClient {
         Ok(AsgClient {
             agent: agent(tls, timeout)?,
             base: base_url.trim_end_matches('/').to_string(),
+            timeout,
         })
     }
 
@@ -79,6 +87,20 @@ impl AsgSource for AsgClient {
                 &body,
             )),
         }
+    }
+
+    fn watch(&self, after: i64, wait: Duration) -> Result<Watched, Error> {
+        let url = format!(
+            "{}{VERSION_PATH}?wait={}&after={after}",
+            self.base,
+            wait.as_secs()
+        );
+        get_watch(
+            &self.agent,
+            url,
+            wait + self.timeout,
+            "security_groups_last_updated",
+        )
     }
 
     fn groups(&self, spaces: Option<&BTreeSet<String>>) -> Result<Vec<SecurityGroup>, Error> {

@@ -7,7 +7,9 @@
 use super::client::AsgSource;
 use super::compile::{compile_with, Cache, Compiled, LoggedRule, Settings, SPACE_KEY};
 use super::objects::{render_delete, render_diff, render_full};
+use crate::agent::client::Watched;
 use crate::agent::nft::Runner;
+use crate::agent::watch_loop::{Remote, Watchable};
 use crate::agent::Error;
 use crate::api::security_groups::SecurityGroup;
 use crate::cell::{Container, Reader};
@@ -103,10 +105,12 @@ pub struct AsgAgent {
     enforced: ArcSwap<Enforced>,
 }
 
-/// Why a forced cycle is asked for.
+/// Why a cycle runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Trigger {
-    Tick,
+    /// The loop, with where the server's version comes from.
+    Tick(Remote),
+    /// A force endpoint: the store re-read, the version asked.
     Force,
 }
 
@@ -150,10 +154,36 @@ impl AsgAgent {
         Ok(runner.run(&render_delete())?)
     }
 
-    /// One tick of the loop.
+    /// One tick of the loop, asking the server for its version.
     pub fn poll(&self) -> Result<Applied, Error> {
+        self.poll_with(Remote::Ask)
+    }
+
+    /// One tick of the loop, the server's version taken from `remote`.
+    pub fn poll_with(&self, remote: Remote) -> Result<Applied, Error> {
         let mut st = self.lock();
-        self.cycle(&mut st, Trigger::Tick)
+        self.cycle(&mut st, Trigger::Tick(remote))
+    }
+
+    /// Waits (up to `wait`) for the server's version to move from the one last fetched. A
+    /// server that answered no version is asked with 0 (it answers 404: no watch either).
+    pub fn watch_once(&self, wait: Duration) -> Result<Option<Watched>, Error> {
+        let after = {
+            let st = self.lock();
+            if st.groups.is_none() {
+                return Ok(None);
+            }
+            st.version.unwrap_or(0)
+        };
+        self.metrics
+            .poll
+            .time("watch", || self.source.watch(after, wait))
+            .map(Some)
+    }
+
+    /// The groups' version last fetched.
+    pub fn version(&self) -> Option<i64> {
+        self.lock().version
     }
 
     /// `/force-asgs-for-container`: the container's rules hold when this returns `Ok`.
@@ -273,7 +303,12 @@ impl AsgAgent {
         let full_due = st
             .last_full
             .is_none_or(|t| t.elapsed() >= self.timing.full_sync);
-        let version = self.metrics.poll.time("version", || self.source.version());
+        let version = match (trigger, st.version) {
+            (Trigger::Tick(Remote::Known(v)), _) | (Trigger::Tick(Remote::Unchanged), Some(v)) => {
+                Ok(Some(v))
+            }
+            _ => self.metrics.poll.time("version", || self.source.version()),
+        };
         let must_fetch = st.groups.is_none()
             || full_due
             || !spaces.is_subset(&st.fetched_for)
@@ -377,5 +412,21 @@ impl AsgAgent {
             },
             _ => full(),
         }
+    }
+}
+
+impl Watchable for AsgAgent {
+    const WHAT: &'static str = "security groups";
+
+    fn poll_with(&self, remote: Remote) -> Result<(), Error> {
+        AsgAgent::poll_with(self, remote).map(|_| ())
+    }
+
+    fn watch_once(&self, wait: Duration) -> Result<Option<Watched>, Error> {
+        AsgAgent::watch_once(self, wait)
+    }
+
+    fn known_version(&self) -> Option<i64> {
+        self.version()
     }
 }
