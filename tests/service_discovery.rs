@@ -473,7 +473,7 @@ fn a_silent_cell_expires_and_the_table_survives_a_restart() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    // Its last report was before the restart; the expiry counts from there.
+    // Its last report was before the restart; the expiry counts from the server's start.
     assert!(
         s.log().contains("\"silent\" sent no refresh"),
         "{}",

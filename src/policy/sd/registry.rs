@@ -31,6 +31,7 @@ pub struct Registry {
     cached: Mutex<Option<Rendered>>,
     signal: Signal,
     expiry: Duration,
+    started: Instant,
 }
 
 impl Registry {
@@ -40,6 +41,7 @@ impl Registry {
             cached: Mutex::new(None),
             signal: Signal::new(),
             expiry,
+            started: Instant::now(),
         })
     }
 
@@ -77,8 +79,13 @@ impl Registry {
         Ok(true)
     }
 
-    /// Forgets the cells whose last refresh is older than the expiry.
+    /// Forgets the cells whose last refresh is older than the expiry. Not during the first
+    /// expiry after this server started: while no server ran, no cell could report, and a
+    /// restarted registry must not drop the instances of cells that are only waiting to reach it.
     pub fn expire(&self) -> Result<Vec<String>, SdError> {
+        if self.started.elapsed() < self.expiry {
+            return Ok(Vec::new());
+        }
         let cutoff = now_ms() - self.expiry.as_millis() as i64;
         let gone = self.store.expire(cutoff)?;
         for cell in &gone {
