@@ -487,7 +487,14 @@ impl Flows {
                 return;
             }
         };
-        let now = super::netout_limits::unlogged(&save);
+        let now = match super::netout_limits::unlogged(&save) {
+            Ok(now) => now,
+            Err(e) => {
+                log::warn!("reading the networker's rule counters: {e}");
+                FlowMetrics::count(&self.metrics.errors, "netout_counters");
+                return;
+            }
+        };
         let mut st = self.lock();
         let moved: u64 = now
             .iter()

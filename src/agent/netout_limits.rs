@@ -6,71 +6,50 @@
 //! `iptables-save -c -t filter` when the metrics are scraped; no rule is added.
 
 use crate::flowlog::kind::{EGRESS_DENIED, EGRESS_DENY_NETWORK};
-use crate::iptables::parse::tokenize;
+use crate::iptables::parse::{parse_save, SavedRule};
+use crate::iptables::Table;
 use std::collections::BTreeMap;
 
 /// A limited deny log and its reject: `(chain, n)` is the chain's `n`th such pair.
 pub type PairKey = (String, usize);
 
-/// Per limited deny log of a NetOut chain: the packets its reject refused unlogged.
-pub fn unlogged(save: &str) -> BTreeMap<PairKey, u64> {
+/// Per limited deny log of a NetOut chain: the packets its reject refused unlogged. An output
+/// that does not parse is an error (never read as "nothing left out").
+pub fn unlogged(save: &str) -> Result<BTreeMap<PairKey, u64>, String> {
+    let state = parse_save(Table::Filter, save).map_err(|e| e.to_string())?;
     let mut out = BTreeMap::new();
-    // The last rule read, when it was a limited deny log: its chain and packet count.
-    let mut log: Option<(String, u64)> = None;
-    let mut pairs: BTreeMap<String, usize> = BTreeMap::new();
-    for line in save.lines() {
-        let Some((packets, chain, tokens)) = counted_rule(line) else {
-            // Another table's section or a chain header: no pair spans it.
-            if !line.starts_with(':') {
-                log = None;
-            }
+    let mut pairs: BTreeMap<&str, usize> = BTreeMap::new();
+    for w in state.rules.windows(2) {
+        let (log, reject) = (&w[0], &w[1]);
+        if log.chain != reject.chain
+            || !is_limited_deny_log(log)
+            || reject.jump_target() != Some("REJECT")
+        {
+            continue;
+        }
+        let (Some(logged), Some(refused)) = (log.packets, reject.packets) else {
             continue;
         };
-        if let Some((log_chain, logged)) = log.take() {
-            if log_chain == chain && target(&tokens) == Some("REJECT") {
-                let n = pairs.entry(chain.clone()).or_default();
-                out.insert((chain.clone(), *n), packets.saturating_sub(logged));
-                *n += 1;
-                continue;
-            }
-        }
-        if is_limited_deny_log(&tokens) {
-            log = Some((chain, packets));
-        }
+        let n = pairs.entry(&log.chain).or_default();
+        out.insert((log.chain.clone(), *n), refused.saturating_sub(logged));
+        *n += 1;
     }
-    out
+    Ok(out)
 }
 
-/// `[packets:bytes] -A CHAIN ...`: the packets, the chain and the tokens after it.
-fn counted_rule(line: &str) -> Option<(u64, String, Vec<String>)> {
-    let rest = line.strip_prefix('[')?;
-    let (counters, rest) = rest.split_once(']')?;
-    let packets = counters.split_once(':')?.0.parse().ok()?;
-    let mut tokens = tokenize(rest).ok()?.into_iter();
-    if tokens.next()? != "-A" {
-        return None;
-    }
-    let chain = tokens.next()?;
-    Some((packets, chain, tokens.collect()))
-}
-
-fn value_of<'a>(tokens: &'a [String], flag: &str) -> Option<&'a str> {
-    let at = tokens.iter().position(|t| t == flag)?;
-    tokens.get(at + 1).map(String::as_str)
-}
-
-fn target(tokens: &[String]) -> Option<&str> {
-    value_of(tokens, "-j")
-}
-
-fn is_limited_deny_log(tokens: &[String]) -> bool {
-    let limited = tokens.windows(2).any(|w| w[0] == "-m" && w[1] == "limit");
-    let deny = value_of(tokens, "--nflog-prefix").is_some_and(|p| {
-        // `DENY_C2C_<handle>` is the networker's c2c log, not egress.
-        (p.starts_with(EGRESS_DENIED) && !p.starts_with("DENY_C2C_"))
-            || p.starts_with(EGRESS_DENY_NETWORK)
-    });
-    limited && deny && target(tokens) == Some("NFLOG")
+fn is_limited_deny_log(rule: &SavedRule) -> bool {
+    let args = &rule.args;
+    let limited = args.windows(2).any(|w| w[0] == "-m" && w[1] == "limit");
+    let deny = args
+        .windows(2)
+        .find(|w| w[0] == "--nflog-prefix")
+        .is_some_and(|w| {
+            let p = w[1].as_str();
+            // `DENY_C2C_<handle>` is the networker's c2c log, not egress.
+            (p.starts_with(EGRESS_DENIED) && !p.starts_with("DENY_C2C_"))
+                || p.starts_with(EGRESS_DENY_NETWORK)
+        });
+    limited && deny && rule.jump_target() == Some("NFLOG")
 }
 
 #[cfg(test)]
@@ -99,7 +78,7 @@ COMMIT
 
     #[test]
     fn each_limited_deny_log_gives_what_its_reject_refused_unlogged() {
-        let got = unlogged(SAVE);
+        let got = unlogged(SAVE).unwrap();
         let want: BTreeMap<PairKey, u64> = [
             (("netout--eg".to_string(), 0), 5),
             (("netout--eg".to_string(), 1), 50),
@@ -114,11 +93,11 @@ COMMIT
             "[54:3240] -A netout--eg -j REJECT",
             "[54:3240] -A netout--eg -j DROP",
         );
-        assert_eq!(unlogged(&save).len(), 1);
+        assert_eq!(unlogged(&save).unwrap().len(), 1);
         // Fewer rejects than logs (counters read mid-change): never a wrap-around.
         let save = SAVE.replace("[54:3240]", "[1:60]");
-        assert_eq!(unlogged(&save)[&("netout--eg".to_string(), 1)], 0);
-        assert!(unlogged("").is_empty());
+        assert_eq!(unlogged(&save).unwrap()[&("netout--eg".to_string(), 1)], 0);
+        assert!(unlogged("").unwrap().is_empty());
     }
 
     proptest! {
