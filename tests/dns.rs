@@ -1001,21 +1001,7 @@ mod fuzz {
     }
 }
 
-/// Binds the resolver's address, waiting out a few "in use" answers: a test that restarts a
-/// resolver closes its sockets at once, but a process another test thread is forking at that
-/// moment holds copies of them until its exec (close-on-exec), longer on a loaded machine.
+/// Binds the resolver's address again right after the old resolver closed it.
 fn bind_again(addr: SocketAddr) -> (std::net::UdpSocket, std::net::TcpListener) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        match server::bind(addr) {
-            Ok(sockets) => return sockets,
-            Err(e)
-                if e.kind() == std::io::ErrorKind::AddrInUse
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(Duration::from_millis(20))
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
+    support::bind::retry_in_use(|| server::bind(addr)).unwrap()
 }

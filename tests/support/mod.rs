@@ -11,6 +11,7 @@
 
 pub mod agent_lab;
 pub mod asg_cell;
+pub mod bind;
 pub mod certs;
 pub mod cf_networking;
 pub mod cli;

@@ -4,6 +4,7 @@
 //! and the CNI plugin configuration as a parameter: netman's `overlay` (with the real overlay
 //! controller and daemon running in the cell) or Debian's reference `bridge` + `host-local`.
 
+use super::bind::retry_in_use;
 use super::overlay;
 use super::proc::run_with_stdin;
 use super::wait::{poll, wait_until};
@@ -541,7 +542,7 @@ impl Drop for Container {
 
 /// Accepts connections forever (until the namespace goes) and answers "ok".
 pub fn tcp_server(ns: &Path, addr: SocketAddr) -> std::thread::JoinHandle<()> {
-    let l = netns::run_in(ns, move || TcpListener::bind(addr))
+    let l = netns::run_in(ns, move || retry_in_use(|| TcpListener::bind(addr)))
         .unwrap()
         .unwrap();
     std::thread::spawn(move || {
@@ -557,7 +558,7 @@ pub fn tcp_server(ns: &Path, addr: SocketAddr) -> std::thread::JoinHandle<()> {
 }
 
 pub fn udp_echo(ns: &Path, addr: SocketAddr) -> std::thread::JoinHandle<()> {
-    let s = netns::run_in(ns, move || UdpSocket::bind(addr))
+    let s = netns::run_in(ns, move || retry_in_use(|| UdpSocket::bind(addr)))
         .unwrap()
         .unwrap();
     std::thread::spawn(move || {

@@ -432,7 +432,8 @@ pub fn tcp_server(ns: &NamedNetns, port: u16) -> std::thread::JoinHandle<()> {
     let h = std::thread::spawn(move || {
         let f = std::fs::File::open(&path).unwrap();
         nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        let l = std::net::TcpListener::bind(("0.0.0.0", port)).unwrap();
+        let l =
+            super::bind::retry_in_use(|| std::net::TcpListener::bind(("0.0.0.0", port))).unwrap();
         tx.send(()).unwrap();
         if let Ok((mut s, _)) = l.accept() {
             let _ = s.write_all(b"hello");

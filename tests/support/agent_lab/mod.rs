@@ -6,6 +6,7 @@
 //! Everything is removed on drop; nothing touches the root namespace.
 
 pub mod policy_api;
+use super::bind::retry_in_use;
 use super::wait::poll;
 #[allow(unused_imports)]
 pub use super::wait::wait_for;
@@ -483,9 +484,11 @@ pub struct Relay(Looping);
 
 impl Relay {
     pub fn start(ns: &Path, port: u16, target: SocketAddr) -> Relay {
-        let listener = run_in(ns, move || TcpListener::bind(("127.0.0.1", port)))
-            .unwrap()
-            .unwrap();
+        let listener = run_in(ns, move || {
+            retry_in_use(|| TcpListener::bind(("127.0.0.1", port)))
+        })
+        .unwrap()
+        .unwrap();
         set_accept_timeout(&listener, Duration::from_millis(100));
         Relay(Looping::spawn(move || {
             let Ok((inbound, _)) = listener.accept() else {
@@ -520,9 +523,11 @@ pub struct TcpServer(Looping);
 
 impl TcpServer {
     pub fn start(c: &Container, port: u16) -> TcpServer {
-        let listener = run_in(&c.ns.path(), move || TcpListener::bind(("0.0.0.0", port)))
-            .unwrap()
-            .unwrap();
+        let listener = run_in(&c.ns.path(), move || {
+            retry_in_use(|| TcpListener::bind(("0.0.0.0", port)))
+        })
+        .unwrap()
+        .unwrap();
         set_accept_timeout(&listener, Duration::from_millis(100));
         TcpServer(Looping::spawn(move || {
             if let Ok((s, _)) = listener.accept() {
@@ -537,9 +542,11 @@ pub struct UdpEcho(Looping);
 
 impl UdpEcho {
     pub fn start(c: &Container, port: u16) -> UdpEcho {
-        let socket = run_in(&c.ns.path(), move || UdpSocket::bind(("0.0.0.0", port)))
-            .unwrap()
-            .unwrap();
+        let socket = run_in(&c.ns.path(), move || {
+            retry_in_use(|| UdpSocket::bind(("0.0.0.0", port)))
+        })
+        .unwrap()
+        .unwrap();
         socket
             .set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
