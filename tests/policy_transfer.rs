@@ -4,6 +4,7 @@
 
 mod support;
 use netman::api::policy::Policy;
+use netman::api::sd::InternalRoute;
 use policy_server::PolicyServer;
 use serde_json::{json, Value};
 use support::{cf_networking, db, policy_server};
@@ -45,6 +46,21 @@ fn fill(db: &db::TestDb) {
     store
         .create(&[Policy::new("late-a", "late-b", "udp", 1, 65535)])
         .unwrap();
+    let sd = netman::policy::sd::SdStore::open(&db.config).unwrap();
+    sd.add_domains(&["svc.internal".into()]).unwrap();
+    sd.map(&[
+        InternalRoute::new("late-b", "backend", "apps.internal"),
+        InternalRoute::new("late-a", "backend", "apps.internal"),
+        InternalRoute::new("late-b", "api", "svc.internal"),
+    ])
+    .unwrap();
+    sd.remove_domains(&["apps.internal".into()]).unwrap_err(); // in use: stays
+}
+
+/// Service discovery's domains and routes as stored.
+fn internal_routes(db: &db::TestDb) -> (Vec<String>, Vec<InternalRoute>) {
+    let sd = netman::policy::sd::SdStore::open(&db.config).unwrap();
+    (sd.domains().unwrap(), sd.routes().unwrap())
 }
 
 #[test]
@@ -55,6 +71,9 @@ fn round_trip_sqlite_postgres_mysql_sqlite_ends_byte_identical_in_the_internal_l
     let (first, mut version) = served(&mut servers[0]);
     let first_tags = tags(&dbs[0]);
     assert!(first.contains("late-a") && first_tags.iter().any(|t| t.kind == "router"));
+    let first_routes = internal_routes(&dbs[0]);
+    assert_eq!(first_routes.0, ["apps.internal", "svc.internal"]);
+    assert_eq!(first_routes.1.len(), 3);
     for hop in 0..3 {
         let (from, to) = (&servers[hop], &servers[hop + 1]);
         // Export to a file then import it by name, or export to standard output then import
@@ -82,6 +101,11 @@ fn round_trip_sqlite_postgres_mysql_sqlite_ends_byte_identical_in_the_internal_l
             "hop {hop}: every tag and type"
         );
         assert!(v > version, "hop {hop}: last_updated {v} <= {version}");
+        assert_eq!(
+            internal_routes(&dbs[hop + 1]),
+            first_routes,
+            "hop {hop}: internal domains and routes"
+        );
         version = v;
     }
 }
@@ -116,8 +140,13 @@ fn bad_documents(good: &str) -> Vec<(&'static str, String, &'static str)> {
         ),
         (
             "a section this binary does not know",
-            edit(&|d| d["internal_routes"] = json!([])),
-            "internal_routes",
+            edit(&|d| d["network_policies_v2"] = json!([])),
+            "network_policies_v2",
+        ),
+        (
+            "a route under a domain the document does not have",
+            edit(&|d| d["internal_routes"][0]["domain"] = json!("nowhere.internal")),
+            "internal_routes[0].domain",
         ),
         (
             "another tag length",

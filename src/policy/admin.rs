@@ -41,15 +41,19 @@ pub fn export(config: &PolicyServerConfig, output: Option<&Path>) -> Result<(), 
     Ok(())
 }
 
-/// `N policies, N tags[, N security groups], last_updated V`.
+/// `N policies, N tags[, N security groups][, N internal routes], last_updated V`.
 fn summary(doc: &transfer::Document) -> String {
     format!(
-        "{} policies, {} tags{}, last_updated {}",
+        "{} policies, {} tags{}{}, last_updated {}",
         doc.policies.len(),
         doc.tags.len(),
         doc.security_groups
             .as_ref()
             .map(|g| format!(", {} security groups", g.len()))
+            .unwrap_or_default(),
+        doc.internal_routes
+            .as_ref()
+            .map(|r| format!(", {} internal routes", r.len()))
             .unwrap_or_default(),
         doc.last_updated
     )
@@ -87,7 +91,7 @@ pub fn import(
     let done = transfer::import(&config.database, config.tag_length, &bytes, replace)
         .map_err(|e| format!("import: {e}"))?;
     println!(
-        "imported {} policies, {} destinations, {} tags{}, {} release times of free tags; \
+        "imported {} policies, {} destinations, {} tags{}, {} release times of free tags{}; \
          last_updated {}",
         done.policies,
         done.destinations,
@@ -96,6 +100,9 @@ pub fn import(
             .map(|n| format!(", {n} security groups"))
             .unwrap_or_default(),
         done.released_tags,
+        done.internal_routes
+            .map(|n| format!(", {n} internal routes"))
+            .unwrap_or_default(),
         done.last_updated
     );
     Ok(())

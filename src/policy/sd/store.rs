@@ -388,6 +388,76 @@ impl SdStore {
     }
 }
 
+/// Whether the database has service discovery's tables (a policy server of this version ran on
+/// it, or an import made them).
+pub(crate) fn has_tables(tx: &mut dyn Tx) -> Result<bool, DbError> {
+    let tables =
+        crate::policy::adopt::detect::tables(&mut crate::policy::adopt::bridge::TxSql::new(tx))
+            .map_err(crate::db::error::database)?;
+    Ok(tables.contains("sd_info"))
+}
+
+/// Creates or migrates the tables inside the caller's transaction (what [`SdStore::open`] does).
+pub(crate) fn migrate(tx: &mut dyn Tx) -> Result<(), DbError> {
+    crate::db::migrate::apply(tx, &SCHEMA).map(|_| ())
+}
+
+/// What an export carries: the internal domains and routes, or `None` when the database has no
+/// service discovery tables. What cells reported is not carried: they report again within
+/// seconds to whichever database the servers use.
+pub(crate) fn exported(
+    tx: &mut dyn Tx,
+) -> Result<Option<(Vec<String>, Vec<InternalRoute>)>, DbError> {
+    if !has_tables(tx)? {
+        return Ok(None);
+    }
+    Ok(Some((domains(tx)?, routes(tx)?)))
+}
+
+/// How many internal routes are stored (0 without the tables).
+pub(crate) fn route_count(tx: &mut dyn Tx) -> Result<i64, DbError> {
+    if !has_tables(tx)? {
+        return Ok(0);
+    }
+    tx.rows("SELECT COUNT(*) FROM internal_routes", &[])?[0][0].int()
+}
+
+/// Makes the domains and routes exactly an import's, in the caller's transaction (tables made
+/// by [`migrate`]; an import without `--replace` has checked there are no routes). Moves the
+/// version, so resolvers fetch the new table.
+pub(crate) fn import(
+    tx: &mut dyn Tx,
+    domains: &[String],
+    routes: &[InternalRoute],
+) -> Result<(), DbError> {
+    tx.exec("DELETE FROM internal_routes", &[])?;
+    tx.exec("DELETE FROM internal_domains", &[])?;
+    for d in domains {
+        tx.exec(
+            "INSERT INTO internal_domains (name) VALUES (?)",
+            &[Val::Str(d)],
+        )?;
+    }
+    for r in routes {
+        tx.exec(
+            "INSERT INTO internal_routes (host, domain, app_guid) VALUES (?, ?, ?)",
+            &[
+                Val::Str(&r.host),
+                Val::Str(&r.domain),
+                Val::Str(&r.app_guid),
+            ],
+        )
+        .map_err(|e| {
+            context(
+                e,
+                &format!("importing route {} of {}", r.name(), r.app_guid),
+            )
+        })?;
+    }
+    tx.exec("UPDATE sd_info SET version = version + 1 WHERE id = 1", &[])?;
+    Ok(())
+}
+
 fn version(tx: &mut dyn Tx) -> Result<i64, DbError> {
     let rows = tx.rows("SELECT version FROM sd_info WHERE id = 1", &[])?;
     match rows.first() {

@@ -5,6 +5,7 @@ use super::import::{self, existing_data, Imported};
 use crate::db::{DatabaseConfig, Db, Dialect, Error, Options, Tx};
 use crate::policy::adopt::bridge::TxSql;
 use crate::policy::adopt::detect::{detect, Found};
+use crate::policy::sd::store as sd_store;
 use crate::policy::security_groups;
 use crate::policy::store::sql_store::refuse_foreign_schema;
 use crate::policy::store::{
@@ -22,6 +23,10 @@ pub fn export(config: &DatabaseConfig, tag_length: u8) -> Result<Document, Strin
     let doc = db
         .snapshot(|tx| -> Result<Document, Error> {
             check_pool(tx, tag_length)?;
+            let (internal_domains, internal_routes) = match sd_store::exported(tx)? {
+                Some((domains, routes)) => (Some(domains), Some(routes)),
+                None => (None, None),
+            };
             Ok(Document {
                 format: FORMAT.into(),
                 version: VERSION,
@@ -37,6 +42,8 @@ pub fn export(config: &DatabaseConfig, tag_length: u8) -> Result<Document, Strin
                     .into_iter()
                     .map(|(tag, released_at)| ReleasedTag { tag, released_at })
                     .collect(),
+                internal_domains,
+                internal_routes,
             })
         })
         .map_err(|e| e.to_string())?;
@@ -118,7 +125,8 @@ pub fn check(tag_length: u8, bytes: &[u8]) -> Result<Document, String> {
 
 /// Loads an export document into the configured database. The whole document is parsed and
 /// validated before the database is touched; the data goes in as one transaction, into a
-/// database without policies, tags or security groups, or, with `replace`, replacing them.
+/// database without policies, tags, security groups or internal routes, or, with `replace`,
+/// replacing them.
 pub fn import(
     config: &DatabaseConfig,
     tag_length: u8,
@@ -139,6 +147,14 @@ pub fn import(
                 return Err(not_empty(&what));
             }
             security_groups::create_table(tx)?;
+        }
+        // Service discovery's tables, as a policy server makes them at start, when the document
+        // brings routes and the import is going to run.
+        if doc.internal_routes.is_some() && !sd_store::has_tables(tx)? {
+            if let (Some(what), false) = (existing_data(tx)?, replace) {
+                return Err(not_empty(&what));
+            }
+            sd_store::migrate(tx)?;
         }
         Ok(())
     })

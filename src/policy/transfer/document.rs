@@ -11,7 +11,9 @@
 //!                "destination": {"id": "<guid>", "tag": "0002", "protocol": "tcp",
 //!                                "ports": {"start": 8080, "end": 8080}}}],
 //!  "security_groups": [{"guid": "…", "name": "dns", "rules": "[…]", …}],
-//!  "released_tags": [{"tag": "0004", "released_at": 1767323000123}]}
+//!  "released_tags": [{"tag": "0004", "released_at": 1767323000123}],
+//!  "internal_domains": ["apps.internal"],
+//!  "internal_routes": [{"app_guid": "<guid>", "host": "backend", "domain": "apps.internal"}]}
 //! ```
 //!
 //! Sections: `tags` holds every assigned tag (also those no policy uses, such as the ingress
@@ -20,11 +22,14 @@
 //! `released_tags` every free tag that was released at some time, with when (Unix
 //! milliseconds; absent: none was), so that a tag released shortly before the export stays in
 //! quarantine (`tag_quarantine_seconds`) after the import instead of going to another app at
-//! once while a stale cell may still mark the old app with it (issue 18). Later
-//! kinds of data (internal routes) come as further optional sections; a reader refuses a section
-//! it does not know rather than dropping it, and `version` changes only for an incompatible shape.
+//! once while a stale cell may still mark the old app with it (issue 18), `internal_domains` and
+//! `internal_routes` service discovery's domains and routes (absent: the database had no service
+//! discovery tables; both or neither). Later kinds of data come as further optional sections; a
+//! reader refuses a section it does not know rather than dropping it, and `version` changes only
+//! for an incompatible shape.
 
 use crate::api::policy::{Policy, Tag};
+use crate::api::sd::InternalRoute;
 use crate::api::security_groups::SecurityGroup;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
@@ -54,6 +59,10 @@ pub struct Document {
     pub security_groups: Option<Vec<SecurityGroup>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub released_tags: Vec<ReleasedTag>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internal_domains: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internal_routes: Option<Vec<InternalRoute>>,
 }
 
 /// A free tag and when it was released, Unix milliseconds (`groups.released_at`).
@@ -87,8 +96,8 @@ impl Document {
             if text.starts_with("unknown field") {
                 format!(
                     "{text}: this binary reads export documents of version {VERSION} with the \
-                     sections tags, policies and security_groups; a newer policy-server wrote \
-                     this one"
+                     sections tags, policies, security_groups, released_tags, internal_domains and \
+                     internal_routes; a newer policy-server wrote this one"
                 )
             } else if e.is_eof() {
                 format!("the document is cut short (partial file?): {text}")
@@ -217,6 +226,11 @@ impl Document {
             }
         }
         self.validate_released(tag_length, &numbers, &mut problems);
+        super::sd_section::validate(
+            self.internal_domains.as_deref(),
+            self.internal_routes.as_deref(),
+            &mut problems,
+        );
         problems.into_result()
     }
 
@@ -283,13 +297,13 @@ fn check_name(problems: &mut Problems, at: &str, value: &str, max: usize) {
 }
 
 #[derive(Default)]
-struct Problems {
+pub(super) struct Problems {
     list: Vec<String>,
     more: usize,
 }
 
 impl Problems {
-    fn push(&mut self, p: String) {
+    pub(super) fn push(&mut self, p: String) {
         if self.list.len() < MAX_PROBLEMS {
             self.list.push(p);
         } else {
@@ -297,7 +311,7 @@ impl Problems {
         }
     }
 
-    fn into_result(mut self) -> Result<(), Vec<String>> {
+    pub(super) fn into_result(mut self) -> Result<(), Vec<String>> {
         if self.list.is_empty() {
             return Ok(());
         }
@@ -387,6 +401,8 @@ mod tests {
                 ..Default::default()
             }]),
             released_tags: vec![released("0004", 1_767_323_000_123)],
+            internal_domains: Some(vec!["apps.internal".into()]),
+            internal_routes: Some(vec![InternalRoute::new("b", "backend", "apps.internal")]),
         }
     }
 
@@ -475,9 +491,12 @@ mod tests {
     #[test]
     fn parse_explains_unknown_sections_and_cut_files() {
         let mut json = serde_json::to_value(good()).unwrap();
-        json["internal_routes"] = serde_json::json!([]);
+        json["network_policies_v2"] = serde_json::json!([]);
         let e = Document::parse(json.to_string().as_bytes()).unwrap_err();
-        assert!(e.contains("internal_routes") && e.contains("newer"), "{e}");
+        assert!(
+            e.contains("network_policies_v2") && e.contains("newer"),
+            "{e}"
+        );
         let text = serde_json::to_string(&good()).unwrap();
         let e = Document::parse(&text.as_bytes()[..text.len() / 2]).unwrap_err();
         assert!(e.contains("cut short"), "{e}");

@@ -1,11 +1,13 @@
 //! Writing a validated export document into netman's schema in one transaction: every tag onto
 //! its own pool slot, destinations and policies in the document's order (so the internal API
 //! lists them in that order), security groups, the release times of free tags (the quarantine
-//! goes with the data), and a version past both the document's and the database's.
+//! goes with the data), service discovery's domains and routes, and a version past both the
+//! document's and the database's.
 
 use super::document::Document;
 use crate::db::error::database as db_error;
 use crate::db::{Dialect, Error, Tx, Val};
+use crate::policy::sd::store as sd_store;
 use crate::policy::security_groups;
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -22,6 +24,8 @@ pub struct Imported {
     pub security_groups: Option<usize>,
     /// Free tags whose release time came with the document.
     pub released_tags: usize,
+    /// Internal routes written (none: the document had no service discovery sections).
+    pub internal_routes: Option<usize>,
     pub last_updated: i64,
 }
 
@@ -40,8 +44,13 @@ pub(crate) fn existing_data(tx: &mut dyn Tx) -> Result<Option<String>, Error> {
     } else {
         0
     };
-    Ok((policies + tags + groups > 0)
-        .then(|| format!("{policies} policies, {tags} tags in use, {groups} security groups")))
+    let routes = sd_store::route_count(tx)?;
+    Ok((policies + tags + groups + routes > 0).then(|| {
+        format!(
+            "{policies} policies, {tags} tags in use, {groups} security groups, {routes} \
+             internal routes"
+        )
+    }))
 }
 
 fn now_nanos() -> i64 {
@@ -103,6 +112,11 @@ pub(crate) fn import(tx: &mut dyn Tx, doc: &Document, replace: bool) -> Result<I
         )?;
         if doc.security_groups.is_none() && security_groups::table_exists(tx)? {
             tx.exec("DELETE FROM security_groups", &[])?;
+        }
+        // A document without service discovery sections replaces the routes with none and the
+        // domains with the default one.
+        if doc.internal_routes.is_none() && sd_store::has_tables(tx)? {
+            sd_store::import(tx, &[crate::api::sd::DEFAULT_DOMAIN.to_string()], &[])?;
         }
     }
 
@@ -223,6 +237,13 @@ pub(crate) fn import(tx: &mut dyn Tx, doc: &Document, replace: bool) -> Result<I
         }
         None => None,
     };
+    let internal_routes = match (&doc.internal_domains, &doc.internal_routes) {
+        (Some(domains), Some(routes)) => {
+            sd_store::import(tx, domains, routes)?;
+            Some(routes.len())
+        }
+        _ => None,
+    };
     let version = now_nanos().max(doc.last_updated + 1).max(before + 1);
     tx.exec(
         "UPDATE policies_info SET last_updated = ? WHERE id = 1",
@@ -234,6 +255,7 @@ pub(crate) fn import(tx: &mut dyn Tx, doc: &Document, replace: bool) -> Result<I
         policies: policy_rows.len(),
         security_groups,
         released_tags: released_rows.len(),
+        internal_routes,
         last_updated: version,
     })
 }

@@ -5,6 +5,7 @@
 pub mod command;
 pub mod document;
 mod import;
+mod sd_section;
 
 pub use command::{check, export, import};
 pub use document::Document;
