@@ -402,12 +402,13 @@ pub(crate) fn migrate(tx: &mut dyn Tx) -> Result<(), DbError> {
     crate::db::migrate::apply(tx, &SCHEMA).map(|_| ())
 }
 
+/// The internal domains and the internal routes.
+pub(crate) type Exported = (Vec<String>, Vec<InternalRoute>);
+
 /// What an export carries: the internal domains and routes, or `None` when the database has no
 /// service discovery tables. What cells reported is not carried: they report again within
 /// seconds to whichever database the servers use.
-pub(crate) fn exported(
-    tx: &mut dyn Tx,
-) -> Result<Option<(Vec<String>, Vec<InternalRoute>)>, DbError> {
+pub(crate) fn exported(tx: &mut dyn Tx) -> Result<Option<Exported>, DbError> {
     if !has_tables(tx)? {
         return Ok(None);
     }

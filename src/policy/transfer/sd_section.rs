@@ -103,7 +103,7 @@ mod tests {
 
     #[test]
     fn each_bad_section_is_named() {
-        let cases: Vec<(Option<Vec<&str>>, Option<Vec<(&str, &str, &str)>>, &str)> = vec![
+        let cases: Vec<(Option<Vec<&str>>, Routes<'_>, &str)> = vec![
             (Some(vec!["apps.internal"]), None, "both or neither"),
             (
                 Some(vec!["Apps.Internal"]),
