@@ -72,10 +72,9 @@ pub(super) fn validate(
 mod tests {
     use super::*;
 
-    fn problems_of(
-        domains: Option<Vec<&str>>,
-        routes: Option<Vec<(&str, &str, &str)>>,
-    ) -> Vec<String> {
+    type Routes<'a> = Option<Vec<(&'a str, &'a str, &'a str)>>;
+
+    fn problems_of(domains: Option<Vec<&str>>, routes: Routes<'_>) -> Vec<String> {
         let domains: Option<Vec<String>> =
             domains.map(|d| d.into_iter().map(String::from).collect());
         let routes: Option<Vec<InternalRoute>> = routes.map(|r| {
