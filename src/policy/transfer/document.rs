@@ -535,6 +535,8 @@ mod tests {
         fn validate_never_panics_on_parsed_junk(
             tags in proptest::collection::vec(("[a-z]{0,3}", "[0-9A-Fa-z]{0,5}", "[a-z]{0,3}"), 0..8),
             ports in proptest::collection::vec((-5i64..70000, -5i64..70000), 0..8),
+            domains in proptest::collection::vec("[a-zA-Z.]{0,12}", 0..4),
+            routes in proptest::collection::vec(("[a-z]{0,3}", "[a-zA-Z.-]{0,8}", "[a-z.]{0,12}"), 0..6),
         ) {
             let mut doc = good();
             doc.tags = tags.iter().map(|(i, t, k)| tag(i, t, k)).collect();
@@ -542,6 +544,10 @@ mod tests {
                 .iter()
                 .map(|(s, e)| policy(("a", "0001"), ("b", "0002"), *s, *e))
                 .collect();
+            doc.internal_domains = Some(domains);
+            doc.internal_routes = Some(
+                routes.iter().map(|(a, h, d)| InternalRoute::new(a, h, d)).collect(),
+            );
             let _ = doc.validate(2);
         }
     }
