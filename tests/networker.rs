@@ -6,6 +6,7 @@ use support::networker_fixture as fixture;
 
 use fixture::*;
 use serde_json::{json, Value};
+use support::kill_loop::*;
 
 fn container_ip(out: &Value) -> String {
     out["properties"]["garden.network.container-ip"]
@@ -604,76 +605,6 @@ fn reconcile_after_the_netns_mount_is_gone() {
 }
 
 // ---- Issue 18: hardening (each test names the item it shows) ----
-
-/// A small xorshift generator: the kill points differ per run; the seed is printed.
-struct Rng(u64);
-
-impl Rng {
-    fn seeded() -> Rng {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64
-            | 1;
-        eprintln!("kill loop seed {seed}");
-        Rng(seed)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
-/// Waits until no process carrying `marker` (`KEY=value`) in its environment is left: the CNI
-/// plugins and `iptables-restore` that a killed networker started finish on their own.
-fn wait_for_orphans(marker: &str) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let busy = std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
-            std::fs::read(e.path().join("environ"))
-                .map(|env| env.split(|b| *b == 0).any(|kv| kv == marker.as_bytes()))
-                .unwrap_or(false)
-        });
-        if !busy {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "processes with {marker} still running"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-}
-
-fn has_ipv4(ns: &netman::lab::netns::NamedNetns) -> bool {
-    ns.exec(&["ip", "-4", "-o", "addr", "show", "dev", "eth0"])
-        .map(|o| o.contains("inet "))
-        .unwrap_or(false)
-}
-
-/// Waits (up to 5 s) until the namespace at `ns` has an IPv4 address other than loopback; polls
-/// its `fib_trie` from a thread inside it (microseconds a look, no process started).
-fn wait_for_an_address(ns: &std::path::Path) -> bool {
-    netman::netns::run_in(ns, || {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while std::time::Instant::now() < deadline {
-            let trie = std::fs::read_to_string("/proc/thread-self/net/fib_trie").unwrap();
-            let mut last = "";
-            for line in trie.lines() {
-                if let Some(ip) = line.trim().strip_prefix("|-- ") {
-                    last = ip;
-                } else if line.contains("/32 host LOCAL") && !last.starts_with("127.") {
-                    return true;
-                }
-            }
-            std::thread::yield_now();
-        }
-        false
-    })
-    .unwrap()
-}
 
 /// Removes the cell-wide default deny (as on a cell where nothing installed it yet).
 fn remove_cell_guard(cell: &Cell) {

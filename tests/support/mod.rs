@@ -19,6 +19,7 @@ pub mod db;
 pub mod dns;
 pub mod fake_cf;
 pub mod flow_lines;
+pub mod kill_loop;
 pub mod lab_cli;
 pub mod networker_fixture;
 pub mod original_wire;

@@ -1,0 +1,141 @@
+//! Issue 18 item 2 where issue 14's agent owns egress: `kill -9` of the networker at random
+//! points of `up` and of `down` never leaves a container with an address that reaches what a
+//! complete container of its space is refused (a cell service, a host no group allows), and a
+//! second `down` leaves the cell and the agent's table as they were.
+
+mod support;
+use serde_json::json;
+use support::asg_cell::*;
+use support::kill_loop::*;
+use support::networker_fixture::{tcp_server, Container, Plugin, NET_A, NET_B};
+use support::original_wire::{rsa_pki, FakeOriginalServer};
+
+const ROUNDS: usize = 24;
+
+#[test]
+fn kill_9_of_the_networker_with_the_agent_owning_egress_never_leaves_a_half_open_container() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = rsa_pki(dir.path());
+    let server = FakeOriginalServer::start(&pki);
+    let mut cell = AsgCell::new(&pki, server.addr, true, |_| {});
+    cell.net.internet_tcp(&[8005]);
+    set_groups(
+        &server,
+        &[group(
+            "web",
+            json!([{"protocol": "tcp", "destination": NET_A, "ports": "8005"}]),
+            &["space-1"],
+            &[],
+        )],
+    );
+    let service_port = 2399;
+    let _service = tcp_server(&cell.net.cell.path(), ([0, 0, 0, 0], service_port).into());
+    let service = format!("{}:{service_port}", Plugin::Bridge.gateway());
+
+    // A complete container of the space: the group's host only; no cell service, no other host.
+    let complete = cell.up("complete", "space-1", "app", json!([]));
+    let c = complete.ns.path();
+    eventually("the group applies", true, || tcp(&c, NET_A, 8005), &cell);
+    assert!(!tcp(&c, NET_B, 8005));
+    assert!(support::networker_fixture::tcp_probe(&c, &service).is_err());
+    let before = (cell.net.iptables_save(), blocks(&cell.asg_table()));
+
+    let mut rng = Rng::seeded();
+    let mut half_made = 0;
+    for round in 0..ROUNDS {
+        let k = Container::start();
+        let handle = format!("kill-{round}");
+        let marker = format!("NETMAN_TEST_RUN={handle}");
+        let input = json!({
+            "Pid": k.pid(),
+            "Properties": {"app_id": "app-1", "space_id": "space-1", "policy_group_id": "app-1",
+                           "container_workload": "app"},
+            "netin": [],
+            "netout_rules": [],
+        });
+        let mut child = cell.net.spawn(
+            &["--action", "up", "--handle", &handle],
+            &input.to_string(),
+            &[("NETMAN_TEST_RUN", &handle)],
+        );
+        // Even rounds: a random point of the whole `up` (the agent's answer included). Odd
+        // rounds: just after the container got its address, the window that matters.
+        let delay = if round % 2 == 0 {
+            std::thread::sleep(std::time::Duration::from_micros(rng.below(40_000)));
+            "a random point".to_string()
+        } else {
+            let seen = wait_for_an_address(&k.ns.path());
+            let extra = rng.below(3_000);
+            std::thread::sleep(std::time::Duration::from_micros(extra));
+            format!("{extra} us after the address appeared (seen: {seen})")
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        wait_for_orphans(&marker);
+        if has_ipv4(&k.ns) {
+            let finished = cell.net.store().get(&handle).is_some();
+            half_made += usize::from(!finished);
+            let kp = k.ns.path();
+            assert!(
+                support::networker_fixture::tcp_probe(&kp, &service).is_err(),
+                "round {round} (killed at {delay}, up finished: {finished}): the cell service\n{}",
+                cell.net.iptables_save()
+            );
+            assert!(
+                !tcp(&kp, NET_B, 8005),
+                "round {round} (killed at {delay}, up finished: {finished}): a host no group \
+                 allows\n{}",
+                cell.asg_table()
+            );
+        }
+        cell.net.down(&handle).unwrap();
+    }
+    eprintln!("{half_made} of {ROUNDS} kills left a container with an address before up finished");
+    assert!(
+        half_made >= 3,
+        "the kills must land between the address and the end of up"
+    );
+
+    // `down` killed at a random point: a container that kept its address is still denied.
+    let mut still_addressed = 0;
+    for round in 0..ROUNDS / 3 {
+        let handle = format!("killdown-{round}");
+        let k = cell.up(&handle, "space-1", "app", json!([]));
+        let mut child = cell.net.spawn(
+            &["--action", "down", "--handle", &handle],
+            "",
+            &[("NETMAN_TEST_RUN", &handle)],
+        );
+        let delay = rng.below(20_000);
+        std::thread::sleep(std::time::Duration::from_micros(delay));
+        let _ = child.kill();
+        let _ = child.wait();
+        wait_for_orphans(&format!("NETMAN_TEST_RUN={handle}"));
+        if has_ipv4(&k.ns) {
+            still_addressed += 1;
+            let kp = k.ns.path();
+            assert!(
+                support::networker_fixture::tcp_probe(&kp, &service).is_err()
+                    && !tcp(&kp, NET_B, 8005),
+                "down round {round} (killed after {delay} us): the container got out"
+            );
+        }
+        cell.net.down(&handle).unwrap();
+    }
+    eprintln!(
+        "{still_addressed} of {} killed downs left the address",
+        ROUNDS / 3
+    );
+    assert_eq!(
+        (cell.net.iptables_save(), blocks(&cell.asg_table())),
+        before,
+        "a second down leaves the cell's rules and the agent's table as they were"
+    );
+}
+
+/// The table's sets, maps and chains, sorted: a chain re-created by an apply is listed elsewhere.
+fn blocks(table: &str) -> Vec<String> {
+    let mut blocks: Vec<String> = table.split("\n\n").map(|b| b.trim().to_string()).collect();
+    blocks.sort();
+    blocks
+}
