@@ -159,3 +159,87 @@ fn unix_now() -> i64 {
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+
+    /// A registry on loopback that answers its first request with `first` (status line, headers
+    /// and body) and every later one "unchanged"; the request lines go to the returned channel.
+    fn registry(first: String) -> (String, std::sync::mpsc::Receiver<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for (n, conn) in listener.incoming().enumerate() {
+                let Ok(mut conn) = conn else { return };
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                let _ = reader.read_line(&mut line);
+                let mut header = String::new();
+                while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
+                    header.clear();
+                }
+                let answer = if n == 0 {
+                    first.clone()
+                } else {
+                    "HTTP/1.1 304 Not Modified\r\nConnection: close\r\n\r\n".to_string()
+                };
+                let _ = conn.write_all(answer.as_bytes());
+                if tx.send(line.trim().to_string()).is_err() {
+                    return;
+                }
+            }
+        });
+        (base, rx)
+    }
+
+    #[test]
+    fn a_refused_table_is_waited_past_not_downloaded_again() {
+        let twice = r#"{"domains":["apps.internal"],"routes":[{"name":"a.apps.internal","instances":[]},{"name":"a.apps.internal","instances":[]}]}"#;
+        let (base, requests) = registry(format!(
+            "HTTP/1.1 200 OK\r\n{VERSION_HEADER}: 5\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{twice}",
+            twice.len()
+        ));
+        let table = Arc::new(SharedTable::default());
+        let before = table.load();
+        let metrics = FollowerMetrics::default();
+        let version = Arc::new(AtomicI64::new(-1));
+        let dir = tempfile::tempdir().unwrap();
+        let follower = Follower {
+            agent: ureq::Agent::new_with_defaults(),
+            base,
+            wait: Duration::from_secs(1),
+            table: Arc::clone(&table),
+            snapshot: dir.path().join("snapshot.json"),
+            dns: DnsMetrics::default(),
+            metrics: metrics.clone(),
+            version: Arc::clone(&version),
+        }
+        .spawn();
+        let lines: Vec<String> = (0..3)
+            .map(|_| requests.recv_timeout(Duration::from_secs(10)).unwrap())
+            .collect();
+        follower.stop();
+        assert!(!lines[0].contains("after="), "{lines:?}");
+        for later in &lines[1..] {
+            assert!(
+                later.contains("after=5&"),
+                "waits past the refused version: {lines:?}"
+            );
+        }
+        assert_eq!(metrics.tables_refused.get(), 1);
+        assert_eq!(metrics.tables_received.get(), 0);
+        assert_eq!(
+            version.load(Ordering::SeqCst),
+            -1,
+            "the refused version is not in force"
+        );
+        assert!(
+            Arc::ptr_eq(&before, &table.load()),
+            "the table in force stays"
+        );
+    }
+}
