@@ -18,6 +18,10 @@ pub const CHECK_INTERVAL: Duration = Duration::from_millis(50);
 pub const INDEX_KEY: &str = "instance_index";
 /// The metadata key the original networker used for the app when `policy_group_id` is absent.
 const APP_ID_KEY: &str = "app_id";
+/// Diego's container property with the app's logging identity, a JSON string
+/// `{"guid":…,"index":N,"source_name":…,"tags":{…}}`: where a real cell's containers carry their
+/// instance index (garden's properties have no `instance_index` there).
+const LOG_CONFIG_KEY: &str = "log_config";
 
 #[derive(Clone, Default)]
 pub struct RegistrarMetrics {
@@ -28,7 +32,7 @@ pub struct RegistrarMetrics {
 }
 
 /// The app instance a container is, if it is one: an app's container (not a task or staging)
-/// with an instance index.
+/// with an instance index (`instance_index`, else the `index` in Diego's `log_config`).
 pub fn instance_of(c: &Container) -> Option<Instance> {
     if c.workload().is_some_and(|w| w != "app") {
         return None;
@@ -40,16 +44,28 @@ pub fn instance_of(c: &Container) -> Option<Instance> {
             .filter(|s| !s.is_empty())
     };
     let app = text(APP_KEY).or_else(|| text(APP_ID_KEY))?;
-    let index = match c.metadata.get(INDEX_KEY)? {
-        serde_json::Value::String(s) => s.parse().ok()?,
-        serde_json::Value::Number(n) => u32::try_from(n.as_u64()?).ok()?,
-        _ => return None,
+    let index = match c.metadata.get(INDEX_KEY) {
+        Some(given) => index_value(given)?,
+        None => log_config_index(text(LOG_CONFIG_KEY)?)?,
     };
     Some(Instance {
         app_guid: app.to_string(),
         index,
         ip: c.ip,
     })
+}
+
+fn index_value(v: &serde_json::Value) -> Option<u32> {
+    match v {
+        serde_json::Value::String(s) => s.parse().ok(),
+        serde_json::Value::Number(n) => u32::try_from(n.as_u64()?).ok(),
+        _ => None,
+    }
+}
+
+fn log_config_index(log_config: &str) -> Option<u32> {
+    let parsed: serde_json::Value = serde_json::from_str(log_config).ok()?;
+    index_value(parsed.get("index")?)
 }
 
 /// The report for the cell's containers, sorted; and how many containers are not in it.
@@ -205,6 +221,44 @@ mod tests {
             json!({"policy_group_id": "app", "instance_index": "0", "container_workload": "staging"}),
         ] {
             assert!(instance_of(&container(meta.clone())).is_none(), "{meta}");
+        }
+    }
+
+    #[test]
+    fn a_diego_container_is_found_by_the_index_in_its_log_config() {
+        let diego = |log_config: &str| {
+            container(
+                json!({"app_id": "app", "policy_group_id": "app", "space_id": "s",
+                             "container_workload": "app", "log_config": log_config}),
+            )
+        };
+        let i = instance_of(&diego(
+            r#"{"guid":"app","index":2,"source_name":"CELL","tags":{"app_name":"x"}}"#,
+        ))
+        .unwrap();
+        assert_eq!((i.app_guid.as_str(), i.index), ("app", 2));
+        for bad in [
+            "",
+            "{",
+            "[]",
+            r#"{"guid":"app"}"#,
+            r#"{"index":-1}"#,
+            r#"{"index":"x"}"#,
+            r#"{"index":4294967296}"#,
+        ] {
+            assert!(instance_of(&diego(bad)).is_none(), "{bad:?}");
+        }
+        // An explicit instance_index wins over the log config.
+        let mut both = diego(r#"{"index":2}"#);
+        both.metadata.insert("instance_index".into(), json!("5"));
+        assert_eq!(instance_of(&both).unwrap().index, 5);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_log_config_is_read_or_left_out_without_panicking(text in ".{0,80}") {
+            let c = container(json!({"policy_group_id": "app", "log_config": text}));
+            let _ = instance_of(&c);
         }
     }
 }
