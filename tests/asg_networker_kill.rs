@@ -45,7 +45,6 @@ fn kill_9_of_the_networker_with_the_agent_owning_egress_never_leaves_a_half_open
     for round in 0..ROUNDS {
         let k = Container::start();
         let handle = format!("kill-{round}");
-        let marker = format!("NETMAN_TEST_RUN={handle}");
         let input = json!({
             "Pid": k.pid(),
             "Properties": {"app_id": "app-1", "space_id": "space-1", "policy_group_id": "app-1",
@@ -58,20 +57,7 @@ fn kill_9_of_the_networker_with_the_agent_owning_egress_never_leaves_a_half_open
             &input.to_string(),
             &[("NETMAN_TEST_RUN", &handle)],
         );
-        // Even rounds: a random point of the whole `up` (the agent's answer included). Odd
-        // rounds: just after the container got its address, the window that matters.
-        let delay = if round % 2 == 0 {
-            std::thread::sleep(std::time::Duration::from_micros(rng.below(40_000)));
-            "a random point".to_string()
-        } else {
-            let seen = wait_for_an_address(&k.ns.path());
-            let extra = rng.below(3_000);
-            std::thread::sleep(std::time::Duration::from_micros(extra));
-            format!("{extra} us after the address appeared (seen: {seen})")
-        };
-        let _ = child.kill();
-        let _ = child.wait();
-        wait_for_orphans(&marker);
+        let delay = kill_during_up(&mut child, &handle, &k.ns.path(), round, 40_000, &mut rng);
         if has_ipv4(&k.ns) {
             let finished = cell.net.store().get(&handle).is_some();
             half_made += usize::from(!finished);
@@ -106,11 +92,7 @@ fn kill_9_of_the_networker_with_the_agent_owning_egress_never_leaves_a_half_open
             "",
             &[("NETMAN_TEST_RUN", &handle)],
         );
-        let delay = rng.below(20_000);
-        std::thread::sleep(std::time::Duration::from_micros(delay));
-        let _ = child.kill();
-        let _ = child.wait();
-        wait_for_orphans(&format!("NETMAN_TEST_RUN={handle}"));
+        let delay = kill_within(&mut child, &handle, 20_000, &mut rng);
         if has_ipv4(&k.ns) {
             still_addressed += 1;
             let kp = k.ns.path();

@@ -654,26 +654,12 @@ fn kill_9_during_up_never_leaves_a_half_open_container() {
             }
             let k = Container::start();
             let handle = format!("{}-{round}", unique("kill"));
-            let marker = format!("NETMAN_TEST_RUN={handle}");
             let mut child = cell.spawn(
                 &["--action", "up", "--handle", &handle],
                 &input(k.pid()).to_string(),
                 &[("NETMAN_TEST_RUN", &handle)],
             );
-            // Even rounds: at a random point of the whole `up`. Odd rounds: right after the
-            // container got its address (plus up to 3 ms), the window that matters.
-            let delay = if round % 2 == 0 {
-                std::thread::sleep(std::time::Duration::from_micros(rng.below(30_000)));
-                "a random point".to_string()
-            } else {
-                let seen = wait_for_an_address(&k.ns.path());
-                let extra = rng.below(3_000);
-                std::thread::sleep(std::time::Duration::from_micros(extra));
-                format!("{extra} us after the address appeared (seen: {seen})")
-            };
-            let _ = child.kill();
-            let _ = child.wait();
-            wait_for_orphans(&marker);
+            let delay = kill_during_up(&mut child, &handle, &k.ns.path(), round, 30_000, &mut rng);
             if has_ipv4(&k.ns) {
                 let kp = k.ns.path();
                 let finished = cell.store().get(&handle).is_some();
@@ -711,11 +697,7 @@ fn kill_9_during_up_never_leaves_a_half_open_container() {
                 "",
                 &[("NETMAN_TEST_RUN", &handle)],
             );
-            let delay = rng.below(20_000);
-            std::thread::sleep(std::time::Duration::from_micros(delay));
-            let _ = child.kill();
-            let _ = child.wait();
-            wait_for_orphans(&format!("NETMAN_TEST_RUN={handle}"));
+            let delay = kill_within(&mut child, &handle, 20_000, &mut rng);
             if has_ipv4(&k.ns) {
                 still_addressed += 1;
                 let kp = k.ns.path();

@@ -74,3 +74,41 @@ pub fn wait_for_an_address(ns: &Path) -> bool {
     })
     .unwrap()
 }
+
+/// Kills the networker `child` (run with `NETMAN_TEST_RUN=<handle>`) during an `up` into the
+/// namespace at `ns` and waits for what it left running. Even rounds: at a random point within
+/// `spread_us` of the whole `up`. Odd rounds: right after the container got its address (plus up
+/// to 3 ms), the window that matters. Returns where it was killed, for messages.
+pub fn kill_during_up(
+    child: &mut std::process::Child,
+    handle: &str,
+    ns: &Path,
+    round: usize,
+    spread_us: u64,
+    rng: &mut Rng,
+) -> String {
+    if round.is_multiple_of(2) {
+        kill_within(child, handle, spread_us, rng);
+        "a random point".to_string()
+    } else {
+        let seen = wait_for_an_address(ns);
+        let extra = kill_within(child, handle, 3_000, rng);
+        format!("{extra} us after the address appeared (seen: {seen})")
+    }
+}
+
+/// Kills the networker `child` (run with `NETMAN_TEST_RUN=<handle>`) at a random point within
+/// `spread_us` and waits for what it left running. Returns the delay in microseconds.
+pub fn kill_within(
+    child: &mut std::process::Child,
+    handle: &str,
+    spread_us: u64,
+    rng: &mut Rng,
+) -> u64 {
+    let delay = rng.below(spread_us);
+    std::thread::sleep(Duration::from_micros(delay));
+    let _ = child.kill();
+    let _ = child.wait();
+    wait_for_orphans(&format!("NETMAN_TEST_RUN={handle}"));
+    delay
+}
