@@ -4,6 +4,7 @@
 
 pub mod api; // wire types shared by servers and clients
 pub mod asg; // application security groups: the rule model and which groups apply
+pub mod clock; // the wall clock in Unix seconds, milliseconds, nanoseconds
 pub mod config; // JSON config loading and checks
 pub mod daemon; // conventions of every long-running binary
 pub mod http; // the one HTTP layer: server (plain/TLS/mTLS) and clients

@@ -116,7 +116,7 @@ impl Follower {
                     .load(Ordering::SeqCst)
                     .max(refused.unwrap_or(-1));
                 let result = self.fetch((have >= 0).then_some(have)).and_then(|fetched| {
-                    self.metrics.last_contact.set(unix_now());
+                    self.metrics.last_contact.set(crate::clock::unix_secs());
                     match fetched {
                         Fetched::Unchanged => Ok(()),
                         Fetched::Table(v, t) => {
@@ -151,13 +151,6 @@ impl Follower {
             }
         })
     }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

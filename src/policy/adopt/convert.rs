@@ -15,7 +15,6 @@ use super::detect::{self, Era, Found, Inspect, Original, JOURNAL_TABLE};
 use super::original_schema::{self, ORIGINAL_TABLES};
 use crate::db::DatabaseType;
 use crate::policy::transfer::document::wall_clock_micros;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// What a conversion needs from a connection: run a statement, run a query.
 pub trait Sql: Inspect {
@@ -68,13 +67,6 @@ impl Report {
     fn line(&mut self, s: impl Into<String>) {
         self.lines.push(s.into());
     }
-}
-
-fn now_nanos() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
 }
 
 fn groups(kind: DatabaseType) -> &'static str {
@@ -747,7 +739,7 @@ impl<S: Sql> Run<'_, S> {
             self.db,
             &format!("SELECT MAX(last_updated) FROM {STAGED_INFO}"),
         )?;
-        let now = now_nanos();
+        let now = crate::clock::unix_nanos();
         match self.direction {
             Direction::Adopt => {
                 let version = now.max(before + 1);

@@ -11,7 +11,6 @@ use crate::policy::security_groups::{row, select};
 use crate::policy::store::StoreError;
 use std::collections::HashMap;
 use std::fmt;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A group with its row id (the internal API pages by it).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,13 +137,6 @@ fn spaces_mut(group: &mut SecurityGroup, lifecycle: Lifecycle) -> &mut Vec<Strin
     }
 }
 
-fn now_nanos() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
-
 pub struct SqlAsgStore {
     db: Db,
 }
@@ -164,7 +156,7 @@ impl SqlAsgStore {
 
 /// Moves the version in the caller's transaction.
 pub(crate) fn bump(tx: &mut dyn Tx) -> Result<(), DbError> {
-    let now = now_nanos();
+    let now = crate::clock::unix_nanos();
     let n = tx.exec(
         "UPDATE security_groups_info SET version = CASE WHEN version < ? THEN ? \
          ELSE version + 1 END WHERE id = 1",
@@ -431,7 +423,7 @@ impl AsgStore for SqlAsgStore {
 
     fn acquire_sync_lease(&self, holder: &str, ttl_ns: i64) -> Result<bool, AsgError> {
         self.db.write(|tx| {
-            let now = now_nanos();
+            let now = crate::clock::unix_nanos();
             let n = tx.exec(
                 "UPDATE asg_syncer_lock SET holder = ?, expires_at = ? \
                  WHERE id = 1 AND (holder = ? OR expires_at < ?)",

@@ -29,7 +29,7 @@ use crate::api::security_groups::SecurityGroup;
 use crate::policy::asg::admin::stored_rule;
 use serde::Deserialize;
 use serde_json::Value;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// Consistent reads tried per cycle.
 pub const ATTEMPTS: usize = 3;
@@ -142,13 +142,6 @@ pub enum Cycle {
     Synced { changed: usize, attempts: usize },
     /// The list kept changing under the paging in every attempt.
     Unstable,
-}
-
-fn now_nanos() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
 }
 
 /// Seconds since the epoch of an RFC 3339 time (`2022-10-03T14:38:21Z`, fractions and offsets
@@ -301,7 +294,7 @@ impl Syncer {
         }
         let mark = self.store.sync_mark().map_err(|e| e.to_string())?;
         for attempt in 1..=ATTEMPTS {
-            let started = now_nanos();
+            let started = crate::clock::unix_nanos();
             let before = self.source.latest_update()?;
             if attempt == 1 && trusted(&mark, &before) {
                 return Ok(Cycle::Unchanged);

@@ -8,7 +8,7 @@
 //!   `after` equal to the current version the request is parked until the table changes (then
 //!   200 and the new table) or `wait` passes (then 304, no body).
 
-use super::registry::{now_ms, Registry};
+use super::registry::Registry;
 use super::validate;
 use crate::api::sd::{CellRegistration, CELLS_PATH, TABLE_PATH, VERSION_HEADER};
 use crate::http::{Parked, Reply, Request, Response, Wake};
@@ -94,7 +94,7 @@ fn register(registry: &Registry, cell: &str, body: &[u8]) -> Response {
     }
     match registry
         .store()
-        .replace_cell(cell, &reg.instances, now_ms())
+        .replace_cell(cell, &reg.instances, crate::clock::unix_millis())
     {
         Ok(version) => Response::json(200, &serde_json::json!({ "version": version })),
         Err(e) => {

@@ -9,7 +9,7 @@ use super::store::{SdError, SdStore};
 use crate::daemon::Worker;
 use crate::http::Signal;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 pub const CHECK_INTERVAL: Duration = Duration::from_millis(100);
 /// A cell that has not refreshed for this long is forgotten with its instances, unless
@@ -86,7 +86,7 @@ impl Registry {
         if self.started.elapsed() < self.expiry {
             return Ok(Vec::new());
         }
-        let cutoff = now_ms() - self.expiry.as_millis() as i64;
+        let cutoff = crate::clock::unix_millis() - self.expiry.as_millis() as i64;
         let gone = self.store.expire(cutoff)?;
         for cell in &gone {
             log::info!(
@@ -128,11 +128,4 @@ impl Registry {
             }
         })
     }
-}
-
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

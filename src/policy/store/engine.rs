@@ -12,7 +12,6 @@ use super::{LoggedChange, PolicyFilter, StoreError, TagPool};
 use crate::api::policy::{Destination, Policy, Ports, Source, Tag};
 use crate::db::{Dialect, Error as DbError, Param, Tx, TxError, Val};
 use std::collections::{BTreeSet, HashMap};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// What a policy transaction ends in besides its value: the database's error, or an answer of the
 /// store (tag pool exhausted, tag type conflict).
@@ -66,12 +65,6 @@ const LIST_SELECT: &str =
      JOIN destinations d ON d.id = p.destination_id \
      JOIN \"groups\" dg ON dg.id = d.group_id";
 
-fn since_epoch() -> std::time::Duration {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-}
-
 /// How long a change stays in `policy_changes`: a server that has not looked for longer wakes all
 /// of its watches once instead.
 const CHANGE_LOG_NANOS: i64 = 10 * 60 * 1_000_000_000;
@@ -94,14 +87,6 @@ fn logged_ids(policies: &[Policy]) -> String {
     } else {
         json
     }
-}
-
-fn now_nanos() -> i64 {
-    since_epoch().as_nanos() as i64
-}
-
-fn now_millis() -> i64 {
-    since_epoch().as_millis() as i64
 }
 
 /// `?, ?, ?` for n parameters.
@@ -154,7 +139,7 @@ impl Engine {
             return Err(DbError::Database("policies_info row missing".into()));
         };
         let prev = row[0].int()?;
-        let version = now_nanos().max(prev.saturating_add(1));
+        let version = crate::clock::unix_nanos().max(prev.saturating_add(1));
         tx.exec(
             "UPDATE policies_info SET last_updated = ? WHERE id = 1",
             &[Val::Int(version)],
@@ -218,7 +203,7 @@ impl Engine {
             }
             return Ok(id);
         }
-        let released_before = now_millis().saturating_sub(self.quarantine_ms);
+        let released_before = crate::clock::unix_millis().saturating_sub(self.quarantine_ms);
         let sql = format!(
             "SELECT id FROM \"groups\"{} WHERE guid IS NULL AND released_at <= ? AND id <= ? \
              ORDER BY released_at, id LIMIT 1{}",
@@ -285,7 +270,7 @@ impl Engine {
         if !used {
             tx.exec(
                 "UPDATE \"groups\" SET guid = NULL, type = NULL, released_at = ? WHERE id = ?",
-                &[Val::Int(now_millis()), Val::Int(group)],
+                &[Val::Int(crate::clock::unix_millis()), Val::Int(group)],
             )?;
         }
         Ok(())
@@ -525,7 +510,7 @@ impl Engine {
         let rows = tx.rows(
             &sql,
             &[
-                Val::Int(now_millis().saturating_sub(self.quarantine_ms)),
+                Val::Int(crate::clock::unix_millis().saturating_sub(self.quarantine_ms)),
                 Val::Int(self.max_tag()),
             ],
         )?;

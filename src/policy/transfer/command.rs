@@ -11,7 +11,6 @@ use crate::policy::store::sql_store::refuse_foreign_schema;
 use crate::policy::store::{
     migrate_locked, validate_tag_length, Engine, PolicyFilter, SCHEMA_VERSION,
 };
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Reads everything the policy store holds into one document, from one snapshot (the server may
 /// keep running). The database must hold netman's schema; nothing is written.
@@ -30,7 +29,7 @@ pub fn export(config: &DatabaseConfig, tag_length: u8) -> Result<Document, Strin
             Ok(Document {
                 format: FORMAT.into(),
                 version: VERSION,
-                exported_at: rfc3339(now_secs()),
+                exported_at: rfc3339(crate::clock::unix_secs()),
                 exported_from: db.dialect().name().into(),
                 tag_length,
                 last_updated: engine.last_updated(tx)?,
@@ -55,13 +54,6 @@ pub fn export(config: &DatabaseConfig, tag_length: u8) -> Result<Document, Strin
         )
     })?;
     Ok(doc)
-}
-
-fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// Export reads only netman's own schema at the version this binary knows.

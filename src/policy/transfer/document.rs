@@ -78,13 +78,6 @@ pub struct ReleasedTag {
 /// any quarantine.
 const RELEASE_CLOCK_SKEW_MS: i64 = 3600 * 1000;
 
-fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 impl Document {
     /// Parses a document; the error says what is wrong in operator's terms.
     pub fn parse(bytes: &[u8]) -> Result<Document, String> {
@@ -238,7 +231,7 @@ impl Document {
     /// a time after the epoch and not in the future (beyond a clock skew).
     fn validate_released(&self, tag_length: u8, assigned: &HashSet<u32>, problems: &mut Problems) {
         let max_tag = (1u32 << (8 * tag_length as u32)) - 1;
-        let latest = now_millis() + RELEASE_CLOCK_SKEW_MS;
+        let latest = crate::clock::unix_millis() + RELEASE_CLOCK_SKEW_MS;
         let mut released: HashSet<u32> = HashSet::new();
         for (i, r) in self.released_tags.iter().enumerate() {
             let at = format!("released_tags[{i}]");

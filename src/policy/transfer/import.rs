@@ -10,7 +10,6 @@ use crate::db::{Dialect, Error, Tx, Val};
 use crate::policy::sd::store as sd_store;
 use crate::policy::security_groups;
 use std::collections::HashMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Rows per multi-row INSERT (parameters stay well below every dialect's limit).
 const CHUNK: usize = 500;
@@ -51,13 +50,6 @@ pub(crate) fn existing_data(tx: &mut dyn Tx) -> Result<Option<String>, Error> {
              internal routes"
         )
     }))
-}
-
-fn now_nanos() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
 }
 
 /// Inserts `rows` (each `width` parameters) with multi-row statements `head VALUES (...), ...
@@ -108,7 +100,7 @@ pub(crate) fn import(tx: &mut dyn Tx, doc: &Document, replace: bool) -> Result<I
         tx.exec(
             "UPDATE \"groups\" SET guid = NULL, type = NULL, released_at = ? \
              WHERE guid IS NOT NULL",
-            &[Val::Int(now_nanos() / 1_000_000)],
+            &[Val::Int(crate::clock::unix_nanos() / 1_000_000)],
         )?;
         if doc.security_groups.is_none() && security_groups::table_exists(tx)? {
             tx.exec("DELETE FROM security_groups", &[])?;
@@ -244,7 +236,9 @@ pub(crate) fn import(tx: &mut dyn Tx, doc: &Document, replace: bool) -> Result<I
         }
         _ => None,
     };
-    let version = now_nanos().max(doc.last_updated + 1).max(before + 1);
+    let version = crate::clock::unix_nanos()
+        .max(doc.last_updated + 1)
+        .max(before + 1);
     tx.exec(
         "UPDATE policies_info SET last_updated = ? WHERE id = 1",
         &[Val::Int(version)],
