@@ -266,6 +266,63 @@ fn one_syncer_per_database_and_another_takes_over_when_it_dies() {
     assert_ne!(holder().0, leader);
 }
 
+/// The CC over TLS, its internal listener over mutual TLS (reference §3.1): the syncer presents
+/// the configured client certificate and syncs; without one the internal listener refuses the
+/// handshake, nothing is synced and the failure is counted.
+#[test]
+fn the_internal_listener_is_read_over_mutual_tls_and_refuses_a_syncer_without_a_certificate() {
+    let cf = FakeCf::start_with_internal_mtls();
+    cf.add_user(ADMIN_TOKEN, "admin-id", "admin", &["network.admin"]);
+    {
+        let mut s = cf.state();
+        s.security_groups = vec![v3("g1", 8001)];
+        s.asg_latest_update = Some("2026-12-06T09:00:00Z".into());
+    }
+    let (internal_url, client_cert, client_key) = cf.internal.clone().unwrap();
+    let ca = cf.ca_cert_file.clone().unwrap();
+    let start = |with_certificate: bool| {
+        let (url, internal_url, ca) = (cf.url.clone(), internal_url.clone(), ca.clone());
+        let (cert, key) = (client_cert.clone(), client_key.clone());
+        PolicyServer::start_with(move |c, _| {
+            c["auth"] = json!({
+                "mode": "uaa", "uaa_url": url, "uaa_client": CLIENT_ID,
+                "uaa_client_secret": CLIENT_SECRET, "uaa_ca_cert_file": ca,
+            });
+            c["cc_url"] = json!(url);
+            c["cc_ca_cert_file"] = json!(ca);
+            c["asg_syncer"] = json!({"poll_interval_seconds": 1, "lease_seconds": 3,
+                                     "cc_internal_url": internal_url});
+            if with_certificate {
+                c["asg_syncer"]["cc_internal_client_cert_file"] = json!(cert);
+                c["asg_syncer"]["cc_internal_client_key_file"] = json!(key);
+            }
+        })
+    };
+
+    let without = start(false);
+    wait_until("a failed sync is counted", Duration::from_secs(20), || {
+        without
+            .metrics()
+            .lines()
+            .any(|l| l.starts_with("policy_server_asg_sync_failures_total") && !l.ends_with(" 0"))
+    });
+    assert!(
+        cell_view(&without).is_empty(),
+        "nothing synced without a client certificate"
+    );
+    assert!(
+        cf.requests_to("/internal/v4/asg_latest_update").is_empty(),
+        "the handshake failed before any request"
+    );
+    drop(without);
+
+    let with = start(true);
+    wait_until("the sync over mutual TLS", Duration::from_secs(20), || {
+        cell_view(&with) == guids(&["g1"])
+    });
+    assert!(!cf.requests_to("/internal/v4/asg_latest_update").is_empty());
+}
+
 #[test]
 fn the_syncer_config_is_checked_at_start() {
     let cases: Vec<(Value, &str)> = vec![

@@ -111,22 +111,32 @@ pub struct FakeCf {
     /// The CA of the TLS certificate (TLS fakes only).
     pub ca_cert_file: Option<PathBuf>,
     pub state: Arc<Mutex<State>>,
+    /// The CC's internal listener with mutual TLS (`start_with_internal_mtls` only): its URL and
+    /// a client certificate and key its CA issued.
+    pub internal: Option<(String, PathBuf, PathBuf)>,
     server: Option<Server>,
+    internal_server: Option<Server>,
     _dir: Option<tempfile::TempDir>,
 }
 
 impl FakeCf {
     /// A plain-HTTP fake with no users, apps, spaces or orgs.
     pub fn start() -> FakeCf {
-        Self::start_inner(false)
+        Self::start_inner(false, false)
     }
 
     /// A TLS fake; its CA is in `ca_cert_file`.
     pub fn start_tls() -> FakeCf {
-        Self::start_inner(true)
+        Self::start_inner(true, false)
     }
 
-    fn start_inner(tls: bool) -> FakeCf {
+    /// A TLS fake with a second listener, the CC's internal one, that requires a client
+    /// certificate from its CA (`internal`); both serve the same state.
+    pub fn start_with_internal_mtls() -> FakeCf {
+        Self::start_inner(true, true)
+    }
+
+    fn start_inner(tls: bool, internal_mtls: bool) -> FakeCf {
         let state = Arc::new(Mutex::new(State {
             client_id: CLIENT_ID.into(),
             client_secret: CLIENT_SECRET.into(),
@@ -151,6 +161,8 @@ impl FakeCf {
             idle_timeout: Duration::from_millis(500),
             ..Default::default()
         };
+        let mut internal_options = None;
+        let mut client = None;
         let (dir, ca) = if tls {
             let dir = tempfile::tempdir().unwrap();
             let ca = netman::pki::Ca::new("fake cf CA").unwrap();
@@ -165,6 +177,25 @@ impl FakeCf {
                 .unwrap();
             options.tls = Some(netman::tls::server_config(&files.cert, &files.key, None).unwrap());
             let ca_file = ca.write_ca(dir.path()).unwrap();
+            if internal_mtls {
+                let issued = ca
+                    .write_issued(
+                        dir.path(),
+                        "policy-server",
+                        "policy-server",
+                        &[],
+                        netman::pki::Usage::Client,
+                    )
+                    .unwrap();
+                client = Some((issued.cert, issued.key));
+                internal_options = Some(ServerOptions {
+                    tls: Some(
+                        netman::tls::server_config(&files.cert, &files.key, Some(&ca_file))
+                            .unwrap(),
+                    ),
+                    ..options.clone()
+                });
+            }
             (Some(dir), Some(ca_file))
         } else {
             (None, None)
@@ -172,19 +203,33 @@ impl FakeCf {
         let handler_state = Arc::clone(&state);
         let base = Arc::new(Mutex::new(String::new()));
         let handler_base = Arc::clone(&base);
-        let server = Server::start("127.0.0.1:0", options, move |req: &Request| {
+        let handler = move |req: &Request| {
             let base = handler_base.lock().unwrap().clone();
             handle(&handler_state, &base, req)
-        })
-        .unwrap();
+        };
+        let internal_server =
+            internal_options.map(|o| Server::start("127.0.0.1:0", o, handler.clone()).unwrap());
+        let server = Server::start("127.0.0.1:0", options, handler).unwrap();
         let scheme = if tls { "https" } else { "http" };
         let url = format!("{scheme}://127.0.0.1:{}", server.local_addr().port());
         *base.lock().unwrap() = url.clone();
+        let internal = internal_server
+            .as_ref()
+            .zip(client)
+            .map(|(s, (cert, key))| {
+                (
+                    format!("https://127.0.0.1:{}", s.local_addr().port()),
+                    cert,
+                    key,
+                )
+            });
         FakeCf {
             url,
             ca_cert_file: ca,
             state,
+            internal,
             server: Some(server),
+            internal_server,
             _dir: dir,
         }
     }
@@ -281,7 +326,10 @@ impl FakeCf {
 
 impl Drop for FakeCf {
     fn drop(&mut self) {
-        if let Some(server) = self.server.take() {
+        for server in [self.server.take(), self.internal_server.take()]
+            .into_iter()
+            .flatten()
+        {
             server.shutdown();
         }
     }

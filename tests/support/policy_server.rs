@@ -247,15 +247,20 @@ impl PolicyServer {
         self.child.take().unwrap().terminate()
     }
 
-    /// Requests parked on the internal API (watches), from the debug server's metrics.
-    pub fn parked_watches(&self) -> u64 {
+    /// The debug server's Prometheus text.
+    pub fn metrics(&self) -> String {
         let mut resp = self
             .client()
             .get(format!("{}/metrics", self.debug))
             .call()
             .unwrap();
-        let text = body_string(&mut resp, 1 << 20).unwrap();
-        text.lines()
+        body_string(&mut resp, 1 << 20).unwrap()
+    }
+
+    /// Requests parked on the internal API (watches), from the debug server's metrics.
+    pub fn parked_watches(&self) -> u64 {
+        self.metrics()
+            .lines()
             .find(|l| l.starts_with("policy_server_internal_http_parked_requests "))
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse().ok())
