@@ -93,10 +93,12 @@ fn world(groups: Vec<Value>, last_update: &str) -> FakeCf {
 
 #[test]
 fn groups_are_copied_in_the_originals_shape_and_kept_in_step() {
-    let cf = world(
-        (1..=5).map(|i| v3(&format!("g{i}"), 8000 + i)).collect(),
-        "2026-12-06T09:00:00Z",
-    );
+    let mut groups: Vec<Value> = (1..=5).map(|i| v3(&format!("g{i}"), 8000 + i)).collect();
+    // The original re-marshals rules with Go's encoder, which escapes <, > and & (also in the
+    // answer around them).
+    groups[0]["name"] = json!("web & <api>");
+    groups[0]["rules"][0]["description"] = json!("to <db> & cache");
+    let cf = world(groups, "2026-12-06T09:00:00Z");
     let server = syncing_server(&cf, None);
     wait_until("the first sync", Duration::from_secs(20), || {
         cell_view(&server) == guids(&["g1", "g2", "g3", "g4", "g5"])
@@ -106,7 +108,11 @@ fn groups_are_copied_in_the_originals_shape_and_kept_in_step() {
     let g1 = &v["security_groups"][0];
     assert_eq!(
         g1["rules"],
-        r#"[{"protocol":"tcp","destination":"10.0.0.0/8","ports":"8001","type":0,"code":0,"description":"","log":false}]"#
+        r#"[{"protocol":"tcp","destination":"10.0.0.0/8","ports":"8001","type":0,"code":0,"description":"to \u003cdb\u003e \u0026 cache","log":false}]"#
+    );
+    assert!(
+        body.contains(r#""name":"web \u0026 \u003capi\u003e","rules":"[{\"protocol\":\"tcp\",\"destination\":\"10.0.0.0/8\",\"ports\":\"8001\",\"type\":0,\"code\":0,\"description\":\"to \\u003cdb\\u003e \\u0026 cache\",\"log\":false}]""#),
+        "Go's bytes: {body}"
     );
     assert_eq!(g1["running_default"], true);
     assert_eq!(g1["running_space_guids"], json!(["space-1"]));

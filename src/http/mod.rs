@@ -85,7 +85,7 @@ impl Response {
     }
 
     pub fn json<T: Serialize + ?Sized>(status: u16, value: &T) -> Response {
-        let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+        let body = crate::api::gojson::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
         Response::new(status)
             .with_header("content-type", "application/json")
             .with_body(body)

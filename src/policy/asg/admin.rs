@@ -174,7 +174,7 @@ pub fn canonical_rules(value: &Value) -> Result<String, Response> {
         .flatten()
         .map(stored_rule)
         .collect();
-    serde_json::to_string(&stored).map_err(|e| unprocessable(&format!("Rules: {e}")))
+    crate::api::gojson::to_string(&stored).map_err(|e| unprocessable(&format!("Rules: {e}")))
 }
 
 /// A rule already validated by the parser, in the stored shape.

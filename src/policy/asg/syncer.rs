@@ -261,7 +261,7 @@ pub fn from_v3(resource: &Value) -> Result<SecurityGroup, String> {
     Ok(SecurityGroup {
         guid: guid.to_string(),
         name: name.to_string(),
-        rules: serde_json::to_string(&rules).map_err(|e| e.to_string())?,
+        rules: crate::api::gojson::to_string(&rules).map_err(|e| e.to_string())?,
         staging_default: flag("staging"),
         running_default: flag("running"),
         staging_space_guids: spaces("staging_spaces")?,

@@ -57,7 +57,7 @@ impl Index {
         let mut spans = Vec::with_capacity(policies.len());
         for p in &policies {
             let start = rendered.len();
-            serde_json::to_writer(&mut rendered, p)
+            crate::api::gojson::write(&mut rendered, p)
                 .map_err(|e| StoreError::Database(format!("rendering policies: {e}")))?;
             spans.push((start, rendered.len()));
         }

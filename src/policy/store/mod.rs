@@ -120,7 +120,7 @@ impl From<crate::db::Error> for StoreError {
 
 /// `policies` as the internal API's answer (a serialised [`PoliciesResponse`]).
 pub fn render_list(policies: Vec<Policy>) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(&PoliciesResponse {
+    crate::api::gojson::to_vec(&PoliciesResponse {
         total_policies: policies.len(),
         policies,
     })
