@@ -810,3 +810,80 @@ fn asg_properties_have_the_binaries_defaults_and_reach_the_networker() {
         assert_eq!(read(Path::new(file)).trim(), f.cert(pem).trim(), "{file}");
     }
 }
+
+/// The flow log's properties: off by default (no flow log key rendered), on with the binary's
+/// defaults and the instance as the cell's name, syslog only when given, the NetOut cache
+/// mounted for BPM; a bad syslog address is refused by the binary's check.
+#[test]
+fn flow_log_properties_render_the_agents_flow_log_keys() {
+    use netman::agent::AgentConfig;
+    let f = Fixture::new();
+    let r = render_job(&f, "vxlan-policy-agent", &f.context("vxlan-policy-agent"));
+    let text = read(&r["config/vxlan-policy-agent.json"]);
+    assert!(!text.contains("flow_log"), "{text}");
+    assert!(!read(&r["config/bpm.yml"]).contains("cni-cache"));
+
+    let defaults: AgentConfig = serde_json::from_value(json!({
+        "policy_server_url": "https://x", "ca_cert_file": "a", "client_cert_file": "b",
+        "client_key_file": "c", "cni_datastore_path": "d"}))
+    .unwrap();
+    let logs = f.dir("sys/log/vxlan-policy-agent");
+    let mut ctx = f.context("vxlan-policy-agent");
+    ctx["spec"]["name"] = json!("diego-cell");
+    ctx["spec"]["index"] = json!(3);
+    let p = &mut ctx["properties"];
+    p["flow_log"] = json!({"enabled": true, "file": format!("{logs}/flows.log")});
+    let r = render_job(&f, "vxlan-policy-agent", &ctx);
+    let path = &r["config/vxlan-policy-agent.json"];
+    check_config(bin("vxlan-policy-agent"), path);
+    let on: AgentConfig = netman::config::load(path).unwrap();
+    assert_eq!(on.flow_log_file, Some(format!("{logs}/flows.log")));
+    assert_eq!(on.flow_log_cell.as_deref(), Some("diego-cell/3"));
+    assert_eq!(
+        (
+            on.flow_log_max_bytes,
+            on.flow_log_keep_files,
+            on.flow_log_c2c_denied,
+            on.flow_log_egress,
+            &on.netout_cache_dir,
+            &on.flow_log_syslog,
+        ),
+        (
+            defaults.flow_log_max_bytes,
+            defaults.flow_log_keep_files,
+            defaults.flow_log_c2c_denied,
+            defaults.flow_log_egress,
+            &defaults.netout_cache_dir,
+            &None,
+        )
+    );
+    let bpm = read(&r["config/bpm.yml"]);
+    assert!(
+        bpm.contains(&format!("- path: {}\n", defaults.netout_cache_dir)),
+        "{bpm}"
+    );
+    check_bpm("vxlan-policy-agent", &r["config/bpm.yml"]);
+
+    // syslog, over UDP with a facility; a bad address is refused at the binary's check.
+    let p = &mut ctx["properties"]["flow_log"];
+    p["syslog"] = json!("udp://10.0.16.5:514");
+    p["syslog_facility"] = json!("local3");
+    let r = render_job(&f, "vxlan-policy-agent", &ctx);
+    let path = &r["config/vxlan-policy-agent.json"];
+    check_config(bin("vxlan-policy-agent"), path);
+    let on: AgentConfig = netman::config::load(path).unwrap();
+    assert_eq!(on.flow_log_syslog.as_deref(), Some("udp://10.0.16.5:514"));
+    assert_eq!(on.flow_log_syslog_facility, "local3");
+    ctx["properties"]["flow_log"]["syslog"] = json!("syslog.example:514");
+    let r = render_job(&f, "vxlan-policy-agent", &ctx);
+    let out = run(Command::new(bin("vxlan-policy-agent"))
+        .arg("--config")
+        .arg(&r["config/vxlan-policy-agent.json"])
+        .arg("--check-config"));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("'flow_log_syslog'"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

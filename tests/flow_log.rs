@@ -280,6 +280,133 @@ fn the_denied_log_is_rate_limited_and_counts_what_it_left_out() {
     );
 }
 
+/// The last line of a flow log file as written (not parsed).
+fn raw_last_line(path: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.lines().last().unwrap().to_string()
+}
+
+/// The syslog header before the line, and the line.
+fn split_syslog(message: &str) -> (&str, &str) {
+    let at = message
+        .find('{')
+        .unwrap_or_else(|| panic!("no line in {message:?}"));
+    message.split_at(at)
+}
+
+/// Cell 2's agent sends its lines to a unix datagram socket (as to `/dev/log`), cell 1's to a
+/// UDP collector on the cell's loopback: each message is exactly the file's line behind the
+/// transport's header. A syslog that is gone costs its messages (counted), never the file's.
+#[test]
+fn each_line_also_goes_to_syslog_over_a_unix_socket_or_udp() {
+    const COLLECTOR: u16 = 5514;
+    let api = PolicyApi::start();
+    // C gets a tag (it is a source), so its refused connection to a reaches cell 1.
+    api.allow(&[(C, A, "tcp", 9090, 9090)]);
+    let logs = tempfile::tempdir().unwrap();
+    let dev_log = logs.path().join("log");
+    let unix = std::os::unix::net::UnixDatagram::bind(&dev_log).unwrap();
+    unix.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut lab = c2c_lab(&api, |c| {
+        // A limit these few denied connections never reach.
+        c["iptables_denied_logs_per_sec"] = json!(100);
+        if c["flow_log_cell"] == "cell-2" {
+            c["flow_log_syslog"] = json!(dev_log);
+        } else {
+            c["flow_log_syslog"] = json!(format!("udp://127.0.0.1:{COLLECTOR}"));
+            c["flow_log_syslog_facility"] = json!("local0");
+        }
+    });
+    let udp = netman::netns::run_in(&lab.cell(1).ns.path(), || {
+        std::net::UdpSocket::bind(("127.0.0.1", COLLECTOR))
+    })
+    .unwrap()
+    .unwrap();
+    udp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _server = TcpServer::start(lab.container("b"), 8080);
+    let (a, b) = (ip(&lab, "a"), ip(&lab, "b"));
+    // The message that carries `line` (earlier ones, e.g. from waiting for the agents, skipped):
+    // its header.
+    let header_of = |from: &dyn Fn(&mut [u8]) -> std::io::Result<usize>, line: &str| loop {
+        let mut buf = vec![0; 65536];
+        let n = from(&mut buf).unwrap_or_else(|e| panic!("no syslog message with {line}: {e}"));
+        let message = String::from_utf8(buf[..n].to_vec()).unwrap();
+        let (header, body) = split_syslog(&message);
+        if body == line {
+            return header.to_string();
+        }
+    };
+    let from_unix = |buf: &mut [u8]| unix.recv(buf);
+    let from_udp = |buf: &mut [u8]| udp.recv(buf);
+
+    // Allowed (severity info, facility user): the glibc format, to the unix socket.
+    wait_connect(&lab, "a", "b", 8080, Conn::Ok);
+    let log2 = flow_file(&mut lab, 2);
+    let line = next_line(&log2, || {
+        assert_eq!(tcp_connect(lab.container("a"), b, 8080), Conn::Ok)
+    });
+    assert_eq!(line["verdict"], "allowed");
+    let header = header_of(&from_unix, &raw_last_line(&log2));
+    let tag = header
+        .strip_prefix("<14>")
+        .unwrap_or_else(|| panic!("{header}"));
+    // "Dec  6 09:05:03 netman-flow[1234]: "
+    let (stamp, program) = tag.split_at("Dec  6 09:05:03".len());
+    assert!(
+        stamp.as_bytes()[3] == b' ' && stamp.as_bytes()[12] == b':',
+        "{header}"
+    );
+    let pid = program
+        .strip_prefix(" netman-flow[")
+        .and_then(|p| p.strip_suffix("]: "))
+        .unwrap_or_else(|| panic!("{header}"));
+    assert!(pid.parse::<u32>().is_ok_and(|p| p > 1), "{header}");
+
+    // Denied on cell 1 (severity notice, facility local0): RFC 5424 over UDP. Cell 1 sees the
+    // connection once cell 2 tags c's packets and cell 1 knows a.
+    let log1 = flow_file(&mut lab, 1);
+    wait_until(
+        "a refused connection logged on cell 1",
+        Duration::from_secs(20),
+        || {
+            assert_eq!(tcp_connect(lab.container("c"), a, 8080), Conn::Refused);
+            !lines(&log1).is_empty()
+        },
+    );
+    let line = next_line(&log1, || {
+        assert_eq!(tcp_connect(lab.container("c"), a, 8080), Conn::Refused)
+    });
+    assert_eq!(
+        (&line["verdict"], &line["rule"]["kind"]),
+        (&json!("denied"), &json!("default_deny"))
+    );
+    let header = header_of(&from_udp, &raw_last_line(&log1));
+    let fields: Vec<&str> = header.split(' ').collect();
+    assert_eq!(fields.len(), 8, "{header}");
+    assert_eq!(fields[0], "<133>1");
+    assert!(
+        fields[1].len() == 24 && fields[1].ends_with('Z'),
+        "{header}"
+    );
+    assert_eq!(fields[2..4], ["cell-1", "netman-flow"]);
+    assert!(fields[4].parse::<u32>().is_ok(), "{header}");
+    assert_eq!(fields[5..], ["flow", "-", ""]);
+
+    // The unix socket's reader is gone: the line still reaches the file, the failure is counted.
+    drop(unix);
+    let syslog_errors = |lab: &mut Lab| {
+        let (_, metrics) = http(lab, 2, "GET", "/metrics", "");
+        metric(&metrics, r#"vpa_flow_errors_total{kind="syslog"} "#)
+    };
+    let errors_before = syslog_errors(&mut lab);
+    let line = next_line(&log2, || {
+        assert_eq!(tcp_connect(lab.container("a"), b, 8080), Conn::Ok)
+    });
+    assert_eq!(line["verdict"], "allowed");
+    assert_eq!(syslog_errors(&mut lab), errors_before + 1.0);
+}
+
 fn netout_rules() -> Vec<NetOutRule> {
     serde_json::from_value(json!([
         {"protocol": 1, "networks": [{"start": "192.168.77.2", "end": "192.168.77.2"}],

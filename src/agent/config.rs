@@ -97,6 +97,13 @@ pub struct AgentConfig {
     pub flow_log_max_bytes: u64,
     #[serde(default = "u64_default::<5>")]
     pub flow_log_keep_files: u64,
+    /// Each flow log line also to syslog: a unix datagram socket (`/dev/log`) or `udp://IP:PORT`
+    /// (`crate::flowlog::syslog`); needs `flow_log_file`.
+    #[serde(default)]
+    pub flow_log_syslog: Option<String>,
+    /// The syslog facility of those messages (`user`, `daemon`, `local0` ... `local7`, ...).
+    #[serde(default = "default_syslog_facility")]
+    pub flow_log_syslog_facility: String,
     /// The cell's name in flow log lines (default: the host name).
     #[serde(default)]
     pub flow_log_cell: Option<String>,
@@ -125,6 +132,10 @@ pub struct AgentConfig {
 
 fn default_nft() -> String {
     "nft".into()
+}
+
+fn default_syslog_facility() -> String {
+    "user".into()
 }
 
 fn default_netout_cache_dir() -> String {
@@ -250,12 +261,21 @@ impl crate::config::Validate for AgentConfig {
 
 impl AgentConfig {
     fn validate_flow_log(&self) -> Result<(), String> {
+        crate::flowlog::syslog::parse_facility(&self.flow_log_syslog_facility)
+            .map_err(|e| format!("invalid 'flow_log_syslog_facility': {e}"))?;
         let Some(file) = &self.flow_log_file else {
             if self.audit_cell || !self.audit_apps.is_empty() {
                 return Err("invalid 'audit_cell'/'audit_apps': audit mode needs 'flow_log_file' (it logs what it lets pass)".into());
             }
+            if self.flow_log_syslog.is_some() {
+                return Err("invalid 'flow_log_syslog': it needs 'flow_log_file' (syslog is a second output of the flow log, which 'flow_log_file' turns on)".into());
+            }
             return Ok(());
         };
+        if let Some(target) = &self.flow_log_syslog {
+            crate::flowlog::syslog::Target::parse(target)
+                .map_err(|e| format!("invalid 'flow_log_syslog': {e}"))?;
+        }
         require_nonempty("flow_log_file", file)?;
         let dir = std::path::Path::new(file)
             .parent()
@@ -323,6 +343,16 @@ impl AgentConfig {
             },
             egress: self.flow_log_egress,
             netout_limits: !self.enable_asg_syncing,
+            syslog: self
+                .flow_log_syslog
+                .as_deref()
+                .map(|t| super::flows::SyslogSettings {
+                    target: crate::flowlog::syslog::Target::parse(t).expect("checked at start"),
+                    facility: crate::flowlog::syslog::parse_facility(
+                        &self.flow_log_syslog_facility,
+                    )
+                    .expect("checked at start"),
+                }),
             audit: super::flows::Audit {
                 cell: self.audit_cell,
                 apps: self.audit_apps.iter().cloned().collect(),
@@ -379,5 +409,57 @@ mod tests {
         bad = c.clone();
         bad.cni_datastore_path = "/nonexistent-dir-xyz/store.json".into();
         assert!(bad.validate().unwrap_err().contains("cni_datastore_path"));
+    }
+
+    #[test]
+    fn the_syslog_output_is_checked_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        let load = |extra: &str| crate::config::load::<AgentConfig>(&write(dir.path(), extra));
+        let file = format!(r#","flow_log_file":"{d}/flows.log""#);
+        let c = load(&format!(r#"{file},"flow_log_syslog":"/dev/log""#)).unwrap();
+        let s = c.flow_settings().unwrap().syslog.unwrap();
+        assert_eq!(
+            s.target,
+            crate::flowlog::syslog::Target::Unix("/dev/log".into())
+        );
+        assert_eq!(s.facility, 1, "user by default");
+        let c = load(&format!(
+            r#"{file},"flow_log_syslog":"udp://127.0.0.1:514","flow_log_syslog_facility":"local3""#
+        ))
+        .unwrap();
+        let s = c.flow_settings().unwrap().syslog.unwrap();
+        assert_eq!(
+            s.target,
+            crate::flowlog::syslog::Target::Udp("127.0.0.1:514".parse().unwrap())
+        );
+        assert_eq!(s.facility, 19);
+        assert!(load(&file)
+            .unwrap()
+            .flow_settings()
+            .unwrap()
+            .syslog
+            .is_none());
+        for (extra, key) in [
+            (
+                format!(r#"{file},"flow_log_syslog":"localhost:514""#),
+                "'flow_log_syslog'",
+            ),
+            (
+                format!(r#"{file},"flow_log_syslog":"udp://127.0.0.1""#),
+                "'flow_log_syslog'",
+            ),
+            (
+                r#","flow_log_syslog":"/dev/log""#.to_string(),
+                "needs 'flow_log_file'",
+            ),
+            (
+                format!(r#"{file},"flow_log_syslog_facility":"locl0""#),
+                "'flow_log_syslog_facility'",
+            ),
+        ] {
+            let err = load(&extra).unwrap_err();
+            assert!(err.contains(key), "{extra}: {err}");
+        }
     }
 }

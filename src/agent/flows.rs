@@ -22,6 +22,7 @@ use crate::flowlog::kind::{classify, is_left_out, Kind, Origin};
 use crate::flowlog::packet::{parse_datagram, Logged};
 use crate::flowlog::sink::FileSink;
 use crate::flowlog::socket::{NflogSocket, Read};
+use crate::flowlog::syslog::{SyslogSink, Target};
 use crate::http::{Request, Response};
 use arc_swap::ArcSwap;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -68,6 +69,19 @@ pub struct FlowSettings {
     /// Count what the networker's denied-egress log limit left out (its static NetOut chains:
     /// not with dynamic ASGs) from its rules' counters ([`super::netout_limits`]).
     pub netout_limits: bool,
+    /// Each line also to syslog.
+    pub syslog: Option<SyslogSettings>,
+}
+
+pub struct SyslogSettings {
+    pub target: Target,
+    pub facility: u8,
+}
+
+/// Where the lines go: the rotated file, and syslog when configured.
+struct Outputs {
+    file: FileSink,
+    syslog: Option<SyslogSink>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -117,7 +131,7 @@ impl FlowMetrics {
             ),
             errors: r.metric(
                 "errors",
-                "Flow log errors, by kind (unreadable, overrun, write, unrecognised prefix)",
+                "Flow log errors, by kind (unreadable, overrun, write, syslog, unrecognised prefix)",
             ),
             audit: r.metric(
                 "audit_mode",
@@ -179,8 +193,16 @@ impl Flows {
     ) -> Result<(Arc<Flows>, Worker), String> {
         let socket = NflogSocket::bind(&settings.groups, Duration::from_millis(200))
             .map_err(|e| format!("flow log: {e}"))?;
-        let mut sink = FileSink::open(&settings.file, settings.max_bytes, settings.keep)
+        let file = FileSink::open(&settings.file, settings.max_bytes, settings.keep)
             .map_err(|e| format!("flow log: {e}"))?;
+        let syslog = match &settings.syslog {
+            Some(s) => Some(
+                SyslogSink::open(s.target.clone(), s.facility, &settings.cell)
+                    .map_err(|e| format!("flow log: {e}"))?,
+            ),
+            None => None,
+        };
+        let mut outputs = Outputs { file, syslog };
         runner
             .run(&flow_table::render_full(
                 &settings.rules,
@@ -214,14 +236,14 @@ impl Flows {
             flows.refresh_netout_limits(false);
         }
         let reader = flows.clone();
-        let worker = Worker::spawn(move |stopped| reader.read_loop(socket, &mut sink, stopped));
+        let worker = Worker::spawn(move |stopped| reader.read_loop(socket, &mut outputs, stopped));
         Ok((flows, worker))
     }
 
     fn read_loop(
         &self,
         mut socket: NflogSocket,
-        sink: &mut FileSink,
+        out: &mut Outputs,
         stopped: std::sync::mpsc::Receiver<()>,
     ) {
         loop {
@@ -229,14 +251,14 @@ impl Flows {
                 stopped.try_recv(),
                 Err(std::sync::mpsc::TryRecvError::Empty)
             ) {
-                let _ = sink.flush();
+                let _ = out.file.flush();
                 return;
             }
             match socket.read() {
                 Ok(Read::Data(bytes)) => {
                     // Hostile input must not stop the flow log: a panic costs this datagram.
                     let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        self.write_datagram(bytes, sink)
+                        self.write_datagram(bytes, out)
                     }));
                     if handled.is_err() {
                         FlowMetrics::count(&self.metrics.errors, "panic");
@@ -253,7 +275,7 @@ impl Flows {
         }
     }
 
-    fn write_datagram(&self, bytes: &[u8], sink: &mut FileSink) {
+    fn write_datagram(&self, bytes: &[u8], out: &mut Outputs) {
         let (logged, unreadable) = parse_datagram(bytes);
         for _ in 0..unreadable {
             FlowMetrics::count(&self.metrics.errors, "unreadable");
@@ -263,15 +285,21 @@ impl Flows {
                 continue;
             };
             let line = serde_json::to_string(&event).expect("serialisable");
-            match sink.write_line(&line) {
+            match out.file.write_line(&line) {
                 Ok(()) => FlowMetrics::count(&self.metrics.events, label(&l)),
                 Err(e) => {
                     FlowMetrics::count(&self.metrics.errors, "write");
                     log::warn!("{e}");
                 }
             }
+            if let Some(syslog) = &mut out.syslog {
+                // Logged (once per outage) by the sink; counted here.
+                if syslog.send(event.verdict, &line).is_err() {
+                    FlowMetrics::count(&self.metrics.errors, "syslog");
+                }
+            }
         }
-        if let Err(e) = sink.flush() {
+        if let Err(e) = out.file.flush() {
             FlowMetrics::count(&self.metrics.errors, "write");
             log::warn!("{e}");
         }

@@ -1,7 +1,7 @@
 //! The flow log's parts that know nothing of the agent: reading NFLOG messages over netlink
 //! ([`socket`], [`packet`]), what a prefix means ([`kind`]), the line ([`event`]), who is behind
 //! an address ([`identity`]), which egress rule allowed ([`egress`]) and the rotated file
-//! ([`sink`]). The agent runs it: [`crate::agent::flows`].
+//! ([`sink`]), also sent to syslog ([`syslog`]). The agent runs it: [`crate::agent::flows`].
 
 pub mod egress;
 pub mod event;
@@ -10,3 +10,4 @@ pub mod kind;
 pub mod packet;
 pub mod sink;
 pub mod socket;
+pub mod syslog;
