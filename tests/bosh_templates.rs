@@ -873,7 +873,7 @@ fn flow_log_properties_render_the_agents_flow_log_keys() {
     check_config(bin("vxlan-policy-agent"), path);
     let on: AgentConfig = netman::config::load(path).unwrap();
     assert_eq!(on.flow_log_syslog.as_deref(), Some("udp://10.0.16.5:514"));
-    assert_eq!(on.flow_log_syslog_facility, "local3");
+    assert_eq!(on.flow_log_syslog_facility.as_deref(), Some("local3"));
     ctx["properties"]["flow_log"]["syslog"] = json!("syslog.example:514");
     let r = render_job(&f, "vxlan-policy-agent", &ctx);
     let out = run(Command::new(bin("vxlan-policy-agent"))
@@ -886,4 +886,18 @@ fn flow_log_properties_render_the_agents_flow_log_keys() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // Under BPM the job has no /dev/log: such a path is refused when rendering, a socket in a
+    // directory the job can reach is taken, and syslog without the flow log is refused.
+    let template = "vxlan-policy-agent.json.erb";
+    ctx["properties"]["flow_log"]["syslog"] = json!("/dev/log");
+    let err = render("vxlan-policy-agent", template, &ctx, f.tmp.path()).unwrap_err();
+    assert!(err.contains("udp://"), "{err}");
+    ctx["properties"]["flow_log"]["syslog"] = json!("/var/vcap/data/rsyslog/log.sock");
+    let text = render("vxlan-policy-agent", template, &ctx, f.tmp.path()).unwrap();
+    assert!(text.contains("/var/vcap/data/rsyslog/log.sock"), "{text}");
+    ctx["properties"]["flow_log"]["syslog"] = json!("udp://10.0.16.5:514");
+    ctx["properties"]["flow_log"]["enabled"] = json!(false);
+    let err = render("vxlan-policy-agent", template, &ctx, f.tmp.path()).unwrap_err();
+    assert!(err.contains("flow_log.enabled"), "{err}");
 }

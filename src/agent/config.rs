@@ -102,8 +102,9 @@ pub struct AgentConfig {
     #[serde(default)]
     pub flow_log_syslog: Option<String>,
     /// The syslog facility of those messages (`user`, `daemon`, `local0` ... `local7`, ...).
-    #[serde(default = "default_syslog_facility")]
-    pub flow_log_syslog_facility: String,
+    /// Default `user`, as `syslog(3)`; refused without `flow_log_syslog`.
+    #[serde(default)]
+    pub flow_log_syslog_facility: Option<String>,
     /// The cell's name in flow log lines (default: the host name).
     #[serde(default)]
     pub flow_log_cell: Option<String>,
@@ -132,10 +133,6 @@ pub struct AgentConfig {
 
 fn default_nft() -> String {
     "nft".into()
-}
-
-fn default_syslog_facility() -> String {
-    "user".into()
 }
 
 fn default_netout_cache_dir() -> String {
@@ -261,8 +258,9 @@ impl crate::config::Validate for AgentConfig {
 
 impl AgentConfig {
     fn validate_flow_log(&self) -> Result<(), String> {
-        crate::flowlog::syslog::parse_facility(&self.flow_log_syslog_facility)
-            .map_err(|e| format!("invalid 'flow_log_syslog_facility': {e}"))?;
+        if self.flow_log_syslog_facility.is_some() && self.flow_log_syslog.is_none() {
+            return Err("invalid 'flow_log_syslog_facility': it needs 'flow_log_syslog'".into());
+        }
         let Some(file) = &self.flow_log_file else {
             if self.audit_cell || !self.audit_apps.is_empty() {
                 return Err("invalid 'audit_cell'/'audit_apps': audit mode needs 'flow_log_file' (it logs what it lets pass)".into());
@@ -272,10 +270,7 @@ impl AgentConfig {
             }
             return Ok(());
         };
-        if let Some(target) = &self.flow_log_syslog {
-            crate::flowlog::syslog::Target::parse(target)
-                .map_err(|e| format!("invalid 'flow_log_syslog': {e}"))?;
-        }
+        self.syslog_settings()?;
         require_nonempty("flow_log_file", file)?;
         let dir = std::path::Path::new(file)
             .parent()
@@ -316,9 +311,28 @@ impl AgentConfig {
         Ok(())
     }
 
-    /// The flow log's settings; `None` when it is off.
-    pub fn flow_settings(&self) -> Option<super::flows::FlowSettings> {
-        let file = self.flow_log_file.as_ref()?;
+    /// Where and as what the flow log's lines also go to syslog (`None`: nowhere), checked.
+    fn syslog_settings(&self) -> Result<Option<super::flows::SyslogSettings>, String> {
+        let Some(target) = &self.flow_log_syslog else {
+            return Ok(None);
+        };
+        let target = crate::flowlog::syslog::Target::parse(target)
+            .map_err(|e| format!("invalid 'flow_log_syslog': {e}"))?;
+        let facility = crate::flowlog::syslog::parse_facility(
+            self.flow_log_syslog_facility.as_deref().unwrap_or("user"),
+        )
+        .map_err(|e| format!("invalid 'flow_log_syslog_facility': {e}"))?;
+        Ok(Some(super::flows::SyslogSettings { target, facility }))
+    }
+
+    /// The flow log's settings; `None` when it is off. A config that [`validate`] would refuse
+    /// gives the same message here.
+    ///
+    /// [`validate`]: crate::config::Validate::validate
+    pub fn flow_settings(&self) -> Result<Option<super::flows::FlowSettings>, String> {
+        let Some(file) = self.flow_log_file.as_ref() else {
+            return Ok(None);
+        };
         let cell = self.flow_log_cell.clone().unwrap_or_else(|| {
             std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map(|h| h.trim().to_string())
@@ -330,7 +344,7 @@ impl AgentConfig {
         }
         groups.sort_unstable();
         groups.dedup();
-        Some(super::flows::FlowSettings {
+        Ok(Some(super::flows::FlowSettings {
             file: file.into(),
             max_bytes: self.flow_log_max_bytes,
             keep: self.flow_log_keep_files as usize,
@@ -343,21 +357,12 @@ impl AgentConfig {
             },
             egress: self.flow_log_egress,
             netout_limits: !self.enable_asg_syncing,
-            syslog: self
-                .flow_log_syslog
-                .as_deref()
-                .map(|t| super::flows::SyslogSettings {
-                    target: crate::flowlog::syslog::Target::parse(t).expect("checked at start"),
-                    facility: crate::flowlog::syslog::parse_facility(
-                        &self.flow_log_syslog_facility,
-                    )
-                    .expect("checked at start"),
-                }),
+            syslog: self.syslog_settings()?,
             audit: super::flows::Audit {
                 cell: self.audit_cell,
                 apps: self.audit_apps.iter().cloned().collect(),
             },
-        })
+        }))
     }
 }
 
@@ -418,7 +423,7 @@ mod tests {
         let load = |extra: &str| crate::config::load::<AgentConfig>(&write(dir.path(), extra));
         let file = format!(r#","flow_log_file":"{d}/flows.log""#);
         let c = load(&format!(r#"{file},"flow_log_syslog":"/dev/log""#)).unwrap();
-        let s = c.flow_settings().unwrap().syslog.unwrap();
+        let s = c.flow_settings().unwrap().unwrap().syslog.unwrap();
         assert_eq!(
             s.target,
             crate::flowlog::syslog::Target::Unix("/dev/log".into())
@@ -428,7 +433,7 @@ mod tests {
             r#"{file},"flow_log_syslog":"udp://127.0.0.1:514","flow_log_syslog_facility":"local3""#
         ))
         .unwrap();
-        let s = c.flow_settings().unwrap().syslog.unwrap();
+        let s = c.flow_settings().unwrap().unwrap().syslog.unwrap();
         assert_eq!(
             s.target,
             crate::flowlog::syslog::Target::Udp("127.0.0.1:514".parse().unwrap())
@@ -437,6 +442,7 @@ mod tests {
         assert!(load(&file)
             .unwrap()
             .flow_settings()
+            .unwrap()
             .unwrap()
             .syslog
             .is_none());
@@ -454,8 +460,20 @@ mod tests {
                 "needs 'flow_log_file'",
             ),
             (
-                format!(r#"{file},"flow_log_syslog_facility":"locl0""#),
+                format!(
+                    r#"{file},"flow_log_syslog":"/dev/log","flow_log_syslog_facility":"locl0""#
+                ),
                 "'flow_log_syslog_facility'",
+            ),
+            (
+                format!(
+                    r#"{file},"flow_log_syslog":"/dev/log","flow_log_syslog_facility":"security""#
+                ),
+                "'flow_log_syslog_facility'",
+            ),
+            (
+                format!(r#"{file},"flow_log_syslog_facility":"local3""#),
+                "needs 'flow_log_syslog'",
             ),
         ] {
             let err = load(&extra).unwrap_err();

@@ -20,7 +20,7 @@ pub fn start(
     asg: Option<Arc<AsgAgent>>,
     registry: &mut Registry,
 ) -> Result<(Option<Arc<Flows>>, Option<Worker>), String> {
-    let Some(settings) = config.flow_settings() else {
+    let Some(settings) = config.flow_settings()? else {
         return Ok((None, None));
     };
     let file = settings.file.display().to_string();
