@@ -5,6 +5,7 @@
 
 mod support;
 use support::policy_server::PolicyServer;
+use support::wait_until;
 
 use netman::api::policy::WATCH_HEADER;
 use netman::api::security_groups::SecurityGroup;
@@ -132,10 +133,15 @@ fn the_version_moves_with_every_change_and_the_watch_wakes_on_it() {
     // Current: parked until another process (this test) changes a group. An answer before the
     // change began, or one carrying the old version (the wait ran out), fails.
     let changing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let parked_before = server.parked_watches();
     let changer = {
         let changing = changing.clone();
+        let parked = server.parked_watches_probe();
         std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(700));
+            // The change comes only once the watch is parked, so the parked path is what answers.
+            wait_until("the watch to park", Duration::from_secs(10), || {
+                parked() > parked_before
+            });
             changing.store(true, std::sync::atomic::Ordering::SeqCst);
             s.modify("g", &|g| {
                 g.running_space_guids.push("s".into());

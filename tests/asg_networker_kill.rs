@@ -35,6 +35,11 @@ fn kill_9_of_the_networker_with_the_agent_owning_egress_never_leaves_a_half_open
     // A complete container of the space: the group's host only; no cell service, no other host.
     let complete = cell.up("complete", "space-1", "app", json!([]));
     let c = complete.ns.path();
+    let on_the_cell = support::networker_fixture::tcp_probe(&cell.net.cell.path(), &service);
+    assert!(
+        on_the_cell.is_ok(),
+        "the cell service answers on the cell itself (its bridge is up now), so a refusal below means the guard: {on_the_cell:?}"
+    );
     eventually("the group applies", true, || tcp(&c, NET_A, 8005), &cell);
     assert!(!tcp(&c, NET_B, 8005));
     assert!(support::networker_fixture::tcp_probe(&c, &service).is_err());
@@ -87,12 +92,7 @@ fn kill_9_of_the_networker_with_the_agent_owning_egress_never_leaves_a_half_open
     for round in 0..ROUNDS / 3 {
         let handle = format!("killdown-{round}");
         let k = cell.up(&handle, "space-1", "app", json!([]));
-        let mut child = cell.net.spawn(
-            &["--action", "down", "--handle", &handle],
-            "",
-            &[("NETMAN_TEST_RUN", &handle)],
-        );
-        let delay = kill_within(&mut child, &handle, 20_000, &mut rng);
+        let delay = kill_down(&cell.net, &handle, 20_000, &mut rng);
         if has_ipv4(&k.ns) {
             still_addressed += 1;
             let kp = k.ns.path();

@@ -692,12 +692,7 @@ fn kill_9_during_up_never_leaves_a_half_open_container() {
             let k = Container::start();
             let handle = format!("{}-{round}", unique("killdown"));
             cell.up(&handle, &input(k.pid())).unwrap();
-            let mut child = cell.spawn(
-                &["--action", "down", "--handle", &handle],
-                "",
-                &[("NETMAN_TEST_RUN", &handle)],
-            );
-            let delay = kill_within(&mut child, &handle, 20_000, &mut rng);
+            let delay = kill_down(&cell, &handle, 20_000, &mut rng);
             if has_ipv4(&k.ns) {
                 still_addressed += 1;
                 let kp = k.ns.path();

@@ -231,6 +231,72 @@ fn import_refuses_corrupt_or_partial_documents_and_writes_nothing() {
     }
 }
 
+/// A database whose only data is internal routes (or a domain of its own) is not empty; `--replace`
+/// with a document from before service discovery says what it removes; every import moves the
+/// resolvers' table version past the old one.
+#[test]
+fn internal_routes_count_as_data_and_a_replace_without_them_says_what_it_removes() {
+    let source = db::sqlite();
+    fill(&source);
+    let (ok, good, err) = configured(&source).command(&["export"]);
+    assert!(ok, "{err}");
+    let mut old: Value = serde_json::from_str(&good).unwrap();
+    for k in ["internal_domains", "internal_routes"] {
+        old.as_object_mut().unwrap().remove(k);
+    }
+    let old = old.to_string();
+
+    let target = db::sqlite();
+    let sd = netman::policy::sd::SdStore::open(&target.config).unwrap();
+    sd.add_domains(&["mine.internal".into()]).unwrap();
+    let ps = configured(&target);
+    let (ok, _, err) = ps.command_with_input(&["import"], Some(good.as_bytes()));
+    assert!(
+        !ok && err.contains("not empty") && err.contains("1 internal domains"),
+        "{err}"
+    );
+    sd.map(&[InternalRoute::new("app-x", "x", "mine.internal")])
+        .unwrap();
+    let (ok, _, err) = ps.command_with_input(&["import"], Some(good.as_bytes()));
+    assert!(!ok && err.contains("1 internal routes"), "{err}");
+    assert_eq!(
+        sd.routes().unwrap().len(),
+        1,
+        "a refused import changes nothing"
+    );
+
+    let before = sd.version().unwrap();
+    let (ok, out, err) = ps.command_with_input(&["import", "--replace"], Some(old.as_bytes()));
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(
+            "the 1 the database held were removed and the internal domains reset to apps.internal"
+        ),
+        "{out}"
+    );
+    assert_eq!(
+        internal_routes(&target),
+        (vec!["apps.internal".to_string()], vec![])
+    );
+    let reset = sd.version().unwrap();
+    assert!(reset > before, "{reset} <= {before}");
+
+    let (ok, out, err) = ps.command_with_input(&["import", "--replace"], Some(good.as_bytes()));
+    assert!(ok, "{err}");
+    assert!(out.contains("3 internal routes"), "{out}");
+    assert_eq!(internal_routes(&target), internal_routes(&source));
+    // Past the source's version too: a resolver that followed the source fetches this table.
+    let source_version = netman::policy::sd::SdStore::open(&source.config)
+        .unwrap()
+        .version()
+        .unwrap();
+    let now = sd.version().unwrap();
+    assert!(
+        now > reset && now > source_version,
+        "{now} {reset} {source_version}"
+    );
+}
+
 #[test]
 fn security_groups_and_tag_types_of_an_adopted_foundation_travel_to_every_backend() {
     let pg = db::postgres();

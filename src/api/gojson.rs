@@ -2,8 +2,9 @@
 //! answers also when a string holds `<`, `>`, `&`, U+2028 or U+2029: Go escapes those as
 //! `\u003c`, `\u003e`, `\u0026`, `\u2028`, `\u2029` (it means the output to be safe inside HTML);
 //! serde_json writes them as they are. Everything else is serde_json's compact output, which
-//! already matches Go's (short escapes for `"`, `\`, `\n`, `\r`, `\t`, `\b`, `\f`; `\u00xx` for
-//! the other control characters).
+//! matches Go's from Go 1.22 on (short escapes for `"`, `\`, `\n`, `\r`, `\t`, `\b`, `\f`;
+//! `\u00xx` for the other control characters); older Go writes `\b` and `\f` as `\u0008` and
+//! `\u000c`, so a string holding those two differs from an original built with it.
 
 use serde::Serialize;
 use std::io;

@@ -100,9 +100,17 @@ pub fn import(
             .map(|n| format!(", {n} security groups"))
             .unwrap_or_default(),
         done.released_tags,
-        done.internal_routes
-            .map(|n| format!(", {n} internal routes"))
-            .unwrap_or_default(),
+        match (done.internal_routes, done.internal_routes_removed) {
+            (Some(n), 0) => format!(", {n} internal routes"),
+            (Some(n), removed) =>
+                format!(", {n} internal routes (the {removed} the database held were removed)"),
+            (None, removed) if done.internal_routes_reset => format!(
+                "; the document has no internal routes: the {removed} the database held were \
+                 removed and the internal domains reset to {}",
+                crate::api::sd::DEFAULT_DOMAIN
+            ),
+            (None, _) => String::new(),
+        },
         done.last_updated
     );
     Ok(())

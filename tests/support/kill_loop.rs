@@ -112,3 +112,19 @@ pub fn kill_within(
     wait_for_orphans(&format!("NETMAN_TEST_RUN={handle}"));
     delay
 }
+
+/// Runs the networker's `down` of `handle` on `cell` and kills it at a random point within
+/// `spread_us`, waiting for what it left running. Returns the delay in microseconds.
+pub fn kill_down(
+    cell: &super::networker_fixture::Cell,
+    handle: &str,
+    spread_us: u64,
+    rng: &mut Rng,
+) -> u64 {
+    let mut child = cell.spawn(
+        &["--action", "down", "--handle", handle],
+        "",
+        &[("NETMAN_TEST_RUN", handle)],
+    );
+    kill_within(&mut child, handle, spread_us, rng)
+}

@@ -249,22 +249,18 @@ impl PolicyServer {
 
     /// The debug server's Prometheus text.
     pub fn metrics(&self) -> String {
-        let mut resp = self
-            .client()
-            .get(format!("{}/metrics", self.debug))
-            .call()
-            .unwrap();
-        body_string(&mut resp, 1 << 20).unwrap()
+        metrics_text(&self.client(), &self.debug)
     }
 
     /// Requests parked on the internal API (watches), from the debug server's metrics.
     pub fn parked_watches(&self) -> u64 {
-        self.metrics()
-            .lines()
-            .find(|l| l.starts_with("policy_server_internal_http_parked_requests "))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+        parked_in(&self.metrics())
+    }
+
+    /// [`PolicyServer::parked_watches`] as a function another thread can call.
+    pub fn parked_watches_probe(&self) -> impl Fn() -> u64 + Send + 'static {
+        let (client, debug) = (self.client(), self.debug.clone());
+        move || parked_in(&metrics_text(&client, &debug))
     }
 
     pub fn client(&self) -> ureq::Agent {
@@ -347,4 +343,19 @@ pub fn v1_body(policies: &[(&str, &str, &str, i64, i64)]) -> String {
         })
         .collect();
     json!({ "policies": list }).to_string()
+}
+
+fn metrics_text(client: &ureq::Agent, debug: &str) -> String {
+    let mut resp = client.get(format!("{debug}/metrics")).call().unwrap();
+    body_string(&mut resp, 1 << 20).unwrap()
+}
+
+/// `policy_server_internal_http_parked_requests` in a Prometheus text.
+fn parked_in(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with("policy_server_internal_http_parked_requests "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }

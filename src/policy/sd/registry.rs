@@ -72,7 +72,7 @@ impl Registry {
             version,
             routes: table.routes.len(),
             instances: table.routes.iter().map(|r| r.instances.len()).sum(),
-            body: Arc::new(serde_json::to_vec(&table).expect("the table serialises")),
+            body: Arc::new(crate::api::gojson::to_vec(&table).expect("the table serialises")),
         };
         *self.cached.lock().unwrap_or_else(|e| e.into_inner()) = Some(rendered);
         self.signal.notify();

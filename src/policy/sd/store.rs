@@ -415,23 +415,32 @@ pub(crate) fn exported(tx: &mut dyn Tx) -> Result<Option<Exported>, DbError> {
     Ok(Some((domains(tx)?, routes(tx)?)))
 }
 
-/// How many internal routes are stored (0 without the tables).
-pub(crate) fn route_count(tx: &mut dyn Tx) -> Result<i64, DbError> {
+/// What an import would replace: the internal routes and the domains other than the default
+/// one (0, 0 without the tables).
+pub(crate) fn held(tx: &mut dyn Tx) -> Result<(i64, i64), DbError> {
     if !has_tables(tx)? {
-        return Ok(0);
+        return Ok((0, 0));
     }
-    tx.rows("SELECT COUNT(*) FROM internal_routes", &[])?[0][0].int()
+    let routes = tx.rows("SELECT COUNT(*) FROM internal_routes", &[])?[0][0].int()?;
+    let domains = tx.rows(
+        "SELECT COUNT(*) FROM internal_domains WHERE name <> ?",
+        &[Val::Str(crate::api::sd::DEFAULT_DOMAIN)],
+    )?[0][0]
+        .int()?;
+    Ok((routes, domains))
 }
 
 /// Makes the domains and routes exactly an import's, in the caller's transaction (tables made
-/// by [`migrate`]; an import without `--replace` has checked there are no routes). Moves the
-/// version, so resolvers fetch the new table.
+/// by [`migrate`]; an import without `--replace` has checked there are none of its own). Returns
+/// how many routes it removed. The version goes past the old one and past the present time in
+/// milliseconds, so a resolver that followed another database (whose version may equal this
+/// one's next) fetches the new table.
 pub(crate) fn import(
     tx: &mut dyn Tx,
     domains: &[String],
     routes: &[InternalRoute],
-) -> Result<(), DbError> {
-    tx.exec("DELETE FROM internal_routes", &[])?;
+) -> Result<usize, DbError> {
+    let removed = tx.exec("DELETE FROM internal_routes", &[])?;
     tx.exec("DELETE FROM internal_domains", &[])?;
     for d in domains {
         tx.exec(
@@ -455,8 +464,12 @@ pub(crate) fn import(
             )
         })?;
     }
-    tx.exec("UPDATE sd_info SET version = version + 1 WHERE id = 1", &[])?;
-    Ok(())
+    let next = (version(tx)? + 1).max(crate::clock::unix_millis());
+    tx.exec(
+        "UPDATE sd_info SET version = ? WHERE id = 1",
+        &[Val::Int(next)],
+    )?;
+    Ok(removed as usize)
 }
 
 fn version(tx: &mut dyn Tx) -> Result<i64, DbError> {

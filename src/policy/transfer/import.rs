@@ -25,6 +25,11 @@ pub struct Imported {
     pub released_tags: usize,
     /// Internal routes written (none: the document had no service discovery sections).
     pub internal_routes: Option<usize>,
+    /// Internal routes the database held that `--replace` removed.
+    pub internal_routes_removed: usize,
+    /// `--replace` with a document without service discovery sections emptied the routes and
+    /// reset the domains to the default one.
+    pub internal_routes_reset: bool,
     pub last_updated: i64,
 }
 
@@ -43,11 +48,12 @@ pub(crate) fn existing_data(tx: &mut dyn Tx) -> Result<Option<String>, Error> {
     } else {
         0
     };
-    let routes = sd_store::route_count(tx)?;
-    Ok((policies + tags + groups + routes > 0).then(|| {
+    let (routes, domains) = sd_store::held(tx)?;
+    Ok((policies + tags + groups + routes + domains > 0).then(|| {
         format!(
             "{policies} policies, {tags} tags in use, {groups} security groups, {routes} \
-             internal routes"
+             internal routes, {domains} internal domains besides {}",
+            crate::api::sd::DEFAULT_DOMAIN
         )
     }))
 }
@@ -89,6 +95,8 @@ pub(crate) fn import(tx: &mut dyn Tx, doc: &Document, replace: bool) -> Result<I
         .first()
         .map(|r| r[0].int())
         .ok_or_else(|| db_error("policies_info row missing"))??;
+    let mut internal_routes_removed = 0;
+    let mut internal_routes_reset = false;
     if let Some(what) = existing_data(tx)? {
         if !replace {
             return Err(super::command::not_empty(&what));
@@ -108,7 +116,9 @@ pub(crate) fn import(tx: &mut dyn Tx, doc: &Document, replace: bool) -> Result<I
         // A document without service discovery sections replaces the routes with none and the
         // domains with the default one.
         if doc.internal_routes.is_none() && sd_store::has_tables(tx)? {
-            sd_store::import(tx, &[crate::api::sd::DEFAULT_DOMAIN.to_string()], &[])?;
+            internal_routes_removed =
+                sd_store::import(tx, &[crate::api::sd::DEFAULT_DOMAIN.to_string()], &[])?;
+            internal_routes_reset = true;
         }
     }
 
@@ -231,7 +241,7 @@ pub(crate) fn import(tx: &mut dyn Tx, doc: &Document, replace: bool) -> Result<I
     };
     let internal_routes = match (&doc.internal_domains, &doc.internal_routes) {
         (Some(domains), Some(routes)) => {
-            sd_store::import(tx, domains, routes)?;
+            internal_routes_removed = sd_store::import(tx, domains, routes)?;
             Some(routes.len())
         }
         _ => None,
@@ -250,6 +260,8 @@ pub(crate) fn import(tx: &mut dyn Tx, doc: &Document, replace: bool) -> Result<I
         security_groups,
         released_tags: released_rows.len(),
         internal_routes,
+        internal_routes_removed,
+        internal_routes_reset,
         last_updated: version,
     })
 }
