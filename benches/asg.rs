@@ -532,10 +532,20 @@ impl StepTimes {
         true
     }
 
+    /// `step median`, with `(in k of n)` for a step only some runs had (e.g. a fetch).
     fn line(&self) -> String {
+        let runs = self.values.get("total").map_or(0, Vec::len);
         self.order
             .iter()
-            .map(|n| format!("{n} {:.1}", median(self.values[n].clone())))
+            .map(|n| {
+                let v = &self.values[n];
+                let some = if v.len() < runs {
+                    format!(" (in {} of {runs})", v.len())
+                } else {
+                    String::new()
+                };
+                format!("{n} {:.1}{some}", median(v.clone()))
+            })
             .collect::<Vec<_>>()
             .join(", ")
     }
