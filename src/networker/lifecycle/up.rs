@@ -156,11 +156,12 @@ impl Networker {
             workload,
             agent_egress,
         };
-        let static_asg = std::mem::take(&mut checked.asg);
+        // Kept for a 405 on the dynamic path; the static path's plan takes them now.
+        let mut static_asg = std::mem::take(&mut checked.asg);
         let first = if dynamic {
             plan(true, Vec::new())
         } else {
-            plan(false, static_asg.clone())
+            plan(false, std::mem::take(&mut static_asg))
         };
         undo.push(Undo::Rules);
         if dynamic {
