@@ -8,7 +8,8 @@
 //! 2. New outbound TCP connections/s through the cell with 13,500 groups, relative to 1 group
 //!    (two clients in the same table, interleaved rounds, every 4-tuple new).
 //! 3. Container up + down (garden's networker, CNI bridge) with the agent owning egress, and
-//!    with the static path, in the same run.
+//!    with the static path (no agent) in the same run, with the networker's and the agent's
+//!    per-step breakdown; the container's own start (garden's part) is not timed.
 //! 4. Propagation from a change on the policy server to the first allowed / first refused
 //!    connection on two cells: agents holding the security-groups watch (the default), and, as
 //!    the baseline in the same run, agents polling the version every second (`policy_watch:
@@ -35,7 +36,7 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use support::asg_cell::{global, AsgCell};
-use support::networker_fixture::NET_A;
+use support::networker_fixture::{self as fixture, up_input, Cell, Plugin, NET_A};
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
@@ -505,37 +506,173 @@ impl RealServer {
     }
 }
 
+/// The per-step medians of [`netman::steps::Steps`] lines, in the order steps first appear.
+#[derive(Default)]
+struct StepTimes {
+    order: Vec<String>,
+    values: std::collections::HashMap<String, Vec<f64>>,
+}
+
+impl StepTimes {
+    /// Adds the steps of the line of `text` that contains `marker`; false when there is none.
+    fn add(&mut self, text: &str, marker: &str) -> bool {
+        let Some(steps) = text
+            .lines()
+            .find(|l| l.contains(marker))
+            .and_then(netman::steps::parse)
+        else {
+            return false;
+        };
+        for (name, v) in steps {
+            if !self.values.contains_key(&name) {
+                self.order.push(name.clone());
+            }
+            self.values.entry(name).or_default().push(v);
+        }
+        true
+    }
+
+    /// `step median`, with `(in k of n)` for a step only some runs had (e.g. a fetch).
+    fn line(&self) -> String {
+        let runs = self.values.get("total").map_or(0, Vec::len);
+        self.order
+            .iter()
+            .map(|n| {
+                let v = &self.values[n];
+                let some = if v.len() < runs {
+                    format!(" (in {} of {runs})", v.len())
+                } else {
+                    String::new()
+                };
+                format!("{n} {:.1}{some}", median(v.clone()))
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// One path's figures: wall-clock times of `up` and `down` (one networker process each) and the
+/// networker's own per-step breakdown of each.
+#[derive(Default)]
+struct UpDown {
+    up: Vec<f64>,
+    down: Vec<f64>,
+    both: Vec<f64>,
+    up_steps: StepTimes,
+    down_steps: StepTimes,
+}
+
+impl UpDown {
+    fn print(&self, label: &str) {
+        println!(
+            "{label}: up+down median {:.1} ms, p99 {:.1} ms; up median {:.1} ms; down median {:.1} ms",
+            median(self.both.clone()),
+            percentile(self.both.clone(), 0.99),
+            median(self.up.clone()),
+            median(self.down.clone()),
+        );
+        println!(
+            "  up steps (networker, medians, ms): {}",
+            self.up_steps.line()
+        );
+        println!(
+            "  down steps (networker, medians, ms; rules_in_parallel runs beside the others): {}",
+            self.down_steps.line()
+        );
+    }
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// Container up + down as garden runs it, the agent owning egress, against the static path in
+/// the same run. What is timed is the networker alone: each iteration's container (a namespace
+/// with a process in it, garden's part) is started before the clock starts and stopped after it
+/// ends.
 fn up_down() {
-    const N: usize = 30;
-    println!("== container up + down (garden-external-networker, CNI bridge + host-local, {N} each, interleaved)");
+    const N: usize = 40;
+    println!("== container up + down (garden-external-networker, one process per action, CNI bridge + host-local, 2 port mappings): the agent owning egress (1 global group of 10 rules) vs the static netout path (10 rules, no policy_agent_asg_url) in the same run, {N} each, interleaved; container start not timed");
+    println!("load average at start: {}", loadavg());
+    let ten = |i: usize| format!("10.200.0.{}", i + 1);
+    let group_rules: Vec<serde_json::Value> = (0..10)
+        .map(|i| json!({"protocol": "tcp", "destination": ten(i), "ports": format!("443-{}", 443 + i % 3)}))
+        .collect();
+    let netout: Vec<serde_json::Value> = (0..10)
+        .map(|i| fixture::tcp_rule(&ten(i), &ten(i), 443, 443 + (i % 3) as u16, false))
+        .collect();
     let real = RealServer::start();
-    real.set(&[global(
-        "dns",
-        json!([{"protocol": "udp", "destination": "0.0.0.0/0", "ports": "53"}]),
-        true,
-        true,
-    )]);
+    real.set(&[global("ten", json!(group_rules), true, true)]);
     let agent_cell = AsgCell::new(&real.server.certs, real.internal(), true, |_| {});
-    let static_cell = AsgCell::new(&real.server.certs, real.internal(), false, |_| {});
-    let rule = json!([{"protocol": 2, "networks": [{"start": "0.0.0.0", "end": "255.255.255.255"}], "ports": [{"start": 53, "end": 53}]}]);
-    let (mut agent_t, mut static_t) = (Vec::new(), Vec::new());
-    for i in 0..N {
-        for (cell, times) in [(&agent_cell, &mut agent_t), (&static_cell, &mut static_t)] {
-            let handle = format!("h{i}");
-            let t = Instant::now();
-            let c = cell.up(&handle, "space-1", "app", rule.clone());
-            cell.net.down(&handle).unwrap();
-            times.push(ms(t.elapsed()));
+    let static_cell = Cell::new(Plugin::Bridge);
+    for cell in [&agent_cell.net, &static_cell] {
+        let mut config = cell.config.clone();
+        config["log_level"] = json!("info");
+        std::fs::write(&cell.config_path, config.to_string()).unwrap();
+    }
+    let cells = [(&agent_cell.net, "agent"), (&static_cell, "static")];
+    let mut runs = [UpDown::default(), UpDown::default()];
+    for i in 0..=N {
+        for ((cell, tag), run) in cells.iter().zip(runs.iter_mut()) {
+            let c = fixture::Container::start();
+            let input = up_input(c.pid(), &[(0, 8080), (0, 9090)], json!(netout));
+            let h = format!("{tag}{i}");
+            let t0 = Instant::now();
+            let up = cell.run(&["--action", "up", "--handle", &h], &input.to_string());
+            let t1 = Instant::now();
+            assert!(
+                up.ok,
+                "up {h}: {}\nagent: {}",
+                up.stderr,
+                agent_cell.agent_log()
+            );
+            let down = cell.run(&["--action", "down", "--handle", &h], "");
+            let t2 = Instant::now();
+            assert!(down.ok, "down {h}: {}", down.stderr);
             drop(c);
+            if i == 0 {
+                continue; // warm-up (creates the bridge)
+            }
+            run.up.push(ms(t1 - t0));
+            run.down.push(ms(t2 - t1));
+            run.both.push(ms(t2 - t0));
+            assert!(
+                run.up_steps.add(&up.stderr, &format!("up {h}: total")),
+                "{}",
+                up.stderr
+            );
+            assert!(
+                run.down_steps
+                    .add(&down.stderr, &format!("down {h}: total")),
+                "{}",
+                down.stderr
+            );
         }
     }
+    println!("load average at end: {}", loadavg());
+    let [agent, fixed] = &runs;
+    agent.print("agent owns egress");
+    let log = agent_cell.agent_log();
+    let (mut force, mut cleanup) = (StepTimes::default(), StepTimes::default());
+    for i in 1..=N {
+        force.add(&log, &format!("force-asgs-for-container agent{i}: "));
+        cleanup.add(&log, &format!("force-orphaned-asgs-cleanup agent{i}: "));
+    }
     println!(
-        "agent owns egress: median {:.1} ms, p99 {:.1} ms; static netout path: median {:.1} ms, p99 {:.1} ms; ratio of medians {:.2}",
-        median(agent_t.clone()),
-        percentile(agent_t.clone(), 0.99),
-        median(static_t.clone()),
-        percentile(static_t.clone(), 0.99),
-        median(agent_t) / median(static_t)
+        "  agent, /force-asgs-for-container (medians, ms): {}",
+        force.line()
+    );
+    println!(
+        "  agent, /force-orphaned-asgs-cleanup (medians, ms): {}",
+        cleanup.line()
+    );
+    fixed.print("static netout path");
+    println!(
+        "ratio of up+down medians, agent / static: {:.2}",
+        median(agent.both.clone()) / median(fixed.both.clone())
     );
 }
 

@@ -23,6 +23,38 @@ fn rules(n: usize) -> Value {
     )
 }
 
+/// Per-step medians of the networker's `total ... ms: step ms, ...` lines (`log_level` info).
+#[derive(Default)]
+struct StepTimes(Vec<(String, Vec<f64>)>);
+
+impl StepTimes {
+    fn add(&mut self, stderr: &str, marker: &str) {
+        let steps = stderr
+            .lines()
+            .find(|l| l.contains(marker))
+            .and_then(netman::steps::parse)
+            .unwrap_or_else(|| panic!("no step line {marker:?} in {stderr}"));
+        for (name, v) in steps {
+            match self.0.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, vs)) => vs.push(v),
+                None => self.0.push((name, vec![v])),
+            }
+        }
+    }
+
+    fn line(&self) -> String {
+        self.0
+            .iter()
+            .map(|(n, vs)| {
+                let mut vs = vs.clone();
+                vs.sort_by(|a, b| a.partial_cmp(b).unwrap());
+                format!("{n} {:.1}", vs[vs.len() / 2])
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -119,8 +151,9 @@ fn main() {
         "up+down med",
         "up+down p99"
     );
+    let mut breakdowns = Vec::new();
     for &plugin in PLUGINS {
-        let cell = Cell::new(plugin);
+        let cell = Cell::with_config(plugin, |c| c["log_level"] = serde_json::json!("info"));
         let k = Container::start();
         // warm-up (creates the bridge)
         let input = up_input(k.pid(), &[], rules(0));
@@ -133,13 +166,18 @@ fn main() {
             cell.up("warm", &input).unwrap();
             cell.down("warm").unwrap();
             let (mut ups, mut downs, mut both) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut up_steps, mut down_steps) = (StepTimes::default(), StepTimes::default());
             for i in 0..iters {
                 let h = format!("bench-{n}-{i}");
                 let t0 = Instant::now();
-                cell.up(&h, &input).unwrap();
+                let up = cell.run(&["--action", "up", "--handle", &h], &input.to_string());
                 let t1 = Instant::now();
-                cell.down(&h).unwrap();
+                assert!(up.ok, "up {h}: {}", up.stderr);
+                let down = cell.run(&["--action", "down", "--handle", &h], "");
                 let t2 = Instant::now();
+                assert!(down.ok, "down {h}: {}", down.stderr);
+                up_steps.add(&up.stderr, &format!("up {h}: total"));
+                down_steps.add(&down.stderr, &format!("down {h}: total"));
                 ups.push(t1 - t0);
                 downs.push(t2 - t1);
                 both.push(t2 - t0);
@@ -159,6 +197,17 @@ fn main() {
                 bm,
                 bp
             );
+            breakdowns.push(format!(
+                "{plugin:?}, {n} rules:\n  up (medians, ms): {}\n  down (medians, ms; *_in_parallel beside the others): {}",
+                up_steps.line(),
+                down_steps.line()
+            ));
         }
     }
+    println!("per-step breakdown, as the networker logs it at info:");
+    for b in breakdowns {
+        println!("{b}");
+    }
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("load average at end: {}", load.trim());
 }

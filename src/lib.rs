@@ -12,6 +12,7 @@ pub mod logging;
 pub mod metrics; // Prometheus metrics and the debug server
 pub mod netns; // network namespace helpers
 pub mod os_error; // a failed system call: context and errno
+pub mod steps; // per-step durations of one operation, one log line
 pub mod tls; // PEM loading and rustls configs
 
 pub mod db; // the SQL layer: config, dialects, pools, migrations, transactions

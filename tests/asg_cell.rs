@@ -593,6 +593,51 @@ fn with_the_watch_a_change_reaches_the_cells_without_waiting_for_their_poll_inte
     );
 }
 
+/// While the agent holds the security-groups watch, the force calls of a container's `up` and
+/// `down` ask the policy server nothing (the watch would have ended on a change): each container
+/// still gets the groups in force before `up` returns and leaves the table before `down` returns.
+#[test]
+fn while_the_watch_holds_up_and_down_ask_the_policy_server_nothing() {
+    let (server, write, internal) = real_server();
+    write(&[global(
+        "web",
+        json!([{"protocol": "tcp", "destination": NET_A, "ports": "443"}]),
+        true,
+        false,
+    )]);
+    let mut cell = AsgCell::new(&server.certs, internal, true, |c| {
+        c["asg_poll_interval_seconds"] = json!(3600);
+    });
+    cell.net.internet_tcp(&[443]);
+    // The loop's first cycle (then its watch) and a first container's.
+    let polled = wait_for(Duration::from_secs(10), true, || {
+        poll_count(&cell, "cycle") >= 1
+    });
+    assert!(polled.is_ok(), "no ASG cycle: {}", cell.agent_log());
+    let warm = cell.up("app0", "space-1", "app", json!([]));
+    cell.net.down("app0").unwrap();
+    drop(warm);
+    let before = (version_checks(&cell), fetches(&cell));
+    for i in 1..=3 {
+        let handle = format!("app{i}");
+        let (app, ip) = cell.up_with_ip(&handle, "space-1", "app", json!([]));
+        let element = format!("{ip} : jump");
+        assert!(cell.asg_table().contains(&element), "{}", cell.asg_table());
+        assert!(
+            tcp(&app.ns.path(), NET_A, 443),
+            "the global group holds for {handle}"
+        );
+        cell.net.down(&handle).unwrap();
+        assert!(!cell.asg_table().contains(&element), "{}", cell.asg_table());
+    }
+    assert_eq!(
+        (version_checks(&cell), fetches(&cell)),
+        before,
+        "(version requests, fetches)\n{}",
+        cell.agent_log()
+    );
+}
+
 /// The agent's count of plain version requests (`vpa_asg_poll_duration_seconds_count{op="version"}`).
 fn version_checks(cell: &AsgCell) -> u64 {
     poll_count(cell, "version")

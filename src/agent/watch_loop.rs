@@ -40,6 +40,11 @@ pub trait Watchable: Send + Sync + 'static {
     fn watch_once(&self, wait: Duration) -> Result<Option<Watched>, Error>;
     /// The version last applied.
     fn known_version(&self) -> Option<i64>;
+    /// The flag the loop keeps set while a watch is open and has reported no change since the
+    /// cycle before it: the version last applied is the server's (as far as the watch knows).
+    fn watch_flag(&self) -> Arc<AtomicBool> {
+        Arc::new(AtomicBool::new(false))
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -75,7 +80,8 @@ pub fn run<W: Watchable>(side: Arc<W>, settings: LoopSettings, stop: Receiver<()
             let _ = events.send(Event::Stop);
         });
     }
-    let watching = Arc::new(AtomicBool::new(false));
+    let watching = side.watch_flag();
+    watching.store(false, Ordering::SeqCst);
     let mut watch_unsupported_until: Option<Instant> = None;
     let mut wait = settings.first;
     loop {

@@ -277,6 +277,27 @@ impl UpPlan<'_> {
         b
     }
 
+    /// The NetOut part of [`UpPlan::batch`] alone (its chains and its jump), for a container
+    /// whose other rules went in without it (`agent_egress`) when the agent then declined.
+    pub fn netout_batch(&self) -> Batch {
+        let n = ChainNames::for_handle(self.handle);
+        let mut b = Batch::new();
+        for (chain, rules) in [
+            (&n.netout_log, self.netout_log_rules()),
+            (&n.netout, self.netout_rules()),
+        ] {
+            b.push(Table::Filter, Op::NewChain(chain.clone()));
+            b.append_rules(Table::Filter, chain, &rules);
+        }
+        let netout = Target::Jump(n.netout.clone());
+        for (table, parent, jump) in hooks(self.config, self.handle, self.ip, false) {
+            if jump.target == netout {
+                b.add_jump(table, &parent, jump, hook_position(table));
+            }
+        }
+        b
+    }
+
     /// nat: masquerade what leaves the overlay.
     fn masq_rules(&self) -> Vec<Rule> {
         vec![Rule::new(Target::Masquerade).not_destination(self.config.overlay())]
@@ -546,6 +567,56 @@ mod tests {
                 assert_eq!(created, deleted, "{t}");
             }
         }
+    }
+
+    /// The static path after the agent declined: the rules without NetOut, then the NetOut
+    /// part, install what the static plan does in one batch (filter jumps in another order).
+    #[test]
+    fn rules_without_netout_then_the_netout_part_make_the_static_plan() {
+        let config: Config = serde_json::from_value(serde_json::json!({
+            "cni_plugin_dir": "/p", "cni_config_dir": "/c", "bind_mount_dir": "/b",
+            "state_file": "/s", "iptables_lock_file": "/l", "datastore": "/d",
+            "overlay_network": "10.255.0.0/16", "instance_address": "192.0.2.1",
+            "deny_networks": {"always": ["169.254.0.0/16"]}, "iptables_asg_logging": true
+        }))
+        .unwrap();
+        let log = Chain::new("netout--h--log").unwrap();
+        let asg = convert_netout(&[rule(1, &[(443, 443)], None, true)], &log, false).unwrap();
+        let mappings = [PortMapping {
+            host_port: 61000,
+            container_port: 8080,
+        }];
+        let plan = |agent_egress| UpPlan {
+            config: &config,
+            handle: "h",
+            ip: "10.255.0.7".parse().unwrap(),
+            mappings: &mappings,
+            asg: asg.clone(),
+            workload: Some("app"),
+            agent_egress,
+        };
+        for t in [Table::Mangle, Table::Nat, Table::Filter] {
+            let text = |b: &Batch| crate::iptables::render::table_text(b, t).unwrap_or_default();
+            let lines = |text: String| {
+                let mut v: Vec<String> = text
+                    .lines()
+                    .filter(|l| !l.starts_with('*') && *l != "COMMIT")
+                    .map(str::to_string)
+                    .collect();
+                v.sort();
+                v
+            };
+            let split = lines(text(&plan(true).batch()) + &text(&plan(false).netout_batch()));
+            assert_eq!(split, lines(text(&plan(false).batch())), "{t}");
+        }
+        let netout =
+            crate::iptables::render::table_text(&plan(false).netout_batch(), Table::Filter)
+                .unwrap();
+        assert!(
+            netout.contains("-I FORWARD 1 -s 10.255.0.7/32 ! -d 10.255.0.0/16 -j netout--h"),
+            "{netout}"
+        );
+        assert!(netout.contains("-g netout--h--log"), "{netout}");
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //! `asg_poll_interval_seconds` against a server without one), re-read the container store only
 //! when its version moved, compile, and apply the difference to `ip netman_asg` in one
 //! transaction. The force endpoints (`/force-asgs-for-container`, `/force-orphaned-asgs-cleanup`)
-//! run the same cycle synchronously. One cycle at a time.
+//! run the same cycle synchronously, for the container's `up` and `down`: they re-read the store,
+//! but ask the server for its version only when the loop's watch is not holding (while it holds,
+//! the groups in force are the server's: a change would have ended it), and they leave the
+//! periodic full rewrite to the loop. One cycle at a time.
 
 use super::client::AsgSource;
 use super::compile::{compile_with, Cache, Compiled, LoggedRule, Settings, SPACE_KEY};
@@ -14,6 +17,7 @@ use crate::agent::Error;
 use crate::api::security_groups::SecurityGroup;
 use crate::cell::{Container, Reader};
 use crate::metrics::{OpMetrics, Registrar};
+use crate::steps::Steps;
 use arc_swap::ArcSwap;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -103,6 +107,8 @@ pub struct AsgAgent {
     /// cycle time on a large fleet.
     publish: AtomicBool,
     enforced: ArcSwap<Enforced>,
+    /// Set by the loop while its watch holds ([`Watchable::watch_flag`]).
+    watch_holds: Arc<AtomicBool>,
 }
 
 /// Why a cycle runs.
@@ -142,6 +148,7 @@ impl AsgAgent {
             }),
             publish: AtomicBool::new(false),
             enforced: ArcSwap::from_pointee(Enforced::default()),
+            watch_holds: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -162,7 +169,7 @@ impl AsgAgent {
     /// One tick of the loop, the server's version taken from `remote`.
     pub fn poll_with(&self, remote: Remote) -> Result<Applied, Error> {
         let mut st = self.lock();
-        self.cycle(&mut st, Trigger::Tick(remote))
+        self.cycle(&mut st, Trigger::Tick(remote), &mut Steps::start())
     }
 
     /// Waits (up to `wait`) for the server's version to move from the one last fetched. A
@@ -188,26 +195,32 @@ impl AsgAgent {
 
     /// `/force-asgs-for-container`: the container's rules hold when this returns `Ok`.
     pub fn force_container(&self, handle: &str) -> Result<(), Error> {
-        let mut st = self.lock();
-        self.cycle(&mut st, Trigger::Force)?;
-        if !st.containers.iter().any(|c| c.handle == handle) {
-            return Err(Error::Decode {
-                what: "container store",
-                message: format!("container {handle} is not in the container store"),
-            });
-        }
-        Ok(())
+        self.forced("force-asgs-for-container", handle, true)
     }
 
     /// `/force-orphaned-asgs-cleanup`: the container's entry is gone when this returns `Ok`
     /// (the networker removed it from the store first).
     pub fn cleanup_container(&self, handle: &str) -> Result<(), Error> {
+        self.forced("force-orphaned-asgs-cleanup", handle, false)
+    }
+
+    /// A forced cycle, then the container is (`present`) or is not in the table; its steps are
+    /// logged at `info` as one line.
+    fn forced(&self, route: &str, handle: &str, present: bool) -> Result<(), Error> {
+        let mut steps = Steps::start();
         let mut st = self.lock();
-        self.cycle(&mut st, Trigger::Force)?;
-        if st.containers.iter().any(|c| c.handle == handle) {
+        steps.mark("lock");
+        let applied = self.cycle(&mut st, Trigger::Force, &mut steps)?;
+        log::info!("{route} {handle}: {applied:?}, {}", steps.line());
+        if st.containers.iter().any(|c| c.handle == handle) != present {
+            let message = if present {
+                format!("container {handle} is not in the container store")
+            } else {
+                format!("container {handle} is still in the container store")
+            };
             return Err(Error::Decode {
                 what: "container store",
-                message: format!("container {handle} is still in the container store"),
+                message,
             });
         }
         Ok(())
@@ -273,18 +286,23 @@ impl AsgAgent {
         }
     }
 
-    fn cycle(&self, st: &mut State, trigger: Trigger) -> Result<Applied, Error> {
+    fn cycle(&self, st: &mut State, trigger: Trigger, steps: &mut Steps) -> Result<Applied, Error> {
         let r = self
             .metrics
             .poll
-            .time("cycle", || self.cycle_inner(st, trigger));
+            .time("cycle", || self.cycle_inner(st, trigger, steps));
         if r.is_err() {
             self.metrics.errors.inc();
         }
         r
     }
 
-    fn cycle_inner(&self, st: &mut State, trigger: Trigger) -> Result<Applied, Error> {
+    fn cycle_inner(
+        &self,
+        st: &mut State,
+        trigger: Trigger,
+        steps: &mut Steps,
+    ) -> Result<Applied, Error> {
         let store_changed = match st.store.read_if_changed(trigger == Trigger::Force) {
             Ok(Some(all)) => {
                 st.containers = all.iter().cloned().collect();
@@ -300,14 +318,25 @@ impl AsgAgent {
             .filter(|s| !s.is_empty())
             .map(str::to_string)
             .collect();
-        let full_due = st
-            .last_full
-            .is_none_or(|t| t.elapsed() >= self.timing.full_sync);
+        // A forced cycle runs for a container's up or down: the periodic full rewrite waits
+        // for the loop (one after a failed apply does not).
+        let full_due = match st.last_full {
+            None => true,
+            Some(_) if trigger == Trigger::Force => false,
+            Some(t) => t.elapsed() >= self.timing.full_sync,
+        };
+        steps.mark("store");
+        let watch_holds = trigger == Trigger::Force && self.watch_holds.load(Ordering::SeqCst);
         let version = match (trigger, st.version) {
             (Trigger::Tick(Remote::Known(v)), _) | (Trigger::Tick(Remote::Unchanged), Some(v)) => {
                 Ok(Some(v))
             }
-            _ => self.metrics.poll.time("version", || self.source.version()),
+            (Trigger::Force, Some(v)) if watch_holds => Ok(Some(v)),
+            _ => {
+                let v = self.metrics.poll.time("version", || self.source.version());
+                steps.mark("version");
+                v
+            }
         };
         let must_fetch = st.groups.is_none()
             || full_due
@@ -327,6 +356,7 @@ impl AsgAgent {
                     .poll
                     .time("groups", || self.source.groups(Some(&spaces))),
             };
+            steps.mark("groups");
             match groups {
                 Ok(g) => {
                     self.metrics.groups.set(g.len() as i64);
@@ -351,8 +381,10 @@ impl AsgAgent {
             return Ok(Applied::Nothing);
         }
         let groups = st.groups.take().unwrap_or_default();
+        steps.skip();
         let compiled = compile_with(&mut st.cache, &groups, &st.containers, &self.settings);
         st.groups = Some(groups);
+        steps.mark("compile");
         if compiled.skipped != st.skipped {
             for s in &compiled.skipped {
                 log::warn!("security groups: left out: {s}");
@@ -360,7 +392,9 @@ impl AsgAgent {
             st.skipped = compiled.skipped.clone();
         }
         let rebuild = fetched && full_due;
-        let applied = match self.apply(st.installed.as_ref(), &compiled, rebuild) {
+        let applied = self.apply(st.installed.as_ref(), &compiled, rebuild);
+        steps.mark("nft");
+        let applied = match applied {
             Ok(applied) => applied,
             Err(e) => {
                 // The next cycle must try again (a refetch and a full rewrite), not find the
@@ -428,5 +462,128 @@ impl Watchable for AsgAgent {
 
     fn known_version(&self) -> Option<i64> {
         self.version()
+    }
+
+    fn watch_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.watch_holds)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cell::Store;
+    use std::sync::atomic::AtomicUsize;
+
+    /// One global group; counts the requests a server would get.
+    #[derive(Default)]
+    struct Counting {
+        versions: AtomicUsize,
+        fetches: AtomicUsize,
+    }
+
+    impl AsgSource for Arc<Counting> {
+        fn version(&self) -> Result<Option<i64>, Error> {
+            self.versions.fetch_add(1, Ordering::SeqCst);
+            Ok(Some(1))
+        }
+        fn groups(&self, _: Option<&BTreeSet<String>>) -> Result<Vec<SecurityGroup>, Error> {
+            self.fetches.fetch_add(1, Ordering::SeqCst);
+            Ok(vec![SecurityGroup {
+                guid: "g".into(),
+                name: "g".into(),
+                rules: r#"[{"protocol":"tcp","destination":"1.1.1.1","ports":"443"}]"#.into(),
+                running_default: true,
+                staging_default: false,
+                running_space_guids: vec![],
+                staging_space_guids: vec![],
+            }])
+        }
+    }
+
+    struct NoKernel;
+
+    impl Runner for NoKernel {
+        fn run(&self, _: &str) -> Result<(), crate::agent::nft::Error> {
+            Ok(())
+        }
+    }
+
+    fn agent(full_sync: Duration) -> (AsgAgent, Arc<Counting>, Store, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.json");
+        let server = Arc::new(Counting::default());
+        let settings = Settings {
+            overlay: "10.255.0.0/16".parse().unwrap(),
+            deny: Default::default(),
+            log_all: false,
+            nflog_group: 1,
+            denied_logs_per_sec: 1,
+            accepted_udp_logs_per_sec: 100,
+        };
+        let agent = AsgAgent::new(
+            Box::new(Arc::clone(&server)),
+            Box::new(NoKernel),
+            Reader::new(&path),
+            settings,
+            Timing { full_sync },
+            AsgMetrics::register(&mut Registry::default()),
+        );
+        (agent, server, Store::new(&path), dir)
+    }
+
+    fn app(handle: &str, last: u8) -> Container {
+        let mut c = Container::for_app(handle, Ipv4Addr::new(10, 255, 0, last), "a");
+        c.metadata
+            .insert("container_workload".into(), serde_json::json!("app"));
+        c
+    }
+
+    fn requests(server: &Counting) -> (usize, usize) {
+        (
+            server.versions.load(Ordering::SeqCst),
+            server.fetches.load(Ordering::SeqCst),
+        )
+    }
+
+    #[test]
+    fn forced_cycles_ask_the_server_nothing_while_the_watch_holds() {
+        let (agent, server, store, _dir) = agent(Duration::from_secs(3600));
+        agent.poll().unwrap();
+        assert_eq!(requests(&server), (1, 1));
+
+        let holds = agent.watch_flag();
+        holds.store(true, Ordering::SeqCst);
+        store.add(app("c1", 2)).unwrap();
+        agent.force_container("c1").unwrap();
+        assert_eq!(agent.container_chains().len(), 1, "c1 is in the table");
+        store.delete("c1").unwrap();
+        agent.cleanup_container("c1").unwrap();
+        assert!(agent.container_chains().is_empty(), "c1 left the table");
+        assert_eq!(
+            requests(&server),
+            (1, 1),
+            "no request while the watch holds"
+        );
+
+        // Without the watch (it reported a change, failed, or never ran) the version is asked.
+        holds.store(false, Ordering::SeqCst);
+        store.add(app("c2", 3)).unwrap();
+        agent.force_container("c2").unwrap();
+        assert_eq!(requests(&server), (2, 1));
+        assert_eq!(agent.container_chains().len(), 1, "c2 is in the table");
+    }
+
+    #[test]
+    fn forced_cycles_leave_the_periodic_full_rewrite_to_the_loop() {
+        // A full sync due at every cycle: the loop's ticks fetch every time, forced ones not.
+        let (agent, server, store, _dir) = agent(Duration::ZERO);
+        assert!(matches!(agent.poll().unwrap(), Applied::Full(_)));
+        store.add(app("c1", 2)).unwrap();
+        agent.force_container("c1").unwrap();
+        assert_eq!(requests(&server).1, 1, "the forced cycle fetched nothing");
+        assert_eq!(agent.container_chains().len(), 1);
+        assert!(matches!(agent.poll().unwrap(), Applied::Full(_)));
+        assert_eq!(requests(&server).1, 2, "the tick did the full sync");
     }
 }

@@ -5,30 +5,45 @@ use crate::networker::bind_mount;
 use crate::networker::cni_exec::{self, NetworkList, Runtime};
 use crate::networker::rules;
 use crate::networker::Error;
+use crate::steps::Steps;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 impl Networker {
     /// Every step runs; the first error is returned.
     pub fn down(&self, handle: &str) -> Result<(), Error> {
-        // The rules and the CNI DEL are independent: both run at once (down latency is the
-        // slower of the two, not their sum).
+        let mut steps = Steps::start();
+        // The rules (then the host ports their DNAT names) and the CNI DEL are independent:
+        // both run at once (down latency is the slower of the two, not their sum).
         let ip = self.store.get(handle).ok().flatten().map(|c| c.ip);
         let agent_egress = self.read_cache(handle).is_some_and(|c| c.agent_egress);
+        steps.mark("read");
         let (rules, mut errors) = std::thread::scope(|s| {
-            let rules = s.spawn(|| self.remove_rules_of(handle, ip, agent_egress));
-            let errors = self.down_except_rules(handle);
+            let rules = s.spawn(|| {
+                let (took, rules) = self.remove_rules_of(handle, ip, agent_egress);
+                let t = Instant::now();
+                let ports = self.ports.release(handle).map(|_| ());
+                (took, rules, t.elapsed(), ports)
+            });
+            let errors = self.down_except_rules(handle, &mut steps);
             (rules.join(), errors)
         });
         match rules {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => errors.insert(0, e),
+            Ok((rules_took, rules, ports_took, ports)) => {
+                steps.add("rules_in_parallel", rules_took);
+                steps.add("ports_in_parallel", ports_took);
+                let mut first: Vec<Error> =
+                    [rules, ports].into_iter().filter_map(Result::err).collect();
+                first.append(&mut errors);
+                errors = first;
+            }
             Err(_) => errors.insert(0, Error::Panicked("removing rules")),
         }
         for e in &errors {
             log::error!("down {handle}: {e}");
         }
+        log::info!("down {handle}: {}", steps.line());
         match errors.into_iter().next() {
             Some(e) => Err(e),
             None => Ok(()),
@@ -36,13 +51,13 @@ impl Networker {
     }
 
     /// Fast path: delete exactly what up installed, without listing the ruleset; anything else
-    /// (a second down, a crash, changed config) falls back to listing.
+    /// (a second down, a crash, changed config) falls back to listing. With how long it took.
     fn remove_rules_of(
         &self,
         handle: &str,
         ip: Option<Ipv4Addr>,
         agent_egress: bool,
-    ) -> Result<(), Error> {
+    ) -> (Duration, Result<(), Error>) {
         let t = Instant::now();
         let fast = ip.map(|ip| {
             self.iptables.apply(&rules::removal_batch(
@@ -60,25 +75,31 @@ impl Networker {
             }
             None => self.remove_rules(&[handle.to_string()]),
         };
-        log::info!("down {handle}: rules took {:?}", t.elapsed());
-        r
+        (t.elapsed(), r)
     }
 
-    /// Store entry, CNI DEL, bind mount, ports: every step runs; the errors are returned.
-    fn down_except_rules(&self, handle: &str) -> Vec<Error> {
+    /// Store entry, the agent's egress entry, CNI DEL, bind mount: every step runs; the errors
+    /// are returned.
+    fn down_except_rules(&self, handle: &str, steps: &mut Steps) -> Vec<Error> {
         let mut errors: Vec<Error> = Vec::new();
-        let mut note = |r: Result<(), Error>| {
+        let mut note = |r: Result<(), Error>, step: &'static str| {
+            steps.mark(step);
             if let Err(e) = r {
                 errors.push(e);
             }
         };
-        note(self.store.delete(handle).map(|_| ()).map_err(Error::from));
-        // After the store entry: the agent drops the container's egress entry.
-        note(self.agent_egress_cleanup(handle));
+        note(
+            self.store.delete(handle).map(|_| ()).map_err(Error::from),
+            "store",
+        );
+        // After the store entry: the agent drops the container's egress entry. Before the CNI
+        // DEL: the address is released only once no rule of the agent names it.
+        if self.config.policy_agent_asg_url.is_some() {
+            note(self.agent_egress_cleanup(handle), "agent");
+        }
         let mount = self.mount_path(handle);
-        note(self.cni_del(handle, &mount));
-        note(bind_mount::remove(&mount));
-        note(self.ports.release(handle).map(|_| ()));
+        note(self.cni_del(handle, &mount), "cni_del");
+        note(bind_mount::remove(&mount), "unmount");
         crate::cell::files::remove_stale_temps(&self.cache_path(handle));
         errors
     }
@@ -120,9 +141,6 @@ impl Networker {
             metadata: cache.metadata,
             runtime_config: cache.runtime_config,
         };
-        let t = Instant::now();
-        let r = list.del(&rt, cache.result.as_ref());
-        log::info!("down {handle}: CNI DEL took {:?}", t.elapsed());
-        Ok(r?)
+        Ok(list.del(&rt, cache.result.as_ref())?)
     }
 }

@@ -1,5 +1,6 @@
-//! `up`: every input checked before anything changes, then the steps in order (bind mount, host
-//! ports, CNI ADD, rules, store entry), each recorded so a failure undoes what this call did.
+//! `up`: every input checked before anything changes, then the steps (cell guard beside bind
+//! mount and host ports; CNI ADD; CNI cache and rules beside store entry and the agent's answer),
+//! each recorded so a failure undoes what this call did.
 
 use super::agent_egress::Egress;
 use super::{CniCache, Networker};
@@ -12,6 +13,7 @@ use crate::networker::names::ChainNames;
 use crate::networker::protocol::{mapped_ports_property, PortMapping, UpInput, UpOutput};
 use crate::networker::rules::{self, UpPlan};
 use crate::networker::Error;
+use crate::steps::Steps;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -40,13 +42,18 @@ struct Checked {
 
 impl Networker {
     pub fn up(&self, handle: &str, input: &UpInput) -> Result<UpOutput, Error> {
+        let mut steps = Steps::start();
         if self.store.contains(handle)? || bind_mount::is_mounted(&self.mount_path(handle)) {
             return Err(Error::AlreadyUp(handle.to_string()));
         }
         let checked = self.check_up(handle, input)?;
+        steps.mark("check");
         let mut undo: Vec<Undo> = Vec::new();
-        self.up_steps(handle, input, checked, &mut undo)
-            .inspect_err(|_| self.rollback(handle, undo))
+        let out = self
+            .up_steps(handle, input, checked, &mut undo, &mut steps)
+            .inspect_err(|_| self.rollback(handle, undo))?;
+        log::info!("up {handle}: {}", steps.line());
+        Ok(out)
     }
 
     fn check_up(&self, handle: &str, input: &UpInput) -> Result<Checked, Error> {
@@ -85,23 +92,30 @@ impl Networker {
         &self,
         handle: &str,
         input: &UpInput,
-        checked: Checked,
+        mut checked: Checked,
         undo: &mut Vec<Undo>,
+        steps: &mut Steps,
     ) -> Result<UpOutput, Error> {
-        self.ensure_guard()?;
-        let mount = self.mount_path(handle);
-        bind_mount::create(&checked.netns, &mount)?;
-        undo.push(Undo::Mount(mount.clone()));
-        // What CNI is given is the mount: checked again, as the process may have moved.
-        bind_mount::refuse_host_netns(&mount)?;
-
-        undo.push(Undo::Ports);
-        let mappings = self.map_ports(handle, &input.netin)?;
+        // The guard must be complete before the CNI ADD; the mount and the host ports do not
+        // depend on it, so they are made meanwhile.
+        let (guard, mappings) = std::thread::scope(|s| {
+            let guard = s.spawn(|| {
+                let t = Instant::now();
+                (self.ensure_guard(), t.elapsed())
+            });
+            let mappings = self.mount_and_ports(handle, input, &checked.netns, undo);
+            steps.mark("mount_ports");
+            (guard.join(), mappings)
+        });
+        let mappings = mappings?;
+        let (guard, took) = guard.map_err(|_| Error::Panicked("checking the guard"))?;
+        steps.add("guard_in_parallel", took);
+        guard?;
 
         let rt = Runtime {
             plugin_dir: PathBuf::from(&self.config.cni_plugin_dir),
             container_id: handle.to_string(),
-            netns: mount,
+            netns: self.mount_path(handle),
             ifname: "eth0".into(),
             metadata: checked.metadata.clone(),
             runtime_config: Some(RuntimeConfig {
@@ -109,7 +123,9 @@ impl Networker {
                 port_mappings: mappings.clone(),
             }),
         };
-        let (result, mut cache) = self.cni_add(handle, checked.list, rt, undo)?;
+        undo.push(Undo::Cni(Box::new((checked.list.clone(), rt.clone()))));
+        let result = checked.list.add(&rt)?;
+        steps.mark("cni_add");
         let (ip, iface) = result.first_ipv4().ok_or(Error::NoIpv4)?;
         let container = Container {
             handle: handle.to_string(),
@@ -117,52 +133,108 @@ impl Networker {
             metadata: checked.metadata,
         };
 
-        // Dynamic ASGs: the agent reads the container from the store, so it goes in first.
-        // Until the agent answers, the container cannot send: the agent's table refuses unknown
-        // sources and the cell guard refuses what no container chain decided.
-        let mut stored = false;
-        let egress = if self.config.policy_agent_asg_url.is_some() {
-            undo.push(Undo::AgentEgress);
-            self.store.add(container.clone())?;
-            undo.push(Undo::Store);
-            stored = true;
-            let t = Instant::now();
-            let egress = self.agent_egress(handle)?;
-            log::info!("up {handle}: egress by {egress:?} ({:?})", t.elapsed());
-            egress
-        } else {
-            Egress::Static
+        // Dynamic ASGs: the agent owns the container's egress unless it answers 405, so the
+        // container gets no NetOut chain until then, and its cache says so before its rules
+        // go in. The agent reads the container from the store, so it goes in before the
+        // agent is asked. Until the agent answers, the container cannot send: the agent's table
+        // refuses unknown sources and the cell guard refuses what no container chain decided.
+        // Caching and the other rules do not depend on the answer: they are done meanwhile.
+        let dynamic = self.config.policy_agent_asg_url.is_some();
+        let mut cache = CniCache {
+            metadata: rt.metadata,
+            runtime_config: rt.runtime_config,
+            result: Some(result.clone()),
+            agent_egress: dynamic,
         };
-        let agent_egress = egress == Egress::Agent;
-        if agent_egress {
-            cache.agent_egress = true;
-            self.write_cache(handle, &cache)?;
-        }
-
-        undo.push(Undo::Rules);
-        let plan = UpPlan {
+        let workload = input.properties.get(WORKLOAD_KEY).map(String::as_str);
+        let plan = |agent_egress: bool, asg: Vec<Rule>| UpPlan {
             config: &self.config,
             handle,
             ip,
             mappings: &mappings,
-            asg: if agent_egress {
-                Vec::new()
-            } else {
-                checked.asg
-            },
-            workload: input.properties.get(WORKLOAD_KEY).map(String::as_str),
+            asg,
+            workload,
             agent_egress,
         };
-        let t = Instant::now();
-        self.iptables.apply(&plan.batch())?;
-        log::info!("up {handle}: rules took {:?}", t.elapsed());
+        // Kept for a 405 on the dynamic path; the static path's plan takes them now.
+        let mut static_asg = std::mem::take(&mut checked.asg);
+        let first = if dynamic {
+            plan(true, Vec::new())
+        } else {
+            plan(false, std::mem::take(&mut static_asg))
+        };
+        undo.push(Undo::Rules);
+        if dynamic {
+            undo.push(Undo::AgentEgress);
+        }
+        let (beside, egress) = std::thread::scope(|s| {
+            let beside = s.spawn(|| -> Result<Steps, Error> {
+                let mut st = Steps::start();
+                self.write_cache(handle, &cache)?;
+                st.mark("cache_in_parallel");
+                self.iptables.apply(&first.batch())?;
+                st.mark("rules_in_parallel");
+                Ok(st)
+            });
+            let egress = if dynamic {
+                self.store
+                    .add(container.clone())
+                    .map_err(Error::from)
+                    .and_then(|()| {
+                        undo.push(Undo::Store);
+                        steps.mark("store");
+                        let egress = self.agent_egress(handle);
+                        steps.mark("agent");
+                        egress
+                    })
+            } else {
+                Ok(Egress::Static)
+            };
+            (beside.join(), egress)
+        });
+        let beside = beside.map_err(|_| Error::Panicked("caching and installing rules"));
+        let egress = egress?;
+        let beside = beside??;
+        for name in ["cache_in_parallel", "rules_in_parallel"] {
+            steps.add(name, beside.get(name).unwrap_or_default());
+        }
+        steps.skip();
 
-        if !stored {
+        if dynamic && egress == Egress::Static {
+            // Syncing is disabled: the static NetOut path, recorded before it is installed.
+            cache.agent_egress = false;
+            self.write_cache(handle, &cache)?;
+            self.iptables
+                .apply(&plan(false, static_asg).netout_batch())?;
+            steps.mark("netout");
+        }
+        if !dynamic {
             self.store.add(container)?;
             undo.push(Undo::Store);
+            steps.mark("store");
         }
-        self.force_poll()?;
+        if self.config.policy_agent_force_poll_url.is_some() {
+            self.force_poll()?;
+            steps.mark("force_poll");
+        }
         Ok(self.up_output(ip, iface, &mappings, &result))
+    }
+
+    /// The netns bind mount (checked not to be the host's) and the host ports.
+    fn mount_and_ports(
+        &self,
+        handle: &str,
+        input: &UpInput,
+        netns: &Path,
+        undo: &mut Vec<Undo>,
+    ) -> Result<Vec<PortMapping>, Error> {
+        let mount = self.mount_path(handle);
+        bind_mount::create(netns, &mount)?;
+        undo.push(Undo::Mount(mount.clone()));
+        // What CNI is given is the mount: checked again, as the process may have moved.
+        bind_mount::refuse_host_netns(&mount)?;
+        undo.push(Undo::Ports);
+        self.map_ports(handle, &input.netin)
     }
 
     /// The host ports of the requested mappings (0: the lowest free one of the range).
@@ -174,29 +246,6 @@ impl Networker {
             .zip(host_ports)
             .map(|(n, h)| PortMapping::resolved(*n, h))
             .collect())
-    }
-
-    /// CNI ADD through the chain; its result is cached for DEL with the metadata and runtime
-    /// config it was given.
-    fn cni_add(
-        &self,
-        handle: &str,
-        list: NetworkList,
-        rt: Runtime,
-        undo: &mut Vec<Undo>,
-    ) -> Result<(CniResult, CniCache), Error> {
-        undo.push(Undo::Cni(Box::new((list.clone(), rt.clone()))));
-        let t = Instant::now();
-        let result = list.add(&rt)?;
-        log::info!("up {handle}: CNI ADD took {:?}", t.elapsed());
-        let cache = CniCache {
-            metadata: rt.metadata,
-            runtime_config: rt.runtime_config,
-            result: Some(result.clone()),
-            agent_egress: false,
-        };
-        self.write_cache(handle, &cache)?;
-        Ok((result, cache))
     }
 
     fn up_output(
