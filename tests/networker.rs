@@ -1132,15 +1132,32 @@ fn check_synced_replace(trace: &str, target: &std::path::Path) {
     // `strace -f` prefixes every line with the pid; file descriptors are per process.
     let pid = lines[rename].split_whitespace().next().unwrap().to_string();
     let mine = |l: &str| l.split_whitespace().next() == Some(pid.as_str());
-    let fd_of = |l: &str| l.rsplit("= ").next().unwrap().trim().to_string();
+    // The fd an `openat` at line `i` returned; a split call returns it on its `resumed` line.
+    let fd_of = |i: usize| {
+        let line = if lines[i].contains("<unfinished") {
+            lines[i..]
+                .iter()
+                .find(|l| mine(l) && l.contains("<... openat resumed>"))
+                .copied()
+                .unwrap_or(lines[i])
+        } else {
+            lines[i]
+        };
+        line.rsplit("= ").next().unwrap().trim().to_string()
+    };
+    // With threads running beside it, strace splits a call: `fsync(4 <unfinished ...>`.
     let synced = |l: &str, fd: &str| {
-        l.contains(&format!("fsync({fd})")) || l.contains(&format!("fdatasync({fd})"))
+        ["fsync", "fdatasync"].iter().any(|call| {
+            [")", " <unfinished"]
+                .iter()
+                .any(|end| l.contains(&format!("{call}({fd}{end}")))
+        })
     };
     let open_tmp = lines[..rename]
         .iter()
         .rposition(|l| mine(l) && l.contains("openat") && l.contains(&format!("\"{tmp}\"")))
         .unwrap_or_else(|| panic!("{tmp} never opened"));
-    let fd = fd_of(lines[open_tmp]);
+    let fd = fd_of(open_tmp);
     assert!(
         lines[open_tmp..rename]
             .iter()
@@ -1152,7 +1169,7 @@ fn check_synced_replace(trace: &str, target: &std::path::Path) {
         .position(|l| mine(l) && l.contains("openat") && l.contains(&format!("\"{dir}\"")))
         .map(|i| i + rename)
         .unwrap_or_else(|| panic!("{dir} not opened after the rename onto {target}"));
-    let dfd = fd_of(lines[open_dir]);
+    let dfd = fd_of(open_dir);
     assert!(
         lines[open_dir..].iter().any(|l| mine(l) && synced(l, &dfd)),
         "{dir} not fsynced after the rename onto {target}"
