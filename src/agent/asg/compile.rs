@@ -233,6 +233,8 @@ struct Version {
     rules: String,
     id: u64,
     parsed: Arc<Parsed>,
+    /// The compilation that last saw the group.
+    generation: u64,
 }
 
 /// (protocol index in [`HOST_L4`], address).
@@ -482,6 +484,7 @@ struct LayerState {
 pub struct Cache {
     parsed: HashMap<String, Version>,
     next_id: u64,
+    generation: u64,
     layers: HashMap<String, LayerState>,
     host_classes: HostClasses,
 }
@@ -918,27 +921,33 @@ pub fn compile_with(
 ) -> Compiled {
     let b = Builder { settings };
     let mut out = Compiled::default();
-    let mut parsed_now = HashMap::with_capacity(groups.len());
+    // The cache's versions are checked in place and those of groups gone dropped after: an
+    // edit allocates for the changed groups only.
+    cache.generation += 1;
+    let generation = cache.generation;
     let versions: Vec<(u64, Arc<Parsed>)> = groups
         .iter()
         .map(|g| {
-            let v = match cache.parsed.remove(&g.guid) {
-                Some(v) if v.rules == g.rules => v,
-                _ => {
+            let current = cache.parsed.get_mut(&g.guid).filter(|v| v.rules == g.rules);
+            let v = match current {
+                Some(v) => v,
+                None => {
                     cache.next_id += 1;
-                    Version {
+                    let v = Version {
                         rules: g.rules.clone(),
                         id: cache.next_id,
                         parsed: Arc::new(parse_group(g)),
-                    }
+                        generation,
+                    };
+                    cache.parsed.insert(g.guid.clone(), v);
+                    cache.parsed.get_mut(&g.guid).expect("just inserted")
                 }
             };
-            let r = (v.id, Arc::clone(&v.parsed));
-            parsed_now.insert(g.guid.clone(), v);
-            r
+            v.generation = generation;
+            (v.id, Arc::clone(&v.parsed))
         })
         .collect();
-    cache.parsed = parsed_now;
+    cache.parsed.retain(|_, v| v.generation == generation);
     for (_, p) in &versions {
         out.skipped.extend(p.errors.iter().cloned());
     }
@@ -1041,7 +1050,12 @@ pub fn compile_with(
                 Lifecycle::Running => &g.running_space_guids,
                 Lifecycle::Staging => &g.staging_space_guids,
             };
-            for space in spaces.iter().collect::<BTreeSet<_>>() {
+            // Each space once (most groups name one: no set to build).
+            let once: Vec<&String> = match spaces.as_slice() {
+                [] | [_] => spaces.iter().collect(),
+                _ => spaces.iter().collect::<BTreeSet<_>>().into_iter().collect(),
+            };
+            for space in once {
                 bound.entry((space.as_str(), lc)).or_default().push(i);
             }
         }
