@@ -173,6 +173,7 @@ fn measure(nft: &LibNft, label: &str, all: &[SecurityGroup], edit: usize, bind: 
     let spaces: Vec<String> = (0..20).map(|i| format!("space-{i}")).collect();
     let mut scratch = Vec::new();
     let mut compile_t = Vec::new();
+    let (mut parse_t, mut render_t, mut kernel_t) = (Vec::new(), Vec::new(), Vec::new());
     let mut edit_t = Vec::new();
     let mut bind_t = Vec::new();
     let mut edit_parts = Vec::new();
@@ -180,13 +181,23 @@ fn measure(nft: &LibNft, label: &str, all: &[SecurityGroup], edit: usize, bind: 
     for _ in 0..3 {
         let gs = for_cell(all, &spaces);
         fetched = gs.len();
+        // The groups' rules parsed alone (the compilation's first step), apart from the rest.
+        let t = Instant::now();
+        for g in &gs {
+            let _ = std::hint::black_box(netman::asg::parse_rules_lenient(&g.rules));
+        }
+        parse_t.push(ms(t.elapsed()));
         let mut cache = Cache::default();
         let t = Instant::now();
         let c = compile_with(&mut cache, &gs, &conts, &settings());
         let compiled = t.elapsed();
-        nft.run(&render_full(&c.objects)).unwrap();
+        let script = render_full(&c.objects);
+        let rendered = t.elapsed();
+        nft.run(&script).unwrap();
         scratch.push(ms(t.elapsed()));
         compile_t.push(ms(compiled));
+        render_t.push(ms(rendered - compiled));
+        kernel_t.push(ms(t.elapsed() - rendered));
         elements = c.objects.element_count();
         assert!(
             c.skipped.is_empty(),
@@ -225,11 +236,17 @@ fn measure(nft: &LibNft, label: &str, all: &[SecurityGroup], edit: usize, bind: 
         bind_t.push(ms(t.elapsed()));
     }
     println!(
-        "{label}: {fetched} groups on the cell ({elements} set elements): from scratch {:.0} ms (compile {:.0} ms); one edit {:.1} ms; one bind {:.1} ms  (medians of 3)",
+        "{label}: {fetched} groups on the cell ({elements} set elements): from scratch {:.0} ms; one edit {:.1} ms; one bind {:.1} ms  (medians of 3)",
         median(scratch),
-        median(compile_t),
         median(edit_t),
         median(bind_t)
+    );
+    println!(
+        "  from scratch: compile {:.0} ms (parsing the rules alone: {:.0} ms), render {:.0} ms, kernel (libnftables) {:.0} ms",
+        median(compile_t),
+        median(parse_t),
+        median(render_t),
+        median(kernel_t)
     );
     let part = |f: fn(&(f64, f64, f64, usize)) -> f64| median(edit_parts.iter().map(f).collect());
     println!(

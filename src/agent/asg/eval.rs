@@ -21,6 +21,8 @@ enum Step {
 struct Packet {
     dst: Ipv4Addr,
     probe: Probe,
+    /// The packet mark's value as the table sets it (a host class's number).
+    mark: u32,
     logs: Vec<String>,
 }
 
@@ -101,11 +103,31 @@ fn verdict(o: &Objects, value: Option<&String>, p: &mut Packet) -> Step {
 }
 
 fn statement(o: &Objects, rule: &str, p: &mut Packet) -> Step {
+    // `meta l4proto P meta mark set ip daddr map @M <then>`: a data map's value into the mark;
+    // no element, and the rule ends there.
+    if let Some((l4, rest)) = rule
+        .strip_prefix("meta l4proto ")
+        .and_then(|r| r.split_once(' '))
+    {
+        if let Some(rest) = rest.strip_prefix("meta mark set ip daddr map @") {
+            if l4 != p.l4() {
+                return Step::Continue;
+            }
+            let (map, then) = rest.split_once(' ').expect("a map and a statement");
+            let Some(value) = set(o, map).elements.get(&p.dst.to_string()) else {
+                return Step::Continue;
+            };
+            let hex = value.strip_prefix("0x").expect("a mark in hex");
+            p.mark = u32::from_str_radix(hex, 16).unwrap_or_else(|e| panic!("{value}: {e}"));
+            return statement(o, then, p);
+        }
+    }
     if let Some((selector, map)) = rule.split_once(" vmap @") {
         let m = set(o, map);
         let value = match selector {
             "ip daddr" => lookup(m, u32::from(p.dst), addr),
             "th dport" => lookup(m, p.dport().expect("a port"), num),
+            "meta mark" => m.elements.get(&format!("0x{:08x}", p.mark)),
             "ip daddr . meta l4proto . th dport" => match p.dport() {
                 Some(port) => m.elements.get(&format!("{} . {} . {port}", p.dst, p.l4())),
                 None => None,
@@ -190,6 +212,9 @@ pub fn decide(o: &Objects, src: Ipv4Addr, dst: Ipv4Addr, probe: Probe) -> Outcom
     let mut p = Packet {
         dst,
         probe,
+        // A source tag, as the c2c table leaves the mark: read as a class number, it would name
+        // one (numbers start at 1).
+        mark: 1,
         logs: Vec::new(),
     };
     let containers = set(o, "containers");

@@ -4,7 +4,7 @@
 //! | prefix | meaning |
 //! |---|---|
 //! | `ASG_OK <group guid> <rule index>` | allowed by rule `index` (0-based) of that group (a `log: true` rule) |
-//! | `ASG_OK` | allowed, logged because `iptables_asg_logging` logs every allow (the deciding rule: [`super::Compiled::decide`]) |
+//! | `ASG_OK` | allowed, logged because `iptables_asg_logging` logs every allow (the prefix names no rule: the flow log finds the deciding one, [`super::flow_rules::AsgFlowRules`]) |
 //! | `ASG_DENY deny_networks` | refused by the cell's deny networks, before any allow |
 //! | `ASG_DENY default` | no rule of the container's groups allows it |
 //! | `ASG_DENY unknown_source` | the source address is no container the agent knows (fail closed) |
