@@ -612,7 +612,7 @@ fn loadavg() -> String {
 /// ends.
 fn up_down() {
     const N: usize = 40;
-    println!("== container up + down (garden-external-networker, one process per action, CNI bridge + host-local, 2 port mappings): the agent owning egress (1 global group of 10 rules) vs the static netout path (10 rules, no policy_agent_asg_url) in the same run, {N} each, interleaved; container start not timed");
+    println!("== container up + down (garden-external-networker, one process per action, CNI bridge + host-local, 2 port mappings): the agent owning egress (1 global group of 10 rules) vs the static netout path (10 rules, no policy_agent_asg_url) in the same run, {N} each, interleaved, beside one container that stays up on each cell; container start not timed");
     println!("load average at start: {}", loadavg());
     let ten = |i: usize| format!("10.200.0.{}", i + 1);
     let group_rules: Vec<serde_json::Value> = (0..10)
@@ -631,6 +631,21 @@ fn up_down() {
         std::fs::write(&cell.config_path, config.to_string()).unwrap();
     }
     let cells = [(&agent_cell.net, "agent"), (&static_cell, "static")];
+    // A container that stays up on each cell, as on a real cell, where the one that goes is
+    // rarely the last of its rule set (the last one also drops the rule set's chain).
+    let keepers: Vec<fixture::Container> = cells
+        .iter()
+        .map(|(cell, tag)| {
+            let c = fixture::Container::start();
+            let input = up_input(c.pid(), &[(0, 8080)], json!(netout));
+            let up = cell.run(
+                &["--action", "up", "--handle", &format!("{tag}-keeper")],
+                &input.to_string(),
+            );
+            assert!(up.ok, "up {tag}-keeper: {}", up.stderr);
+            c
+        })
+        .collect();
     let mut runs = [UpDown::default(), UpDown::default()];
     for i in 0..=N {
         for ((cell, tag), run) in cells.iter().zip(runs.iter_mut()) {
@@ -670,6 +685,14 @@ fn up_down() {
         }
     }
     println!("load average at end: {}", loadavg());
+    for (cell, tag) in &cells {
+        let down = cell.run(
+            &["--action", "down", "--handle", &format!("{tag}-keeper")],
+            "",
+        );
+        assert!(down.ok, "down {tag}-keeper: {}", down.stderr);
+    }
+    drop(keepers);
     let [agent, fixed] = &runs;
     agent.print("agent owns egress");
     let log = agent_cell.agent_log();
