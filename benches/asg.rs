@@ -599,13 +599,6 @@ impl UpDown {
     }
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .trim()
-        .to_string()
-}
-
 /// Container up + down as garden runs it, the agent owning egress, against the static path in
 /// the same run. What is timed is the networker alone: each iteration's container (a namespace
 /// with a process in it, garden's part) is started before the clock starts and stopped after it
@@ -613,7 +606,7 @@ fn loadavg() -> String {
 fn up_down() {
     const N: usize = 40;
     println!("== container up + down (garden-external-networker, one process per action, CNI bridge + host-local, 2 port mappings): the agent owning egress (1 global group of 10 rules) vs the static netout path (10 rules, no policy_agent_asg_url) in the same run, {N} each, interleaved, beside one container that stays up on each cell; container start not timed");
-    println!("load average at start: {}", loadavg());
+    println!("load average at start: {}", support::machine::loadavg());
     let ten = |i: usize| format!("10.200.0.{}", i + 1);
     let group_rules: Vec<serde_json::Value> = (0..10)
         .map(|i| json!({"protocol": "tcp", "destination": ten(i), "ports": format!("443-{}", 443 + i % 3)}))
@@ -684,7 +677,7 @@ fn up_down() {
             );
         }
     }
-    println!("load average at end: {}", loadavg());
+    println!("load average at end: {}", support::machine::loadavg());
     for (cell, tag) in &cells {
         let down = cell.run(
             &["--action", "down", "--handle", &format!("{tag}-keeper")],

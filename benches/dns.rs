@@ -41,12 +41,6 @@ fn rss_kib() -> u64 {
         .unwrap()
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
 fn routes() -> InternalRoutes {
     let routes = (0..ROUTES)
         .map(|r| {
@@ -178,7 +172,10 @@ fn main() {
 }
 
 fn qps_and_memory() {
-    println!("dns bench: load average before {}", loadavg());
+    println!(
+        "dns bench: load average before {}",
+        support::machine::loadavg()
+    );
     let ns = NamedNetns::create(&format!("nmdnsbench{}", std::process::id())).unwrap();
     let config = ServerConfig::default();
 
@@ -288,7 +285,10 @@ fn qps_and_memory() {
             "NXDOMAIN"
         )
     );
-    println!("dns bench: load average after {}", loadavg());
+    println!(
+        "dns bench: load average after {}",
+        support::machine::loadavg()
+    );
 }
 
 /// Samples of each of up and down.
@@ -329,7 +329,10 @@ fn until(
 fn propagation() {
     use hickory_proto::op::ResponseCode;
     use support::sd::{container, Cell, Registry};
-    println!("sd propagation bench: load average before {}", loadavg());
+    println!(
+        "sd propagation bench: load average before {}",
+        support::machine::loadavg()
+    );
     let registry = Registry::start(30);
     let cell1 = Cell::start(&registry, 1, 10);
     let cell2 = Cell::start(&registry, 2, 10);
@@ -405,5 +408,8 @@ fn propagation() {
             ms(*v.last().unwrap())
         );
     }
-    println!("sd propagation bench: load average after {}", loadavg());
+    println!(
+        "sd propagation bench: load average after {}",
+        support::machine::loadavg()
+    );
 }

@@ -139,6 +139,13 @@ fn jobs() -> Vec<String> {
 }
 
 /// Renders all templates of `job`; returns destination (relative to the job dir) -> file path.
+/// The error of a template that must refuse `context`.
+fn refused(f: &Fixture, job: &str, template: &str, context: &Value) -> String {
+    render(job, template, context, f.tmp.path())
+        .err()
+        .unwrap_or_else(|| panic!("{job}/{template} rendered what it must refuse"))
+}
+
 fn render_job(f: &Fixture, job: &str, context: &Value) -> BTreeMap<String, PathBuf> {
     let spec = spec(job);
     assert_eq!(spec["name"], job, "spec name of {job}");
@@ -369,13 +376,7 @@ fn properties_links_and_bad_values() {
         .as_object_mut()
         .unwrap()
         .remove("type");
-    let err = render(
-        "policy-server",
-        "policy-server.json.erb",
-        &ctx,
-        f.tmp.path(),
-    )
-    .unwrap_err();
+    let err = refused(&f, "policy-server", "policy-server.json.erb", &ctx);
     assert!(err.contains("Can't find property 'database.type'"), "{err}");
     // Values the original's template refused.
     for (key, value, msg) in [
@@ -389,13 +390,7 @@ fn properties_links_and_bad_values() {
     ] {
         let mut ctx = f.context("policy-server");
         ctx["properties"][key] = value;
-        let err = render(
-            "policy-server",
-            "policy-server.json.erb",
-            &ctx,
-            f.tmp.path(),
-        )
-        .unwrap_err();
+        let err = refused(&f, "policy-server", "policy-server.json.erb", &ctx);
         assert!(err.contains(msg), "{key}: {err}");
     }
     // mysql + TLS + Cloud Controller over https + external TLS.
@@ -445,13 +440,12 @@ fn properties_links_and_bad_values() {
         &r["config/overlay-controller.json"],
     );
     ctx["properties"]["database"]["type"] = json!("oracle");
-    let err = render(
+    let err = refused(
+        &f,
         "overlay-controller",
         "overlay-controller.json.erb",
         &ctx,
-        f.tmp.path(),
-    )
-    .unwrap_err();
+    );
     assert!(err.contains("database.type must be"), "{err}");
 
     // Links override properties.
@@ -468,13 +462,7 @@ fn properties_links_and_bad_values() {
     assert!(v["controller_url"].as_str().unwrap().ends_with(":4444"));
     check_config(bin("overlay-daemon"), &r["config/overlay-daemon.json"]);
     ctx["properties"]["vxlan_network"] = json!("nope");
-    let err = render(
-        "overlay-daemon",
-        "overlay-daemon.json.erb",
-        &ctx,
-        f.tmp.path(),
-    )
-    .unwrap_err();
+    let err = refused(&f, "overlay-daemon", "overlay-daemon.json.erb", &ctx);
     assert!(err.contains("vxlan_network \"nope\""), "{err}");
 
     // The agent's staleness bound follows the linked server's tag quarantine; a quarantine of 0
@@ -754,7 +742,7 @@ fn asg_properties_have_the_binaries_defaults_and_reach_the_networker() {
     let mut ctx = f.context("garden-cni");
     ctx["properties"]["enable_asg_syncing"] = json!(true);
     ctx["properties"]["policy_agent_force_poll_port"] = json!(0);
-    let err = render("garden-cni", "adapter.json.erb", &ctx, f.tmp.path()).unwrap_err();
+    let err = refused(&f, "garden-cni", "adapter.json.erb", &ctx);
     assert!(
         err.contains("enable_asg_syncing needs the agent's port"),
         "{err}"
@@ -766,13 +754,7 @@ fn asg_properties_have_the_binaries_defaults_and_reach_the_networker() {
     assert_eq!(ps.asg_syncer, None);
     let mut ctx = f.context("policy-server");
     ctx["properties"]["asg_syncer"] = json!({"enabled": true});
-    let err = render(
-        "policy-server",
-        "policy-server.json.erb",
-        &ctx,
-        f.tmp.path(),
-    )
-    .unwrap_err();
+    let err = refused(&f, "policy-server", "policy-server.json.erb", &ctx);
     assert!(
         err.contains("asg_syncer.enabled needs cc_hostname"),
         "{err}"
@@ -891,13 +873,13 @@ fn flow_log_properties_render_the_agents_flow_log_keys() {
     // directory the job can reach is taken, and syslog without the flow log is refused.
     let template = "vxlan-policy-agent.json.erb";
     ctx["properties"]["flow_log"]["syslog"] = json!("/dev/log");
-    let err = render("vxlan-policy-agent", template, &ctx, f.tmp.path()).unwrap_err();
+    let err = refused(&f, "vxlan-policy-agent", template, &ctx);
     assert!(err.contains("udp://"), "{err}");
     ctx["properties"]["flow_log"]["syslog"] = json!("/var/vcap/data/rsyslog/log.sock");
     let text = render("vxlan-policy-agent", template, &ctx, f.tmp.path()).unwrap();
     assert!(text.contains("/var/vcap/data/rsyslog/log.sock"), "{text}");
     ctx["properties"]["flow_log"]["syslog"] = json!("udp://10.0.16.5:514");
     ctx["properties"]["flow_log"]["enabled"] = json!(false);
-    let err = render("vxlan-policy-agent", template, &ctx, f.tmp.path()).unwrap_err();
+    let err = refused(&f, "vxlan-policy-agent", template, &ctx);
     assert!(err.contains("flow_log.enabled"), "{err}");
 }

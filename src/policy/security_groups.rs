@@ -12,8 +12,7 @@ use crate::policy::adopt::original_schema;
 
 /// Whether the database has the table.
 pub(crate) fn table_exists(tx: &mut dyn Tx) -> Result<bool, Error> {
-    let tables = detect::tables(&mut TxSql::new(tx)).map_err(db_error)?;
-    Ok(tables.contains("security_groups"))
+    crate::policy::adopt::bridge::has_table(tx, "security_groups")
 }
 
 /// The table on SQLite: the original's columns.

@@ -21,6 +21,7 @@ pub mod fake_cf;
 pub mod flow_lines;
 pub mod kill_loop;
 pub mod lab_cli;
+pub mod machine;
 pub mod networker_fixture;
 pub mod original_wire;
 pub mod overlay;

@@ -22,6 +22,12 @@ impl<'a> TxSql<'a> {
     }
 }
 
+/// Whether the database (the transaction's schema) has the table `name`.
+pub(crate) fn has_table(tx: &mut dyn Tx, name: &str) -> Result<bool, crate::db::Error> {
+    let tables = super::detect::tables(&mut TxSql::new(tx)).map_err(crate::db::error::database)?;
+    Ok(tables.contains(name))
+}
+
 impl Inspect for TxSql<'_> {
     fn kind(&self) -> DatabaseType {
         self.kind

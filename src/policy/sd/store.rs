@@ -391,10 +391,7 @@ impl SdStore {
 /// Whether the database has service discovery's tables (a policy server of this version ran on
 /// it, or an import made them).
 pub(crate) fn has_tables(tx: &mut dyn Tx) -> Result<bool, DbError> {
-    let tables =
-        crate::policy::adopt::detect::tables(&mut crate::policy::adopt::bridge::TxSql::new(tx))
-            .map_err(crate::db::error::database)?;
-    Ok(tables.contains("sd_info"))
+    crate::policy::adopt::bridge::has_table(tx, "sd_info")
 }
 
 /// Creates or migrates the tables inside the caller's transaction (what [`SdStore::open`] does).
