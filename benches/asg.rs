@@ -15,12 +15,17 @@
 //!    the baseline in the same run, agents polling the version every second (`policy_watch:
 //!    false`, the lab's poll interval).
 //!
-//! `NETMAN_ASG_BENCH=compile,rate,updown,propagation` picks parts (default: all).
+//! 5. The periodic sync (every `asg_poll_interval_seconds`) with 13,500 groups and nothing
+//!    changed: the agent's refetched groups compiled, diffed and the kernel's table checked
+//!    (`agent::asg::drift`), against the whole-table rewrite it replaced, in the same run.
+//!
+//! `NETMAN_ASG_BENCH=compile,rate,updown,propagation,periodic` picks parts (default: all).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use netman::agent::asg::compile::{compile_with, Cache};
+use netman::agent::asg::drift;
 use netman::agent::asg::objects::{render_diff, render_full};
 use netman::agent::asg::{compile, DenyNetworks, Settings};
 use netman::agent::libnft::LibNft;
@@ -819,9 +824,54 @@ fn propagation_with(n: usize, watch: bool) {
     );
 }
 
+/// The periodic sync with nothing changed: refetched groups (equal values, new allocations)
+/// compiled through the cache, diffed (nothing to apply) and the kernel's table checked, against
+/// the whole-table rewrite of earlier versions; medians of 5, interleaved.
+fn periodic() {
+    println!("== periodic sync, nothing changed, one cell, 100 containers in 20 spaces, groups of 10 rules");
+    let spaces: Vec<String> = (0..20).map(|i| format!("space-{i}")).collect();
+    let conts = containers(100);
+    for (label, all) in [
+        ("worst case, 13,500 groups all on the cell", groups(13_500)),
+        (
+            "spread, 13,500 groups over 5,000 spaces",
+            groups_spread(13_500),
+        ),
+    ] {
+        let cell = ns("asgp");
+        let nft = libnft_in(&cell);
+        let mut cache = Cache::default();
+        let installed = compile_with(&mut cache, &for_cell(&all, &spaces), &conts, &settings());
+        nft.run(&render_full(&installed.objects)).unwrap();
+        let (mut rewrite, mut sync, mut check) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..5 {
+            let t = Instant::now();
+            nft.run(&render_full(&installed.objects)).unwrap();
+            rewrite.push(ms(t.elapsed()));
+
+            let fetched = for_cell(&all, &spaces);
+            let t = Instant::now();
+            let again = compile_with(&mut cache, &fetched, &conts, &settings());
+            assert!(render_diff(&installed.objects, &again.objects).is_none());
+            let checked = Instant::now();
+            let d = drift::check(&nft, &again.objects).unwrap();
+            assert!(d.is_empty(), "{d:?}");
+            check.push(ms(checked.elapsed()));
+            sync.push(ms(t.elapsed()));
+        }
+        let (rewrite, sync) = (median(rewrite), median(sync));
+        println!(
+            "{label} ({} elements): whole rewrite {rewrite:.0} ms; compile + diff + check {sync:.1} ms (check alone {:.1} ms); ratio {:.3}  (medians of 5)",
+            installed.objects.element_count(),
+            median(check),
+            sync / rewrite
+        );
+    }
+}
+
 fn main() {
     let parts = std::env::var("NETMAN_ASG_BENCH")
-        .unwrap_or_else(|_| "compile,rate,updown,propagation".into());
+        .unwrap_or_else(|_| "compile,rate,updown,propagation,periodic".into());
     if std::env::args().any(|a| a == "--list") {
         return;
     }
@@ -831,6 +881,7 @@ fn main() {
             "rate" => connection_rate(),
             "updown" => up_down(),
             "propagation" => propagation(),
+            "periodic" => periodic(),
             other => panic!("unknown part {other}"),
         }
     }

@@ -25,12 +25,20 @@ type CtxFree = unsafe extern "C" fn(*mut c_void);
 type CtxInt = unsafe extern "C" fn(*mut c_void) -> c_int;
 type CtxStr = unsafe extern "C" fn(*mut c_void) -> *const c_char;
 type RunCmd = unsafe extern "C" fn(*mut c_void, *const c_char) -> c_int;
+type GetFlags = unsafe extern "C" fn(*mut c_void) -> u32;
+type SetFlags = unsafe extern "C" fn(*mut c_void, u32);
+
+/// libnftables' output flags (`NFT_CTX_OUTPUT_JSON`, `NFT_CTX_OUTPUT_TERSE`).
+const OUTPUT_JSON: u32 = 1 << 4;
+const OUTPUT_TERSE: u32 = 1 << 11;
 
 struct Api {
     ctx_free: CtxFree,
     get_output: CtxStr,
     get_error: CtxStr,
     run: RunCmd,
+    get_flags: GetFlags,
+    set_flags: SetFlags,
 }
 
 struct Ctx {
@@ -112,6 +120,8 @@ impl LibNft {
                 get_output: symbol(lib, "nft_ctx_get_output_buffer")?,
                 get_error: symbol(lib, "nft_ctx_get_error_buffer")?,
                 run: symbol(lib, "nft_run_cmd_from_buffer")?,
+                get_flags: symbol(lib, "nft_ctx_output_get_flags")?,
+                set_flags: symbol(lib, "nft_ctx_output_set_flags")?,
             };
             let ctx = ctx_new(0);
             if ctx.is_null() {
@@ -129,11 +139,28 @@ impl LibNft {
 
     /// Runs one script as one transaction (all of it or nothing).
     pub fn run(&self, script: &str) -> Result<(), Error> {
+        self.run_with(script, 0).map(|_| ())
+    }
+
+    /// nftables' JSON answer to one `list ...` command (`terse`: without set elements).
+    pub fn list_json(&self, command: &str, terse: bool) -> Result<String, Error> {
+        let flags = OUTPUT_JSON | if terse { OUTPUT_TERSE } else { 0 };
+        self.run_with(command, flags)
+    }
+
+    /// Runs `script` with `flags` added to the context's output flags for this call only.
+    fn run_with(&self, script: &str, flags: u32) -> Result<String, Error> {
         let script = CString::new(script).map_err(|_| Error::NulInScript)?;
         let ctx = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         // SAFETY: ctx is valid; the script is NUL-terminated and outlives the call.
-        let rc = unsafe { (ctx.api.run)(ctx.ctx, script.as_ptr()) };
-        let _ = take(ctx.api.get_output, ctx.ctx);
+        let rc = unsafe {
+            let before = (ctx.api.get_flags)(ctx.ctx);
+            (ctx.api.set_flags)(ctx.ctx, before | flags);
+            let rc = (ctx.api.run)(ctx.ctx, script.as_ptr());
+            (ctx.api.set_flags)(ctx.ctx, before);
+            rc
+        };
+        let out = take(ctx.api.get_output, ctx.ctx);
         let err = take(ctx.api.get_error, ctx.ctx);
         if rc != 0 {
             return Err(Error::Rejected {
@@ -141,6 +168,6 @@ impl LibNft {
                 message: nft_message(&err),
             });
         }
-        Ok(())
+        Ok(out)
     }
 }

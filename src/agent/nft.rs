@@ -399,6 +399,34 @@ impl Nft {
     }
 }
 
+impl Nft {
+    /// `nft -j [-t] <command>`: nftables' JSON answer.
+    pub fn list_json(&self, command: &str, terse: bool) -> Result<String, Error> {
+        let mut cmd = Command::new(&self.path);
+        cmd.arg("-j");
+        if terse {
+            cmd.arg("-t");
+        }
+        let out = cmd
+            .args(command.split_whitespace())
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| {
+                Error::Exec(OsError::io(
+                    format!("running {} -j {command}", self.path),
+                    &e,
+                ))
+            })?;
+        if !out.status.success() {
+            return Err(Error::Rejected {
+                status: Some(out.status.to_string()),
+                message: nft_message(&String::from_utf8_lossy(&out.stderr)),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
 /// nft's error text, bounded (a rejected script of thousands of elements echoes them).
 pub fn nft_message(text: &str) -> String {
     text.trim().chars().take(2000).collect()
@@ -407,17 +435,33 @@ pub fn nft_message(text: &str) -> String {
 /// Runs scripts one transaction at a time: in-process through libnftables, or by `nft -f -`.
 pub trait Runner: Send + Sync {
     fn run(&self, script: &str) -> Result<(), Error>;
+
+    /// nftables' JSON answer to one `list ...` command; `terse` leaves out the elements of sets
+    /// and maps.
+    fn list_json(&self, command: &str, _terse: bool) -> Result<String, Error> {
+        Err(Error::Library(format!(
+            "this runner cannot list ({command})"
+        )))
+    }
 }
 
 impl Runner for Nft {
     fn run(&self, script: &str) -> Result<(), Error> {
         Nft::run(self, script)
     }
+
+    fn list_json(&self, command: &str, terse: bool) -> Result<String, Error> {
+        Nft::list_json(self, command, terse)
+    }
 }
 
 impl Runner for super::libnft::LibNft {
     fn run(&self, script: &str) -> Result<(), Error> {
         super::libnft::LibNft::run(self, script)
+    }
+
+    fn list_json(&self, command: &str, terse: bool) -> Result<String, Error> {
+        super::libnft::LibNft::list_json(self, command, terse)
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod compile;
+pub mod drift;
 pub mod endpoints;
 #[cfg(test)]
 mod eval;

@@ -9,7 +9,8 @@
 
 use super::client::AsgSource;
 use super::compile::{compile_with, Cache, Compiled, LoggedRule, Settings, SPACE_KEY};
-use super::objects::{render_delete, render_diff, render_full};
+use super::drift;
+use super::objects::{render_delete, render_diff, render_full, TABLE};
 use crate::agent::client::Watched;
 use crate::agent::nft::Runner;
 use crate::agent::watch_loop::{Remote, Watchable};
@@ -30,13 +31,14 @@ use std::time::{Duration, Instant};
 
 #[derive(Clone)]
 pub struct AsgMetrics {
-    /// op = full | incremental
+    /// op = full | incremental | check
     pub enforce: OpMetrics,
     /// op = version | groups | cycle
     pub poll: OpMetrics,
     pub elements: Gauge,
     pub groups: Gauge,
     pub errors: Counter,
+    pub drift_repairs: Counter,
 }
 
 impl AsgMetrics {
@@ -45,7 +47,7 @@ impl AsgMetrics {
         AsgMetrics {
             enforce: r.ops(
                 "enforce_duration_seconds",
-                "Time to apply the ASG table, by op (full, incremental)",
+                "Time to apply the ASG table, by op (full, incremental), and to check it (check)",
             ),
             poll: r.ops(
                 "poll_duration_seconds",
@@ -54,6 +56,10 @@ impl AsgMetrics {
             elements: r.metric("nft_elements", "Elements in the ASG table's sets and maps"),
             groups: r.metric("security_groups", "Security groups last fetched"),
             errors: r.metric("errors", "Failed ASG cycles (policy server, store or dataplane)"),
+            drift_repairs: r.metric(
+                "drift_repairs",
+                "Times the periodic check found the ASG table changed from outside and rewrote it",
+            ),
         }
     }
 }
@@ -67,8 +73,8 @@ pub enum Applied {
 }
 
 pub struct Timing {
-    /// Full re-fetch and rewrite at least this often (drift repair; the only trigger against a
-    /// server without a version).
+    /// Re-fetch the groups and check the table in the kernel at least this often (the only
+    /// trigger against a server without a version; drift repair).
     pub full_sync: Duration,
 }
 
@@ -391,19 +397,24 @@ impl AsgAgent {
             }
             st.skipped = compiled.skipped.clone();
         }
-        let rebuild = fetched && full_due;
-        let applied = self.apply(st.installed.as_ref(), &compiled, rebuild);
+        let periodic = fetched && full_due;
+        let applied = self.apply(st.installed.as_ref(), &compiled);
         steps.mark("nft");
+        let applied = match applied {
+            Ok(Applied::Incremental | Applied::Nothing) if periodic => self.repair_drift(&compiled),
+            other => other,
+        };
         let applied = match applied {
             Ok(applied) => applied,
             Err(e) => {
-                // The next cycle must try again (a refetch and a full rewrite), not find the
-                // version unchanged and the store read, and do nothing until the full sync.
+                // The next cycle must try again (a refetch, and the check of what the kernel
+                // holds: a transaction that failed changed nothing), not find the version
+                // unchanged and the store read, and do nothing until the periodic sync.
                 st.last_full = None;
                 return Err(e);
             }
         };
-        if fetched && full_due {
+        if periodic {
             st.last_full = Some(Instant::now());
         }
         self.metrics
@@ -417,20 +428,41 @@ impl AsgAgent {
         Ok(applied)
     }
 
-    fn apply(
-        &self,
-        installed: Option<&Compiled>,
-        new: &Compiled,
-        rebuild: bool,
-    ) -> Result<Applied, Error> {
-        let full = || -> Result<Applied, Error> {
-            self.metrics
-                .enforce
-                .time("full", || self.runner.run(&render_full(&new.objects)))?;
-            Ok(Applied::Full(new.objects.element_count()))
-        };
+    fn full(&self, new: &Compiled) -> Result<Applied, Error> {
+        self.metrics
+            .enforce
+            .time("full", || self.runner.run(&render_full(&new.objects)))?;
+        Ok(Applied::Full(new.objects.element_count()))
+    }
+
+    /// The periodic check ([`drift`]): the table rewritten whole only when the kernel's differs
+    /// from `installed`, or cannot be read.
+    fn repair_drift(&self, installed: &Compiled) -> Result<Applied, Error> {
+        let found = self.metrics.enforce.time("check", || {
+            drift::check(self.runner.as_ref(), &installed.objects)
+        });
+        match found {
+            Ok(d) if d.is_empty() => return Ok(Applied::Nothing),
+            Ok(d) => {
+                log::warn!(
+                    "security groups: the table {TABLE} was changed from outside ({}{}); rewriting it",
+                    d.iter().take(5).cloned().collect::<Vec<_>>().join("; "),
+                    if d.len() > 5 { "; ..." } else { "" }
+                );
+                self.metrics.drift_repairs.inc();
+            }
+            Err(e) => {
+                log::warn!("security groups: cannot check the table {TABLE} ({e}); rewriting it");
+                self.metrics.errors.inc();
+            }
+        }
+        self.full(installed)
+    }
+
+    fn apply(&self, installed: Option<&Compiled>, new: &Compiled) -> Result<Applied, Error> {
+        let full = || self.full(new);
         match installed {
-            Some(old) if !rebuild => match render_diff(&old.objects, &new.objects) {
+            Some(old) => match render_diff(&old.objects, &new.objects) {
                 None => Ok(Applied::Nothing),
                 Some(script) => match self
                     .metrics
@@ -575,8 +607,9 @@ mod tests {
     }
 
     #[test]
-    fn forced_cycles_leave_the_periodic_full_rewrite_to_the_loop() {
-        // A full sync due at every cycle: the loop's ticks fetch every time, forced ones not.
+    fn forced_cycles_leave_the_periodic_sync_to_the_loop() {
+        // A periodic sync due at every cycle: the loop's ticks fetch every time, forced ones
+        // not. This runner cannot list the table, so every periodic check ends in a rewrite.
         let (agent, server, store, _dir) = agent(Duration::ZERO);
         assert!(matches!(agent.poll().unwrap(), Applied::Full(_)));
         store.add(app("c1", 2)).unwrap();
@@ -584,6 +617,6 @@ mod tests {
         assert_eq!(requests(&server).1, 1, "the forced cycle fetched nothing");
         assert_eq!(agent.container_chains().len(), 1);
         assert!(matches!(agent.poll().unwrap(), Applied::Full(_)));
-        assert_eq!(requests(&server).1, 2, "the tick did the full sync");
+        assert_eq!(requests(&server).1, 2, "the tick did the periodic sync");
     }
 }

@@ -1,0 +1,145 @@
+//! The ASG loop's periodic sync (every `asg_poll_interval_seconds`, 1 s here) rewrites nothing
+//! while the table in the kernel is the one the agent installed, and repairs it within one period
+//! when something outside changed it: a rule-set chain flushed, a container's element deleted,
+//! the table deleted. Real networker and agent in cell namespaces, real packets.
+
+mod support;
+use serde_json::json;
+use std::time::Duration;
+use support::asg_cell::*;
+use support::networker_fixture::NET_A;
+use support::original_wire::{rsa_pki, FakeOriginalServer};
+use support::wait_for;
+
+/// The sum of the agent's samples named `name` whose labels contain `labels`.
+fn metric(cell: &AsgCell, name: &str, labels: &str) -> u64 {
+    let metrics = cell
+        .net
+        .cell
+        .exec(&["curl", "-s", "http://127.0.0.1:8721/metrics"])
+        .unwrap();
+    metrics
+        .lines()
+        .filter(|l| l.split(['{', ' ']).next() == Some(name) && l.contains(labels))
+        .filter_map(|l| l.split_whitespace().last())
+        .map(|v| v.parse::<f64>().unwrap() as u64)
+        .sum()
+}
+
+fn full_rewrites(cell: &AsgCell) -> u64 {
+    metric(
+        cell,
+        "vpa_asg_enforce_duration_seconds_count",
+        "op=\"full\"",
+    )
+}
+
+fn checks(cell: &AsgCell) -> u64 {
+    metric(
+        cell,
+        "vpa_asg_enforce_duration_seconds_count",
+        "op=\"check\"",
+    )
+}
+
+fn repairs(cell: &AsgCell) -> u64 {
+    metric(cell, "vpa_asg_drift_repairs_total", "")
+}
+
+/// Waits for `n` more periodic checks than `since`.
+fn wait_checks(cell: &AsgCell, since: u64, n: u64) {
+    let done = wait_for(Duration::from_secs(15), true, || checks(cell) >= since + n);
+    assert!(done.is_ok(), "no periodic check: {}", cell.agent_log());
+}
+
+fn nft(cell: &AsgCell, args: &[&str]) {
+    let mut cmd = vec!["nft"];
+    cmd.extend_from_slice(args);
+    cell.net.cell.exec(&cmd).unwrap();
+}
+
+#[test]
+fn the_periodic_sync_rewrites_nothing_and_repairs_a_table_changed_from_outside() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = rsa_pki(dir.path());
+    let server = FakeOriginalServer::start(&pki);
+    set_groups(
+        &server,
+        &[global(
+            "web",
+            json!([{"protocol": "tcp", "destination": NET_A, "ports": "443"}]),
+            true,
+            false,
+        )],
+    );
+    let mut cell = AsgCell::new(&pki, server.addr, true, |_| {});
+    cell.net.internet_tcp(&[443]);
+    let (app, ip) = cell.up_with_ip("app1", "space-1", "app", json!([]));
+    let allowed = || tcp(&app.ns.path(), NET_A, 443);
+    assert!(allowed());
+
+    // Untouched: several periodic syncs, each checked, none rewriting the table.
+    let (full, since) = (full_rewrites(&cell), checks(&cell));
+    wait_checks(&cell, since, 3);
+    assert_eq!(full_rewrites(&cell), full, "{}", cell.agent_log());
+    assert_eq!(repairs(&cell), 0);
+    assert!(allowed());
+
+    let element = format!("{ip} : jump ");
+    let table = cell.asg_table();
+    let chain = table
+        .lines()
+        .find_map(|l| l.split(&element).nth(1))
+        .map(|rest| rest.split([',', ' ', '}']).next().unwrap().to_string())
+        .unwrap_or_else(|| panic!("no element for {ip}:\n{table}"));
+
+    let broken: [(&str, Vec<String>); 3] = [
+        (
+            "the container's rule-set chain flushed",
+            vec!["flush", "chain", "ip", "netman_asg", &chain]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+        ),
+        (
+            "the container's element deleted",
+            [
+                "delete",
+                "element",
+                "ip",
+                "netman_asg",
+                "containers",
+                "{",
+                &ip.to_string(),
+                "}",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+        ),
+        (
+            "the table deleted",
+            ["delete", "table", "ip", "netman_asg"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+        ),
+    ];
+    for (i, (what, args)) in broken.iter().enumerate() {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        nft(&cell, &args);
+        assert!(
+            !allowed(),
+            "{what}: the container should have lost its rules"
+        );
+        eventually(&format!("repaired after {what}"), true, allowed, &cell);
+        let repaired = wait_for(Duration::from_secs(10), true, || repairs(&cell) > i as u64);
+        assert!(
+            repaired.is_ok(),
+            "{what}: not counted\n{}",
+            cell.agent_log()
+        );
+        assert!(cell.asg_table().contains(&element), "{}", cell.asg_table());
+    }
+    assert_eq!(repairs(&cell), 3, "{}", cell.agent_log());
+}
