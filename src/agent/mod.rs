@@ -25,6 +25,7 @@ pub mod libnft;
 pub mod metrics;
 pub mod netout_limits;
 pub mod nft;
+pub mod nft_rule_count;
 pub mod plan;
 pub mod server;
 pub mod watch_loop;
