@@ -220,7 +220,8 @@ pub fn differences(
 
 /// What differs between the kernel's ASG table and `want` ([`differences`]); empty: nothing.
 /// The chains, sets and maps from three terse listings, the rules per chain from one
-/// nfnetlink dump ([`nft_rule_count`]), the elements of the sets named in [`EXACT`] and
+/// nfnetlink dump in the calling thread's network namespace ([`nft_rule_count`]; the
+/// runner's must be the same), the elements of the sets named in [`EXACT`] and
 /// [`COUNTED`] from one listing each.
 pub fn check(runner: &dyn Runner, want: &Objects) -> Result<Vec<String>, String> {
     let list = |cmd: &str, terse: bool| {
