@@ -6,6 +6,7 @@ use support::networker_fixture as fixture;
 
 use fixture::*;
 use serde_json::{json, Value};
+use std::time::Duration;
 use support::kill_loop::*;
 
 fn container_ip(out: &Value) -> String {
@@ -1174,4 +1175,54 @@ fn check_synced_replace(trace: &str, target: &std::path::Path) {
         lines[open_dir..].iter().any(|l| mine(l) && synced(l, &dfd)),
         "{dir} not fsynced after the rename onto {target}"
     );
+}
+
+/// `down` releases the container's address (CNI DEL) only once its rules are gone, so a
+/// container given the address next never meets the old one's chains: with the rules' removal
+/// held up (the test holds the iptables lock), the store entry goes but the address stays
+/// allocated and the rules stay; once the lock is free, `down` completes and leaves nothing.
+#[test]
+fn down_releases_the_address_only_after_the_rules_are_gone() {
+    for &plugin in PLUGINS {
+        let cell = Cell::new(plugin);
+        let before = state(&cell);
+        let k = Container::start();
+        let out = cell
+            .up("held", &up_input(k.pid(), &[(0, 8080)], json!([])))
+            .unwrap();
+        let ip = container_ip(&out);
+        let lease = cell.path("ipam").join("netman-test").join(&ip);
+        assert!(
+            lease.exists(),
+            "{plugin:?}: no lease file {}",
+            lease.display()
+        );
+
+        let lock_path = cell.config["iptables_lock_file"].as_str().unwrap();
+        let lock_file = std::fs::File::open(lock_path).unwrap();
+        let lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| e)
+            .unwrap();
+        let mut child = cell.spawn(&["--action", "down", "--handle", "held"], "", &[]);
+        support::wait_until("the store entry to go", Duration::from_secs(20), || {
+            cell.store().get("held").is_none()
+        });
+        // The old order ran the CNI DEL right after the store entry, beside the rules.
+        let released = support::poll(Duration::from_secs(3), Duration::from_millis(50), || {
+            !lease.exists()
+        });
+        assert!(
+            released.is_none(),
+            "{plugin:?}: the address was released while the rules still named it"
+        );
+        assert!(
+            cell.iptables_save().contains(&format!("{ip}/32")),
+            "{plugin:?}"
+        );
+        drop(lock);
+        let status = child.wait().unwrap();
+        assert!(status.success(), "{plugin:?}: down failed");
+        assert!(!lease.exists());
+        assert_eq!(state(&cell), before, "{plugin:?}");
+    }
 }

@@ -14,32 +14,42 @@ impl Networker {
     /// Every step runs; the first error is returned.
     pub fn down(&self, handle: &str) -> Result<(), Error> {
         let mut steps = Steps::start();
-        // The rules (then the host ports their DNAT names) and the CNI DEL are independent:
-        // both run at once (down latency is the slower of the two, not their sum).
         let ip = self.store.get(handle).ok().flatten().map(|c| c.ip);
         let agent_egress = self.read_cache(handle).is_some_and(|c| c.agent_egress);
         steps.mark("read");
-        let (rules, mut errors) = std::thread::scope(|s| {
-            let rules = s.spawn(|| {
-                let (took, rules) = self.remove_rules_of(handle, ip, agent_egress);
+        // The container's rules go while it leaves the store and the agent's table. Its
+        // address is released (CNI DEL) only once no rule names it any more, neither the
+        // agent's nor its own chains (a container given the address meanwhile would meet
+        // them); the host ports, named by the DNAT rules, go beside the DEL.
+        // Reported in this order: rules, host ports, then the others as they ran.
+        let errors = std::thread::scope(|s| {
+            let rules = s.spawn(|| self.remove_rules_of(handle, ip, agent_egress));
+            let mut others = self.leave_store_and_agent(handle, &mut steps);
+            let rules = match rules.join() {
+                Ok((took, r)) => {
+                    steps.add("rules_in_parallel", took);
+                    r
+                }
+                Err(_) => Err(Error::Panicked("removing rules")),
+            };
+            steps.mark("wait_rules");
+            let ports = s.spawn(|| {
                 let t = Instant::now();
-                let ports = self.ports.release(handle).map(|_| ());
-                (took, rules, t.elapsed(), ports)
+                (self.ports.release(handle).map(|_| ()), t.elapsed())
             });
-            let errors = self.down_except_rules(handle, &mut steps);
-            (rules.join(), errors)
+            others.extend(self.release_address(handle, &mut steps));
+            let ports = match ports.join() {
+                Ok((r, took)) => {
+                    steps.add("ports_in_parallel", took);
+                    r
+                }
+                Err(_) => Err(Error::Panicked("releasing host ports")),
+            };
+            let mut errors: Vec<Error> =
+                [rules, ports].into_iter().filter_map(Result::err).collect();
+            errors.append(&mut others);
+            errors
         });
-        match rules {
-            Ok((rules_took, rules, ports_took, ports)) => {
-                steps.add("rules_in_parallel", rules_took);
-                steps.add("ports_in_parallel", ports_took);
-                let mut first: Vec<Error> =
-                    [rules, ports].into_iter().filter_map(Result::err).collect();
-                first.append(&mut errors);
-                errors = first;
-            }
-            Err(_) => errors.insert(0, Error::Panicked("removing rules")),
-        }
         for e in &errors {
             log::error!("down {handle}: {e}");
         }
@@ -78,30 +88,34 @@ impl Networker {
         (t.elapsed(), r)
     }
 
-    /// Store entry, the agent's egress entry, CNI DEL, bind mount: every step runs; the errors
-    /// are returned.
-    fn down_except_rules(&self, handle: &str, steps: &mut Steps) -> Vec<Error> {
+    /// The store entry, then the agent's egress entry (the agent reads the store): both run;
+    /// the errors are returned.
+    fn leave_store_and_agent(&self, handle: &str, steps: &mut Steps) -> Vec<Error> {
         let mut errors: Vec<Error> = Vec::new();
-        let mut note = |r: Result<(), Error>, step: &'static str| {
-            steps.mark(step);
-            if let Err(e) = r {
-                errors.push(e);
-            }
-        };
-        note(
-            self.store.delete(handle).map(|_| ()).map_err(Error::from),
-            "store",
-        );
-        // After the store entry: the agent drops the container's egress entry. Before the CNI
-        // DEL: the address is released only once no rule of the agent names it.
+        let stored = self.store.delete(handle).map(|_| ()).map_err(Error::from);
+        steps.mark("store");
+        errors.extend(stored.err());
         if self.config.policy_agent_asg_url.is_some() {
-            note(self.agent_egress_cleanup(handle), "agent");
+            let cleaned = self.agent_egress_cleanup(handle);
+            steps.mark("agent");
+            errors.extend(cleaned.err());
         }
-        let mount = self.mount_path(handle);
-        note(self.cni_del(handle, &mount), "cni_del");
-        note(bind_mount::remove(&mount), "unmount");
-        crate::cell::files::remove_stale_temps(&self.cache_path(handle));
         errors
+    }
+
+    /// CNI DEL (the address released), then the netns bind mount: both run; the errors are
+    /// returned.
+    fn release_address(&self, handle: &str, steps: &mut Steps) -> Vec<Error> {
+        let mount = self.mount_path(handle);
+        let deleted = self.cni_del(handle, &mount);
+        steps.mark("cni_del");
+        let unmounted = bind_mount::remove(&mount);
+        steps.mark("unmount");
+        crate::cell::files::remove_stale_temps(&self.cache_path(handle));
+        [deleted, unmounted]
+            .into_iter()
+            .filter_map(Result::err)
+            .collect()
     }
 
     /// CNI DEL with what ADD was given (from its cache), when there is anything to delete; the
