@@ -200,8 +200,6 @@ impl NetworkList {
         self.conf.plugins[i]["type"].as_str().unwrap_or_default()
     }
 
-    /// ADD through the chain; returns the last plugin's result. On failure nothing is undone here
-    /// (the caller runs [`NetworkList::del`]).
     /// Starts the plugin that runs first for `command` (ADD: the first of the list, DEL: the
     /// last), before its configuration is known; see [`Started`].
     pub fn start(&self, command: &'static str, rt: &Runtime) -> Result<Started, Error> {
@@ -213,6 +211,8 @@ impl NetworkList {
         spawn(self.plugin_type(i), command, rt)
     }
 
+    /// ADD through the chain; returns the last plugin's result. On failure nothing is undone here
+    /// (the caller runs [`NetworkList::del`]).
     pub fn add(&self, rt: &Runtime) -> Result<CniResult, Error> {
         self.add_started(rt, self.start("ADD", rt)?)
     }
@@ -341,6 +341,8 @@ impl Drop for Started {
     }
 }
 
+/// A failed plugin run: the spec's error object on stdout (`{"code", "msg", "details"}`), else
+/// its stderr, else its exit status.
 fn failure(plugin: &str, command: &'static str, out: &std::process::Output) -> Error {
     let reported = serde_json::from_slice::<cni::Error>(&out.stdout).ok();
     let detail = match &reported {

@@ -325,45 +325,46 @@ fn delete_link_named(h: &mut Handle, name: &str) -> Result<(), netlink::Error> {
     Ok(())
 }
 
-/// The name a retired end takes (see [`retire_host_veth`]): unique in its namespace, since an
-/// ifindex is never given to a second link while the first one exists, and never an `s-` name.
+/// How the name of a retired end of a veth pair starts (see [`retire_host_veth`]).
+pub const RETIRED_PREFIX: &str = "gone-";
+
+/// The name a retired end takes: unique in its namespace, since an ifindex is never given to a
+/// second link while the first one exists, and never an `s-` name.
 pub fn retired_veth_name(index: u32) -> String {
     format!("{RETIRED_PREFIX}{index:x}")
 }
 
-pub const RETIRED_PREFIX: &str = "gone-";
-
-/// Takes the host end of a container's veth pair out of service without deleting it: down (the
-/// container end loses its carrier), its address removed (and with it the host's route to the
-/// container), renamed so that a new container given the same IP gets `s-<ip>` again. The
-/// pair goes with the container's network namespace, which the kernel tears down in the
-/// background once its last reference (the networker's bind mount, the container's
-/// processes) is gone. Deleting the link here instead waits in the kernel for pending RCU
-/// callbacks (`rcu_barrier` in `netdev_run_todo`: 18-45 ms on the 2-core test machine,
-/// against well under 1 ms for the three changes here).
-fn retire_host_veth(h: &mut Handle, ip: Ipv4Addr) -> Result<(), netlink::Error> {
-    let Some(link) = h.link_by_name(&host_veth_name(ip))? else {
-        return Ok(());
-    };
-    h.set_down(link.index)?;
-    for (_, a) in h.addresses(Some(link.index))? {
-        h.delete_address(link.index, &a)?;
+/// Takes one end of a container's veth pair out of service without deleting it: down, its
+/// addresses removed (and with them the routes through it), renamed.
+fn retire_link(h: &mut Handle, index: u32) -> Result<(), netlink::Error> {
+    h.set_down(index)?;
+    for (_, a) in h.addresses(Some(index))? {
+        h.delete_address(index, &a)?;
     }
-    h.set_name(link.index, &retired_veth_name(link.index))
+    h.set_name(index, &retired_veth_name(index))
 }
 
-/// Inside the container: its interface down, without addresses, and renamed as the host end
-/// is, so that an ADD into the same namespace (a runtime retrying) can make `ifname` again. It
-/// is removed with the namespace (see [`retire_host_veth`]).
-fn disarm_container_end(h: &mut Handle, ifname: &str) -> Result<(), netlink::Error> {
-    let Some(link) = h.link_by_name(ifname)? else {
-        return Ok(());
-    };
-    h.set_down(link.index)?;
-    for (_, a) in h.addresses(Some(link.index))? {
-        h.delete_address(link.index, &a)?;
+/// Retires the host end of a container's veth pair: down (the container end loses its
+/// carrier), its address and so the host's route to the container gone, renamed so that a new
+/// container given the same IP gets `s-<ip>` again. The pair goes with the container's network
+/// namespace, which the kernel tears down in the background once its last reference (the
+/// networker's bind mount, the container's processes) is gone. Deleting the link here instead
+/// waits in the kernel for pending RCU callbacks (`rcu_barrier` in `netdev_run_todo`: 18-45 ms
+/// on the 2-core test machine, against well under 1 ms for retiring it).
+fn retire_host_veth(h: &mut Handle, ip: Ipv4Addr) -> Result<(), netlink::Error> {
+    match h.link_by_name(&host_veth_name(ip))? {
+        Some(link) => retire_link(h, link.index),
+        None => Ok(()),
     }
-    h.set_name(link.index, &retired_veth_name(link.index))
+}
+
+/// Retires the container's end, inside its namespace: without an address, and its name free
+/// for an ADD into the same namespace (a runtime retrying).
+fn disarm_container_end(h: &mut Handle, ifname: &str) -> Result<(), netlink::Error> {
+    match h.link_by_name(ifname)? {
+        Some(link) => retire_link(h, link.index),
+        None => Ok(()),
+    }
 }
 
 fn remove_host_veth(ip: Ipv4Addr) -> Result<(), netlink::Error> {
