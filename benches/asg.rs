@@ -7,7 +7,7 @@
 //!    only those that apply to it.
 //! 2. New outbound TCP connections/s through the cell with 13,500 groups, relative to 1 group
 //!    (two clients in the same table, interleaved rounds, every 4-tuple new).
-//! 3. Container up + down (garden's networker, CNI bridge) with the agent owning egress, and
+//! 3. Container up + down (garden's networker; CNI overlay, then bridge) with the agent owning egress, and
 //!    with the static path (no agent) in the same run, with the networker's and the agent's
 //!    per-step breakdown; the container's own start (garden's part) is not timed.
 //! 4. Propagation from a change on the policy server to the first allowed / first refused
@@ -19,7 +19,8 @@
 //!    changed: the agent's refetched groups compiled, diffed and the kernel's table checked
 //!    (`agent::asg::drift`), against the whole-table rewrite it replaced, in the same run.
 //!
-//! `NETMAN_ASG_BENCH=compile,rate,updown,propagation,periodic` picks parts (default: all).
+//! `NETMAN_ASG_BENCH=compile,rate,updown,propagation,periodic` picks parts (default: all);
+//! `NETMAN_ASG_UPDOWN_PLUGINS=overlay,bridge` the CNI plugin chains of `updown` (default: both).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -609,8 +610,22 @@ impl UpDown {
 /// with a process in it, garden's part) is started before the clock starts and stopped after it
 /// ends.
 fn up_down() {
+    let plugins =
+        std::env::var("NETMAN_ASG_UPDOWN_PLUGINS").unwrap_or_else(|_| "overlay,bridge".into());
+    for p in plugins.split(',') {
+        match p.trim() {
+            "overlay" => up_down_with(Plugin::Overlay, "netman overlay"),
+            "bridge" => up_down_with(Plugin::Bridge, "bridge + host-local"),
+            other => {
+                panic!("unknown plugin {other:?} in NETMAN_ASG_UPDOWN_PLUGINS (overlay, bridge)")
+            }
+        }
+    }
+}
+
+fn up_down_with(plugin: Plugin, plugin_name: &str) {
     const N: usize = 40;
-    println!("== container up + down (garden-external-networker, one process per action, CNI bridge + host-local, 2 port mappings): the agent owning egress (1 global group of 10 rules) vs the static netout path (10 rules, no policy_agent_asg_url) in the same run, {N} each, interleaved, beside one container that stays up on each cell; container start not timed");
+    println!("== container up + down (garden-external-networker, one process per action, CNI {plugin_name}, 2 port mappings): the agent owning egress (1 global group of 10 rules) vs the static netout path (10 rules, no policy_agent_asg_url) in the same run, {N} each, interleaved, beside one container that stays up on each cell; container start not timed");
     println!("load average at start: {}", support::machine::loadavg());
     let ten = |i: usize| format!("10.200.0.{}", i + 1);
     let group_rules: Vec<serde_json::Value> = (0..10)
@@ -621,8 +636,9 @@ fn up_down() {
         .collect();
     let real = RealServer::start();
     real.set(&[global("ten", json!(group_rules), true, true)]);
-    let agent_cell = AsgCell::new(&real.server.certs, real.internal(), true, |_| {});
-    let static_cell = Cell::new(Plugin::Bridge);
+    let agent_cell =
+        AsgCell::with_plugin(plugin, &real.server.certs, real.internal(), true, |_| {});
+    let static_cell = Cell::new(plugin);
     for cell in [&agent_cell.net, &static_cell] {
         let mut config = cell.config.clone();
         config["log_level"] = json!("info");
@@ -664,7 +680,7 @@ fn up_down() {
             assert!(down.ok, "down {h}: {}", down.stderr);
             drop(c);
             if i == 0 {
-                continue; // warm-up (creates the bridge)
+                continue; // warm-up (creates the bridge of bridge + host-local)
             }
             run.up.push(ms(t1 - t0));
             run.down.push(ms(t2 - t1));

@@ -1,14 +1,15 @@
 //! Issue 18 item 2 where issue 14's agent owns egress: `kill -9` of the networker at random
 //! points of `up` and of `down` never leaves a container with an address that reaches what a
 //! complete container of its space is refused (a cell service, a host no group allows), and a
-//! second `down` leaves the cell and the agent's table as they were.
+//! second `down` leaves the cell and the agent's table as they were. Runs with each CNI plugin
+//! chain (netman's overlay, whose DEL retires the veth pair, and bridge + host-local).
 
 mod support;
 use serde_json::json;
 use support::asg_cell::*;
 use support::kill_loop::*;
-use support::networker_fixture::{tcp_server, Container, Plugin, NET_A, NET_B};
-use support::original_wire::{rsa_pki, FakeOriginalServer};
+use support::networker_fixture::{tcp_server, Container, Plugin, NET_A, NET_B, PLUGINS};
+use support::original_wire::{rsa_pki, FakeOriginalServer, RsaPki};
 
 const ROUNDS: usize = 24;
 
@@ -17,10 +18,17 @@ fn kill_9_of_the_networker_with_the_agent_owning_egress_never_leaves_a_half_open
     let dir = tempfile::tempdir().unwrap();
     let pki = rsa_pki(dir.path());
     let server = FakeOriginalServer::start(&pki);
-    let mut cell = AsgCell::new(&pki, server.addr, true, |_| {});
+    for &plugin in PLUGINS {
+        kill_loop(plugin, &pki, &server);
+    }
+}
+
+/// The test above on a cell with the given CNI plugin chain.
+fn kill_loop(plugin: Plugin, pki: &RsaPki, server: &FakeOriginalServer) {
+    let mut cell = AsgCell::with_plugin(plugin, pki, server.addr, true, |_| {});
     cell.net.internet_tcp(&[8005]);
     set_groups(
-        &server,
+        server,
         &[group(
             "web",
             json!([{"protocol": "tcp", "destination": NET_A, "ports": "8005"}]),
@@ -30,7 +38,7 @@ fn kill_9_of_the_networker_with_the_agent_owning_egress_never_leaves_a_half_open
     );
     let service_port = 2399;
     let _service = tcp_server(&cell.net.cell.path(), ([0, 0, 0, 0], service_port).into());
-    let service = format!("{}:{service_port}", Plugin::Bridge.gateway());
+    let service = format!("{}:{service_port}", plugin.gateway());
 
     // A complete container of the space: the group's host only; no cell service, no other host.
     let complete = cell.up("complete", "space-1", "app", json!([]));
@@ -38,7 +46,7 @@ fn kill_9_of_the_networker_with_the_agent_owning_egress_never_leaves_a_half_open
     let on_the_cell = support::networker_fixture::tcp_probe(&cell.net.cell.path(), &service);
     assert!(
         on_the_cell.is_ok(),
-        "the cell service answers on the cell itself (its bridge is up now), so a refusal below means the guard: {on_the_cell:?}"
+        "{plugin:?}: the cell service answers on the cell itself (its gateway address is up now), so a refusal below means the guard: {on_the_cell:?}"
     );
     eventually("the group applies", true, || tcp(&c, NET_A, 8005), &cell);
     assert!(!tcp(&c, NET_B, 8005));
@@ -69,19 +77,19 @@ fn kill_9_of_the_networker_with_the_agent_owning_egress_never_leaves_a_half_open
             let kp = k.ns.path();
             assert!(
                 support::networker_fixture::tcp_probe(&kp, &service).is_err(),
-                "round {round} (killed at {delay}, up finished: {finished}): the cell service\n{}",
+                "{plugin:?} round {round} (killed at {delay}, up finished: {finished}): the cell service\n{}",
                 cell.net.iptables_save()
             );
             assert!(
                 !tcp(&kp, NET_B, 8005),
-                "round {round} (killed at {delay}, up finished: {finished}): a host no group \
-                 allows\n{}",
+                "{plugin:?} round {round} (killed at {delay}, up finished: {finished}): a host no \
+                 group allows\n{}",
                 cell.asg_table()
             );
         }
         cell.net.down(&handle).unwrap();
     }
-    eprintln!("{half_made} of {ROUNDS} kills left a container with an address before up finished");
+    eprintln!("{plugin:?}: {half_made} of {ROUNDS} kills left a container with an address before up finished");
     assert!(
         half_made >= 3,
         "the kills must land between the address and the end of up"
@@ -99,19 +107,19 @@ fn kill_9_of_the_networker_with_the_agent_owning_egress_never_leaves_a_half_open
             assert!(
                 support::networker_fixture::tcp_probe(&kp, &service).is_err()
                     && !tcp(&kp, NET_B, 8005),
-                "down round {round} (killed after {delay} us): the container got out"
+                "{plugin:?} down round {round} (killed after {delay} us): the container got out"
             );
         }
         cell.net.down(&handle).unwrap();
     }
     eprintln!(
-        "{still_addressed} of {} killed downs left the address",
+        "{plugin:?}: {still_addressed} of {} killed downs left the address",
         ROUNDS / 3
     );
     assert_eq!(
         (cell.net.iptables_save(), blocks(&cell.asg_table())),
         before,
-        "a second down leaves the cell's rules and the agent's table as they were"
+        "{plugin:?}: a second down leaves the cell's rules and the agent's table as they were"
     );
 }
 

@@ -6,6 +6,7 @@ use support::networker_fixture as fixture;
 
 use fixture::*;
 use serde_json::{json, Value};
+use std::time::Duration;
 use support::kill_loop::*;
 
 fn container_ip(out: &Value) -> String {
@@ -1174,4 +1175,127 @@ fn check_synced_replace(trace: &str, target: &std::path::Path) {
         lines[open_dir..].iter().any(|l| mine(l) && synced(l, &dfd)),
         "{dir} not fsynced after the rename onto {target}"
     );
+}
+
+/// A CNI plugin appended to the cell's conflist that logs when it starts and when it has read
+/// its input (`start DEL`, `input DEL`) to `recorder.log`, and passes ADD's `prevResult` on.
+fn add_recorder(cell: &Cell) -> std::path::PathBuf {
+    let log = cell.path("recorder.log");
+    let script = format!(
+        "#!/bin/sh\necho \"start $CNI_COMMAND\" >> {log}\ninput=$(cat)\necho \"input $CNI_COMMAND\" >> {log}\nif [ \"$CNI_COMMAND\" = ADD ]; then printf '%s' \"$input\" | jq -c .prevResult; fi\n",
+        log = log.display()
+    );
+    let bin =
+        std::path::Path::new(cell.config["cni_plugin_dir"].as_str().unwrap()).join("recorder");
+    std::fs::write(&bin, script).unwrap();
+    std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    cell.write_conflist(&[json!({"type": "recorder"})]);
+    log
+}
+
+/// An exclusive flock on `path`, held until dropped.
+fn hold_lock(path: &str) -> nix::fcntl::Flock<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .unwrap();
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .unwrap()
+}
+
+/// `down` releases the container's address (CNI DEL) only once its rules are gone, so a
+/// container given the address next never meets the old one's chains: with the rules' removal
+/// held up (the test holds the iptables lock), the store entry goes but the address stays
+/// allocated and the rules stay; the first DEL plugin is already started meanwhile (its start
+/// overlaps the wait) but has not been given its input. Once the lock is free, `down`
+/// completes and leaves nothing.
+#[test]
+fn down_releases_the_address_only_after_the_rules_are_gone() {
+    for &plugin in PLUGINS {
+        let cell = Cell::new(plugin);
+        let log = add_recorder(&cell);
+        let before = state(&cell);
+        let k = Container::start();
+        let out = cell
+            .up("held", &up_input(k.pid(), &[(0, 8080)], json!([])))
+            .unwrap();
+        let ip = container_ip(&out);
+        let lease = cell.path("ipam").join("netman-test").join(&ip);
+        assert!(lease.exists(), "{plugin:?}: no lease {}", lease.display());
+
+        let lock = hold_lock(cell.config["iptables_lock_file"].as_str().unwrap());
+        let mut child = cell.spawn(&["--action", "down", "--handle", "held"], "", &[]);
+        support::wait_until("the store entry to go", Duration::from_secs(20), || {
+            cell.store().get("held").is_none()
+        });
+        // The old order ran the CNI DEL right after the store entry, beside the rules.
+        let released = support::poll(Duration::from_secs(3), Duration::from_millis(50), || {
+            !lease.exists()
+        });
+        assert!(
+            released.is_none(),
+            "{plugin:?}: the address was released while the rules still named it"
+        );
+        assert!(
+            cell.iptables_save().contains(&format!("{ip}/32")),
+            "{plugin:?}"
+        );
+        let logged = std::fs::read_to_string(&log).unwrap();
+        assert!(logged.contains("start DEL"), "{plugin:?}: {logged}");
+        assert!(!logged.contains("input DEL"), "{plugin:?}: {logged}");
+        drop(lock);
+        let status = child.wait().unwrap();
+        assert!(status.success(), "{plugin:?}: down failed");
+        assert!(!lease.exists());
+        assert!(std::fs::read_to_string(&log).unwrap().contains("input DEL"));
+        assert_eq!(state(&cell), before, "{plugin:?}");
+    }
+}
+
+/// `up` starts the first CNI plugin before the host ports are known (its start overlaps the
+/// guard, the mount and the ports) and gives it its input only then: with the port state's
+/// lock held by the test, the plugin runs but nothing is allocated; once the lock is free,
+/// `up` completes.
+#[test]
+fn up_starts_the_first_plugin_before_its_input_is_known() {
+    for &plugin in PLUGINS {
+        let cell = Cell::new(plugin);
+        let k = Container::start();
+        let state_file = cell.config["state_file"].as_str().unwrap();
+        let lock = hold_lock(&format!("{state_file}_lock"));
+        let input = up_input(k.pid(), &[(0, 8080)], json!([])).to_string();
+        let child = cell.spawn(&["--action", "up", "--handle", "early"], &input, &[]);
+        let plugin_dir = cell.config["cni_plugin_dir"].as_str().unwrap().to_string();
+        let first = plugin.binaries()[0].0;
+        let running = |name: &str| {
+            let want = format!("{plugin_dir}/{name}");
+            std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+                std::fs::read(e.path().join("cmdline"))
+                    .is_ok_and(|c| c.split(|b| *b == 0).next() == Some(want.as_bytes()))
+            })
+        };
+        support::wait_until(
+            "the first ADD plugin to start",
+            Duration::from_secs(20),
+            || running(first),
+        );
+        assert!(
+            cell.leftover_files()
+                .iter()
+                .all(|f| !f.starts_with("ipam/")),
+            "{plugin:?}"
+        );
+        drop(lock);
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{plugin:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!running(first));
+        cell.down("early").unwrap();
+    }
 }

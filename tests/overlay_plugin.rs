@@ -4,6 +4,7 @@
 mod support;
 
 use netman::lab::netns::NamedNetns;
+use netman::overlay::plugin::RETIRED_PREFIX;
 use std::time::Duration;
 use support::overlay::*;
 
@@ -29,6 +30,116 @@ fn allocations(cell: &Cell) -> usize {
                 .count()
         })
         .unwrap_or(0)
+}
+
+/// After DEL, `eth0` is gone from the container; the pair's container end, left to the
+/// namespace under its retired name, is down, and no address but loopback's is left.
+fn disarmed(ns: &NamedNetns) -> bool {
+    let retired = links_named(ns, RETIRED_PREFIX);
+    let addresses = ns.exec(&["ip", "-o", "-4", "addr", "show"]).unwrap();
+    ns.exec(&["ip", "link", "show", "eth0"]).is_err()
+        && !retired.is_empty()
+        && retired.iter().all(|l| !flags(l).contains(&"UP"))
+        && addresses.lines().all(|l| l.contains(" lo "))
+}
+
+/// The flags of a line of `ip -o link show`: `5: eth0@if6: <BROADCAST,MULTICAST,UP> ...`.
+fn flags(line: &str) -> Vec<&str> {
+    line.split(['<', '>'])
+        .nth(1)
+        .unwrap_or("")
+        .split(',')
+        .collect()
+}
+
+/// The links whose name starts with `prefix`, as `ip -o link show` lines.
+fn links_named(ns: &NamedNetns, prefix: &str) -> Vec<String> {
+    ns.exec(&["ip", "-o", "link", "show"])
+        .unwrap()
+        .lines()
+        .filter(|l| l.split(": ").nth(1).is_some_and(|n| n.starts_with(prefix)))
+        .map(str::to_string)
+        .collect()
+}
+
+fn del(cell: &NamedNetns, id: &str, ns: &NamedNetns, conf: &serde_json::Value) {
+    let run = run_plugin(
+        cell,
+        PLUGIN,
+        "DEL",
+        id,
+        ns.path().to_str().unwrap(),
+        "eth0",
+        conf,
+    );
+    assert_eq!((run.status, run.stdout.as_str()), (0, ""), "{}", run.stdout);
+}
+
+/// DEL does not delete the veth pair (that would wait in the kernel for RCU callbacks): it
+/// takes the container's address and link down inside, the host end down without address or
+/// route, both ends out of the way under other names, and only then releases the IP. The IP
+/// is at once usable by the next container, a retried ADD into the same namespace works, and
+/// the pairs go with the old namespace.
+#[test]
+fn del_retires_the_pair_and_the_old_namespace_takes_it_away() {
+    let (lab, cell_ns, _) = one_cell(24);
+    let conf = lab.net_conf(0, "1.1.0");
+    let old = add_container(&lab, 0, "1.1.0");
+    let ip = old.ip.clone();
+    let host_end = netman::overlay::plugin::host_veth_name(ip.parse().unwrap());
+    assert!(ping(&old.ns, "169.254.0.1"));
+    assert!(links_named(&cell_ns, RETIRED_PREFIX).is_empty());
+
+    del(&cell_ns, &old.id, &old.ns, &conf);
+    assert!(
+        disarmed(&old.ns),
+        "the old container keeps its address or eth0"
+    );
+    assert!(
+        links_named(&cell_ns, &host_end).is_empty(),
+        "{host_end} is still there"
+    );
+    let retired = links_named(&cell_ns, RETIRED_PREFIX);
+    assert_eq!(retired.len(), 1, "{retired:?}");
+    assert!(!flags(&retired[0]).contains(&"UP"), "{}", retired[0]);
+    let addresses = cell_ns.exec(&["ip", "-o", "-4", "addr", "show"]).unwrap();
+    assert!(
+        !addresses.lines().any(|l| l.contains(RETIRED_PREFIX)),
+        "{addresses}"
+    );
+    let routes = cell_ns
+        .exec(&["ip", "-4", "route", "show", "table", "all"])
+        .unwrap();
+    assert!(!routes.contains(&format!("{ip} ")), "{routes}");
+    // A second DEL changes nothing and succeeds.
+    del(&cell_ns, &old.id, &old.ns, &conf);
+    assert_eq!(links_named(&cell_ns, RETIRED_PREFIX).len(), 1);
+    assert_eq!(links_named(&old.ns, RETIRED_PREFIX).len(), 1);
+
+    // A runtime may ADD into the same namespace again (a retry): eth0 is free for it.
+    let run = add(&cell_ns, &old.id, &old.ns, &conf, "");
+    assert_eq!(run.status, 0, "{}", run.stdout);
+    assert!(ping(&old.ns, "169.254.0.1"));
+    del(&cell_ns, &old.id, &old.ns, &conf);
+    assert!(disarmed(&old.ns));
+    assert_eq!(links_named(&cell_ns, RETIRED_PREFIX).len(), 2);
+
+    // The next container gets the first IP while the old pairs still exist, and the cell
+    // reaches it.
+    let next = NamedNetns::create(&unique("k")).unwrap();
+    let run = add(&cell_ns, "ctr-next", &next, &conf, &format!("IP={ip}"));
+    assert_eq!(run.status, 0, "{}", run.stdout);
+    assert!(ping(&cell_ns, &ip));
+    assert!(ping(&next, "169.254.0.1"));
+
+    // The old namespace takes its pairs with it.
+    drop(old);
+    support::wait_until("the retired pairs to go", Duration::from_secs(20), || {
+        links_named(&cell_ns, RETIRED_PREFIX).is_empty()
+    });
+    assert!(ping(&cell_ns, &ip));
+    del(&cell_ns, "ctr-next", &next, &conf);
+    std::mem::forget(cell_ns); // owned by the lab
 }
 
 #[test]
@@ -112,7 +223,7 @@ fn exhaustion_del_check_gc_status_version() {
         assert_eq!((run.status, run.stdout.as_str()), (0, ""), "{}", run.stdout);
     }
     assert_eq!(host_veths(&lab.cells[0]), 5);
-    assert!(c0.ns.exec(&["ip", "link", "show", "eth0"]).is_err());
+    assert!(disarmed(&c0.ns), "c0 keeps its address after DEL");
     let run = run_plugin(
         &cell_ns,
         PLUGIN,
@@ -314,7 +425,7 @@ fn conflist_chains_reference_portmap() {
             p["type"], run.stdout, run.stderr
         );
     }
-    assert!(ctr.exec(&["ip", "link", "show", "eth0"]).is_err());
+    assert!(disarmed(&ctr));
     assert!(tcp_get(&lab.underlay, &cell.underlay_ip, 9090).is_err());
     let _ = Duration::from_secs(0);
 }

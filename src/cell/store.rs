@@ -4,7 +4,7 @@
 //! in `store.json_version`. Readers take no lock; a [`Reader`] re-reads the map only when the
 //! version changed.
 
-use super::files::{empty_file_error, lock_file, read_if_exists, suffixed, write_atomic};
+use super::files::{empty_file_error, lock_file, read_if_exists, suffixed, write_atomic_all};
 use crate::os_error::OsError;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -309,9 +309,13 @@ impl Store {
         if !f(&mut all)? {
             return Ok(());
         }
-        write_atomic(&self.path, &all.encode())?;
-        write_atomic(&self.version_path(), (version + 1).to_string().as_bytes())?;
-        Ok(())
+        // The store first, then its version: a reader that sees the new version reads the
+        // new store.
+        let version = (version + 1).to_string();
+        Ok(write_atomic_all(&[
+            (&self.path, &all.encode()),
+            (&self.version_path(), version.as_bytes()),
+        ])?)
     }
 }
 
@@ -419,6 +423,42 @@ mod tests {
         assert!(!store.delete("h1").unwrap());
         assert_eq!(store.version().unwrap(), 2);
         assert!(reader.read_if_changed(false).unwrap().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_version_file_that_cannot_be_written_leaves_the_store_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(&dir.path().join("store.json"));
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        store
+            .add(Container::for_app("h1", ip("10.0.0.1"), "a"))
+            .unwrap();
+        // The version's temporary file cannot be created: a directory stands in its place.
+        let blocker = suffixed(
+            &store.version_path(),
+            &format!(".tmp{}", std::process::id()),
+        );
+        std::fs::create_dir(&blocker).unwrap();
+        let err = store
+            .add(Container::for_app("h2", ip("10.0.0.2"), "a"))
+            .unwrap_err();
+        assert!(err.to_string().contains("store.json_version.tmp"), "{err}");
+        let all = store.read_all().unwrap();
+        assert_eq!(all.handles().collect::<Vec<_>>(), ["h1"]);
+        assert_eq!(store.version().unwrap(), 1);
+        let left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".tmp") && !n.starts_with("store.json_version.tmp"))
+            .collect();
+        assert!(left.is_empty(), "temporaries left: {left:?}");
+        std::fs::remove_dir(&blocker).unwrap();
+        store
+            .add(Container::for_app("h2", ip("10.0.0.2"), "a"))
+            .unwrap();
+        assert_eq!(store.read_all().unwrap().handles().count(), 2);
+        assert_eq!(store.version().unwrap(), 2);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
 /// A failure of the CNI chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,13 +200,33 @@ impl NetworkList {
         self.conf.plugins[i]["type"].as_str().unwrap_or_default()
     }
 
+    /// Starts the plugin that runs first for `command` (ADD: the first of the list, DEL: the
+    /// last), before its configuration is known; see [`Started`].
+    pub fn start(&self, command: &'static str, rt: &Runtime) -> Result<Started, Error> {
+        let i = if command == "DEL" {
+            self.conf.plugins.len() - 1
+        } else {
+            0
+        };
+        spawn(self.plugin_type(i), command, rt)
+    }
+
     /// ADD through the chain; returns the last plugin's result. On failure nothing is undone here
     /// (the caller runs [`NetworkList::del`]).
     pub fn add(&self, rt: &Runtime) -> Result<CniResult, Error> {
+        self.add_started(rt, self.start("ADD", rt)?)
+    }
+
+    /// ADD, the first plugin being `first` (from [`NetworkList::start`] with the same runtime).
+    pub fn add_started(&self, rt: &Runtime, first: Started) -> Result<CniResult, Error> {
         let mut prev: Option<CniResult> = None;
+        let mut first = Some(first);
         for i in 0..self.conf.plugins.len() {
             let conf = self.plugin_config(i, rt, prev.as_ref());
-            let out = exec(self.plugin_type(i), "ADD", rt, &conf)?;
+            let out = match first.take() {
+                Some(started) => started.finish(&conf)?,
+                None => exec(self.plugin_type(i), "ADD", rt, &conf)?,
+            };
             let result = serde_json::from_slice(&out).map_err(|e| Error::InvalidResult {
                 plugin: self.plugin_type(i).to_string(),
                 message: e.to_string(),
@@ -219,14 +239,30 @@ impl NetworkList {
     /// DEL through the chain in reverse, with the cached ADD result as `prevResult` (CNI >= 0.4).
     /// Every plugin is called; the first error is returned.
     pub fn del(&self, rt: &Runtime, cached: Option<&CniResult>) -> Result<(), Error> {
+        self.del_started(rt, cached, self.start("DEL", rt))
+    }
+
+    /// DEL, the first plugin to run (the last of the list) being `first` (from
+    /// [`NetworkList::start`] with the same runtime; a failure to start it is DEL's error).
+    pub fn del_started(
+        &self,
+        rt: &Runtime,
+        cached: Option<&CniResult>,
+        first: Result<Started, Error>,
+    ) -> Result<(), Error> {
         let with_prev = Version::parse(&self.conf.cni_version)
             .map(|v| v >= Version(0, 4, 0))
             .unwrap_or(false);
         let prev = cached.filter(|_| with_prev);
         let mut first_err = None;
+        let mut first = Some(first);
         for i in (0..self.conf.plugins.len()).rev() {
             let conf = self.plugin_config(i, rt, prev);
-            if let Err(e) = exec(self.plugin_type(i), "DEL", rt, &conf) {
+            let done = match first.take() {
+                Some(started) => started.and_then(|s| s.finish(&conf)),
+                None => exec(self.plugin_type(i), "DEL", rt, &conf),
+            };
+            if let Err(e) = done {
                 log::warn!("{e}");
                 first_err.get_or_insert(e);
             }
@@ -236,13 +272,22 @@ impl NetworkList {
 }
 
 fn exec(plugin: &str, command: &'static str, rt: &Runtime, conf: &Value) -> Result<Vec<u8>, Error> {
+    spawn(plugin, command, rt)?.finish(conf)
+}
+
+/// A plugin process started before its configuration is known, so that its start (exec,
+/// runtime set-up: a few ms) overlaps other work. A plugin reads its configuration from stdin
+/// before it acts, so it does nothing until [`Started::finish`] writes it; dropped unused, it
+/// is killed (and a plugin whose stdin closes empty fails without acting).
+pub struct Started {
+    plugin: String,
+    command: &'static str,
+    child: Option<Child>,
+}
+
+fn spawn(plugin: &str, command: &'static str, rt: &Runtime) -> Result<Started, Error> {
     let bin = rt.plugin_dir.join(plugin);
-    let os_error = |context: String, e: std::io::Error| Error::Exec {
-        plugin: plugin.to_string(),
-        command,
-        os: OsError::io(context, &e),
-    };
-    let mut child = Command::new(&bin)
+    let child = Command::new(&bin)
         .env("CNI_COMMAND", command)
         .env("CNI_CONTAINERID", &rt.container_id)
         .env("CNI_NETNS", &rt.netns)
@@ -253,17 +298,47 @@ fn exec(plugin: &str, command: &'static str, rt: &Runtime, conf: &Value) -> Resu
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| os_error(format!("running {}", bin.display()), e))?;
-    let input = serde_json::to_vec(conf).expect("serialisable");
-    let wrote = child.stdin.take().expect("piped").write_all(&input);
-    let out = child
-        .wait_with_output()
-        .map_err(|e| os_error("waiting".into(), e))?;
-    if out.status.success() {
-        wrote.map_err(|e| os_error("writing stdin".into(), e))?;
-        return Ok(out.stdout);
+        .map_err(|e| Error::Exec {
+            plugin: plugin.to_string(),
+            command,
+            os: OsError::io(format!("running {}", bin.display()), &e),
+        })?;
+    Ok(Started {
+        plugin: plugin.to_string(),
+        command,
+        child: Some(child),
+    })
+}
+
+impl Started {
+    /// Writes `conf` to the plugin's stdin and waits for its answer.
+    fn finish(mut self, conf: &Value) -> Result<Vec<u8>, Error> {
+        let mut child = self.child.take().expect("finished once");
+        let os_error = |context: &str, e: std::io::Error| Error::Exec {
+            plugin: self.plugin.clone(),
+            command: self.command,
+            os: OsError::io(context, &e),
+        };
+        let input = serde_json::to_vec(conf).expect("serialisable");
+        let wrote = child.stdin.take().expect("piped").write_all(&input);
+        let out = child
+            .wait_with_output()
+            .map_err(|e| os_error("waiting", e))?;
+        if out.status.success() {
+            wrote.map_err(|e| os_error("writing stdin", e))?;
+            return Ok(out.stdout);
+        }
+        Err(failure(&self.plugin, self.command, &out))
     }
-    Err(failure(plugin, command, &out))
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 /// A failed plugin run: the spec's error object on stdout (`{"code", "msg", "details"}`), else

@@ -1,6 +1,7 @@
 //! A cell for dynamic-ASG tests and benches: the networker's fixture (CNI `bridge` +
-//! `host-local`), a relay to the policy server's internal API, and the real vxlan-policy-agent in
-//! the cell namespace; groups in the internal API's shape for the fake original server.
+//! `host-local` unless another chain is asked for), a relay to the policy server's internal
+//! API, and the real vxlan-policy-agent in the cell namespace; groups in the internal API's
+//! shape for the fake original server.
 
 use super::agent_lab::Relay;
 use super::networker_fixture::{tcp_probe, Cell, Container, Plugin, NET_C};
@@ -53,8 +54,19 @@ impl AsgCell {
         syncing: bool,
         patch: impl FnOnce(&mut Value),
     ) -> AsgCell {
+        AsgCell::with_plugin(Plugin::Bridge, tls, server, syncing, patch)
+    }
+
+    /// [`AsgCell::new`] with the CNI plugin chain given.
+    pub fn with_plugin(
+        plugin: Plugin,
+        tls: impl Into<AgentTls>,
+        server: std::net::SocketAddr,
+        syncing: bool,
+        patch: impl FnOnce(&mut Value),
+    ) -> AsgCell {
         let tls: AgentTls = tls.into();
-        let net = Cell::with_config(Plugin::Bridge, |c| {
+        let net = Cell::with_config(plugin, |c| {
             c["policy_agent_asg_url"] = json!(format!("http://127.0.0.1:{FORCE_PORT}"));
             c["policy_agent_timeout_seconds"] = json!(10);
         });
@@ -69,7 +81,7 @@ impl AsgCell {
             "poll_interval_seconds": 1,
             "enable_asg_syncing": syncing,
             "asg_poll_interval_seconds": 1,
-            "overlay_network": Plugin::Bridge.overlay_network(),
+            "overlay_network": plugin.overlay_network(),
             "deny_networks": {"always": [format!("{NET_C}/32")]},
         });
         patch(&mut config);

@@ -1,8 +1,9 @@
 //! `down`: removes everything of a container; absent parts are skipped, so it is idempotent.
 
 use super::{CniCache, Networker};
+use crate::cni::CniResult;
 use crate::networker::bind_mount;
-use crate::networker::cni_exec::{self, NetworkList, Runtime};
+use crate::networker::cni_exec::{self, NetworkList, Runtime, Started};
 use crate::networker::rules;
 use crate::networker::Error;
 use crate::steps::Steps;
@@ -14,32 +15,46 @@ impl Networker {
     /// Every step runs; the first error is returned.
     pub fn down(&self, handle: &str) -> Result<(), Error> {
         let mut steps = Steps::start();
-        // The rules (then the host ports their DNAT names) and the CNI DEL are independent:
-        // both run at once (down latency is the slower of the two, not their sum).
         let ip = self.store.get(handle).ok().flatten().map(|c| c.ip);
-        let agent_egress = self.read_cache(handle).is_some_and(|c| c.agent_egress);
+        let cache = self.read_cache(handle);
+        let agent_egress = cache.as_ref().is_some_and(|c| c.agent_egress);
+        let mount = self.mount_path(handle);
+        // The first DEL plugin starts now and waits for its input (below) meanwhile.
+        let del = self.prepare_cni_del(handle, &mount, cache);
         steps.mark("read");
-        let (rules, mut errors) = std::thread::scope(|s| {
-            let rules = s.spawn(|| {
-                let (took, rules) = self.remove_rules_of(handle, ip, agent_egress);
+        // The container's rules go while it leaves the store and the agent's table. Its
+        // address is released (CNI DEL) only once no rule names it any more, neither the
+        // agent's nor its own chains (a container given the address meanwhile would meet
+        // them); the host ports, named by the DNAT rules, go beside the DEL.
+        // Reported in this order: rules, host ports, then the others as they ran.
+        let errors = std::thread::scope(|s| {
+            let rules = s.spawn(|| self.remove_rules_of(handle, ip, agent_egress));
+            let mut others = self.leave_store_and_agent(handle, &mut steps);
+            let rules = match rules.join() {
+                Ok((took, r)) => {
+                    steps.add("rules_in_parallel", took);
+                    r
+                }
+                Err(_) => Err(Error::Panicked("removing rules")),
+            };
+            steps.mark("wait_rules");
+            let ports = s.spawn(|| {
                 let t = Instant::now();
-                let ports = self.ports.release(handle).map(|_| ());
-                (took, rules, t.elapsed(), ports)
+                (self.ports.release(handle).map(|_| ()), t.elapsed())
             });
-            let errors = self.down_except_rules(handle, &mut steps);
-            (rules.join(), errors)
+            others.extend(self.release_address(handle, &mount, del, &mut steps));
+            let ports = match ports.join() {
+                Ok((r, took)) => {
+                    steps.add("ports_in_parallel", took);
+                    r
+                }
+                Err(_) => Err(Error::Panicked("releasing host ports")),
+            };
+            let mut errors: Vec<Error> =
+                [rules, ports].into_iter().filter_map(Result::err).collect();
+            errors.append(&mut others);
+            errors
         });
-        match rules {
-            Ok((rules_took, rules, ports_took, ports)) => {
-                steps.add("rules_in_parallel", rules_took);
-                steps.add("ports_in_parallel", ports_took);
-                let mut first: Vec<Error> =
-                    [rules, ports].into_iter().filter_map(Result::err).collect();
-                first.append(&mut errors);
-                errors = first;
-            }
-            Err(_) => errors.insert(0, Error::Panicked("removing rules")),
-        }
         for e in &errors {
             log::error!("down {handle}: {e}");
         }
@@ -78,69 +93,104 @@ impl Networker {
         (t.elapsed(), r)
     }
 
-    /// Store entry, the agent's egress entry, CNI DEL, bind mount: every step runs; the errors
-    /// are returned.
-    fn down_except_rules(&self, handle: &str, steps: &mut Steps) -> Vec<Error> {
+    /// The store entry, then the agent's egress entry (the agent reads the store): both run;
+    /// the errors are returned.
+    fn leave_store_and_agent(&self, handle: &str, steps: &mut Steps) -> Vec<Error> {
         let mut errors: Vec<Error> = Vec::new();
-        let mut note = |r: Result<(), Error>, step: &'static str| {
-            steps.mark(step);
-            if let Err(e) = r {
-                errors.push(e);
-            }
-        };
-        note(
-            self.store.delete(handle).map(|_| ()).map_err(Error::from),
-            "store",
-        );
-        // After the store entry: the agent drops the container's egress entry. Before the CNI
-        // DEL: the address is released only once no rule of the agent names it.
+        let stored = self.store.delete(handle).map(|_| ()).map_err(Error::from);
+        steps.mark("store");
+        errors.extend(stored.err());
         if self.config.policy_agent_asg_url.is_some() {
-            note(self.agent_egress_cleanup(handle), "agent");
+            let cleaned = self.agent_egress_cleanup(handle);
+            steps.mark("agent");
+            errors.extend(cleaned.err());
         }
-        let mount = self.mount_path(handle);
-        note(self.cni_del(handle, &mount), "cni_del");
-        note(bind_mount::remove(&mount), "unmount");
-        crate::cell::files::remove_stale_temps(&self.cache_path(handle));
         errors
     }
 
-    /// CNI DEL with what ADD was given (from its cache), when there is anything to delete; the
-    /// cache goes once DEL succeeded.
-    fn cni_del(&self, handle: &str, mount: &Path) -> Result<(), Error> {
-        let cache = self.read_cache(handle);
-        let mounted = bind_mount::is_mounted(mount);
-        if cache.is_none() && !mounted {
-            return Ok(());
-        }
-        if let Some(list) = cni_exec::load(Path::new(&self.config.cni_config_dir))? {
-            self.cni_del_with(
-                handle,
-                list,
-                cache.unwrap_or_default(),
-                mounted.then_some(mount),
-            )?;
-        }
-        let _ = std::fs::remove_file(self.cache_path(handle));
-        Ok(())
-    }
-
-    fn cni_del_with(
+    /// CNI DEL (the address released), then the netns bind mount: both run; the errors are
+    /// returned.
+    fn release_address(
         &self,
         handle: &str,
-        list: NetworkList,
-        cache: CniCache,
-        mount: Option<&Path>,
-    ) -> Result<(), Error> {
+        mount: &Path,
+        del: Result<Del, Error>,
+        steps: &mut Steps,
+    ) -> Vec<Error> {
+        let deleted = del.and_then(|d| self.cni_del(handle, d));
+        steps.mark("cni_del");
+        let unmounted = bind_mount::remove(mount);
+        steps.mark("unmount");
+        crate::cell::files::remove_stale_temps(&self.cache_path(handle));
+        [deleted, unmounted]
+            .into_iter()
+            .filter_map(Result::err)
+            .collect()
+    }
+
+    /// What the CNI DEL needs, with what ADD was given (from its cache) and its first plugin
+    /// started; nothing when there is nothing to delete.
+    fn prepare_cni_del(
+        &self,
+        handle: &str,
+        mount: &Path,
+        cache: Option<CniCache>,
+    ) -> Result<Del, Error> {
+        let mounted = bind_mount::is_mounted(mount);
+        if cache.is_none() && !mounted {
+            return Ok(Del::Nothing);
+        }
+        let Some(list) = cni_exec::load(Path::new(&self.config.cni_config_dir))? else {
+            return Ok(Del::NoConfig);
+        };
+        let cache = cache.unwrap_or_default();
         let rt = Runtime {
             plugin_dir: PathBuf::from(&self.config.cni_plugin_dir),
             container_id: handle.to_string(),
             // A netns that is gone (e.g. after a reboot) is passed as empty: plugins then
             // release what they hold outside it (IPAM) and skip the rest.
-            netns: mount.map(Path::to_path_buf).unwrap_or_default(),
+            netns: if mounted {
+                mount.to_path_buf()
+            } else {
+                PathBuf::new()
+            },
             ifname: "eth0".into(),
             metadata: cache.metadata,
             runtime_config: cache.runtime_config,
         };
-        Ok(list.del(&rt, cache.result.as_ref())?)
+        let first = list.start("DEL", &rt);
+        Ok(Del::Run(Box::new(PreparedDel {
+            list,
+            rt,
+            result: cache.result,
+            first,
+        })))
     }
+
+    /// Runs the prepared DEL; the cache goes once DEL succeeded.
+    fn cni_del(&self, handle: &str, del: Del) -> Result<(), Error> {
+        match del {
+            Del::Nothing => return Ok(()),
+            Del::NoConfig => {}
+            Del::Run(d) => d.list.del_started(&d.rt, d.result.as_ref(), d.first)?,
+        }
+        let _ = std::fs::remove_file(self.cache_path(handle));
+        Ok(())
+    }
+}
+
+/// The CNI DEL of a `down`, decided at its start.
+enum Del {
+    /// No cache and no mount: nothing was added.
+    Nothing,
+    /// No CNI configuration any more: only the cache goes.
+    NoConfig,
+    Run(Box<PreparedDel>),
+}
+
+struct PreparedDel {
+    list: NetworkList,
+    rt: Runtime,
+    result: Option<CniResult>,
+    first: Result<Started, cni_exec::Error>,
 }

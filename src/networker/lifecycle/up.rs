@@ -96,6 +96,16 @@ impl Networker {
         undo: &mut Vec<Undo>,
         steps: &mut Steps,
     ) -> Result<UpOutput, Error> {
+        let mut rt = Runtime {
+            plugin_dir: PathBuf::from(&self.config.cni_plugin_dir),
+            container_id: handle.to_string(),
+            netns: self.mount_path(handle),
+            ifname: "eth0".into(),
+            metadata: checked.metadata.clone(),
+            runtime_config: None,
+        };
+        // The first ADD plugin starts now and waits for its input (the host ports) meanwhile.
+        let first = checked.list.start("ADD", &rt)?;
         // The guard must be complete before the CNI ADD; the mount and the host ports do not
         // depend on it, so they are made meanwhile.
         let (guard, mappings) = std::thread::scope(|s| {
@@ -112,19 +122,12 @@ impl Networker {
         steps.add("guard_in_parallel", took);
         guard?;
 
-        let rt = Runtime {
-            plugin_dir: PathBuf::from(&self.config.cni_plugin_dir),
-            container_id: handle.to_string(),
-            netns: self.mount_path(handle),
-            ifname: "eth0".into(),
-            metadata: checked.metadata.clone(),
-            runtime_config: Some(RuntimeConfig {
-                net_out_rules: input.netout_rules.clone(),
-                port_mappings: mappings.clone(),
-            }),
-        };
+        rt.runtime_config = Some(RuntimeConfig {
+            net_out_rules: input.netout_rules.clone(),
+            port_mappings: mappings.clone(),
+        });
         undo.push(Undo::Cni(Box::new((checked.list.clone(), rt.clone()))));
-        let result = checked.list.add(&rt)?;
+        let result = checked.list.add_started(&rt, first)?;
         steps.mark("cni_add");
         let (ip, iface) = result.first_ipv4().ok_or(Error::NoIpv4)?;
         let container = Container {
