@@ -9,6 +9,9 @@
 
 pub mod client;
 pub mod compile;
+pub mod counters;
+pub mod counting;
+pub mod deciding;
 pub mod endpoints;
 #[cfg(test)]
 mod eval;
