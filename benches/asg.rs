@@ -21,7 +21,8 @@
 mod support;
 
 use netman::agent::asg::compile::{compile_with, Cache};
-use netman::agent::asg::objects::{render_diff, render_full};
+use netman::agent::asg::counting::ALLOWED_COUNTS;
+use netman::agent::asg::objects::{render_diff, render_full, Objects};
 use netman::agent::asg::{compile, DenyNetworks, Settings};
 use netman::agent::libnft::LibNft;
 use netman::api::security_groups::SecurityGroup;
@@ -166,6 +167,24 @@ fn for_cell(all: &[SecurityGroup], spaces: &[String]) -> Vec<SecurityGroup> {
         .collect()
 }
 
+/// The table without its counters (the baseline of the counters' cost): no counted set, no
+/// named counter, no counting statement; the same chains and maps otherwise.
+fn without_counters(o: &Objects) -> Objects {
+    let mut o = o.clone();
+    o.sets.remove(ALLOWED_COUNTS);
+    o.counters.clear();
+    for (_, rules) in o.chains.values_mut() {
+        rules.retain(|r| !r.contains(&format!("update @{ALLOWED_COUNTS}")));
+        for r in rules.iter_mut() {
+            if let Some(at) = r.find("counter name \"") {
+                let end = r[at + 14..].find('"').unwrap() + at + 16;
+                r.replace_range(at..end, "");
+            }
+        }
+    }
+    o
+}
+
 /// Compile + apply from scratch, then one edit of group `edit` (another destination and port)
 /// and one bind of group `bind` to `space-3`, on top; medians of 3.
 fn measure(nft: &LibNft, label: &str, all: &[SecurityGroup], edit: usize, bind: usize) {
@@ -177,6 +196,9 @@ fn measure(nft: &LibNft, label: &str, all: &[SecurityGroup], edit: usize, bind: 
     let mut edit_t = Vec::new();
     let mut bind_t = Vec::new();
     let mut edit_parts = Vec::new();
+    // Render + kernel, with and without the counters, from scratch and for the edit.
+    let (mut with_scratch, mut without_scratch) = (Vec::new(), Vec::new());
+    let (mut with_edit, mut without_edit) = (Vec::new(), Vec::new());
     let (mut elements, mut fetched) = (0, 0);
     for _ in 0..3 {
         let gs = for_cell(all, &spaces);
@@ -234,6 +256,27 @@ fn measure(nft: &LibNft, label: &str, all: &[SecurityGroup], edit: usize, bind: 
         nft.run(&render_diff(&c2.objects, &c3.objects).unwrap())
             .unwrap();
         bind_t.push(ms(t.elapsed()));
+
+        // The same table and edit without the counters, against the same steps with them.
+        let (bare, bare2) = (without_counters(&c.objects), without_counters(&c2.objects));
+        assert_ne!(bare, c.objects);
+        let apply = |script: String| {
+            let t = Instant::now();
+            nft.run(&script).unwrap();
+            ms(t.elapsed())
+        };
+        let t = Instant::now();
+        let script = render_full(&bare);
+        without_scratch.push(ms(t.elapsed()) + apply(script));
+        let t = Instant::now();
+        let script = render_diff(&bare, &bare2).unwrap();
+        without_edit.push(ms(t.elapsed()) + apply(script));
+        let t = Instant::now();
+        let script = render_full(&c.objects);
+        with_scratch.push(ms(t.elapsed()) + apply(script));
+        let t = Instant::now();
+        let script = render_diff(&c.objects, &c2.objects).unwrap();
+        with_edit.push(ms(t.elapsed()) + apply(script));
     }
     println!(
         "{label}: {fetched} groups on the cell ({elements} set elements): from scratch {:.0} ms; one edit {:.1} ms; one bind {:.1} ms  (medians of 3)",
@@ -248,6 +291,13 @@ fn measure(nft: &LibNft, label: &str, all: &[SecurityGroup], edit: usize, bind: 
         median(render_t),
         median(kernel_t)
     );
+    let (ws, bs) = (median(with_scratch), median(without_scratch));
+    let (we, be) = (median(with_edit), median(without_edit));
+    println!(
+        "  counters: render + kernel from scratch {ws:.0} ms with, {bs:.0} ms without (ratio {:.2}); one edit {we:.1} ms with, {be:.1} ms without (ratio {:.2})",
+        ws / bs,
+        we / be
+    );
     let part = |f: fn(&(f64, f64, f64, usize)) -> f64| median(edit_parts.iter().map(f).collect());
     println!(
         "  one edit: compile {:.1} ms, diff {:.1} ms, kernel (libnftables) {:.1} ms, {} script lines",
@@ -260,6 +310,7 @@ fn measure(nft: &LibNft, label: &str, all: &[SecurityGroup], edit: usize, bind: 
 
 fn compile_and_apply() {
     println!("== compile + apply, one cell, 100 containers in 20 spaces, groups of 10 rules; one group edited, one bound, on top");
+    println!("load average at start: {}", support::machine::loadavg());
     let cell = ns("asgb");
     let nft = libnft_in(&cell);
     for n in [1_000usize, 13_500] {
@@ -321,6 +372,7 @@ fn connection_rate() {
     const PER_SAMPLE: usize = 1500;
     const ROUNDS: usize = 11;
     println!("== new outbound TCP connections/s through the cell ({PER_SAMPLE} sequential connect+close per sample, every 4-tuple new, {ROUNDS} interleaved rounds)");
+    println!("load average at start: {}", support::machine::loadavg());
     let cell = ns("asgr");
     let internet = ns("asgi");
     cell.sysctl("net.ipv4.ip_forward", "1").unwrap();
@@ -455,7 +507,19 @@ fn connection_rate() {
     big.metadata
         .insert("container_workload".into(), json!("app"));
     let c = compile(&gs, &[baseline, big], &settings());
-    libnft_in(&cell).run(&render_full(&c.objects)).unwrap();
+    let nft = libnft_in(&cell);
+    nft.run(&render_full(&c.objects)).unwrap();
+    // Counters on or off: the `ok` chain with or without its counting statements.
+    let ok_on = c.objects.chains["ok"].1.clone();
+    let ok_off = without_counters(&c.objects).chains["ok"].1.clone();
+    assert_ne!(ok_on, ok_off);
+    let set_ok = |rules: &[String]| {
+        let mut script = "flush chain ip netman_asg ok\n".to_string();
+        for r in rules {
+            script.push_str(&format!("add rule ip netman_asg ok {r}\n"));
+        }
+        nft.run(&script).unwrap();
+    };
 
     let mut next_port = [1024u32; 2];
     let mut sample = |which: usize| -> f64 {
@@ -470,23 +534,44 @@ fn connection_rate() {
         PER_SAMPLE as f64 / took.as_secs_f64()
     };
     let (mut base, mut many, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut off, mut on_off) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
-        let (b, m) = if round % 2 == 0 {
+        // 13,500 groups with the counting statements out of `ok`: after the two others in
+        // even rounds, before them in odd ones.
+        let counters_off = |sample: &mut dyn FnMut(usize) -> f64| {
+            set_ok(&ok_off);
+            let o = sample(1);
+            set_ok(&ok_on);
+            o
+        };
+        let (b, m, o) = if round % 2 == 0 {
             let b = sample(0);
-            (b, sample(1))
-        } else {
             let m = sample(1);
-            (sample(0), m)
+            (b, m, counters_off(&mut sample))
+        } else {
+            let o = counters_off(&mut sample);
+            let m = sample(1);
+            (sample(0), m, o)
         };
         base.push(b);
         many.push(m);
         ratios.push(m / b);
+        off.push(o);
+        on_off.push(m / o);
     }
     println!(
         "1 group: {:.0}/s; 13,500 groups: {:.0}/s; ratio (median of per-round ratios) {:.2}",
         median(base),
-        median(many),
+        median(many.clone()),
         median(ratios)
+    );
+    println!(
+        "13,500 groups, counters on: {:.0}/s; off: {:.0}/s; ratio on/off (median of per-round ratios) {:.2} [{:.2}-{:.2}]",
+        median(many),
+        median(off),
+        median(on_off.clone()),
+        on_off.iter().cloned().fold(f64::MAX, f64::min),
+        on_off.iter().cloned().fold(0.0, f64::max)
     );
 }
 
