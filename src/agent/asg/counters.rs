@@ -163,7 +163,7 @@ pub fn read_carried(nft_path: &str) -> Result<Carried, String> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Moved {
     pub allowed: u64,
-    /// By reason: `deny_networks`, `default_deny`, `unknown_source`.
+    /// By reason: `deny_network`, `default_deny`, `unknown_source` (the flow log's rule kinds).
     pub denied: BTreeMap<&'static str, u64>,
     /// Refused connections the deny-log limit left unlogged.
     pub log_dropped: u64,
@@ -196,9 +196,7 @@ impl Totals {
         for (name, n) in &read.named {
             let up = increase(self.named.insert(name.clone(), n.packets), n.packets);
             let reason = match name.as_str() {
-                counting::DENY_NETWORKS_RUNNING | counting::DENY_NETWORKS_STAGING => {
-                    "deny_networks"
-                }
+                counting::DENY_NETWORKS_RUNNING | counting::DENY_NETWORKS_STAGING => "deny_network",
                 counting::DEFAULT_DENY => "default_deny",
                 counting::UNKNOWN_SOURCE => "unknown_source",
                 counting::DENY_NETWORKS_DROPPED
@@ -310,6 +308,66 @@ pub fn per_rule(enforced: &Enforced, read: &Read) -> (Vec<RuleCount>, Count) {
         }
     }
     (out, unattributed)
+}
+
+/// The ASG table's counters as the flow log reports them: read on each scrape and each
+/// `/counters` request, against the groups and containers in force.
+pub struct AsgCounters {
+    asg: Arc<super::AsgAgent>,
+    nft_path: String,
+    totals: std::sync::Mutex<Totals>,
+}
+
+impl AsgCounters {
+    /// Takes what the table counted so far as the baseline (nothing when it is not there yet).
+    pub fn new(asg: Arc<super::AsgAgent>, nft_path: &str) -> AsgCounters {
+        asg.publish_enforced();
+        let counters = AsgCounters {
+            asg,
+            nft_path: nft_path.to_string(),
+            totals: std::sync::Mutex::new(Totals::default()),
+        };
+        let _ = counters.moved();
+        counters
+    }
+
+    /// What moved since the last call.
+    pub fn moved(&self) -> Result<Moved, String> {
+        let read = read(&self.nft_path)?;
+        let mut totals = self.totals.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(totals.update(&read))
+    }
+
+    /// `/counters`' part: every rule enforced on the cell with the connections it allowed, and
+    /// the table's named counters.
+    pub fn json(&self) -> Result<Value, String> {
+        let read = read(&self.nft_path)?;
+        let enforced = self.asg.enforced();
+        let (rules, unattributed) = per_rule(&enforced, &read);
+        let mut allowed = Count::default();
+        for (_, n) in &read.allowed {
+            allowed.packets += n.packets;
+            allowed.bytes += n.bytes;
+        }
+        let named: serde_json::Map<String, Value> = read
+            .named
+            .iter()
+            .map(|(name, n)| {
+                let v = serde_json::json!({"connections": n.packets, "bytes": n.bytes});
+                (name.clone(), v)
+            })
+            .collect();
+        Ok(serde_json::json!({
+            "security_groups": rules,
+            "egress": {
+                "allowed": {"connections": allowed.packets, "bytes": allowed.bytes},
+                "unattributed": {"connections": unattributed.packets, "bytes": unattributed.bytes},
+                "tracked_keys": read.allowed.len(),
+                "tracked_keys_max": counting::ALLOWED_COUNTS_SIZE,
+                "counters": named,
+            },
+        }))
+    }
 }
 
 #[cfg(test)]
