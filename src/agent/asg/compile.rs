@@ -5,14 +5,18 @@
 //!   chain forward { type filter hook forward priority -5; policy accept;    # after the c2c table (-10)
 //!     ip saddr <overlay> ip daddr != <overlay> ct state invalid meta l4proto tcp drop
 //!     ip saddr <overlay> ip daddr != <overlay> ct state new ip saddr vmap @containers
-//!     ip saddr <overlay> ip daddr != <overlay> ct state new [log "ASG_DENY unknown_source"] reject
+//!     ip saddr <overlay> ip daddr != <overlay> ct state new counter name "unknown_source" goto deny_unknown_source
 //!   }
 //!   map containers { type ipv4_addr : verdict; }        # container IP -> jump rs_<space>_<lifecycle>
 //!   chain rs_s<space>_r {                               # one per (space, lifecycle) on the cell
-//!     ip daddr @deny_r [log "ASG_DENY deny_networks"] reject   # deny networks beat every allow
+//!     ip daddr @deny_r counter name "deny_networks_running" goto deny_networks   # beat every allow
 //!     jump g_r                                          # the globally enabled groups, compiled once
 //!     jump s<space>_r                                   # the groups bound to the space, compiled once
-//!     [log "ASG_DENY default"] reject
+//!     counter name "default_deny" goto deny_default
+//!   }
+//!   chain deny_default {                                # and deny_networks, deny_unknown_source
+//!     limit rate N/second burst N packets log prefix "ASG_DENY default" group G reject
+//!     counter name "default_deny_log_dropped" reject    # what the limit left unlogged
 //!   }
 //!   chain g_r {                                         # a layer: one group set's rules
 //!     ip daddr vmap @g_r_all                            # protocol all: destination -> verdict
@@ -30,8 +34,13 @@
 //!   map host_classes { type mark : verdict; }           # number -> jump cp_<h>, table-wide
 //!   chain cd_<h> { ip daddr vmap @cd_<h>_m }           # a class: destination -> jump ok | log_<h>
 //!   chain cp_<h> { th dport 80 jump ok; th dport 443 jump ok }   # a small class: rules, no map
-//!   chain ok { meta mark set meta mark | 0x02000000 accept }
-//!   chain log_<h> { [udp: limit] log prefix "ASG_OK <group> <index>" group G; meta mark set ... accept }
+//!   chain ok {                                         # every allow ends here: counted, then allowed
+//!     meta l4proto icmp update @allowed_counts { ip saddr . ip daddr . meta l4proto . th sport }
+//!     meta l4proto != icmp update @allowed_counts { ip saddr . ip daddr . meta l4proto . th dport }
+//!     meta mark set meta mark | 0x02000000 accept
+//!   }
+//!   set allowed_counts { type ...; size 65536; flags dynamic; counter; }   # [`super::counting`]
+//!   chain log_<h> { [udp: limit] log prefix "ASG_OK <group> <index>" group G; goto ok }
 //! }
 //! ```
 //! Every lookup is a hash (containers, hosts), a single-field interval lookup (ports,
