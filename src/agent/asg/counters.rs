@@ -455,7 +455,7 @@ mod tests {
     fn carried_counters_survive_a_full_rewrite_in_the_kernel() {
         use super::super::compile::{compile, DenyNetworks, Settings};
         use super::super::objects::{render_diff, render_full_carrying};
-        use crate::agent::nft::{Nft, Runner};
+        use crate::agent::nft::Nft;
         let settings = Settings {
             overlay: "10.255.0.0/16".parse().unwrap(),
             deny: DenyNetworks::default(),
