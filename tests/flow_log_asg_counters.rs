@@ -198,6 +198,24 @@ fn counters_move_for_the_deciding_rule_only() {
     );
     let text = debug(&cell, "/metrics");
     assert!(!text.contains("guid"), "no per-rule series: {text}");
+
+    // The container gone: its counts are forgotten at the next scrape (already in the totals),
+    // so its address starts from 0 for the next container.
+    assert!(after["egress"]["tracked_keys"].as_u64().unwrap() > 0);
+    cell.net.down("app1").unwrap();
+    wait_until("app1's counts forgotten", Duration::from_secs(10), || {
+        let _ = debug(&cell, "/metrics");
+        counters(&cell)["egress"]["tracked_keys"] == 0
+    });
+    assert!(
+        per_rule(&counters(&cell)).is_empty(),
+        "no container: no rule in force"
+    );
+    let allowed_now = metric(
+        &cell,
+        r#"vpa_flow_connections_total{verdict="allowed",kind="egress"} "#,
+    );
+    assert_eq!(allowed_now, allowed, "the totals keep what was forgotten");
 }
 
 #[test]

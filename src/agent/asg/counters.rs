@@ -331,11 +331,46 @@ impl AsgCounters {
         counters
     }
 
-    /// What moved since the last call.
+    /// What moved since the last call; then the keys of addresses no container has now are
+    /// removed (counted first), so the set holds the cell's containers' keys only and a new
+    /// container at an old address starts from 0.
     pub fn moved(&self) -> Result<Moved, String> {
         let read = read(&self.nft_path)?;
-        let mut totals = self.totals.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(totals.update(&read))
+        let moved = {
+            let mut totals = self.totals.lock().unwrap_or_else(|e| e.into_inner());
+            totals.update(&read)
+        };
+        self.forget_gone(&read);
+        Ok(moved)
+    }
+
+    fn forget_gone(&self, read: &Read) {
+        let enforced = self.asg.enforced();
+        // Nothing published yet: every key would look gone.
+        if enforced.containers.is_empty() && enforced.groups.is_empty() {
+            return;
+        }
+        let gone: Vec<String> = read
+            .allowed
+            .iter()
+            .filter(|(k, _)| !enforced.containers.contains_key(&k.src))
+            .map(|(k, _)| k.render())
+            .collect();
+        let mut script = String::new();
+        for chunk in gone.chunks(2000) {
+            script.push_str(&format!(
+                "delete element {FAMILY} {TABLE} {ALLOWED_COUNTS} {{ {} }}\n",
+                chunk.join(", ")
+            ));
+        }
+        if script.is_empty() {
+            return;
+        }
+        // A key gone meanwhile (a full rewrite) fails the batch: the next read tries again.
+        use crate::agent::nft::Runner;
+        if let Err(e) = crate::agent::nft::Nft::new(self.nft_path.as_str()).run(&script) {
+            log::debug!("forgetting the counts of containers gone: {e}");
+        }
     }
 
     /// `/counters`' part: every rule enforced on the cell with the connections it allowed, and
