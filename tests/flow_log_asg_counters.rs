@@ -74,15 +74,24 @@ fn groups() -> Vec<Value> {
     ]
 }
 
-fn cell(
-    dir: &std::path::Path,
-    server: &FakeOriginalServer,
-    pki: &support::original_wire::RsaPki,
-    per_sec: u32,
-) -> (AsgCell, PathBuf) {
-    let file = dir.join("flows.log");
+/// A cell with the two groups, its flow log, and app1 of space-1 up, whose egress the agent
+/// enforces (what the tests drop last goes first: the container, then the cell, then the server).
+struct Setup {
+    app: support::networker_fixture::Container,
+    cell: AsgCell,
+    file: PathBuf,
+    _server: FakeOriginalServer,
+    _dir: tempfile::TempDir,
+}
+
+fn setup(per_sec: u32) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = rsa_pki(dir.path());
+    let server = FakeOriginalServer::start(&pki);
+    set_groups(&server, &groups());
+    let file = dir.path().join("flows.log");
     let f = file.clone();
-    let mut cell = AsgCell::new(pki, server.addr, true, move |c| {
+    let mut cell = AsgCell::new(&pki, server.addr, true, move |c| {
         c["flow_log_file"] = json!(f);
         c["flow_log_cell"] = json!("cell-1");
         c["iptables_denied_logs_per_sec"] = json!(per_sec);
@@ -91,19 +100,22 @@ fn cell(
         c["asg_poll_interval_seconds"] = json!(3600);
     });
     cell.net.internet_tcp(&[80, 443, 8080]);
-    (cell, file)
+    let app = cell.up("app1", "space-1", "app", json!([]));
+    let a = app.ns.path();
+    eventually("web allows 80", true, || tcp(&a, NET_A, 80), &cell);
+    Setup {
+        app,
+        cell,
+        file,
+        _server: server,
+        _dir: dir,
+    }
 }
 
 #[test]
 fn counters_move_for_the_deciding_rule_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = rsa_pki(dir.path());
-    let server = FakeOriginalServer::start(&pki);
-    set_groups(&server, &groups());
-    let (cell, _) = cell(dir.path(), &server, &pki, 100);
-    let app = cell.up("app1", "space-1", "app", json!([]));
-    let a = app.ns.path();
-    eventually("web allows 80", true, || tcp(&a, NET_A, 80), &cell);
+    let setup = setup(100);
+    let (cell, a) = (&setup.cell, setup.app.ns.path());
 
     // Every rule of both groups is listed, used or not.
     let before = counters(&cell);
@@ -220,14 +232,8 @@ fn counters_move_for_the_deciding_rule_only() {
 
 #[test]
 fn a_denied_flood_is_logged_within_the_limit_and_the_rest_counted() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = rsa_pki(dir.path());
-    let server = FakeOriginalServer::start(&pki);
-    set_groups(&server, &groups());
-    let (cell, file) = cell(dir.path(), &server, &pki, 1);
-    let app = cell.up("app1", "space-1", "app", json!([]));
-    let a = app.ns.path();
-    eventually("web allows 80", true, || tcp(&a, NET_A, 80), &cell);
+    let setup = setup(1);
+    let (cell, a, file) = (&setup.cell, setup.app.ns.path(), &setup.file);
     wait_until("a default deny logged", Duration::from_secs(10), || {
         assert!(!tcp(&a, NET_B, 8080));
         std::thread::sleep(Duration::from_millis(100));

@@ -367,7 +367,6 @@ impl AsgCounters {
             return;
         }
         // A key gone meanwhile (a full rewrite) fails the batch: the next read tries again.
-        use crate::agent::nft::Runner;
         if let Err(e) = crate::agent::nft::Nft::new(self.nft_path.as_str()).run(&script) {
             log::debug!("forgetting the counts of containers gone: {e}");
         }
