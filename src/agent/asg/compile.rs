@@ -1325,6 +1325,11 @@ mod tests {
                 "counter name \"default_deny_log_dropped\" reject with icmp type port-unreachable",
             ]
         );
+        // A source that is no container: counted, then refused through its deny log.
+        assert_eq!(
+            c.objects.chains["forward"].1.last().unwrap(),
+            "ip saddr 10.255.0.0/16 ip daddr != 10.255.0.0/16 ct state new counter name \"unknown_source\" goto deny_unknown_source"
+        );
         // Every allow is counted in `ok`, logged ones too.
         assert_eq!(c.objects.chains["ok"].1.len(), 3);
         assert!(c.objects.chains["ok"].1[1].contains("update @allowed_counts"));
