@@ -244,18 +244,26 @@ pub fn per_rule(enforced: &Enforced, read: &Read) -> (Vec<RuleCount>, Count) {
     };
     let mut counts: HashMap<(&str, usize), Count> = HashMap::new();
     let mut unattributed = Count::default();
+    // Containers of one space and lifecycle (an app's instances) share their decisions.
+    type Decision<'a> = Option<(&'a str, usize)>;
+    let mut decided: HashMap<(&str, Lifecycle, Ipv4Addr, u8, u16), Decision> = HashMap::new();
     for (k, n) in &read.allowed {
-        let decided = enforced.containers.get(&k.src).and_then(|c| {
+        let rule = enforced.containers.get(&k.src).and_then(|c| {
             let lc = c.workload().and_then(Lifecycle::of_workload)?;
             let space = c
                 .metadata
                 .get(SPACE_KEY)
                 .and_then(Value::as_str)
                 .unwrap_or("");
-            deciding(&enforced.groups, space, lc, k.dst, k.probe(), &mut rules_of)
+            *decided
+                .entry((space, lc, k.dst, k.proto, k.port))
+                .or_insert_with(|| {
+                    deciding(&enforced.groups, space, lc, k.dst, k.probe(), &mut rules_of)
+                        .map(|(g, index, _)| (g.guid.as_str(), index))
+                })
         });
-        let slot = match decided {
-            Some((g, index, _)) => counts.entry((g.guid.as_str(), index)).or_default(),
+        let slot = match rule {
+            Some(rule) => counts.entry(rule).or_default(),
             None => &mut unattributed,
         };
         slot.packets += n.packets;
@@ -570,6 +578,85 @@ mod tests {
             );
             assert_eq!(r.allowed, was.allowed);
         }
+    }
+
+    #[test]
+    fn each_key_goes_to_its_deciding_rule_and_unused_rules_show_zero() {
+        use crate::api::security_groups::SecurityGroup;
+        let group = |guid: &str, rules: Value, global: bool, spaces: &[&str]| SecurityGroup {
+            guid: guid.into(),
+            name: format!("name-{guid}"),
+            rules: rules.to_string(),
+            running_default: global,
+            running_space_guids: spaces.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        let app = |ip: &str, space: &str| {
+            let mut c = crate::cell::Container::for_app(ip, ip.parse().unwrap(), "a");
+            c.metadata
+                .insert("space_id".into(), serde_json::json!(space));
+            c.metadata
+                .insert("container_workload".into(), serde_json::json!("app"));
+            (c.ip, c)
+        };
+        let enforced = Enforced {
+            groups: vec![
+                group(
+                    "s",
+                    serde_json::json!([
+                        {"protocol": "tcp", "destination": "1.2.3.4", "ports": "80"},
+                        {"protocol": "icmp", "destination": "1.2.3.4", "type": 8, "code": -1},
+                        {"protocol": "udp", "destination": "1.2.3.4", "ports": "53"}]),
+                    false,
+                    &["sp"],
+                ),
+                group(
+                    "g",
+                    serde_json::json!([{"protocol": "tcp", "destination": "1.2.3.0/24", "ports": "80-81"}]),
+                    true,
+                    &[],
+                ),
+                group("elsewhere", serde_json::json!([]), false, &["other"]),
+            ],
+            containers: [app("10.255.0.2", "sp"), app("10.255.0.3", "sp")].into(),
+            ..Enforced::default()
+        };
+        let key = |src: &str, dst: &str, proto: u8, port: u16| Key {
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            proto,
+            port,
+        };
+        let c = |packets| Count {
+            packets,
+            bytes: packets * 60,
+        };
+        let read = Read {
+            named: BTreeMap::new(),
+            allowed: vec![
+                // Both containers to 1.2.3.4:80: the global group's range decides.
+                (key("10.255.0.2", "1.2.3.4", 6, 80), c(2)),
+                (key("10.255.0.3", "1.2.3.4", 6, 80), c(3)),
+                (key("10.255.0.2", "1.2.3.5", 6, 81), c(1)),
+                (key("10.255.0.2", "1.2.3.4", 1, 0x0800), c(4)),
+                // A container gone, and a port no rule allows now.
+                (key("10.255.0.9", "1.2.3.4", 6, 80), c(5)),
+                (key("10.255.0.2", "1.2.3.4", 6, 443), c(6)),
+            ],
+        };
+        let (rules, unattributed) = per_rule(&enforced, &read);
+        let got: Vec<(&str, usize, u64)> = rules
+            .iter()
+            .map(|r| (r.guid.as_str(), r.index, r.connections))
+            .collect();
+        assert_eq!(got, [("s", 0, 0), ("s", 1, 4), ("s", 2, 0), ("g", 0, 6)]);
+        assert_eq!(unattributed, c(11));
+        assert_eq!(
+            rules[1].ports,
+            Some(serde_json::json!({"type": 8, "code": -1}))
+        );
+        assert_eq!(rules[3].destination, serde_json::json!("1.2.3.0/24"));
+        assert_eq!(rules[3].bytes, 360);
     }
 
     fn hostile() -> impl Strategy<Value = String> {
