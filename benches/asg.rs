@@ -368,6 +368,33 @@ fn connects(to: SocketAddrV4, first: u16, n: usize) -> (usize, Duration) {
     (ok, started.elapsed())
 }
 
+/// Connection attempts answered by a reset (nothing listens), each to its own port from
+/// `ports.0`, from source ports `ports.1..`; (refused, elapsed).
+fn refused_connects(to: Ipv4Addr, ports: (u16, u16), n: usize) -> (usize, Duration) {
+    let started = Instant::now();
+    let mut refused = 0;
+    for i in 0..n as u16 {
+        let fd = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        setsockopt(&fd, sockopt::ReuseAddr, &true).unwrap();
+        let local = SockaddrIn::from(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, ports.1 + i));
+        bind(fd.as_raw_fd(), &local).unwrap();
+        let remote = SockaddrIn::from(SocketAddrV4::new(to, ports.0 + i));
+        if connect(fd.as_raw_fd(), &remote) == Err(nix::errno::Errno::ECONNREFUSED) {
+            refused += 1;
+        }
+    }
+    (refused, started.elapsed())
+}
+
+/// The first destination port of the rate bench's new-key connections.
+const NEW_KEYS_FROM: u16 = 20_000;
+
 fn connection_rate() {
     const PER_SAMPLE: usize = 1500;
     const ROUNDS: usize = 11;
@@ -494,6 +521,12 @@ fn connection_rate() {
     run_space.guid = "rs".into();
     run_space.staging_space_guids.clear();
     run_space.running_space_guids = vec!["space-3".into()];
+    // And a port range nothing listens on: each connection there is a new counted key.
+    run_space.rules = json!([
+        {"protocol": "tcp", "destination": "198.51.100.2", "ports": "8080"},
+        {"protocol": "tcp", "destination": "198.51.100.2", "ports": format!("{NEW_KEYS_FROM}-{}", NEW_KEYS_FROM + 40_000)},
+    ])
+    .to_string();
     gs.extend([stage_global, stage_space, run_space]);
     let mut baseline = Container::for_app("base", clients[0].1, "a");
     baseline
@@ -533,6 +566,38 @@ fn connection_rate() {
         assert_eq!(ok, PER_SAMPLE + 1, "every connection is allowed");
         PER_SAMPLE as f64 / took.as_secs_f64()
     };
+    // Every connection a new key (the counted set emptied first): the set's insert path.
+    let mut next_dport = NEW_KEYS_FROM;
+    let mut new_keys = |counters: bool| -> f64 {
+        set_ok(if counters { &ok_on } else { &ok_off });
+        nft.run("flush set ip netman_asg allowed_counts\n").unwrap();
+        let first = next_dport;
+        next_dport += PER_SAMPLE as u16;
+        let to = *server.ip();
+        let (refused, took) = netman::netns::run_in(&clients[1].0.path(), move || {
+            refused_connects(to, (first, 10_000), PER_SAMPLE)
+        })
+        .unwrap();
+        assert_eq!(
+            refused, PER_SAMPLE,
+            "every attempt passes the table and is reset"
+        );
+        set_ok(&ok_on);
+        PER_SAMPLE as f64 / took.as_secs_f64()
+    };
+    let (mut new_on, mut new_off, mut new_ratio) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let (on, off) = if round % 2 == 0 {
+            let on = new_keys(true);
+            (on, new_keys(false))
+        } else {
+            let off = new_keys(false);
+            (new_keys(true), off)
+        };
+        new_on.push(on);
+        new_off.push(off);
+        new_ratio.push(on / off);
+    }
     let (mut base, mut many, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     let (mut off, mut on_off) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
@@ -564,6 +629,14 @@ fn connection_rate() {
         median(base),
         median(many.clone()),
         median(ratios)
+    );
+    println!(
+        "13,500 groups, every attempt a new counted key (reset by the server), counters on: {:.0}/s; off: {:.0}/s; ratio on/off (median of per-round ratios) {:.2} [{:.2}-{:.2}]",
+        median(new_on),
+        median(new_off),
+        median(new_ratio.clone()),
+        new_ratio.iter().cloned().fold(f64::MAX, f64::min),
+        new_ratio.iter().cloned().fold(0.0, f64::max)
     );
     println!(
         "13,500 groups, counters on: {:.0}/s; off: {:.0}/s; ratio on/off (median of per-round ratios) {:.2} [{:.2}-{:.2}]",
