@@ -118,7 +118,7 @@ fn counters_move_for_the_deciding_rule_only() {
     let (cell, a) = (&setup.cell, setup.app.ns.path());
 
     // Every rule of both groups is listed, used or not.
-    let before = counters(&cell);
+    let before = counters(cell);
     let rules: Vec<(String, u64)> = per_rule(&before).into_iter().map(|(k, _)| k).collect();
     let key = |g: &str, i: u64| (g.to_string(), i);
     assert_eq!(
@@ -139,13 +139,13 @@ fn counters_move_for_the_deciding_rule_only() {
         "{web0}"
     );
     let allowed_before = metric(
-        &cell,
+        cell,
         r#"vpa_flow_connections_total{verdict="allowed",kind="egress"} "#,
     );
     let denied =
         |kind: &str| format!("vpa_flow_connections_total{{verdict=\"denied\",kind=\"{kind}\"}} ");
-    let deny_net_before = metric(&cell, &denied("egress_deny_network"));
-    let default_before = metric(&cell, &denied("egress_default_deny"));
+    let deny_net_before = metric(cell, &denied("egress_deny_network"));
+    let default_before = metric(cell, &denied("egress_default_deny"));
 
     for _ in 0..3 {
         assert!(tcp(&a, NET_A, 80));
@@ -160,7 +160,7 @@ fn counters_move_for_the_deciding_rule_only() {
     assert!(!tcp(&a, NET_B, 8080));
     assert!(!tcp(&a, NET_B, 8080));
 
-    let after = counters(&cell);
+    let after = counters(cell);
     let moved: Vec<((String, u64), u64)> = per_rule(&after)
         .into_iter()
         .zip(per_rule(&before))
@@ -194,21 +194,21 @@ fn counters_move_for_the_deciding_rule_only() {
 
     // Prometheus: the same totals, by verdict and reason only.
     let allowed = metric(
-        &cell,
+        cell,
         r#"vpa_flow_connections_total{verdict="allowed",kind="egress"} "#,
     );
     assert_eq!(allowed - allowed_before, sum);
-    let deny_net = metric(&cell, &denied("egress_deny_network")) - deny_net_before;
+    let deny_net = metric(cell, &denied("egress_deny_network")) - deny_net_before;
     assert_eq!(
         deny_net,
         named(&after, "deny_networks_running") - named(&before, "deny_networks_running")
     );
-    let default = metric(&cell, &denied("egress_default_deny")) - default_before;
+    let default = metric(cell, &denied("egress_default_deny")) - default_before;
     assert_eq!(
         default,
         named(&after, "default_deny") - named(&before, "default_deny")
     );
-    let text = debug(&cell, "/metrics");
+    let text = debug(cell, "/metrics");
     assert!(!text.contains("guid"), "no per-rule series: {text}");
 
     // The container gone: its counts are forgotten at the next scrape (already in the totals),
@@ -216,15 +216,15 @@ fn counters_move_for_the_deciding_rule_only() {
     assert!(after["egress"]["tracked_keys"].as_u64().unwrap() > 0);
     cell.net.down("app1").unwrap();
     wait_until("app1's counts forgotten", Duration::from_secs(10), || {
-        let _ = debug(&cell, "/metrics");
-        counters(&cell)["egress"]["tracked_keys"] == 0
+        let _ = debug(cell, "/metrics");
+        counters(cell)["egress"]["tracked_keys"] == 0
     });
     assert!(
-        per_rule(&counters(&cell)).is_empty(),
+        per_rule(&counters(cell)).is_empty(),
         "no container: no rule in force"
     );
     let allowed_now = metric(
-        &cell,
+        cell,
         r#"vpa_flow_connections_total{verdict="allowed",kind="egress"} "#,
     );
     assert_eq!(allowed_now, allowed, "the totals keep what was forgotten");
@@ -237,7 +237,7 @@ fn a_denied_flood_is_logged_within_the_limit_and_the_rest_counted() {
     wait_until("a default deny logged", Duration::from_secs(10), || {
         assert!(!tcp(&a, NET_B, 8080));
         std::thread::sleep(Duration::from_millis(100));
-        lines(&file)
+        lines(file)
             .iter()
             .any(|l| l["rule"]["kind"] == "default_deny")
     });
@@ -250,9 +250,9 @@ fn a_denied_flood_is_logged_within_the_limit_and_the_rest_counted() {
             .count() as u64
     };
     let dropped_metric = r#"vpa_flow_rate_limited_total{kind="egress_denied"} "#;
-    let refused_before = named(&counters(&cell), "default_deny");
-    let dropped_before = metric(&cell, dropped_metric);
-    let lines_before = denied_lines(&file);
+    let refused_before = named(&counters(cell), "default_deny");
+    let dropped_before = metric(cell, dropped_metric);
+    let lines_before = denied_lines(file);
 
     const FLOOD: u64 = 40;
     let started = Instant::now();
@@ -261,12 +261,12 @@ fn a_denied_flood_is_logged_within_the_limit_and_the_rest_counted() {
     }
     let elapsed = started.elapsed().as_secs_f64();
     // The table's own counter is the truth (a late answer makes a SYN go twice).
-    let refused = named(&counters(&cell), "default_deny") - refused_before;
+    let refused = named(&counters(cell), "default_deny") - refused_before;
     assert!(refused >= FLOOD, "{refused} refused");
     let (mut logged, mut dropped) = (0, 0);
     let settled = poll(Duration::from_secs(10), Duration::from_millis(100), || {
-        logged = denied_lines(&file) - lines_before;
-        dropped = metric(&cell, dropped_metric) - dropped_before;
+        logged = denied_lines(file) - lines_before;
+        dropped = metric(cell, dropped_metric) - dropped_before;
         logged + dropped == refused
     });
     assert!(
@@ -281,10 +281,10 @@ fn a_denied_flood_is_logged_within_the_limit_and_the_rest_counted() {
         "{logged} lines for {refused} refused in {elapsed:.1} s"
     );
     assert!(dropped > 0);
-    let c = counters(&cell);
+    let c = counters(cell);
     assert_eq!(
         named(&c, "default_deny_log_dropped"),
-        metric(&cell, dropped_metric),
+        metric(cell, dropped_metric),
         "the metric counts the table's dropped counter: {c}"
     );
 }
