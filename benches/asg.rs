@@ -26,8 +26,9 @@
 mod support;
 
 use netman::agent::asg::compile::{compile_with, Cache};
+use netman::agent::asg::counting::ALLOWED_COUNTS;
 use netman::agent::asg::drift;
-use netman::agent::asg::objects::{render_diff, render_full};
+use netman::agent::asg::objects::{render_diff, render_full, Objects};
 use netman::agent::asg::{compile, DenyNetworks, Settings};
 use netman::agent::libnft::LibNft;
 use netman::api::security_groups::SecurityGroup;
@@ -172,6 +173,24 @@ fn for_cell(all: &[SecurityGroup], spaces: &[String]) -> Vec<SecurityGroup> {
         .collect()
 }
 
+/// The table without its counters (the baseline of the counters' cost): no counted set, no
+/// named counter, no counting statement; the same chains and maps otherwise.
+fn without_counters(o: &Objects) -> Objects {
+    let mut o = o.clone();
+    o.sets.remove(ALLOWED_COUNTS);
+    o.counters.clear();
+    for (_, rules) in o.chains.values_mut() {
+        rules.retain(|r| !r.contains(&format!("update @{ALLOWED_COUNTS}")));
+        for r in rules.iter_mut() {
+            if let Some(at) = r.find("counter name \"") {
+                let end = r[at + 14..].find('"').unwrap() + at + 16;
+                r.replace_range(at..end, "");
+            }
+        }
+    }
+    o
+}
+
 /// Compile + apply from scratch, then one edit of group `edit` (another destination and port)
 /// and one bind of group `bind` to `space-3`, on top; medians of 3.
 fn measure(nft: &LibNft, label: &str, all: &[SecurityGroup], edit: usize, bind: usize) {
@@ -183,6 +202,9 @@ fn measure(nft: &LibNft, label: &str, all: &[SecurityGroup], edit: usize, bind: 
     let mut edit_t = Vec::new();
     let mut bind_t = Vec::new();
     let mut edit_parts = Vec::new();
+    // Render + kernel, with and without the counters, from scratch and for the edit.
+    let (mut with_scratch, mut without_scratch) = (Vec::new(), Vec::new());
+    let (mut with_edit, mut without_edit) = (Vec::new(), Vec::new());
     let (mut elements, mut fetched) = (0, 0);
     for _ in 0..3 {
         let gs = for_cell(all, &spaces);
@@ -240,6 +262,27 @@ fn measure(nft: &LibNft, label: &str, all: &[SecurityGroup], edit: usize, bind: 
         nft.run(&render_diff(&c2.objects, &c3.objects).unwrap())
             .unwrap();
         bind_t.push(ms(t.elapsed()));
+
+        // The same table and edit without the counters, against the same steps with them.
+        let (bare, bare2) = (without_counters(&c.objects), without_counters(&c2.objects));
+        assert_ne!(bare, c.objects);
+        let apply = |script: String| {
+            let t = Instant::now();
+            nft.run(&script).unwrap();
+            ms(t.elapsed())
+        };
+        let t = Instant::now();
+        let script = render_full(&bare);
+        without_scratch.push(ms(t.elapsed()) + apply(script));
+        let t = Instant::now();
+        let script = render_diff(&bare, &bare2).unwrap();
+        without_edit.push(ms(t.elapsed()) + apply(script));
+        let t = Instant::now();
+        let script = render_full(&c.objects);
+        with_scratch.push(ms(t.elapsed()) + apply(script));
+        let t = Instant::now();
+        let script = render_diff(&c.objects, &c2.objects).unwrap();
+        with_edit.push(ms(t.elapsed()) + apply(script));
     }
     println!(
         "{label}: {fetched} groups on the cell ({elements} set elements): from scratch {:.0} ms; one edit {:.1} ms; one bind {:.1} ms  (medians of 3)",
@@ -254,6 +297,13 @@ fn measure(nft: &LibNft, label: &str, all: &[SecurityGroup], edit: usize, bind: 
         median(render_t),
         median(kernel_t)
     );
+    let (ws, bs) = (median(with_scratch), median(without_scratch));
+    let (we, be) = (median(with_edit), median(without_edit));
+    println!(
+        "  counters: render + kernel from scratch {ws:.0} ms with, {bs:.0} ms without (ratio {:.2}); one edit {we:.1} ms with, {be:.1} ms without (ratio {:.2})",
+        ws / bs,
+        we / be
+    );
     let part = |f: fn(&(f64, f64, f64, usize)) -> f64| median(edit_parts.iter().map(f).collect());
     println!(
         "  one edit: compile {:.1} ms, diff {:.1} ms, kernel (libnftables) {:.1} ms, {} script lines",
@@ -266,6 +316,7 @@ fn measure(nft: &LibNft, label: &str, all: &[SecurityGroup], edit: usize, bind: 
 
 fn compile_and_apply() {
     println!("== compile + apply, one cell, 100 containers in 20 spaces, groups of 10 rules; one group edited, one bound, on top");
+    println!("load average at start: {}", support::machine::loadavg());
     let cell = ns("asgb");
     let nft = libnft_in(&cell);
     for n in [1_000usize, 13_500] {
@@ -323,10 +374,38 @@ fn connects(to: SocketAddrV4, first: u16, n: usize) -> (usize, Duration) {
     (ok, started.elapsed())
 }
 
+/// Connection attempts answered by a reset (nothing listens), each to its own port from
+/// `ports.0`, from source ports `ports.1..`; (refused, elapsed).
+fn refused_connects(to: Ipv4Addr, ports: (u16, u16), n: usize) -> (usize, Duration) {
+    let started = Instant::now();
+    let mut refused = 0;
+    for i in 0..n as u16 {
+        let fd = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        setsockopt(&fd, sockopt::ReuseAddr, &true).unwrap();
+        let local = SockaddrIn::from(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, ports.1 + i));
+        bind(fd.as_raw_fd(), &local).unwrap();
+        let remote = SockaddrIn::from(SocketAddrV4::new(to, ports.0 + i));
+        if connect(fd.as_raw_fd(), &remote) == Err(nix::errno::Errno::ECONNREFUSED) {
+            refused += 1;
+        }
+    }
+    (refused, started.elapsed())
+}
+
+/// The first destination port of the rate bench's new-key connections.
+const NEW_KEYS_FROM: u16 = 20_000;
+
 fn connection_rate() {
     const PER_SAMPLE: usize = 1500;
     const ROUNDS: usize = 11;
     println!("== new outbound TCP connections/s through the cell ({PER_SAMPLE} sequential connect+close per sample, every 4-tuple new, {ROUNDS} interleaved rounds)");
+    println!("load average at start: {}", support::machine::loadavg());
     let cell = ns("asgr");
     let internet = ns("asgi");
     cell.sysctl("net.ipv4.ip_forward", "1").unwrap();
@@ -448,6 +527,12 @@ fn connection_rate() {
     run_space.guid = "rs".into();
     run_space.staging_space_guids.clear();
     run_space.running_space_guids = vec!["space-3".into()];
+    // And a port range nothing listens on: each connection there is a new counted key.
+    run_space.rules = json!([
+        {"protocol": "tcp", "destination": "198.51.100.2", "ports": "8080"},
+        {"protocol": "tcp", "destination": "198.51.100.2", "ports": format!("{NEW_KEYS_FROM}-{}", NEW_KEYS_FROM + 40_000)},
+    ])
+    .to_string();
     gs.extend([stage_global, stage_space, run_space]);
     let mut baseline = Container::for_app("base", clients[0].1, "a");
     baseline
@@ -461,7 +546,19 @@ fn connection_rate() {
     big.metadata
         .insert("container_workload".into(), json!("app"));
     let c = compile(&gs, &[baseline, big], &settings());
-    libnft_in(&cell).run(&render_full(&c.objects)).unwrap();
+    let nft = libnft_in(&cell);
+    nft.run(&render_full(&c.objects)).unwrap();
+    // Counters on or off: the `ok` chain with or without its counting statements.
+    let ok_on = c.objects.chains["ok"].1.clone();
+    let ok_off = without_counters(&c.objects).chains["ok"].1.clone();
+    assert_ne!(ok_on, ok_off);
+    let set_ok = |rules: &[String]| {
+        let mut script = "flush chain ip netman_asg ok\n".to_string();
+        for r in rules {
+            script.push_str(&format!("add rule ip netman_asg ok {r}\n"));
+        }
+        nft.run(&script).unwrap();
+    };
 
     let mut next_port = [1024u32; 2];
     let mut sample = |which: usize| -> f64 {
@@ -475,24 +572,85 @@ fn connection_rate() {
         assert_eq!(ok, PER_SAMPLE + 1, "every connection is allowed");
         PER_SAMPLE as f64 / took.as_secs_f64()
     };
-    let (mut base, mut many, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    // Every connection a new key (the counted set emptied first): the set's insert path.
+    let mut next_dport = NEW_KEYS_FROM;
+    let mut new_keys = |counters: bool| -> f64 {
+        set_ok(if counters { &ok_on } else { &ok_off });
+        nft.run("flush set ip netman_asg allowed_counts\n").unwrap();
+        let first = next_dport;
+        next_dport += PER_SAMPLE as u16;
+        let to = *server.ip();
+        let (refused, took) = netman::netns::run_in(&clients[1].0.path(), move || {
+            refused_connects(to, (first, 10_000), PER_SAMPLE)
+        })
+        .unwrap();
+        assert_eq!(
+            refused, PER_SAMPLE,
+            "every attempt passes the table and is reset"
+        );
+        set_ok(&ok_on);
+        PER_SAMPLE as f64 / took.as_secs_f64()
+    };
+    let (mut new_on, mut new_off, mut new_ratio) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..ROUNDS {
-        let (b, m) = if round % 2 == 0 {
-            let b = sample(0);
-            (b, sample(1))
+        let (on, off) = if round % 2 == 0 {
+            let on = new_keys(true);
+            (on, new_keys(false))
         } else {
+            let off = new_keys(false);
+            (new_keys(true), off)
+        };
+        new_on.push(on);
+        new_off.push(off);
+        new_ratio.push(on / off);
+    }
+    let (mut base, mut many, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut off, mut on_off) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        // 13,500 groups with the counting statements out of `ok`: after the two others in
+        // even rounds, before them in odd ones.
+        let counters_off = |sample: &mut dyn FnMut(usize) -> f64| {
+            set_ok(&ok_off);
+            let o = sample(1);
+            set_ok(&ok_on);
+            o
+        };
+        let (b, m, o) = if round % 2 == 0 {
+            let b = sample(0);
             let m = sample(1);
-            (sample(0), m)
+            (b, m, counters_off(&mut sample))
+        } else {
+            let o = counters_off(&mut sample);
+            let m = sample(1);
+            (sample(0), m, o)
         };
         base.push(b);
         many.push(m);
         ratios.push(m / b);
+        off.push(o);
+        on_off.push(m / o);
     }
     println!(
         "1 group: {:.0}/s; 13,500 groups: {:.0}/s; ratio (median of per-round ratios) {:.2}",
         median(base),
-        median(many),
+        median(many.clone()),
         median(ratios)
+    );
+    println!(
+        "13,500 groups, every attempt a new counted key (reset by the server), counters on: {:.0}/s; off: {:.0}/s; ratio on/off (median of per-round ratios) {:.2} [{:.2}-{:.2}]",
+        median(new_on),
+        median(new_off),
+        median(new_ratio.clone()),
+        new_ratio.iter().cloned().fold(f64::MAX, f64::min),
+        new_ratio.iter().cloned().fold(0.0, f64::max)
+    );
+    println!(
+        "13,500 groups, counters on: {:.0}/s; off: {:.0}/s; ratio on/off (median of per-round ratios) {:.2} [{:.2}-{:.2}]",
+        median(many),
+        median(off),
+        median(on_off.clone()),
+        on_off.iter().cloned().fold(f64::MAX, f64::min),
+        on_off.iter().cloned().fold(0.0, f64::max)
     );
 }
 

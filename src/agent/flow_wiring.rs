@@ -1,6 +1,7 @@
 //! Starting the flow log with the agent, and its routes beside the agent's own on the debug
 //! port (`/health` says whether audit mode is on).
 
+use super::asg::counters::AsgCounters;
 use super::asg::flow_rules::AsgFlowRules;
 use super::asg::AsgAgent;
 use super::cycle::Agent;
@@ -25,6 +26,9 @@ pub fn start(
     };
     let file = settings.file.display().to_string();
     let netout = StaticNetout::new(&config.netout_cache_dir);
+    let asg_counters = asg
+        .as_ref()
+        .map(|asg| AsgCounters::new(Arc::clone(asg), &config.nft_path));
     let egress_rules: Box<dyn EgressRules> = match asg {
         Some(asg) => Box::new(AsgFlowRules::new(asg, netout)),
         None => Box::new(netout),
@@ -32,6 +36,7 @@ pub fn start(
     let (flows, reader) = Flows::start(
         settings,
         egress_rules,
+        asg_counters,
         runner(&config.nft_path),
         &config.nft_path,
         FlowMetrics::register(registry),

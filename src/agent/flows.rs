@@ -5,6 +5,7 @@
 //! ([`super::flow_table`]) and its switches: denied c2c logging, egress logging and audit mode,
 //! each changed at run time on the debug port.
 
+use super::asg::counters::AsgCounters;
 use super::flow_table::{
     self, Count, Counters, FlowRules, AT_SOURCE_DROPPED, AUDIT_DROPPED, C2C_ALLOWED, C2C_AUDIT,
     C2C_DENIED, C2C_DENIED_AT_SOURCE, DENIED_DROPPED,
@@ -171,6 +172,8 @@ pub struct Flows {
     runner: Box<dyn Runner>,
     nft_path: String,
     netout_limits: bool,
+    /// The ASG table's counters (with `enable_asg_syncing`).
+    asg_counters: Option<AsgCounters>,
     pub metrics: FlowMetrics,
 }
 
@@ -187,6 +190,7 @@ impl Flows {
     pub fn start(
         settings: FlowSettings,
         egress_rules: Box<dyn EgressRules>,
+        asg_counters: Option<AsgCounters>,
         runner: Box<dyn Runner>,
         nft_path: &str,
         metrics: FlowMetrics,
@@ -230,6 +234,7 @@ impl Flows {
             runner,
             nft_path: nft_path.to_string(),
             netout_limits: settings.netout_limits,
+            asg_counters,
             metrics,
         });
         if flows.netout_limits {
@@ -543,10 +548,43 @@ impl Flows {
             .inc_by(moved);
     }
 
+    /// Adds what the ASG table's counters moved since the last read: allowed egress connections,
+    /// refused ones by reason, and what the deny logs' limit left out (`egress_denied`: with
+    /// dynamic ASGs the ASG table's deny logs are the egress deny lines).
+    fn refresh_asg_counters(&self, asg: &AsgCounters) {
+        let moved = match asg.moved() {
+            Ok(m) => m,
+            Err(e) => {
+                log::warn!("reading the ASG table's counters: {e}");
+                FlowMetrics::count(&self.metrics.errors, "asg_counters");
+                return;
+            }
+        };
+        let m = &self.metrics;
+        let connections = |verdict: &str, kind: &str| {
+            m.connections.get_or_create(&VerdictLabels {
+                verdict: verdict.into(),
+                kind: kind.into(),
+            })
+        };
+        connections("allowed", "egress").inc_by(moved.allowed);
+        for (reason, n) in moved.denied {
+            connections("denied", &format!("egress_{reason}")).inc_by(n);
+        }
+        m.rate_limited
+            .get_or_create(&KindLabels {
+                kind: Kind::EgressDenied.label().into(),
+            })
+            .inc_by(moved.log_dropped);
+    }
+
     /// Before a scrape: adds what the table's named counters moved since the last read.
     pub fn refresh_counters(&self) {
         if self.netout_limits {
             self.refresh_netout_limits(true);
+        }
+        if let Some(asg) = &self.asg_counters {
+            self.refresh_asg_counters(asg);
         }
         let Some(counters) = self.read_counters(false) else {
             return;
@@ -664,7 +702,20 @@ impl Flows {
                 )
             })
             .collect();
-        Some(serde_json::json!({"policies": policies, "totals": named}))
+        let mut out = serde_json::json!({"policies": policies, "totals": named});
+        if let Some(asg) = &self.asg_counters {
+            match asg.json() {
+                Ok(serde_json::Value::Object(parts)) => {
+                    out.as_object_mut().expect("an object").extend(parts)
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    log::warn!("reading the ASG table's counters: {e}");
+                    return None;
+                }
+            }
+        }
+        Some(out)
     }
 
     /// The debug port's flow routes: `/flow-logging` and `/audit`.

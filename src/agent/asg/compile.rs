@@ -5,14 +5,18 @@
 //!   chain forward { type filter hook forward priority -5; policy accept;    # after the c2c table (-10)
 //!     ip saddr <overlay> ip daddr != <overlay> ct state invalid meta l4proto tcp drop
 //!     ip saddr <overlay> ip daddr != <overlay> ct state new ip saddr vmap @containers
-//!     ip saddr <overlay> ip daddr != <overlay> ct state new [log "ASG_DENY unknown_source"] reject
+//!     ip saddr <overlay> ip daddr != <overlay> ct state new counter name "unknown_source" goto deny_unknown_source
 //!   }
 //!   map containers { type ipv4_addr : verdict; }        # container IP -> jump rs_<space>_<lifecycle>
 //!   chain rs_s<space>_r {                               # one per (space, lifecycle) on the cell
-//!     ip daddr @deny_r [log "ASG_DENY deny_networks"] reject   # deny networks beat every allow
+//!     ip daddr @deny_r counter name "deny_networks_running" goto deny_networks   # beat every allow
 //!     jump g_r                                          # the globally enabled groups, compiled once
 //!     jump s<space>_r                                   # the groups bound to the space, compiled once
-//!     [log "ASG_DENY default"] reject
+//!     counter name "default_deny" goto deny_default
+//!   }
+//!   chain deny_default {                                # and deny_networks, deny_unknown_source
+//!     limit rate N/second burst N packets log prefix "ASG_DENY default" group G reject
+//!     counter name "default_deny_log_dropped" reject    # what the limit left unlogged
 //!   }
 //!   chain g_r {                                         # a layer: one group set's rules
 //!     ip daddr vmap @g_r_all                            # protocol all: destination -> verdict
@@ -30,8 +34,13 @@
 //!   map host_classes { type mark : verdict; }           # number -> jump cp_<h>, table-wide
 //!   chain cd_<h> { ip daddr vmap @cd_<h>_m }           # a class: destination -> jump ok | log_<h>
 //!   chain cp_<h> { th dport 80 jump ok; th dport 443 jump ok }   # a small class: rules, no map
-//!   chain ok { meta mark set meta mark | 0x02000000 accept }
-//!   chain log_<h> { [udp: limit] log prefix "ASG_OK <group> <index>" group G; meta mark set ... accept }
+//!   chain ok {                                         # every allow ends here: counted, then allowed
+//!     meta l4proto icmp update @allowed_counts { ip saddr . ip daddr . meta l4proto . th sport }
+//!     meta l4proto != icmp update @allowed_counts { ip saddr . ip daddr . meta l4proto . th dport }
+//!     meta mark set meta mark | 0x02000000 accept
+//!   }
+//!   set allowed_counts { type ...; size 65536; flags dynamic; counter; }   # [`super::counting`]
+//!   chain log_<h> { [udp: limit] log prefix "ASG_OK <group> <index>" group G; goto ok }
 //! }
 //! ```
 //! Every lookup is a hash (containers, hosts), a single-field interval lookup (ports,
@@ -59,6 +68,7 @@
 //! change recompiles only the layers whose groups changed, and the sets of the others are the same
 //! allocations (compared by pointer).
 
+use super::counting;
 use super::objects::{Objects, SetObj};
 use super::prefix::LogPrefix;
 use super::segments::segment;
@@ -211,9 +221,10 @@ struct Source<'a> {
     rule: &'a Rule,
 }
 
-/// Verdict and its priority in a destination segment: a logged rule wins over a plain allow
-/// (so a connection any `log: true` rule allows is logged, under the first such rule).
-type Verdict = (u8, String);
+/// Verdict and its priority in a segment: a logged rule wins over a plain allow (so a
+/// connection any `log: true` rule allows is logged), then the first rule in the layer's order
+/// ([`super::deciding`] names the same rule).
+type Verdict = (u8, usize, String);
 
 /// A tcp/udp/icmp rule's part on one axis of a layer: (start, end on the outer field, ranges on
 /// the inner field, verdict); port-first: (port start, port end, destinations, verdict).
@@ -579,17 +590,24 @@ struct Builder<'s> {
 }
 
 impl Builder<'_> {
-    fn log(&self, prefix: &LogPrefix) -> Option<String> {
+    /// A deny's chain: refuses, logging within the deny-log limit; what the limit leaves out is
+    /// counted in `<why>_log_dropped` (so lines + dropped = refused).
+    fn deny_chain(&self, prefix: &LogPrefix, dropped: &str) -> Vec<String> {
         let n = self.settings.denied_logs_per_sec;
-        (n > 0).then(|| {
+        if n == 0 {
+            return vec![reject().to_string()];
+        }
+        vec![
             format!(
-                "limit rate {n}/second burst {n} packets log prefix \"{prefix}\" group {}",
-                self.settings.nflog_group
-            )
-        })
+                "limit rate {n}/second burst {n} packets log prefix \"{prefix}\" group {} {}",
+                self.settings.nflog_group,
+                reject()
+            ),
+            format!("counter name \"{dropped}\" {}", reject()),
+        ]
     }
 
-    /// A chain that logs with `prefix` and then sets the allowed bit.
+    /// A chain that logs with `prefix` and then allows (through `ok`, which counts).
     fn allow_logged(&self, prefix: &LogPrefix) -> Vec<String> {
         let s = self.settings;
         let u = s.accepted_udp_logs_per_sec;
@@ -597,11 +615,12 @@ impl Builder<'_> {
         vec![
                 format!("meta l4proto udp limit rate {u}/second burst {u} packets log prefix \"{prefix}\" group {g}"),
                 format!("meta l4proto != udp log prefix \"{prefix}\" group {g}"),
-                format!("meta mark set meta mark | 0x{ASG_ALLOWED_BIT:08x} accept"),
+                "goto ok".to_string(),
         ]
     }
 
-    fn verdict(&self, layer: &mut LayerOut, src: &Source) -> Verdict {
+    /// The verdict of `src`, the `order`-th rule of its layer.
+    fn verdict(&self, layer: &mut LayerOut, src: &Source, order: usize) -> Verdict {
         if src.rule.log {
             let prefix = LogPrefix::rule(&src.group.guid, src.index);
             let text = prefix.to_string();
@@ -621,18 +640,18 @@ impl Builder<'_> {
                     },
                 ));
             }
-            (0, format!("jump {chain}"))
+            (0, order, format!("jump {chain}"))
         } else {
-            self.plain()
+            (1, order, self.plain())
         }
     }
 
     /// The verdict of a rule that is not logged itself.
-    fn plain(&self) -> Verdict {
+    fn plain(&self) -> String {
         if self.settings.log_all {
-            (1, "jump ok_log".into())
+            "jump ok_log".into()
         } else {
-            (1, "jump ok".into())
+            "jump ok".into()
         }
     }
 
@@ -641,8 +660,8 @@ impl Builder<'_> {
         let mut out = LayerOut::default();
         let mut all: Vec<(u32, u32, Verdict, String)> = Vec::new();
         let mut ranged: BTreeMap<&str, Vec<Ranged>> = BTreeMap::new();
-        for src in sources {
-            let v = self.verdict(&mut out, src);
+        for (order, src) in sources.iter().enumerate() {
+            let v = self.verdict(&mut out, src, order);
             let dests: Vec<(u32, u32)> = src
                 .rule
                 .destinations
@@ -652,7 +671,7 @@ impl Builder<'_> {
             match &src.rule.traffic {
                 Traffic::All => {
                     for (s, e) in &dests {
-                        all.push((*s, *e, v.clone(), v.1.clone()));
+                        all.push((*s, *e, v.clone(), v.2.clone()));
                     }
                 }
                 Traffic::Tcp(ports) | Traffic::Udp(ports) => {
@@ -859,7 +878,7 @@ fn axis_classes(rules: &[PortedRule]) -> Vec<(u32, u32, Vec<(u32, u32, Verdict, 
         for i in &active {
             let (_, _, inner, v) = &rules[*i];
             for (a, b) in inner {
-                class.push((*a, *b, v.clone(), v.1.clone()));
+                class.push((*a, *b, v.clone(), v.2.clone()));
             }
         }
         out.push((s, e, class));
@@ -951,7 +970,7 @@ pub fn compile_with(
     for (_, p) in &versions {
         out.skipped.extend(p.errors.iter().cloned());
     }
-    let verdict = b.plain().1;
+    let verdict = b.plain();
     let mut layers_now: HashMap<String, LayerState> = HashMap::new();
     let mut layer = |out: &mut Compiled, name: &str, members: &[usize]| {
         let mut rest_fp = hash64(name);
@@ -1011,12 +1030,33 @@ pub fn compile_with(
 
     let ov = settings.overlay;
     let egress = format!("ip saddr {ov} ip daddr != {ov}");
-    out.objects.chain(
-        "ok",
-        vec![format!(
-            "meta mark set meta mark | 0x{ASG_ALLOWED_BIT:08x} accept"
-        )],
-    );
+    let mut ok = counting::count_allowed();
+    ok.push(format!(
+        "meta mark set meta mark | 0x{ASG_ALLOWED_BIT:08x} accept"
+    ));
+    out.objects.chain("ok", ok);
+    out.objects
+        .set(counting::ALLOWED_COUNTS, counting::allowed_counts_set());
+    out.objects.counters = counting::COUNTERS.iter().map(|c| c.to_string()).collect();
+    for (chain, prefix, dropped) in [
+        (
+            "deny_networks",
+            LogPrefix::DenyNetworks,
+            counting::DENY_NETWORKS_DROPPED,
+        ),
+        (
+            "deny_default",
+            LogPrefix::Default,
+            counting::DEFAULT_DENY_DROPPED,
+        ),
+        (
+            "deny_unknown_source",
+            LogPrefix::UnknownSource,
+            counting::UNKNOWN_SOURCE_DROPPED,
+        ),
+    ] {
+        out.objects.chain(chain, b.deny_chain(&prefix, dropped));
+    }
     if settings.log_all {
         out.objects
             .chain("ok_log", b.allow_logged(&LogPrefix::Allowed));
@@ -1062,22 +1102,22 @@ pub fn compile_with(
     }
 
     // Rule sets: one per (space, lifecycle) present on the cell.
-    let default_log = b.log(&LogPrefix::Default);
-    let deny_log = b.log(&LogPrefix::DenyNetworks);
     let ruleset = |out: &mut Compiled, name: &str, lc: Option<Lifecycle>, layers: &[String]| {
         let mut rules = Vec::new();
         if let Some(lc) = lc {
             let set = format!("deny_{}", lc_suffix(lc));
-            if let Some(log) = &deny_log {
-                rules.push(format!("ip daddr @{set} {log}"));
-            }
-            rules.push(format!("ip daddr @{set} {}", reject()));
+            let counter = counting::deny_networks(lc);
+            rules.push(format!(
+                "ip daddr @{set} counter name \"{counter}\" goto deny_networks"
+            ));
         }
         for l in layers {
             rules.push(format!("jump {l}"));
         }
-        rules.extend(default_log.clone());
-        rules.push(reject().to_string());
+        rules.push(format!(
+            "counter name \"{}\" goto deny_default",
+            counting::DEFAULT_DENY
+        ));
         out.objects.chain(name, rules);
     };
     ruleset(&mut out, "rs_none", None, &[]);
@@ -1152,10 +1192,10 @@ pub fn compile_with(
         format!("{egress} ct state invalid meta l4proto tcp drop"),
         format!("{egress} ct state new ip saddr vmap @containers"),
     ];
-    if let Some(log) = b.log(&LogPrefix::UnknownSource) {
-        forward.push(format!("{egress} ct state new {log}"));
-    }
-    forward.push(format!("{egress} ct state new {}", reject()));
+    forward.push(format!(
+        "{egress} ct state new counter name \"{}\" goto deny_unknown_source",
+        counting::UNKNOWN_SOURCE
+    ));
     out.objects.chains.insert(
         "forward".into(),
         (
@@ -1265,11 +1305,41 @@ mod tests {
             udp[0].starts_with("ip daddr 10.0.0.0-10.255.255.255 jump log_"),
             "{udp:?}"
         );
-        // Deny networks come before the layers in every rule set.
+        // Deny networks come before the layers in every rule set; each deny has its counter.
         let rules = &c.objects.chains[&sp].1;
-        assert!(rules[1].contains("@deny_r reject"), "{rules:?}");
-        assert_eq!(rules[2], "jump g_r");
-        assert_eq!(rules[3], format!("jump {layer}"));
+        assert_eq!(
+            rules,
+            &[
+                "ip daddr @deny_r counter name \"deny_networks_running\" goto deny_networks"
+                    .to_string(),
+                "jump g_r".into(),
+                format!("jump {layer}"),
+                "counter name \"default_deny\" goto deny_default".into(),
+            ]
+        );
+        // The deny log's limit: what it leaves out is counted, then refused all the same.
+        assert_eq!(
+            c.objects.chains["deny_default"].1,
+            [
+                "limit rate 1/second burst 1 packets log prefix \"ASG_DENY default\" group 1 reject with icmp type port-unreachable",
+                "counter name \"default_deny_log_dropped\" reject with icmp type port-unreachable",
+            ]
+        );
+        // A source that is no container: counted, then refused through its deny log.
+        assert_eq!(
+            c.objects.chains["forward"].1.last().unwrap(),
+            "ip saddr 10.255.0.0/16 ip daddr != 10.255.0.0/16 ct state new counter name \"unknown_source\" goto deny_unknown_source"
+        );
+        // Every allow is counted in `ok`, logged ones too.
+        assert_eq!(c.objects.chains["ok"].1.len(), 3);
+        assert!(c.objects.chains["ok"].1[1].contains("update @allowed_counts"));
+        let logged = c
+            .objects
+            .chains
+            .iter()
+            .find(|(n, _)| n.starts_with("log_"))
+            .unwrap();
+        assert_eq!(logged.1 .1.last().unwrap(), "goto ok");
     }
 
     #[test]
@@ -1527,14 +1597,15 @@ mod tests {
             for c in &cs {
                 for (dst, p) in &probes {
                     let want = model(&gs, &s, c, *dst, *p);
-                    let got = decide(&compiled.objects, c.ip, *dst, *p);
+                    let d = decide(&compiled.objects, c.ip, *dst, *p);
+                    let got = d.outcome.clone();
                     prop_assert_eq!(
                         matches!(got, Outcome::Allowed(_)), want,
                         "container {} -> {} {:?}: {:?}", c.ip, dst, p, got
                     );
                     if let Outcome::Allowed(logs) = got {
-                        for prefix in logs {
-                            let Some(r) = compiled.logged.get(&prefix) else {
+                        for prefix in &logs {
+                            let Some(r) = compiled.logged.get(prefix) else {
                                 prop_assert!(log_all && prefix == "ASG_OK", "{}", prefix);
                                 continue;
                             };
@@ -1543,10 +1614,82 @@ mod tests {
                             let (parsed, _) = parse_rules_lenient(&serde_json::Value::Array(vec![rule[r.index].clone()]).to_string()).unwrap();
                             prop_assert!(parsed[0].log && parsed[0].allows(*dst, *p), "{} names {:?}", prefix, parsed[0]);
                         }
+                        counted_for_the_deciding_rule(&gs, &compiled, c, *dst, *p, &logs, &d)?;
+                    } else {
+                        prop_assert!(d.counted.is_empty(), "{:?}", d);
+                        prop_assert_eq!(d.counters, vec![deny_counter(&s, c, *dst).to_string()]);
                     }
                 }
             }
         }
+    }
+
+    /// The named counter a refused connection moves.
+    fn deny_counter(s: &Settings, c: &Container, dst: Ipv4Addr) -> &'static str {
+        let workload = c.workload().unwrap_or("");
+        let Some(lc) = Lifecycle::of_workload(workload) else {
+            return counting::DEFAULT_DENY;
+        };
+        let extra = match lc {
+            Lifecycle::Running => &s.deny.running,
+            Lifecycle::Staging => &s.deny.staging,
+        };
+        if s.deny.always.iter().chain(extra).any(|n| n.contains(&dst)) {
+            counting::deny_networks(lc)
+        } else {
+            counting::DEFAULT_DENY
+        }
+    }
+
+    /// An allowed connection moves one counter: the allowed set's element of its own key, which
+    /// the reader gives to the deciding rule; that rule allows it, and when the table logged a
+    /// rule's prefix, it is that rule.
+    fn counted_for_the_deciding_rule(
+        gs: &[SecurityGroup],
+        compiled: &Compiled,
+        c: &Container,
+        dst: Ipv4Addr,
+        p: Probe,
+        logs: &[String],
+        d: &super::super::eval::Decision,
+    ) -> Result<(), TestCaseError> {
+        prop_assert!(d.counters.is_empty(), "{:?}", d);
+        let (proto, port) = match p {
+            Probe::Tcp(n) => (6, n),
+            Probe::Udp(n) => (17, n),
+            Probe::Icmp { icmp_type, code } => (1, (icmp_type as u16) << 8 | code as u16),
+            Probe::Other(n) => (n, 0),
+        };
+        let key = super::super::counters::Key {
+            src: c.ip,
+            dst,
+            proto,
+            port,
+        };
+        prop_assert_eq!(
+            &d.counted,
+            &vec![(counting::ALLOWED_COUNTS.to_string(), key.render())]
+        );
+        let space = c
+            .metadata
+            .get(SPACE_KEY)
+            .and_then(|v| v.as_str())
+            .unwrap_or("");
+        let lc = Lifecycle::of_workload(c.workload().unwrap_or("")).unwrap();
+        let parse = |g: &SecurityGroup| {
+            Arc::new(crate::asg::rule::parse_rules_indexed(&g.rules).unwrap().0)
+        };
+        let decided = super::super::deciding::deciding(gs, space, lc, dst, key.probe(), parse);
+        let Some((g, index, rule)) = decided else {
+            return Err(TestCaseError::fail(format!("no deciding rule for {key:?}")));
+        };
+        prop_assert!(rule.allows(dst, p));
+        let named: Vec<&LoggedRule> = logs.iter().filter_map(|l| compiled.logged.get(l)).collect();
+        prop_assert_eq!(named.len(), usize::from(rule.log), "{:?} {:?}", named, rule);
+        if let Some(r) = named.first() {
+            prop_assert_eq!((&r.group_guid, r.index), (&g.guid, index));
+        }
+        Ok(())
     }
 
     /// The table with each host class number replaced by the chain it names (compilations

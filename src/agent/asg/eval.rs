@@ -13,17 +13,32 @@ pub enum Outcome {
     Refused,
 }
 
+/// What a new connection did in the table: the outcome, and the counters it moved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub outcome: Outcome,
+    /// Named counters, in the order hit.
+    pub counters: Vec<String>,
+    /// Dynamic set updates: (set, key as nft reads it).
+    pub counted: Vec<(String, String)>,
+}
+
 enum Step {
     Done(Outcome),
     Continue,
+    /// A `goto`'s chain ended: the chain that went there ends too.
+    Return,
 }
 
 struct Packet {
+    src: Ipv4Addr,
     dst: Ipv4Addr,
     probe: Probe,
     /// The packet mark's value as the table sets it (a host class's number).
     mark: u32,
     logs: Vec<String>,
+    counters: Vec<String>,
+    counted: Vec<(String, String)>,
 }
 
 impl Packet {
@@ -33,6 +48,15 @@ impl Packet {
             Probe::Udp(_) => "udp",
             Probe::Icmp { .. } => "icmp",
             Probe::Other(_) => "other",
+        }
+    }
+
+    fn proto(&self) -> u8 {
+        match self.probe {
+            Probe::Tcp(_) => 6,
+            Probe::Udp(_) => 17,
+            Probe::Icmp { .. } => 1,
+            Probe::Other(n) => n,
         }
     }
 
@@ -81,8 +105,10 @@ fn chain(o: &Objects, name: &str, p: &mut Packet) -> Step {
         .get(name)
         .unwrap_or_else(|| panic!("no chain {name}"));
     for rule in rules {
-        if let Step::Done(out) = statement(o, rule, p) {
-            return Step::Done(out);
+        match statement(o, rule, p) {
+            Step::Done(out) => return Step::Done(out),
+            Step::Return => return Step::Continue,
+            Step::Continue => {}
         }
     }
     Step::Continue
@@ -102,7 +128,50 @@ fn verdict(o: &Objects, value: Option<&String>, p: &mut Packet) -> Step {
     }
 }
 
+/// `update @S { ip saddr . ip daddr . meta l4proto . th sport|th dport }` (after its protocol
+/// test): the key this packet adds to or finds in `S`. A protocol without ports reads whatever
+/// its header holds there: 0 here.
+fn update(rest: &str, p: &mut Packet) -> Step {
+    let (set, key) = rest.split_once(' ').expect("a set and a key");
+    let port = match key {
+        "{ ip saddr . ip daddr . meta l4proto . th sport }" => match p.probe {
+            Probe::Icmp { icmp_type, code } => (icmp_type as u32) << 8 | code as u32,
+            _ => panic!("th sport of {:?}", p.probe),
+        },
+        "{ ip saddr . ip daddr . meta l4proto . th dport }" => p.dport().unwrap_or(0),
+        _ => panic!("update key not understood: {key}"),
+    };
+    let key = format!("{} . {} . {} . {port}", p.src, p.dst, p.proto());
+    p.counted.push((set.to_string(), key));
+    Step::Continue
+}
+
 fn statement(o: &Objects, rule: &str, p: &mut Packet) -> Step {
+    if let Some(rest) = rule.strip_prefix("meta l4proto icmp update @") {
+        return if p.l4() == "icmp" {
+            update(rest, p)
+        } else {
+            Step::Continue
+        };
+    }
+    if let Some(rest) = rule.strip_prefix("meta l4proto != icmp update @") {
+        return if p.l4() != "icmp" {
+            update(rest, p)
+        } else {
+            Step::Continue
+        };
+    }
+    if let Some(rest) = rule.strip_prefix("counter name \"") {
+        let (name, then) = rest.split_once("\" ").expect("a counter and a statement");
+        p.counters.push(name.to_string());
+        return statement(o, then, p);
+    }
+    if let Some(target) = rule.strip_prefix("goto ") {
+        return match chain(o, target, p) {
+            Step::Done(out) => Step::Done(out),
+            _ => Step::Return,
+        };
+    }
     // `meta l4proto P meta mark set ip daddr map @M <then>`: a data map's value into the mark;
     // no element, and the rule ends there.
     if let Some((l4, rest)) = rule
@@ -200,26 +269,40 @@ fn statement(o: &Objects, rule: &str, p: &mut Packet) -> Step {
             Step::Continue
         };
     }
+    // A deny log: under its limit (always, here), logs and refuses.
     if rule.starts_with("limit rate ") && rule.contains(" log prefix ") {
-        return logs(p);
+        logs(p);
+        return if rule.contains(" reject") {
+            Step::Done(Outcome::Refused)
+        } else {
+            Step::Continue
+        };
     }
     panic!("statement not understood: {rule}")
 }
 
 /// What the table does to a new connection from container `src` to `dst` (the forward chain's
 /// egress rules: the container's rule set, an unknown source refused).
-pub fn decide(o: &Objects, src: Ipv4Addr, dst: Ipv4Addr, probe: Probe) -> Outcome {
+pub fn decide(o: &Objects, src: Ipv4Addr, dst: Ipv4Addr, probe: Probe) -> Decision {
     let mut p = Packet {
+        src,
         dst,
         probe,
         // A source tag, as the c2c table leaves the mark: read as a class number, it would name
         // one (numbers start at 1).
         mark: 1,
         logs: Vec::new(),
+        counters: Vec::new(),
+        counted: Vec::new(),
     };
     let containers = set(o, "containers");
-    match verdict(o, containers.elements.get(&src.to_string()), &mut p) {
+    let outcome = match verdict(o, containers.elements.get(&src.to_string()), &mut p) {
         Step::Done(out) => out,
-        Step::Continue => Outcome::Refused,
+        Step::Continue | Step::Return => Outcome::Refused,
+    };
+    Decision {
+        outcome,
+        counters: p.counters,
+        counted: p.counted,
     }
 }

@@ -4,6 +4,7 @@
 //! NetOut prefixes still go to [`StaticNetout`].
 
 use super::compile::{LoggedRule, SPACE_KEY};
+use super::deciding::deciding;
 use super::prefix::LogPrefix;
 use super::sync::{AsgAgent, Enforced};
 use crate::api::security_groups::SecurityGroup;
@@ -57,10 +58,10 @@ impl AsgFlowRules {
         rules
     }
 
-    /// The first rule of the source container's groups that allows `p`, the globally enabled
-    /// groups first, then those bound to its space (the table's order). Used for `ASG_OK` alone
-    /// (`iptables_asg_logging`), whose prefix cannot name the rule: the table merges the rules
-    /// of all groups into shared port and destination segments.
+    /// The rule of the source container's groups that decides `p` ([`super::deciding`]: the
+    /// rule its counter counts). Used for `ASG_OK` alone (`iptables_asg_logging`), whose prefix
+    /// cannot name it: the table merges the rules of all groups into shared port and
+    /// destination segments.
     fn deciding(&self, enforced: &Enforced, p: &Ipv4Packet) -> Option<LoggedRule> {
         let c = enforced.containers.get(&p.src)?;
         let lc = c.workload().and_then(Lifecycle::of_workload)?;
@@ -69,30 +70,21 @@ impl AsgFlowRules {
             .get(SPACE_KEY)
             .and_then(|v| v.as_str())
             .unwrap_or("");
-        let (global, bound): (Vec<&SecurityGroup>, Vec<&SecurityGroup>) = enforced
-            .groups
-            .iter()
-            .filter(|g| crate::asg::applies(g, space, lc))
-            .partition(|g| match lc {
-                Lifecycle::Running => g.running_default,
-                Lifecycle::Staging => g.staging_default,
-            });
         let probe = match (p.protocol, p.ports, p.icmp) {
             (6, Some((_, port)), _) => Probe::Tcp(port),
             (17, Some((_, port)), _) => Probe::Udp(port),
             (1, _, Some((icmp_type, code))) => Probe::Icmp { icmp_type, code },
             (other, _, _) => Probe::Other(other),
         };
-        global.into_iter().chain(bound).find_map(|g| {
-            let rules = self.rules_of(enforced, g);
-            let (index, rule) = rules.iter().find(|(_, r)| r.allows(p.dst, probe))?;
-            Some(LoggedRule {
-                group_guid: g.guid.clone(),
-                group_name: g.name.clone(),
-                index: *index,
-                protocol: rule.traffic.protocol(),
-                description: rule.description.clone(),
-            })
+        let (g, index, rule) = deciding(&enforced.groups, space, lc, p.dst, probe, |g| {
+            self.rules_of(enforced, g)
+        })?;
+        Some(LoggedRule {
+            group_guid: g.guid.clone(),
+            group_name: g.name.clone(),
+            index,
+            protocol: rule.traffic.protocol(),
+            description: rule.description.clone(),
         })
     }
 }

@@ -9,6 +9,9 @@
 
 pub mod client;
 pub mod compile;
+pub mod counters;
+pub mod counting;
+pub mod deciding;
 pub mod drift;
 pub mod endpoints;
 #[cfg(test)]

@@ -164,6 +164,24 @@ pub struct Objects {
     /// Shared with the compilation cache: an unchanged layer's sets are the same allocation,
     /// so comparing them is a pointer comparison.
     pub sets: BTreeMap<String, Arc<SetObj>>,
+    /// Named counters.
+    pub counters: BTreeSet<String>,
+}
+
+/// Packets and bytes of a counter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Count {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Counter values read from the table just before a full rewrite, for the rewrite to start
+/// from ([`render_full_carrying`]): named counters by name, and elements of counting sets (set
+/// name -> key as nft reads it, rendered from typed values) with their counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Carried {
+    pub counters: BTreeMap<String, Count>,
+    pub elements: BTreeMap<String, Vec<(String, Count)>>,
 }
 
 impl Objects {
@@ -225,14 +243,32 @@ fn add_set(out: &mut String, name: &str, s: &SetObj) {
     let _ = writeln!(out, "add {kind} {FAMILY} {TABLE} {name} {{ {} }}", s.decl);
 }
 
+fn add_counter(out: &mut String, name: &str, count: Option<&Count>) {
+    let _ = write!(out, "add counter {FAMILY} {TABLE} {name}");
+    if let Some(c) = count {
+        let _ = write!(out, " {{ packets {} bytes {} }}", c.packets, c.bytes);
+    }
+    out.push('\n');
+}
+
 /// The whole table, replacing whatever `ip netman_asg` held, in one transaction. Chains are
 /// declared before the maps that jump to them (nft 1.0.6 refuses an element of an interval
 /// verdict map naming a chain declared after the map in the same batch).
 pub fn render_full(o: &Objects) -> String {
+    render_full_carrying(o, &Carried::default())
+}
+
+/// [`render_full`], the counters starting from `carried` (read just before: a full rewrite
+/// deletes the table, and with it every counter). Carried values of counters or sets the new
+/// table does not have are left out.
+pub fn render_full_carrying(o: &Objects, carried: &Carried) -> String {
     let mut out = String::with_capacity(256 + o.element_count() * 40);
     let _ = writeln!(out, "add table {FAMILY} {TABLE}");
     let _ = writeln!(out, "delete table {FAMILY} {TABLE}");
     let _ = writeln!(out, "add table {FAMILY} {TABLE}");
+    for name in &o.counters {
+        add_counter(&mut out, name, carried.counters.get(name));
+    }
     for (name, (decl, _)) in &o.chains {
         add_chain(&mut out, name, decl);
     }
@@ -242,6 +278,25 @@ pub fn render_full(o: &Objects) -> String {
     for (name, s) in &o.sets {
         let items = s.elements.iter().map(|(k, v)| (k, Some(v)));
         elements(&mut out, "add", name, items);
+    }
+    for (name, items) in &carried.elements {
+        if !o
+            .sets
+            .get(name)
+            .is_some_and(|s| s.decl.contains("counter;"))
+        {
+            continue;
+        }
+        for chunk in items.chunks(CHUNK) {
+            let _ = write!(out, "add element {FAMILY} {TABLE} {name} {{ ");
+            for (i, (key, c)) in chunk.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                let _ = write!(out, "{key} counter packets {} bytes {}", c.packets, c.bytes);
+            }
+            out.push_str(" }\n");
+        }
     }
     for (name, (_, rules)) in &o.chains {
         add_rules(&mut out, name, rules);
@@ -265,10 +320,13 @@ pub fn render_diff(old: &Objects, new: &Objects) -> Option<String> {
             .iter()
             .zip(&new.sets)
             .all(|((n1, a), (n2, b))| n1 == n2 && (Arc::ptr_eq(a, b) || a == b));
-    if equal_sets && old.chains == new.chains {
+    if equal_sets && old.chains == new.chains && old.counters == new.counters {
         return None;
     }
     let mut out = String::new();
+    for name in new.counters.difference(&old.counters) {
+        add_counter(&mut out, name, None);
+    }
     let base_changed = old
         .chains
         .iter()
@@ -344,6 +402,9 @@ pub fn render_diff(old: &Objects, new: &Objects) -> Option<String> {
     }
     for name in gone_chains {
         let _ = writeln!(out, "delete chain {FAMILY} {TABLE} {name}");
+    }
+    for name in old.counters.difference(&new.counters) {
+        let _ = writeln!(out, "delete counter {FAMILY} {TABLE} {name}");
     }
     Some(out)
 }
