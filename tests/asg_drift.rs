@@ -1,7 +1,8 @@
 //! The ASG loop's periodic sync (every `asg_poll_interval_seconds`, 1 s here) rewrites nothing
 //! while the table in the kernel is the one the agent installed, and repairs it within one period
 //! when something outside changed it: a rule-set chain flushed, a container's element deleted,
-//! the table deleted. Real networker and agent in cell namespaces, real packets.
+//! the table deleted; the table's counters carried over the rewrite (not over a deleted table's).
+//! Real networker and agent in cell namespaces, real packets.
 
 mod support;
 use serde_json::json;
@@ -52,6 +53,22 @@ fn wait_checks(cell: &AsgCell, since: u64, n: u64) {
     assert!(done.is_ok(), "no periodic check: {}", cell.agent_log());
 }
 
+/// The table's count of connections refused by default deny.
+fn default_deny(cell: &AsgCell) -> u64 {
+    let out = cell
+        .net
+        .cell
+        .exec(&["nft", "list", "counter", "ip", "netman_asg", "default_deny"])
+        .unwrap();
+    let packets = out
+        .split_whitespace()
+        .skip_while(|w| *w != "packets")
+        .nth(1);
+    packets
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"))
+}
+
 fn nft(cell: &AsgCell, args: &[&str]) {
     let mut cmd = vec!["nft"];
     cmd.extend_from_slice(args);
@@ -92,6 +109,11 @@ fn the_periodic_sync_rewrites_nothing_and_repairs_a_table_changed_from_outside()
         .find_map(|l| l.split(&element).nth(1))
         .map(|rest| rest.split([',', ' ', '}']).next().unwrap().to_string())
         .unwrap_or_else(|| panic!("no element for {ip}:\n{table}"));
+
+    // A refused connection, counted by the table: a repair carries the count over.
+    assert!(!tcp(&app.ns.path(), NET_A, 80));
+    let refused = default_deny(&cell);
+    assert!(refused >= 1, "{}", cell.asg_table());
 
     let broken: [(&str, Vec<String>); 3] = [
         (
@@ -140,6 +162,13 @@ fn the_periodic_sync_rewrites_nothing_and_repairs_a_table_changed_from_outside()
             cell.agent_log()
         );
         assert!(cell.asg_table().contains(&element), "{}", cell.asg_table());
+        if i < 2 {
+            assert!(
+                default_deny(&cell) >= refused,
+                "{what}: the counter restarted\n{}",
+                cell.asg_table()
+            );
+        }
     }
     assert_eq!(repairs(&cell), 3, "{}", cell.agent_log());
 }

@@ -128,10 +128,23 @@ pub fn parse(text: &str) -> Read {
     out
 }
 
+fn read_command() -> String {
+    format!("list counters table {FAMILY} {TABLE}; list set {FAMILY} {TABLE} {ALLOWED_COUNTS}")
+}
+
+/// [`read`] through the ASG loop's own runner (libnftables in-process): what a full rewrite
+/// must carry over.
+pub fn read_with(runner: &dyn crate::agent::nft::Runner) -> Result<Read, String> {
+    let cmd = read_command();
+    runner
+        .list_json(&cmd, false)
+        .map(|out| parse(&out))
+        .map_err(|e| format!("{cmd}: {e}"))
+}
+
 /// One `nft -j` call: the named counters and the allowed-connection set.
 pub fn read(nft_path: &str) -> Result<Read, String> {
-    let cmd =
-        format!("list counters table {FAMILY} {TABLE}; list set {FAMILY} {TABLE} {ALLOWED_COUNTS}");
+    let cmd = read_command();
     let out = std::process::Command::new(nft_path)
         .args(["-j", &cmd])
         .output()
@@ -154,7 +167,7 @@ pub fn carried(read: &Read) -> Carried {
     }
 }
 
-/// [`read`] then [`carried`]: for the ASG loop, just before it rewrites the table whole.
+/// [`read`] then [`carried`].
 pub fn read_carried(nft_path: &str) -> Result<Carried, String> {
     read(nft_path).map(|r| carried(&r))
 }

@@ -313,6 +313,21 @@ pub fn render_delete() -> String {
 /// element removals, element additions, rewritten rules of changed chains, then what is gone
 /// (chains flushed first so no rule names a set being deleted; chains deleted last, once no
 /// element or rule jumps to them).
+/// A base chain's hook or a set's declaration differs: nftables cannot change those in place,
+/// so [`render_diff`] rewrites the table whole (the ASG loop does it itself, carrying the
+/// counters over: [`render_full_carrying`]).
+pub fn declarations_changed(old: &Objects, new: &Objects) -> bool {
+    let base_changed = old
+        .chains
+        .iter()
+        .any(|(n, (d, _))| !d.is_empty() && new.chains.get(n).is_some_and(|(d2, _)| d2 != d));
+    base_changed
+        || new
+            .sets
+            .iter()
+            .any(|(name, s)| old.sets.get(name).is_some_and(|o| o.decl != s.decl))
+}
+
 pub fn render_diff(old: &Objects, new: &Objects) -> Option<String> {
     let equal_sets = old.sets.len() == new.sets.len()
         && old
@@ -327,11 +342,7 @@ pub fn render_diff(old: &Objects, new: &Objects) -> Option<String> {
     for name in new.counters.difference(&old.counters) {
         add_counter(&mut out, name, None);
     }
-    let base_changed = old
-        .chains
-        .iter()
-        .any(|(n, (d, _))| !d.is_empty() && new.chains.get(n).is_some_and(|(d2, _)| d2 != d));
-    if base_changed {
+    if declarations_changed(old, new) {
         return Some(render_full(new));
     }
     for (name, (decl, _)) in &new.chains {
@@ -340,10 +351,8 @@ pub fn render_diff(old: &Objects, new: &Objects) -> Option<String> {
         }
     }
     for (name, s) in &new.sets {
-        match old.sets.get(name) {
-            None => add_set(&mut out, name, s),
-            Some(o) if o.decl != s.decl => return Some(render_full(new)),
-            Some(_) => {}
+        if !old.sets.contains_key(name) {
+            add_set(&mut out, name, s);
         }
     }
     let empty = Arc::new(SetObj::default());

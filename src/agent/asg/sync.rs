@@ -9,8 +9,11 @@
 
 use super::client::AsgSource;
 use super::compile::{compile_with, Cache, Compiled, LoggedRule, Settings, SPACE_KEY};
+use super::counters;
 use super::drift;
-use super::objects::{render_delete, render_diff, render_full, TABLE};
+use super::objects::{
+    declarations_changed, render_delete, render_diff, render_full_carrying, Carried, TABLE,
+};
 use crate::agent::client::Watched;
 use crate::agent::nft::Runner;
 use crate::agent::watch_loop::{Remote, Watchable};
@@ -428,10 +431,20 @@ impl AsgAgent {
         Ok(applied)
     }
 
+    /// The table rewritten whole, its counters carried over from the table it replaces (none
+    /// at a first start; the rewrite loses only what is counted between the read and the commit).
     fn full(&self, new: &Compiled) -> Result<Applied, Error> {
-        self.metrics
-            .enforce
-            .time("full", || self.runner.run(&render_full(&new.objects)))?;
+        let carried = match counters::read_with(self.runner.as_ref()) {
+            Ok(read) => counters::carried(&read),
+            Err(e) => {
+                log::debug!("security groups: no counters to carry over: {e}");
+                Carried::default()
+            }
+        };
+        self.metrics.enforce.time("full", || {
+            self.runner
+                .run(&render_full_carrying(&new.objects, &carried))
+        })?;
         Ok(Applied::Full(new.objects.element_count()))
     }
 
@@ -462,20 +475,22 @@ impl AsgAgent {
     fn apply(&self, installed: Option<&Compiled>, new: &Compiled) -> Result<Applied, Error> {
         let full = || self.full(new);
         match installed {
-            Some(old) => match render_diff(&old.objects, &new.objects) {
-                None => Ok(Applied::Nothing),
-                Some(script) => match self
-                    .metrics
-                    .enforce
-                    .time("incremental", || self.runner.run(&script))
-                {
-                    Ok(()) => Ok(Applied::Incremental),
-                    Err(e) => {
-                        log::error!("incremental ASG update failed, rebuilding the table: {e}");
-                        full()
-                    }
-                },
-            },
+            Some(old) if !declarations_changed(&old.objects, &new.objects) => {
+                match render_diff(&old.objects, &new.objects) {
+                    None => Ok(Applied::Nothing),
+                    Some(script) => match self
+                        .metrics
+                        .enforce
+                        .time("incremental", || self.runner.run(&script))
+                    {
+                        Ok(()) => Ok(Applied::Incremental),
+                        Err(e) => {
+                            log::error!("incremental ASG update failed, rebuilding the table: {e}");
+                            full()
+                        }
+                    },
+                }
+            }
             _ => full(),
         }
     }
