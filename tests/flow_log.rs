@@ -419,7 +419,7 @@ fn netout_rules() -> Vec<NetOutRule> {
 /// The networker's NetOut chains for container `handle` of cell 1, rendered by the networker's
 /// own rule code (only the filter table's netout chains and their jump: the lab has its own
 /// c2c chain), and its CNI cache entry holding the NetOut rules, as `up` leaves them.
-fn install_netout(lab: &mut Lab, handle: &str, cache: &std::path::Path) {
+fn install_netout(lab: &mut Lab, handle: &str, rules: &[NetOutRule], cache: &std::path::Path) {
     let c = lab.container(handle);
     let config: netman::networker::Config = serde_json::from_value(json!({
         "cni_plugin_dir": "/p", "cni_config_dir": "/c", "bind_mount_dir": "/b",
@@ -430,7 +430,7 @@ fn install_netout(lab: &mut Lab, handle: &str, cache: &std::path::Path) {
     }))
     .unwrap();
     let names = netman::networker::names::ChainNames::for_handle(handle);
-    let asg = convert_netout(&netout_rules(), &names.netout_log, false).unwrap();
+    let asg = convert_netout(rules, &names.netout_log, false).unwrap();
     let plan = UpPlan {
         config: &config,
         handle,
@@ -458,18 +458,23 @@ fn install_netout(lab: &mut Lab, handle: &str, cache: &std::path::Path) {
         "{netout}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let entry = json!({"runtime_config": {"netOutRules": netout_rules()}});
+    let entry = json!({"runtime_config": {"netOutRules": rules}});
     std::fs::write(cache.join(format!("{handle}.json")), entry.to_string()).unwrap();
 }
 
 /// Cell 1: container "eg" (app A) with the networker's NetOut chains and CNI cache entry, its
 /// agent with the flow log on (synced once); cell 2's underlay address is "outside".
 fn egress_lab(api: &PolicyApi) -> (Lab, PathBuf) {
+    egress_lab_with(api, "eg", &netout_rules())
+}
+
+/// As [`egress_lab`], for container `handle` with NetOut rules `rules`.
+fn egress_lab_with(api: &PolicyApi, handle: &str, rules: &[NetOutRule]) -> (Lab, PathBuf) {
     let mut lab = Lab::new(2);
-    lab.cell(1).add_container("eg", A);
+    lab.cell(1).add_container(handle, A);
     let cache = lab.cell(1).dir.path().join("cni-cache");
     std::fs::create_dir(&cache).unwrap();
-    install_netout(&mut lab, "eg", &cache);
+    install_netout(&mut lab, handle, rules, &cache);
     let file = flow_file(&mut lab, 1);
     let cell = lab.cell(1);
     cell.relay_to(api.internal_addr());
@@ -590,6 +595,112 @@ fn the_networkers_denied_egress_log_limit_counts_what_it_left_out() {
     );
     assert_eq!(dropped as u64, rejected - logged, "{metrics}");
     assert_eq!(lines(&file).len() as u64, logged, "{:?}", lines(&file));
+}
+
+/// Cell 1's `/counters`: the `netout` entries of container `handle` (by rule index) and the
+/// `netout_unattributed` entries.
+fn netout_counters(lab: &mut Lab, handle: &str) -> (Vec<Value>, Vec<Value>) {
+    let (status, body) = http(lab, 1, "GET", "/counters", "");
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let rules: Vec<Value> = v["netout"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no netout in {body}"))
+        .iter()
+        .filter(|r| r["handle"] == handle)
+        .cloned()
+        .collect();
+    (rules, v["netout_unattributed"].as_array().unwrap().clone())
+}
+
+#[test]
+fn netout_counters_move_for_the_static_rule_that_matched_only() {
+    let api = PolicyApi::start();
+    let rules: Vec<NetOutRule> = serde_json::from_value(json!([
+        {"protocol": 1, "networks": [{"start": "192.168.77.2", "end": "192.168.77.2"}],
+         "ports": [{"start": 9000, "end": 9000}]},
+        {"protocol": 1, "networks": [{"start": "192.168.77.2", "end": "192.168.77.2"}],
+         "ports": [{"start": 9001, "end": 9001}, {"start": 9002, "end": 9003}], "log": true},
+        {"protocol": 2, "networks": [{"start": "192.168.77.2", "end": "192.168.77.2"}],
+         "ports": [{"start": 53, "end": 53}]}
+    ]))
+    .unwrap();
+    let (mut lab, _file) = egress_lab_with(&api, "nc", &rules);
+    let outside: Ipv4Addr = "192.168.77.2".parse().unwrap();
+    let _listeners: Vec<std::net::TcpListener> = [9000, 9001, 9002]
+        .into_iter()
+        .map(|port| {
+            netman::netns::run_in(&lab.cell(2).ns.path(), move || {
+                std::net::TcpListener::bind((outside, port))
+            })
+            .unwrap()
+            .unwrap()
+        })
+        .collect();
+    let allowed_total = r#"vpa_flow_connections_total{verdict="allowed",kind="egress"} "#;
+    let (_, metrics_before) = http(&mut lab, 1, "GET", "/metrics", "");
+    let (before, unattributed) = netout_counters(&mut lab, "nc");
+    assert_eq!(before.len(), 3, "{before:?}");
+    assert_eq!(unattributed, Vec::<Value>::new());
+    assert_eq!(
+        before[1]["ports"],
+        json!([{"start": 9001, "end": 9001}, {"start": 9002, "end": 9003}])
+    );
+    assert_eq!(
+        (&before[1]["protocol"], &before[1]["app"]),
+        (&json!("tcp"), &json!(A))
+    );
+    for _ in 0..3 {
+        assert_eq!(tcp_connect(lab.container("nc"), outside, 9000), Conn::Ok);
+    }
+    // Rule 1 on both of its lines (one per port range).
+    for port in [9001, 9002] {
+        assert_eq!(tcp_connect(lab.container("nc"), outside, port), Conn::Ok);
+    }
+    // Refused by the default deny: counted by no rule.
+    assert_eq!(
+        tcp_connect(lab.container("nc"), outside, 9004),
+        Conn::Refused
+    );
+    let (after, _) = netout_counters(&mut lab, "nc");
+    let moved: Vec<u64> = (0..3)
+        .map(|i| {
+            after[i]["connections"].as_u64().unwrap() - before[i]["connections"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(moved, [3, 2, 0], "{after:?}");
+    // Prometheus: only the total.
+    let (_, metrics) = http(&mut lab, 1, "GET", "/metrics", "");
+    assert_eq!(
+        metric(&metrics, allowed_total) - metric(&metrics_before, allowed_total),
+        5.0,
+        "{metrics}"
+    );
+    for (i, r) in after.iter().enumerate() {
+        assert_eq!(r["index"], i);
+        let bytes = r["bytes"].as_u64().unwrap() - before[i]["bytes"].as_u64().unwrap();
+        // The first packets only (SYNs, at least 40 bytes each).
+        assert!(bytes >= moved[i] * 40 && bytes <= moved[i] * 100, "{r}");
+    }
+
+    // A rule added from outside: the positions no longer say which rule counted.
+    let cell = lab.cell(1);
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &cell.ns.name, "iptables", "-w"])
+        .args(["-I", "netout--nc", "5", "-d", "10.9.9.9/32", "-j", "ACCEPT"])
+        .env("XTABLES_LOCKFILE", cell.dir.path().join("xtables.lock"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (rules_now, unattributed) = netout_counters(&mut lab, "nc");
+    assert_eq!(rules_now, Vec::<Value>::new());
+    assert_eq!(unattributed.len(), 1, "{unattributed:?}");
+    assert_eq!(unattributed[0]["handle"], "nc");
+    assert_eq!(unattributed[0]["connections"], 5, "{unattributed:?}");
 }
 
 /// The connections one policy counted on cell 2, from the agent's `/counters`.

@@ -357,6 +357,7 @@ impl AgentConfig {
             },
             egress: self.flow_log_egress,
             netout_limits: !self.enable_asg_syncing,
+            netout_cache_dir: self.netout_cache_dir.clone().into(),
             syslog: self.syslog_settings()?,
             audit: super::flows::Audit {
                 cell: self.audit_cell,

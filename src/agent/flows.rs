@@ -70,6 +70,9 @@ pub struct FlowSettings {
     /// Count what the networker's denied-egress log limit left out (its static NetOut chains:
     /// not with dynamic ASGs) from its rules' counters ([`super::netout_limits`]).
     pub netout_limits: bool,
+    /// The networker's CNI cache (the static NetOut rules, counted per rule on `/counters`
+    /// with `netout_limits`).
+    pub netout_cache_dir: PathBuf,
     /// Each line also to syslog.
     pub syslog: Option<SyslogSettings>,
 }
@@ -161,6 +164,8 @@ struct TableState {
     counted: Plan,
     /// Last read unlogged counts of the networker's limited deny logs.
     netout_unlogged: BTreeMap<super::netout_limits::PairKey, u64>,
+    /// Last read allowed (new) connections of each of the networker's NetOut chains.
+    netout_allowed: BTreeMap<String, u64>,
 }
 
 pub struct Flows {
@@ -172,6 +177,7 @@ pub struct Flows {
     runner: Box<dyn Runner>,
     nft_path: String,
     netout_limits: bool,
+    netout_cache_dir: PathBuf,
     /// The ASG table's counters (with `enable_asg_syncing`).
     asg_counters: Option<AsgCounters>,
     pub metrics: FlowMetrics,
@@ -230,10 +236,12 @@ impl Flows {
                 counters: HashMap::new(),
                 counted: Plan::default(),
                 netout_unlogged: BTreeMap::new(),
+                netout_allowed: BTreeMap::new(),
             }),
             runner,
             nft_path: nft_path.to_string(),
             netout_limits: settings.netout_limits,
+            netout_cache_dir: settings.netout_cache_dir,
             asg_counters,
             metrics,
         });
@@ -498,29 +506,22 @@ impl Flows {
     }
 
     /// Adds to `vpa_flow_rate_limited_total{kind="egress_denied"}` what the networker's deny-log
-    /// limits left unlogged since the last read (a chain made again starts from 0); the first
-    /// read, at start, is the baseline (what was left out before the agent started is not new).
+    /// limits left unlogged since the last read (a chain made again starts from 0), and to
+    /// `vpa_flow_connections_total{verdict="allowed",kind="egress"}` what its NetOut chains'
+    /// allow lines accepted; the first read, at start, is the baseline (what happened before the
+    /// agent started is not new).
     fn refresh_netout_limits(&self, count: bool) {
-        let out = std::process::Command::new("iptables-save")
-            .args(["-c", "-t", "filter"])
-            .output();
-        let save = match out {
-            Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
-            Ok(o) => {
-                log::warn!(
-                    "reading the networker's rule counters: iptables-save: {}",
-                    String::from_utf8_lossy(&o.stderr).trim()
-                );
-                FlowMetrics::count(&self.metrics.errors, "netout_counters");
-                return;
-            }
+        let save = match iptables_save() {
+            Ok(save) => save,
             Err(e) => {
-                log::warn!("reading the networker's rule counters: iptables-save: {e}");
+                log::warn!("{e}");
                 FlowMetrics::count(&self.metrics.errors, "netout_counters");
                 return;
             }
         };
-        let now = match super::netout_limits::unlogged(&save) {
+        let read = super::netout_limits::unlogged(&save)
+            .and_then(|u| Ok((u, super::netout_counters::allowed_by_chain(&save)?)));
+        let (unlogged, allowed) = match read {
             Ok(now) => now,
             Err(e) => {
                 log::warn!("reading the networker's rule counters: {e}");
@@ -529,14 +530,10 @@ impl Flows {
             }
         };
         let mut st = self.lock();
-        let moved: u64 = now
-            .iter()
-            .map(|(k, n)| match st.netout_unlogged.get(k) {
-                Some(last) if n >= last => n - last,
-                _ => *n,
-            })
-            .sum();
-        st.netout_unlogged = now;
+        let moved_unlogged = moved_since(&st.netout_unlogged, &unlogged);
+        let moved_allowed = moved_since(&st.netout_allowed, &allowed);
+        st.netout_unlogged = unlogged;
+        st.netout_allowed = allowed;
         if !count {
             return;
         }
@@ -545,7 +542,14 @@ impl Flows {
             .get_or_create(&KindLabels {
                 kind: Kind::EgressDenied.label().into(),
             })
-            .inc_by(moved);
+            .inc_by(moved_unlogged);
+        self.metrics
+            .connections
+            .get_or_create(&VerdictLabels {
+                verdict: "allowed".into(),
+                kind: "egress".into(),
+            })
+            .inc_by(moved_allowed);
     }
 
     /// Adds what the ASG table's counters moved since the last read: allowed egress connections,
@@ -703,6 +707,23 @@ impl Flows {
             })
             .collect();
         let mut out = serde_json::json!({"policies": policies, "totals": named});
+        if self.netout_limits {
+            let containers = self.lock().containers.clone();
+            let netout = iptables_save().and_then(|save| {
+                super::netout_counters::json(&save, &self.netout_cache_dir, &containers)
+            });
+            match netout {
+                Ok(serde_json::Value::Object(parts)) => {
+                    out.as_object_mut().expect("an object").extend(parts)
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    log::warn!("reading the networker's NetOut counters: {e}");
+                    FlowMetrics::count(&self.metrics.errors, "netout_counters");
+                    return None;
+                }
+            }
+        }
         if let Some(asg) = &self.asg_counters {
             match asg.json() {
                 Ok(serde_json::Value::Object(parts)) => {
@@ -880,6 +901,31 @@ impl Flows {
             _ => Response::error(405, "method not allowed"),
         }
     }
+}
+
+/// What counters moved between two reads (one that went back, a chain made again, counts from 0).
+fn moved_since<K: Ord>(last: &BTreeMap<K, u64>, now: &BTreeMap<K, u64>) -> u64 {
+    now.iter()
+        .map(|(k, n)| match last.get(k) {
+            Some(last) if n >= last => n - last,
+            _ => *n,
+        })
+        .sum()
+}
+
+/// The filter table with its counters (the networker's chains), once per read.
+fn iptables_save() -> Result<String, String> {
+    let o = std::process::Command::new("iptables-save")
+        .args(["-c", "-t", "filter"])
+        .output()
+        .map_err(|e| format!("reading the networker's rule counters: iptables-save: {e}"))?;
+    if !o.status.success() {
+        return Err(format!(
+            "reading the networker's rule counters: iptables-save: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
 fn label(l: &Logged) -> &'static str {

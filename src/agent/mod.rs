@@ -23,6 +23,7 @@ mod flow_wiring;
 pub mod flows;
 pub mod libnft;
 pub mod metrics;
+pub mod netout_counters;
 pub mod netout_limits;
 pub mod nft;
 pub mod nft_rule_count;

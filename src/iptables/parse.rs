@@ -12,6 +12,8 @@ pub struct SavedRule {
     pub args: Vec<String>,
     /// The `[packets:bytes]` packets, when listed with `-c`.
     pub packets: Option<u64>,
+    /// The `[packets:bytes]` bytes, when listed with `-c`.
+    pub bytes: Option<u64>,
 }
 
 impl SavedRule {
@@ -138,18 +140,18 @@ pub fn parse_save(table: Table, text: &str) -> Result<TableState, Error> {
             state.chains.push(name.to_string());
             continue;
         }
-        let (packets, line) = match line.strip_prefix('[') {
+        let (packets, bytes, line) = match line.strip_prefix('[') {
             Some(rest) => {
                 let (counters, rule) = rest
                     .split_once(']')
                     .ok_or_else(|| Error::Parse(format!("unclosed counters in {line:?}")))?;
-                let packets = counters
+                let (packets, bytes) = counters
                     .split_once(':')
-                    .and_then(|(p, _)| p.parse().ok())
+                    .and_then(|(p, b)| Some((p.parse().ok()?, b.parse().ok()?)))
                     .ok_or_else(|| Error::Parse(format!("bad counters in {line:?}")))?;
-                (Some(packets), rule)
+                (Some(packets), Some(bytes), rule)
             }
-            None => (None, line),
+            None => (None, None, line),
         };
         let tokens = tokenize(line)?;
         if tokens.len() >= 2 && tokens[0] == "-A" {
@@ -157,6 +159,7 @@ pub fn parse_save(table: Table, text: &str) -> Result<TableState, Error> {
                 chain: tokens[1].clone(),
                 args: tokens[2..].to_vec(),
                 packets,
+                bytes,
             });
         } else {
             return Err(Error::Parse(format!(
@@ -180,9 +183,15 @@ mod tests {
         let text = "*filter\n:FORWARD ACCEPT [0:0]\n[12:720] -A FORWARD -j REJECT\n-A FORWARD -j ACCEPT\nCOMMIT\n";
         let s = parse_save(Table::Filter, text).unwrap();
         assert_eq!(s.rules[0].packets, Some(12));
+        assert_eq!(s.rules[0].bytes, Some(720));
         assert_eq!(s.rules[0].jump_target(), Some("REJECT"));
         assert_eq!(s.rules[1].packets, None);
-        for bad in ["[12:720 -A FORWARD -j REJECT", "[x:1] -A FORWARD -j REJECT"] {
+        assert_eq!(s.rules[1].bytes, None);
+        for bad in [
+            "[12:720 -A FORWARD -j REJECT",
+            "[x:1] -A FORWARD -j REJECT",
+            "[1:y] -A FORWARD -j REJECT",
+        ] {
             let text = format!("*filter\n{bad}\nCOMMIT\n");
             assert!(parse_save(Table::Filter, &text).is_err(), "{bad}");
         }

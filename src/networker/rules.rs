@@ -65,7 +65,7 @@ pub fn convert_netout(
 }
 
 /// One NetOut rule: a rule per destination range (and per port range for TCP and UDP).
-fn convert_one(r: &NetOutRule, target: &Target) -> Result<Vec<Rule>, String> {
+pub fn convert_one(r: &NetOutRule, target: &Target) -> Result<Vec<Rule>, String> {
     let mut nets: Vec<Option<IpRange>> = Vec::new();
     for n in &r.networks {
         nets.push(Some(IpRange::new(n.start, n.end)?));
