@@ -283,37 +283,6 @@ fn many_groups(prefix: &str, base: u8, n: usize) -> Vec<Value> {
         .collect()
 }
 
-/// `nft list table` output without what traffic changes: the counted connections' elements
-/// and every counter's values.
-fn without_counts(listing: &str) -> String {
-    let mut out = String::with_capacity(listing.len());
-    let mut in_elements = false;
-    for line in listing.lines() {
-        let t = line.trim_start();
-        if t.starts_with("elements = {") && t.contains(" counter packets ") {
-            in_elements = true;
-        }
-        if in_elements {
-            in_elements = !t.ends_with('}');
-            continue;
-        }
-        let words: Vec<&str> = line.split(' ').collect();
-        let mut kept = Vec::with_capacity(words.len());
-        for (i, w) in words.iter().enumerate() {
-            let after = i.checked_sub(1).map(|j| words[j]);
-            let is_count = matches!(after, Some(a) if a.ends_with("packets") || a == "bytes");
-            kept.push(if is_count && w.parse::<u64>().is_ok() {
-                "_"
-            } else {
-                w
-            });
-        }
-        out.push_str(&kept.join(" "));
-        out.push('\n');
-    }
-    out
-}
-
 /// `nft list table` output with each host class number (`0x…` as a host map's value, and the
 /// keys of `host_classes`) replaced by the class chain it names: the agent numbers classes in
 /// the order they came and went, so equal tables from different histories differ in numbers only.

@@ -124,7 +124,10 @@ fn kill_loop(plugin: Plugin, pki: &RsaPki, server: &FakeOriginalServer) {
 }
 
 /// The table's sets, maps and chains, sorted: a chain re-created by an apply is listed elsewhere.
+/// The table's blocks, sorted, without what traffic changes (counter values, counted elements):
+/// the loop's probes are counted.
 fn blocks(table: &str) -> Vec<String> {
+    let table = without_counts(table);
     let mut blocks: Vec<String> = table.split("\n\n").map(|b| b.trim().to_string()).collect();
     blocks.sort();
     blocks

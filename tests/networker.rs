@@ -172,6 +172,45 @@ fn deny_logging_rules_when_asked() {
     }
 }
 
+/// `net-out` inserts its allows after the NetOut chain's fixed top, which with
+/// `iptables_asg_logging` holds a log rule and a reject per deny network: an allow inserted
+/// between the two would beat the deny network.
+#[test]
+fn an_added_net_out_rule_never_beats_a_deny_network() {
+    for &plugin in PLUGINS {
+        let mut cell = Cell::with_config(plugin, |c| {
+            c["iptables_asg_logging"] = json!(true);
+            c["deny_networks"] = json!({"always": ["198.51.100.0/30"]});
+        });
+        cell.internet_tcp(&[8000]);
+        let k = Container::start();
+        let out = cell
+            .up("denied", &up_input(k.pid(), &[], json!([])))
+            .unwrap();
+        let ip = container_ip(&out);
+        // NET_A is inside the deny network, NET_C is not.
+        let rules = [
+            tcp_rule(NET_A, NET_A, 8000, 8000, false),
+            tcp_rule(NET_C, NET_C, 8000, 8000, false),
+        ];
+        for r in &rules {
+            let o = cell.run(
+                &["--action", "net-out", "--handle", "denied"],
+                &json!({"container_ip": ip, "netout_rule": r}).to_string(),
+            );
+            assert!(o.ok, "{}", o.stderr);
+        }
+        let kp = k.ns.path();
+        tcp_probe(&kp, &format!("{NET_C}:8000")).unwrap();
+        assert!(
+            tcp_probe(&kp, &format!("{NET_A}:8000")).is_err(),
+            "{plugin:?}: the added allow beat the deny network\n{}",
+            cell.iptables_save()
+        );
+        cell.down("denied").unwrap();
+    }
+}
+
 /// Everything the networker can leave behind.
 fn state(cell: &Cell) -> (String, Value, Value, Vec<String>) {
     (

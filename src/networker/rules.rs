@@ -135,9 +135,12 @@ fn icmp_rule(rule: Rule, icmp: Option<IcmpJson>) -> Rule {
     }
 }
 
-/// Number of fixed rules at the top of `netout--H` (ASG allows are inserted after them).
-pub fn netout_preamble_len(deny: usize) -> u32 {
-    2 + deny as u32
+/// Number of fixed rules at the top of `netout--H` (ASG allows are inserted after them): the
+/// established accept, the invalid drop, and per deny network its reject, after its log rule
+/// when `logged` (`iptables_asg_logging`), as [`UpPlan`]'s NetOut rules lay them out.
+pub fn netout_preamble_len(deny: usize, logged: bool) -> u32 {
+    let per_deny = if logged { 2 } else { 1 };
+    2 + deny as u32 * per_deny
 }
 
 /// Where `up` puts a jump from a built-in chain: filter jumps first in INPUT and FORWARD (as the

@@ -97,7 +97,7 @@ impl Networker {
             self.config.iptables_asg_logging,
         )?;
         let deny = rules::workload_deny_networks(&self.config, workload.as_deref()).len();
-        let pos = rules::netout_preamble_len(deny) + 1;
+        let pos = rules::netout_preamble_len(deny, self.config.iptables_asg_logging) + 1;
         let mut b = Batch::new();
         for (i, r) in converted.into_iter().enumerate() {
             b.push(
