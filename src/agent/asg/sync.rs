@@ -5,7 +5,10 @@
 //! run the same cycle synchronously, for the container's `up` and `down`: they re-read the store,
 //! but ask the server for its version only when the loop's watch is not holding (while it holds,
 //! the groups in force are the server's: a change would have ended it), and they leave the
-//! periodic full rewrite to the loop. One cycle at a time.
+//! periodic sync to the loop. That sync (every `asg_poll_interval_seconds`) refetches, applies
+//! the difference and checks the kernel's table ([`drift`]); the table is rewritten whole only at
+//! start, after a failed transaction, or when the check finds it changed from outside, and every
+//! rewrite carries the table's counters over. One cycle at a time.
 
 use super::client::AsgSource;
 use super::compile::{compile_with, Cache, Compiled, LoggedRule, Settings, SPACE_KEY};
