@@ -150,10 +150,9 @@ fn the_periodic_sync_rewrites_nothing_and_repairs_a_table_changed_from_outside()
     for (i, (what, args)) in broken.iter().enumerate() {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         nft(&cell, &args);
-        assert!(
-            !allowed(),
-            "{what}: the container should have lost its rules"
-        );
+        // Whether the container lost its egress meanwhile is not asserted: on a loaded machine
+        // the next periodic check may repair the table before a probe would see it; the repair
+        // count below shows the change was seen.
         eventually(&format!("repaired after {what}"), true, allowed, &cell);
         let repaired = wait_for(Duration::from_secs(10), true, || repairs(&cell) > i as u64);
         assert!(
