@@ -443,20 +443,10 @@ fn fetches(cell: &AsgCell) -> u64 {
 
 /// `vpa_asg_poll_duration_seconds_count{op}` of the cell's agent.
 fn poll_count(cell: &AsgCell, op: &str) -> u64 {
-    let metrics = cell
-        .net
-        .cell
-        .exec(&["curl", "-s", "http://127.0.0.1:8721/metrics"])
-        .unwrap();
-    metrics
-        .lines()
-        .filter(|l| {
-            l.starts_with("vpa_asg_poll_duration_seconds_count")
-                && l.contains(&format!("op=\"{op}\""))
-        })
-        .filter_map(|l| l.split_whitespace().last())
-        .map(|v| v.parse::<f64>().unwrap() as u64)
-        .sum()
+    cell.metric_sum(
+        "vpa_asg_poll_duration_seconds_count",
+        &format!("op=\"{op}\""),
+    )
 }
 
 /// The real policy server (its internal API over mutual TLS, SQLite), a way to write its groups

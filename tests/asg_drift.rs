@@ -12,39 +12,16 @@ use support::networker_fixture::NET_A;
 use support::original_wire::{rsa_pki, FakeOriginalServer};
 use support::wait_for;
 
-/// The sum of the agent's samples named `name` whose labels contain `labels`.
-fn metric(cell: &AsgCell, name: &str, labels: &str) -> u64 {
-    let metrics = cell
-        .net
-        .cell
-        .exec(&["curl", "-s", "http://127.0.0.1:8721/metrics"])
-        .unwrap();
-    metrics
-        .lines()
-        .filter(|l| l.split(['{', ' ']).next() == Some(name) && l.contains(labels))
-        .filter_map(|l| l.split_whitespace().last())
-        .map(|v| v.parse::<f64>().unwrap() as u64)
-        .sum()
-}
-
 fn full_rewrites(cell: &AsgCell) -> u64 {
-    metric(
-        cell,
-        "vpa_asg_enforce_duration_seconds_count",
-        "op=\"full\"",
-    )
+    cell.metric_sum("vpa_asg_enforce_duration_seconds_count", "op=\"full\"")
 }
 
 fn checks(cell: &AsgCell) -> u64 {
-    metric(
-        cell,
-        "vpa_asg_enforce_duration_seconds_count",
-        "op=\"check\"",
-    )
+    cell.metric_sum("vpa_asg_enforce_duration_seconds_count", "op=\"check\"")
 }
 
 fn repairs(cell: &AsgCell) -> u64 {
-    metric(cell, "vpa_asg_drift_repairs_total", "")
+    cell.metric_sum("vpa_asg_drift_repairs_total", "")
 }
 
 /// Waits for `n` more periodic checks than `since`.

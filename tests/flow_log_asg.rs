@@ -15,10 +15,7 @@ use support::original_wire::{rsa_pki, FakeOriginalServer};
 use support::wait::wait_until;
 
 fn metrics(cell: &AsgCell) -> String {
-    cell.net
-        .cell
-        .exec(&["curl", "-s", "http://127.0.0.1:8721/metrics"])
-        .unwrap()
+    cell.debug("/metrics")
 }
 
 #[test]

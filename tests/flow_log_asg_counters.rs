@@ -14,10 +14,7 @@ use support::original_wire::{rsa_pki, FakeOriginalServer};
 use support::wait::{poll, wait_until};
 
 fn debug(cell: &AsgCell, path: &str) -> String {
-    cell.net
-        .cell
-        .exec(&["curl", "-s", &format!("http://127.0.0.1:8721{path}")])
-        .unwrap()
+    cell.debug(path)
 }
 
 fn counters(cell: &AsgCell) -> Value {

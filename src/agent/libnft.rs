@@ -145,7 +145,10 @@ impl LibNft {
     /// nftables' JSON answer to one `list ...` command (`terse`: without set elements).
     pub fn list_json(&self, command: &str, terse: bool) -> Result<String, Error> {
         let flags = OUTPUT_JSON | if terse { OUTPUT_TERSE } else { 0 };
-        self.run_with(command, flags)
+        self.run_with(command, flags).map_err(|e| match e {
+            Error::Rejected { message, .. } => Error::Listing(format!("{command}: {message}")),
+            other => other,
+        })
     }
 
     /// Runs `script` with `flags` added to the context's output flags for this call only.

@@ -320,6 +320,8 @@ pub enum Error {
     NulInScript,
     /// libnftables cannot be used.
     Library(String),
+    /// A `list` command failed (nothing is changed by one).
+    Listing(String),
 }
 
 impl fmt::Display for Error {
@@ -338,6 +340,7 @@ impl fmt::Display for Error {
             }
             Error::NulInScript => write!(f, "nft script contains a NUL byte"),
             Error::Library(m) => write!(f, "{m}"),
+            Error::Listing(m) => write!(f, "nft listing failed: {m}"),
         }
     }
 }
@@ -418,10 +421,12 @@ impl Nft {
                 ))
             })?;
         if !out.status.success() {
-            return Err(Error::Rejected {
-                status: Some(out.status.to_string()),
-                message: nft_message(&String::from_utf8_lossy(&out.stderr)),
-            });
+            return Err(Error::Listing(format!(
+                "{} ({}): {}",
+                command,
+                out.status,
+                nft_message(&String::from_utf8_lossy(&out.stderr))
+            )));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }

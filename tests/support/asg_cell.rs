@@ -126,6 +126,24 @@ impl AsgCell {
         assert!(up.is_some(), "agent did not come up: {}", self.agent_log());
     }
 
+    /// A GET of the agent's debug port (`/metrics`, `/counters`, ...), as a client on the cell.
+    pub fn debug(&self, path: &str) -> String {
+        self.net
+            .cell
+            .exec(&["curl", "-s", &format!("http://127.0.0.1:8721{path}")])
+            .unwrap()
+    }
+
+    /// The sum of the agent's samples named `name` whose labels contain `labels`.
+    pub fn metric_sum(&self, name: &str, labels: &str) -> u64 {
+        self.debug("/metrics")
+            .lines()
+            .filter(|l| l.split(['{', ' ']).next() == Some(name) && l.contains(labels))
+            .filter_map(|l| l.split_whitespace().last())
+            .map(|v| v.parse::<f64>().unwrap() as u64)
+            .sum()
+    }
+
     pub fn agent_log(&self) -> String {
         std::fs::read_to_string(self.net.path("vpa.log")).unwrap_or_default()
     }

@@ -132,30 +132,19 @@ fn read_command() -> String {
     format!("list counters table {FAMILY} {TABLE}; list set {FAMILY} {TABLE} {ALLOWED_COUNTS}")
 }
 
-/// [`read`] through the ASG loop's own runner (libnftables in-process): what a full rewrite
-/// must carry over.
+/// One `nft -j` listing through `runner`: the named counters and the allowed-connection set.
+/// The ASG loop reads through its own libnftables context; the debug port and the scrapes
+/// through the `nft` executable ([`read`]).
 pub fn read_with(runner: &dyn crate::agent::nft::Runner) -> Result<Read, String> {
-    let cmd = read_command();
     runner
-        .list_json(&cmd, false)
+        .list_json(&read_command(), false)
         .map(|out| parse(&out))
-        .map_err(|e| format!("{cmd}: {e}"))
+        .map_err(|e| e.to_string())
 }
 
-/// One `nft -j` call: the named counters and the allowed-connection set.
+/// [`read_with`] the `nft` executable at `nft_path`.
 pub fn read(nft_path: &str) -> Result<Read, String> {
-    let cmd = read_command();
-    let out = std::process::Command::new(nft_path)
-        .args(["-j", &cmd])
-        .output()
-        .map_err(|e| format!("{nft_path}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "nft -j {cmd}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(parse(&String::from_utf8_lossy(&out.stdout)))
+    read_with(&crate::agent::nft::Nft::new(nft_path))
 }
 
 /// The values a full rewrite must start from ([`super::objects::render_full_carrying`]).

@@ -224,11 +224,7 @@ pub fn differences(
 /// runner's must be the same), the elements of the sets named in [`EXACT`] and
 /// [`COUNTED`] from one listing each.
 pub fn check(runner: &dyn Runner, want: &Objects) -> Result<Vec<String>, String> {
-    let list = |cmd: &str, terse: bool| {
-        runner
-            .list_json(cmd, terse)
-            .map_err(|e| format!("{cmd}: {e}"))
-    };
+    let list = |cmd: &str, terse: bool| runner.list_json(cmd, terse).map_err(|e| e.to_string());
     let mut table = Listing::default();
     for cmd in LISTINGS {
         parse_listing(&list(cmd, true)?, &mut table)?;
