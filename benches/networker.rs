@@ -9,6 +9,10 @@ mod support;
 use support::networker_fixture as fixture;
 
 use fixture::*;
+use netman::iptables::{Batch, Op, Table};
+use netman::networker::names::ChainNames;
+use netman::networker::protocol::PortMapping;
+use netman::networker::{cni_exec, rules, Config, Networker};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -66,11 +70,12 @@ fn stats(mut v: Vec<Duration>) -> (f64, f64) {
     (ms(median), ms(p99))
 }
 
-/// The floor under the same machine load: the CNI chain alone (ADD + DEL, no networker) and
-/// the container's rules alone (one restore to add, one save + restore to remove).
+/// The floor under the same machine load: the CNI chain alone (ADD + DEL, no networker), and
+/// the container's rules alone: added with one restore, then removed, in turn, by the three
+/// ways there are: one `iptables-restore` deleting exactly what `up` added (`down` until
+/// session 7), listing with `iptables-save` then one restore (the fallback), and one nf_tables
+/// transaction over nfnetlink (`down` since session 7).
 fn baseline(cell: &Cell, k: &Container, iters: usize) {
-    use netman::networker::protocol::PortMapping;
-    use netman::networker::{cni_exec, rules, Config, Networker};
     let config: Config = serde_json::from_value(cell.config.clone()).unwrap();
     let list = cni_exec::load(&cell.path("cni-config")).unwrap().unwrap();
     let rt = cni_exec::Runtime {
@@ -81,8 +86,9 @@ fn baseline(cell: &Cell, k: &Container, iters: usize) {
         metadata: Default::default(),
         runtime_config: None,
     };
-    let (mut cni, mut ipt) = (Vec::new(), Vec::new());
-    for _ in 0..iters {
+    let mut cni = Vec::new();
+    let mut removal: [Vec<Duration>; 3] = Default::default();
+    for i in 0..iters {
         let (l, r) = (list.clone(), rt.clone());
         cni.push(
             netman::netns::run_in(&cell.cell.path(), move || {
@@ -93,41 +99,101 @@ fn baseline(cell: &Cell, k: &Container, iters: usize) {
             })
             .unwrap(),
         );
-        let c = config.clone();
-        ipt.push(
-            netman::netns::run_in(&cell.cell.path(), move || {
-                let n = Networker::new(c.clone());
-                let mappings = [
-                    PortMapping {
-                        host_port: 61000,
-                        container_port: 8080,
-                    },
-                    PortMapping {
-                        host_port: 61001,
-                        container_port: 9090,
-                    },
-                ];
-                let plan = rules::UpPlan {
-                    config: &c,
-                    handle: "baseline",
-                    ip: "10.77.0.200".parse().unwrap(),
-                    mappings: &mappings,
-                    asg: Vec::new(),
-                    workload: Some("app"),
-                    agent_egress: false,
-                };
-                let t = Instant::now();
-                n.iptables.apply(&plan.batch()).unwrap();
-                n.remove_rules(&["baseline".to_string()]).unwrap();
-                t.elapsed()
-            })
-            .unwrap(),
-        );
+        for (way, took) in removal.iter_mut().enumerate() {
+            let c = config.clone();
+            took.push(
+                netman::netns::run_in(&cell.cell.path(), move || {
+                    remove_rules_alone(&c, (way + i) % 3)
+                })
+                .unwrap(),
+            );
+        }
     }
     let (cm, cp) = stats(cni);
-    let (im, ip) = stats(ipt);
     println!("baseline: CNI chain ADD+DEL alone: median {cm:.1} ms, p99 {cp:.1} ms");
-    println!("baseline: container rules add+remove alone: median {im:.1} ms, p99 {ip:.1} ms");
+    // Each vector holds every way in turn; regroup by way.
+    let mut by_way: [Vec<Duration>; 3] = Default::default();
+    for (slot, took) in removal.iter().enumerate() {
+        for (i, d) in took.iter().enumerate() {
+            by_way[(slot + i) % 3].push(*d);
+        }
+    }
+    let [exact, listing, netlink] = by_way.map(stats);
+    println!(
+        "baseline: container rules removal alone (added with one restore, not timed), median / p99: \
+         iptables-restore exact {:.1} / {:.1} ms, iptables-save + restore {:.1} / {:.1} ms, \
+         nfnetlink {:.1} / {:.1} ms; nfnetlink / exact restore {:.2}",
+        exact.0,
+        exact.1,
+        listing.0,
+        listing.1,
+        netlink.0,
+        netlink.1,
+        netlink.0 / exact.0
+    );
+}
+
+/// Adds the rules of a container with two port mappings, then times their removal by `way`
+/// (0: exact restore, 1: listing + restore, 2: nfnetlink).
+fn remove_rules_alone(c: &Config, way: usize) -> Duration {
+    let n = Networker::new(c.clone());
+    let mappings = [
+        PortMapping {
+            host_port: 61000,
+            container_port: 8080,
+        },
+        PortMapping {
+            host_port: 61001,
+            container_port: 9090,
+        },
+    ];
+    let ip: std::net::Ipv4Addr = "10.77.0.200".parse().unwrap();
+    let plan = rules::UpPlan {
+        config: c,
+        handle: "baseline",
+        ip,
+        mappings: &mappings,
+        asg: Vec::new(),
+        workload: Some("app"),
+        agent_egress: false,
+    };
+    n.iptables.apply(&plan.batch()).unwrap();
+    let t = Instant::now();
+    match way {
+        0 => n.iptables.apply(&exact_removal(c, "baseline", ip)).unwrap(),
+        1 => n.remove_rules(&["baseline".to_string()]).unwrap(),
+        _ => {
+            let removed = n
+                .iptables
+                .remove_chains_over_netlink(&rules::removal_plan(c, "baseline"))
+                .unwrap();
+            assert!(removed > 0);
+        }
+    }
+    t.elapsed()
+}
+
+/// What `down` restored until session 7: a delete of each jump `up` added, then flush and
+/// delete of each chain.
+fn exact_removal(c: &Config, handle: &str, ip: std::net::Ipv4Addr) -> Batch {
+    let names = ChainNames::for_handle(handle);
+    let mut b = Batch::new();
+    for (table, parent, jump) in rules::hooks(c, handle, ip, false) {
+        b.push(table, Op::Delete(parent, jump));
+    }
+    for (table, chains) in [
+        (Table::Mangle, names.mangle()),
+        (Table::Nat, names.nat()),
+        (Table::Filter, names.filter()),
+    ] {
+        for chain in &chains {
+            b.push(table, Op::Flush(chain.clone()));
+        }
+        for chain in chains {
+            b.push(table, Op::DeleteChain(chain));
+        }
+    }
+    b
 }
 
 fn main() {

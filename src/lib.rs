@@ -21,6 +21,7 @@ pub mod policy; // policy server: store, auth, external and internal APIs
 pub mod cni; // CNI spec types and the plugin side (the runtime side is the networker's)
 pub mod iptables; // typed iptables rules, rendering, iptables-restore, the shared lock
 pub mod netlink; // synchronous rtnetlink wrapper
+pub mod nfnetlink; // the nf_tables messages netman sends itself
 pub mod overlay; // lease controller, per-cell daemon, overlay CNI plugin
 
 pub mod cell; // the cell contract: mark layout, container store

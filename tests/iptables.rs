@@ -260,3 +260,133 @@ fn apply_waits_for_the_shared_lock_file() {
         .unwrap()
         .contains(":after-lock"));
 }
+
+/// A container's chains in nat and filter, hooked into built-in chains the way the networker
+/// hooks them (one hooked twice, by a jump and by a goto).
+fn container_chains(i: &Iptables, h: &str, last_octet: u8) {
+    let ip = host(Ipv4Addr::new(10, 255, 0, last_octet));
+    let mut b = Batch::new();
+    b.create_chain(
+        Table::Nat,
+        &chain(&format!("netin--{h}")),
+        &[Rule::new(Target::Dnat {
+            ip: Ipv4Addr::new(10, 255, 0, last_octet),
+            port: Some(8080),
+        })
+        .protocol(Protocol::Tcp)
+        .with(Match::DestinationPort(PortRange::single(61000).unwrap()))],
+        &Chain::prerouting(),
+        Rule::new(Target::Jump(chain(&format!("netin--{h}")))),
+        Position::Last,
+    );
+    b.create_chain(
+        Table::Filter,
+        &chain(&format!("input--{h}")),
+        &[Rule::new(Target::Reject(RejectWith::IcmpPortUnreachable))
+            .comment(Text::new("comment", &format!("input of {h}"), 256).unwrap())],
+        &Chain::input(),
+        Rule::new(Target::Jump(chain(&format!("input--{h}")))).source(ip),
+        Position::Last,
+    );
+    b.create_chain(
+        Table::Filter,
+        &chain(&format!("overlay--{h}")),
+        &[Rule::new(Target::Accept)],
+        &Chain::forward(),
+        Rule::new(Target::Jump(chain(&format!("overlay--{h}")))),
+        Position::First,
+    );
+    b.add_jump(
+        Table::Filter,
+        &Chain::forward(),
+        Rule::new(Target::Goto(chain(&format!("overlay--{h}")))).source(ip),
+        Position::Last,
+    );
+    i.apply(&b).unwrap();
+}
+
+fn removal_of(h: &str) -> Vec<netlink_removal::ChainRemoval> {
+    vec![
+        netlink_removal::ChainRemoval {
+            table: Table::Nat,
+            chains: vec![chain(&format!("netin--{h}")), chain(&format!("masq--{h}"))],
+            parents: vec![Chain::prerouting(), Chain::postrouting()],
+        },
+        netlink_removal::ChainRemoval {
+            table: Table::Filter,
+            chains: vec![
+                chain(&format!("input--{h}")),
+                chain(&format!("overlay--{h}")),
+            ],
+            parents: vec![Chain::input(), Chain::forward()],
+        },
+    ]
+}
+
+/// `iptables-save` of nat and filter without counters and comments lines.
+fn saved() -> String {
+    let out = Command::new("iptables-save").output().unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split(" [").next().unwrap().to_string() + "\n")
+        .collect()
+}
+
+#[test]
+fn chains_and_every_jump_to_them_are_removed_over_netlink_and_nothing_else() {
+    let n = ns();
+    let dir = tempfile::tempdir().unwrap();
+    let i = ipt(&dir);
+    let (before_b, after, removed, again) = in_ns(&n, move || {
+        container_chains(&i, "a", 2);
+        container_chains(&i, "b", 3);
+        let before_b: Vec<String> = saved()
+            .lines()
+            .filter(|l| l.contains("--b"))
+            .map(str::to_string)
+            .collect();
+        let removed = i.remove_chains_over_netlink(&removal_of("a")).unwrap();
+        let after = saved();
+        let again = i.remove_chains_over_netlink(&removal_of("a")).unwrap();
+        (before_b, after, removed, again)
+    });
+    // netin, input, overlay existed; masq did not.
+    assert_eq!(removed, 3);
+    assert!(!after.contains("--a"), "{after}");
+    let after_b: Vec<&str> = after.lines().filter(|l| l.contains("--b")).collect();
+    assert_eq!(after_b, before_b, "{after}");
+    assert_eq!(again, 0, "a second removal finds nothing");
+}
+
+#[test]
+fn a_chain_still_jumped_to_from_elsewhere_is_refused_and_nothing_changes() {
+    let n = ns();
+    let dir = tempfile::tempdir().unwrap();
+    let i = ipt(&dir);
+    let (before, result, after) = in_ns(&n, move || {
+        container_chains(&i, "a", 2);
+        let mut b = Batch::new();
+        b.create_chain(
+            Table::Filter,
+            &chain("elsewhere"),
+            &[Rule::new(Target::Jump(chain("input--a")))],
+            &Chain::output(),
+            Rule::new(Target::Jump(chain("elsewhere"))),
+            Position::Last,
+        );
+        i.apply(&b).unwrap();
+        let before = saved();
+        let result = i.remove_chains_over_netlink(&removal_of("a"));
+        (before, result, saved())
+    });
+    match result {
+        Err(Error::Netlink(e)) => {
+            assert_eq!(e.errno, Some(16), "EBUSY: {e}");
+            assert!(e.to_string().contains("input--a"), "{e}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(after, before, "the refused transaction changed nothing");
+}

@@ -1338,3 +1338,41 @@ fn up_starts_the_first_plugin_before_its_input_is_known() {
         cell.down("early").unwrap();
     }
 }
+
+/// `down` removes a container's chains over nfnetlink in one transaction; when something else
+/// still jumps to one of them, nf_tables refuses that, and `down` falls back to listing the
+/// tables: the foreign jump goes too, and every chain of the container.
+#[test]
+fn down_removes_chains_that_something_else_still_jumps_to() {
+    for &plugin in PLUGINS {
+        let cell = Cell::new(plugin);
+        let k = Container::start();
+        cell.up("jumped", &up_input(k.pid(), &[(0, 8080)], json!([])))
+            .unwrap();
+        let names = netman::networker::names::ChainNames::for_handle("jumped");
+        let input = names.input.as_str().to_string();
+        for args in [
+            vec!["iptables", "-N", "foreign"],
+            vec!["iptables", "-A", "foreign", "-j", &input],
+            vec!["iptables", "-A", "OUTPUT", "-j", "foreign"],
+        ] {
+            cell.cell.exec(&args).unwrap();
+        }
+        let saved = cell.iptables_save();
+        assert!(saved.contains(&format!("-A foreign -j {input}")), "{saved}");
+        cell.down("jumped").unwrap();
+        let saved = cell.iptables_save();
+        for c in names
+            .filter()
+            .iter()
+            .chain(&names.nat())
+            .chain(&names.mangle())
+        {
+            assert!(
+                !saved.contains(c.as_str()),
+                "{plugin:?}: {c} left:\n{saved}"
+            );
+        }
+        assert!(saved.contains(":foreign"), "{saved}");
+    }
+}

@@ -23,12 +23,14 @@ pub enum Error {
     Parse(String),
     /// A value that cannot go into a rule.
     Invalid(Invalid),
+    /// nf_tables refused or could not be asked over nfnetlink (`netlink_removal`).
+    Netlink(OsError),
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Lock(e) | Error::Exec(e) => write!(f, "{e}"),
+            Error::Lock(e) | Error::Exec(e) | Error::Netlink(e) => write!(f, "{e}"),
             Error::Restore {
                 table: Some(table),
                 stderr,

@@ -11,6 +11,7 @@
 
 pub mod batch;
 pub mod error;
+pub mod netlink_removal;
 pub mod parse;
 pub mod render;
 pub mod types;
@@ -82,6 +83,16 @@ impl Iptables {
     /// Applies a batch under the lock.
     pub fn apply(&self, batch: &Batch) -> Result<(), Error> {
         self.lock()?.apply(batch)
+    }
+
+    /// Removes chains and the jumps to them over nfnetlink, under the lock
+    /// ([`netlink_removal`]); how many chains there were.
+    pub fn remove_chains_over_netlink(
+        &self,
+        plan: &[netlink_removal::ChainRemoval],
+    ) -> Result<usize, Error> {
+        let _locked = self.lock()?;
+        netlink_removal::remove(plan)
     }
 
     /// Lists one table (no lock needed: listing is one atomic read).

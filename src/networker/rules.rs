@@ -6,6 +6,7 @@ use super::names::ChainNames;
 use super::protocol::{IcmpJson, NetOutRule, PortMapping, PortRangeJson};
 use super::Error;
 use crate::cell::marks::ALLOWED_BIT;
+use crate::iptables::netlink_removal::ChainRemoval;
 use crate::iptables::{
     host, Batch, Chain, CtState, IcmpType, InterfaceName, IpRange, Match, Op, PortRange, Position,
     Protocol, Rate, RejectWith, Rule, Table, Target, Text,
@@ -213,28 +214,32 @@ pub fn filter_chains(n: &ChainNames, agent_egress: bool) -> Vec<Chain> {
     chains
 }
 
-/// Removal of everything `up` installed, without listing first: exact jump deletions, then
-/// flush and delete of the chains. Fails (and the caller falls back to listing) when the rules
-/// are not exactly as installed.
-pub fn removal_batch(config: &Config, handle: &str, ip: Ipv4Addr, agent_egress: bool) -> Batch {
+/// What `down` removes over nfnetlink: every chain a container can have in each table, and the
+/// built-in chains `up` hooks them into (only what exists is removed; the chains of a container
+/// whose egress the agent owns are a subset).
+pub fn removal_plan(config: &Config, handle: &str) -> Vec<ChainRemoval> {
     let n = ChainNames::for_handle(handle);
-    let mut b = Batch::new();
-    for (table, parent, jump) in hooks(config, handle, ip, agent_egress) {
-        b.push(table, Op::Delete(parent, jump));
-    }
-    for (table, chains) in [
+    let hooks = hooks(config, handle, Ipv4Addr::UNSPECIFIED, false);
+    [
         (Table::Mangle, n.mangle()),
         (Table::Nat, n.nat()),
-        (Table::Filter, filter_chains(&n, agent_egress)),
-    ] {
-        for c in &chains {
-            b.push(table, Op::Flush(c.clone()));
+        (Table::Filter, n.filter()),
+    ]
+    .into_iter()
+    .map(|(table, chains)| {
+        let mut parents: Vec<Chain> = Vec::new();
+        for (_, parent, _) in hooks.iter().filter(|(t, _, _)| *t == table) {
+            if !parents.contains(parent) {
+                parents.push(parent.clone());
+            }
         }
-        for c in chains {
-            b.push(table, Op::DeleteChain(c));
+        ChainRemoval {
+            table,
+            chains,
+            parents,
         }
-    }
-    b
+    })
+    .collect()
 }
 
 /// Everything `up` installs for one container, as one batch (mangle, nat, filter).
@@ -511,7 +516,7 @@ mod tests {
     }
 
     #[test]
-    fn removal_deletes_every_jump_up_adds() {
+    fn removal_looks_for_every_jump_and_chain_up_adds() {
         let config: Config = serde_json::from_value(serde_json::json!({
             "cni_plugin_dir": "/p", "cni_config_dir": "/c", "bind_mount_dir": "/b",
             "state_file": "/s", "iptables_lock_file": "/l", "datastore": "/d",
@@ -535,7 +540,7 @@ mod tests {
                 agent_egress,
             };
             let up = plan.batch();
-            let down = removal_batch(&config, "h", ip, agent_egress);
+            let down = removal_plan(&config, "h");
             if agent_egress {
                 let text = crate::iptables::render::table_text(&up, Table::Filter).unwrap();
                 assert!(!text.contains("netout--"), "{text}");
@@ -550,24 +555,19 @@ mod tests {
                     })
                     .filter(|l| l.chars().next().is_some_and(|c| c.is_ascii_uppercase()))
                     .collect();
-                let deletes: Vec<String> = crate::iptables::render::table_text(&down, t)
-                    .unwrap()
-                    .lines()
-                    .filter_map(|l| l.strip_prefix("-D "))
-                    .map(str::to_string)
-                    .collect();
-                assert_eq!(builtin_adds, deletes, "{t}");
-                let created = up
-                    .ops(t)
-                    .iter()
-                    .filter(|o| matches!(o, Op::NewChain(_)))
-                    .count();
-                let deleted = down
-                    .ops(t)
-                    .iter()
-                    .filter(|o| matches!(o, Op::DeleteChain(_)))
-                    .count();
-                assert_eq!(created, deleted, "{t}");
+                let removal = down.iter().find(|r| r.table == t).unwrap();
+                for add in &builtin_adds {
+                    let parent = add.split(' ').next().unwrap();
+                    assert!(
+                        removal.parents.iter().any(|p| p.as_str() == parent),
+                        "{t}: {add} is not looked for"
+                    );
+                }
+                for op in up.ops(t) {
+                    if let Op::NewChain(c) = op {
+                        assert!(removal.chains.contains(c), "{t}: {c} is not removed");
+                    }
+                }
             }
         }
     }

@@ -7,7 +7,6 @@ use crate::networker::cni_exec::{self, NetworkList, Runtime, Started};
 use crate::networker::rules;
 use crate::networker::Error;
 use crate::steps::Steps;
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -15,9 +14,7 @@ impl Networker {
     /// Every step runs; the first error is returned.
     pub fn down(&self, handle: &str) -> Result<(), Error> {
         let mut steps = Steps::start();
-        let ip = self.store.get(handle).ok().flatten().map(|c| c.ip);
         let cache = self.read_cache(handle);
-        let agent_egress = cache.as_ref().is_some_and(|c| c.agent_egress);
         let mount = self.mount_path(handle);
         // The first DEL plugin starts now and waits for its input (below) meanwhile.
         let del = self.prepare_cni_del(handle, &mount, cache);
@@ -28,7 +25,7 @@ impl Networker {
         // them); the host ports, named by the DNAT rules, go beside the DEL.
         // Reported in this order: rules, host ports, then the others as they ran.
         let errors = std::thread::scope(|s| {
-            let rules = s.spawn(|| self.remove_rules_of(handle, ip, agent_egress));
+            let rules = s.spawn(|| self.remove_rules_of(handle));
             let mut others = self.leave_store_and_agent(handle, &mut steps);
             let rules = match rules.join() {
                 Ok((took, r)) => {
@@ -65,30 +62,19 @@ impl Networker {
         }
     }
 
-    /// Fast path: delete exactly what up installed, without listing the ruleset; anything else
-    /// (a second down, a crash, changed config) falls back to listing. With how long it took.
-    fn remove_rules_of(
-        &self,
-        handle: &str,
-        ip: Option<Ipv4Addr>,
-        agent_egress: bool,
-    ) -> (Duration, Result<(), Error>) {
+    /// Fast path: the container's chains and the jumps to them over nfnetlink, in one
+    /// transaction ([`crate::iptables::netlink_removal`]); when nf_tables refuses it (something
+    /// else jumps to a chain, or the ruleset changed meanwhile), listing with `iptables-save`.
+    /// With how long it took.
+    fn remove_rules_of(&self, handle: &str) -> (Duration, Result<(), Error>) {
         let t = Instant::now();
-        let fast = ip.map(|ip| {
-            self.iptables.apply(&rules::removal_batch(
-                &self.config,
-                handle,
-                ip,
-                agent_egress,
-            ))
-        });
-        let r = match fast {
-            Some(Ok(())) => Ok(()),
-            Some(Err(e)) => {
-                log::info!("down {handle}: exact removal failed ({e}); listing instead");
+        let plan = rules::removal_plan(&self.config, handle);
+        let r = match self.iptables.remove_chains_over_netlink(&plan) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                log::info!("down {handle}: removal over nfnetlink failed ({e}); listing instead");
                 self.remove_rules(&[handle.to_string()])
             }
-            None => self.remove_rules(&[handle.to_string()]),
         };
         (t.elapsed(), r)
     }
