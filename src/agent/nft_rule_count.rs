@@ -64,8 +64,11 @@ pub fn read_datagram(
     counts: &mut BTreeMap<String, usize>,
 ) -> Result<Part, Error> {
     for m in nl::messages(buf)? {
-        if m.kind == nl::NLMSG_DONE {
-            return Ok(Part::Done);
+        if let Some(errno) = m.done()? {
+            return match errno {
+                0 => Ok(Part::Done),
+                errno => Err(Error::Kernel(errno)),
+            };
         }
         if let Some((errno, _)) = m.error()? {
             if errno != 0 {

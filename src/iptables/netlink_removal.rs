@@ -44,11 +44,20 @@ fn unreadable(context: &str, m: nl::Malformed) -> Error {
     })
 }
 
-/// Removes the chains that exist; returns how many. Nothing is changed on an error.
+/// Removes the chains that exist; returns how many (0: none is in nf_tables, which is also
+/// what a host whose `iptables` is the legacy backend looks like, so callers list then).
+/// Nothing is changed on an error. The socket is handed off on every path: its close may wait
+/// for anyone's commit, not only this one's.
 pub fn remove(plan: &[ChainRemoval]) -> Result<usize, Error> {
     let mut socket = Socket::open().map_err(Error::Netlink)?;
+    let removed = remove_over(&mut socket, plan);
+    socket.hand_off(HOLD);
+    removed
+}
+
+fn remove_over(socket: &mut Socket, plan: &[ChainRemoval]) -> Result<usize, Error> {
     let mut seq = Seq(0);
-    let (genid, existing) = generation_and_existing(&mut socket, &mut seq, plan)?;
+    let (genid, existing) = generation_and_existing(socket, &mut seq, plan)?;
     if existing.is_empty() {
         return Ok(0);
     }
@@ -58,14 +67,13 @@ pub fn remove(plan: &[ChainRemoval]) -> Result<usize, Error> {
             continue;
         };
         for parent in &removal.parents {
-            for handle in jumps_into(&mut socket, &mut seq, removal.table, parent, doomed)? {
+            for handle in jumps_into(socket, &mut seq, removal.table, parent, doomed)? {
                 jumps.push((removal.table, parent.clone(), handle));
             }
         }
     }
     let batch = batch(&mut seq, genid, &jumps, &existing);
-    commit(&mut socket, &mut seq, batch)?;
-    socket.hand_off(HOLD);
+    commit(socket, &mut seq, batch)?;
     Ok(existing.values().map(BTreeSet::len).sum())
 }
 
@@ -218,8 +226,11 @@ fn read_rules(
     handles: &mut Vec<u64>,
 ) -> Result<Dump, Read> {
     for m in nl::messages(datagram)? {
-        if m.kind == nl::NLMSG_DONE {
-            return Ok(Dump::Done);
+        if let Some(errno) = m.done()? {
+            return match errno {
+                0 => Ok(Dump::Done),
+                errno => Err(Read::Kernel(errno)),
+            };
         }
         if let Some((errno, _)) = m.error()? {
             if errno != 0 {
@@ -230,14 +241,14 @@ fn read_rules(
         if m.kind != nl::nft(nl::NFT_MSG_NEWRULE) {
             continue;
         }
-        let (mut t, mut c, mut handle, mut target) = (None, None, None, None);
+        let (mut t, mut c, mut handle, mut targets) = (None, None, None, Vec::new());
         for a in m.attrs()? {
             let (kind, value) = a?;
             match kind {
                 nl::NFTA_RULE_TABLE => t = Some(nl::name(value)?),
                 nl::NFTA_RULE_CHAIN => c = Some(nl::name(value)?),
                 nl::NFTA_RULE_HANDLE => handle = Some(nl::be64(value)?),
-                nl::NFTA_RULE_EXPRESSIONS => target = jump_target(value)?,
+                nl::NFTA_RULE_EXPRESSIONS => targets = jump_targets(value)?,
                 _ => {}
             }
         }
@@ -247,15 +258,19 @@ fn read_rules(
         if t != table.name() || c != parent.as_str() {
             continue;
         }
-        if target.is_some_and(|name| doomed.iter().any(|d| d.as_str() == name)) {
+        if targets
+            .iter()
+            .any(|name| doomed.iter().any(|d| d.as_str() == *name))
+        {
             handles.push(handle);
         }
     }
     Ok(Dump::More)
 }
 
-/// The chain a rule's expressions jump or go to, if any (an `immediate` verdict).
-fn jump_target(expressions: &[u8]) -> Result<Option<&str>, nl::Malformed> {
+/// The chains a rule's expressions jump or go to (`immediate` verdicts).
+fn jump_targets(expressions: &[u8]) -> Result<Vec<&str>, nl::Malformed> {
+    let mut targets = Vec::new();
     for elem in Attrs::of(expressions) {
         let (kind, expr) = elem?;
         if kind != nl::NFTA_LIST_ELEM {
@@ -284,24 +299,25 @@ fn jump_target(expressions: &[u8]) -> Result<Option<&str>, nl::Malformed> {
             continue;
         }
         if let Some(chain) = nl::find(Attrs::of(verdict), nl::NFTA_VERDICT_CHAIN)? {
-            return Ok(Some(nl::name(chain)?));
+            targets.push(nl::name(chain)?);
         }
     }
-    Ok(None)
+    Ok(targets)
 }
 
 /// What each message of a batch does, by its sequence number (for the error).
 type Batch = (Vec<Vec<u8>>, BTreeMap<u32, String>);
 
-/// BEGIN (with the generation), the jumps, each chain's rules, the chains, END. Every change asks
-/// for an acknowledgement.
+/// BEGIN (with the generation), the jumps, each chain's rules, the chains, END. No change asks
+/// for an acknowledgement: the kernel answers errors only (thousands of acknowledgements could
+/// overrun the receive buffer after a commit that worked).
 fn batch(
     seq: &mut Seq,
     genid: u32,
     jumps: &[(Table, Chain, u64)],
     chains: &BTreeMap<Table, BTreeSet<Chain>>,
 ) -> Batch {
-    let flags = nl::NLM_F_REQUEST | nl::NLM_F_ACK;
+    let flags = nl::NLM_F_REQUEST;
     let change = |kind: u16, seq: u32, flags: u16| {
         Request::new(nl::nft(kind), flags, seq, nl::NFPROTO_IPV4, 0)
     };
@@ -364,7 +380,8 @@ fn batch(
 }
 
 /// Sends the batch, then a generation request whose answer comes after every answer of the
-/// batch; the first error of the batch is returned.
+/// batch; the first error of the batch is returned. (The kernel answers a refused batch with an
+/// error naming the message it refused, or BEGIN for the transaction as a whole.)
 fn commit(socket: &mut Socket, seq: &mut Seq, (messages, what): Batch) -> Result<(), Error> {
     socket.send(&messages).map_err(Error::Netlink)?;
     let sentinel = seq.next();
@@ -373,12 +390,16 @@ fn commit(socket: &mut Socket, seq: &mut Seq, (messages, what): Batch) -> Result
         .map_err(Error::Netlink)?;
     let context = "removing chains in one nf_tables transaction";
     let mut first_error = None;
-    let mut acknowledged = 0;
     loop {
         let datagram = socket.recv().map_err(Error::Netlink)?;
         for m in nl::messages(datagram).map_err(|e| unreadable(context, e))? {
             match m.error().map_err(|e| unreadable(context, e))? {
-                Some((0, _)) => acknowledged += 1,
+                Some((0, _)) => {}
+                Some((errno, s)) if s == sentinel => {
+                    return Err(first_error.unwrap_or_else(|| {
+                        failed(format!("{context}: the closing request"), errno)
+                    }))
+                }
                 Some((errno, s)) => {
                     let step = what.get(&s).cloned();
                     first_error.get_or_insert_with(|| {
@@ -389,14 +410,7 @@ fn commit(socket: &mut Socket, seq: &mut Seq, (messages, what): Batch) -> Result
                 None if m.seq == sentinel => {
                     return match first_error {
                         Some(e) => Err(e),
-                        None if acknowledged == what.len() => Ok(()),
-                        None => Err(unreadable(
-                            context,
-                            nl::Malformed(format!(
-                                "{acknowledged} of {} changes acknowledged",
-                                what.len()
-                            )),
-                        )),
+                        None => Ok(()),
                     };
                 }
                 None => {}
@@ -471,12 +485,23 @@ mod tests {
 
     #[test]
     fn only_jumps_and_gotos_into_doomed_chains_are_picked() {
+        // A rule with two verdicts (the second into a doomed chain) counts too.
+        let two = rule(
+            "filter",
+            "INPUT",
+            3,
+            &[
+                verdict(nl::NFT_JUMP, "input--other"),
+                verdict(nl::NFT_GOTO, "netin--h"),
+            ],
+        );
         let mut d = rule(
             "filter",
             "INPUT",
             4,
             &[counter(), verdict(nl::NFT_JUMP, "input--h")],
         );
+        d.splice(0..0, two);
         d.extend(rule(
             "filter",
             "INPUT",
@@ -504,9 +529,12 @@ mod tests {
             10,
             &[verdict(nl::NFT_JUMP, "input--h")],
         ));
-        assert_eq!(read(&d), (Ok(Dump::More), vec![4, 5]));
+        assert_eq!(read(&d), (Ok(Dump::More), vec![3, 4, 5]));
         let done = message(nl::NLMSG_DONE, 9, &[0; 4]);
         assert_eq!(read(&done).0, Ok(Dump::Done));
+        // A dump the kernel ended early says why in its DONE.
+        let cut = message(nl::NLMSG_DONE, 9, &(-90i32).to_ne_bytes());
+        assert_eq!(read(&cut).0, Err(Read::Kernel(90)));
     }
 
     #[test]

@@ -158,6 +158,17 @@ impl<'a> Message<'a> {
         Ok(Some((-code, seq)))
     }
 
+    /// NLMSG_DONE: the end of a dump, with the errno (positive) of a dump the kernel ended
+    /// early, else 0.
+    pub fn done(&self) -> Result<Option<i32>, Malformed> {
+        if self.kind != NLMSG_DONE {
+            return Ok(None);
+        }
+        Ok(Some(
+            u32_at(self.payload, 0).map_or(0, |code| -(code as i32)),
+        ))
+    }
+
     /// The attributes of an nf_tables message (after nfgenmsg).
     pub fn attrs(&self) -> Result<Attrs<'a>, Malformed> {
         let body = self

@@ -14,6 +14,9 @@ use netlink_sys::constants::NETLINK_NETFILTER;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
+/// How long an answer may take before the request counts as failed.
+const RECEIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub struct Socket {
     inner: netlink_sys::Socket,
     buf: Vec<u8>,
@@ -27,6 +30,27 @@ impl Socket {
         inner
             .bind_auto()
             .map_err(|e| io("binding the nfnetlink socket", e))?;
+        // An answer that never comes is an error, not a networker stuck holding the lock.
+        let timeout = libc::timeval {
+            tv_sec: RECEIVE_TIMEOUT.as_secs() as libc::time_t,
+            tv_usec: 0,
+        };
+        // SAFETY: a valid socket and a timeval of the size given.
+        let set = unsafe {
+            libc::setsockopt(
+                inner.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                &timeout as *const libc::timeval as *const libc::c_void,
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if set != 0 {
+            return Err(io(
+                "setting the nfnetlink socket's receive timeout",
+                std::io::Error::last_os_error(),
+            ));
+        }
         Ok(Socket {
             inner,
             buf: vec![0u8; 1 << 16],
@@ -75,9 +99,20 @@ fn hold_in_detached_process(fd: i32, hold: Duration) -> Result<(), OsError> {
         tv_sec: hold.as_secs() as libc::time_t,
         tv_nsec: hold.subsec_nanos() as libc::c_long,
     };
-    // SAFETY: between fork and _exit the children call only async-signal-safe functions (fork,
-    // close_range, nanosleep, _exit) on values prepared before the fork; this process may have
-    // other threads.
+    // Where closing one by one stops, when close_range is missing (before Linux 5.9) or refused.
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct given.
+    let open_max = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        limit.rlim_cur.min(1 << 20) as i32
+    } else {
+        1 << 16
+    };
+    // SAFETY: between fork and _exit the children make only system calls (fork, close_range,
+    // close, nanosleep, _exit) on values prepared before the fork, as a process with other
+    // threads must; no allocation, no lock.
     let child = unsafe { libc::fork() };
     if child < 0 {
         return Err(OsError::io(
@@ -87,26 +122,51 @@ fn hold_in_detached_process(fd: i32, hold: Duration) -> Result<(), OsError> {
     }
     if child == 0 {
         unsafe {
-            if libc::fork() != 0 {
-                libc::_exit(0);
+            match libc::fork() {
+                0 => {}
+                n if n < 0 => libc::_exit(1),
+                _ => libc::_exit(0),
             }
-            let fd = fd as libc::c_uint;
-            if fd > 0 {
-                libc::syscall(libc::SYS_close_range, 0 as libc::c_uint, fd - 1, 0);
+            let below = fd == 0
+                || libc::syscall(
+                    libc::SYS_close_range,
+                    0 as libc::c_uint,
+                    fd as libc::c_uint - 1,
+                    0,
+                ) == 0;
+            let above = libc::syscall(
+                libc::SYS_close_range,
+                fd as libc::c_uint + 1,
+                libc::c_uint::MAX,
+                0,
+            ) == 0;
+            if !(below && above) {
+                for other in (0..open_max).filter(|other| *other != fd) {
+                    libc::close(other);
+                }
             }
-            libc::syscall(libc::SYS_close_range, fd + 1, libc::c_uint::MAX, 0);
             libc::nanosleep(&ts, std::ptr::null_mut());
             libc::_exit(0);
         }
     }
     let mut status = 0;
-    // SAFETY: waits for the child forked above only.
-    let waited = unsafe { libc::waitpid(child, &mut status, 0) };
-    if waited != child {
-        return Err(OsError::io(
-            "waiting for the nfnetlink socket's holder",
-            &std::io::Error::last_os_error(),
-        ));
+    loop {
+        // SAFETY: waits for the child forked above only.
+        let waited = unsafe { libc::waitpid(child, &mut status, 0) };
+        if waited == child {
+            break;
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(OsError::io("waiting for the nfnetlink socket's holder", &e));
+        }
+    }
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        return Err(OsError {
+            context: "starting the nfnetlink socket's holder".into(),
+            errno: None,
+            message: format!("its parent ended with status {status:#x}"),
+        });
     }
     Ok(())
 }
@@ -174,6 +234,19 @@ mod tests {
             std::thread::sleep(Duration::from_millis(100));
             held = holders(&link);
         }
+        // Killed when the test ends, also when an assertion fails.
+        struct Kill(Vec<i32>);
+        impl Drop for Kill {
+            fn drop(&mut self) {
+                for pid in &self.0 {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(*pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+        let _kill = Kill(held.iter().filter_map(|(p, _)| p.parse().ok()).collect());
         assert_eq!(held.len(), 1, "one holder of {link}: {held:?}");
         let (pid, links) = &held[0];
         assert_eq!(
@@ -182,10 +255,5 @@ mod tests {
             "the holder keeps only the socket"
         );
         assert_ne!(parent_of(pid), std::process::id().to_string());
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid.parse().unwrap()),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .unwrap();
     }
 }

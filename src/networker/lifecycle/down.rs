@@ -64,13 +64,20 @@ impl Networker {
 
     /// Fast path: the container's chains and the jumps to them over nfnetlink, in one
     /// transaction ([`crate::iptables::netlink_removal`]); when nf_tables refuses it (something
-    /// else jumps to a chain, or the ruleset changed meanwhile), listing with `iptables-save`.
+    /// else jumps to a chain, or the ruleset changed meanwhile) or holds none of them, listing
+    /// with `iptables-save`.
     /// With how long it took.
     fn remove_rules_of(&self, handle: &str) -> (Duration, Result<(), Error>) {
         let t = Instant::now();
         let plan = rules::removal_plan(&self.config, handle);
         let r = match self.iptables.remove_chains_over_netlink(&plan) {
-            Ok(_) => Ok(()),
+            Ok(n) if n > 0 => Ok(()),
+            // A second down, or a host whose iptables is not nf_tables: listing finds what is
+            // there (nothing, for a second down).
+            Ok(_) => {
+                log::info!("down {handle}: no chain over nfnetlink; listing instead");
+                self.remove_rules(&[handle.to_string()])
+            }
             Err(e) => {
                 log::info!("down {handle}: removal over nfnetlink failed ({e}); listing instead");
                 self.remove_rules(&[handle.to_string()])
