@@ -63,22 +63,8 @@ pub fn read_datagram(
     table: &str,
     counts: &mut BTreeMap<String, usize>,
 ) -> Result<Part, Error> {
-    for m in nl::messages(buf)? {
-        if let Some(errno) = m.done()? {
-            return match errno {
-                0 => Ok(Part::Done),
-                errno => Err(Error::Kernel(errno)),
-            };
-        }
-        if let Some((errno, _)) = m.error()? {
-            if errno != 0 {
-                return Err(Error::Kernel(errno));
-            }
-            continue;
-        }
-        if m.kind != nl::nft(nl::NFT_MSG_NEWRULE) {
-            continue;
-        }
+    let (rules, end) = nl::dump_part(buf, nl::nft(nl::NFT_MSG_NEWRULE))?;
+    for m in rules {
         let (mut t, mut chain) = (None, None);
         for a in m.attrs()? {
             let (kind, value) = a?;
@@ -94,7 +80,11 @@ pub fn read_datagram(
             _ => return Err(Error::Malformed("a rule without its table or chain".into())),
         }
     }
-    Ok(Part::More)
+    match end {
+        None => Ok(Part::More),
+        Some(Ok(())) => Ok(Part::Done),
+        Some(Err(errno)) => Err(Error::Kernel(errno)),
+    }
 }
 
 /// The rules of each chain of `ip <table>` in the calling thread's network namespace. A chain

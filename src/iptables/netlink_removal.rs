@@ -225,22 +225,8 @@ fn read_rules(
     doomed: &BTreeSet<Chain>,
     handles: &mut Vec<u64>,
 ) -> Result<Dump, Read> {
-    for m in nl::messages(datagram)? {
-        if let Some(errno) = m.done()? {
-            return match errno {
-                0 => Ok(Dump::Done),
-                errno => Err(Read::Kernel(errno)),
-            };
-        }
-        if let Some((errno, _)) = m.error()? {
-            if errno != 0 {
-                return Err(Read::Kernel(errno));
-            }
-            continue;
-        }
-        if m.kind != nl::nft(nl::NFT_MSG_NEWRULE) {
-            continue;
-        }
+    let (rules, end) = nl::dump_part(datagram, nl::nft(nl::NFT_MSG_NEWRULE))?;
+    for m in rules {
         let (mut t, mut c, mut handle, mut targets) = (None, None, None, Vec::new());
         for a in m.attrs()? {
             let (kind, value) = a?;
@@ -265,7 +251,11 @@ fn read_rules(
             handles.push(handle);
         }
     }
-    Ok(Dump::More)
+    match end {
+        None => Ok(Dump::More),
+        Some(Ok(())) => Ok(Dump::Done),
+        Some(Err(errno)) => Err(Read::Kernel(errno)),
+    }
 }
 
 /// The chains a rule's expressions jump or go to (`immediate` verdicts).

@@ -200,6 +200,27 @@ pub fn messages(buf: &[u8]) -> Result<Vec<Message<'_>>, Malformed> {
     Ok(out)
 }
 
+/// One datagram of a dump: its messages of `kind`, and how the dump stands after it: `None`
+/// while more follows, `Some(Ok)` at its end, `Some(Err(errno))` when the kernel ended it with
+/// an error (in an error message or in the end message).
+pub type DumpPart<'a> = (Vec<Message<'a>>, Option<Result<(), i32>>);
+
+pub fn dump_part(buf: &[u8], kind: u16) -> Result<DumpPart<'_>, Malformed> {
+    let mut items = Vec::new();
+    for m in messages(buf)? {
+        if let Some(errno) = m.done()? {
+            return Ok((items, Some(if errno == 0 { Ok(()) } else { Err(errno) })));
+        }
+        match m.error()? {
+            Some((0, _)) => {}
+            Some((errno, _)) => return Ok((items, Some(Err(errno)))),
+            None if m.kind == kind => items.push(m),
+            None => {}
+        }
+    }
+    Ok((items, None))
+}
+
 /// Iterates over attributes: (type without flags, value).
 #[derive(Debug, Clone)]
 pub struct Attrs<'a> {
