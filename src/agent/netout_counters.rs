@@ -12,6 +12,7 @@ use crate::cell::Container;
 use crate::flowlog::identity::SPACE_KEY;
 use crate::iptables::parse::parse_save;
 use crate::iptables::{SavedRule, Table, TableState, Target};
+use crate::networker::cni_cache;
 use crate::networker::names::{validate_handle, ChainNames};
 use crate::networker::protocol::NetOutRule;
 use crate::networker::rules::convert_one;
@@ -154,26 +155,9 @@ pub fn allowed_by_chain(save: &str) -> Result<BTreeMap<String, u64>, String> {
 }
 
 /// A container's NetOut rules as the networker keeps them in its CNI cache
-/// (`<dir>/<handle>.json`, `runtime_config.netOutRules`); `None` when it has no entry.
+/// ([`cni_cache`]); `None` when it has no entry.
 pub fn cached_rules(dir: &Path, handle: &str) -> Result<Option<Vec<NetOutRule>>, String> {
-    if handle.contains('/') || handle.starts_with('.') {
-        return Err(format!("handle {handle:?} names no cache entry"));
-    }
-    let path = dir.join(format!("{handle}.json"));
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("{}: {e}", path.display())),
-    };
-    let v: Value =
-        serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-    let rules = v
-        .pointer("/runtime_config/netOutRules")
-        .cloned()
-        .unwrap_or(Value::Array(Vec::new()));
-    serde_json::from_value(rules)
-        .map(Some)
-        .map_err(|e| format!("{}: netOutRules: {e}", path.display()))
+    Ok(cni_cache::read(dir, handle)?.map(|c| c.net_out_rules().to_vec()))
 }
 
 fn protocol_name(p: u8) -> Value {

@@ -7,6 +7,7 @@
 //! of stderr by the binary.
 
 pub mod bind_mount;
+pub mod cni_cache;
 pub mod cni_exec;
 pub mod config;
 pub mod error;

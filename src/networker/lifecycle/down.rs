@@ -1,8 +1,9 @@
 //! `down`: removes everything of a container; absent parts are skipped, so it is idempotent.
 
-use super::{CniCache, Networker};
+use super::Networker;
 use crate::cni::CniResult;
 use crate::networker::bind_mount;
+use crate::networker::cni_cache::CniCache;
 use crate::networker::cni_exec::{self, NetworkList, Runtime, Started};
 use crate::networker::rules;
 use crate::networker::Error;

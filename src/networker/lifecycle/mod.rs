@@ -9,18 +9,14 @@ mod reconcile;
 mod up;
 
 use super::bind_mount;
-use super::cni_exec::RuntimeConfig;
+use super::cni_cache::{self, CniCache};
 use super::config::Config;
 use super::guard;
 use super::names::ChainNames;
 use super::ports::PortAllocator;
 use super::Error;
-use crate::cell::files::write_atomic;
 use crate::cell::Store;
-use crate::cni::CniResult;
 use crate::iptables::{Batch, Iptables, Table};
-use crate::os_error::OsError;
-use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -29,20 +25,6 @@ pub struct Networker {
     pub iptables: Iptables,
     pub store: Store,
     pub ports: PortAllocator,
-}
-
-/// What a CNI ADD needs again at DEL time (`<cni_cache_dir>/<handle>.json`).
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
-struct CniCache {
-    #[serde(default)]
-    metadata: Map<String, Value>,
-    #[serde(default)]
-    runtime_config: Option<RuntimeConfig>,
-    #[serde(default)]
-    result: Option<CniResult>,
-    /// The policy agent owns the container's egress (it has no NetOut chains).
-    #[serde(default)]
-    agent_egress: bool,
 }
 
 impl Networker {
@@ -64,21 +46,25 @@ impl Networker {
         bind_mount::path(Path::new(&self.config.bind_mount_dir), handle)
     }
 
+    fn cache_dir(&self) -> &Path {
+        Path::new(&self.config.cni_cache_dir)
+    }
+
     fn cache_path(&self, handle: &str) -> PathBuf {
-        Path::new(&self.config.cni_cache_dir).join(format!("{handle}.json"))
+        cni_cache::path(self.cache_dir(), handle)
     }
 
     fn write_cache(&self, handle: &str, c: &CniCache) -> Result<(), Error> {
-        let dir = Path::new(&self.config.cni_cache_dir);
-        std::fs::create_dir_all(dir)
-            .map_err(|e| OsError::io(format!("creating {}", dir.display()), &e))?;
-        let data = serde_json::to_vec(c).expect("serialisable");
-        Ok(write_atomic(&self.cache_path(handle), &data)?)
+        Ok(cni_cache::write(self.cache_dir(), handle, c)?)
     }
 
+    /// The cache entry; a damaged one is logged and then treated as absent (`down` must still
+    /// remove what it can).
     fn read_cache(&self, handle: &str) -> Option<CniCache> {
-        let bytes = std::fs::read(self.cache_path(handle)).ok()?;
-        serde_json::from_slice(&bytes).ok()
+        cni_cache::read(self.cache_dir(), handle).unwrap_or_else(|e| {
+            log::error!("damaged CNI cache entry, going on without it: {e}");
+            None
+        })
     }
 
     /// Installs the cell guard unless it is complete (a check first: one process, no listing).

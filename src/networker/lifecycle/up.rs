@@ -3,11 +3,12 @@
 //! each recorded so a failure undoes what this call did.
 
 use super::agent_egress::Egress;
-use super::{CniCache, Networker};
+use super::Networker;
 use crate::cell::{Container, WORKLOAD_KEY};
 use crate::cni::CniResult;
 use crate::iptables::Rule;
 use crate::networker::bind_mount;
+use crate::networker::cni_cache::CniCache;
 use crate::networker::cni_exec::{self, NetworkList, Runtime, RuntimeConfig};
 use crate::networker::names::ChainNames;
 use crate::networker::protocol::{mapped_ports_property, PortMapping, UpInput, UpOutput};
