@@ -400,9 +400,7 @@ impl Nft {
         }
         write.map_err(|e| exec("writing to nft".into(), e))
     }
-}
 
-impl Nft {
     /// `nft -j [-t] <command>`: nftables' JSON answer.
     pub fn list_json(&self, command: &str, terse: bool) -> Result<String, Error> {
         let mut cmd = Command::new(&self.path);

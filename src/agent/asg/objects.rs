@@ -309,10 +309,6 @@ pub fn render_delete() -> String {
     format!("add table {FAMILY} {TABLE}\ndelete table {FAMILY} {TABLE}\n")
 }
 
-/// The transaction from `old` to `new`; `None` when they are equal. Order: new chains, new sets,
-/// element removals, element additions, rewritten rules of changed chains, then what is gone
-/// (chains flushed first so no rule names a set being deleted; chains deleted last, once no
-/// element or rule jumps to them).
 /// A base chain's hook or a set's declaration differs: nftables cannot change those in place,
 /// so [`render_diff`] rewrites the table whole (the ASG loop does it itself, carrying the
 /// counters over: [`render_full_carrying`]).
@@ -328,6 +324,10 @@ pub fn declarations_changed(old: &Objects, new: &Objects) -> bool {
             .any(|(name, s)| old.sets.get(name).is_some_and(|o| o.decl != s.decl))
 }
 
+/// The transaction from `old` to `new`; `None` when they are equal. Order: new chains, new sets,
+/// element removals, element additions, rewritten rules of changed chains, then what is gone
+/// (chains flushed first so no rule names a set being deleted; chains deleted last, once no
+/// element or rule jumps to them).
 pub fn render_diff(old: &Objects, new: &Objects) -> Option<String> {
     let equal_sets = old.sets.len() == new.sets.len()
         && old
