@@ -511,24 +511,16 @@ impl Flows {
     /// allow lines accepted; the first read, at start, is the baseline (what happened before the
     /// agent started is not new).
     fn refresh_netout_limits(&self, count: bool) {
-        let save = match iptables_save() {
-            Ok(save) => save,
-            Err(e) => {
-                log::warn!("{e}");
-                FlowMetrics::count(&self.metrics.errors, "netout_counters");
-                return;
-            }
-        };
-        let read = super::netout_limits::unlogged(&save)
-            .and_then(|u| Ok((u, super::netout_counters::allowed_by_chain(&save)?)));
-        let (unlogged, allowed) = match read {
-            Ok(now) => now,
+        let state = match filter_counted() {
+            Ok(state) => state,
             Err(e) => {
                 log::warn!("reading the networker's rule counters: {e}");
                 FlowMetrics::count(&self.metrics.errors, "netout_counters");
                 return;
             }
         };
+        let unlogged = super::netout_limits::unlogged(&state);
+        let allowed = super::netout_counters::allowed_by_chain(&state);
         let mut st = self.lock();
         let moved_unlogged = moved_since(&st.netout_unlogged, &unlogged);
         let moved_allowed = moved_since(&st.netout_allowed, &allowed);
@@ -709,8 +701,8 @@ impl Flows {
         let mut out = serde_json::json!({"policies": policies, "totals": named});
         if self.netout_limits {
             let containers = self.lock().containers.clone();
-            let netout = iptables_save().and_then(|save| {
-                super::netout_counters::json(&save, &self.netout_cache_dir, &containers)
+            let netout = filter_counted().map(|state| {
+                super::netout_counters::json(&state, &self.netout_cache_dir, &containers)
             });
             match netout {
                 Ok(serde_json::Value::Object(parts)) => {
@@ -914,18 +906,8 @@ fn moved_since<K: Ord>(last: &BTreeMap<K, u64>, now: &BTreeMap<K, u64>) -> u64 {
 }
 
 /// The filter table with its counters (the networker's chains), once per read.
-fn iptables_save() -> Result<String, String> {
-    let o = std::process::Command::new("iptables-save")
-        .args(["-c", "-t", "filter"])
-        .output()
-        .map_err(|e| format!("reading the networker's rule counters: iptables-save: {e}"))?;
-    if !o.status.success() {
-        return Err(format!(
-            "reading the networker's rule counters: iptables-save: {}",
-            String::from_utf8_lossy(&o.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+fn filter_counted() -> Result<crate::iptables::TableState, String> {
+    crate::iptables::list_counted(crate::iptables::Table::Filter).map_err(|e| e.to_string())
 }
 
 fn label(l: &Logged) -> &'static str {

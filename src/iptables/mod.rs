@@ -108,18 +108,29 @@ impl Iptables {
     }
 
     fn save(&self, args: &[&str]) -> Result<String, Error> {
-        let out = Command::new(&self.save)
-            .args(args)
-            .output()
-            .map_err(|e| Error::Exec(OsError::io(format!("running {}", self.save), &e)))?;
-        if !out.status.success() {
-            return Err(Error::Save {
-                command: format!("{} {}", self.save, args.join(" ")),
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        run_save(&self.save, args)
     }
+}
+
+/// Lists one table with each rule's `[packets:bytes]` (`iptables-save -c -t TABLE`; no lock
+/// needed): what readers of the counters start from.
+pub fn list_counted(table: Table) -> Result<TableState, Error> {
+    let out = run_save("iptables-save", &["-c", "-t", table.name()])?;
+    parse::parse_save(table, &out)
+}
+
+fn run_save(program: &str, args: &[&str]) -> Result<String, Error> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| Error::Exec(OsError::io(format!("running {program}"), &e)))?;
+    if !out.status.success() {
+        return Err(Error::Save {
+            command: format!("{program} {}", args.join(" ")),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Holder of the shared lock: list and apply inside one critical section.
