@@ -325,7 +325,7 @@ fn delete_link_named(h: &mut Handle, name: &str) -> Result<(), netlink::Error> {
     Ok(())
 }
 
-/// How the name of a retired end of a veth pair starts (see [`retire_host_veth`]).
+/// How the name of a retired end of a veth pair starts (see [`retire_named`]).
 pub const RETIRED_PREFIX: &str = "gone-";
 
 /// The name a retired end takes: unique in its namespace, since an ifindex is never given to a
@@ -344,24 +344,17 @@ fn retire_link(h: &mut Handle, index: u32) -> Result<(), netlink::Error> {
     h.set_name(index, &retired_veth_name(index))
 }
 
-/// Retires the host end of a container's veth pair: down (the container end loses its
-/// carrier), its address and so the host's route to the container gone, renamed so that a new
-/// container given the same IP gets `s-<ip>` again. The pair goes with the container's network
+/// Retires the link called `name`, if there is one: the host end of a container's veth pair
+/// (`s-<ip>`: down, so the container end loses its carrier; its address, and so the host's route
+/// to the container, gone; renamed, so a new container given the same IP gets `s-<ip>` again),
+/// or, inside the container's namespace, its end (without an address, and its name free for an
+/// ADD into the same namespace: a runtime retrying). The pair goes with the container's network
 /// namespace, which the kernel tears down in the background once its last reference (the
 /// networker's bind mount, the container's processes) is gone. Deleting the link here instead
 /// waits in the kernel for pending RCU callbacks (`rcu_barrier` in `netdev_run_todo`: 18-45 ms
 /// on the 2-core test machine, against well under 1 ms for retiring it).
-fn retire_host_veth(h: &mut Handle, ip: Ipv4Addr) -> Result<(), netlink::Error> {
-    match h.link_by_name(&host_veth_name(ip))? {
-        Some(link) => retire_link(h, link.index),
-        None => Ok(()),
-    }
-}
-
-/// Retires the container's end, inside its namespace: without an address, and its name free
-/// for an ADD into the same namespace (a runtime retrying).
-fn disarm_container_end(h: &mut Handle, ifname: &str) -> Result<(), netlink::Error> {
-    match h.link_by_name(ifname)? {
+fn retire_named(h: &mut Handle, name: &str) -> Result<(), netlink::Error> {
+    match h.link_by_name(name)? {
         Some(link) => retire_link(h, link.index),
         None => Ok(()),
     }
@@ -441,7 +434,7 @@ impl OverlayPlugin {
 
     /// The container loses its address and its way out, the host every route to it, and only
     /// then the IPAM the address; the veth pair itself, both ends renamed, is left to the
-    /// container's network namespace (see [`retire_host_veth`]).
+    /// container's network namespace (see [`retire_named`]).
     fn run_del(&self, env: &Env, conf: &NetConf, raw: &[u8]) -> Result<(), Error> {
         let oc = decode_conf(raw)?;
         let ipam = Ipam::new(Path::new(&oc.data_dir), &conf.name);
@@ -455,7 +448,7 @@ impl OverlayPlugin {
         if !env.netns.is_empty() && Path::new(&env.netns).exists() {
             let ifname = env.ifname.clone();
             let inside = netns::run_in(Path::new(&env.netns), move || {
-                disarm_container_end(&mut Handle::new()?, &ifname)
+                retire_named(&mut Handle::new()?, &ifname)
             });
             match inside {
                 Ok(r) => r.map_err(|e| Error::Netlink(Step::Teardown, e))?,
@@ -467,7 +460,8 @@ impl OverlayPlugin {
         }
         let mut h = Handle::new().map_err(|e| Error::Netlink(Step::Teardown, e))?;
         for ip in &held {
-            retire_host_veth(&mut h, *ip).map_err(|e| Error::Netlink(Step::Teardown, e))?;
+            retire_named(&mut h, &host_veth_name(*ip))
+                .map_err(|e| Error::Netlink(Step::Teardown, e))?;
         }
         ipam.release(&env.container_id, &env.ifname)
             .map_err(|e| Error::Ipam(IpamOp::Release, e))?;
