@@ -399,6 +399,95 @@ fn an_agent_killed_mid_apply_leaves_the_old_or_the_new_complete_table() {
     );
 }
 
+/// A first apply (no table filtering yet) is two transactions: the table made dormant, then its
+/// big maps filled and the table woken. An agent killed at any point of it leaves no filtering
+/// table (absent or dormant: the container's new egress is refused, as before the start) or the
+/// complete one, and the next start completes it.
+#[test]
+fn an_agent_killed_during_its_first_apply_leaves_nothing_filtering_or_the_complete_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = rsa_pki(dir.path());
+    let server = FakeOriginalServer::start(&pki);
+    let mut groups = many_groups("g", 20, 1500);
+    groups.push(global(
+        "a",
+        json!([{"protocol": "tcp", "destination": NET_A, "ports": "80"}]),
+        true,
+        false,
+    ));
+    set_groups(&server, &groups);
+    let mut cell = AsgCell::new(&pki, server.addr, true, |_| {});
+    cell.net.internet_tcp(&[80]);
+    let app = cell.up("app1", "space-1", "app", json!([]));
+    let a = app.ns.path();
+    let listing = |cell: &AsgCell| by_class_name(&without_counts(&cell.asg_table()));
+    eventually("first apply", true, || tcp(&a, NET_A, 80), &cell);
+    std::thread::sleep(Duration::from_millis(300));
+    let complete = listing(&cell);
+    assert!(
+        complete.len() > 100_000,
+        "a big table: {} bytes",
+        complete.len()
+    );
+    assert!(!complete.contains("dormant"));
+    let delete_table = |cell: &AsgCell| {
+        cell.net
+            .cell
+            .exec(&["nft", "delete", "table", "ip", "netman_asg"])
+            .unwrap();
+    };
+    // How long a first apply takes from the agent's start.
+    cell.agent.take();
+    delete_table(&cell);
+    cell.start_agent();
+    let t = std::time::Instant::now();
+    eventually("first apply again", true, || tcp(&a, NET_A, 80), &cell);
+    let first = t.elapsed().max(Duration::from_millis(50));
+
+    let (mut nothing, mut dormant, mut whole) = (0, 0, 0);
+    let rounds = 8u32;
+    for round in 0..rounds {
+        cell.agent.take();
+        delete_table(&cell);
+        cell.start_agent();
+        // Kill points spread over the time the first apply took (and a little past it).
+        std::thread::sleep(first * 6 * round / (5 * (rounds - 1)));
+        cell.agent.take();
+        let table = cell.asg_table();
+        if table.is_empty() {
+            nothing += 1;
+        } else if table.contains("flags dormant") {
+            dormant += 1;
+        } else {
+            assert_eq!(
+                listing(&cell),
+                complete,
+                "round {round}: a filtering table that is not the complete one"
+            );
+            whole += 1;
+        }
+        assert_eq!(
+            tcp(&a, NET_A, 80),
+            !table.is_empty() && !table.contains("flags dormant"),
+            "round {round}: egress follows the table"
+        );
+        cell.start_agent();
+        eventually(
+            &format!("round {round}: completed"),
+            true,
+            || tcp(&a, NET_A, 80),
+            &cell,
+        );
+        assert!(
+            wait_for(Duration::from_secs(20), true, || listing(&cell) == complete).is_ok(),
+            "round {round}: the next start completes the table"
+        );
+    }
+    eprintln!(
+        "killed during a first apply: no table {nothing}, dormant {dormant}, complete {whole}"
+    );
+}
+
 #[test]
 fn a_bind_and_an_unbind_reach_two_cells() {
     let dir = tempfile::tempdir().unwrap();

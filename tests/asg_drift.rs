@@ -1,7 +1,7 @@
 //! The ASG loop's periodic sync (every `asg_poll_interval_seconds`, 1 s here) rewrites nothing
 //! while the table in the kernel is the one the agent installed, and repairs it within one period
 //! when something outside changed it: a rule-set chain flushed, a container's element deleted,
-//! the table deleted; the table's counters carried over the rewrite (not over a deleted table's).
+//! the table deleted, the table made dormant; the table's counters carried over the rewrite (not over a deleted table's).
 //! Real networker and agent in cell namespaces, real packets.
 
 mod support;
@@ -92,7 +92,7 @@ fn the_periodic_sync_rewrites_nothing_and_repairs_a_table_changed_from_outside()
     let refused = default_deny(&cell);
     assert!(refused >= 1, "{}", cell.asg_table());
 
-    let broken: [(&str, Vec<String>); 3] = [
+    let broken: [(&str, Vec<String>); 4] = [
         (
             "the container's rule-set chain flushed",
             vec!["flush", "chain", "ip", "netman_asg", &chain]
@@ -123,6 +123,23 @@ fn the_periodic_sync_rewrites_nothing_and_repairs_a_table_changed_from_outside()
                 .map(String::from)
                 .collect(),
         ),
+        (
+            "the table made dormant",
+            [
+                "add",
+                "table",
+                "ip",
+                "netman_asg",
+                "{",
+                "flags",
+                "dormant",
+                ";",
+                "}",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+        ),
     ];
     for (i, (what, args)) in broken.iter().enumerate() {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -146,5 +163,10 @@ fn the_periodic_sync_rewrites_nothing_and_repairs_a_table_changed_from_outside()
             );
         }
     }
-    assert_eq!(repairs(&cell), 3, "{}", cell.agent_log());
+    assert!(
+        !cell.asg_table().contains("dormant"),
+        "{}",
+        cell.asg_table()
+    );
+    assert_eq!(repairs(&cell), 4, "{}", cell.agent_log());
 }

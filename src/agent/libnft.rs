@@ -7,7 +7,8 @@
 //! Loaded with `dlopen("libnftables.so.1")` (Debian's nftables package ships no unversioned
 //! development link), so no build-time dependency; [`LibNft::open`] fails cleanly when absent.
 
-use super::nft::{nft_message, Error};
+use super::nft::{nft_message, Error, Exchange};
+use crate::nfnetlink::{Seq, Socket};
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::sync::Mutex;
 
@@ -56,9 +57,11 @@ impl Drop for Ctx {
     }
 }
 
-/// An nftables context of the calling thread's network namespace at [`LibNft::open`].
+/// An nftables context of the calling thread's network namespace at [`LibNft::open`], and an
+/// nfnetlink socket of the same namespace for what libnftables does slowly.
 pub struct LibNft {
     inner: Mutex<Ctx>,
+    netlink: Mutex<Option<(Socket, Seq)>>,
 }
 
 fn last_dl_error() -> String {
@@ -131,10 +134,28 @@ impl LibNft {
             if buffer_output(ctx.ctx) != 0 || buffer_error(ctx.ctx) != 0 {
                 return Err(Error::Library(format!("{LIBRARY}: cannot buffer output")));
             }
+            let netlink = match Socket::open() {
+                Ok(socket) => Some((socket, Seq::default())),
+                Err(e) => {
+                    log::debug!("no nfnetlink socket beside libnftables: {e}");
+                    None
+                }
+            };
             Ok(LibNft {
                 inner: Mutex::new(ctx),
+                netlink: Mutex::new(netlink),
             })
         }
+    }
+
+    /// Runs `exchange` on the socket opened with the context.
+    pub fn with_netlink(&self, exchange: &mut Exchange) -> Result<(), Error> {
+        let mut held = self.netlink.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((socket, seq)) = held.as_mut() else {
+            return Err(Error::Library("no nfnetlink socket was opened".into()));
+        };
+        socket.drain();
+        exchange(socket, seq).map_err(Error::Netlink)
     }
 
     /// Runs one script as one transaction (all of it or nothing).
@@ -149,6 +170,11 @@ impl LibNft {
             Error::Rejected { message, .. } => Error::Listing(format!("{command}: {message}")),
             other => other,
         })
+    }
+
+    /// nftables' text answer to a `list ...` command.
+    pub fn run_listing(&self, command: &str) -> Result<String, Error> {
+        self.run_with(command, 0)
     }
 
     /// Runs `script` with `flags` added to the context's output flags for this call only.

@@ -28,6 +28,7 @@
 
 use super::plan::{Allow, Diff, Plan, PortRanges, RangeKey};
 use crate::cell::marks::{ALLOWED_BIT, HIGH_MASK};
+use crate::nfnetlink::{Seq, Socket};
 use crate::os_error::OsError;
 use std::fmt::{self, Write as _};
 use std::io::Write as _;
@@ -322,6 +323,8 @@ pub enum Error {
     Library(String),
     /// A `list` command failed (nothing is changed by one).
     Listing(String),
+    /// An nfnetlink exchange failed (a refused batch changed nothing).
+    Netlink(OsError),
 }
 
 impl fmt::Display for Error {
@@ -341,6 +344,7 @@ impl fmt::Display for Error {
             Error::NulInScript => write!(f, "nft script contains a NUL byte"),
             Error::Library(m) => write!(f, "{m}"),
             Error::Listing(m) => write!(f, "nft listing failed: {m}"),
+            Error::Netlink(e) => write!(f, "{e}"),
         }
     }
 }
@@ -446,7 +450,16 @@ pub trait Runner: Send + Sync {
             "this runner cannot list ({command})"
         )))
     }
+
+    /// Runs `exchange` on an nfnetlink socket of the runner's network namespace, for what
+    /// libnftables does slowly (hundreds of thousands of set elements).
+    fn with_netlink(&self, _exchange: &mut Exchange) -> Result<(), Error> {
+        Err(Error::Library("this runner has no nfnetlink socket".into()))
+    }
 }
+
+/// Requests and answers on one nfnetlink socket, numbered by its [`Seq`].
+pub type Exchange<'a> = dyn FnMut(&mut Socket, &mut Seq) -> Result<(), OsError> + 'a;
 
 impl Runner for Nft {
     fn run(&self, script: &str) -> Result<(), Error> {
@@ -455,6 +468,12 @@ impl Runner for Nft {
 
     fn list_json(&self, command: &str, terse: bool) -> Result<String, Error> {
         Nft::list_json(self, command, terse)
+    }
+
+    /// A socket of the calling thread's namespace, where `nft` runs too.
+    fn with_netlink(&self, exchange: &mut Exchange) -> Result<(), Error> {
+        let mut socket = Socket::open().map_err(Error::Netlink)?;
+        exchange(&mut socket, &mut Seq::default()).map_err(Error::Netlink)
     }
 }
 
@@ -465,6 +484,10 @@ impl Runner for super::libnft::LibNft {
 
     fn list_json(&self, command: &str, terse: bool) -> Result<String, Error> {
         super::libnft::LibNft::list_json(self, command, terse)
+    }
+
+    fn with_netlink(&self, exchange: &mut Exchange) -> Result<(), Error> {
+        super::libnft::LibNft::with_netlink(self, exchange)
     }
 }
 

@@ -12,8 +12,8 @@
 
 use super::types::{Chain, Table};
 use super::Error;
-use crate::nfnetlink::{self as nl, Attrs, Message, Request, Socket};
-use crate::os_error::OsError;
+use crate::nfnetlink::transaction::{self, generation, get_generation};
+use crate::nfnetlink::{self as nl, Attrs, Batch, Request, Seq, Socket};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -29,19 +29,11 @@ pub struct ChainRemoval {
 const HOLD: Duration = Duration::from_secs(1);
 
 fn failed(context: String, errno: i32) -> Error {
-    Error::Netlink(OsError {
-        context,
-        errno: Some(errno),
-        message: std::io::Error::from_raw_os_error(errno).to_string(),
-    })
+    Error::Netlink(transaction::failed(context, errno))
 }
 
 fn unreadable(context: &str, m: nl::Malformed) -> Error {
-    Error::Netlink(OsError {
-        context: context.to_string(),
-        errno: None,
-        message: m.to_string(),
-    })
+    Error::Netlink(transaction::unreadable(context, m))
 }
 
 /// Removes the chains that exist; returns how many (0: none is in nf_tables, which is also
@@ -56,7 +48,7 @@ pub fn remove(plan: &[ChainRemoval]) -> Result<usize, Error> {
 }
 
 fn remove_over(socket: &mut Socket, plan: &[ChainRemoval]) -> Result<usize, Error> {
-    let mut seq = Seq(0);
+    let mut seq = Seq::default();
     let (genid, existing) = generation_and_existing(socket, &mut seq, plan)?;
     if existing.is_empty() {
         return Ok(0);
@@ -72,35 +64,14 @@ fn remove_over(socket: &mut Socket, plan: &[ChainRemoval]) -> Result<usize, Erro
             }
         }
     }
-    let batch = batch(&mut seq, genid, &jumps, &existing);
-    commit(socket, &mut seq, batch)?;
+    batch(&mut seq, genid, &jumps, &existing)
+        .commit(
+            socket,
+            &mut seq,
+            "removing chains in one nf_tables transaction",
+        )
+        .map_err(Error::Netlink)?;
     Ok(existing.values().map(BTreeSet::len).sum())
-}
-
-struct Seq(u32);
-
-impl Seq {
-    fn next(&mut self) -> u32 {
-        self.0 += 1;
-        self.0
-    }
-}
-
-fn get_generation(seq: u32) -> Vec<u8> {
-    Request::new(
-        nl::nft(nl::NFT_MSG_GETGEN),
-        nl::NLM_F_REQUEST,
-        seq,
-        nl::NFPROTO_UNSPEC,
-        0,
-    )
-    .finish()
-}
-
-fn generation(m: &Message) -> Result<u32, nl::Malformed> {
-    let id = nl::find(m.attrs()?, nl::NFTA_GEN_ID)?
-        .ok_or_else(|| nl::Malformed("a generation without its id".into()))?;
-    nl::be32(id)
 }
 
 /// The ruleset generation, then which of the planned chains exist (one request each, sent
@@ -110,12 +81,12 @@ fn generation_and_existing(
     seq: &mut Seq,
     plan: &[ChainRemoval],
 ) -> Result<(u32, BTreeMap<Table, BTreeSet<Chain>>), Error> {
-    let gen_seq = seq.next();
+    let gen_seq = seq.advance();
     let mut requests = vec![get_generation(gen_seq)];
     let mut asked: BTreeMap<u32, (Table, Chain)> = BTreeMap::new();
     for removal in plan {
         for chain in &removal.chains {
-            let s = seq.next();
+            let s = seq.advance();
             requests.push(
                 Request::new(
                     nl::nft(nl::NFT_MSG_GETCHAIN),
@@ -177,7 +148,7 @@ fn jumps_into(
     let request = Request::new(
         nl::nft(nl::NFT_MSG_GETRULE),
         nl::NLM_F_REQUEST | nl::NLM_F_DUMP,
-        seq.next(),
+        seq.advance(),
         nl::NFPROTO_IPV4,
         0,
     )
@@ -295,12 +266,7 @@ fn jump_targets(expressions: &[u8]) -> Result<Vec<&str>, nl::Malformed> {
     Ok(targets)
 }
 
-/// What each message of a batch does, by its sequence number (for the error).
-type Batch = (Vec<Vec<u8>>, BTreeMap<u32, String>);
-
-/// BEGIN (with the generation), the jumps, each chain's rules, the chains, END. No change asks
-/// for an acknowledgement: the kernel answers errors only (thousands of acknowledgements could
-/// overrun the receive buffer after a commit that worked).
+/// BEGIN (with the generation), the jumps, each chain's rules, the chains, END.
 fn batch(
     seq: &mut Seq,
     genid: u32,
@@ -311,102 +277,46 @@ fn batch(
     let change = |kind: u16, seq: u32, flags: u16| {
         Request::new(nl::nft(kind), flags, seq, nl::NFPROTO_IPV4, 0)
     };
-    let mut messages = vec![Request::new(
-        nl::NFNL_MSG_BATCH_BEGIN,
-        nl::NLM_F_REQUEST,
-        seq.next(),
-        nl::NFPROTO_UNSPEC,
-        nl::NFNL_SUBSYS_NFTABLES,
-    )
-    .be32(nl::NFNL_BATCH_GENID, genid)
-    .finish()];
-    let mut what = BTreeMap::new();
+    let mut batch = Batch::begin(seq, Some(genid));
     for (table, parent, handle) in jumps {
-        let s = seq.next();
-        messages.push(
+        let s = seq.advance();
+        batch.push(
+            s,
             change(nl::NFT_MSG_DELRULE, s, flags)
                 .name(nl::NFTA_RULE_TABLE, table.name())
                 .name(nl::NFTA_RULE_CHAIN, parent.as_str())
                 .be64(nl::NFTA_RULE_HANDLE, *handle)
                 .finish(),
+            format!("deleting rule {handle} of {table} {parent}"),
         );
-        what.insert(s, format!("deleting rule {handle} of {table} {parent}"));
     }
     for (table, doomed) in chains {
         for chain in doomed {
-            let s = seq.next();
-            messages.push(
+            let s = seq.advance();
+            batch.push(
+                s,
                 change(nl::NFT_MSG_DELRULE, s, flags)
                     .name(nl::NFTA_RULE_TABLE, table.name())
                     .name(nl::NFTA_RULE_CHAIN, chain.as_str())
                     .finish(),
+                format!("flushing {table} {chain}"),
             );
-            what.insert(s, format!("flushing {table} {chain}"));
         }
     }
     for (table, doomed) in chains {
         for chain in doomed {
-            let s = seq.next();
-            messages.push(
+            let s = seq.advance();
+            batch.push(
+                s,
                 change(nl::NFT_MSG_DELCHAIN, s, flags | nl::NLM_F_NONREC)
                     .name(nl::NFTA_CHAIN_TABLE, table.name())
                     .name(nl::NFTA_CHAIN_NAME, chain.as_str())
                     .finish(),
+                format!("deleting {table} {chain}"),
             );
-            what.insert(s, format!("deleting {table} {chain}"));
         }
     }
-    messages.push(
-        Request::new(
-            nl::NFNL_MSG_BATCH_END,
-            nl::NLM_F_REQUEST,
-            seq.next(),
-            nl::NFPROTO_UNSPEC,
-            nl::NFNL_SUBSYS_NFTABLES,
-        )
-        .finish(),
-    );
-    (messages, what)
-}
-
-/// Sends the batch, then a generation request whose answer comes after every answer of the
-/// batch; the first error of the batch is returned. (The kernel answers a refused batch with an
-/// error naming the message it refused, or BEGIN for the transaction as a whole.)
-fn commit(socket: &mut Socket, seq: &mut Seq, (messages, what): Batch) -> Result<(), Error> {
-    socket.send(&messages).map_err(Error::Netlink)?;
-    let sentinel = seq.next();
-    socket
-        .send(&[get_generation(sentinel)])
-        .map_err(Error::Netlink)?;
-    let context = "removing chains in one nf_tables transaction";
-    let mut first_error = None;
-    loop {
-        let datagram = socket.recv().map_err(Error::Netlink)?;
-        for m in nl::messages(datagram).map_err(|e| unreadable(context, e))? {
-            match m.error().map_err(|e| unreadable(context, e))? {
-                Some((0, _)) => {}
-                Some((errno, s)) if s == sentinel => {
-                    return Err(first_error.unwrap_or_else(|| {
-                        failed(format!("{context}: the closing request"), errno)
-                    }))
-                }
-                Some((errno, s)) => {
-                    let step = what.get(&s).cloned();
-                    first_error.get_or_insert_with(|| {
-                        let step = step.unwrap_or_else(|| "the transaction".into());
-                        failed(format!("{context}: {step}"), errno)
-                    });
-                }
-                None if m.seq == sentinel => {
-                    return match first_error {
-                        Some(e) => Err(e),
-                        None => Ok(()),
-                    };
-                }
-                None => {}
-            }
-        }
-    }
+    batch.end(seq)
 }
 
 #[cfg(test)]
@@ -543,17 +453,18 @@ mod tests {
 
     #[test]
     fn the_batch_deletes_jumps_then_flushes_then_deletes_chains_under_the_generation() {
-        let mut seq = Seq(0);
+        let mut seq = Seq::default();
         let chains = BTreeMap::from([(
             Table::Nat,
             BTreeSet::from([chain("netin--h"), chain("masq--h")]),
         )]);
-        let (messages, what) = batch(
+        let prepared = batch(
             &mut seq,
             0x0a0b,
             &[(Table::Nat, chain("PREROUTING"), 12)],
             &chains,
         );
+        let messages = prepared.messages();
         let kinds: Vec<u16> = messages
             .iter()
             .map(|m| nl::messages(m).unwrap()[0].kind)
@@ -576,8 +487,8 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(nl::be32(genid).unwrap(), 0x0a0b);
-        assert_eq!(what.len(), 5);
-        assert_eq!(what[&2], "deleting rule 12 of nat PREROUTING");
+        assert_eq!(prepared.changes(), 5);
+        assert_eq!(prepared.step(2), Some("deleting rule 12 of nat PREROUTING"));
         let jump = nl::messages(&messages[1]).unwrap()[0];
         let handle = nl::find(jump.attrs().unwrap(), nl::NFTA_RULE_HANDLE)
             .unwrap()
@@ -612,7 +523,7 @@ mod tests {
                 parents: vec![Chain::input()],
             }];
             let mut socket = Socket::open().unwrap();
-            let mut seq = Seq(0);
+            let mut seq = Seq::default();
             let (genid, existing) = generation_and_existing(&mut socket, &mut seq, &plan).unwrap();
             let doomed = &existing[&Table::Filter];
             let jumps: Vec<_> = jumps_into(
@@ -634,7 +545,9 @@ mod tests {
             );
             ipt.apply(&other).unwrap();
             let prepared = batch(&mut seq, genid, &jumps, &existing);
-            let result = commit(&mut socket, &mut seq, prepared);
+            let result = prepared
+                .commit(&mut socket, &mut seq, "removing")
+                .map_err(Error::Netlink);
             (
                 result,
                 ipt.list(Table::Filter).unwrap().has_chain("input--h"),

@@ -4,8 +4,10 @@
 //! (handles, verdict codes, generation ids) are big-endian.
 
 pub mod socket;
+pub mod transaction;
 
 pub use socket::Socket;
+pub use transaction::{Batch, Seq};
 
 pub const NFNL_SUBSYS_NFTABLES: u16 = 10;
 pub const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
@@ -13,38 +15,56 @@ pub const NFNL_MSG_BATCH_END: u16 = 0x11;
 /// Attribute of BATCH_BEGIN: the ruleset generation the batch was prepared against.
 pub const NFNL_BATCH_GENID: u16 = 1;
 
+pub const NFT_MSG_NEWTABLE: u16 = 0;
+pub const NFT_MSG_GETTABLE: u16 = 1;
 pub const NFT_MSG_GETCHAIN: u16 = 4;
 pub const NFT_MSG_NEWCHAIN: u16 = 3;
 pub const NFT_MSG_DELCHAIN: u16 = 5;
 pub const NFT_MSG_NEWRULE: u16 = 6;
 pub const NFT_MSG_GETRULE: u16 = 7;
 pub const NFT_MSG_DELRULE: u16 = 8;
+pub const NFT_MSG_NEWSETELEM: u16 = 12;
 pub const NFT_MSG_NEWGEN: u16 = 15;
 pub const NFT_MSG_GETGEN: u16 = 16;
 
+pub const NFTA_TABLE_NAME: u16 = 1;
+pub const NFTA_TABLE_FLAGS: u16 = 2;
+/// A table whose base chains are not hooked: it filters nothing until woken.
+pub const NFT_TABLE_F_DORMANT: u32 = 1;
 pub const NFTA_CHAIN_TABLE: u16 = 1;
 pub const NFTA_CHAIN_NAME: u16 = 3;
 pub const NFTA_RULE_TABLE: u16 = 1;
 pub const NFTA_RULE_CHAIN: u16 = 2;
 pub const NFTA_RULE_HANDLE: u16 = 3;
 pub const NFTA_RULE_EXPRESSIONS: u16 = 4;
+pub const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+pub const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+pub const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+pub const NFTA_SET_ELEM_KEY: u16 = 1;
+pub const NFTA_SET_ELEM_DATA: u16 = 2;
 pub const NFTA_LIST_ELEM: u16 = 1;
 pub const NFTA_EXPR_NAME: u16 = 1;
 pub const NFTA_EXPR_DATA: u16 = 2;
 pub const NFTA_IMMEDIATE_DATA: u16 = 2;
+pub const NFTA_DATA_VALUE: u16 = 1;
 pub const NFTA_DATA_VERDICT: u16 = 2;
 pub const NFTA_VERDICT_CODE: u16 = 1;
 pub const NFTA_VERDICT_CHAIN: u16 = 2;
 pub const NFTA_GEN_ID: u16 = 1;
-/// Verdict codes of a jump and a goto to another chain.
+/// Verdict codes.
+pub const NF_DROP: i32 = 0;
+pub const NF_ACCEPT: i32 = 1;
+pub const NFT_CONTINUE: i32 = -1;
 pub const NFT_JUMP: i32 = -3;
 pub const NFT_GOTO: i32 = -4;
+pub const NFT_RETURN: i32 = -5;
 
 pub const NLMSG_ERROR: u16 = 2;
 pub const NLMSG_DONE: u16 = 3;
 pub const NLM_F_REQUEST: u16 = 1;
 pub const NLM_F_ACK: u16 = 4;
 pub const NLM_F_DUMP: u16 = 0x300;
+pub const NLM_F_CREATE: u16 = 0x400;
 /// DELCHAIN: refuse (EBUSY) instead of deleting what the chain still holds.
 pub const NLM_F_NONREC: u16 = 0x100;
 
@@ -85,11 +105,7 @@ impl Request {
     }
 
     fn attr(mut self, kind: u16, value: &[u8]) -> Request {
-        self.bytes
-            .extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
-        self.bytes.extend_from_slice(&kind.to_ne_bytes());
-        self.bytes.extend_from_slice(value);
-        self.bytes.resize(align(self.bytes.len()), 0);
+        self.push(kind, value);
         self
     }
 
@@ -108,12 +124,49 @@ impl Request {
         self.attr(kind, &value.to_be_bytes())
     }
 
+    /// Appends an attribute in place (for messages built in a loop).
+    pub fn push(&mut self, kind: u16, value: &[u8]) {
+        self.bytes
+            .extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
+        self.bytes.extend_from_slice(&kind.to_ne_bytes());
+        self.bytes.extend_from_slice(value);
+        self.bytes.resize(align(self.bytes.len()), 0);
+    }
+
+    /// Opens a nested attribute; [`Request::close_nest`] with the returned mark closes it.
+    pub fn open_nest(&mut self, kind: u16) -> usize {
+        let at = self.bytes.len();
+        self.bytes.extend_from_slice(&0u16.to_ne_bytes());
+        self.bytes
+            .extend_from_slice(&(kind | NLA_NESTED).to_ne_bytes());
+        at
+    }
+
+    /// Closes the nest opened at `at`. An attribute's length is 16 bits: callers keep a nest
+    /// under [`NEST_MAX`].
+    pub fn close_nest(&mut self, at: usize) {
+        let len = (self.bytes.len() - at) as u16;
+        self.bytes[at..at + 2].copy_from_slice(&len.to_ne_bytes());
+    }
+
+    /// Bytes so far.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
     pub fn finish(mut self) -> Vec<u8> {
         let len = self.bytes.len() as u32;
         self.bytes[..4].copy_from_slice(&len.to_ne_bytes());
         self.bytes
     }
 }
+
+/// The most a nested attribute may hold (its length is a 16-bit field).
+pub const NEST_MAX: usize = u16::MAX as usize;
 
 /// An answer that cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq)]

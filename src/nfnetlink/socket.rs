@@ -20,7 +20,12 @@ const RECEIVE_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Socket {
     inner: netlink_sys::Socket,
     buf: Vec<u8>,
+    /// The send buffer asked for so far (0: the system's default).
+    send_buffer: usize,
 }
+
+/// Datagrams up to this size fit the default send buffer.
+const DEFAULT_SEND: usize = 128 << 10;
 
 impl Socket {
     pub fn open() -> Result<Socket, OsError> {
@@ -54,15 +59,45 @@ impl Socket {
         Ok(Socket {
             inner,
             buf: vec![0u8; 1 << 16],
+            send_buffer: 0,
         })
     }
 
     /// Sends the requests as one datagram (a batch must be one).
-    pub fn send(&self, requests: &[Vec<u8>]) -> Result<(), OsError> {
+    pub fn send(&mut self, requests: &[Vec<u8>]) -> Result<(), OsError> {
         let datagram = requests.concat();
+        if datagram.len() > DEFAULT_SEND.max(self.send_buffer) {
+            self.grow_send_buffer(datagram.len())?;
+        }
         self.inner
             .send(&datagram, 0)
             .map_err(|e| OsError::io("sending to nf_tables", &e))?;
+        Ok(())
+    }
+
+    /// A datagram larger than the send buffer is refused whole (EMSGSIZE). SO_SNDBUFFORCE
+    /// (CAP_NET_ADMIN, which every nf_tables writer has) passes `net.core.wmem_max`.
+    fn grow_send_buffer(&mut self, len: usize) -> Result<(), OsError> {
+        let size = libc::c_int::try_from(len + (64 << 10)).unwrap_or(libc::c_int::MAX);
+        let set = |option| {
+            // SAFETY: a valid socket and a c_int of the size given.
+            unsafe {
+                libc::setsockopt(
+                    self.inner.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    option,
+                    &size as *const libc::c_int as *const libc::c_void,
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            }
+        };
+        if set(libc::SO_SNDBUFFORCE) != 0 && set(libc::SO_SNDBUF) != 0 {
+            return Err(OsError::io(
+                format!("growing the nfnetlink socket's send buffer to {size} bytes"),
+                &std::io::Error::last_os_error(),
+            ));
+        }
+        self.send_buffer = len;
         Ok(())
     }
 
@@ -80,6 +115,16 @@ impl Socket {
             });
         }
         Ok(&self.buf[..n])
+    }
+
+    /// Drops whatever answers are waiting (left by an exchange that ended early), so the next
+    /// exchange reads only its own.
+    pub fn drain(&mut self) {
+        while let Ok(n) = self.inner.recv(&mut &mut self.buf[..], libc::MSG_DONTWAIT) {
+            if n == 0 {
+                break;
+            }
+        }
     }
 
     /// Closes the socket without waiting: a detached process keeps it for `hold`, then closes

@@ -7,6 +7,7 @@
 //! endpoints answer as the original's ([`endpoints`]); the flow log names the rules the table's
 //! log prefixes point at ([`flow_rules`]).
 
+pub mod bulk;
 pub mod client;
 pub mod compile;
 pub mod counters;

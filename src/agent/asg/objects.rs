@@ -262,10 +262,27 @@ pub fn render_full(o: &Objects) -> String {
 /// deletes the table, and with it every counter). Carried values of counters or sets the new
 /// table does not have are left out.
 pub fn render_full_carrying(o: &Objects, carried: &Carried) -> String {
+    render_whole(o, carried, None)
+}
+
+/// The whole table created dormant (its base chain unhooked, so it filters nothing), without
+/// the elements of the sets in `left_out` (which [`super::bulk`] writes, waking the table).
+pub fn render_dormant(o: &Objects, left_out: &BTreeSet<String>) -> String {
+    render_whole(o, &Carried::default(), Some(left_out))
+}
+
+fn render_whole(o: &Objects, carried: &Carried, dormant: Option<&BTreeSet<String>>) -> String {
     let mut out = String::with_capacity(256 + o.element_count() * 40);
     let _ = writeln!(out, "add table {FAMILY} {TABLE}");
     let _ = writeln!(out, "delete table {FAMILY} {TABLE}");
-    let _ = writeln!(out, "add table {FAMILY} {TABLE}");
+    match dormant {
+        Some(_) => {
+            let _ = writeln!(out, "add table {FAMILY} {TABLE} {{ flags dormant; }}");
+        }
+        None => {
+            let _ = writeln!(out, "add table {FAMILY} {TABLE}");
+        }
+    }
     for name in &o.counters {
         add_counter(&mut out, name, carried.counters.get(name));
     }
@@ -276,6 +293,9 @@ pub fn render_full_carrying(o: &Objects, carried: &Carried) -> String {
         add_set(&mut out, name, s);
     }
     for (name, s) in &o.sets {
+        if dormant.is_some_and(|left_out| left_out.contains(name)) {
+            continue;
+        }
         let items = s.elements.iter().map(|(k, v)| (k, Some(v)));
         elements(&mut out, "add", name, items);
     }

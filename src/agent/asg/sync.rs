@@ -10,6 +10,7 @@
 //! start, after a failed transaction, or when the check finds it changed from outside, and every
 //! rewrite carries the table's counters over. One cycle at a time.
 
+use super::bulk;
 use super::client::AsgSource;
 use super::compile::{compile_with, Cache, Compiled, LoggedRule, Settings, SPACE_KEY};
 use super::counters;
@@ -24,6 +25,7 @@ use crate::agent::Error;
 use crate::api::security_groups::SecurityGroup;
 use crate::cell::{Container, Reader};
 use crate::metrics::{OpMetrics, Registrar};
+use crate::nfnetlink;
 use crate::steps::Steps;
 use arc_swap::ArcSwap;
 use prometheus_client::metrics::counter::Counter;
@@ -437,6 +439,18 @@ impl AsgAgent {
     /// The table rewritten whole, its counters carried over from the table it replaces (none
     /// at a first start; the rewrite loses only what is counted between the read and the commit).
     fn full(&self, new: &Compiled) -> Result<Applied, Error> {
+        if self.table_is_live() == Some(false) {
+            match self
+                .metrics
+                .enforce
+                .time("full", || bulk::apply_first(self.runner.as_ref(), &new.objects))
+            {
+                Ok(()) => return Ok(Applied::Full(new.objects.element_count())),
+                Err(e) => log::warn!(
+                    "security groups: a first apply over nfnetlink failed ({e}); writing the table in one libnftables transaction"
+                ),
+            }
+        }
         let carried = match counters::read_with(self.runner.as_ref()) {
             Ok(read) => counters::carried(&read),
             Err(e) => {
@@ -449,6 +463,18 @@ impl AsgAgent {
                 .run(&render_full_carrying(&new.objects, &carried))
         })?;
         Ok(Applied::Full(new.objects.element_count()))
+    }
+
+    /// Whether the table exists and filters (`None`: it cannot be told, so it is replaced as a
+    /// live one would be).
+    fn table_is_live(&self) -> Option<bool> {
+        match bulk::table_flags(self.runner.as_ref()) {
+            Ok(flags) => Some(flags.is_some_and(|f| f & nfnetlink::NFT_TABLE_F_DORMANT == 0)),
+            Err(e) => {
+                log::debug!("security groups: cannot look the table up: {e}");
+                None
+            }
+        }
     }
 
     /// The periodic check ([`drift`]): the table rewritten whole only when the kernel's differs
