@@ -585,6 +585,58 @@ mod tests {
         }
     }
 
+    /// libnftables in a namespace of its own, whose element batches fail (a kernel that
+    /// refuses them): the first call of the nfnetlink socket (the table lookup) goes through.
+    struct RefusingBatches {
+        nft: crate::agent::libnft::LibNft,
+        calls: AtomicUsize,
+    }
+
+    impl Runner for RefusingBatches {
+        fn run(&self, script: &str) -> Result<(), crate::agent::nft::Error> {
+            self.nft.run(script)
+        }
+        fn with_netlink(
+            &self,
+            exchange: &mut crate::agent::nft::Exchange,
+        ) -> Result<(), crate::agent::nft::Error> {
+            if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                self.nft.with_netlink(exchange)
+            } else {
+                Err(crate::agent::nft::Error::Library("refused here".into()))
+            }
+        }
+    }
+
+    #[test]
+    fn a_first_apply_whose_element_batch_fails_writes_the_table_whole() {
+        let ns = crate::lab::netns::NamedNetns::create(&format!(
+            "nmfirst{}",
+            std::process::id() % 100000
+        ))
+        .unwrap();
+        let runner = crate::netns::run_in(&ns.path(), || RefusingBatches {
+            nft: crate::agent::libnft::LibNft::open().unwrap(),
+            calls: AtomicUsize::new(0),
+        })
+        .unwrap();
+        let (mut agent, _server, store, _dir) = agent(Duration::from_secs(3600));
+        agent.runner = Box::new(runner);
+        store.add(app("c1", 2)).unwrap();
+        assert!(matches!(agent.poll().unwrap(), Applied::Full(_)));
+        let (flags, listed) = crate::netns::run_in(&ns.path(), || {
+            let nft = crate::agent::libnft::LibNft::open().unwrap();
+            (
+                bulk::table_flags(&nft).unwrap(),
+                nft.run_listing(&format!("list table ip {TABLE}")).unwrap(),
+            )
+        })
+        .unwrap();
+        assert_eq!(flags, Some(0), "live, not dormant: {listed}");
+        assert!(listed.contains("10.255.0.2 : jump rs_"), "{listed}");
+        assert!(listed.contains("1.1.1.1"), "{listed}");
+    }
+
     fn agent(full_sync: Duration) -> (AsgAgent, Arc<Counting>, Store, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.json");
