@@ -1,7 +1,8 @@
 //! The ASG loop's periodic sync (every `asg_poll_interval_seconds`, 1 s here) rewrites nothing
 //! while the table in the kernel is the one the agent installed, and repairs it within one period
 //! when something outside changed it: a rule-set chain flushed, a container's element deleted,
-//! the table deleted, the table made dormant; the table's counters carried over the rewrite (not over a deleted table's).
+//! a host element added, the table deleted, the table made dormant; the table's counters carried
+//! over the rewrite (not over a deleted or dormant table's).
 //! Real networker and agent in cell namespaces, real packets.
 
 mod support;
@@ -92,7 +93,7 @@ fn the_periodic_sync_rewrites_nothing_and_repairs_a_table_changed_from_outside()
     let refused = default_deny(&cell);
     assert!(refused >= 1, "{}", cell.asg_table());
 
-    let broken: [(&str, Vec<String>); 4] = [
+    let broken: [(&str, Vec<String>); 5] = [
         (
             "the container's rule-set chain flushed",
             vec!["flush", "chain", "ip", "netman_asg", &chain]
@@ -110,6 +111,24 @@ fn the_periodic_sync_rewrites_nothing_and_repairs_a_table_changed_from_outside()
                 "containers",
                 "{",
                 &ip.to_string(),
+                "}",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+        ),
+        (
+            "a host element added",
+            [
+                "add",
+                "element",
+                "ip",
+                "netman_asg",
+                "g_r_tcph",
+                "{",
+                "198.51.100.77",
+                ":",
+                "0x00000001",
                 "}",
             ]
             .into_iter()
@@ -155,7 +174,7 @@ fn the_periodic_sync_rewrites_nothing_and_repairs_a_table_changed_from_outside()
             cell.agent_log()
         );
         assert!(cell.asg_table().contains(&element), "{}", cell.asg_table());
-        if i < 2 {
+        if i < 3 {
             assert!(
                 default_deny(&cell) >= refused,
                 "{what}: the counter restarted\n{}",
@@ -163,10 +182,8 @@ fn the_periodic_sync_rewrites_nothing_and_repairs_a_table_changed_from_outside()
             );
         }
     }
-    assert!(
-        !cell.asg_table().contains("dormant"),
-        "{}",
-        cell.asg_table()
-    );
-    assert_eq!(repairs(&cell), 4, "{}", cell.agent_log());
+    let table = cell.asg_table();
+    assert!(!table.contains("dormant"), "{table}");
+    assert!(!table.contains("198.51.100.77"), "{table}");
+    assert_eq!(repairs(&cell), 5, "{}", cell.agent_log());
 }

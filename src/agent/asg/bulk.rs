@@ -16,7 +16,9 @@
 
 use super::objects::{render_dormant, Objects, SetObj, TABLE};
 use crate::agent::nft::{Error, Runner};
-use crate::nfnetlink::{self as nl, Batch, Request, Seq};
+use crate::nfnetlink::transaction::{failed, unreadable};
+use crate::nfnetlink::{self as nl, Attrs, Batch, Request, Seq, Socket};
+use crate::os_error::OsError;
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
@@ -68,7 +70,7 @@ enum DataKind {
     Verdict,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Data {
     None,
     Value([u8; 4]),
@@ -232,6 +234,147 @@ pub fn fill_and_wake(seq: &mut Seq, table: &str, sets: &[(&str, Encoded)]) -> Ba
         format!("waking the table {table}"),
     );
     batch.end(seq)
+}
+
+/// One element of a dump, `None` when it is not a plain element (another key size, an
+/// interval end, a value of another shape): not one the agent writes.
+fn decode_element(elem: &[u8]) -> Result<Option<([u8; 4], Data)>, nl::Malformed> {
+    let (mut key, mut data) = (None, Data::None);
+    for a in Attrs::of(elem) {
+        let (kind, value) = a?;
+        match kind {
+            nl::NFTA_SET_ELEM_KEY => {
+                let Some(v) = nl::find(Attrs::of(value), nl::NFTA_DATA_VALUE)? else {
+                    return Ok(None);
+                };
+                let Ok(k) = <[u8; 4]>::try_from(v) else {
+                    return Ok(None);
+                };
+                key = Some(k);
+            }
+            nl::NFTA_SET_ELEM_DATA => {
+                if let Some(v) = nl::find(Attrs::of(value), nl::NFTA_DATA_VALUE)? {
+                    let Ok(v) = <[u8; 4]>::try_from(v) else {
+                        return Ok(None);
+                    };
+                    data = Data::Value(v);
+                } else if let Some(v) = nl::find(Attrs::of(value), nl::NFTA_DATA_VERDICT)? {
+                    let Some(code) = nl::find(Attrs::of(v), nl::NFTA_VERDICT_CODE)? else {
+                        return Ok(None);
+                    };
+                    let chain = nl::find(Attrs::of(v), nl::NFTA_VERDICT_CHAIN)?
+                        .map(|c| nl::name(c).map(str::to_string))
+                        .transpose()?;
+                    data = Data::Verdict(nl::be32(code)? as i32, chain);
+                } else {
+                    return Ok(None);
+                }
+            }
+            nl::NFTA_SET_ELEM_FLAGS if nl::be32(value)? != 0 => return Ok(None),
+            _ => {}
+        }
+    }
+    Ok(key.map(|k| (k, data)))
+}
+
+/// Adds the elements of one dump datagram to `out` (`None` once one is not plain); true at
+/// the dump's end.
+fn read_dump_part(
+    datagram: &[u8],
+    out: &mut Option<Vec<([u8; 4], Data)>>,
+) -> Result<Result<bool, i32>, nl::Malformed> {
+    let (messages, end) = nl::dump_part(datagram, nl::nft(nl::NFT_MSG_NEWSETELEM))?;
+    for m in messages {
+        let Some(list) = nl::find(m.attrs()?, nl::NFTA_SET_ELEM_LIST_ELEMENTS)? else {
+            continue;
+        };
+        for elem in Attrs::of(list) {
+            let (_, elem) = elem?;
+            let decoded = decode_element(elem)?;
+            match (out.as_mut(), decoded) {
+                (Some(v), Some(e)) => v.push(e),
+                _ => *out = None,
+            }
+        }
+    }
+    Ok(match end {
+        None => Ok(false),
+        Some(Ok(())) => Ok(true),
+        Some(Err(errno)) => Err(errno),
+    })
+}
+
+/// The elements of `table`'s set `name` as the kernel holds them (one dump): `Ok(None)` when
+/// there is no such set, `Some(None)` when one of them is not a plain element.
+#[allow(clippy::type_complexity)]
+fn read_elements(
+    socket: &mut Socket,
+    seq: &mut Seq,
+    table: &str,
+    name: &str,
+) -> Result<Option<Option<Vec<([u8; 4], Data)>>>, OsError> {
+    let context = format!("listing the elements of {table} {name}");
+    let request = Request::new(
+        nl::nft(nl::NFT_MSG_GETSETELEM),
+        nl::NLM_F_REQUEST | nl::NLM_F_DUMP,
+        seq.advance(),
+        nl::NFPROTO_IPV4,
+        0,
+    )
+    .name(nl::NFTA_SET_ELEM_LIST_TABLE, table)
+    .name(nl::NFTA_SET_ELEM_LIST_SET, name)
+    .finish();
+    socket.send(&[request])?;
+    let mut out = Some(Vec::new());
+    loop {
+        let datagram = socket.recv()?;
+        match read_dump_part(datagram, &mut out).map_err(|e| unreadable(&context, e))? {
+            Ok(false) => {}
+            Ok(true) => return Ok(Some(out)),
+            Err(libc::ENOENT) => return Ok(None),
+            Err(errno) => return Err(failed(context, errno)),
+        }
+    }
+}
+
+/// The plain maps of `want` ([`encode`]) whose elements in the kernel are not exactly the
+/// agent's (one dump each, no text), described; sets named in `skip` and sets the kernel does
+/// not have (a difference the listings report) are left out.
+pub fn differences(
+    runner: &dyn Runner,
+    want: &Objects,
+    skip: &[&str],
+) -> Result<Vec<String>, Error> {
+    let mut out = Vec::new();
+    runner.with_netlink(&mut |socket, seq| {
+        for (name, set) in &want.sets {
+            if skip.contains(&name.as_str()) {
+                continue;
+            }
+            let Some(wanted) = encode(set) else {
+                continue;
+            };
+            let Some(held) = read_elements(socket, seq, TABLE, name)? else {
+                continue;
+            };
+            let Some(mut held) = held else {
+                out.push(format!("{name} holds elements the agent does not write"));
+                continue;
+            };
+            let mut wanted = wanted.elements;
+            held.sort_unstable();
+            wanted.sort_unstable();
+            if held != wanted {
+                out.push(format!(
+                    "{name} holds {} elements that differ from the {} the agent wrote",
+                    held.len(),
+                    wanted.len()
+                ));
+            }
+        }
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -468,7 +611,119 @@ mod tests {
         );
     }
 
+    /// What the element batch sends is what a dump answers (the same message layout): read
+    /// back, the elements are the encoded ones; anything but a plain element marks the set.
+    #[test]
+    fn dumped_elements_read_back_and_foreign_ones_are_told_apart() {
+        let mut hosts = SetObj::new("type ipv4_addr : mark;");
+        for i in 0..3000u32 {
+            hosts.elements.insert(
+                Ipv4Addr::from(0x6440_0000 + i).to_string(),
+                format!("0x{:08x}", i % 9),
+            );
+        }
+        let encoded = encode(&hosts).unwrap();
+        let mut seq = Seq::default();
+        let batch = fill_and_wake(&mut seq, "t", &[("h", encoded.clone())]);
+        let messages = batch.messages();
+        let mut datagram: Vec<u8> = messages[1..messages.len() - 2].concat();
+        datagram.extend(nl::testing::message(nl::NLMSG_DONE, 9, &0i32.to_ne_bytes()));
+        let mut out = Some(Vec::new());
+        assert_eq!(read_dump_part(&datagram, &mut out), Ok(Ok(true)));
+        let (mut read, mut want) = (out.unwrap(), encoded.elements);
+        read.sort_unstable();
+        want.sort_unstable();
+        assert_eq!(read, want);
+
+        let elem = |parts: &[Vec<u8>]| {
+            nl::testing::nft_message(
+                nl::NFT_MSG_NEWSETELEM,
+                1,
+                &[nl::testing::nested(
+                    nl::NFTA_SET_ELEM_LIST_ELEMENTS,
+                    &[nl::testing::nested(nl::NFTA_LIST_ELEM, parts)],
+                )],
+            )
+        };
+        let key = |bytes: &[u8]| {
+            nl::testing::nested(
+                nl::NFTA_SET_ELEM_KEY,
+                &[nl::testing::attr(nl::NFTA_DATA_VALUE, bytes)],
+            )
+        };
+        for foreign in [
+            elem(&[key(&[0; 16])]),
+            elem(&[
+                key(&[10, 0, 0, 1]),
+                nl::testing::attr(nl::NFTA_SET_ELEM_FLAGS, &1u32.to_be_bytes()),
+            ]),
+            elem(&[
+                key(&[10, 0, 0, 1]),
+                nl::testing::nested(
+                    nl::NFTA_SET_ELEM_DATA,
+                    &[nl::testing::attr(nl::NFTA_DATA_VALUE, &[0; 8])],
+                ),
+            ]),
+        ] {
+            let mut out = Some(vec![([1, 2, 3, 4], Data::None)]);
+            assert_eq!(read_dump_part(&foreign, &mut out), Ok(Ok(false)));
+            assert_eq!(out, None);
+        }
+        let mut out = Some(Vec::new());
+        assert_eq!(
+            read_dump_part(&nl::testing::error(2, 1), &mut out),
+            Ok(Err(2))
+        );
+    }
+
+    /// Against the kernel: nothing differs after a first apply; a host element added from
+    /// outside, or one deleted, is found.
+    #[test]
+    fn elements_added_or_deleted_from_outside_are_found() {
+        let ns = crate::lab::netns::NamedNetns::create(&format!(
+            "nmdiff{}",
+            std::process::id() % 100000
+        ))
+        .unwrap();
+        let o = objects();
+        let host_map = o
+            .sets
+            .iter()
+            .find(|(n, s)| n.ends_with("_tcph") && s.elements.len() > 10)
+            .map(|(n, s)| (n.clone(), s.elements.keys().next().unwrap().clone()))
+            .unwrap();
+        let map_name = host_map.0.clone();
+        let found = crate::netns::run_in(&ns.path(), move || {
+            let nft = crate::agent::libnft::LibNft::open().unwrap();
+            apply_first(&nft, &o).unwrap();
+            let mut found = vec![differences(&nft, &o, &[]).unwrap()];
+            let (map, key) = &host_map;
+            nft.run(&format!(
+                "add element ip {TABLE} {map} {{ 203.0.113.9 : 0x00000001 }}"
+            ))
+            .unwrap();
+            found.push(differences(&nft, &o, &[]).unwrap());
+            nft.run(&format!(
+                "delete element ip {TABLE} {map} {{ 203.0.113.9, {key} }}"
+            ))
+            .unwrap();
+            found.push(differences(&nft, &o, &[]).unwrap());
+            found
+        })
+        .unwrap();
+        assert_eq!(found[0], Vec::<String>::new());
+        assert_eq!(found[1].len(), 1, "{:?}", found[1]);
+        assert!(found[1][0].starts_with(&map_name), "{:?}", found[1]);
+        assert_eq!(found[2].len(), 1, "{:?}", found[2]);
+    }
+
     proptest! {
+        #[test]
+        fn hostile_dumps_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            let mut out = Some(Vec::new());
+            let _ = read_dump_part(&bytes, &mut out);
+        }
+
         /// Stored element text is read strictly: anything else leaves the set to libnftables,
         /// and nothing panics.
         #[test]
