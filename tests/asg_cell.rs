@@ -486,6 +486,39 @@ fn an_agent_killed_during_its_first_apply_leaves_nothing_filtering_or_the_comple
     eprintln!(
         "killed during a first apply: no table {nothing}, dormant {dormant}, complete {whole}"
     );
+
+    // The state between the two transactions, made on purpose (a kill lands in it rarely): a
+    // dormant table filters nothing, so the guard refuses the container's new egress, and the
+    // next start replaces it with the complete table.
+    cell.agent.take();
+    cell.net
+        .cell
+        .exec(&[
+            "nft",
+            "add",
+            "table",
+            "ip",
+            "netman_asg",
+            "{",
+            "flags",
+            "dormant",
+            ";",
+            "}",
+        ])
+        .unwrap();
+    assert!(cell.asg_table().contains("flags dormant"));
+    assert!(!tcp(&a, NET_A, 80), "a dormant table lets nothing out");
+    cell.start_agent();
+    eventually(
+        "the dormant table replaced",
+        true,
+        || tcp(&a, NET_A, 80),
+        &cell,
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), true, || listing(&cell) == complete).is_ok(),
+        "the dormant table replaced by the complete one"
+    );
 }
 
 #[test]

@@ -137,7 +137,7 @@ impl LibNft {
             let netlink = match Socket::open() {
                 Ok(socket) => Some((socket, Seq::default())),
                 Err(e) => {
-                    log::debug!("no nfnetlink socket beside libnftables: {e}");
+                    log::warn!("no nfnetlink socket beside libnftables ({e}): the ASG table's first apply and check go the slow way");
                     None
                 }
             };

@@ -470,10 +470,13 @@ impl Runner for Nft {
         Nft::list_json(self, command, terse)
     }
 
-    /// A socket of the calling thread's namespace, where `nft` runs too.
+    /// A socket of the calling thread's namespace, where `nft` runs too; handed off after
+    /// (closing one that just committed would wait for the kernel, see [`Socket::hand_off`]).
     fn with_netlink(&self, exchange: &mut Exchange) -> Result<(), Error> {
         let mut socket = Socket::open().map_err(Error::Netlink)?;
-        exchange(&mut socket, &mut Seq::default()).map_err(Error::Netlink)
+        let done = exchange(&mut socket, &mut Seq::default()).map_err(Error::Netlink);
+        socket.hand_off(std::time::Duration::from_secs(1));
+        done
     }
 }
 

@@ -252,15 +252,10 @@ fn jump_targets(expressions: &[u8]) -> Result<Vec<&str>, nl::Malformed> {
         let Some(verdict) = nl::find(Attrs::of(value), nl::NFTA_DATA_VERDICT)? else {
             continue;
         };
-        let code = match nl::find(Attrs::of(verdict), nl::NFTA_VERDICT_CODE)? {
-            Some(v) => nl::be32(v)? as i32,
-            None => continue,
-        };
-        if code != nl::NFT_JUMP && code != nl::NFT_GOTO {
-            continue;
-        }
-        if let Some(chain) = nl::find(Attrs::of(verdict), nl::NFTA_VERDICT_CHAIN)? {
-            targets.push(nl::name(chain)?);
+        if let Some((code, Some(chain))) = nl::verdict(verdict)? {
+            if code == nl::NFT_JUMP || code == nl::NFT_GOTO {
+                targets.push(chain);
+            }
         }
     }
     Ok(targets)

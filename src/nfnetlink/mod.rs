@@ -261,8 +261,21 @@ pub fn messages(buf: &[u8]) -> Result<Vec<Message<'_>>, Malformed> {
 pub type DumpPart<'a> = (Vec<Message<'a>>, Option<Result<(), i32>>);
 
 pub fn dump_part(buf: &[u8], kind: u16) -> Result<DumpPart<'_>, Malformed> {
+    dump_part_matching(buf, kind, None)
+}
+
+/// [`dump_part`] of the dump asked with sequence number `seq`, on a socket that may still hold
+/// answers to earlier requests: every message with another number is passed over.
+pub fn dump_part_of(buf: &[u8], kind: u16, seq: u32) -> Result<DumpPart<'_>, Malformed> {
+    dump_part_matching(buf, kind, Some(seq))
+}
+
+fn dump_part_matching(buf: &[u8], kind: u16, seq: Option<u32>) -> Result<DumpPart<'_>, Malformed> {
     let mut items = Vec::new();
     for m in messages(buf)? {
+        if seq.is_some_and(|s| s != m.seq) {
+            continue;
+        }
         if let Some(errno) = m.done()? {
             return Ok((items, Some(if errno == 0 { Ok(()) } else { Err(errno) })));
         }
@@ -323,6 +336,18 @@ pub fn be64(value: &[u8]) -> Result<u64, Malformed> {
     Ok(u64::from_be_bytes(value.try_into().map_err(|_| {
         malformed("a 64-bit value of another size")
     })?))
+}
+
+/// A verdict (the value of an NFTA_DATA_VERDICT attribute): its code and the chain it names,
+/// `None` without a code.
+pub fn verdict(value: &[u8]) -> Result<Option<(i32, Option<&str>)>, Malformed> {
+    let Some(code) = find(Attrs::of(value), NFTA_VERDICT_CODE)? else {
+        return Ok(None);
+    };
+    let chain = find(Attrs::of(value), NFTA_VERDICT_CHAIN)?
+        .map(name)
+        .transpose()?;
+    Ok(Some((be32(code)? as i32, chain)))
 }
 
 /// The value of the first attribute of type `kind`.

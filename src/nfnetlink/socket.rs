@@ -56,6 +56,25 @@ impl Socket {
                 std::io::Error::last_os_error(),
             ));
         }
+        // An error answer then carries the refused message's header only, not the whole message
+        // (an element message is up to 64 KiB, the size of the receive buffer).
+        let one: libc::c_int = 1;
+        // SAFETY: a valid socket and a c_int of the size given.
+        let capped = unsafe {
+            libc::setsockopt(
+                inner.as_raw_fd(),
+                libc::SOL_NETLINK,
+                libc::NETLINK_CAP_ACK,
+                &one as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if capped != 0 {
+            log::debug!(
+                "nfnetlink: errors will echo whole messages: {}",
+                std::io::Error::last_os_error()
+            );
+        }
         Ok(Socket {
             inner,
             buf: vec![0u8; 1 << 16],
@@ -91,11 +110,29 @@ impl Socket {
                 )
             }
         };
+        let context = format!("growing the nfnetlink socket's send buffer to {size} bytes");
         if set(libc::SO_SNDBUFFORCE) != 0 && set(libc::SO_SNDBUF) != 0 {
-            return Err(OsError::io(
-                format!("growing the nfnetlink socket's send buffer to {size} bytes"),
-                &std::io::Error::last_os_error(),
-            ));
+            return Err(OsError::io(context, &std::io::Error::last_os_error()));
+        }
+        // SO_SNDBUF alone is capped at net.core.wmem_max without saying so.
+        let mut got: libc::c_int = 0;
+        let mut got_len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: a valid socket; the kernel writes a c_int and its length.
+        let read = unsafe {
+            libc::getsockopt(
+                self.inner.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                &mut got as *mut libc::c_int as *mut libc::c_void,
+                &mut got_len,
+            )
+        };
+        if read != 0 || (got as usize) < len {
+            return Err(OsError {
+                context,
+                errno: None,
+                message: format!("the buffer is {got} bytes"),
+            });
         }
         self.send_buffer = len;
         Ok(())
@@ -120,9 +157,13 @@ impl Socket {
     /// Drops whatever answers are waiting (left by an exchange that ended early), so the next
     /// exchange reads only its own.
     pub fn drain(&mut self) {
-        while let Ok(n) = self.inner.recv(&mut &mut self.buf[..], libc::MSG_DONTWAIT) {
-            if n == 0 {
-                break;
+        loop {
+            match self.inner.recv(&mut &mut self.buf[..], libc::MSG_DONTWAIT) {
+                Ok(0) => break,
+                Ok(_) => {}
+                // Answers were lost to a full buffer; more may still be queued.
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {}
+                Err(_) => break,
             }
         }
     }

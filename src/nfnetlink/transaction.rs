@@ -104,16 +104,20 @@ pub fn table_flags(
 pub struct Batch {
     messages: Vec<Vec<u8>>,
     what: BTreeMap<u32, String>,
+    /// BEGIN's and END's sequence numbers: the kernel names BEGIN when it refuses the
+    /// transaction as a whole.
+    ends: (u32, u32),
 }
 
 impl Batch {
     /// `genid`: the ruleset generation the changes were prepared against (the kernel refuses
     /// the batch with ERESTART when the ruleset changed since).
     pub fn begin(seq: &mut Seq, genid: Option<u32>) -> Batch {
+        let at = seq.advance();
         let mut begin = Request::new(
             super::NFNL_MSG_BATCH_BEGIN,
             super::NLM_F_REQUEST,
-            seq.advance(),
+            at,
             super::NFPROTO_UNSPEC,
             super::NFNL_SUBSYS_NFTABLES,
         );
@@ -123,6 +127,7 @@ impl Batch {
         Batch {
             messages: vec![begin.finish()],
             what: BTreeMap::new(),
+            ends: (at, at),
         }
     }
 
@@ -133,11 +138,13 @@ impl Batch {
     }
 
     pub fn end(mut self, seq: &mut Seq) -> Batch {
+        let at = seq.advance();
+        self.ends.1 = at;
         self.messages.push(
             Request::new(
                 super::NFNL_MSG_BATCH_END,
                 super::NLM_F_REQUEST,
-                seq.advance(),
+                at,
                 super::NFPROTO_UNSPEC,
                 super::NFNL_SUBSYS_NFTABLES,
             )
@@ -164,13 +171,19 @@ impl Batch {
     /// Sends the batch, then a generation request whose answer comes after every answer of
     /// the batch; the first error of the batch is returned. (The kernel answers a refused batch
     /// with an error naming the message it refused, or BEGIN for the transaction as a whole.)
+    /// Answers to earlier requests on the socket are passed over.
     pub fn commit(self, socket: &mut Socket, seq: &mut Seq, context: &str) -> Result<(), OsError> {
         socket.send(&self.messages)?;
         let sentinel = seq.advance();
         socket.send(&[get_generation(sentinel)])?;
+        let ours = |s: u32| self.what.contains_key(&s) || s == self.ends.0 || s == self.ends.1;
         let mut first_error = None;
         loop {
-            let datagram = socket.recv()?;
+            // A batch's first error is the better report than a failed read after it.
+            let datagram = match socket.recv() {
+                Ok(d) => d,
+                Err(e) => return Err(first_error.unwrap_or(e)),
+            };
             for m in super::messages(datagram).map_err(|e| unreadable(context, e))? {
                 match m.error().map_err(|e| unreadable(context, e))? {
                     Some((0, _)) => {}
@@ -179,13 +192,14 @@ impl Batch {
                             failed(format!("{context}: the closing request"), errno)
                         }))
                     }
-                    Some((errno, s)) => {
+                    Some((errno, s)) if ours(s) => {
                         let step = self.what.get(&s).cloned();
                         first_error.get_or_insert_with(|| {
                             let step = step.unwrap_or_else(|| "the transaction".into());
                             failed(format!("{context}: {step}"), errno)
                         });
                     }
+                    Some(_) => {}
                     None if m.seq == sentinel => {
                         return match first_error {
                             Some(e) => Err(e),

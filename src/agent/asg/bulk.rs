@@ -10,9 +10,17 @@
 //! dormant table, which the next apply replaces. A live table is replaced in one libnftables
 //! transaction, as before, so traffic meets the old table or the new one, never a part.
 //!
+//! The kernel hooks a woken table while it processes the batch, and the batch's elements turn
+//! active only at its commit: for that moment (and in a batch that is then refused) the table
+//! filters with these maps empty. That is safe because every map written here fails closed on a
+//! miss: a container not in `containers` meets the final reject, a host not in a host map or a
+//! number not in `host_classes` is allowed by nothing. A set whose miss would let something
+//! through (a deny list, an exception) must never be written here; [`kinds`] names the maps
+//! that may.
+//!
 //! Only maps whose every element reads back as a plain value are written here (keys: an IPv4
-//! address or a mark; values: none, a mark or a verdict); any other set, or a set with one
-//! element that does not read, is left to libnftables whole.
+//! address or a mark; values: a mark or a verdict); any other set, or a set with one element
+//! that does not read, is left to libnftables whole.
 
 use super::objects::{render_dormant, Objects, SetObj, TABLE};
 use crate::agent::nft::{Error, Runner};
@@ -22,14 +30,27 @@ use crate::os_error::OsError;
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
-/// The flags of the table in the runner's namespace, `None` when there is none.
-pub fn table_flags(runner: &dyn Runner) -> Result<Option<u32>, Error> {
+/// Whether the table filters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableState {
+    Absent,
+    /// Its base chain unhooked: it filters nothing.
+    Dormant,
+    Live,
+}
+
+/// The state of the table in the runner's namespace.
+pub fn table_state(runner: &dyn Runner) -> Result<TableState, Error> {
     let mut flags = None;
     runner.with_netlink(&mut |socket, seq| {
         flags = nl::transaction::table_flags(socket, seq, nl::NFPROTO_IPV4, TABLE)?;
         Ok(())
     })?;
-    Ok(flags)
+    Ok(match flags {
+        None => TableState::Absent,
+        Some(f) if f & nl::NFT_TABLE_F_DORMANT != 0 => TableState::Dormant,
+        Some(_) => TableState::Live,
+    })
 }
 
 /// A first apply where no table filters: the table created dormant without the plain maps'
@@ -65,7 +86,6 @@ enum Scalar {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum DataKind {
-    None,
     Value(Scalar),
     Verdict,
 }
@@ -93,11 +113,10 @@ impl Encoded {
     }
 }
 
-/// The declarations written here: anything else (intervals, concatenations, counters,
-/// timeouts, other types) goes to libnftables.
+/// The declarations written here, maps whose miss refuses (see the module's doc): anything else
+/// (plain sets, intervals, concatenations, counters, timeouts, other types) goes to libnftables.
 fn kinds(decl: &str) -> Option<(Scalar, DataKind)> {
     Some(match decl {
-        "type ipv4_addr;" => (Scalar::Ipv4, DataKind::None),
         "type ipv4_addr : mark;" => (Scalar::Ipv4, DataKind::Value(Scalar::Mark)),
         "type ipv4_addr : verdict;" => (Scalar::Ipv4, DataKind::Verdict),
         "type mark : verdict;" => (Scalar::Mark, DataKind::Verdict),
@@ -142,8 +161,6 @@ pub fn encode(set: &SetObj) -> Option<Encoded> {
     for (key, value) in set.elements.iter() {
         let key = scalar(key_kind, key)?;
         let data = match data_kind {
-            DataKind::None if value.is_empty() => Data::None,
-            DataKind::None => return None,
             DataKind::Value(kind) => Data::Value(scalar(kind, value)?),
             DataKind::Verdict => verdict(value)?,
         };
@@ -259,13 +276,10 @@ fn decode_element(elem: &[u8]) -> Result<Option<([u8; 4], Data)>, nl::Malformed>
                     };
                     data = Data::Value(v);
                 } else if let Some(v) = nl::find(Attrs::of(value), nl::NFTA_DATA_VERDICT)? {
-                    let Some(code) = nl::find(Attrs::of(v), nl::NFTA_VERDICT_CODE)? else {
+                    let Some((code, chain)) = nl::verdict(v)? else {
                         return Ok(None);
                     };
-                    let chain = nl::find(Attrs::of(v), nl::NFTA_VERDICT_CHAIN)?
-                        .map(|c| nl::name(c).map(str::to_string))
-                        .transpose()?;
-                    data = Data::Verdict(nl::be32(code)? as i32, chain);
+                    data = Data::Verdict(code, chain.map(str::to_string));
                 } else {
                     return Ok(None);
                 }
@@ -281,9 +295,10 @@ fn decode_element(elem: &[u8]) -> Result<Option<([u8; 4], Data)>, nl::Malformed>
 /// the dump's end.
 fn read_dump_part(
     datagram: &[u8],
+    seq: u32,
     out: &mut Option<Vec<([u8; 4], Data)>>,
 ) -> Result<Result<bool, i32>, nl::Malformed> {
-    let (messages, end) = nl::dump_part(datagram, nl::nft(nl::NFT_MSG_NEWSETELEM))?;
+    let (messages, end) = nl::dump_part_of(datagram, nl::nft(nl::NFT_MSG_NEWSETELEM), seq)?;
     for m in messages {
         let Some(list) = nl::find(m.attrs()?, nl::NFTA_SET_ELEM_LIST_ELEMENTS)? else {
             continue;
@@ -314,10 +329,11 @@ fn read_elements(
     name: &str,
 ) -> Result<Option<Option<Vec<([u8; 4], Data)>>>, OsError> {
     let context = format!("listing the elements of {table} {name}");
+    let asked = seq.advance();
     let request = Request::new(
         nl::nft(nl::NFT_MSG_GETSETELEM),
         nl::NLM_F_REQUEST | nl::NLM_F_DUMP,
-        seq.advance(),
+        asked,
         nl::NFPROTO_IPV4,
         0,
     )
@@ -328,7 +344,7 @@ fn read_elements(
     let mut out = Some(Vec::new());
     loop {
         let datagram = socket.recv()?;
-        match read_dump_part(datagram, &mut out).map_err(|e| unreadable(&context, e))? {
+        match read_dump_part(datagram, asked, &mut out).map_err(|e| unreadable(&context, e))? {
             Ok(false) => {}
             Ok(true) => return Ok(Some(out)),
             Err(libc::ENOENT) => return Ok(None),
@@ -365,10 +381,10 @@ pub fn differences(
             held.sort_unstable();
             wanted.sort_unstable();
             if held != wanted {
-                out.push(format!(
-                    "{name} holds {} elements that differ from the {} the agent wrote",
+                out.push(super::drift::elements_differ(
+                    name,
                     held.len(),
-                    wanted.len()
+                    wanted.len(),
                 ));
             }
         }
@@ -409,8 +425,6 @@ mod tests {
                 Data::Verdict(nl::NFT_JUMP, Some("cp_1".into()))
             )]
         );
-        let plain = encode(&set("type ipv4_addr;", &[("10.0.0.1", "")])).unwrap();
-        assert_eq!(plain.elements, vec![([10, 0, 0, 1], Data::None)]);
 
         for (decl, k, v) in [
             (
@@ -423,7 +437,7 @@ mod tests {
             ("type ipv4_addr : verdict;", "10.0.0.1", "jump"),
             ("type ipv4_addr : verdict;", "10.0.0.1", "jump a b"),
             ("type ipv4_addr : verdict;", "10.0.0.1", "reject"),
-            ("type ipv4_addr;", "10.0.0.1", "accept"),
+            ("type ipv4_addr;", "10.0.0.1", ""),
             ("type inet_service : verdict;", "80", "accept"),
         ] {
             assert_eq!(encode(&set(decl, &[(k, v)])), None, "{decl} {k} : {v}");
@@ -540,7 +554,7 @@ mod tests {
     fn listed_after(
         name: &str,
         apply: impl FnOnce(&crate::agent::libnft::LibNft) -> Result<(), Error> + Send + 'static,
-    ) -> (Result<(), Error>, Option<u32>, String) {
+    ) -> (Result<(), Error>, TableState, String) {
         let ns = crate::lab::netns::NamedNetns::create(&format!(
             "nmbulk{name}{}",
             std::process::id() % 100000
@@ -549,7 +563,7 @@ mod tests {
         crate::netns::run_in(&ns.path(), move || {
             let nft = crate::agent::libnft::LibNft::open().unwrap();
             let applied = apply(&nft);
-            let flags = table_flags(&nft).unwrap();
+            let flags = table_state(&nft).unwrap();
             let listed = nft
                 .run_listing(&format!("list table ip {TABLE}"))
                 .unwrap_or_default();
@@ -584,8 +598,8 @@ mod tests {
             nft.run(&super::super::objects::render_full(&o3))
         });
         whole.unwrap();
-        assert_eq!(first_flags, Some(0), "woken");
-        assert_eq!(whole_flags, Some(0));
+        assert_eq!(first_flags, TableState::Live, "woken");
+        assert_eq!(whole_flags, TableState::Live);
         assert!(first_listed.contains("100.64.1.39"), "{first_listed}");
         assert_eq!(first_listed, whole_listed);
     }
@@ -603,7 +617,7 @@ mod tests {
         let (applied, flags, listed) = listed_after("r", move |nft| apply_first(nft, &o));
         let e = applied.unwrap_err().to_string();
         assert!(e.contains("elements to containers"), "{e}");
-        assert_eq!(flags, Some(nl::NFT_TABLE_F_DORMANT));
+        assert_eq!(flags, TableState::Dormant);
         assert!(listed.contains("flags dormant"), "{listed}");
         assert!(
             !listed.contains("100.64.0.1 :"),
@@ -612,7 +626,8 @@ mod tests {
     }
 
     /// What the element batch sends is what a dump answers (the same message layout): read
-    /// back, the elements are the encoded ones; anything but a plain element marks the set.
+    /// back, the elements are the encoded ones; answers to other requests are passed over;
+    /// anything but a plain element marks the set.
     #[test]
     fn dumped_elements_read_back_and_foreign_ones_are_told_apart() {
         let mut hosts = SetObj::new("type ipv4_addr : mark;");
@@ -626,10 +641,17 @@ mod tests {
         let mut seq = Seq::default();
         let batch = fill_and_wake(&mut seq, "t", &[("h", encoded.clone())]);
         let messages = batch.messages();
-        let mut datagram: Vec<u8> = messages[1..messages.len() - 2].concat();
+        // Answers to an earlier request (an end, an error) come first and are passed over.
+        let mut datagram = nl::testing::message(nl::NLMSG_DONE, 3, &0i32.to_ne_bytes());
+        datagram.extend(nl::testing::error(2, 4));
+        for m in &messages[1..messages.len() - 2] {
+            let mut m = m.clone();
+            m[8..12].copy_from_slice(&9u32.to_ne_bytes());
+            datagram.extend(m);
+        }
         datagram.extend(nl::testing::message(nl::NLMSG_DONE, 9, &0i32.to_ne_bytes()));
         let mut out = Some(Vec::new());
-        assert_eq!(read_dump_part(&datagram, &mut out), Ok(Ok(true)));
+        assert_eq!(read_dump_part(&datagram, 9, &mut out), Ok(Ok(true)));
         let (mut read, mut want) = (out.unwrap(), encoded.elements);
         read.sort_unstable();
         want.sort_unstable();
@@ -666,12 +688,12 @@ mod tests {
             ]),
         ] {
             let mut out = Some(vec![([1, 2, 3, 4], Data::None)]);
-            assert_eq!(read_dump_part(&foreign, &mut out), Ok(Ok(false)));
+            assert_eq!(read_dump_part(&foreign, 1, &mut out), Ok(Ok(false)));
             assert_eq!(out, None);
         }
         let mut out = Some(Vec::new());
         assert_eq!(
-            read_dump_part(&nl::testing::error(2, 1), &mut out),
+            read_dump_part(&nl::testing::error(2, 1), 1, &mut out),
             Ok(Err(2))
         );
     }
@@ -721,7 +743,7 @@ mod tests {
         #[test]
         fn hostile_dumps_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
             let mut out = Some(Vec::new());
-            let _ = read_dump_part(&bytes, &mut out);
+            let _ = read_dump_part(&bytes, 1, &mut out);
         }
 
         /// Stored element text is read strictly: anything else leaves the set to libnftables,
@@ -731,7 +753,7 @@ mod tests {
             key in ".{0,24}",
             value in ".{0,24}",
             decl in prop::sample::select(vec![
-                "type ipv4_addr;", "type ipv4_addr : mark;",
+                "type ipv4_addr : mark;",
                 "type ipv4_addr : verdict;", "type mark : verdict;",
             ]),
         ) {

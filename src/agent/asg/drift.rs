@@ -16,6 +16,7 @@
 //! Elements of the interval maps (port and destination segments) are not read: they are few,
 //! and a missing one only refuses more.
 
+use super::bulk::TableState;
 use super::objects::{Objects, FAMILY, TABLE};
 use crate::agent::nft::Runner;
 use crate::agent::nft_rule_count;
@@ -205,11 +206,7 @@ pub fn differences(
                 .map(|(k, v)| (k.as_str(), v.as_str()))
                 .collect();
             if listed != wanted {
-                out.push(format!(
-                    "{name} holds {} elements that differ from the {} the agent wrote",
-                    listed.len(),
-                    wanted.len()
-                ));
+                out.push(elements_differ(name, listed.len(), wanted.len()));
             }
         } else if listed.len() != s.elements.len() {
             out.push(format!(
@@ -220,6 +217,11 @@ pub fn differences(
         }
     }
     out
+}
+
+/// A set or map whose elements are not the ones the agent wrote.
+pub fn elements_differ(name: &str, held: usize, wanted: usize) -> String {
+    format!("{name} holds {held} elements that differ from the {wanted} the agent wrote")
 }
 
 /// What differs between the kernel's ASG table and `want` ([`differences`]); empty: nothing.
@@ -238,11 +240,8 @@ pub fn check(runner: &dyn Runner, want: &Objects) -> Result<Vec<String>, String>
     }
     // A dormant table (set so from outside, or left by a first apply that was cut short)
     // filters nothing.
-    match super::bulk::table_flags(runner).map_err(|e| e.to_string())? {
-        Some(flags) if flags & crate::nfnetlink::NFT_TABLE_F_DORMANT != 0 => {
-            return Ok(vec![format!("the table {TABLE} is dormant")]);
-        }
-        _ => {}
+    if super::bulk::table_state(runner).map_err(|e| e.to_string())? == TableState::Dormant {
+        return Ok(vec![format!("the table {TABLE} is dormant")]);
     }
     let rules = nft_rule_count::rules_per_chain(TABLE).map_err(|e| e.to_string())?;
     for (chain, n) in rules {

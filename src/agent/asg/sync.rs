@@ -10,7 +10,7 @@
 //! start, after a failed transaction, or when the check finds it changed from outside, and every
 //! rewrite carries the table's counters over. One cycle at a time.
 
-use super::bulk;
+use super::bulk::{self, TableState};
 use super::client::AsgSource;
 use super::compile::{compile_with, Cache, Compiled, LoggedRule, Settings, SPACE_KEY};
 use super::counters;
@@ -25,7 +25,6 @@ use crate::agent::Error;
 use crate::api::security_groups::SecurityGroup;
 use crate::cell::{Container, Reader};
 use crate::metrics::{OpMetrics, Registrar};
-use crate::nfnetlink;
 use crate::steps::Steps;
 use arc_swap::ArcSwap;
 use prometheus_client::metrics::counter::Counter;
@@ -439,7 +438,10 @@ impl AsgAgent {
     /// The table rewritten whole, its counters carried over from the table it replaces (none
     /// at a first start; the rewrite loses only what is counted between the read and the commit).
     fn full(&self, new: &Compiled) -> Result<Applied, Error> {
-        if self.table_is_live() == Some(false) {
+        if matches!(
+            self.table_state(),
+            Some(TableState::Absent | TableState::Dormant)
+        ) {
             match self
                 .metrics
                 .enforce
@@ -467,9 +469,9 @@ impl AsgAgent {
 
     /// Whether the table exists and filters (`None`: it cannot be told, so it is replaced as a
     /// live one would be).
-    fn table_is_live(&self) -> Option<bool> {
-        match bulk::table_flags(self.runner.as_ref()) {
-            Ok(flags) => Some(flags.is_some_and(|f| f & nfnetlink::NFT_TABLE_F_DORMANT == 0)),
+    fn table_state(&self) -> Option<TableState> {
+        match bulk::table_state(self.runner.as_ref()) {
+            Ok(state) => Some(state),
             Err(e) => {
                 log::debug!("security groups: cannot look the table up: {e}");
                 None
@@ -589,7 +591,7 @@ mod tests {
     /// refuses them): the first call of the nfnetlink socket (the table lookup) goes through.
     struct RefusingBatches {
         nft: crate::agent::libnft::LibNft,
-        calls: AtomicUsize,
+        calls: Arc<AtomicUsize>,
     }
 
     impl Runner for RefusingBatches {
@@ -615,24 +617,31 @@ mod tests {
             std::process::id() % 100000
         ))
         .unwrap();
-        let runner = crate::netns::run_in(&ns.path(), || RefusingBatches {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&calls);
+        let runner = crate::netns::run_in(&ns.path(), move || RefusingBatches {
             nft: crate::agent::libnft::LibNft::open().unwrap(),
-            calls: AtomicUsize::new(0),
+            calls: counted,
         })
         .unwrap();
         let (mut agent, _server, store, _dir) = agent(Duration::from_secs(3600));
         agent.runner = Box::new(runner);
         store.add(app("c1", 2)).unwrap();
         assert!(matches!(agent.poll().unwrap(), Applied::Full(_)));
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            2,
+            "the table looked up, then the element batch tried"
+        );
         let (flags, listed) = crate::netns::run_in(&ns.path(), || {
             let nft = crate::agent::libnft::LibNft::open().unwrap();
             (
-                bulk::table_flags(&nft).unwrap(),
+                bulk::table_state(&nft).unwrap(),
                 nft.run_listing(&format!("list table ip {TABLE}")).unwrap(),
             )
         })
         .unwrap();
-        assert_eq!(flags, Some(0), "live, not dormant: {listed}");
+        assert_eq!(flags, TableState::Live, "{listed}");
         assert!(listed.contains("10.255.0.2 : jump rs_"), "{listed}");
         assert!(listed.contains("1.1.1.1"), "{listed}");
     }
