@@ -491,21 +491,9 @@ fn an_agent_killed_during_its_first_apply_leaves_nothing_filtering_or_the_comple
     // dormant table filters nothing, so the guard refuses the container's new egress, and the
     // next start replaces it with the complete table.
     cell.agent.take();
-    cell.net
-        .cell
-        .exec(&[
-            "nft",
-            "add",
-            "table",
-            "ip",
-            "netman_asg",
-            "{",
-            "flags",
-            "dormant",
-            ";",
-            "}",
-        ])
-        .unwrap();
+    let mut dormant_args = vec!["nft"];
+    dormant_args.extend(MAKE_DORMANT);
+    cell.net.cell.exec(&dormant_args).unwrap();
     assert!(cell.asg_table().contains("flags dormant"));
     assert!(!tcp(&a, NET_A, 80), "a dormant table lets nothing out");
     cell.start_agent();

@@ -144,20 +144,7 @@ fn the_periodic_sync_rewrites_nothing_and_repairs_a_table_changed_from_outside()
         ),
         (
             "the table made dormant",
-            [
-                "add",
-                "table",
-                "ip",
-                "netman_asg",
-                "{",
-                "flags",
-                "dormant",
-                ";",
-                "}",
-            ]
-            .into_iter()
-            .map(String::from)
-            .collect(),
+            MAKE_DORMANT.into_iter().map(String::from).collect(),
         ),
     ];
     for (i, (what, args)) in broken.iter().enumerate() {

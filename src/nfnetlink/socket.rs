@@ -11,6 +11,8 @@
 
 use crate::os_error::OsError;
 use netlink_sys::constants::NETLINK_NETFILTER;
+use nix::sys::socket::{getsockopt, setsockopt, sockopt};
+use nix::sys::time::TimeVal;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
@@ -36,44 +38,13 @@ impl Socket {
             .bind_auto()
             .map_err(|e| io("binding the nfnetlink socket", e))?;
         // An answer that never comes is an error, not a networker stuck holding the lock.
-        let timeout = libc::timeval {
-            tv_sec: RECEIVE_TIMEOUT.as_secs() as libc::time_t,
-            tv_usec: 0,
-        };
-        // SAFETY: a valid socket and a timeval of the size given.
-        let set = unsafe {
-            libc::setsockopt(
-                inner.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                &timeout as *const libc::timeval as *const libc::c_void,
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if set != 0 {
-            return Err(io(
-                "setting the nfnetlink socket's receive timeout",
-                std::io::Error::last_os_error(),
-            ));
-        }
+        let timeout = TimeVal::new(RECEIVE_TIMEOUT.as_secs() as i64, 0);
+        setsockopt(&inner, sockopt::ReceiveTimeout, &timeout)
+            .map_err(|e| OsError::errno("setting the nfnetlink socket's receive timeout", e))?;
         // An error answer then carries the refused message's header only, not the whole message
         // (an element message is up to 64 KiB, the size of the receive buffer).
-        let one: libc::c_int = 1;
-        // SAFETY: a valid socket and a c_int of the size given.
-        let capped = unsafe {
-            libc::setsockopt(
-                inner.as_raw_fd(),
-                libc::SOL_NETLINK,
-                libc::NETLINK_CAP_ACK,
-                &one as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if capped != 0 {
-            log::debug!(
-                "nfnetlink: errors will echo whole messages: {}",
-                std::io::Error::last_os_error()
-            );
+        if let Err(e) = inner.set_cap_ack(true) {
+            log::debug!("nfnetlink: errors will echo whole messages: {e}");
         }
         Ok(Socket {
             inner,
@@ -97,37 +68,16 @@ impl Socket {
     /// A datagram larger than the send buffer is refused whole (EMSGSIZE). SO_SNDBUFFORCE
     /// (CAP_NET_ADMIN, which every nf_tables writer has) passes `net.core.wmem_max`.
     fn grow_send_buffer(&mut self, len: usize) -> Result<(), OsError> {
-        let size = libc::c_int::try_from(len + (64 << 10)).unwrap_or(libc::c_int::MAX);
-        let set = |option| {
-            // SAFETY: a valid socket and a c_int of the size given.
-            unsafe {
-                libc::setsockopt(
-                    self.inner.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    option,
-                    &size as *const libc::c_int as *const libc::c_void,
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            }
-        };
+        let size = len + (64 << 10);
         let context = format!("growing the nfnetlink socket's send buffer to {size} bytes");
-        if set(libc::SO_SNDBUFFORCE) != 0 && set(libc::SO_SNDBUF) != 0 {
-            return Err(OsError::io(context, &std::io::Error::last_os_error()));
+        if let Err(e) = setsockopt(&self.inner, sockopt::SndBufForce, &size) {
+            setsockopt(&self.inner, sockopt::SndBuf, &size)
+                .map_err(|_| OsError::errno(context.clone(), e))?;
         }
         // SO_SNDBUF alone is capped at net.core.wmem_max without saying so.
-        let mut got: libc::c_int = 0;
-        let mut got_len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: a valid socket; the kernel writes a c_int and its length.
-        let read = unsafe {
-            libc::getsockopt(
-                self.inner.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_SNDBUF,
-                &mut got as *mut libc::c_int as *mut libc::c_void,
-                &mut got_len,
-            )
-        };
-        if read != 0 || (got as usize) < len {
+        let got = getsockopt(&self.inner, sockopt::SndBuf)
+            .map_err(|e| OsError::errno(context.clone(), e))?;
+        if got < len {
             return Err(OsError {
                 context,
                 errno: None,

@@ -37,6 +37,19 @@ use std::time::Duration;
 
 pub const FORCE_PORT: u16 = 8722;
 pub const RELAY_PORT: u16 = 4003;
+/// `nft` arguments that make the ASG table dormant (its base chain unhooked), as a first apply
+/// cut short between its two transactions leaves it.
+pub const MAKE_DORMANT: [&str; 9] = [
+    "add",
+    "table",
+    "ip",
+    "netman_asg",
+    "{",
+    "flags",
+    "dormant",
+    ";",
+    "}",
+];
 
 /// One cell: the networker's fixture, a relay to the policy server and the agent.
 pub struct AsgCell {
